@@ -1,0 +1,92 @@
+//! One error type with the exit-code contract: 2 for bad usage or bad input, 1 for a
+//! run that failed for any other reason.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The user can fix it: a setting, a file, a column, a row. Exit code 2.
+    BadInput,
+    /// Something went wrong while running. Exit code 1.
+    Failed,
+}
+
+#[derive(Debug)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::BadInput,
+            message: message.into(),
+        }
+    }
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Failed,
+            message: message.into(),
+        }
+    }
+    pub fn exit_code(&self) -> i32 {
+        match self.kind {
+            ErrorKind::BadInput => 2,
+            ErrorKind::Failed => 1,
+        }
+    }
+    /// Prefix the message with where it happened, keeping the kind.
+    pub fn context(self, what: impl fmt::Display) -> Self {
+        Self {
+            kind: self.kind,
+            message: format!("{what}: {}", self.message),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<datafusion::error::DataFusionError> for Error {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        Error::failed(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::failed(e.to_string())
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for Error {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        Error::failed(e.to_string())
+    }
+}
+
+impl From<datafusion::parquet::errors::ParquetError> for Error {
+    fn from(e: datafusion::parquet::errors::ParquetError) -> Self {
+        Error::failed(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::failed(e.to_string())
+    }
+}
+
+/// Shorthand for a bad-input error with `format!` arguments.
+#[macro_export]
+macro_rules! bad_input {
+    ($($arg:tt)*) => { $crate::error::Error::bad_input(format!($($arg)*)) };
+}

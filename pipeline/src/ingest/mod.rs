@@ -1,0 +1,270 @@
+//! Ingest: find each input's Parquet files through `object_store` (the same code path
+//! for local folders, `file://` and cloud URLs), check every file's schema against
+//! the contract, apply the safe casts, and register the tables with opt-outs applied.
+
+pub mod contract;
+pub mod validate;
+
+use crate::bad_input;
+use crate::error::{Error, Result};
+use crate::governance::optouts::{self, OptOuts, RawPersonTable};
+use contract::Table;
+use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+use datafusion::parquet::arrow::parquet_to_arrow_schema;
+use datafusion::prelude::{DataFrame, SessionContext, cast, ident};
+use futures::TryStreamExt;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InputFile {
+    pub path: String,
+    pub bytes: u64,
+    pub rows: u64,
+    pub modified: String,
+    /// SHA-256 of the object's location, size, modification time and e-tag: cheap to
+    /// take on any object store, and changes whenever the file is replaced.
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InputTable {
+    pub table: &'static str,
+    pub location: String,
+    pub files: Vec<InputFile>,
+    pub rows: u64,
+    /// Column -> type as found in the first file (before safe casts).
+    pub found_types: BTreeMap<String, String>,
+}
+
+/// What `register_inputs` read; the data itself is registered in the session.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inputs {
+    pub tables: Vec<InputTable>,
+}
+
+impl Inputs {
+    pub fn get(&self, name: &str) -> Option<&InputTable> {
+        self.tables.iter().find(|t| t.table == name)
+    }
+}
+
+/// Check and register every input of a job as `input_<table>`, with opt-outs applied.
+/// This is the only function that makes person-level data visible to a session.
+pub async fn register_inputs(
+    ctx: &SessionContext,
+    inputs: &BTreeMap<String, String>,
+    allow_empty_optouts: bool,
+) -> Result<Inputs> {
+    let mut found = Vec::new();
+    let mut raw = BTreeMap::new();
+    for table in contract::TABLES {
+        let Some(location) = inputs.get(table.name) else {
+            if table.required {
+                return Err(bad_input!(
+                    "input '{}' is required; name it under [inputs]",
+                    table.name
+                ));
+            }
+            continue;
+        };
+        let (summary, df) = read_table(ctx, table, location).await?;
+        let may_be_empty = !table.required || (table.name == "optouts" && allow_empty_optouts);
+        if summary.rows == 0 && !may_be_empty {
+            let hint = if table.name == "optouts" {
+                "an empty opt-out list is almost always a failed extract; if there truly are none, set allow_empty_optouts = true under [job]"
+            } else {
+                "check that the extract ran"
+            };
+            return Err(bad_input!(
+                "input {} ({location}) has no rows: {hint}",
+                table.name
+            ));
+        }
+        found.push(summary);
+        raw.insert(table.name, df);
+    }
+
+    let optouts = OptOuts::new(raw.remove("optouts").expect("optouts is required"));
+    for (name, df) in raw {
+        let df = optouts::apply(RawPersonTable::new(df), &optouts)?;
+        ctx.register_table(format!("input_{name}"), df.into_view())?;
+    }
+    Ok(Inputs { tables: found })
+}
+
+/// List, check and open one input. Every file's footer is read here, so that a
+/// truncated or non-Parquet file is reported by name before any work starts.
+async fn read_table(
+    ctx: &SessionContext,
+    table: &Table,
+    location: &str,
+) -> Result<(InputTable, DataFrame)> {
+    let what = format!("input {} ({location})", table.name);
+    let local = !crate::job::is_url(location);
+    if local && !location.contains(['*', '?', '[']) && !std::path::Path::new(location).exists() {
+        return Err(bad_input!(
+            "{what}: no such file or folder; fix the path under [inputs] in the job file"
+        ));
+    }
+    let url = ListingTableUrl::parse(location)
+        .map_err(|e| bad_input!("{what}: not a valid path or URL ({e})"))?;
+    let store = ctx.runtime_env().object_store(url.object_store()).map_err(|_| {
+        bad_input!(
+            "{what}: this build of riskstrat cannot read '{}' URLs; use a local path or file:// URL",
+            url.scheme()
+        )
+    })?;
+    // A folder or glob means "its .parquet files"; a single named file is taken as is.
+    let ext = if url.is_collection() || url.get_glob().is_some() {
+        ".parquet"
+    } else {
+        ""
+    };
+    let state = ctx.state();
+    let mut metas: Vec<_> = url
+        .list_all_files(&state, store.as_ref(), ext)
+        .await
+        .map_err(|e| bad_input!("{what}: cannot list it ({e})"))?
+        .try_collect()
+        .await
+        .map_err(|e| bad_input!("{what}: cannot list it ({e})"))?;
+    metas.sort_by(|a, b| a.location.cmp(&b.location));
+    if metas.is_empty() {
+        return Err(bad_input!("{what}: no .parquet files found there"));
+    }
+
+    // Footers read here go into the session's metadata cache: the scans reuse them.
+    let cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
+    let mut files = Vec::with_capacity(metas.len());
+    let mut table_fields: Option<Vec<Field>> = None;
+    let mut found_types = BTreeMap::new();
+    for meta in &metas {
+        let file = format!("{}", meta.location);
+        let unreadable = |e: &dyn std::fmt::Display| {
+            bad_input!(
+                "{what}: file {file} is not a readable Parquet file ({e}); it may be truncated or another format: replace it with a complete Parquet file"
+            )
+        };
+        let metadata = DFParquetMetadata::new(store.as_ref(), meta)
+            .with_file_metadata_cache(Some(cache.clone()))
+            .fetch_metadata()
+            .await
+            .map_err(|e| unreadable(&e))?;
+        let fm = metadata.file_metadata();
+        let schema = parquet_to_arrow_schema(fm.schema_descr(), fm.key_value_metadata())
+            .map_err(|e| unreadable(&e))?;
+        let rows = fm.num_rows().max(0) as u64;
+        let fields = check_schema(table, &schema, &file, &what)?;
+        match &table_fields {
+            None => {
+                for f in &fields {
+                    found_types.insert(f.name().clone(), f.data_type().to_string());
+                }
+                table_fields = Some(fields);
+            }
+            Some(first) => {
+                for (a, b) in first.iter().zip(&fields) {
+                    if a.data_type() != b.data_type() {
+                        return Err(bad_input!(
+                            "{what}: file {file}, column '{}' is {} but earlier files have {}; write every file with the same types",
+                            a.name(),
+                            b.data_type(),
+                            a.data_type()
+                        ));
+                    }
+                }
+            }
+        }
+        let mut h = Sha256::new();
+        h.update(format!(
+            "{}|{}|{}|{:?}",
+            meta.location, meta.size, meta.last_modified, meta.e_tag
+        ));
+        files.push(InputFile {
+            path: file,
+            bytes: meta.size,
+            rows,
+            modified: meta.last_modified.to_rfc3339(),
+            fingerprint: hex::encode(h.finalize()),
+        });
+    }
+    let rows = files.iter().map(|f| f.rows).sum();
+
+    let schema = Arc::new(Schema::new(table_fields.expect("at least one file")));
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(ext);
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(schema);
+    let provider = ListingTable::try_new(config)?;
+    let df = ctx.read_table(Arc::new(provider))?.select(
+        table
+            .columns
+            .iter()
+            .map(|c| cast(ident(c.name), c.ty.arrow()).alias(c.name))
+            .collect::<Vec<_>>(),
+    )?;
+    Ok((
+        InputTable {
+            table: table.name,
+            location: location.to_string(),
+            files,
+            rows,
+            found_types,
+        },
+        df,
+    ))
+}
+
+/// The contract's columns as found in one file, or an error naming the file, column,
+/// expected and found types.
+fn check_schema(table: &Table, schema: &Schema, file: &str, what: &str) -> Result<Vec<Field>> {
+    table
+        .columns
+        .iter()
+        .map(|c| {
+            let field = schema.field_with_name(c.name).map_err(|_| {
+                let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                bad_input!(
+                    "{what}: file {file} has no column '{}' (expected {}); it has: {}",
+                    c.name,
+                    c.ty.name(),
+                    names.join(", ")
+                )
+            })?;
+            if !c.ty.accepts(field.data_type()) {
+                return Err(bad_input!(
+                    "{what}: file {file}, column '{}' is {} but the contract needs {}{}; convert the column when writing the extract",
+                    c.name,
+                    field.data_type(),
+                    c.ty.name(),
+                    safe_cast_hint(c.ty)
+                ));
+            }
+            Ok(Field::new(c.name, field.data_type().clone(), true))
+        })
+        .collect()
+}
+
+fn safe_cast_hint(ty: contract::ColType) -> &'static str {
+    use contract::ColType::*;
+    match ty {
+        Utf8 => " (LargeUtf8 and Utf8View are also accepted)",
+        Int32 => " (Int64 is also accepted)",
+        Date32 => " (Timestamp is also accepted)",
+        Float64 | Utf8List => "",
+    }
+}
+
+impl From<Error> for datafusion::error::DataFusionError {
+    fn from(e: Error) -> Self {
+        datafusion::error::DataFusionError::External(Box::new(e))
+    }
+}

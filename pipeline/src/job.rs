@@ -1,0 +1,469 @@
+//! Job files (TOML): what to read, when, and what to compute. Unknown keys are an
+//! error that names them, so that a typo cannot silently change a run.
+
+use crate::bad_input;
+use crate::error::{Error, Result};
+use chrono::NaiveDate;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    pub job: JobSection,
+    pub inputs: BTreeMap<String, String>,
+    #[serde(default)]
+    pub features: FeaturesSection,
+    #[serde(default)]
+    pub cohorts: CohortsSection,
+    #[serde(default)]
+    pub resources: ResourcesSection,
+    #[serde(default)]
+    pub model: ModelSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Design terms (default: the contract's twelve).
+    pub features: Option<Vec<String>>,
+    /// L2 penalty on the coefficients (not the intercept); default 0.
+    pub l2: Option<f64>,
+    /// Score with this saved model.json instead of fitting (monthly scoring, yearly refit).
+    pub load: Option<String>,
+    /// Risk tiers as cumulative shares, highest risk first; the last must reach 1.
+    pub tiers: Option<Vec<TierSpec>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierSpec {
+    pub name: String,
+    pub up_to: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSection {
+    pub name: String,
+    /// `YYYY-MM-DD`; omitted means today.
+    pub as_of: Option<String>,
+    /// Folder (or `file://` URL) under which run folders are written.
+    pub output: String,
+    /// Folder whose SQL files override the built-in ones by relative path.
+    pub sql_dir: Option<String>,
+    /// An empty opt-out extract is usually a failed extract; allow it only on purpose.
+    #[serde(default)]
+    pub allow_empty_optouts: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeaturesSection {
+    /// Extra feature SQL files, each returning `pseudo_id` and new columns.
+    #[serde(default)]
+    pub extra: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CohortsSection {
+    /// Built-in cohort names (`complex_needs`) or paths to `.sql` files.
+    #[serde(default = "default_cohorts")]
+    pub include: Vec<String>,
+}
+
+impl Default for CohortsSection {
+    fn default() -> Self {
+        Self {
+            include: default_cohorts(),
+        }
+    }
+}
+
+fn default_cohorts() -> Vec<String> {
+    vec!["complex_needs".into()]
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesSection {
+    /// Memory limit for query execution, e.g. "4GiB" or "512MiB"; spills beyond it.
+    pub memory_limit: Option<String>,
+    /// Where spill files go (default: the system temp folder).
+    pub temp_dir: Option<String>,
+    /// Parallelism (default: number of cores).
+    pub target_partitions: Option<usize>,
+}
+
+/// A job after parsing and checking: paths resolved against the job file's folder.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub as_of: NaiveDate,
+    pub output: PathBuf,
+    pub sql_dir: Option<PathBuf>,
+    pub allow_empty_optouts: bool,
+    /// Input table name -> location (path or URL), as given, resolved if relative.
+    pub inputs: BTreeMap<String, String>,
+    pub extra_features: Vec<PathBuf>,
+    pub cohorts: Vec<CohortSpec>,
+    pub resources: ResourcesSection,
+    pub model: crate::model::ModelConfig,
+    pub source: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CohortSpec {
+    Builtin(String),
+    File(PathBuf),
+}
+
+impl CohortSpec {
+    pub fn name(&self) -> String {
+        match self {
+            CohortSpec::Builtin(n) => n.clone(),
+            CohortSpec::File(p) => p
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+        }
+    }
+}
+
+pub fn parse_date(s: &str, what: &str) -> Result<NaiveDate> {
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").map_err(|_| {
+        bad_input!("{what}: '{s}' is not a date; write it as YYYY-MM-DD, e.g. 2026-04-01")
+    })
+}
+
+/// A location is a URL when it has a scheme (`s3://`, `file://`); otherwise a path.
+pub fn is_url(s: &str) -> bool {
+    s.split_once("://").is_some_and(|(scheme, _)| {
+        !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+')
+    })
+}
+
+impl Job {
+    pub fn load(path: &Path, as_of_override: Option<&str>) -> Result<Job> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            bad_input!(
+                "job file {}: cannot read it ({e}); check the path",
+                path.display()
+            )
+        })?;
+        Self::parse(&text, path, as_of_override)
+    }
+
+    pub fn parse(text: &str, path: &Path, as_of_override: Option<&str>) -> Result<Job> {
+        let file: JobFile = toml::from_str(text)
+            .map_err(|e| bad_input!("job file {}: {}", path.display(), e.to_string().trim_end()))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let resolve = |s: &str| -> PathBuf {
+            let p = Path::new(s);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        let ctx = |key: &str| format!("job file {}: {key}", path.display());
+
+        let name = file.job.name.trim().to_string();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(bad_input!(
+                "{}: '{}' must be letters, digits, '-' or '_' (it names the output folder)",
+                ctx("[job] name"),
+                file.job.name
+            ));
+        }
+        let as_of = match as_of_override.or(file.job.as_of.as_deref()) {
+            Some(s) => parse_date(
+                s,
+                &ctx(if as_of_override.is_some() {
+                    "--as-of"
+                } else {
+                    "[job] as_of"
+                }),
+            )?,
+            None => chrono::Utc::now().date_naive(),
+        };
+
+        let mut inputs = BTreeMap::new();
+        for (table, loc) in &file.inputs {
+            if crate::ingest::contract::table(table).is_none() {
+                let known: Vec<_> = crate::ingest::contract::TABLES
+                    .iter()
+                    .map(|t| t.name)
+                    .collect();
+                return Err(bad_input!(
+                    "{}: unknown input '{table}'; the tables are {}",
+                    ctx("[inputs]"),
+                    known.join(", ")
+                ));
+            }
+            let loc = if is_url(loc) {
+                loc.clone()
+            } else {
+                resolve(loc).to_string_lossy().into_owned()
+            };
+            inputs.insert(table.clone(), loc);
+        }
+        for t in crate::ingest::contract::TABLES
+            .iter()
+            .filter(|t| t.required)
+        {
+            if !inputs.contains_key(t.name) {
+                return Err(bad_input!(
+                    "{}: the required input '{}' is missing; add `{} = \"path/to/{}.parquet\"`",
+                    ctx("[inputs]"),
+                    t.name,
+                    t.name,
+                    t.name
+                ));
+            }
+        }
+
+        let output = file
+            .job
+            .output
+            .strip_prefix("file://")
+            .map(str::to_string)
+            .unwrap_or(file.job.output.clone());
+        if is_url(&output) {
+            return Err(bad_input!(
+                "{}: '{}': run folders are written to a local folder or file:// URL in this build",
+                ctx("[job] output"),
+                file.job.output
+            ));
+        }
+
+        let mut cohorts = Vec::new();
+        for c in &file.cohorts.include {
+            let spec = if c.ends_with(".sql") {
+                let p = resolve(c);
+                if !p.is_file() {
+                    return Err(bad_input!(
+                        "{}: cohort file {} does not exist",
+                        ctx("[cohorts] include"),
+                        p.display()
+                    ));
+                }
+                CohortSpec::File(p)
+            } else if crate::sql::builtin(&format!("cohorts/{c}.sql")).is_some() {
+                CohortSpec::Builtin(c.clone())
+            } else {
+                return Err(bad_input!(
+                    "{}: '{c}' is neither a built-in cohort ({}) nor a path ending in .sql",
+                    ctx("[cohorts] include"),
+                    crate::sql::builtin_cohorts().join(", ")
+                ));
+            };
+            if cohorts.iter().any(|x: &CohortSpec| x.name() == spec.name()) {
+                return Err(bad_input!(
+                    "{}: two cohorts are named '{}'",
+                    ctx("[cohorts] include"),
+                    spec.name()
+                ));
+            }
+            cohorts.push(spec);
+        }
+
+        let mut extra_features = Vec::new();
+        for f in &file.features.extra {
+            let p = resolve(f);
+            if !p.is_file() {
+                return Err(bad_input!(
+                    "{}: feature file {} does not exist",
+                    ctx("[features] extra"),
+                    p.display()
+                ));
+            }
+            extra_features.push(p);
+        }
+        if let Some(m) = &file.resources.memory_limit {
+            parse_bytes(m).map_err(|e| e.context(ctx("[resources] memory_limit")))?;
+        }
+        if file.resources.target_partitions == Some(0) {
+            return Err(bad_input!(
+                "{}: must be at least 1",
+                ctx("[resources] target_partitions")
+            ));
+        }
+
+        let mut model = crate::model::ModelConfig::default();
+        if let Some(f) = &file.model.features {
+            if f.is_empty() {
+                return Err(bad_input!(
+                    "{}: name at least one feature",
+                    ctx("[model] features")
+                ));
+            }
+            model.terms = f.clone();
+        }
+        if let Some(l2) = file.model.l2 {
+            if !(l2 >= 0.0 && l2.is_finite()) {
+                return Err(bad_input!(
+                    "{}: {l2} must be zero or more",
+                    ctx("[model] l2")
+                ));
+            }
+            model.l2 = l2;
+        }
+        if let Some(t) = &file.model.tiers {
+            let tiers: Vec<_> = t
+                .iter()
+                .map(|t| riskstrat_models::tiers::Tier {
+                    name: t.name.clone(),
+                    up_to: t.up_to,
+                })
+                .collect();
+            riskstrat_models::tiers::validate(&tiers)
+                .map_err(|e| bad_input!("{}: {e}", ctx("[model] tiers")))?;
+            model.tiers = tiers;
+        }
+        if let Some(l) = &file.model.load {
+            let p = resolve(l);
+            if !p.is_file() {
+                return Err(bad_input!(
+                    "{}: {} does not exist",
+                    ctx("[model] load"),
+                    p.display()
+                ));
+            }
+            model.load = Some(p);
+        }
+
+        Ok(Job {
+            name,
+            as_of,
+            output: resolve(&output),
+            sql_dir: file.job.sql_dir.as_deref().map(resolve),
+            allow_empty_optouts: file.job.allow_empty_optouts,
+            inputs,
+            extra_features,
+            cohorts,
+            resources: file.resources,
+            model,
+            source: path.to_path_buf(),
+        })
+    }
+}
+
+/// "4GiB", "512MiB", "2G", "1000000" -> bytes.
+pub fn parse_bytes(s: &str) -> Result<usize> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| Error::bad_input(format!("'{s}' is not a size; write e.g. 4GiB or 512MiB")))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => {
+            return Err(Error::bad_input(format!(
+                "'{s}' has an unknown unit; use KiB, MiB or GiB"
+            )));
+        }
+    };
+    Ok((n * mult) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[job]
+name = "complex-needs"
+as_of = "2026-04-01"
+output = "runs"
+[inputs]
+patients = "data/patients.parquet"
+appointments = "data/appointments/"
+prescriptions = "data/prescriptions.parquet"
+admissions = "data/admissions.parquet"
+optouts = "data/optouts.parquet"
+"#;
+
+    #[test]
+    fn parses_and_resolves_relative_paths() {
+        let job = Job::parse(MINIMAL, Path::new("/jobs/j.toml"), None).unwrap();
+        assert_eq!(job.name, "complex-needs");
+        assert_eq!(job.as_of, NaiveDate::from_ymd_opt(2026, 4, 1).unwrap());
+        assert_eq!(job.inputs["patients"], "/jobs/data/patients.parquet");
+        assert_eq!(job.output, PathBuf::from("/jobs/runs"));
+        assert_eq!(
+            job.cohorts,
+            vec![CohortSpec::Builtin("complex_needs".into())]
+        );
+    }
+
+    #[test]
+    fn as_of_override_wins() {
+        let job = Job::parse(MINIMAL, Path::new("j.toml"), Some("2025-01-31")).unwrap();
+        assert_eq!(job.as_of, NaiveDate::from_ymd_opt(2025, 1, 31).unwrap());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = MINIMAL.replace("output = \"runs\"", "output = \"runs\"\noutptu = \"x\"");
+        let e = Job::parse(&text, Path::new("j.toml"), None).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.message.contains("outptu"), "{}", e.message);
+    }
+
+    #[test]
+    fn unknown_input_table_is_named() {
+        let text = MINIMAL.replace("[inputs]", "[inputs]\npatiants = \"x.parquet\"");
+        let e = Job::parse(&text, Path::new("j.toml"), None).unwrap_err();
+        assert!(e.message.contains("patiants"), "{}", e.message);
+    }
+
+    #[test]
+    fn bad_date_is_named() {
+        let text = MINIMAL.replace("2026-04-01", "01/04/2026");
+        let e = Job::parse(&text, Path::new("j.toml"), None).unwrap_err();
+        assert!(
+            e.message.contains("as_of") && e.message.contains("01/04/2026"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn missing_required_input_is_named() {
+        let text = MINIMAL.replace("optouts = \"data/optouts.parquet\"\n", "");
+        let e = Job::parse(&text, Path::new("j.toml"), None).unwrap_err();
+        assert!(e.message.contains("optouts"), "{}", e.message);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("4GiB").unwrap(), 4 << 30);
+        assert_eq!(parse_bytes("512 MiB").unwrap(), 512 << 20);
+        assert!(parse_bytes("lots").is_err());
+    }
+
+    #[test]
+    fn urls_are_not_paths() {
+        assert!(is_url("s3://bucket/x"));
+        assert!(is_url("file:///tmp/x"));
+        assert!(!is_url("/tmp/x"));
+        assert!(!is_url("data/x.parquet"));
+    }
+}

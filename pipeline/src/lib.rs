@@ -1,0 +1,23 @@
+//! riskstrat: find the people who most need joined-up care, from linked
+//! pseudonymised NHS data, on Apache DataFusion.
+//!
+//! Stages: [`ingest`] (schemas, safe casts, opt-outs, row validation),
+//! [`features`], cohorts (in [`run`]), [`outputs`]. Concerns: [`governance`]
+//! (the opt-out rule). Supporting: [`job`], [`session`], [`sql`], [`synth`].
+
+pub mod demo;
+pub mod error;
+pub mod features;
+pub mod governance;
+pub mod ingest;
+pub mod job;
+pub mod model;
+pub mod outputs;
+pub mod progress;
+pub mod quality;
+pub mod run;
+pub mod session;
+pub mod sql;
+pub mod synth;
+
+pub use error::{Error, Result};

@@ -1,0 +1,145 @@
+//! The `riskstrat` command line. Exit codes: 0 success, 1 run failed, 2 bad usage or
+//! bad input.
+
+use clap::{Parser, Subcommand};
+use riskstrat::error::{Error, Result};
+use riskstrat::job::{Job, parse_date};
+use riskstrat::synth::{SynthOptions, generate};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "riskstrat",
+    version,
+    about = "Find the people who most need joined-up care, from linked pseudonymised NHS data."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Synthesise a population, run the default job on it, and say where to look.
+    Demo {
+        /// Folder for the synthetic data and the runs.
+        #[arg(long, default_value = "demo")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 50_000)]
+        patients: u64,
+    },
+    /// Write a synthetic population in the contract's pseudonymised tables, and a job file.
+    Synth {
+        #[arg(long)]
+        patients: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The extract date A (YYYY-MM-DD): history runs up to the day before.
+        #[arg(long)]
+        as_of: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run a job: validate, compute features and cohorts, write a run folder.
+    Run {
+        job: PathBuf,
+        /// Override the job's as_of date (YYYY-MM-DD).
+        #[arg(long)]
+        as_of: Option<String>,
+    },
+    /// The data-quality report of a job's inputs, without running it.
+    Validate {
+        job: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the feature registry as a Markdown table.
+    Features,
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RISKSTRAT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("riskstrat=info,warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(riskstrat::progress::interactive())
+        .init();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::from)
+        .and_then(|rt| rt.block_on(dispatch(cli.command)));
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(e.exit_code());
+    }
+}
+
+async fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Synth {
+            patients,
+            seed,
+            as_of,
+            out,
+        } => {
+            let as_of = parse_date(&as_of, "--as-of")?;
+            let opts = SynthOptions {
+                patients,
+                seed,
+                as_of,
+                out,
+            };
+            let s = tokio::task::spawn_blocking(move || generate(&opts))
+                .await
+                .map_err(|e| Error::failed(e.to_string()))??;
+            println!(
+                "wrote {} patients, {} appointments, {} prescriptions, {} admissions, {} opt-out rows, {} service enrolments",
+                s.patients, s.appointments, s.prescriptions, s.admissions, s.optouts, s.services
+            );
+            println!("{}", s.job_file.display());
+        }
+        Command::Run { job, as_of } => {
+            let job = Job::load(&job, as_of.as_deref())?;
+            let outcome = riskstrat::run::run(&job).await?;
+            let m = &outcome.manifest;
+            eprintln!(
+                "population {} at {}; cohorts: {}",
+                m.population,
+                m.as_of,
+                m.cohorts
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            println!("{}", outcome.dir.display());
+        }
+        Command::Validate { job, json } => {
+            let job = Job::load(&job, None)?;
+            let mut progress = riskstrat::progress::Progress::new();
+            let loaded = riskstrat::run::load(&job, &mut progress).await?;
+            let report = riskstrat::quality::report(&loaded, job.as_of).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+        }
+        Command::Demo { out, patients } => riskstrat::demo::demo(&out, patients).await?,
+        Command::Features => print!("{}", riskstrat::features::registry::markdown()),
+    }
+    Ok(())
+}

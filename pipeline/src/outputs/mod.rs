@@ -1,0 +1,33 @@
+//! Outputs: the run folder (written whole or not at all), Parquet writers, the
+//! manifest and the HTML report.
+
+pub mod manifest;
+pub mod report;
+pub mod run_folder;
+
+use crate::error::Result;
+use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::prelude::DataFrame;
+use std::path::Path;
+
+/// Execute `df` into one Parquet file; returns the number of rows written.
+pub async fn write_parquet(df: DataFrame, path: &Path) -> Result<u64> {
+    let batches = df
+        .write_parquet(
+            &path.to_string_lossy(),
+            DataFrameWriteOptions::new().with_single_file_output(true),
+            None,
+        )
+        .await?;
+    let mut n = 0u64;
+    for b in batches {
+        if let Some(c) = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+        {
+            n += c.values().iter().sum::<u64>();
+        }
+    }
+    Ok(n)
+}

@@ -1,0 +1,204 @@
+//! One run of a job, stage by stage: ingest (opt-outs applied), validate, features,
+//! cohorts, outputs. Everything is written into a staging folder that becomes the
+//! run folder only when the whole run has succeeded.
+
+use crate::bad_input;
+use crate::error::Result;
+use crate::features::registry::FEATURES;
+use crate::ingest::{self, validate};
+use crate::job::{CohortSpec, Job};
+use crate::outputs::manifest::{InputSummary, Manifest, OptOutCounts, row_counts};
+use crate::outputs::run_folder::RunFolder;
+use crate::outputs::{report, write_parquet};
+use crate::progress::Progress;
+use crate::session::{SessionOptions, new_context};
+use crate::sql::{Params, SqlSource};
+use datafusion::common::JoinType;
+use datafusion::prelude::{ParquetReadOptions, SessionContext, ident};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub struct RunOutcome {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+/// Checked, opted-out, validated inputs in a session: shared by `run` and `validate`.
+pub struct Loaded {
+    pub ctx: SessionContext,
+    pub inputs: ingest::Inputs,
+    pub counts: BTreeMap<String, validate::TableCounts>,
+}
+
+pub async fn load(job: &Job, progress: &mut Progress) -> Result<Loaded> {
+    let ctx = new_context(&SessionOptions::from_job(&job.resources)?)?;
+    let sql = SqlSource {
+        override_dir: job.sql_dir.clone(),
+    };
+    let params = Params { as_of: job.as_of };
+    let inputs = progress
+        .stage(
+            "ingest",
+            ingest::register_inputs(&ctx, &job.inputs, job.allow_empty_optouts),
+        )
+        .await?;
+    let counts = progress
+        .stage("validate", async {
+            let tables = validate::register_valid(&ctx, &sql, &params).await?;
+            let mut counts = BTreeMap::new();
+            for t in tables {
+                counts.insert(t.name.to_string(), validate::count(&ctx, t.name).await?);
+            }
+            Ok::<_, crate::error::Error>(counts)
+        })
+        .await?;
+    Ok(Loaded {
+        ctx,
+        inputs,
+        counts,
+    })
+}
+
+pub async fn run(job: &Job) -> Result<RunOutcome> {
+    let started = chrono::Utc::now();
+    let run_id = started.format("%Y%m%dT%H%M%SZ").to_string();
+    let mut progress = Progress::new();
+    let sql = SqlSource {
+        override_dir: job.sql_dir.clone(),
+    };
+    let params = Params { as_of: job.as_of };
+
+    let Loaded {
+        ctx,
+        inputs,
+        counts,
+    } = load(job, &mut progress).await?;
+    let folder = RunFolder::create(&job.output, &job.name, &run_id)?;
+    let mut outputs = Vec::new();
+
+    progress
+        .stage("quarantine", async {
+            for (table, c) in &counts {
+                if c.quarantined_total() > 0 {
+                    let name = format!("quarantine/{table}.parquet");
+                    write_parquet(
+                        ctx.table(format!("quarantine_{table}")).await?,
+                        &folder.path(&name),
+                    )
+                    .await?;
+                    outputs.push(name);
+                }
+            }
+            Ok::<_, crate::error::Error>(())
+        })
+        .await?;
+
+    let population = progress
+        .stage("features", async {
+            let df = crate::features::plan(&ctx, &sql, &params, &job.extra_features).await?;
+            let n = write_parquet(df, &folder.path("features.parquet")).await?;
+            Ok::<_, crate::error::Error>(n)
+        })
+        .await?;
+    outputs.push("features.parquet".to_string());
+    let features_path = folder.path("features.parquet");
+    ctx.register_parquet(
+        "features",
+        features_path.to_string_lossy().as_ref(),
+        ParquetReadOptions::default(),
+    )
+    .await?;
+    let feature_names: Vec<String> = ctx
+        .table("features")
+        .await?
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| n != "pseudo_id")
+        .collect();
+
+    let mut cohorts = BTreeMap::new();
+    progress
+        .stage("cohorts", async {
+            for spec in &job.cohorts {
+                let text = match spec {
+                    CohortSpec::Builtin(n) => sql.get(&format!("cohorts/{n}.sql"))?,
+                    CohortSpec::File(p) => crate::sql::read_file(p)?,
+                };
+                let df = crate::sql::query(&ctx, &text, &params).await?;
+                if !df.schema().has_column_with_unqualified_name("pseudo_id") {
+                    return Err(bad_input!(
+                        "{}: a cohort must return a pseudo_id column",
+                        text.origin
+                    ));
+                }
+                // Only people in the population at A can be in a cohort, whatever the SQL read.
+                let members = ctx
+                    .table("features")
+                    .await?
+                    .select(vec![ident("pseudo_id").alias("__member")])?;
+                let df = df.join(
+                    members,
+                    JoinType::LeftSemi,
+                    &["pseudo_id"],
+                    &["__member"],
+                    None,
+                )?;
+                let name = format!("cohort_{}.parquet", spec.name());
+                let n = write_parquet(df, &folder.path(&name)).await?;
+                cohorts.insert(spec.name(), n);
+                outputs.push(name);
+            }
+            Ok::<_, crate::error::Error>(())
+        })
+        .await?;
+
+    let mut rows = BTreeMap::new();
+    let mut optouts = OptOutCounts::default();
+    for (table, c) in &counts {
+        let read = inputs.get(table).map(|t| t.rows).unwrap_or(0);
+        let r = row_counts(read, c);
+        optouts.rows_excluded += r.excluded_optout;
+        if table == "patients" {
+            optouts.patients_excluded = r.excluded_optout;
+        }
+        rows.insert(table.clone(), r);
+    }
+    outputs.push("manifest.json".into());
+    outputs.push("report.html".into());
+    let manifest = Manifest {
+        riskstrat_version: env!("CARGO_PKG_VERSION").into(),
+        datafusion_version: datafusion::DATAFUSION_VERSION.into(),
+        job: job.name.clone(),
+        job_file: job.source.display().to_string(),
+        run_id: folder
+            .final_dir()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned(),
+        as_of: job.as_of.to_string(),
+        started_utc: started.to_rfc3339(),
+        finished_utc: chrono::Utc::now().to_rfc3339(),
+        inputs: inputs.tables.iter().map(InputSummary::from_input).collect(),
+        rows,
+        optouts,
+        population,
+        features: if feature_names.is_empty() {
+            FEATURES.iter().map(|f| f.name.to_string()).collect()
+        } else {
+            feature_names
+        },
+        cohorts,
+        outputs,
+        timings_ms: progress.timings_ms.clone(),
+    };
+    std::fs::write(
+        folder.path("manifest.json"),
+        serde_json::to_vec_pretty(&manifest)?,
+    )?;
+    std::fs::write(folder.path("report.html"), report::render(&manifest))?;
+    let dir = folder.commit()?;
+    Ok(RunOutcome { dir, manifest })
+}

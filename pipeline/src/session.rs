@@ -1,0 +1,183 @@
+//! The DataFusion session riskstrat runs in: configuration (memory pool, spill folder,
+//! parallelism), its functions and its reference tables. `register_functions` is the
+//! one place that adds UDFs and reference data, so that an in-process run, a Ballista
+//! scheduler and its executors can all call it.
+//!
+//! Person-level tables are not registered here: only `ingest::register_inputs` does
+//! that, and it always goes through `governance::optouts`.
+
+use crate::error::Result;
+use crate::ingest::contract::{ELECTIVE_METHODS, EMERGENCY_METHODS, OTHER_VALID_METHODS};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Int32Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::catalog::MemTable;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub const LTC_BNF_GROUPS_CSV: &str = include_str!("../../data/reference/ltc_bnf_groups.csv");
+pub const CHARLSON_CSV: &str = include_str!("../../data/reference/charlson_quan2005_icd10.csv");
+
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    pub memory_limit: Option<usize>,
+    pub temp_dir: Option<PathBuf>,
+    pub target_partitions: Option<usize>,
+}
+
+impl SessionOptions {
+    pub fn from_job(r: &crate::job::ResourcesSection) -> Result<Self> {
+        Ok(Self {
+            memory_limit: r
+                .memory_limit
+                .as_deref()
+                .map(crate::job::parse_bytes)
+                .transpose()?,
+            temp_dir: r.temp_dir.as_ref().map(PathBuf::from),
+            target_partitions: r.target_partitions,
+        })
+    }
+}
+
+/// A fresh session with riskstrat's configuration, functions and reference tables.
+pub fn new_context(opts: &SessionOptions) -> Result<SessionContext> {
+    let mut config = SessionConfig::new()
+        .with_information_schema(false)
+        // Contract types are Utf8; keep them so outputs match the contract.
+        .set_bool(
+            "datafusion.execution.parquet.schema_force_view_types",
+            false,
+        )
+        .set_bool("datafusion.sql_parser.enable_ident_normalization", true);
+    if let Some(n) = opts.target_partitions {
+        config = config.with_target_partitions(n);
+    }
+    let mut runtime = RuntimeEnvBuilder::new();
+    if let Some(limit) = opts.memory_limit {
+        runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
+    }
+    if let Some(dir) = &opts.temp_dir {
+        runtime = runtime.with_temp_file_path(dir.clone());
+    }
+    let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
+    register_functions(&ctx)?;
+    Ok(ctx)
+}
+
+/// UDFs and reference tables. Idempotent per session.
+pub fn register_functions(ctx: &SessionContext) -> Result<()> {
+    ctx.register_udf(is_pseudo_id_udf());
+    register_reference_tables(ctx)
+}
+
+/// `is_pseudo_id(s)`: 32 lowercase hex characters, as the contract defines a pseudonym.
+/// A UDF rather than a regex: it runs on every event row.
+fn is_pseudo_id_udf() -> datafusion::logical_expr::ScalarUDF {
+    create_udf(
+        "is_pseudo_id",
+        vec![DataType::Utf8],
+        DataType::Boolean,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let s = arrays[0]
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("is_pseudo_id is declared over Utf8");
+            let out: BooleanArray = s.iter().map(|v| v.map(is_pseudo_id)).collect();
+            Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+        }),
+    )
+}
+
+pub fn is_pseudo_id(s: &str) -> bool {
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn register_reference_tables(ctx: &SessionContext) -> Result<()> {
+    let ltc = parse_csv(LTC_BNF_GROUPS_CSV);
+    let batch = RecordBatch::try_from_iter(vec![
+        ("ltc_group", strings(ltc.iter().map(|r| r[0].as_str()))),
+        ("bnf_prefix", strings(ltc.iter().map(|r| r[1].as_str()))),
+    ])?;
+    register_batch(ctx, "ltc_bnf_groups", batch)?;
+
+    let ch = parse_csv(CHARLSON_CSV);
+    let weights: Int32Array = ch.iter().map(|r| r[2].parse::<i32>().ok()).collect();
+    let batch = RecordBatch::try_from_iter(vec![
+        ("condition", strings(ch.iter().map(|r| r[0].as_str()))),
+        ("description", strings(ch.iter().map(|r| r[1].as_str()))),
+        ("weight", Arc::new(weights) as ArrayRef),
+        ("icd10_prefix", strings(ch.iter().map(|r| r[3].as_str()))),
+    ])?;
+    register_batch(ctx, "charlson_codes", batch)?;
+
+    let methods: Vec<(&str, &str)> = EMERGENCY_METHODS
+        .iter()
+        .map(|m| (*m, "emergency"))
+        .chain(ELECTIVE_METHODS.iter().map(|m| (*m, "elective")))
+        .chain(OTHER_VALID_METHODS.iter().map(|m| (*m, "other")))
+        .collect();
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("code", DataType::Utf8, false),
+            Field::new("category", DataType::Utf8, false),
+        ])),
+        vec![
+            strings(methods.iter().map(|m| m.0)),
+            strings(methods.iter().map(|m| m.1)),
+        ],
+    )?;
+    register_batch(ctx, "admission_methods", batch)?;
+    Ok(())
+}
+
+fn register_batch(ctx: &SessionContext, name: &str, batch: RecordBatch) -> Result<()> {
+    let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+    ctx.register_table(name, Arc::new(table))?;
+    Ok(())
+}
+
+fn strings<'a>(it: impl Iterator<Item = &'a str>) -> ArrayRef {
+    Arc::new(it.map(Some).collect::<StringArray>())
+}
+
+/// The reference CSVs are simple (no quoted commas): header skipped, fields trimmed.
+pub fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split(',').map(|f| f.trim().to_string()).collect())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudo_id_shape() {
+        assert!(is_pseudo_id("0123456789abcdef0123456789abcdef"));
+        assert!(!is_pseudo_id("0123456789ABCDEF0123456789abcdef"));
+        assert!(!is_pseudo_id("0123456789abcdef0123456789abcde"));
+        assert!(!is_pseudo_id("0123456789abcdef0123456789abcdeg"));
+    }
+
+    #[test]
+    fn reference_tables_load_whole() {
+        assert_eq!(parse_csv(LTC_BNF_GROUPS_CSV).len(), 16);
+        let ch = parse_csv(CHARLSON_CSV);
+        assert_eq!(ch.len(), 289);
+        assert!(
+            ch.iter()
+                .all(|r| r.len() == 4 && r[2].parse::<i32>().is_ok())
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! The SQL in `sql/`: built-in copies embedded in the binary, overridable by a job's
+//! `sql_dir`, and run with named parameters (`$as_of`, `$w12_start`, ...) bound by
+//! DataFusion rather than pasted into the text.
+
+use crate::bad_input;
+use crate::error::Result;
+use chrono::{Days, NaiveDate};
+use datafusion::prelude::{DataFrame, SessionContext};
+use datafusion::scalar::ScalarValue;
+use std::path::{Path, PathBuf};
+
+macro_rules! builtin_files {
+    ($($path:literal),* $(,)?) => {
+        const BUILTIN: &[(&str, &str)] = &[
+            $(($path, include_str!(concat!("../../sql/", $path)))),*
+        ];
+    };
+}
+
+builtin_files!(
+    "validate/patients.sql",
+    "validate/appointments.sql",
+    "validate/prescriptions.sql",
+    "validate/admissions.sql",
+    "validate/services.sql",
+    "population.sql",
+    "features/appointments.sql",
+    "features/prescriptions.sql",
+    "features/admissions.sql",
+    "features/charlson.sql",
+    "outcome.sql",
+    "cohorts/complex_needs.sql",
+    "cohorts/high_cost.sql",
+);
+
+pub fn builtin(path: &str) -> Option<&'static str> {
+    BUILTIN.iter().find(|(p, _)| *p == path).map(|(_, s)| *s)
+}
+
+pub fn builtin_cohorts() -> Vec<&'static str> {
+    BUILTIN
+        .iter()
+        .filter_map(|(p, _)| p.strip_prefix("cohorts/")?.strip_suffix(".sql"))
+        .collect()
+}
+
+/// Where SQL comes from for one run: a job's override folder first, then built-ins.
+#[derive(Debug, Clone, Default)]
+pub struct SqlSource {
+    pub override_dir: Option<PathBuf>,
+}
+
+/// One SQL text with where it came from, for error messages.
+#[derive(Debug, Clone)]
+pub struct SqlText {
+    pub origin: String,
+    pub text: String,
+}
+
+impl SqlSource {
+    pub fn get(&self, path: &str) -> Result<SqlText> {
+        if let Some(dir) = &self.override_dir {
+            let p = dir.join(path);
+            if p.is_file() {
+                return read_file(&p);
+            }
+        }
+        builtin(path)
+            .map(|s| SqlText {
+                origin: format!("built-in sql/{path}"),
+                text: s.to_string(),
+            })
+            .ok_or_else(|| bad_input!("no SQL file sql/{path}"))
+    }
+}
+
+pub fn read_file(p: &Path) -> Result<SqlText> {
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| bad_input!("SQL file {}: cannot read it ({e})", p.display()))?;
+    Ok(SqlText {
+        origin: p.display().to_string(),
+        text,
+    })
+}
+
+/// The dates a run's SQL may refer to, bound as named parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct Params {
+    /// `$as_of`: the date `A` (or `T0` when computing training features).
+    pub as_of: NaiveDate,
+}
+
+impl Params {
+    pub fn values(&self) -> Vec<(&'static str, ScalarValue)> {
+        let d = |n: NaiveDate| ScalarValue::Date32(Some(date32(n)));
+        let a = self.as_of;
+        vec![
+            ("as_of", d(a)),
+            ("w12_start", d(a - Days::new(365))),
+            ("w24_start", d(a - Days::new(730))),
+            ("next12_end", d(a + Days::new(365))),
+            (
+                "as_of_year",
+                ScalarValue::Int32(Some(chrono::Datelike::year(&a))),
+            ),
+        ]
+    }
+}
+
+pub fn date32(d: NaiveDate) -> i32 {
+    (d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days() as i32
+}
+
+pub fn from_date32(days: i32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).unwrap() + chrono::Duration::days(days as i64)
+}
+
+/// Plan one SQL query with the run's parameters bound. Only parameters the text uses
+/// are bound, so a file may use any subset.
+pub async fn query(ctx: &SessionContext, sql: &SqlText, params: &Params) -> Result<DataFrame> {
+    let df = ctx
+        .sql(&sql.text)
+        .await
+        .map_err(|e| bad_input!("{}: {e}", sql.origin))?;
+    let used: Vec<_> = params
+        .values()
+        .into_iter()
+        .filter(|(name, _)| uses_param(&sql.text, name))
+        .collect();
+    if used.is_empty() {
+        return Ok(df);
+    }
+    df.with_param_values(used)
+        .map_err(|e| bad_input!("{}: {e}", sql.origin))
+}
+
+fn uses_param(text: &str, name: &str) -> bool {
+    let needle = format!("${name}");
+    text.match_indices(&needle).any(|(i, _)| {
+        !text[i + needle.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_is_embedded() {
+        assert!(builtin("population.sql").unwrap().contains("$as_of"));
+        assert_eq!(builtin_cohorts(), vec!["complex_needs", "high_cost"]);
+    }
+
+    #[test]
+    fn param_names_match_whole_words() {
+        assert!(uses_param("x >= $w12_start AND y", "w12_start"));
+        assert!(!uses_param("x >= $as_of_year", "as_of"));
+        assert!(uses_param("x < $as_of)", "as_of"));
+    }
+
+    #[test]
+    fn window_dates() {
+        let p = Params {
+            as_of: NaiveDate::from_ymd_opt(2026, 4, 1).unwrap(),
+        };
+        let v = p.values();
+        let get = |n: &str| v.iter().find(|(k, _)| *k == n).unwrap().1.clone();
+        assert_eq!(
+            get("w12_start"),
+            ScalarValue::Date32(Some(date32(NaiveDate::from_ymd_opt(2025, 4, 1).unwrap())))
+        );
+        assert_eq!(
+            get("w24_start"),
+            ScalarValue::Date32(Some(date32(NaiveDate::from_ymd_opt(2024, 4, 1).unwrap())))
+        );
+    }
+}

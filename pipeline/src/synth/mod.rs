@@ -1,0 +1,1037 @@
+//! `riskstrat synth`: a synthetic population in exactly the contract's pseudonymised
+//! tables, realistic enough for the pipeline and its model to be exercised honestly.
+//!
+//! Each person has a latent need that rises with age and deprivation and drifts a
+//! little from year to year; it drives GP appointments, long-term conditions and
+//! their repeat prescribing, emergency and elective admissions (with Charlson-coded
+//! diagnoses), service enrolment, and death. A few per cent opt out; registrations
+//! start and end; a small number of rows break each of the contract's row rules.
+//!
+//! Patients are generated in chunks, in parallel (rayon), each chunk from its own
+//! ChaCha stream of the seed, and written in chunk order: the output is the same for
+//! a seed whatever the number of threads, and memory is bounded by a few chunks.
+
+pub mod codes;
+
+use crate::error::{Error, Result};
+use crate::ingest::contract::{self, Table};
+use crate::sql::date32;
+use chrono::{Datelike, NaiveDate};
+use codes::Codes;
+use datafusion::arrow::array::{
+    ArrayRef, Date32Builder, Float64Builder, Int32Builder, ListBuilder, RecordBatch, StringBuilder,
+};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::properties::WriterProperties;
+use hmac::{Hmac, Mac};
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Gamma, Normal, Poisson};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const CHUNK: u64 = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct SynthOptions {
+    pub patients: u64,
+    pub seed: u64,
+    pub as_of: NaiveDate,
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SynthSummary {
+    pub patients: u64,
+    pub appointments: u64,
+    pub prescriptions: u64,
+    pub admissions: u64,
+    pub optouts: u64,
+    pub services: u64,
+    pub job_file: PathBuf,
+}
+
+/// The pseudonymisation key of a synthetic population: derived from the seed, so
+/// that `synth` is reproducible. Real keys are random and held by the gate.
+pub fn synthetic_key(seed: u64) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"riskstrat synthetic pseudonymisation key v1");
+    h.update(seed.to_le_bytes());
+    h.finalize().into()
+}
+
+/// The contract's pseudonym: first 16 bytes of HMAC-SHA256(key, NHS number), hex.
+pub fn pseudo_id(key: &[u8], nhs_number: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(nhs_number.as_bytes());
+    hex::encode(&mac.finalize().into_bytes()[..16])
+}
+
+/// A valid (modulus 11) synthetic NHS number, unique per index below 80 million.
+pub fn synthetic_nhs_number(i: u64) -> String {
+    let base = 100_000_000 + i * 10;
+    for body in base..base + 10 {
+        let digits: Vec<u32> = format!("{body:09}")
+            .chars()
+            .map(|c| c.to_digit(10).unwrap())
+            .collect();
+        let sum: u32 = digits
+            .iter()
+            .enumerate()
+            .map(|(k, d)| d * (10 - k as u32))
+            .sum();
+        let check = (11 - sum % 11) % 11;
+        if check != 10 {
+            return format!("{body:09}{check}");
+        }
+    }
+    unreachable!("one of ten consecutive bodies has a valid check digit")
+}
+
+struct Practice {
+    code: String,
+    lsoas: Vec<(String, i32)>,
+}
+
+struct World {
+    as_of: i32,
+    as_of_year: i32,
+    key: [u8; 32],
+    practices: Vec<Practice>,
+    codes: Codes,
+}
+
+impl World {
+    fn new(opts: &SynthOptions) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+        rng.set_stream(u64::MAX);
+        let n_practices = (opts.patients / 8_000).max(1) as usize;
+        let mut practices = Vec::with_capacity(n_practices);
+        let mut lsoa_no = rng.random_range(10_000..20_000u32);
+        for p in 0..n_practices {
+            let letter = (b'A' + (p / 900 % 26) as u8) as char;
+            let code = format!("{letter}{:02}{:03}", 81 + (p / 900) % 19, 1 + p % 900);
+            let base_imd: f64 = rng.random_range(1.0..10.0);
+            let lsoas = (0..5)
+                .map(|_| {
+                    lsoa_no += rng.random_range(1..40);
+                    let imd = (base_imd + rng.random_range(-2.5..2.5))
+                        .round()
+                        .clamp(1.0, 10.0) as i32;
+                    (format!("E01{lsoa_no:06}"), imd)
+                })
+                .collect();
+            practices.push(Practice { code, lsoas });
+        }
+        Self {
+            as_of: date32(opts.as_of),
+            as_of_year: opts.as_of.year(),
+            key: synthetic_key(opts.seed),
+            practices,
+            codes: Codes::load(),
+        }
+    }
+}
+
+/// England-like age structure: (lowest age, highest age, share).
+const AGE_BANDS: &[(u32, u32, f64)] = &[
+    (0, 4, 5.4),
+    (5, 9, 5.9),
+    (10, 14, 6.0),
+    (15, 19, 5.6),
+    (20, 24, 5.9),
+    (25, 29, 6.7),
+    (30, 34, 7.0),
+    (35, 39, 6.7),
+    (40, 44, 6.3),
+    (45, 49, 6.4),
+    (50, 54, 6.9),
+    (55, 59, 6.7),
+    (60, 64, 5.9),
+    (65, 69, 5.0),
+    (70, 74, 5.1),
+    (75, 79, 3.7),
+    (80, 84, 2.6),
+    (85, 89, 1.6),
+    (90, 100, 0.9),
+];
+
+/// History generated before `A`: three years of spells (Charlson at T0 looks back
+/// 730 days from A-365), two of appointments and prescribing.
+const SPELL_HISTORY: i32 = 3 * 365;
+const EVENT_HISTORY: i32 = 2 * 365;
+
+pub fn generate(opts: &SynthOptions) -> Result<SynthSummary> {
+    if opts.patients == 0 {
+        return Err(Error::bad_input("--patients must be at least 1"));
+    }
+    if opts.patients > 50_000_000 {
+        return Err(Error::bad_input("--patients must be at most 50,000,000"));
+    }
+    let out = &opts.out;
+    for dir in ["appointments", "prescriptions", "admissions"] {
+        let d = out.join(dir);
+        if d.exists() {
+            std::fs::remove_dir_all(&d)?;
+        }
+        std::fs::create_dir_all(&d).map_err(|e| {
+            Error::bad_input(format!("--out {}: cannot create it ({e})", out.display()))
+        })?;
+    }
+    let world = World::new(opts);
+    let n_chunks = opts.patients.div_ceil(CHUNK);
+    let mut patients_w = writer(&out.join("patients.parquet"), &contract::PATIENTS)?;
+    let mut optouts_w = writer(&out.join("optouts.parquet"), &contract::OPTOUTS)?;
+    let mut services_w = writer(&out.join("services.parquet"), &contract::SERVICES)?;
+    let mut summary = SynthSummary::default();
+    let bar = crate::progress::bar(opts.patients, "synth");
+    let window = (rayon::current_num_threads() * 2) as u64;
+    let mut start = 0;
+    while start < n_chunks {
+        let end = (start + window).min(n_chunks);
+        let results: Vec<Result<ChunkOut>> = (start..end)
+            .into_par_iter()
+            .map(|c| {
+                let first = c * CHUNK;
+                let n = CHUNK.min(opts.patients - first);
+                let chunk = generate_chunk(&world, opts.seed, c, first, n)?;
+                for (table, batch) in [
+                    ("appointments", &chunk.appointments),
+                    ("prescriptions", &chunk.prescriptions),
+                    ("admissions", &chunk.admissions),
+                ] {
+                    let t = contract::table(table).unwrap();
+                    let mut w = writer(&out.join(table).join(format!("part-{c:05}.parquet")), t)?;
+                    w.write(batch)?;
+                    w.close()?;
+                }
+                Ok(chunk)
+            })
+            .collect();
+        for r in results {
+            let chunk = r?;
+            patients_w.write(&chunk.patients)?;
+            optouts_w.write(&chunk.optouts)?;
+            services_w.write(&chunk.services)?;
+            summary.patients += chunk.patients.num_rows() as u64;
+            summary.appointments += chunk.appointments.num_rows() as u64;
+            summary.prescriptions += chunk.prescriptions.num_rows() as u64;
+            summary.admissions += chunk.admissions.num_rows() as u64;
+            summary.optouts += chunk.optouts.num_rows() as u64;
+            summary.services += chunk.services.num_rows() as u64;
+            if let Some(b) = &bar {
+                b.inc(chunk.people);
+            }
+        }
+        start = end;
+    }
+    patients_w.close()?;
+    optouts_w.close()?;
+    services_w.close()?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let job_file = out.join("job.toml");
+    std::fs::write(&job_file, sample_job(opts.as_of))?;
+    summary.job_file = job_file;
+    Ok(summary)
+}
+
+pub fn sample_job(as_of: NaiveDate) -> String {
+    format!(
+        r#"# A riskstrat job over the synthetic data written by `riskstrat synth`.
+# Paths are relative to this file.
+[job]
+name = "complex-needs"
+as_of = "{as_of}"
+output = "runs"
+
+[inputs]
+patients = "patients.parquet"
+appointments = "appointments/"
+prescriptions = "prescriptions/"
+admissions = "admissions/"
+optouts = "optouts.parquet"
+services = "services.parquet"
+
+[cohorts]
+include = ["complex_needs"]
+"#
+    )
+}
+
+fn writer(path: &Path, table: &Table) -> Result<ArrowWriter<File>> {
+    let file = File::create(path)
+        .map_err(|e| Error::bad_input(format!("cannot write {}: {e}", path.display())))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    Ok(ArrowWriter::try_new(file, table.schema(), Some(props))?)
+}
+
+struct ChunkOut {
+    people: u64,
+    patients: RecordBatch,
+    appointments: RecordBatch,
+    prescriptions: RecordBatch,
+    admissions: RecordBatch,
+    optouts: RecordBatch,
+    services: RecordBatch,
+}
+
+#[derive(Default)]
+struct Builders {
+    pat_id: StringBuilder,
+    pat_yob: Int32Builder,
+    pat_sex: StringBuilder,
+    pat_practice: StringBuilder,
+    pat_lsoa: StringBuilder,
+    pat_imd: Int32Builder,
+    pat_start: Date32Builder,
+    pat_end: Date32Builder,
+    pat_death: Date32Builder,
+    ap_id: StringBuilder,
+    ap_date: Date32Builder,
+    ap_hcp: StringBuilder,
+    ap_mode: StringBuilder,
+    ap_status: StringBuilder,
+    rx_id: StringBuilder,
+    rx_date: Date32Builder,
+    rx_bnf: StringBuilder,
+    rx_items: Int32Builder,
+    rx_qty: Float64Builder,
+    rx_nic: Float64Builder,
+    ad_id: StringBuilder,
+    ad_spell: StringBuilder,
+    ad_provider: StringBuilder,
+    ad_date: Date32Builder,
+    ad_discharge: Date32Builder,
+    ad_method: StringBuilder,
+    ad_primary: StringBuilder,
+    ad_secondary: ListBuilder<StringBuilder>,
+    ad_cost: Float64Builder,
+    oo_id: StringBuilder,
+    oo_type: StringBuilder,
+    oo_date: Date32Builder,
+    sv_id: StringBuilder,
+    sv_code: StringBuilder,
+    sv_start: Date32Builder,
+    sv_end: Date32Builder,
+}
+
+#[derive(Clone)]
+struct Patient {
+    id: String,
+    yob: i32,
+    sex: &'static str,
+    practice: String,
+    lsoa: Option<String>,
+    imd: Option<i32>,
+    start: i32,
+    end: Option<i32>,
+    death: Option<i32>,
+}
+
+impl Builders {
+    fn patient(&mut self, p: &Patient) {
+        self.pat_id.append_value(&p.id);
+        self.pat_yob.append_value(p.yob);
+        self.pat_sex.append_value(p.sex);
+        self.pat_practice.append_value(&p.practice);
+        self.pat_lsoa.append_option(p.lsoa.as_deref());
+        self.pat_imd.append_option(p.imd);
+        self.pat_start.append_value(p.start);
+        self.pat_end.append_option(p.end);
+        self.pat_death.append_option(p.death);
+    }
+    fn appointment(&mut self, id: Option<&str>, date: i32, hcp: &str, mode: &str, status: &str) {
+        self.ap_id.append_option(id);
+        self.ap_date.append_value(date);
+        self.ap_hcp.append_value(hcp);
+        self.ap_mode.append_value(mode);
+        self.ap_status.append_value(status);
+    }
+    fn prescription(
+        &mut self,
+        id: Option<&str>,
+        date: i32,
+        bnf: &str,
+        items: i32,
+        qty: f64,
+        nic: f64,
+    ) {
+        self.rx_id.append_option(id);
+        self.rx_date.append_value(date);
+        self.rx_bnf.append_value(bnf);
+        self.rx_items.append_value(items);
+        self.rx_qty.append_value(qty);
+        self.rx_nic.append_value((nic * 100.0).round() / 100.0);
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn admission(
+        &mut self,
+        id: &str,
+        spell: &str,
+        provider: &str,
+        date: i32,
+        discharge: Option<i32>,
+        method: &str,
+        primary: &str,
+        secondary: &[String],
+        cost: f64,
+    ) {
+        self.ad_id.append_value(id);
+        self.ad_spell.append_value(spell);
+        self.ad_provider.append_value(provider);
+        self.ad_date.append_value(date);
+        self.ad_discharge.append_option(discharge);
+        self.ad_method.append_value(method);
+        self.ad_primary.append_value(primary);
+        for s in secondary {
+            self.ad_secondary.values().append_value(s);
+        }
+        self.ad_secondary.append(true);
+        self.ad_cost.append_value((cost * 100.0).round() / 100.0);
+    }
+
+    fn finish(mut self, people: u64) -> Result<ChunkOut> {
+        let batch = |t: &Table, cols: Vec<ArrayRef>| RecordBatch::try_new(t.schema(), cols);
+        Ok(ChunkOut {
+            people,
+            patients: batch(
+                &contract::PATIENTS,
+                vec![
+                    Arc::new(self.pat_id.finish()),
+                    Arc::new(self.pat_yob.finish()),
+                    Arc::new(self.pat_sex.finish()),
+                    Arc::new(self.pat_practice.finish()),
+                    Arc::new(self.pat_lsoa.finish()),
+                    Arc::new(self.pat_imd.finish()),
+                    Arc::new(self.pat_start.finish()),
+                    Arc::new(self.pat_end.finish()),
+                    Arc::new(self.pat_death.finish()),
+                ],
+            )?,
+            appointments: batch(
+                &contract::APPOINTMENTS,
+                vec![
+                    Arc::new(self.ap_id.finish()),
+                    Arc::new(self.ap_date.finish()),
+                    Arc::new(self.ap_hcp.finish()),
+                    Arc::new(self.ap_mode.finish()),
+                    Arc::new(self.ap_status.finish()),
+                ],
+            )?,
+            prescriptions: batch(
+                &contract::PRESCRIPTIONS,
+                vec![
+                    Arc::new(self.rx_id.finish()),
+                    Arc::new(self.rx_date.finish()),
+                    Arc::new(self.rx_bnf.finish()),
+                    Arc::new(self.rx_items.finish()),
+                    Arc::new(self.rx_qty.finish()),
+                    Arc::new(self.rx_nic.finish()),
+                ],
+            )?,
+            admissions: batch(
+                &contract::ADMISSIONS,
+                vec![
+                    Arc::new(self.ad_id.finish()),
+                    Arc::new(self.ad_spell.finish()),
+                    Arc::new(self.ad_provider.finish()),
+                    Arc::new(self.ad_date.finish()),
+                    Arc::new(self.ad_discharge.finish()),
+                    Arc::new(self.ad_method.finish()),
+                    Arc::new(self.ad_primary.finish()),
+                    Arc::new(self.ad_secondary.finish()),
+                    Arc::new(self.ad_cost.finish()),
+                ],
+            )?,
+            optouts: batch(
+                &contract::OPTOUTS,
+                vec![
+                    Arc::new(self.oo_id.finish()),
+                    Arc::new(self.oo_type.finish()),
+                    Arc::new(self.oo_date.finish()),
+                ],
+            )?,
+            services: batch(
+                &contract::SERVICES,
+                vec![
+                    Arc::new(self.sv_id.finish()),
+                    Arc::new(self.sv_code.finish()),
+                    Arc::new(self.sv_start.finish()),
+                    Arc::new(self.sv_end.finish()),
+                ],
+            )?,
+        })
+    }
+}
+
+fn poisson(rng: &mut ChaCha8Rng, mean: f64) -> u64 {
+    if mean <= 0.0 {
+        return 0;
+    }
+    Poisson::new(mean)
+        .map(|d| d.sample(rng) as u64)
+        .unwrap_or(0)
+}
+
+fn random_hex_id(rng: &mut ChaCha8Rng) -> String {
+    let bytes: [u8; 16] = rng.random();
+    hex::encode(bytes)
+}
+
+/// Cost of a chemical substance's item, stable per code.
+fn unit_cost(bnf: &str) -> f64 {
+    let h = bnf.bytes().fold(1469598103934665603u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(1099511628211)
+    });
+    1.5 + (h % 4000) as f64 / 100.0
+}
+
+fn generate_chunk(world: &World, seed: u64, chunk: u64, first: u64, n: u64) -> Result<ChunkOut> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(chunk);
+    let mut b = Builders::default();
+    let a = world.as_of;
+    let std_normal = Normal::new(0.0, 1.0).unwrap();
+    let frailty = Gamma::new(2.0, 0.5).unwrap();
+    let total_share: f64 = AGE_BANDS.iter().map(|x| x.2).sum();
+    let mut kept_patients: Vec<Patient> = Vec::new();
+
+    for i in first..first + n {
+        let nhs = synthetic_nhs_number(i);
+        let id = pseudo_id(&world.key, &nhs);
+        // Age and sex.
+        let mut u = rng.random_range(0.0..total_share);
+        let mut band = AGE_BANDS[AGE_BANDS.len() - 1];
+        for x in AGE_BANDS {
+            if u < x.2 {
+                band = *x;
+                break;
+            }
+            u -= x.2;
+        }
+        let age = rng.random_range(band.0..=band.1) as i32;
+        let yob = world.as_of_year - age;
+        let sex = match rng.random_range(0..1000) {
+            0..=1 => "U",
+            2..=508 => "F",
+            _ => "M",
+        };
+        let practice = world.practices.choose(&mut rng).unwrap();
+        let (lsoa, imd) = practice.lsoas.choose(&mut rng).unwrap().clone();
+        let (lsoa, imd) = if rng.random_bool(0.01) {
+            (None, None)
+        } else {
+            (Some(lsoa), Some(imd))
+        };
+        let imd_v = imd.unwrap_or(5) as f64;
+
+        // Latent need: age, deprivation, and a personal component.
+        let z: f64 = std_normal.sample(&mut rng);
+        let need = 0.8 * z + 0.035 * (age as f64 - 30.0).max(0.0) + 0.07 * (5.5 - imd_v) - 1.0;
+        let frail: f64 = frailty.sample(&mut rng);
+        // Year-to-year drift: year 0 is [A-365, A), year 2 is [A-1095, A-730).
+        let need_y: [f64; 3] = std::array::from_fn(|_| need + 0.35 * std_normal.sample(&mut rng));
+
+        // Registration and death.
+        // Born in year_of_birth, before A (a baby born this year was born before A).
+        let birth = (date32(NaiveDate::from_ymd_opt(yob, 1, 1).unwrap())
+            + rng.random_range(0..365))
+        .min(a - 1);
+        let start = if rng.random_bool(0.08) {
+            rng.random_range(a - SPELL_HISTORY..a).max(birth)
+        } else {
+            let lo = birth.max(date32(NaiveDate::from_ymd_opt(1985, 1, 1).unwrap()));
+            let hi = (a - SPELL_HISTORY).max(lo + 1);
+            rng.random_range(lo..hi).max(birth)
+        };
+        let end_from = start.max(a - SPELL_HISTORY);
+        let end = (end_from < a && rng.random_bool(0.04)).then(|| rng.random_range(end_from..a));
+        let mut death = None;
+        for y in (0..3).rev() {
+            let hazard = (-9.8 + 0.085 * age as f64 + 0.5 * need_y[y]).exp().min(0.6);
+            if rng.random_bool(hazard) {
+                let d = a - 365 * (y as i32 + 1) + rng.random_range(0..365);
+                if d >= start && d >= birth {
+                    death = Some(d);
+                    break;
+                }
+            }
+        }
+        // Events happen while registered and alive.
+        let active_end = [Some(a), end.map(|e| e + 1), death.map(|d| d + 1)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap();
+        let active = |from: i32| (from.max(start).max(birth), active_end);
+
+        // Long-term conditions, their Charlson conditions, and the drugs that treat them.
+        let n_ltc =
+            poisson(&mut rng, (-0.6 + 0.8 * need).exp()).min(world.codes.ltc.len() as u64) as usize;
+        let mut groups: Vec<usize> = Vec::new();
+        while groups.len() < n_ltc {
+            let weights: Vec<f64> = world
+                .codes
+                .ltc
+                .iter()
+                .enumerate()
+                .map(|(k, g)| {
+                    if groups.contains(&k) {
+                        0.0
+                    } else {
+                        g.weight * (g.age_slope * (age as f64 - 50.0)).exp()
+                    }
+                })
+                .collect();
+            let total: f64 = weights.iter().sum();
+            let mut u = rng.random_range(0.0..total);
+            for (k, w) in weights.iter().enumerate() {
+                if u < *w {
+                    groups.push(k);
+                    break;
+                }
+                u -= w;
+            }
+        }
+        let mut charlson: Vec<&str> = Vec::new();
+        for &g in &groups {
+            let cands = world.codes.ltc[g].charlson;
+            if !cands.is_empty() && rng.random_bool(0.8) {
+                let c = if world.codes.ltc[g].name == "diabetes" && need > 0.8 {
+                    "diabwc"
+                } else {
+                    *cands.choose(&mut rng).unwrap()
+                };
+                if !charlson.contains(&c) {
+                    charlson.push(c);
+                }
+            }
+        }
+        for (c, p) in [
+            ("canc", 0.01 + 0.0006 * age as f64),
+            ("rend", 0.004 * (0.6 * need).exp()),
+            ("mld", 0.01),
+            ("pud", 0.008),
+            ("hp", 0.003),
+            ("aids", 0.001),
+        ] {
+            if rng.random_bool(p.min(0.5)) {
+                charlson.push(c);
+                if c == "canc" && rng.random_bool(0.2) {
+                    charlson.push("metacanc");
+                }
+                if c == "mld" && rng.random_bool(0.2) {
+                    charlson.push("msld");
+                }
+            }
+        }
+
+        // Patient row.
+        kept_patients.push(Patient {
+            id: id.clone(),
+            yob,
+            sex,
+            practice: practice.code.clone(),
+            lsoa,
+            imd,
+            start,
+            end,
+            death,
+        });
+
+        // GP appointments, two years.
+        let (from, to) = active(a - EVENT_HISTORY);
+        for y in 0..2 {
+            let (ys, ye) = ((a - 365 * (y + 1)).max(from), (a - 365 * y).min(to));
+            if ye <= ys {
+                continue;
+            }
+            let rate = (1.6 + 0.45 * need_y[y as usize]).exp() * frail * (ye - ys) as f64 / 365.0;
+            let home_p =
+                (0.002 * (0.9 * need_y[y as usize]).exp() * if age >= 75 { 3.0 } else { 1.0 })
+                    .min(0.4);
+            for _ in 0..poisson(&mut rng, rate) {
+                let date = rng.random_range(ys..ye);
+                let hcp = match rng.random_range(0..100) {
+                    0..=54 => "GP",
+                    55..=95 => "Other Practice staff",
+                    _ => "Unknown",
+                };
+                let mode = if rng.random_bool(home_p) {
+                    "Home Visit"
+                } else {
+                    match rng.random_range(0..100) {
+                        0..=64 => "Face-to-Face",
+                        65..=93 => "Telephone",
+                        94..=97 => "Video/Online",
+                        _ => "Unknown",
+                    }
+                };
+                let status = match rng.random_range(0..100) {
+                    0..=92 => "Attended",
+                    93..=97 => "DNA",
+                    _ => "Unknown",
+                };
+                b.appointment(Some(&id), date, hcp, mode, status);
+            }
+        }
+
+        // Prescribing: repeat drugs every 28 days, plus acute items.
+        let mut repeats: Vec<String> = Vec::new();
+        for &g in &groups {
+            let group = &world.codes.ltc[g];
+            for _ in 0..1 + poisson(&mut rng, 0.5 + 0.25 * need.max(0.0)) {
+                let prefix = group.prefixes.choose(&mut rng).unwrap();
+                repeats.push(codes::bnf_code(
+                    prefix,
+                    rng.random_range(0..6),
+                    rng.random_range(0..3),
+                ));
+            }
+        }
+        for _ in 0..poisson(&mut rng, 0.3 + 0.3 * need.max(0.0)) {
+            let prefix = codes::OTHER_BNF_PREFIXES.choose(&mut rng).unwrap();
+            repeats.push(codes::bnf_code(
+                prefix,
+                rng.random_range(0..6),
+                rng.random_range(0..3),
+            ));
+        }
+        for code in &repeats {
+            let mut d = from + rng.random_range(0..28);
+            let cost = unit_cost(code);
+            while d < to {
+                let items = if rng.random_bool(0.1) { 2 } else { 1 };
+                b.prescription(
+                    Some(&id),
+                    d,
+                    code,
+                    items,
+                    28.0 * items as f64,
+                    cost * items as f64,
+                );
+                d += 28;
+            }
+        }
+        let acute_rate = (0.8 + 0.3 * need).exp() * (to - from).max(0) as f64 / 365.0;
+        for _ in 0..poisson(&mut rng, acute_rate) {
+            let prefix = codes::OTHER_BNF_PREFIXES.choose(&mut rng).unwrap();
+            let code = codes::bnf_code(prefix, rng.random_range(0..6), rng.random_range(0..3));
+            let cost = unit_cost(&code);
+            b.prescription(
+                Some(&id),
+                rng.random_range(from..to),
+                &code,
+                1,
+                14.0,
+                cost * 0.5,
+            );
+        }
+
+        // Hospital spells, three years.
+        let (from, to) = active(a - SPELL_HISTORY);
+        let mut spell_no = 0;
+        for y in 0..3 {
+            let (ys, ye) = ((a - 365 * (y + 1)).max(from), (a - 365 * y).min(to));
+            if ye <= ys {
+                continue;
+            }
+            let span = (ye - ys) as f64 / 365.0;
+            let emergency = poisson(
+                &mut rng,
+                (-2.9 + 1.3 * need_y[y as usize]).exp() * frail * span,
+            );
+            let elective = poisson(
+                &mut rng,
+                (-2.6 + 0.4 * need_y[y as usize] + 0.01 * age as f64).exp() * span,
+            );
+            for k in 0..emergency + elective {
+                let is_emergency = k < emergency;
+                let date = rng.random_range(ys..ye);
+                let los = if is_emergency {
+                    (rng.random_range(0.0..1.0f64).ln() * -(2.0 + 2.5 * need.max(0.0))) as i32
+                } else if rng.random_bool(0.6) {
+                    0
+                } else {
+                    rng.random_range(1..6)
+                };
+                let discharge = date + los;
+                let discharge = (discharge < a).then_some(discharge);
+                let method = if is_emergency {
+                    *[
+                        "21", "21", "21", "21", "21", "21", "22", "23", "24", "28", "2A", "2B",
+                        "25", "2D", "2C",
+                    ]
+                    .choose(&mut rng)
+                    .unwrap()
+                } else {
+                    *["11", "12", "12", "13"].choose(&mut rng).unwrap()
+                };
+                let primary = if is_emergency && !charlson.is_empty() && rng.random_bool(0.4) {
+                    world
+                        .codes
+                        .icd10_for(charlson.choose(&mut rng).unwrap(), &mut rng)
+                } else if is_emergency {
+                    codes::ACUTE_ICD10.choose(&mut rng).unwrap().to_string()
+                } else {
+                    codes::ELECTIVE_ICD10.choose(&mut rng).unwrap().to_string()
+                };
+                let mut secondary: Vec<String> = Vec::new();
+                for c in &charlson {
+                    if rng.random_bool(0.7) {
+                        secondary.push(world.codes.icd10_for(c, &mut rng));
+                    }
+                }
+                if rng.random_bool(0.3) {
+                    secondary.push(codes::ACUTE_ICD10.choose(&mut rng).unwrap().to_string());
+                }
+                let provider = codes::PROVIDERS[(i as usize + y as usize) % codes::PROVIDERS.len()];
+                let spell = format!("{provider}{i:09}{spell_no:03}");
+                spell_no += 1;
+                let cost = if is_emergency {
+                    900.0 + 420.0 * los as f64
+                } else {
+                    1200.0 + 300.0 * los as f64
+                } * rng.random_range(0.8..1.25);
+                b.admission(
+                    &id, &spell, provider, date, discharge, method, &primary, &secondary, cost,
+                );
+            }
+        }
+
+        // Service enrolments over the last two years.
+        let (from, to) = active(a - EVENT_HISTORY);
+        if to > from {
+            let span = (to - from) as f64 / 365.0;
+            if rng.random_bool((0.003 * (1.2 * need).exp() * span).min(0.6)) {
+                let s = rng.random_range(from..to);
+                let e = s + rng.random_range(7..43);
+                b.sv_id.append_value(&id);
+                b.sv_code.append_value("VW01");
+                b.sv_start.append_value(s);
+                b.sv_end.append_option((e < a).then_some(e));
+            }
+            if rng.random_bool((0.002 * (need).exp() * span).min(0.4)) {
+                let s = rng.random_range(from..to);
+                b.sv_id.append_value(&id);
+                b.sv_code.append_value("CM01");
+                b.sv_start.append_value(s);
+                b.sv_end.append_option(
+                    rng.random_bool(0.3)
+                        .then(|| (s + rng.random_range(30..300)).min(a - 1)),
+                );
+            }
+        }
+
+        // Opt-outs: a few per cent, some with two types, some recorded after A.
+        if rng.random_bool(0.03) {
+            let ndoo_start = date32(NaiveDate::from_ymd_opt(2018, 5, 25).unwrap());
+            let types: &[&str] = if rng.random_bool(0.1) {
+                &["type1", "ndoo"]
+            } else {
+                &[["type1", "ndoo", "local"][rng.random_range(0..3)]]
+            };
+            for t in types {
+                b.oo_id.append_value(&id);
+                b.oo_type.append_value(*t);
+                b.oo_date.append_value(rng.random_range(ndoo_start..a + 60));
+            }
+        }
+    }
+
+    inject_invalid_rows(&mut b, &mut rng, &kept_patients, world, first, n);
+    for p in &kept_patients {
+        b.patient(p);
+    }
+    b.finish(n)
+}
+
+/// A few rows breaking each of the contract's row rules, at rates per 10,000 people.
+fn inject_invalid_rows(
+    b: &mut Builders,
+    rng: &mut ChaCha8Rng,
+    patients: &[Patient],
+    world: &World,
+    first: u64,
+    n: u64,
+) {
+    let scale = n as f64 / 10_000.0;
+    let a = world.as_of;
+    let times = |rate: f64, rng: &mut ChaCha8Rng| poisson(rng, rate * scale);
+    let some_id = |rng: &mut ChaCha8Rng| {
+        patients
+            .choose(rng)
+            .map(|p| p.id.clone())
+            .unwrap_or_default()
+    };
+
+    for _ in 0..times(2.0, rng) {
+        // A second patients row for the same person: every copy is quarantined.
+        let mut dup = patients.choose(rng).unwrap().clone();
+        dup.practice = world.practices.choose(rng).unwrap().code.clone();
+        b.patient(&dup);
+    }
+    for _ in 0..times(1.0, rng) {
+        let p = patients.choose(rng).unwrap().clone();
+        b.pat_id.append_null();
+        b.pat_yob.append_value(p.yob);
+        b.pat_sex.append_value(p.sex);
+        b.pat_practice.append_value(&p.practice);
+        b.pat_lsoa.append_option(p.lsoa.as_deref());
+        b.pat_imd.append_option(p.imd);
+        b.pat_start.append_value(p.start);
+        b.pat_end.append_option(p.end);
+        b.pat_death.append_option(p.death);
+    }
+    for _ in 0..times(1.0, rng) {
+        let mut p = patients.choose(rng).unwrap().clone();
+        p.id = random_hex_id(rng).to_uppercase();
+        b.patient(&p);
+    }
+    for _ in 0..times(3.0, rng) {
+        b.appointment(None, a - 30, "GP", "Face-to-Face", "Attended");
+    }
+    for _ in 0..times(3.0, rng) {
+        let bad = format!("{}-x", &some_id(rng)[..20]);
+        b.appointment(Some(&bad), a - 30, "GP", "Telephone", "Attended");
+    }
+    for _ in 0..times(5.0, rng) {
+        let orphan = random_hex_id(rng);
+        b.appointment(Some(&orphan), a - 100, "GP", "Face-to-Face", "Attended");
+    }
+    for _ in 0..times(2.0, rng) {
+        let id = some_id(rng);
+        b.appointment(
+            Some(&id),
+            date32(NaiveDate::from_ymd_opt(1899, 12, 31).unwrap()),
+            "GP",
+            "Face-to-Face",
+            "Attended",
+        );
+    }
+    for _ in 0..times(3.0, rng) {
+        let orphan = random_hex_id(rng);
+        b.prescription(Some(&orphan), a - 10, "0212000B0AAABAB", 1, 28.0, 3.2);
+    }
+    for _ in 0..times(2.0, rng) {
+        b.prescription(None, a - 10, "0212000B0AAABAB", 1, 28.0, 3.2);
+    }
+    for k in 0..times(2.0, rng) {
+        // Two spells sharing one id: neither is kept.
+        let id = some_id(rng);
+        let spell = format!("DUP{first:09}{k:03}");
+        b.admission(
+            &id,
+            &spell,
+            "RA7",
+            a - 50,
+            Some(a - 45),
+            "21",
+            "J189",
+            &[],
+            1500.0,
+        );
+        b.admission(
+            &id,
+            &spell,
+            "RA7",
+            a - 20,
+            Some(a - 18),
+            "21",
+            "N390",
+            &[],
+            1200.0,
+        );
+    }
+    for k in 0..times(2.0, rng) {
+        let id = some_id(rng);
+        b.admission(
+            &id,
+            &format!("BADM{first:09}{k:03}"),
+            "RA7",
+            a - 60,
+            Some(a - 58),
+            "2Z",
+            "J189",
+            &[],
+            1000.0,
+        );
+    }
+    for k in 0..times(2.0, rng) {
+        let id = some_id(rng);
+        b.admission(
+            &id,
+            &format!("BADD{first:09}{k:03}"),
+            "RA7",
+            a - 60,
+            Some(a - 65),
+            "21",
+            "J189",
+            &[],
+            1000.0,
+        );
+    }
+    for k in 0..times(1.0, rng) {
+        let id = some_id(rng);
+        let old = date32(NaiveDate::from_ymd_opt(1888, 1, 1).unwrap());
+        b.admission(
+            &id,
+            &format!("OLD{first:09}{k:03}"),
+            "RA7",
+            old,
+            Some(old + 3),
+            "21",
+            "J189",
+            &[],
+            1000.0,
+        );
+    }
+    for _ in 0..times(1.0, rng) {
+        b.sv_id.append_value(random_hex_id(rng));
+        b.sv_code.append_value("VW01");
+        b.sv_start.append_value(a - 40);
+        b.sv_end.append_null();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_nhs_numbers_pass_modulus_11() {
+        for i in [0u64, 1, 2, 999_999, 10_000_000] {
+            let n = synthetic_nhs_number(i);
+            assert_eq!(n.len(), 10);
+            let d: Vec<u32> = n.chars().map(|c| c.to_digit(10).unwrap()).collect();
+            let sum: u32 = (0..9).map(|k| d[k] * (10 - k as u32)).sum();
+            assert_eq!((11 - sum % 11) % 11, d[9], "{n}");
+        }
+        assert_ne!(synthetic_nhs_number(1), synthetic_nhs_number(2));
+    }
+
+    #[test]
+    fn pseudo_id_is_32_lowercase_hex() {
+        let id = pseudo_id(&synthetic_key(1), "9434765919");
+        assert!(crate::session::is_pseudo_id(&id), "{id}");
+        assert_ne!(id, pseudo_id(&synthetic_key(2), "9434765919"));
+    }
+
+    #[test]
+    fn bnf_codes_have_fifteen_characters_and_keep_prefix() {
+        for p in ["0212", "040702", "0601"] {
+            let c = codes::bnf_code(p, 7, 2);
+            assert_eq!(c.len(), 15);
+            assert!(c.starts_with(p));
+        }
+    }
+}

@@ -1,0 +1,13 @@
+-- Hospital spell features over W12 = [$w12_start, $as_of), from valid spells only.
+-- Bed days of a spell still open at $as_of run to $as_of.
+SELECT
+  a.pseudo_id,
+  count(*) FILTER (WHERE m.category = 'emergency')                                AS emergency_admissions_12m,
+  sum(coalesce(a.discharge_date, $as_of) - a.admission_date) FILTER (WHERE m.category = 'emergency')
+                                                                                  AS emergency_bed_days_12m,
+  count(*) FILTER (WHERE m.category = 'elective')                                 AS elective_admissions_12m,
+  sum(a.spell_cost)                                                               AS admission_cost_12m
+FROM admissions a
+JOIN admission_methods m ON a.admission_method = m.code
+WHERE a.admission_date >= $w12_start AND a.admission_date < $as_of
+GROUP BY a.pseudo_id

@@ -1,0 +1,22 @@
+-- Row rules for admissions (hospital spells; see validate/patients.sql for the shape).
+-- A duplicated spell_id keeps no copy: every copy is quarantined.
+SELECT
+  a.*,
+  CASE
+    WHEN a.pseudo_id IS NULL                    THEN 'null_pseudo_id'
+    WHEN NOT is_pseudo_id(a.pseudo_id)          THEN 'malformed_pseudo_id'
+    WHEN p.pseudo_id IS NULL                    THEN 'unknown_pseudo_id'
+    WHEN a.spell_id IS NULL                     THEN 'null_spell_id'
+    WHEN d.copies > 1                           THEN 'duplicate_spell_id'
+    WHEN a.admission_date IS NULL               THEN 'null_date'
+    WHEN a.admission_date < DATE '1900-01-01'   THEN 'date_before_1900'
+    WHEN m.code IS NULL                         THEN 'invalid_admission_method'
+    WHEN a.discharge_date < a.admission_date    THEN 'discharge_before_admission'
+    ELSE NULL
+  END AS reason
+FROM input_admissions a
+LEFT JOIN (SELECT pseudo_id FROM patients) p ON a.pseudo_id = p.pseudo_id
+LEFT JOIN (
+  SELECT spell_id, count(*) AS copies FROM input_admissions GROUP BY spell_id
+) d ON a.spell_id = d.spell_id
+LEFT JOIN admission_methods m ON a.admission_method = m.code

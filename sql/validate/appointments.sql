@@ -1,0 +1,14 @@
+-- Row rules for appointments (see validate/patients.sql for the shape).
+-- `patients` here is the valid patients: an event of anyone else is an orphan.
+SELECT
+  a.*,
+  CASE
+    WHEN a.pseudo_id IS NULL                    THEN 'null_pseudo_id'
+    WHEN NOT is_pseudo_id(a.pseudo_id)          THEN 'malformed_pseudo_id'
+    WHEN p.pseudo_id IS NULL                    THEN 'unknown_pseudo_id'
+    WHEN a.appointment_date IS NULL             THEN 'null_date'
+    WHEN a.appointment_date < DATE '1900-01-01' THEN 'date_before_1900'
+    ELSE NULL
+  END AS reason
+FROM input_appointments a
+LEFT JOIN (SELECT pseudo_id FROM patients) p ON a.pseudo_id = p.pseudo_id

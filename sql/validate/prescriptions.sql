@@ -1,0 +1,15 @@
+-- Row rules for prescriptions (see validate/patients.sql for the shape).
+SELECT
+  r.*,
+  CASE
+    WHEN r.pseudo_id IS NULL              THEN 'null_pseudo_id'
+    WHEN NOT is_pseudo_id(r.pseudo_id)    THEN 'malformed_pseudo_id'
+    WHEN p.pseudo_id IS NULL              THEN 'unknown_pseudo_id'
+    WHEN r.issue_date IS NULL             THEN 'null_date'
+    WHEN r.issue_date < DATE '1900-01-01' THEN 'date_before_1900'
+    WHEN r.bnf_code IS NULL               THEN 'null_bnf_code'
+    WHEN r.items IS NULL OR r.items < 0   THEN 'invalid_items'
+    ELSE NULL
+  END AS reason
+FROM input_prescriptions r
+LEFT JOIN (SELECT pseudo_id FROM patients) p ON r.pseudo_id = p.pseudo_id

@@ -1,0 +1,542 @@
+//! End-to-end tests of the `riskstrat` binary: bad input (exit 2, a message naming
+//! what is wrong, no run folder), synth + run + validate, a run killed part way.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn riskstrat() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_riskstrat"));
+    c.env("RISKSTRAT_LOG", "warn");
+    c
+}
+
+fn run_job(job: &Path) -> Output {
+    riskstrat().arg("run").arg(job).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Completed run folders (staging folders excluded) of the test job.
+fn runs(dir: &Path) -> Vec<PathBuf> {
+    riskstrat::outputs::run_folder::list_runs(&dir.join("runs"), "test-job")
+}
+
+fn small_dataset() -> Dataset {
+    let mut ds = Dataset::default();
+    for k in 0..20 {
+        let n = format!("p{k}");
+        ds.patients.push(Patient::new(&n));
+        ds.appointments.push(Appt {
+            id: Some(pid(&n)),
+            date: d("2025-06-01"),
+            hcp: "GP",
+            mode: "Face-to-Face",
+            status: "Attended",
+        });
+        ds.prescriptions.push(Rx {
+            id: Some(pid(&n)),
+            date: d("2025-06-01"),
+            bnf: "0601023A0AAABAB",
+            items: 1,
+            nic: 1.0,
+        });
+        ds.admissions.push(Spell {
+            id: pid(&n),
+            spell: format!("S{k}"),
+            date: d("2025-06-01"),
+            discharge: Some(d("2025-06-03")),
+            method: "21",
+            primary: Some("J189"),
+            secondary: vec![],
+            cost: 100.0,
+        });
+    }
+    ds.optouts.push((pid("p0"), "type1", d("2020-01-01")));
+    ds
+}
+
+/// Expect exit code 2, every `needles` in the message, and no run folder.
+fn assert_bad_input(dir: &Path, o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    for n in needles {
+        assert!(err.contains(n), "message should name '{n}': {err}");
+    }
+    assert!(runs(dir).is_empty(), "a failed run left a run folder");
+    if let Ok(entries) = std::fs::read_dir(dir.join("runs/test-job")) {
+        assert_eq!(entries.count(), 0, "a failed run left files behind");
+    }
+}
+
+#[test]
+fn missing_input_path() {
+    let dir = scratch("cli_missing_input");
+    let job = small_dataset().write(&dir, "2026-04-01");
+    std::fs::remove_file(dir.join("appointments.parquet")).unwrap();
+    let o = run_job(&job);
+    assert_bad_input(
+        &dir,
+        &o,
+        &["appointments", "appointments.parquet", "no such file"],
+    );
+}
+
+#[test]
+fn missing_required_column() {
+    let dir = scratch("cli_missing_column");
+    let job = small_dataset().write(&dir, "2026-04-01");
+    write_table(
+        &dir.join("appointments.parquet"),
+        &[
+            ("pseudo_id", utf8(&["a"])),
+            ("appointment_date", date(&[20000])),
+        ],
+    );
+    let o = run_job(&job);
+    assert_bad_input(&dir, &o, &["appointments.parquet", "hcp_type"]);
+}
+
+#[test]
+fn column_of_the_wrong_type() {
+    let dir = scratch("cli_wrong_type");
+    let job = small_dataset().write(&dir, "2026-04-01");
+    write_table(
+        &dir.join("optouts.parquet"),
+        &[
+            ("pseudo_id", utf8(&[&pid("p0")])),
+            ("optout_type", utf8(&["type1"])),
+            ("recorded_date", utf8(&["2020-01-01"])),
+        ],
+    );
+    let o = run_job(&job);
+    assert_bad_input(
+        &dir,
+        &o,
+        &["optouts.parquet", "recorded_date", "Utf8", "Date32"],
+    );
+}
+
+#[test]
+fn safe_casts_are_silent() {
+    use datafusion::arrow::array::{Int64Array, LargeStringArray, TimestampMillisecondArray};
+    let dir = scratch("cli_safe_casts");
+    let job = small_dataset().write(&dir, "2026-04-01");
+    // optouts with LargeUtf8 ids and Timestamp dates: accepted and cast.
+    let ts = TimestampMillisecondArray::from(vec![1_577_836_800_000i64]);
+    write_table(
+        &dir.join("optouts.parquet"),
+        &[
+            (
+                "pseudo_id",
+                std::sync::Arc::new(LargeStringArray::from(vec![pid("p0")])),
+            ),
+            ("optout_type", utf8(&["type1"])),
+            ("recorded_date", std::sync::Arc::new(ts)),
+            (
+                "extra_column",
+                std::sync::Arc::new(Int64Array::from(vec![1i64])),
+            ),
+        ],
+    );
+    let o = run_job(&job);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(runs(&dir)[0].join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(m["population"], 19);
+    assert_eq!(m["optouts"]["patients_excluded"], 1);
+}
+
+#[test]
+fn truncated_parquet_file() {
+    let dir = scratch("cli_truncated");
+    let job = small_dataset().write(&dir, "2026-04-01");
+    let p = dir.join("prescriptions.parquet");
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    let o = run_job(&job);
+    assert_bad_input(
+        &dir,
+        &o,
+        &["prescriptions.parquet", "not a readable Parquet file"],
+    );
+}
+
+#[test]
+fn non_parquet_file() {
+    let dir = scratch("cli_not_parquet");
+    let job = small_dataset().write(&dir, "2026-04-01");
+    std::fs::write(
+        dir.join("admissions.parquet"),
+        "pseudo_id,spell_id\nabc,1\n",
+    )
+    .unwrap();
+    let o = run_job(&job);
+    assert_bad_input(
+        &dir,
+        &o,
+        &["admissions.parquet", "not a readable Parquet file"],
+    );
+}
+
+#[test]
+fn empty_table() {
+    let dir = scratch("cli_empty_table");
+    let mut ds = small_dataset();
+    ds.appointments.clear();
+    let job = ds.write(&dir, "2026-04-01");
+    let o = run_job(&job);
+    assert_bad_input(
+        &dir,
+        &o,
+        &["appointments", "appointments.parquet", "no rows"],
+    );
+}
+
+#[test]
+fn empty_optouts_needs_saying_so() {
+    let dir = scratch("cli_empty_optouts");
+    let mut ds = small_dataset();
+    ds.optouts.clear();
+    let job = ds.write(&dir, "2026-04-01");
+    let o = run_job(&job);
+    assert_bad_input(&dir, &o, &["optouts", "allow_empty_optouts"]);
+    let text = std::fs::read_to_string(&job).unwrap().replace(
+        "output = \"runs\"",
+        "output = \"runs\"\nallow_empty_optouts = true",
+    );
+    std::fs::write(&job, text).unwrap();
+    let o = run_job(&job);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn unknown_job_key() {
+    let dir = scratch("cli_unknown_key");
+    let job = small_dataset().write(&dir, "2026-04-01");
+    let text = std::fs::read_to_string(&job).unwrap().replace(
+        "[inputs]",
+        "[inputs]\nappointmets = \"appointments.parquet\"",
+    );
+    std::fs::write(&job, text).unwrap();
+    let o = run_job(&job);
+    assert_bad_input(&dir, &o, &["job.toml", "appointmets"]);
+
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("appointmets = \"appointments.parquet\"\n", "")
+        .replace("[job]", "[job]\nas_off = \"2026-01-01\"");
+    std::fs::write(&job, text).unwrap();
+    let o = run_job(&job);
+    assert_bad_input(&dir, &o, &["job.toml", "as_off"]);
+}
+
+#[test]
+fn unparseable_date() {
+    let dir = scratch("cli_bad_date");
+    let job = small_dataset().write(&dir, "2026-13-45");
+    let o = run_job(&job);
+    assert_bad_input(&dir, &o, &["as_of", "2026-13-45", "YYYY-MM-DD"]);
+    let job = small_dataset().write(&dir, "2026-04-01");
+    let o = riskstrat()
+        .arg("run")
+        .arg(&job)
+        .args(["--as-of", "yesterday"])
+        .output()
+        .unwrap();
+    assert_bad_input(&dir, &o, &["--as-of", "yesterday"]);
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let o = riskstrat().arg("frobnicate").output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let o = riskstrat()
+        .args(["synth", "--patients", "0", "--as-of", "2026-04-01", "--out"])
+        .arg(scratch("cli_usage"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--patients"));
+}
+
+#[test]
+fn failed_run_leaves_earlier_runs_untouched() {
+    let dir = scratch("cli_earlier_runs");
+    let job = small_dataset().write(&dir, "2026-04-01");
+    let o = run_job(&job);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = runs(&dir);
+    assert_eq!(first.len(), 1);
+    let before = snapshot(&first[0]);
+    std::fs::write(dir.join("patients.parquet"), b"garbage").unwrap();
+    let o = run_job(&job);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(runs(&dir), first);
+    assert_eq!(snapshot(&first[0]), before);
+}
+
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v: Vec<_> = walk(dir)
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p))
+        } else {
+            out.push(p)
+        }
+    }
+    out
+}
+
+/// Synthesise, validate and run through the binary; then check the run folder.
+#[test]
+fn synth_run_and_validate_end_to_end() {
+    let dir = scratch("cli_synth_e2e");
+    let data = dir.join("data");
+    let o = riskstrat()
+        .args([
+            "synth",
+            "--patients",
+            "3000",
+            "--seed",
+            "7",
+            "--as-of",
+            "2026-04-01",
+            "--out",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let job = data.join("job.toml");
+    assert!(job.is_file());
+
+    // Deterministic for a seed.
+    let again = dir.join("again");
+    let o = riskstrat()
+        .args([
+            "synth",
+            "--patients",
+            "3000",
+            "--seed",
+            "7",
+            "--as-of",
+            "2026-04-01",
+            "--out",
+        ])
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    for f in [
+        "patients.parquet",
+        "optouts.parquet",
+        "appointments/part-00000.parquet",
+        "admissions/part-00000.parquet",
+    ] {
+        assert_eq!(
+            std::fs::read(data.join(f)).unwrap(),
+            std::fs::read(again.join(f)).unwrap(),
+            "{f} differs between runs"
+        );
+    }
+
+    let o = riskstrat()
+        .arg("validate")
+        .arg(&job)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let tables = report["tables"].as_array().unwrap();
+    let appts = tables
+        .iter()
+        .find(|t| t["table"] == "appointments")
+        .unwrap();
+    let link = appts["linkage_rate"].as_f64().unwrap();
+    assert!(link > 0.95 && link < 1.0, "linkage {link}");
+    assert!(
+        appts["quarantined_by_reason"]["unknown_pseudo_id"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    let o = run_job(&job);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let run = PathBuf::from(stdout.lines().last().unwrap());
+    assert!(
+        run.join("manifest.json").is_file(),
+        "last line of stdout is the run folder: {stdout}"
+    );
+    for f in [
+        "features.parquet",
+        "cohort_complex_needs.parquet",
+        "report.html",
+        "quarantine/admissions.parquet",
+    ] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap();
+    let pop = m["population"].as_u64().unwrap();
+    assert!(pop > 2500 && pop < 3000, "population {pop}");
+    assert!(m["optouts"]["patients_excluded"].as_u64().unwrap() > 30);
+    let cohort = m["cohorts"]["complex_needs"].as_u64().unwrap();
+    assert!(cohort > 0 && cohort < pop / 4, "cohort {cohort} of {pop}");
+
+    // No opted-out person appears anywhere in the run folder.
+    let opted = opted_out_ids(&data.join("optouts.parquet"));
+    assert!(!opted.is_empty());
+    for file in walk(&run) {
+        let mut ids = Vec::new();
+        if file.extension().is_some_and(|e| e == "parquet") {
+            for b in read_parquet(&file) {
+                for c in b.columns() {
+                    if let Some(s) = c
+                        .as_any()
+                        .downcast_ref::<datafusion::arrow::array::StringArray>()
+                    {
+                        ids.extend(s.iter().flatten().map(|v| v.to_lowercase()));
+                    }
+                }
+            }
+        } else {
+            let text = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).to_lowercase();
+            ids.extend(opted.iter().filter(|o| text.contains(o.as_str())).cloned());
+        }
+        for id in ids {
+            assert!(
+                !opted.contains(&id),
+                "{} holds an opted-out pseudo_id",
+                file.display()
+            );
+        }
+    }
+}
+
+fn opted_out_ids(path: &Path) -> std::collections::HashSet<String> {
+    let mut out = std::collections::HashSet::new();
+    for b in read_parquet(path) {
+        let s = b
+            .column_by_name("pseudo_id")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .unwrap()
+            .clone();
+        out.extend(s.iter().flatten().map(|v| v.to_lowercase()));
+    }
+    out
+}
+
+/// A run killed with SIGKILL part way leaves no run folder and harms no earlier run;
+/// the next run succeeds.
+#[test]
+fn run_killed_part_way_leaves_no_run_folder() {
+    let dir = scratch("cli_sigkill");
+    let data = dir.join("data");
+    let o = riskstrat()
+        .args([
+            "synth",
+            "--patients",
+            "60000",
+            "--seed",
+            "3",
+            "--as-of",
+            "2026-04-01",
+            "--out",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let job = data.join("job.toml");
+    let o = run_job(&job);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let job_dir = data.join("runs/complex-needs");
+    let earlier = riskstrat::outputs::run_folder::list_runs(&data.join("runs"), "complex-needs");
+    assert_eq!(earlier.len(), 1);
+    let before = snapshot(&earlier[0]);
+
+    // Start a run and kill it once its staging folder exists (it is writing outputs).
+    let mut child = riskstrat().arg("run").arg(&job).spawn().unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let staging = std::fs::read_dir(&job_dir)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".staging-"));
+        if staging || start.elapsed().as_secs() > 120 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the run finished before it could be killed"
+    );
+    assert_eq!(
+        riskstrat::outputs::run_folder::list_runs(&data.join("runs"), "complex-needs"),
+        earlier
+    );
+    assert_eq!(snapshot(&earlier[0]), before);
+
+    let o = run_job(&job);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let after = riskstrat::outputs::run_folder::list_runs(&data.join("runs"), "complex-needs");
+    assert_eq!(after.len(), 2);
+    let leftovers: Vec<_> = std::fs::read_dir(&job_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "stale staging folders remain");
+}
+
+// --- small Parquet writer for malformed tables ---
+
+fn utf8(v: &[&str]) -> datafusion::arrow::array::ArrayRef {
+    std::sync::Arc::new(datafusion::arrow::array::StringArray::from(v.to_vec()))
+}
+
+fn date(v: &[i32]) -> datafusion::arrow::array::ArrayRef {
+    std::sync::Arc::new(datafusion::arrow::array::Date32Array::from(v.to_vec()))
+}
+
+fn write_table(path: &Path, cols: &[(&str, datafusion::arrow::array::ArrayRef)]) {
+    let batch = datafusion::arrow::array::RecordBatch::try_from_iter(
+        cols.iter().map(|(n, a)| (*n, a.clone())),
+    )
+    .unwrap();
+    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(path).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}

@@ -1,0 +1,340 @@
+//! Hand-written rows for tests: a small builder over the contract's tables that
+//! writes Parquet files and a job file, so tests never depend on `synth`.
+#![allow(dead_code)]
+
+use chrono::NaiveDate;
+use datafusion::arrow::array::{
+    ArrayRef, Date32Builder, Float64Builder, Int32Builder, ListBuilder, RecordBatch, StringBuilder,
+};
+use datafusion::parquet::arrow::ArrowWriter;
+use riskstrat::ingest::contract;
+use riskstrat::sql::date32;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub fn d(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+}
+
+/// A stable, well-formed pseudo_id for a test person's name.
+pub fn pid(name: &str) -> String {
+    hex::encode(&Sha256::digest(name.as_bytes())[..16])
+}
+
+#[derive(Clone)]
+pub struct Patient {
+    pub id: Option<String>,
+    pub yob: i32,
+    pub sex: &'static str,
+    pub practice: &'static str,
+    pub lsoa: Option<&'static str>,
+    pub imd: Option<i32>,
+    pub start: NaiveDate,
+    pub end: Option<NaiveDate>,
+    pub death: Option<NaiveDate>,
+}
+
+impl Patient {
+    pub fn new(name: &str) -> Self {
+        Patient {
+            id: Some(pid(name)),
+            yob: 1960,
+            sex: "F",
+            practice: "A81001",
+            lsoa: Some("E01012345"),
+            imd: Some(3),
+            start: d("2000-01-01"),
+            end: None,
+            death: None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Appt {
+    pub id: Option<String>,
+    pub date: NaiveDate,
+    pub hcp: &'static str,
+    pub mode: &'static str,
+    pub status: &'static str,
+}
+
+#[derive(Clone)]
+pub struct Rx {
+    pub id: Option<String>,
+    pub date: NaiveDate,
+    pub bnf: &'static str,
+    pub items: i32,
+    pub nic: f64,
+}
+
+#[derive(Clone)]
+pub struct Spell {
+    pub id: String,
+    pub spell: String,
+    pub date: NaiveDate,
+    pub discharge: Option<NaiveDate>,
+    pub method: &'static str,
+    pub primary: Option<&'static str>,
+    pub secondary: Vec<&'static str>,
+    pub cost: f64,
+}
+
+#[derive(Default, Clone)]
+pub struct Dataset {
+    pub patients: Vec<Patient>,
+    pub appointments: Vec<Appt>,
+    pub prescriptions: Vec<Rx>,
+    pub admissions: Vec<Spell>,
+    pub optouts: Vec<(String, &'static str, NaiveDate)>,
+    pub services: Vec<(String, &'static str, NaiveDate, Option<NaiveDate>)>,
+}
+
+fn write(path: &Path, t: &contract::Table, cols: Vec<ArrayRef>) {
+    let batch = RecordBatch::try_new(t.schema(), cols).unwrap();
+    let mut w =
+        ArrowWriter::try_new(std::fs::File::create(path).unwrap(), t.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+impl Dataset {
+    /// Write every table as `<dir>/<table>.parquet` and a job file `<dir>/job.toml`.
+    pub fn write(&self, dir: &Path, as_of: &str) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        let dt = |x: NaiveDate| date32(x);
+
+        let mut c: Vec<ArrayRef> = Vec::new();
+        let ps = &self.patients;
+        c.push(Arc::new(
+            ps.iter()
+                .map(|p| p.id.clone())
+                .collect::<datafusion::arrow::array::StringArray>(),
+        ));
+        c.push(Arc::new(
+            ps.iter()
+                .map(|p| Some(p.yob))
+                .collect::<datafusion::arrow::array::Int32Array>(),
+        ));
+        c.push(Arc::new(
+            ps.iter()
+                .map(|p| Some(p.sex))
+                .collect::<datafusion::arrow::array::StringArray>(),
+        ));
+        c.push(Arc::new(
+            ps.iter()
+                .map(|p| Some(p.practice))
+                .collect::<datafusion::arrow::array::StringArray>(),
+        ));
+        c.push(Arc::new(
+            ps.iter()
+                .map(|p| p.lsoa)
+                .collect::<datafusion::arrow::array::StringArray>(),
+        ));
+        c.push(Arc::new(
+            ps.iter()
+                .map(|p| p.imd)
+                .collect::<datafusion::arrow::array::Int32Array>(),
+        ));
+        let mut b = Date32Builder::new();
+        ps.iter().for_each(|p| b.append_value(dt(p.start)));
+        c.push(Arc::new(b.finish()));
+        let mut b = Date32Builder::new();
+        ps.iter().for_each(|p| b.append_option(p.end.map(dt)));
+        c.push(Arc::new(b.finish()));
+        let mut b = Date32Builder::new();
+        ps.iter().for_each(|p| b.append_option(p.death.map(dt)));
+        c.push(Arc::new(b.finish()));
+        write(&dir.join("patients.parquet"), &contract::PATIENTS, c);
+
+        let (mut id, mut date, mut hcp, mut mode, mut status) = (
+            StringBuilder::new(),
+            Date32Builder::new(),
+            StringBuilder::new(),
+            StringBuilder::new(),
+            StringBuilder::new(),
+        );
+        for a in &self.appointments {
+            id.append_option(a.id.as_deref());
+            date.append_value(dt(a.date));
+            hcp.append_value(a.hcp);
+            mode.append_value(a.mode);
+            status.append_value(a.status);
+        }
+        write(
+            &dir.join("appointments.parquet"),
+            &contract::APPOINTMENTS,
+            vec![
+                Arc::new(id.finish()),
+                Arc::new(date.finish()),
+                Arc::new(hcp.finish()),
+                Arc::new(mode.finish()),
+                Arc::new(status.finish()),
+            ],
+        );
+
+        let (mut id, mut date, mut bnf, mut items, mut qty, mut nic) = (
+            StringBuilder::new(),
+            Date32Builder::new(),
+            StringBuilder::new(),
+            Int32Builder::new(),
+            Float64Builder::new(),
+            Float64Builder::new(),
+        );
+        for r in &self.prescriptions {
+            id.append_option(r.id.as_deref());
+            date.append_value(dt(r.date));
+            bnf.append_value(r.bnf);
+            items.append_value(r.items);
+            qty.append_value(28.0);
+            nic.append_value(r.nic);
+        }
+        write(
+            &dir.join("prescriptions.parquet"),
+            &contract::PRESCRIPTIONS,
+            vec![
+                Arc::new(id.finish()),
+                Arc::new(date.finish()),
+                Arc::new(bnf.finish()),
+                Arc::new(items.finish()),
+                Arc::new(qty.finish()),
+                Arc::new(nic.finish()),
+            ],
+        );
+
+        let (
+            mut id,
+            mut spell,
+            mut prov,
+            mut date,
+            mut dis,
+            mut method,
+            mut prim,
+            mut sec,
+            mut cost,
+        ) = (
+            StringBuilder::new(),
+            StringBuilder::new(),
+            StringBuilder::new(),
+            Date32Builder::new(),
+            Date32Builder::new(),
+            StringBuilder::new(),
+            StringBuilder::new(),
+            ListBuilder::new(StringBuilder::new()),
+            Float64Builder::new(),
+        );
+        for s in &self.admissions {
+            id.append_value(&s.id);
+            spell.append_value(&s.spell);
+            prov.append_value("RA7");
+            date.append_value(dt(s.date));
+            dis.append_option(s.discharge.map(dt));
+            method.append_value(s.method);
+            prim.append_option(s.primary);
+            for x in &s.secondary {
+                sec.values().append_value(x);
+            }
+            sec.append(true);
+            cost.append_value(s.cost);
+        }
+        write(
+            &dir.join("admissions.parquet"),
+            &contract::ADMISSIONS,
+            vec![
+                Arc::new(id.finish()),
+                Arc::new(spell.finish()),
+                Arc::new(prov.finish()),
+                Arc::new(date.finish()),
+                Arc::new(dis.finish()),
+                Arc::new(method.finish()),
+                Arc::new(prim.finish()),
+                Arc::new(sec.finish()),
+                Arc::new(cost.finish()),
+            ],
+        );
+
+        let (mut id, mut ty, mut date) = (
+            StringBuilder::new(),
+            StringBuilder::new(),
+            Date32Builder::new(),
+        );
+        for (i, t, dd) in &self.optouts {
+            id.append_value(i);
+            ty.append_value(t);
+            date.append_value(dt(*dd));
+        }
+        write(
+            &dir.join("optouts.parquet"),
+            &contract::OPTOUTS,
+            vec![
+                Arc::new(id.finish()),
+                Arc::new(ty.finish()),
+                Arc::new(date.finish()),
+            ],
+        );
+
+        let (mut id, mut code, mut s, mut e) = (
+            StringBuilder::new(),
+            StringBuilder::new(),
+            Date32Builder::new(),
+            Date32Builder::new(),
+        );
+        for (i, cd, st, en) in &self.services {
+            id.append_value(i);
+            code.append_value(cd);
+            s.append_value(dt(*st));
+            e.append_option(en.map(dt));
+        }
+        write(
+            &dir.join("services.parquet"),
+            &contract::SERVICES,
+            vec![
+                Arc::new(id.finish()),
+                Arc::new(code.finish()),
+                Arc::new(s.finish()),
+                Arc::new(e.finish()),
+            ],
+        );
+
+        let job = dir.join("job.toml");
+        std::fs::write(&job, job_toml(as_of)).unwrap();
+        job
+    }
+}
+
+pub fn job_toml(as_of: &str) -> String {
+    format!(
+        r#"[job]
+name = "test-job"
+as_of = "{as_of}"
+output = "runs"
+[inputs]
+patients = "patients.parquet"
+appointments = "appointments.parquet"
+prescriptions = "prescriptions.parquet"
+admissions = "admissions.parquet"
+optouts = "optouts.parquet"
+services = "services.parquet"
+"#
+    )
+}
+
+/// A fresh empty folder under the target dir, unique per test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Read a Parquet file into batches.
+pub fn read_parquet(path: &Path) -> Vec<RecordBatch> {
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect()
+}

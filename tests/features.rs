@@ -1,0 +1,983 @@
+//! The contract's features, value for value, on hand-written rows at every edge the
+//! contract names. Table-driven: each case adds its rows and states what it expects;
+//! one run computes them all.
+
+mod common;
+
+use common::*;
+use datafusion::arrow::array::{
+    Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+const A: &str = "2026-04-01";
+
+#[derive(Debug, Clone, PartialEq)]
+enum V {
+    I(i64),
+    F(f64),
+    S(String),
+    Null,
+}
+
+/// What a case expects of one person.
+enum Expect {
+    /// In the population with these feature values.
+    Features(&'static [(&'static str, V0)]),
+    /// Not in the population at A (but not quarantined).
+    NotInPopulation,
+}
+
+/// `const`-friendly expected values.
+#[derive(Clone, Copy)]
+enum V0 {
+    I(i64),
+    F(f64),
+    S(&'static str),
+    Null,
+}
+
+impl V0 {
+    fn v(self) -> V {
+        match self {
+            V0::I(x) => V::I(x),
+            V0::F(x) => V::F(x),
+            V0::S(x) => V::S(x.to_string()),
+            V0::Null => V::Null,
+        }
+    }
+}
+
+fn appt(
+    name: &str,
+    date: &str,
+    hcp: &'static str,
+    mode: &'static str,
+    status: &'static str,
+) -> Appt {
+    Appt {
+        id: Some(pid(name)),
+        date: d(date),
+        hcp,
+        mode,
+        status,
+    }
+}
+fn gp(name: &str, date: &str) -> Appt {
+    appt(name, date, "GP", "Face-to-Face", "Attended")
+}
+fn rx(name: &str, date: &str, bnf: &'static str, items: i32, nic: f64) -> Rx {
+    Rx {
+        id: Some(pid(name)),
+        date: d(date),
+        bnf,
+        items,
+        nic,
+    }
+}
+fn spell(
+    name: &str,
+    spell: &str,
+    date: &str,
+    discharge: Option<&str>,
+    method: &'static str,
+    primary: Option<&'static str>,
+    secondary: Vec<&'static str>,
+    cost: f64,
+) -> Spell {
+    Spell {
+        id: pid(name),
+        spell: spell.to_string(),
+        date: d(date),
+        discharge: discharge.map(d),
+        method,
+        primary,
+        secondary,
+        cost,
+    }
+}
+
+struct Case {
+    name: &'static str,
+    setup: fn(&mut Dataset),
+    expect: Expect,
+}
+
+use V0::*;
+
+/// Every case. The person is named after the case.
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "no_events",
+            setup: |ds| {
+                ds.patients.push(Patient {
+                    yob: 1950,
+                    ..Patient::new("no_events")
+                })
+            },
+            expect: Expect::Features(&[
+                ("age", I(76)),
+                ("sex", S("F")),
+                ("imd_decile", I(3)),
+                ("practice_code", S("A81001")),
+                ("lsoa_code", S("E01012345")),
+                ("gp_appts_12m", I(0)),
+                ("other_appts_12m", I(0)),
+                ("home_visits_12m", I(0)),
+                ("dna_12m", I(0)),
+                ("rx_items_12m", I(0)),
+                ("rx_cost_12m", F(0.0)),
+                ("distinct_drugs_12m", I(0)),
+                ("ltc_groups_12m", I(0)),
+                ("emergency_admissions_12m", I(0)),
+                ("emergency_bed_days_12m", I(0)),
+                ("elective_admissions_12m", I(0)),
+                ("admission_cost_12m", F(0.0)),
+                ("total_cost_12m", F(0.0)),
+                ("charlson_score", I(0)),
+            ]),
+        },
+        Case {
+            name: "null_deprivation_and_lsoa",
+            setup: |ds| {
+                ds.patients.push(Patient {
+                    imd: None,
+                    lsoa: None,
+                    sex: "U",
+                    ..Patient::new("null_deprivation_and_lsoa")
+                })
+            },
+            expect: Expect::Features(&[("imd_decile", Null), ("lsoa_code", Null), ("sex", S("U"))]),
+        },
+        Case {
+            // W12 = [A-365, A): are in, A-366 and A are out.
+            name: "appointment_window_edges",
+            setup: |ds| {
+                let n = "appointment_window_edges";
+                ds.patients.push(Patient::new(n));
+                for date in [
+                    "2025-04-01",
+                    "2025-03-31",
+                    "2026-03-31",
+                    "2026-04-01",
+                    "2026-06-01",
+                ] {
+                    ds.appointments.push(gp(n, date));
+                }
+            },
+            expect: Expect::Features(&[("gp_appts_12m", I(2))]),
+        },
+        Case {
+            name: "appointment_kinds",
+            setup: |ds| {
+                let n = "appointment_kinds";
+                ds.patients.push(Patient::new(n));
+                ds.appointments.extend([
+                    appt(n, "2025-06-01", "GP", "Face-to-Face", "Attended"),
+                    appt(n, "2025-06-02", "GP", "Home Visit", "Attended"),
+                    appt(
+                        n,
+                        "2025-06-03",
+                        "Other Practice staff",
+                        "Telephone",
+                        "Attended",
+                    ),
+                    appt(
+                        n,
+                        "2025-06-04",
+                        "Other Practice staff",
+                        "Home Visit",
+                        "Attended",
+                    ),
+                    appt(n, "2025-06-05", "GP", "Face-to-Face", "DNA"),
+                    appt(n, "2025-06-06", "Unknown", "Home Visit", "DNA"),
+                    appt(n, "2025-06-07", "GP", "Face-to-Face", "Unknown"),
+                    appt(n, "2025-06-08", "Unknown", "Video/Online", "Attended"),
+                    appt(n, "2025-03-31", "GP", "Home Visit", "DNA"),
+                ]);
+            },
+            expect: Expect::Features(&[
+                ("gp_appts_12m", I(2)),
+                ("other_appts_12m", I(2)),
+                ("home_visits_12m", I(2)),
+                ("dna_12m", I(2)),
+            ]),
+        },
+        Case {
+            name: "registration_starts_on_a",
+            setup: |ds| {
+                ds.patients.push(Patient {
+                    start: d(A),
+                    ..Patient::new("registration_starts_on_a")
+                })
+            },
+            expect: Expect::Features(&[("gp_appts_12m", I(0))]),
+        },
+        Case {
+            name: "registration_starts_after_a",
+            setup: |ds| {
+                ds.patients.push(Patient {
+                    start: d("2026-04-02"),
+                    ..Patient::new("registration_starts_after_a")
+                })
+            },
+            expect: Expect::NotInPopulation,
+        },
+        Case {
+            name: "registration_ends_on_a",
+            setup: |ds| {
+                ds.patients.push(Patient {
+                    end: Some(d(A)),
+                    ..Patient::new("registration_ends_on_a")
+                })
+            },
+            expect: Expect::Features(&[("age", I(66))]),
+        },
+        Case {
+            name: "registration_ended_before_a",
+            setup: |ds| {
+                ds.patients.push(Patient {
+                    end: Some(d("2026-03-31")),
+                    ..Patient::new("registration_ended_before_a")
+                })
+            },
+            expect: Expect::NotInPopulation,
+        },
+        Case {
+            name: "death_on_a",
+            setup: |ds| {
+                ds.patients.push(Patient {
+                    death: Some(d(A)),
+                    ..Patient::new("death_on_a")
+                })
+            },
+            expect: Expect::Features(&[("age", I(66))]),
+        },
+        Case {
+            name: "death_before_a",
+            setup: |ds| {
+                ds.patients.push(Patient {
+                    death: Some(d("2026-03-31")),
+                    ..Patient::new("death_before_a")
+                })
+            },
+            expect: Expect::NotInPopulation,
+        },
+        Case {
+            // Sums of items and cost; substances are the first 9 characters; groups match
+            // by prefixes of length 4 (0601) and 6 (040702); 040701 and 0304 match none.
+            name: "prescribing",
+            setup: |ds| {
+                let n = "prescribing";
+                ds.patients.push(Patient::new(n));
+                ds.prescriptions.extend([
+                    rx(n, "2025-04-01", "0601023A0AAABAB", 1, 2.5), // diabetes, substance 0601023A0
+                    rx(n, "2025-05-01", "0601023A0AAACAC", 2, 5.0), // same substance, other product
+                    rx(n, "2025-06-01", "0407020A0AAAAAA", 1, 10.0), // chronic_pain (040702), 6-char prefix
+                    rx(n, "2025-07-01", "0407010H0AAAAAA", 3, 1.25), // 040701: no group
+                    rx(n, "2025-08-01", "0304010G0AAAAAA", 1, 0.75), // 0304: not respiratory (0301/0302)
+                    rx(n, "2025-03-31", "0301011R0AAAPAP", 1, 99.0), // out of window
+                    rx(n, "2026-04-01", "0205051R0AAAAAA", 1, 99.0), // A: out of window
+                ]);
+            },
+            expect: Expect::Features(&[
+                ("rx_items_12m", I(8)),
+                ("rx_cost_12m", F(19.5)),
+                ("distinct_drugs_12m", I(4)),
+                ("ltc_groups_12m", I(2)),
+                ("total_cost_12m", F(19.5)),
+            ]),
+        },
+        Case {
+            name: "ltc_groups_three_with_two_cardiovascular_prefixes",
+            setup: |ds| {
+                let n = "ltc_groups_three_with_two_cardiovascular_prefixes";
+                ds.patients.push(Patient::new(n));
+                ds.prescriptions.extend([
+                    rx(n, "2025-09-01", "0205051R0AAAAAA", 1, 1.0), // cardiovascular 0205
+                    rx(n, "2025-09-01", "0212000B0AAABAB", 1, 1.0), // cardiovascular 0212: same group
+                    rx(n, "2025-09-01", "0302000C0AAAAAA", 1, 1.0), // respiratory 0302
+                    rx(n, "2025-09-01", "1001010J0AAAAAA", 1, 1.0), // musculoskeletal 1001
+                ]);
+            },
+            expect: Expect::Features(&[("ltc_groups_12m", I(3)), ("distinct_drugs_12m", I(4))]),
+        },
+        Case {
+            // Emergency spells admitted in W12: one open at A (10 bed days to A), one of 5 days
+            // admitted on A-365; one admitted A-366 is out. One elective. Costs of all valid spells in W12.
+            name: "spells",
+            setup: |ds| {
+                let n = "spells";
+                ds.patients.push(Patient::new(n));
+                ds.admissions.extend([
+                    spell(
+                        n,
+                        "SP-OPEN",
+                        "2026-03-22",
+                        None,
+                        "21",
+                        Some("J189"),
+                        vec![],
+                        1000.0,
+                    ),
+                    spell(
+                        n,
+                        "SP-EDGE",
+                        "2025-04-01",
+                        Some("2025-04-06"),
+                        "2A",
+                        Some("N390"),
+                        vec![],
+                        500.0,
+                    ),
+                    spell(
+                        n,
+                        "SP-OLD",
+                        "2025-03-31",
+                        Some("2025-04-10"),
+                        "21",
+                        Some("N390"),
+                        vec![],
+                        700.0,
+                    ),
+                    spell(
+                        n,
+                        "SP-ELECT",
+                        "2025-10-01",
+                        Some("2025-10-01"),
+                        "12",
+                        Some("H251"),
+                        vec![],
+                        300.0,
+                    ),
+                    spell(
+                        n,
+                        "SP-MAT",
+                        "2025-11-01",
+                        Some("2025-11-03"),
+                        "31",
+                        Some("O800"),
+                        vec![],
+                        50.0,
+                    ),
+                    spell(
+                        n,
+                        "SP-AT-A",
+                        "2026-04-01",
+                        None,
+                        "21",
+                        Some("J189"),
+                        vec![],
+                        9999.0,
+                    ),
+                ]);
+            },
+            expect: Expect::Features(&[
+                ("emergency_admissions_12m", I(2)),
+                ("emergency_bed_days_12m", I(15)),
+                ("elective_admissions_12m", I(1)),
+                ("admission_cost_12m", F(1850.0)),
+                ("total_cost_12m", F(1850.0)),
+            ]),
+        },
+        Case {
+            // Duplicated spell ids keep no copy; invalid methods and discharge before admission
+            // are quarantined and not counted; an event before 1900 is quarantined.
+            name: "invalid_spells",
+            setup: |ds| {
+                let n = "invalid_spells";
+                ds.patients.push(Patient::new(n));
+                ds.admissions.extend([
+                    spell(
+                        n,
+                        "DUP-1",
+                        "2025-05-01",
+                        Some("2025-05-03"),
+                        "21",
+                        Some("J189"),
+                        vec![],
+                        100.0,
+                    ),
+                    spell(
+                        n,
+                        "DUP-1",
+                        "2025-06-01",
+                        Some("2025-06-03"),
+                        "21",
+                        Some("J189"),
+                        vec![],
+                        100.0,
+                    ),
+                    spell(
+                        n,
+                        "BAD-METHOD",
+                        "2025-07-01",
+                        Some("2025-07-03"),
+                        "27",
+                        Some("J189"),
+                        vec![],
+                        100.0,
+                    ),
+                    spell(
+                        n,
+                        "BAD-DISCHARGE",
+                        "2025-08-01",
+                        Some("2025-07-30"),
+                        "21",
+                        Some("J189"),
+                        vec![],
+                        100.0,
+                    ),
+                    spell(
+                        n,
+                        "ANCIENT",
+                        "1899-12-31",
+                        Some("1900-01-02"),
+                        "21",
+                        Some("J189"),
+                        vec![],
+                        100.0,
+                    ),
+                    spell(
+                        n,
+                        "GOOD",
+                        "2025-09-01",
+                        Some("2025-09-02"),
+                        "22",
+                        Some("J189"),
+                        vec![],
+                        100.0,
+                    ),
+                ]);
+            },
+            expect: Expect::Features(&[
+                ("emergency_admissions_12m", I(1)),
+                ("emergency_bed_days_12m", I(1)),
+                ("admission_cost_12m", F(100.0)),
+            ]),
+        },
+        Case {
+            // msld over mld: 3, not 4.
+            name: "charlson_msld_over_mld",
+            setup: |ds| {
+                let n = "charlson_msld_over_mld";
+                ds.patients.push(Patient::new(n));
+                ds.admissions.push(spell(
+                    n,
+                    "CH-1",
+                    "2025-06-01",
+                    Some("2025-06-02"),
+                    "11",
+                    Some("K700"),
+                    vec!["K704"],
+                    0.0,
+                ));
+            },
+            expect: Expect::Features(&[("charlson_score", I(3))]),
+        },
+        Case {
+            // diabwc over diab: 2, not 3; across two spells, one outside W12 but inside W24.
+            name: "charlson_diabwc_over_diab",
+            setup: |ds| {
+                let n = "charlson_diabwc_over_diab";
+                ds.patients.push(Patient::new(n));
+                ds.admissions.push(spell(
+                    n,
+                    "CH-2",
+                    "2025-06-01",
+                    Some("2025-06-02"),
+                    "11",
+                    Some("E109"),
+                    vec![],
+                    0.0,
+                ));
+                ds.admissions.push(spell(
+                    n,
+                    "CH-3",
+                    "2024-04-01",
+                    Some("2024-04-02"),
+                    "11",
+                    Some("R69"),
+                    vec!["E102"],
+                    0.0,
+                ));
+            },
+            expect: Expect::Features(&[("charlson_score", I(2))]),
+        },
+        Case {
+            // metacanc over canc: 6, not 8. chf twice counts once (1). A-731 is outside W24.
+            name: "charlson_metacanc_over_canc",
+            setup: |ds| {
+                let n = "charlson_metacanc_over_canc";
+                ds.patients.push(Patient::new(n));
+                ds.admissions.push(spell(
+                    n,
+                    "CH-4",
+                    "2025-06-01",
+                    Some("2025-06-02"),
+                    "21",
+                    Some("C180"),
+                    vec!["C787", "I500"],
+                    0.0,
+                ));
+                ds.admissions.push(spell(
+                    n,
+                    "CH-5",
+                    "2025-07-01",
+                    Some("2025-07-02"),
+                    "21",
+                    Some("I509"),
+                    vec![],
+                    0.0,
+                ));
+                ds.admissions.push(spell(
+                    n,
+                    "CH-6",
+                    "2024-03-31",
+                    Some("2024-04-02"),
+                    "21",
+                    Some("F03"),
+                    vec!["N18"],
+                    0.0,
+                ));
+            },
+            expect: Expect::Features(&[
+                ("charlson_score", I(7)),
+                ("emergency_admissions_12m", I(2)),
+            ]),
+        },
+        Case {
+            // Mild forms alone score their own weights: mld 1 + diab 1 + canc 2; dementia 1 (3-char prefix F03).
+            name: "charlson_mild_forms_alone",
+            setup: |ds| {
+                let n = "charlson_mild_forms_alone";
+                ds.patients.push(Patient::new(n));
+                ds.admissions.push(spell(
+                    n,
+                    "CH-7",
+                    "2024-04-01",
+                    Some("2024-04-02"),
+                    "11",
+                    Some("K703"),
+                    vec!["E119", "C509", "F039"],
+                    0.0,
+                ));
+            },
+            expect: Expect::Features(&[("charlson_score", I(5))]),
+        },
+        Case {
+            // Opted out after A: out of everything, whatever the date.
+            name: "optout_recorded_after_a",
+            setup: |ds| {
+                let n = "optout_recorded_after_a";
+                ds.patients.push(Patient::new(n));
+                ds.appointments.push(gp(n, "2025-06-01"));
+                ds.admissions.push(spell(
+                    n,
+                    "OPT-1",
+                    "2025-06-01",
+                    Some("2025-06-05"),
+                    "21",
+                    Some("J189"),
+                    vec![],
+                    10.0,
+                ));
+                ds.admissions.push(spell(
+                    n,
+                    "OPT-1",
+                    "2025-06-09",
+                    Some("2025-06-05"),
+                    "99",
+                    Some("J189"),
+                    vec![],
+                    10.0,
+                ));
+                ds.optouts.push((pid(n), "ndoo", d("2026-09-01")));
+                // A malformed (upper-case) copy of the opted-out id must not reach quarantine.
+                ds.appointments.push(Appt {
+                    id: Some(pid(n).to_uppercase()),
+                    ..gp(n, "2025-06-02")
+                });
+            },
+            expect: Expect::NotInPopulation,
+        },
+        Case {
+            name: "emergency_twice_is_complex",
+            setup: |ds| {
+                let n = "emergency_twice_is_complex";
+                ds.patients.push(Patient::new(n));
+                ds.admissions.push(spell(
+                    n,
+                    "CX-1",
+                    "2025-06-01",
+                    Some("2025-06-02"),
+                    "21",
+                    Some("J189"),
+                    vec![],
+                    0.0,
+                ));
+                ds.admissions.push(spell(
+                    n,
+                    "CX-2",
+                    "2025-08-01",
+                    Some("2025-08-02"),
+                    "24",
+                    Some("J189"),
+                    vec![],
+                    0.0,
+                ));
+            },
+            expect: Expect::Features(&[("emergency_admissions_12m", I(2))]),
+        },
+        Case {
+            // Ten substances and an emergency admission: complex. The same ten without: not.
+            name: "ten_drugs_and_emergency",
+            setup: |ds| {
+                let n = "ten_drugs_and_emergency";
+                ds.patients.push(Patient::new(n));
+                ten_drugs(ds, n);
+                ds.admissions.push(spell(
+                    n,
+                    "TD-1",
+                    "2025-06-01",
+                    Some("2025-06-02"),
+                    "21",
+                    Some("J189"),
+                    vec![],
+                    0.0,
+                ));
+            },
+            expect: Expect::Features(&[
+                ("distinct_drugs_12m", I(10)),
+                ("emergency_admissions_12m", I(1)),
+            ]),
+        },
+        Case {
+            name: "ten_drugs_only",
+            setup: |ds| {
+                let n = "ten_drugs_only";
+                ds.patients.push(Patient::new(n));
+                ten_drugs(ds, n);
+            },
+            expect: Expect::Features(&[
+                ("distinct_drugs_12m", I(10)),
+                ("emergency_admissions_12m", I(0)),
+            ]),
+        },
+        Case {
+            // Two patients rows with one pseudo_id: both quarantined, events orphaned.
+            name: "duplicate_patient",
+            setup: |ds| {
+                let n = "duplicate_patient";
+                ds.patients.push(Patient::new(n));
+                ds.patients.push(Patient {
+                    practice: "A81002",
+                    ..Patient::new(n)
+                });
+                ds.appointments.push(gp(n, "2025-06-01"));
+            },
+            expect: Expect::NotInPopulation,
+        },
+    ]
+}
+
+fn ten_drugs(ds: &mut Dataset, n: &str) {
+    const CODES: [&str; 10] = [
+        "0101010A0AAAAAA",
+        "0101010B0AAAAAA",
+        "0101010C0AAAAAA",
+        "0101010D0AAAAAA",
+        "0101010E0AAAAAA",
+        "0101010F0AAAAAA",
+        "0101010G0AAAAAA",
+        "0101010H0AAAAAA",
+        "0101010J0AAAAAA",
+        "0101010K0AAAAAA",
+    ];
+    for c in CODES {
+        ds.prescriptions.push(rx(n, "2025-12-01", c, 1, 1.0));
+    }
+}
+
+/// Rows no patient owns, or that break a rule without a person to attach to.
+fn orphans_and_malformed(ds: &mut Dataset) {
+    ds.appointments.push(gp("nobody_registered", "2025-06-01"));
+    ds.appointments.push(Appt {
+        id: None,
+        ..gp("x", "2025-06-01")
+    });
+    ds.appointments.push(Appt {
+        id: Some("not-a-pseudo-id".into()),
+        ..gp("x", "2025-06-01")
+    });
+    ds.appointments.push(gp("no_events", "1899-12-31"));
+    ds.prescriptions.push(rx(
+        "nobody_registered",
+        "2025-06-01",
+        "0601023A0AAABAB",
+        1,
+        1.0,
+    ));
+    ds.patients.push(Patient {
+        id: None,
+        ..Patient::new("x")
+    });
+}
+
+fn column_value(batch: &RecordBatch, col: &str, row: usize) -> V {
+    let a = batch
+        .column_by_name(col)
+        .unwrap_or_else(|| panic!("no column {col}"));
+    if a.is_null(row) {
+        return V::Null;
+    }
+    if let Some(x) = a.as_any().downcast_ref::<Int64Array>() {
+        return V::I(x.value(row));
+    }
+    if let Some(x) = a.as_any().downcast_ref::<Int32Array>() {
+        return V::I(x.value(row) as i64);
+    }
+    if let Some(x) = a.as_any().downcast_ref::<Float64Array>() {
+        return V::F(x.value(row));
+    }
+    if let Some(x) = a.as_any().downcast_ref::<StringArray>() {
+        return V::S(x.value(row).to_string());
+    }
+    panic!("column {col} has type {}", a.data_type());
+}
+
+fn rows_by_id(path: &Path) -> HashMap<String, (RecordBatch, usize)> {
+    let mut out = HashMap::new();
+    for b in read_parquet(path) {
+        let ids = b
+            .column_by_name("pseudo_id")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .clone();
+        for i in 0..b.num_rows() {
+            if !ids.is_null(i) {
+                out.insert(ids.value(i).to_string(), (b.clone(), i));
+            }
+        }
+    }
+    out
+}
+
+fn reasons(path: &Path, key: &str) -> BTreeMap<(String, String), usize> {
+    let mut out = BTreeMap::new();
+    if !path.exists() {
+        return out;
+    }
+    for b in read_parquet(path) {
+        for i in 0..b.num_rows() {
+            let k = match column_value(&b, key, i) {
+                V::S(s) => s,
+                _ => "<null>".into(),
+            };
+            let V::S(r) = column_value(&b, "reason", i) else {
+                panic!("reason is null")
+            };
+            *out.entry((k, r)).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// One run over all cases, shared by the tests of this file.
+async fn run_cases() -> (std::path::PathBuf, Vec<Case>) {
+    static RUN: tokio::sync::OnceCell<std::path::PathBuf> = tokio::sync::OnceCell::const_new();
+    let dir = RUN
+        .get_or_init(|| async { run_all_cases().await })
+        .await
+        .clone();
+    (dir, cases())
+}
+
+async fn run_all_cases() -> std::path::PathBuf {
+    let dir = scratch("features_cases");
+    let cases = cases();
+    let mut ds = Dataset::default();
+    for c in &cases {
+        (c.setup)(&mut ds);
+    }
+    orphans_and_malformed(&mut ds);
+    let job_path = ds.write(&dir, A);
+    let job = riskstrat::job::Job::load(&job_path, None).unwrap();
+    riskstrat::run::run(&job).await.unwrap().dir
+}
+
+#[tokio::test]
+async fn features_match_the_contract_at_every_edge() {
+    let (run, cases) = run_cases().await;
+    let features = rows_by_id(&run.join("features.parquet"));
+    let mut failures = Vec::new();
+    for c in &cases {
+        let id = pid(c.name);
+        match (&c.expect, features.get(&id)) {
+            (Expect::NotInPopulation, None) => {}
+            (Expect::NotInPopulation, Some(_)) => {
+                failures.push(format!("{}: expected not in population", c.name))
+            }
+            (Expect::Features(_), None) => {
+                failures.push(format!("{}: missing from features", c.name))
+            }
+            (Expect::Features(want), Some((batch, row))) => {
+                for (col, v) in want.iter() {
+                    let got = column_value(batch, col, *row);
+                    let ok = match (&got, v.v()) {
+                        (V::F(a), V::F(b)) => (a - b).abs() < 1e-9,
+                        (g, w) => *g == w,
+                    };
+                    if !ok {
+                        failures.push(format!("{}: {col} = {got:?}, expected {:?}", c.name, v.v()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "feature mismatches:\n{}",
+        failures.join("\n")
+    );
+
+    // Population: every case with Features, nobody else.
+    let expected_pop = cases
+        .iter()
+        .filter(|c| matches!(c.expect, Expect::Features(_)))
+        .count();
+    assert_eq!(features.len(), expected_pop);
+}
+
+#[tokio::test]
+async fn quarantine_and_manifest_account_for_every_row() {
+    let (run, _) = run_cases().await;
+    let adm = reasons(&run.join("quarantine/admissions.parquet"), "spell_id");
+    let want_adm: BTreeMap<(String, String), usize> = [
+        (("DUP-1", "duplicate_spell_id"), 2),
+        (("BAD-METHOD", "invalid_admission_method"), 1),
+        (("BAD-DISCHARGE", "discharge_before_admission"), 1),
+        (("ANCIENT", "date_before_1900"), 1),
+    ]
+    .into_iter()
+    .map(|((a, b), n)| ((a.to_string(), b.to_string()), n))
+    .collect();
+    assert_eq!(adm, want_adm);
+
+    let appts = reasons(&run.join("quarantine/appointments.parquet"), "reason");
+    let count = |r: &str| {
+        appts
+            .iter()
+            .filter(|((_, x), _)| x == r)
+            .map(|(_, n)| n)
+            .sum::<usize>()
+    };
+    assert_eq!(count("unknown_pseudo_id"), 2, "{appts:?}"); // nobody_registered + duplicate_patient's event
+    assert_eq!(count("null_pseudo_id"), 1);
+    assert_eq!(
+        count("malformed_pseudo_id"),
+        1,
+        "the upper-cased opted-out id must not be here: {appts:?}"
+    );
+    assert_eq!(count("date_before_1900"), 1);
+
+    let pats = reasons(&run.join("quarantine/patients.parquet"), "pseudo_id");
+    let dup = pid("duplicate_patient");
+    assert_eq!(pats.get(&(dup, "duplicate_pseudo_id".into())), Some(&2));
+    assert_eq!(
+        pats.get(&("<null>".into(), "null_pseudo_id".into())),
+        Some(&1)
+    );
+
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["optouts"]["patients_excluded"], 1);
+    // The opted-out person's rows: 1 patient, 2 appointments, 2 spells.
+    assert_eq!(m["optouts"]["rows_excluded"], 5);
+    assert_eq!(
+        m["rows"]["admissions"]["quarantined_by_reason"]["duplicate_spell_id"],
+        2
+    );
+    assert_eq!(
+        m["rows"]["prescriptions"]["quarantined_by_reason"]["unknown_pseudo_id"],
+        1
+    );
+    let r = &m["rows"]["appointments"];
+    assert_eq!(
+        r["read"].as_u64().unwrap(),
+        r["excluded_optout"].as_u64().unwrap()
+            + r["valid"].as_u64().unwrap()
+            + r["quarantined"].as_u64().unwrap()
+    );
+    assert_eq!(m["as_of"], A);
+
+    // The opted-out person is in no file of the run folder, in any case of hex.
+    let opted = pid("optout_recorded_after_a");
+    assert_no_id_in_run(&run, &opted);
+}
+
+#[tokio::test]
+async fn complex_needs_cohort_follows_its_definition() {
+    let (run, _) = run_cases().await;
+    let cohort = rows_by_id(&run.join("cohort_complex_needs.parquet"));
+    // spells and charlson_metacanc_over_canc have two emergency admissions in W12 too.
+    let members = [
+        "emergency_twice_is_complex",
+        "ten_drugs_and_emergency",
+        "ltc_groups_three_with_two_cardiovascular_prefixes",
+        "spells",
+        "charlson_metacanc_over_canc",
+    ];
+    let mut got: Vec<String> = cohort.keys().cloned().collect();
+    got.sort();
+    let mut want: Vec<String> = members.iter().map(|n| pid(n)).collect();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+/// Fails if `id` (any case) appears in any file under `run`, including inside Parquet
+/// string columns (decoded, since compression hides raw bytes).
+fn assert_no_id_in_run(run: &Path, id: &str) {
+    let lower = id.to_lowercase();
+    for entry in walk(run) {
+        let bytes = std::fs::read(&entry).unwrap();
+        let text = String::from_utf8_lossy(&bytes).to_lowercase();
+        assert!(
+            !text.contains(&lower),
+            "{} contains an opted-out id",
+            entry.display()
+        );
+        if entry.extension().is_some_and(|e| e == "parquet") {
+            for b in read_parquet(&entry) {
+                for col in b.columns() {
+                    if let Some(s) = col.as_any().downcast_ref::<StringArray>() {
+                        for v in s.iter().flatten() {
+                            assert!(
+                                !v.to_lowercase().contains(&lower),
+                                "{} holds an opted-out id",
+                                entry.display()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p))
+        } else {
+            out.push(p)
+        }
+    }
+    out
+}
