@@ -632,6 +632,38 @@ fn cases() -> Vec<Case> {
             expect: Expect::Features(&[("emergency_admissions_12m", I(2))]),
         },
         Case {
+            // Meets a clinical criterion (two emergency admissions) but its risk is low.
+            name: "emergency_twice_affluent",
+            setup: |ds| {
+                let n = "emergency_twice_affluent";
+                ds.patients.push(Patient {
+                    imd: Some(10),
+                    ..Patient::new(n)
+                });
+                ds.admissions.push(spell(
+                    n,
+                    "AF-1",
+                    "2025-06-01",
+                    Some("2025-06-02"),
+                    "21",
+                    Some("J189"),
+                    vec![],
+                    0.0,
+                ));
+                ds.admissions.push(spell(
+                    n,
+                    "AF-2",
+                    "2025-08-01",
+                    Some("2025-08-02"),
+                    "21",
+                    Some("J189"),
+                    vec![],
+                    0.0,
+                ));
+            },
+            expect: Expect::Features(&[("emergency_admissions_12m", I(2)), ("imd_decile", I(10))]),
+        },
+        Case {
             // Ten substances and an emergency admission: complex. The same ten without: not.
             name: "ten_drugs_and_emergency",
             setup: |ds| {
@@ -924,10 +956,14 @@ async fn quarantine_and_manifest_account_for_every_row() {
 async fn complex_needs_cohort_follows_its_definition() {
     let (run, _) = run_cases().await;
     let cohort = rows_by_id(&run.join("cohort_complex_needs.parquet"));
-    // spells and charlson_metacanc_over_canc have two emergency admissions in W12 too.
+    // The saved model ranks by 0.3 drugs + 0.8 LTC groups + 1.0 emergency - 0.5 IMD;
+    // of 19 people, the top ceil(0.35 x 19) = 7 are very_high or high. Of those,
+    // `prescribing` (2 groups, 4 drugs, no admission) meets no clinical criterion, and
+    // `emergency_twice_affluent` meets one but its risk is low (IMD decile 10).
     let members = [
         "emergency_twice_is_complex",
         "ten_drugs_and_emergency",
+        "ten_drugs_only",
         "ltc_groups_three_with_two_cardiovascular_prefixes",
         "spells",
         "charlson_metacanc_over_canc",
@@ -937,6 +973,68 @@ async fn complex_needs_cohort_follows_its_definition() {
     let mut want: Vec<String> = members.iter().map(|n| pid(n)).collect();
     want.sort();
     assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn scores_tiers_and_reasons_follow_the_model() {
+    let (run, cases) = run_cases().await;
+    let scores = rows_by_id(&run.join("scores.parquet"));
+    assert_eq!(
+        scores.len(),
+        cases
+            .iter()
+            .filter(|c| matches!(c.expect, Expect::Features(_)))
+            .count()
+    );
+    let get = |name: &str, col: &str| {
+        let (b, i) = &scores[&pid(name)];
+        column_value(b, col, *i)
+    };
+    // risk = sigmoid(-5 - 0.5*3 + 0.3*10 + 0.8*0 + 1.0*0) for ten_drugs_only.
+    let want = 1.0 / (1.0 + (-(-5.0 - 1.5 + 3.0f64)).exp());
+    let V::F(risk) = get("ten_drugs_only", "risk") else {
+        panic!()
+    };
+    assert!((risk - want).abs() < 1e-12, "{risk} vs {want}");
+    // Top 4 (ceil(0.2 x 19)) are very_high; the next 3 high; the rest low.
+    let tiers: Vec<String> = scores
+        .values()
+        .map(|(b, i)| match column_value(b, "tier", *i) {
+            V::S(s) => s,
+            _ => panic!(),
+        })
+        .collect();
+    assert_eq!(tiers.iter().filter(|t| *t == "very_high").count(), 4);
+    assert_eq!(tiers.iter().filter(|t| *t == "high").count(), 3);
+    assert_eq!(
+        get("ten_drugs_and_emergency", "tier"),
+        V::S("very_high".into())
+    );
+    assert_eq!(get("emergency_twice_affluent", "tier"), V::S("low".into()));
+    // The feature that raises ten_drugs_only's risk most is its drugs, by 0.3 x (10 - mean).
+    assert_eq!(
+        get("ten_drugs_only", "reason_1"),
+        V::S("distinct_drugs_12m".into())
+    );
+    let features = rows_by_id(&run.join("features.parquet"));
+    let drugs: Vec<f64> = features
+        .values()
+        .map(|(b, i)| match column_value(b, "distinct_drugs_12m", *i) {
+            V::I(x) => x as f64,
+            _ => panic!(),
+        })
+        .collect();
+    let mean = drugs.iter().sum::<f64>() / drugs.len() as f64;
+    let V::F(c) = get("ten_drugs_only", "reason_1_contribution") else {
+        panic!()
+    };
+    assert!((c - 0.3 * (10.0 - mean)).abs() < 1e-12);
+    // No events, and deprivation unknown (taken as decile 5, above the mean of 3.45):
+    // nothing raises the risk, so no reasons.
+    assert_eq!(get("null_deprivation_and_lsoa", "reason_1"), V::Null);
+    // Decile 3 is below the mean: the only thing raising no_events's risk.
+    assert_eq!(get("no_events", "reason_1"), V::S("imd_decile".into()));
+    assert_eq!(get("no_events", "reason_2"), V::Null);
 }
 
 /// Fails if `id` (any case) appears in any file under `run`, including inside Parquet

@@ -38,6 +38,23 @@ pub async fn demo(out: &Path, patients: u64) -> Result<()> {
         m.optouts.patients_excluded, m.optouts.rows_excluded
     );
     println!("  rows quarantined: {quarantined} (see quarantine/ and manifest.json)");
+    match m.validation_auc {
+        Some(auc) => println!(
+            "  risk model: validation AUC {auc:.3} (95% CI {:.3}-{:.3}), calibration slope {:.2}",
+            outcome.metrics["validation"]["auc_ci"][0]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            outcome.metrics["validation"]["auc_ci"][1]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            outcome.metrics["validation"]["calibration_slope"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+        ),
+        None => println!("  risk model: scored with a saved model"),
+    }
+    let tiers: Vec<String> = m.tiers.iter().map(|(t, n)| format!("{t} {n}")).collect();
+    println!("  risk tiers: {}", tiers.join(", "));
     for (name, n) in &m.cohorts {
         println!(
             "  cohort {name}: {n} people ({:.1}% of the population)",

@@ -9,7 +9,7 @@ use crate::ingest::{self, validate};
 use crate::job::{CohortSpec, Job};
 use crate::outputs::manifest::{InputSummary, Manifest, OptOutCounts, row_counts};
 use crate::outputs::run_folder::RunFolder;
-use crate::outputs::{report, write_parquet};
+use crate::outputs::{report, write_batch, write_parquet};
 use crate::progress::Progress;
 use crate::session::{SessionOptions, new_context};
 use crate::sql::{Params, SqlSource};
@@ -21,6 +21,7 @@ use std::path::PathBuf;
 pub struct RunOutcome {
     pub dir: PathBuf,
     pub manifest: Manifest,
+    pub metrics: serde_json::Value,
 }
 
 /// Checked, opted-out, validated inputs in a session: shared by `run` and `validate`.
@@ -118,6 +119,48 @@ pub async fn run(job: &Job) -> Result<RunOutcome> {
         .filter(|n| n != "pseudo_id")
         .collect();
 
+    let (model, metrics) = progress
+        .stage("model", async {
+            match &job.model.load {
+                Some(path) => {
+                    let m = crate::model::load_model(path)?;
+                    let note = serde_json::json!({
+                        "score_only": true,
+                        "model": path.display().to_string(),
+                        "note": "scored with a saved model; its validation metrics are in the run that fitted it",
+                    });
+                    Ok::<_, crate::error::Error>((m, note))
+                }
+                None => {
+                    let t = crate::model::train(&ctx, &sql, job.as_of, &job.extra_features, &job.model).await?;
+                    Ok((t.model, t.metrics))
+                }
+            }
+        })
+        .await?;
+    let tier_sizes = progress
+        .stage("score", async {
+            let (batch, sizes) =
+                crate::model::score(ctx.table("features").await?, &model, &job.model.tiers).await?;
+            write_batch(&folder.path("scores.parquet"), &batch)?;
+            ctx.register_batch("scores", batch)?;
+            Ok::<_, crate::error::Error>(sizes)
+        })
+        .await?;
+    std::fs::write(
+        folder.path("model.json"),
+        serde_json::to_vec_pretty(&model)?,
+    )?;
+    std::fs::write(
+        folder.path("metrics.json"),
+        serde_json::to_vec_pretty(&metrics)?,
+    )?;
+    outputs.extend([
+        "scores.parquet".to_string(),
+        "model.json".into(),
+        "metrics.json".into(),
+    ]);
+
     let mut cohorts = BTreeMap::new();
     progress
         .stage("cohorts", async {
@@ -191,6 +234,8 @@ pub async fn run(job: &Job) -> Result<RunOutcome> {
             feature_names
         },
         cohorts,
+        tiers: tier_sizes,
+        validation_auc: metrics["validation"]["auc"].as_f64(),
         outputs,
         timings_ms: progress.timings_ms.clone(),
     };
@@ -200,5 +245,9 @@ pub async fn run(job: &Job) -> Result<RunOutcome> {
     )?;
     std::fs::write(folder.path("report.html"), report::render(&manifest))?;
     let dir = folder.commit()?;
-    Ok(RunOutcome { dir, manifest })
+    Ok(RunOutcome {
+        dir,
+        manifest,
+        metrics,
+    })
 }

@@ -297,11 +297,20 @@ impl Dataset {
             ],
         );
 
+        std::fs::write(dir.join("model.json"), SAVED_MODEL).unwrap();
         let job = dir.join("job.toml");
         std::fs::write(&job, job_toml(as_of)).unwrap();
         job
     }
 }
+
+/// A hand-written model for hand-written data (too small to fit one): risk rises with
+/// drugs, long-term conditions and emergency admissions, and falls with IMD decile.
+pub const SAVED_MODEL: &str = r#"{
+  "features": ["imd_decile", "distinct_drugs_12m", "ltc_groups_12m", "emergency_admissions_12m"],
+  "coefficients": {"intercept": -5.0, "imd_decile": -0.5, "distinct_drugs_12m": 0.3,
+                   "ltc_groups_12m": 0.8, "emergency_admissions_12m": 1.0}
+}"#;
 
 pub fn job_toml(as_of: &str) -> String {
     format!(
@@ -316,6 +325,17 @@ prescriptions = "prescriptions.parquet"
 admissions = "admissions.parquet"
 optouts = "optouts.parquet"
 services = "services.parquet"
+[model]
+load = "model.json"
+[[model.tiers]]
+name = "very_high"
+up_to = 0.2
+[[model.tiers]]
+name = "high"
+up_to = 0.35
+[[model.tiers]]
+name = "low"
+up_to = 1.0
 "#
     )
 }

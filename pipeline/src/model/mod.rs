@@ -47,8 +47,9 @@ impl Default for ModelConfig {
 }
 
 /// `model.json`: enough to score again (coefficients in `features` order) and to
-/// read the fit.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// read the fit. Only `features` and `coefficients` are needed to score.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ModelFile {
     pub features: Vec<String>,
     pub definitions: BTreeMap<String, String>,
@@ -359,6 +360,7 @@ pub fn age_band(age: i64) -> &'static str {
 pub async fn score(
     features: DataFrame,
     model: &ModelFile,
+    tiers: &[Tier],
 ) -> Result<(RecordBatch, BTreeMap<String, u64>)> {
     let beta = model.coefficient_vector()?;
     let cols = collect_columns(features, &model.features, None).await?;
@@ -390,13 +392,9 @@ pub async fn score(
         }
     }
     let ids: Vec<&str> = cols.ids.iter().map(String::as_str).collect();
-    let tier_of = assign(&risk, &ids, &model.tiers);
-    let mut sizes: BTreeMap<String, u64> =
-        model.tiers.iter().map(|t| (t.name.clone(), 0)).collect();
-    let tiers: Vec<&str> = tier_of
-        .iter()
-        .map(|&t| model.tiers[t].name.as_str())
-        .collect();
+    let tier_of = assign(&risk, &ids, tiers);
+    let mut sizes: BTreeMap<String, u64> = tiers.iter().map(|t| (t.name.clone(), 0)).collect();
+    let tiers: Vec<&str> = tier_of.iter().map(|&t| tiers[t].name.as_str()).collect();
     for t in &tiers {
         *sizes.get_mut(*t).expect("tier") += 1;
     }

@@ -23,6 +23,10 @@ pub struct Manifest {
     pub population: u64,
     pub features: Vec<String>,
     pub cohorts: BTreeMap<String, u64>,
+    /// People per risk tier.
+    pub tiers: BTreeMap<String, u64>,
+    /// The model's AUC on the validation split (absent when scoring with a saved model).
+    pub validation_auc: Option<f64>,
     pub outputs: Vec<String>,
     pub timings_ms: BTreeMap<String, u64>,
 }

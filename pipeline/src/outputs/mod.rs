@@ -31,3 +31,12 @@ pub async fn write_parquet(df: DataFrame, path: &Path) -> Result<u64> {
     }
     Ok(n)
 }
+
+/// Write one in-memory batch as a Parquet file.
+pub fn write_batch(path: &Path, batch: &datafusion::arrow::array::RecordBatch) -> Result<()> {
+    let file = std::fs::File::create(path)?;
+    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)?;
+    w.write(batch)?;
+    w.close()?;
+    Ok(())
+}
