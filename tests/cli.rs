@@ -516,6 +516,124 @@ fn run_killed_part_way_leaves_no_run_folder() {
     assert!(leftovers.is_empty(), "stale staging folders remain");
 }
 
+/// Fitting needs enough data: a feature nobody varies on, or no one at T0, is a
+/// clear error (exit 2), not NaN output.
+#[test]
+fn model_that_cannot_be_fitted_is_a_clear_error() {
+    let dir = scratch("cli_model_errors");
+    let job = small_dataset().write(&dir, "2026-04-01");
+    let fit_job = std::fs::read_to_string(&job).unwrap();
+    let fit_job = &fit_job[..fit_job.find("[model]").unwrap()];
+    // Everyone was born in 1960: age's coefficient cannot be estimated.
+    std::fs::write(&job, fit_job).unwrap();
+    let o = run_job(&job);
+    assert_bad_input(&dir, &o, &["feature age", "one value", "T0 = 2025-04-01"]);
+    // Nobody is registered at T0 = A - 365.
+    std::fs::write(
+        &job,
+        fit_job.replace("as_of = \"2026-04-01\"", "as_of = \"2000-06-01\""),
+    )
+    .unwrap();
+    let o = run_job(&job);
+    assert_bad_input(&dir, &o, &["training set is empty"]);
+}
+
+#[test]
+fn demo_runs_and_reports_model_and_tiers() {
+    let dir = scratch("cli_demo");
+    let o = riskstrat()
+        .args(["demo", "--patients", "4000", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for needle in [
+        "population at 2026-04-01",
+        "opt-outs applied",
+        "validation AUC",
+        "risk tiers: very_high",
+        "cohort complex_needs",
+    ] {
+        assert!(out.contains(needle), "demo output lacks '{needle}':\n{out}");
+    }
+    let run = PathBuf::from(out.lines().last().unwrap());
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("metrics.json")).unwrap()).unwrap();
+    let auc = metrics["validation"]["auc"].as_f64().unwrap();
+    assert!(auc > 0.6 && auc < 0.95, "validation AUC {auc}");
+    for key in ["auc_ci", "brier", "calibration_slope", "hosmer_lemeshow"] {
+        assert!(
+            !metrics["validation"][key].is_null(),
+            "metrics.json lacks validation.{key}"
+        );
+    }
+    for group in ["sex", "age_band", "imd_quintile"] {
+        assert!(
+            metrics["subgroups"][group].is_object(),
+            "metrics.json lacks subgroups.{group}"
+        );
+    }
+    let model: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("model.json")).unwrap()).unwrap();
+    assert_eq!(model["features"].as_array().unwrap().len(), 12);
+    assert!(
+        model["coefficients"]["intercept"].is_f64()
+            && model["std_errors"]["charlson_score"].is_f64()
+    );
+    assert_eq!(model["t0"], "2025-04-01");
+    assert!(model["converged"].as_bool().unwrap());
+}
+
+/// Monthly scoring with a yearly refit: a later run scores with the model.json of an
+/// earlier one, and does not fit.
+#[test]
+fn score_only_run_uses_a_saved_model() {
+    let dir = scratch("cli_score_only");
+    let data = dir.join("data");
+    let o = riskstrat()
+        .args([
+            "synth",
+            "--patients",
+            "4000",
+            "--seed",
+            "5",
+            "--as-of",
+            "2026-04-01",
+            "--out",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_job(&data.join("job.toml"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = PathBuf::from(String::from_utf8_lossy(&o.stdout).lines().last().unwrap());
+    let job = std::fs::read_to_string(data.join("job.toml")).unwrap();
+    let saved = first.join("model.json");
+    std::fs::write(
+        data.join("monthly.toml"),
+        format!("{job}\n[model]\nload = \"{}\"\n", saved.display()),
+    )
+    .unwrap();
+    let o = riskstrat()
+        .arg("run")
+        .arg(data.join("monthly.toml"))
+        .args(["--as-of", "2026-05-01"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let second = PathBuf::from(String::from_utf8_lossy(&o.stdout).lines().last().unwrap());
+    let m1: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(first.join("model.json")).unwrap()).unwrap();
+    let m2: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(second.join("model.json")).unwrap()).unwrap();
+    assert_eq!(m1["coefficients"], m2["coefficients"]);
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(second.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["score_only"], true);
+}
+
 // --- small Parquet writer for malformed tables ---
 
 fn utf8(v: &[&str]) -> datafusion::arrow::array::ArrayRef {

@@ -53,7 +53,12 @@ pub async fn demo(out: &Path, patients: u64) -> Result<()> {
         ),
         None => println!("  risk model: scored with a saved model"),
     }
-    let tiers: Vec<String> = m.tiers.iter().map(|(t, n)| format!("{t} {n}")).collect();
+    let tiers: Vec<String> = job
+        .model
+        .tiers
+        .iter()
+        .map(|t| format!("{} {}", t.name, m.tiers.get(&t.name).copied().unwrap_or(0)))
+        .collect();
     println!("  risk tiers: {}", tiers.join(", "));
     for (name, n) in &m.cohorts {
         println!(
