@@ -72,7 +72,92 @@ pub fn new_context(opts: &SessionOptions) -> Result<SessionContext> {
 /// UDFs and reference tables. Idempotent per session.
 pub fn register_functions(ctx: &SessionContext) -> Result<()> {
     ctx.register_udf(is_pseudo_id_udf());
+    // ltc_group(bnf_code), charlson_condition(icd10_code): the reference lists as lookups.
+    ctx.register_udf(PrefixLookup::ltc_groups()?.udf("ltc_group"));
+    ctx.register_udf(PrefixLookup::charlson()?.udf("charlson_condition"));
     register_reference_tables(ctx)
+}
+
+/// A code list as a prefix lookup: a code's category is the one whose prefix it starts
+/// with. Prefixes of different categories must not nest, so that a code has at most
+/// one category and counting distinct categories counts them exactly.
+#[derive(Debug, Clone)]
+pub struct PrefixLookup {
+    by_prefix: std::collections::HashMap<String, String>,
+    /// Distinct prefix lengths, longest first.
+    lengths: Vec<usize>,
+}
+
+impl PrefixLookup {
+    /// From (category, prefix) pairs; `what` names the list in errors.
+    pub fn new(pairs: &[(String, String)], what: &str) -> Result<Self> {
+        for (ca, pa) in pairs {
+            for (cb, pb) in pairs {
+                if ca != cb && pa.starts_with(pb.as_str()) {
+                    return Err(crate::error::Error::failed(format!(
+                        "{what}: prefix {pa} ({ca}) lies inside prefix {pb} ({cb}): a code would be in two categories"
+                    )));
+                }
+            }
+        }
+        let mut lengths: Vec<usize> = pairs.iter().map(|p| p.1.len()).collect();
+        lengths.sort_unstable_by(|a, b| b.cmp(a));
+        lengths.dedup();
+        Ok(Self {
+            by_prefix: pairs.iter().map(|(c, p)| (p.clone(), c.clone())).collect(),
+            lengths,
+        })
+    }
+
+    pub fn ltc_groups() -> Result<Self> {
+        let rows = parse_csv(LTC_BNF_GROUPS_CSV);
+        if let Some(r) = rows.iter().find(|r| r[1].len() > 9) {
+            // features/prescriptions.sql matches groups on 9-character substances.
+            return Err(crate::error::Error::failed(format!(
+                "ltc_bnf_groups.csv: prefix {} is longer than a chemical substance (9 characters)",
+                r[1]
+            )));
+        }
+        let pairs: Vec<_> = rows
+            .into_iter()
+            .map(|r| (r[0].clone(), r[1].clone()))
+            .collect();
+        Self::new(&pairs, "ltc_bnf_groups.csv")
+    }
+
+    pub fn charlson() -> Result<Self> {
+        let pairs: Vec<_> = parse_csv(CHARLSON_CSV)
+            .into_iter()
+            .map(|r| (r[0].clone(), r[3].clone()))
+            .collect();
+        Self::new(&pairs, "charlson_quan2005_icd10.csv")
+    }
+
+    pub fn category(&self, code: &str) -> Option<&str> {
+        self.lengths
+            .iter()
+            .filter_map(|&n| code.get(..n))
+            .find_map(|p| self.by_prefix.get(p).map(String::as_str))
+    }
+
+    /// `name(code)` as a UDF: the category of the code, or NULL.
+    fn udf(self, name: &str) -> datafusion::logical_expr::ScalarUDF {
+        create_udf(
+            name,
+            vec![DataType::Utf8],
+            DataType::Utf8,
+            Volatility::Immutable,
+            Arc::new(move |args: &[ColumnarValue]| {
+                let arrays = ColumnarValue::values_to_arrays(args)?;
+                let s = arrays[0]
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("declared over Utf8");
+                let out: StringArray = s.iter().map(|v| v.and_then(|c| self.category(c))).collect();
+                Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+            }),
+        )
+    }
 }
 
 /// `is_pseudo_id(s)`: 32 lowercase hex characters, as the contract defines a pseudonym.
@@ -168,6 +253,36 @@ mod tests {
         assert!(!is_pseudo_id("0123456789ABCDEF0123456789abcdef"));
         assert!(!is_pseudo_id("0123456789abcdef0123456789abcde"));
         assert!(!is_pseudo_id("0123456789abcdef0123456789abcdeg"));
+    }
+
+    #[test]
+    fn ltc_groups_match_by_prefix_of_any_length() {
+        let p = PrefixLookup::ltc_groups().unwrap();
+        assert_eq!(p.category("0601023A0AAABAB"), Some("diabetes"));
+        assert_eq!(p.category("0407020A0AAAAAA"), Some("chronic_pain"));
+        assert_eq!(p.category("0407010H0AAAAAA"), None);
+        assert_eq!(p.category("0304010G0AAAAAA"), None);
+        assert_eq!(p.category("0212000B0AAABAB"), Some("cardiovascular"));
+        assert_eq!(p.category("06"), None);
+    }
+
+    #[test]
+    fn charlson_conditions_match_by_prefix() {
+        let p = PrefixLookup::charlson().unwrap();
+        assert_eq!(p.category("K704"), Some("msld"));
+        assert_eq!(p.category("K703"), Some("mld"));
+        assert_eq!(p.category("C787"), Some("metacanc"));
+        assert_eq!(p.category("C18"), Some("canc"));
+        assert_eq!(p.category("I2"), None);
+    }
+
+    #[test]
+    fn nested_prefixes_of_different_categories_are_refused() {
+        let pairs = [
+            ("a".to_string(), "I2".to_string()),
+            ("b".to_string(), "I21".to_string()),
+        ];
+        assert!(PrefixLookup::new(&pairs, "test").is_err());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 -- Charlson comorbidity index over the primary and secondary diagnoses of valid
 -- spells admitted in W24 = [$w24_start, $as_of), coded by Quan (2005) ICD-10
--- prefixes (charlson_codes) with the original Charlson weights. Each condition
--- counts once; a severe form present scores its mild form 0.
+-- prefixes with the original Charlson weights (the table charlson_codes;
+-- charlson_condition() looks a code up in it). Each condition counts once; a severe
+-- form present scores its mild form 0.
 WITH spells AS (
   SELECT pseudo_id, primary_diagnosis, secondary_diagnoses
   FROM admissions
@@ -12,16 +13,11 @@ codes AS (
   UNION ALL
   SELECT pseudo_id, unnest(secondary_diagnoses) AS code FROM spells
 ),
-distinct_codes AS (
-  SELECT DISTINCT pseudo_id, upper(replace(code, '.', '')) AS code
-  FROM codes
-  WHERE code IS NOT NULL
-),
 conditions AS (
-  SELECT DISTINCT c.pseudo_id, r.condition, r.weight
-  FROM distinct_codes c
-  CROSS JOIN (SELECT DISTINCT length(icd10_prefix) AS len FROM charlson_codes) l
-  JOIN charlson_codes r ON substr(c.code, 1, l.len) = r.icd10_prefix
+  SELECT DISTINCT c.pseudo_id, w.condition, w.weight
+  FROM codes c
+  JOIN (SELECT DISTINCT condition, weight FROM charlson_codes) w
+    ON w.condition = charlson_condition(upper(replace(c.code, '.', '')))
 ),
 hierarchy AS (
   SELECT column1 AS severe, column2 AS mild

@@ -1,0 +1,41 @@
+//! Profile the feature SQL of a job: `cargo run --release --example explain -- JOB.toml [sql/features/x.sql]`.
+//! Prints DataFusion's EXPLAIN ANALYZE for each feature source at A.
+
+use riskstrat::job::Job;
+use riskstrat::sql::{Params, SqlSource};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let job = Job::load(std::path::Path::new(&args[1]), None)?;
+    let mut progress = riskstrat::progress::Progress::new();
+    let loaded = riskstrat::run::load(&job, &mut progress).await?;
+    let sql = SqlSource {
+        override_dir: job.sql_dir.clone(),
+    };
+    let params = Params { as_of: job.as_of };
+    let files: Vec<String> = if args.len() > 2 {
+        args[2..].to_vec()
+    } else {
+        [
+            "features/appointments.sql",
+            "features/prescriptions.sql",
+            "features/admissions.sql",
+            "features/charlson.sql",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    for f in files {
+        let text = sql.get(&f)?;
+        let start = std::time::Instant::now();
+        let df = riskstrat::sql::query(&loaded.ctx, &text, &params).await?;
+        let plan = df.explain(false, true)?.collect().await?;
+        println!("== {f}: {:.2} s", start.elapsed().as_secs_f64());
+        println!(
+            "{}",
+            datafusion::arrow::util::pretty::pretty_format_batches(&plan)?
+        );
+    }
+    Ok(())
+}
