@@ -655,7 +655,7 @@ fn generate_chunk(world: &World, seed: u64, chunk: u64, first: u64, n: u64) -> R
             if ye <= ys {
                 continue;
             }
-            let rate = (1.6 + 0.45 * need_y[y as usize]).exp() * frail * (ye - ys) as f64 / 365.0;
+            let rate = (1.8 + 0.45 * need_y[y as usize]).exp() * frail * (ye - ys) as f64 / 365.0;
             let home_p =
                 (0.002 * (0.9 * need_y[y as usize]).exp() * if age >= 75 { 3.0 } else { 1.0 })
                     .min(0.4);
