@@ -152,6 +152,55 @@ fn safe_casts_are_silent() {
     assert_eq!(m["optouts"]["patients_excluded"], 1);
 }
 
+/// A folder of files (hive-partitioned, in subfolders), a glob and a file:// URL all
+/// read the same rows as single files.
+#[test]
+fn folder_glob_hive_and_file_url_inputs() {
+    let dir = scratch("cli_input_forms");
+    let job = small_dataset().write(&dir, "2026-04-01");
+    let o = run_job(&job);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let single: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(runs(&dir)[0].join("manifest.json")).unwrap())
+            .unwrap();
+
+    let hive = dir.join("appointments/year=2025");
+    std::fs::create_dir_all(&hive).unwrap();
+    std::fs::rename(
+        dir.join("appointments.parquet"),
+        hive.join("part-0.parquet"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("rx")).unwrap();
+    std::fs::rename(dir.join("prescriptions.parquet"), dir.join("rx/a.parquet")).unwrap();
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace(
+            "appointments = \"appointments.parquet\"",
+            "appointments = \"appointments/\"",
+        )
+        .replace(
+            "prescriptions = \"prescriptions.parquet\"",
+            "prescriptions = \"rx/*.parquet\"",
+        )
+        .replace(
+            "admissions = \"admissions.parquet\"",
+            &format!(
+                "admissions = \"file://{}\"",
+                dir.join("admissions.parquet").display()
+            ),
+        );
+    std::fs::write(&job, text).unwrap();
+    let o = run_job(&job);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let runs = runs(&dir);
+    let forms: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(runs.last().unwrap().join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(single["rows"], forms["rows"]);
+    assert_eq!(single["population"], forms["population"]);
+}
+
 #[test]
 fn truncated_parquet_file() {
     let dir = scratch("cli_truncated");

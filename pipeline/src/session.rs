@@ -53,7 +53,12 @@ pub fn new_context(opts: &SessionOptions) -> Result<SessionContext> {
             "datafusion.execution.parquet.schema_force_view_types",
             false,
         )
-        .set_bool("datafusion.sql_parser.enable_ident_normalization", true);
+        .set_bool("datafusion.sql_parser.enable_ident_normalization", true)
+        // A folder input includes its subfolders (hive-partitioned extracts).
+        .set_bool(
+            "datafusion.execution.listing_table_ignore_subdirectory",
+            false,
+        );
     if let Some(n) = opts.target_partitions {
         config = config.with_target_partitions(n);
     }
