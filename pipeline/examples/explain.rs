@@ -9,7 +9,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let job = Job::load(std::path::Path::new(&args[1]), None)?;
     let mut progress = riskstrat::progress::Progress::new();
-    let loaded = riskstrat::run::load(&job, &mut progress).await?;
+    let loaded = riskstrat::run::load(&job, &mut progress, None).await?;
     let sql = SqlSource {
         override_dir: job.sql_dir.clone(),
     };

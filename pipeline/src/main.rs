@@ -130,7 +130,7 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Validate { job, json } => {
             let job = Job::load(&job, None)?;
             let mut progress = riskstrat::progress::Progress::new();
-            let loaded = riskstrat::run::load(&job, &mut progress).await?;
+            let loaded = riskstrat::run::load(&job, &mut progress, None).await?;
             let report = riskstrat::quality::report(&loaded, job.as_of).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

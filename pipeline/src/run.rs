@@ -31,7 +31,13 @@ pub struct Loaded {
     pub counts: BTreeMap<String, validate::TableCounts>,
 }
 
-pub async fn load(job: &Job, progress: &mut Progress) -> Result<Loaded> {
+/// Ingest and validate. With a run folder, quarantined rows are written into it in the
+/// same pass that counts them.
+pub async fn load(
+    job: &Job,
+    progress: &mut Progress,
+    folder: Option<&RunFolder>,
+) -> Result<Loaded> {
     let ctx = new_context(&SessionOptions::from_job(&job.resources)?)?;
     let sql = SqlSource {
         override_dir: job.sql_dir.clone(),
@@ -48,7 +54,11 @@ pub async fn load(job: &Job, progress: &mut Progress) -> Result<Loaded> {
             let tables = validate::register_valid(&ctx, &sql, &params).await?;
             let mut counts = BTreeMap::new();
             for t in tables {
-                counts.insert(t.name.to_string(), validate::count(&ctx, t.name).await?);
+                let path = folder.map(|f| f.path(&format!("quarantine/{}.parquet", t.name)));
+                counts.insert(
+                    t.name.to_string(),
+                    validate::check(&ctx, t.name, path.as_deref()).await?,
+                );
             }
             Ok::<_, crate::error::Error>(counts)
         })
@@ -69,30 +79,17 @@ pub async fn run(job: &Job) -> Result<RunOutcome> {
     };
     let params = Params { as_of: job.as_of };
 
+    let folder = RunFolder::create(&job.output, &job.name, &run_id)?;
     let Loaded {
         ctx,
         inputs,
         counts,
-    } = load(job, &mut progress).await?;
-    let folder = RunFolder::create(&job.output, &job.name, &run_id)?;
-    let mut outputs = Vec::new();
-
-    progress
-        .stage("quarantine", async {
-            for (table, c) in &counts {
-                if c.quarantined_total() > 0 {
-                    let name = format!("quarantine/{table}.parquet");
-                    write_parquet(
-                        ctx.table(format!("quarantine_{table}")).await?,
-                        &folder.path(&name),
-                    )
-                    .await?;
-                    outputs.push(name);
-                }
-            }
-            Ok::<_, crate::error::Error>(())
-        })
-        .await?;
+    } = load(job, &mut progress, Some(&folder)).await?;
+    let mut outputs: Vec<String> = counts
+        .iter()
+        .filter(|(_, c)| c.quarantined_total() > 0)
+        .map(|(t, _)| format!("quarantine/{t}.parquet"))
+        .collect();
 
     let population = progress
         .stage("features", async {

@@ -1,13 +1,13 @@
 //! Row validation. Each table's rules are a SQL file (`sql/validate/<table>.sql`) that
 //! gives every row the first rule it breaks as `reason`, or NULL. Valid rows are
-//! registered under the contract's table name; the rest as `quarantine_<table>`.
+//! registered under the contract's table name; `check` counts and writes the rest.
 //! Opt-outs were applied before this runs, so quarantine never holds opted-out rows.
 
 use crate::bad_input;
 use crate::error::Result;
 use crate::ingest::contract::{PERSON_TABLES, Table};
 use crate::sql::{Params, SqlSource};
-use datafusion::prelude::{DataFrame, SessionContext, col, ident};
+use datafusion::prelude::{SessionContext, col, ident};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -25,7 +25,8 @@ impl TableCounts {
     }
 }
 
-/// Register `<table>`, `quarantine_<table>` for every person table the job has.
+/// Register `<table>` (valid rows) and `checked_<table>` (all rows, with `reason`)
+/// for every person table the job has.
 pub async fn register_valid(
     ctx: &SessionContext,
     sql: &SqlSource,
@@ -60,49 +61,70 @@ pub async fn register_valid(
             valid = valid.cache().await?;
         }
         ctx.register_table(table.name, valid.into_view())?;
-        let quarantine = checked.clone().filter(col("reason").is_not_null())?;
-        ctx.register_table(format!("quarantine_{}", table.name), quarantine.into_view())?;
         ctx.register_table(format!("checked_{}", table.name), checked.into_view())?;
         done.push(table);
     }
     Ok(done)
 }
 
-/// One pass over a table: how many rows survived opt-outs, and why any were quarantined.
-pub async fn count(ctx: &SessionContext, table: &str) -> Result<TableCounts> {
-    let df: DataFrame = ctx.table(format!("checked_{table}")).await?.aggregate(
-        vec![col("reason")],
-        vec![datafusion::functions_aggregate::count::count_all().alias("n")],
-    )?;
+/// One pass over a table: how many rows survived opt-outs, why any were quarantined,
+/// and (given a path) the quarantined rows written as Parquet. DataFusion does the
+/// checking; here each batch is only split by its `reason` column.
+pub async fn check(
+    ctx: &SessionContext,
+    table: &str,
+    quarantine: Option<&Path>,
+) -> Result<TableCounts> {
+    let df = ctx.table(format!("checked_{table}")).await?;
+    let df = match quarantine {
+        Some(_) => df,
+        // Counting needs only the reasons: let DataFusion skip the other columns.
+        None => df.select(vec![col("reason")])?,
+    };
+    let mut stream = df.execute_stream().await?;
     let mut counts = TableCounts::default();
-    for batch in df.collect().await? {
+    let mut writer: Option<ArrowWriter<std::fs::File>> = None;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
         let reasons = batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::StringArray>();
-        let n = batch
-            .column(1)
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::Int64Array>();
-        let (Some(reasons), Some(n)) = (reasons, n) else {
-            return Err(crate::error::Error::failed(format!(
-                "validation counts for {table} have unexpected types"
-            )));
-        };
-        for i in 0..batch.num_rows() {
-            let k = n.value(i) as u64;
-            counts.rows_after_optouts += k;
-            if reasons.is_null(i) {
-                counts.valid += k;
-            } else {
-                *counts
-                    .quarantined
-                    .entry(reasons.value(i).to_string())
-                    .or_default() += k;
-            }
+            .column_by_name("reason")
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            .ok_or_else(|| {
+                Error::failed(format!("validation of {table}: reason is not a string"))
+            })?;
+        counts.rows_after_optouts += batch.num_rows() as u64;
+        counts.valid += reasons.null_count() as u64;
+        if reasons.null_count() == batch.num_rows() {
+            continue;
         }
+        let bad = filter_record_batch(&batch, &is_not_null(reasons)?)?;
+        let bad_reasons = bad
+            .column_by_name("reason")
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            .expect("kept");
+        for r in bad_reasons.iter().flatten() {
+            *counts.quarantined.entry(r.to_string()).or_default() += 1;
+        }
+        if let Some(path) = quarantine {
+            if writer.is_none() {
+                writer = Some(ArrowWriter::try_new(
+                    std::fs::File::create(path)?,
+                    bad.schema(),
+                    None,
+                )?);
+            }
+            writer.as_mut().expect("just made").write(&bad)?;
+        }
+    }
+    if let Some(w) = writer {
+        w.close()?;
     }
     Ok(counts)
 }
 
-use datafusion::arrow::array::Array;
+use crate::error::Error;
+use datafusion::arrow::array::{Array, StringArray};
+use datafusion::arrow::compute::{filter_record_batch, is_not_null};
+use datafusion::parquet::arrow::ArrowWriter;
+use futures::StreamExt;
+use std::path::Path;
