@@ -98,14 +98,7 @@ struct Step {
     max_residual: f64,
 }
 
-fn accumulate(
-    design: &Design,
-    y: &[f64],
-    offset: Option<&[f64]>,
-    beta: &[f64],
-    with_info: bool,
-) -> Step {
-    // with_info=false would skip the O(p^2) information update; kept for callers that only need the likelihood.
+fn accumulate(design: &Design, y: &[f64], offset: Option<&[f64]>, beta: &[f64]) -> Step {
     let p = beta.len();
     let n = y.len();
     let threads = std::thread::available_parallelism()
@@ -137,13 +130,11 @@ fn accumulate(
                         for a in 0..p {
                             grad[a] += x[a] * r;
                         }
-                        if with_info {
-                            let w = mu * (1.0 - mu);
-                            for a in 0..p {
-                                let wa = w * x[a];
-                                for b in 0..=a {
-                                    info.data[a * p + b] += wa * x[b];
-                                }
+                        let w = mu * (1.0 - mu);
+                        for a in 0..p {
+                            let wa = w * x[a];
+                            for b in 0..=a {
+                                info.data[a * p + b] += wa * x[b];
                             }
                         }
                     }
@@ -224,7 +215,7 @@ pub fn fit(design: &Design, y: &[f64], offset: Option<&[f64]>, opts: &FitOptions
     // Start at the marginal log-odds: fewer iterations, same optimum.
     beta[0] = (events as f64 / (n - events) as f64).ln();
     let penalty = |beta: &[f64]| 0.5 * opts.l2 * beta[1..].iter().map(|b| b * b).sum::<f64>();
-    let mut step = accumulate(design, y, offset, &beta, true);
+    let mut step = accumulate(design, y, offset, &beta);
     let mut iterations = 0;
     let mut converged = false;
     while iterations < opts.max_iter {
@@ -248,7 +239,7 @@ pub fn fit(design: &Design, y: &[f64], offset: Option<&[f64]>, opts: &FitOptions
                 .zip(&delta)
                 .map(|(b, d)| b + scale * d)
                 .collect();
-            let s = accumulate(design, y, offset, &cand, true);
+            let s = accumulate(design, y, offset, &cand);
             if s.ll - penalty(&cand) >= objective - 1e-12 * objective.abs() || scale < 1e-6 {
                 break (cand, s);
             }

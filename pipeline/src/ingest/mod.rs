@@ -6,7 +6,7 @@ pub mod contract;
 pub mod validate;
 
 use crate::bad_input;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::governance::optouts::{self, OptOuts, RawPersonTable};
 use contract::Table;
 use datafusion::arrow::datatypes::{Field, Schema};
@@ -260,11 +260,5 @@ fn safe_cast_hint(ty: contract::ColType) -> &'static str {
         Int32 => " (Int64 is also accepted)",
         Date32 => " (Timestamp is also accepted)",
         Float64 | Utf8List => "",
-    }
-}
-
-impl From<Error> for datafusion::error::DataFusionError {
-    fn from(e: Error) -> Self {
-        datafusion::error::DataFusionError::External(Box::new(e))
     }
 }
