@@ -271,10 +271,7 @@ pub fn fit(design: &Design, y: &[f64], offset: Option<&[f64]>, opts: &FitOptions
     let std_errors: Vec<f64> = (0..p).map(|a| cov[(a, a)].sqrt()).collect();
     let normal = Normal::standard();
     let z: Vec<f64> = beta.iter().zip(&std_errors).map(|(b, s)| b / s).collect();
-    let p_values = z
-        .iter()
-        .map(|z| 2.0 * (1.0 - normal.cdf(z.abs())))
-        .collect();
+    let p_values = z.iter().map(|z| 2.0 * normal.sf(z.abs())).collect();
     let q = normal.inverse_cdf(0.975);
     let ci_low = beta
         .iter()

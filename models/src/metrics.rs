@@ -188,7 +188,7 @@ pub fn hosmer_lemeshow(y: &[f64], p: &[f64], g: usize) -> Result<HosmerLemeshow>
     Ok(HosmerLemeshow {
         statistic,
         df,
-        p_value: 1.0 - chi.cdf(statistic),
+        p_value: chi.sf(statistic),
         groups: g,
     })
 }
