@@ -683,6 +683,42 @@ fn score_only_run_uses_a_saved_model() {
     assert_eq!(metrics["score_only"], true);
 }
 
+/// `audit verify` passes an untouched log (exit 0) and names the first broken link of
+/// an edited one (exit 1).
+#[test]
+fn audit_verify_exit_codes() {
+    use riskstrat::governance::audit::{Record, append};
+    let dir = scratch("cli_audit");
+    let log = dir.join("audit.jsonl");
+    for k in 0..3 {
+        let r = Record {
+            actor: format!("ig.lead.{k}"),
+            action: "approve".into(),
+            team: Some("T01".into()),
+            ..Default::default()
+        };
+        append(&log, r).unwrap();
+    }
+    let o = riskstrat()
+        .args(["audit", "verify"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("3 records, chain intact"));
+    let text = std::fs::read_to_string(&log)
+        .unwrap()
+        .replacen("T01", "T02", 1);
+    std::fs::write(&log, text).unwrap();
+    let o = riskstrat()
+        .args(["audit", "verify"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("line 1"), "{}", stderr(&o));
+}
+
 // --- small Parquet writer for malformed tables ---
 
 fn utf8(v: &[&str]) -> datafusion::arrow::array::ArrayRef {

@@ -56,6 +56,17 @@ enum Command {
     },
     /// Print the feature registry as a Markdown table.
     Features,
+    /// The audit log of disclosures and approvals.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain: exit 0 if intact, 1 at the first broken link.
+    Verify { log: PathBuf },
 }
 
 fn main() {
@@ -140,6 +151,20 @@ async fn dispatch(command: Command) -> Result<()> {
         }
         Command::Demo { out, patients } => riskstrat::demo::demo(&out, patients).await?,
         Command::Features => print!("{}", riskstrat::features::registry::markdown()),
+        Command::Audit {
+            command: AuditCommand::Verify { log },
+        } => {
+            let records =
+                riskstrat::governance::audit::read(&log).map_err(|e| Error::failed(e.message))?;
+            let last = records
+                .last()
+                .map_or(riskstrat::governance::audit::GENESIS, |r| r.sha256.as_str());
+            println!(
+                "{}: {} records, chain intact; last sha256 {last}",
+                log.display(),
+                records.len()
+            );
+        }
     }
     Ok(())
 }

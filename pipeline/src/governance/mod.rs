@@ -1,3 +1,5 @@
 //! Information governance: the rules that protect people, each small and separate.
 
+pub mod audit;
 pub mod optouts;
+pub mod pseudonym;

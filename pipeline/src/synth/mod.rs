@@ -14,6 +14,7 @@
 pub mod codes;
 
 use crate::error::{Error, Result};
+use crate::governance::pseudonym::{Key, normalise_nhs_number, pseudo_id};
 use crate::ingest::contract::{self, Table};
 use crate::sql::date32;
 use chrono::{Datelike, NaiveDate};
@@ -24,7 +25,6 @@ use datafusion::arrow::array::{
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
-use hmac::{Hmac, Mac};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -58,36 +58,22 @@ pub struct SynthSummary {
 
 /// The pseudonymisation key of a synthetic population: derived from the seed, so
 /// that `synth` is reproducible. Real keys are random and held by the gate.
-pub fn synthetic_key(seed: u64) -> [u8; 32] {
+pub fn synthetic_key(seed: u64) -> Key {
     let mut h = Sha256::new();
     h.update(b"riskstrat synthetic pseudonymisation key v1");
     h.update(seed.to_le_bytes());
-    h.finalize().into()
-}
-
-/// The contract's pseudonym: first 16 bytes of HMAC-SHA256(key, NHS number), hex.
-pub fn pseudo_id(key: &[u8], nhs_number: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(nhs_number.as_bytes());
-    hex::encode(&mac.finalize().into_bytes()[..16])
+    Key::from_bytes(h.finalize().into())
 }
 
 /// A valid (modulus 11) synthetic NHS number, unique per index below 80 million.
 pub fn synthetic_nhs_number(i: u64) -> String {
     let base = 100_000_000 + i * 10;
     for body in base..base + 10 {
-        let digits: Vec<u32> = format!("{body:09}")
-            .chars()
-            .map(|c| c.to_digit(10).unwrap())
-            .collect();
-        let sum: u32 = digits
-            .iter()
-            .enumerate()
-            .map(|(k, d)| d * (10 - k as u32))
-            .sum();
-        let check = (11 - sum % 11) % 11;
-        if check != 10 {
-            return format!("{body:09}{check}");
+        for check in 0..10 {
+            let n = format!("{body:09}{check}");
+            if normalise_nhs_number(&n).is_ok() {
+                return n;
+            }
         }
     }
     unreachable!("one of ten consecutive bodies has a valid check digit")
@@ -101,7 +87,7 @@ struct Practice {
 struct World {
     as_of: i32,
     as_of_year: i32,
-    key: [u8; 32],
+    key: Key,
     practices: Vec<Practice>,
     codes: Codes,
 }
