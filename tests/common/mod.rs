@@ -358,3 +358,49 @@ pub fn read_parquet(path: &Path) -> Vec<RecordBatch> {
         .map(|b| b.unwrap())
         .collect()
 }
+
+/// Every file under `dir`, recursively.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p))
+        } else {
+            out.push(p)
+        }
+    }
+    out
+}
+
+/// Fails if any of `ids` (lower case) appears in any file under `run`, in any case:
+/// text files are searched as text, Parquet files decoded (compression hides bytes)
+/// and every string column searched.
+pub fn assert_no_ids_in(run: &Path, ids: &std::collections::HashSet<String>) {
+    use datafusion::arrow::array::StringArray;
+    for file in walk(run) {
+        if file.extension().is_some_and(|e| e == "parquet") {
+            for b in read_parquet(&file) {
+                for c in b.columns() {
+                    if let Some(s) = c.as_any().downcast_ref::<StringArray>() {
+                        for v in s.iter().flatten() {
+                            let v = v.to_lowercase();
+                            assert!(
+                                !ids.iter().any(|id| v.contains(id.as_str())),
+                                "{} holds an opted-out id",
+                                file.display()
+                            );
+                        }
+                    }
+                }
+            }
+        } else {
+            let text = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).to_lowercase();
+            assert!(
+                !ids.iter().any(|id| text.contains(id.as_str())),
+                "{} holds an opted-out id",
+                file.display()
+            );
+        }
+    }
+}
