@@ -682,6 +682,56 @@ fn audit_verify_exit_codes() {
     assert!(stderr(&o).contains("line 1"), "{}", stderr(&o));
 }
 
+/// The gate operator's approval lands in the audit log and verifies; a bad one exits 2
+/// and writes nothing.
+#[test]
+fn approve_records_in_the_audit_log() {
+    let dir = scratch("cli_approve");
+    let teams = dir.join("teams.toml");
+    std::fs::write(
+        &teams,
+        "[[team]]\nid = \"T01\"\nname = \"North\"\npractices = [\"A81001\"]\nmembers = [\"gp.north.1\"]\n",
+    )
+    .unwrap();
+    let log = dir.join("audit.jsonl");
+    let approve = |team: &str, expires: &str| {
+        riskstrat()
+            .args([
+                "approve",
+                "--team",
+                team,
+                "--cohort",
+                "complex_needs",
+                "--purpose",
+                "direct-care",
+                "--expires",
+                expires,
+            ])
+            .args(["--approver", "caldicott.guardian", "--teams"])
+            .arg(&teams)
+            .arg("--audit")
+            .arg(&log)
+            .output()
+            .unwrap()
+    };
+    let o = approve("T01", "2999-12-31");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = approve("T02", "2999-12-31");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("T02"));
+    let o = approve("T01", "2000-01-01");
+    assert_eq!(o.status.code(), Some(2));
+    let approvals = riskstrat::governance::teams::approvals(&log).unwrap();
+    assert_eq!(approvals.len(), 1);
+    assert_eq!(approvals[0].team, "T01");
+    let o = riskstrat()
+        .args(["audit", "verify"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+}
+
 // --- small Parquet writer for malformed tables ---
 
 fn utf8(v: &[&str]) -> datafusion::arrow::array::ArrayRef {

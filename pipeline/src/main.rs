@@ -56,6 +56,24 @@ enum Command {
     },
     /// Print the feature registry as a Markdown table.
     Features,
+    /// Approve a care team to receive a cohort (the gate operator; recorded in the audit log).
+    Approve {
+        #[arg(long)]
+        team: String,
+        #[arg(long)]
+        cohort: String,
+        #[arg(long)]
+        purpose: String,
+        /// Last day the approval holds (YYYY-MM-DD).
+        #[arg(long)]
+        expires: String,
+        #[arg(long)]
+        approver: String,
+        #[arg(long)]
+        teams: PathBuf,
+        #[arg(long)]
+        audit: PathBuf,
+    },
     /// The audit log of disclosures and approvals.
     Audit {
         #[command(subcommand)]
@@ -151,6 +169,35 @@ async fn dispatch(command: Command) -> Result<()> {
         }
         Command::Demo { out, patients } => riskstrat::demo::demo(&out, patients).await?,
         Command::Features => print!("{}", riskstrat::features::registry::markdown()),
+        Command::Approve {
+            team,
+            cohort,
+            purpose,
+            expires,
+            approver,
+            teams,
+            audit,
+        } => {
+            use riskstrat::governance::teams::{Approval, Registry, approve};
+            let registry = Registry::load(&teams)?;
+            let approval = Approval {
+                team,
+                cohort,
+                purpose,
+                expires: parse_date(&expires, "--expires")?,
+                approver,
+            };
+            let r = approve(
+                &registry,
+                &audit,
+                &approval,
+                chrono::Utc::now().date_naive(),
+            )?;
+            println!(
+                "approved: team {} may receive cohort {} for {} until {} (audit record {})",
+                approval.team, approval.cohort, approval.purpose, approval.expires, r.seq
+            );
+        }
         Command::Audit {
             command: AuditCommand::Verify { log },
         } => {

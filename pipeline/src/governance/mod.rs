@@ -3,3 +3,4 @@
 pub mod audit;
 pub mod optouts;
 pub mod pseudonym;
+pub mod teams;
