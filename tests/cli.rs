@@ -732,6 +732,167 @@ fn approve_records_in_the_audit_log() {
     assert!(o.status.success());
 }
 
+/// A team's returned list is pseudonymised (no NHS number is written anywhere), the
+/// import is audited, and the next run leaves people marked declined out of cohorts.
+#[test]
+fn feedback_import_then_next_run_excludes_declined() {
+    use riskstrat::governance::pseudonym::pseudo_id;
+    use riskstrat::synth::{synthetic_key, synthetic_nhs_number};
+    let dir = scratch("cli_feedback");
+    let data = dir.join("data");
+    let o = riskstrat()
+        .args([
+            "synth",
+            "--patients",
+            "4000",
+            "--seed",
+            "9",
+            "--as-of",
+            "2026-04-01",
+            "--out",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let today = chrono::Utc::now().date_naive().to_string();
+    let run_at_today = |job: &Path| {
+        let o = riskstrat()
+            .arg("run")
+            .arg(job)
+            .args(["--as-of", &today])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        PathBuf::from(String::from_utf8_lossy(&o.stdout).lines().last().unwrap())
+    };
+    let first = run_at_today(&data.join("job.toml"));
+    let cohort: Vec<String> = read_parquet(&first.join("cohort_complex_needs.parquet"))
+        .iter()
+        .flat_map(|b| {
+            let s = b
+                .column_by_name("pseudo_id")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::StringArray>()
+                .unwrap()
+                .clone();
+            s.iter().flatten().map(String::from).collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(cohort.len() >= 5, "cohort too small: {}", cohort.len());
+
+    // The gate side knows NHS numbers: find those of five cohort members.
+    let key = synthetic_key(9);
+    let nhs_of: std::collections::HashMap<String, String> = (0..4000)
+        .map(synthetic_nhs_number)
+        .map(|n| (pseudo_id(&key, &n), n))
+        .collect();
+    let nhs: Vec<&String> = cohort[..5].iter().map(|id| &nhs_of[id]).collect();
+    let csv = format!(
+        "nhs_number,outcome,comment\n{},declined,\n\"{} \",not_appropriate,x\n{},declined,\n{},reviewed,\n{},enrolled:VW01,\n1234567890,declined,\n{},maybe,\n",
+        nhs[0], nhs[1], nhs[2], nhs[3], nhs[4], nhs[4]
+    );
+    let returned = dir.join("returned.csv");
+    std::fs::write(&returned, &csv).unwrap();
+    let key_file = dir.join("pseudonym.key");
+    key.write_file(&key_file).unwrap();
+    let teams = dir.join("teams.toml");
+    std::fs::write(&teams, "[[team]]\nid = \"T01\"\nname = \"North\"\npractices = [\"A81001\"]\nmembers = [\"nurse.north.2\"]\n").unwrap();
+    let audit = dir.join("audit.jsonl");
+    let import = |importer: &str| {
+        riskstrat()
+            .args([
+                "feedback",
+                "import",
+                "--team",
+                "T01",
+                "--importer",
+                importer,
+                "--in",
+            ])
+            .arg(&returned)
+            .arg("--key")
+            .arg(&key_file)
+            .arg("--teams")
+            .arg(&teams)
+            .arg("--audit")
+            .arg(&audit)
+            .arg("--out")
+            .arg(data.join("feedback"))
+            .output()
+            .unwrap()
+    };
+    let o = import("someone.else");
+    assert_eq!(o.status.code(), Some(2), "a non-member's import is refused");
+    let o = import("nurse.north.2");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("imported 5 of 7 rows"), "{out}");
+    assert!(
+        out.contains("line 7 not imported: invalid_nhs_number_check_digit")
+            && out.contains("line 8 not imported: invalid_outcome"),
+        "{out}"
+    );
+    for n in &nhs {
+        assert!(!out.contains(n.as_str()));
+    }
+    let records = riskstrat::governance::audit::read(&audit).unwrap();
+    assert_eq!(
+        records
+            .iter()
+            .map(|r| r.action.as_str())
+            .collect::<Vec<_>>(),
+        vec!["refuse", "feedback_import"]
+    );
+    assert_eq!(records[1].patients, Some(5));
+
+    // No NHS number in anything written on the analysts' side or in the audit log.
+    let mut written = walk(&data.join("feedback"));
+    written.push(audit.clone());
+    for f in written {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        for n in &nhs {
+            assert!(
+                !text.contains(n.as_str()),
+                "{} holds an NHS number",
+                f.display()
+            );
+        }
+    }
+
+    let job = std::fs::read_to_string(data.join("job.toml"))
+        .unwrap()
+        .replace("[inputs]", "[inputs]\nfeedback = \"feedback/\"");
+    std::fs::write(data.join("with_feedback.toml"), job).unwrap();
+    let second = run_at_today(&data.join("with_feedback.toml"));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(second.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["feedback"]["declined"], 2);
+    assert_eq!(m["feedback"]["not_appropriate"], 1);
+    assert_eq!(m["feedback"]["reviewed"], 1);
+    assert_eq!(m["feedback"]["enrolled"], 1);
+    assert_eq!(m["feedback_excluded"]["complex_needs"], 3);
+    let after: std::collections::HashSet<String> =
+        read_parquet(&second.join("cohort_complex_needs.parquet"))
+            .iter()
+            .flat_map(|b| {
+                let s = b
+                    .column_by_name("pseudo_id")
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::StringArray>()
+                    .unwrap()
+                    .clone();
+                s.iter().flatten().map(String::from).collect::<Vec<_>>()
+            })
+            .collect();
+    assert_eq!(after.len(), cohort.len() - 3);
+    for (k, id) in cohort[..5].iter().enumerate() {
+        assert_eq!(after.contains(id), k >= 3, "member {k}");
+    }
+}
+
 // --- small Parquet writer for malformed tables ---
 
 fn utf8(v: &[&str]) -> datafusion::arrow::array::ArrayRef {

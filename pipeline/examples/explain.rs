@@ -13,7 +13,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sql = SqlSource {
         override_dir: job.sql_dir.clone(),
     };
-    let params = Params { as_of: job.as_of };
+    let params = Params::at(job.as_of);
     let files: Vec<String> = if args.len() > 2 {
         args[2..].to_vec()
     } else {

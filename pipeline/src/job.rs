@@ -72,12 +72,20 @@ pub struct CohortsSection {
     /// Built-in cohort names (`complex_needs`) or paths to `.sql` files.
     #[serde(default = "default_cohorts")]
     pub include: Vec<String>,
+    /// How long feedback of `declined` or `not_appropriate` keeps someone out of cohorts.
+    #[serde(default = "default_feedback_months")]
+    pub feedback_exclusion_months: u32,
+}
+
+fn default_feedback_months() -> u32 {
+    12
 }
 
 impl Default for CohortsSection {
     fn default() -> Self {
         Self {
             include: default_cohorts(),
+            feedback_exclusion_months: default_feedback_months(),
         }
     }
 }
@@ -109,6 +117,7 @@ pub struct Job {
     pub inputs: BTreeMap<String, String>,
     pub extra_features: Vec<PathBuf>,
     pub cohorts: Vec<CohortSpec>,
+    pub feedback_months: u32,
     pub resources: ResourcesSection,
     pub model: crate::model::ModelConfig,
     pub source: PathBuf,
@@ -352,6 +361,7 @@ impl Job {
             inputs,
             extra_features,
             cohorts,
+            feedback_months: file.cohorts.feedback_exclusion_months,
             resources: file.resources,
             model,
             source: path.to_path_buf(),

@@ -74,10 +74,39 @@ enum Command {
         #[arg(long)]
         audit: PathBuf,
     },
+    /// Care teams' feedback on the people they were sent.
+    Feedback {
+        #[command(subcommand)]
+        command: FeedbackCommand,
+    },
     /// The audit log of disclosures and approvals.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum FeedbackCommand {
+    /// Pseudonymise a team's returned list (CSV: nhs_number, outcome) into FEEDBACK_DIR.
+    Import {
+        #[arg(long)]
+        team: String,
+        /// The team member importing it (audited).
+        #[arg(long)]
+        importer: String,
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// The pseudonymisation key file.
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        teams: PathBuf,
+        #[arg(long)]
+        audit: PathBuf,
+        /// Folder of pseudonymised feedback, named as `feedback` under a job's [inputs].
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -197,6 +226,49 @@ async fn dispatch(command: Command) -> Result<()> {
                 "approved: team {} may receive cohort {} for {} until {} (audit record {})",
                 approval.team, approval.cohort, approval.purpose, approval.expires, r.seq
             );
+        }
+        Command::Feedback {
+            command:
+                FeedbackCommand::Import {
+                    team,
+                    importer,
+                    input,
+                    key,
+                    teams,
+                    audit,
+                    out,
+                },
+        } => {
+            use riskstrat::governance::feedback::{ImportRequest, import};
+            use riskstrat::governance::pseudonym::Key;
+            let registry = riskstrat::governance::teams::Registry::load(&teams)?;
+            let k = Key::read_file(&key)?;
+            let s = import(&ImportRequest {
+                team: &team,
+                importer: &importer,
+                input: &input,
+                key: &k,
+                key_path: &key,
+                registry: &registry,
+                out_dir: &out,
+                audit_log: &audit,
+                today: chrono::Utc::now().date_naive(),
+            })?;
+            let outcomes: Vec<String> = s
+                .by_outcome
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            println!(
+                "imported {} of {} rows from team {team}: {}",
+                s.imported,
+                s.rows,
+                outcomes.join(", ")
+            );
+            for (line, reason) in &s.rejected {
+                println!("  line {line} not imported: {reason}");
+            }
+            println!("{}", s.file.display());
         }
         Command::Audit {
             command: AuditCommand::Verify { log },

@@ -42,7 +42,10 @@ pub async fn load(
     let sql = SqlSource {
         override_dir: job.sql_dir.clone(),
     };
-    let params = Params { as_of: job.as_of };
+    let params = Params {
+        as_of: job.as_of,
+        feedback_months: job.feedback_months,
+    };
     let inputs = progress
         .stage(
             "ingest",
@@ -77,7 +80,10 @@ pub async fn run(job: &Job) -> Result<RunOutcome> {
     let sql = SqlSource {
         override_dir: job.sql_dir.clone(),
     };
-    let params = Params { as_of: job.as_of };
+    let params = Params {
+        as_of: job.as_of,
+        feedback_months: job.feedback_months,
+    };
 
     let folder = RunFolder::create(&job.output, &job.name, &run_id)?;
     let Loaded {
@@ -159,6 +165,19 @@ pub async fn run(job: &Job) -> Result<RunOutcome> {
     ]);
 
     let mut cohorts = BTreeMap::new();
+    let mut feedback_excluded = BTreeMap::new();
+    let (exclusions, feedback) = if ctx.table_exist("feedback")? {
+        let ex = crate::sql::query(&ctx, &sql.get("feedback_exclusions.sql")?, &params)
+            .await?
+            .cache()
+            .await?;
+        (
+            Some(ex),
+            crate::outputs::manifest::feedback_outcomes(&ctx, job.as_of).await?,
+        )
+    } else {
+        (None, BTreeMap::new())
+    };
     progress
         .stage("cohorts", async {
             for spec in &job.cohorts {
@@ -185,6 +204,30 @@ pub async fn run(job: &Job) -> Result<RunOutcome> {
                     &["__member"],
                     None,
                 )?;
+                // Feedback: people a team marked declined or not appropriate lately are out.
+                let df = match &exclusions {
+                    Some(ex) => {
+                        let ex = ex
+                            .clone()
+                            .select(vec![ident("pseudo_id").alias("__excluded")])?;
+                        let hit = df.clone().join(
+                            ex.clone(),
+                            JoinType::LeftSemi,
+                            &["pseudo_id"],
+                            &["__excluded"],
+                            None,
+                        )?;
+                        feedback_excluded.insert(spec.name(), hit.count().await? as u64);
+                        df.join(
+                            ex,
+                            JoinType::LeftAnti,
+                            &["pseudo_id"],
+                            &["__excluded"],
+                            None,
+                        )?
+                    }
+                    None => df,
+                };
                 let name = format!("cohort_{}.parquet", spec.name());
                 let n = write_parquet(df, &folder.path(&name)).await?;
                 cohorts.insert(spec.name(), n);
@@ -232,6 +275,8 @@ pub async fn run(job: &Job) -> Result<RunOutcome> {
         },
         cohorts,
         tiers: tier_sizes,
+        feedback,
+        feedback_excluded,
         validation_auc: metrics["validation"]["auc"].as_f64(),
         outputs,
         timings_ms: progress.timings_ms.clone(),

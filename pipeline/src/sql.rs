@@ -23,12 +23,14 @@ builtin_files!(
     "validate/prescriptions.sql",
     "validate/admissions.sql",
     "validate/services.sql",
+    "validate/feedback.sql",
     "population.sql",
     "features/appointments.sql",
     "features/prescriptions.sql",
     "features/admissions.sql",
     "features/charlson.sql",
     "outcome.sql",
+    "feedback_exclusions.sql",
     "cohorts/complex_needs.sql",
     "cohorts/high_cost.sql",
 );
@@ -88,9 +90,18 @@ pub fn read_file(p: &Path) -> Result<SqlText> {
 pub struct Params {
     /// `$as_of`: the date `A` (or `T0` when computing training features).
     pub as_of: NaiveDate,
+    /// Feedback of declined or not appropriate keeps people out of cohorts this long.
+    pub feedback_months: u32,
 }
 
 impl Params {
+    pub fn at(as_of: NaiveDate) -> Self {
+        Self {
+            as_of,
+            feedback_months: 12,
+        }
+    }
+
     pub fn values(&self) -> Vec<(&'static str, ScalarValue)> {
         let d = |n: NaiveDate| ScalarValue::Date32(Some(date32(n)));
         let a = self.as_of;
@@ -99,6 +110,13 @@ impl Params {
             ("w12_start", d(a - Days::new(365))),
             ("w24_start", d(a - Days::new(730))),
             ("next12_end", d(a + Days::new(365))),
+            (
+                "feedback_since",
+                d(
+                    a.checked_sub_months(chrono::Months::new(self.feedback_months))
+                        .unwrap_or(a),
+                ),
+            ),
             (
                 "as_of_year",
                 ScalarValue::Int32(Some(chrono::Datelike::year(&a))),
@@ -160,9 +178,7 @@ mod tests {
 
     #[test]
     fn window_dates() {
-        let p = Params {
-            as_of: NaiveDate::from_ymd_opt(2026, 4, 1).unwrap(),
-        };
+        let p = Params::at(NaiveDate::from_ymd_opt(2026, 4, 1).unwrap());
         let v = p.values();
         let get = |n: &str| v.iter().find(|(k, _)| *k == n).unwrap().1.clone();
         assert_eq!(

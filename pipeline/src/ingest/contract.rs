@@ -201,6 +201,25 @@ pub const SERVICES: Table = Table {
     ],
 };
 
+/// Care teams' feedback, pseudonymised by `riskstrat feedback import`.
+pub const FEEDBACK: Table = Table {
+    name: "feedback",
+    required: false,
+    event_date: Some("recorded_date"),
+    columns: &[
+        col("pseudo_id", Utf8, false, ""),
+        col("team", Utf8, false, "care-team id"),
+        col(
+            "outcome",
+            Utf8,
+            false,
+            "reviewed, enrolled, declined, not_appropriate, deceased, moved_away",
+        ),
+        col("service_code", Utf8, true, "for enrolled: the service"),
+        col("recorded_date", Date32, false, "the day it was imported"),
+    ],
+};
+
 /// Every input table, patients first.
 pub const TABLES: &[Table] = &[
     PATIENTS,
@@ -209,10 +228,18 @@ pub const TABLES: &[Table] = &[
     ADMISSIONS,
     OPTOUTS,
     SERVICES,
+    FEEDBACK,
 ];
 
 /// Person-level tables other than opt-outs, in the order they are validated.
-pub const PERSON_TABLES: &[Table] = &[PATIENTS, APPOINTMENTS, PRESCRIPTIONS, ADMISSIONS, SERVICES];
+pub const PERSON_TABLES: &[Table] = &[
+    PATIENTS,
+    APPOINTMENTS,
+    PRESCRIPTIONS,
+    ADMISSIONS,
+    SERVICES,
+    FEEDBACK,
+];
 
 pub fn table(name: &str) -> Option<&'static Table> {
     TABLES.iter().find(|t| t.name == name)

@@ -258,7 +258,7 @@ pub async fn train(
     config: &ModelConfig,
 ) -> Result<Trained> {
     let t0 = as_of - Days::new(365);
-    let params = Params { as_of: t0 };
+    let params = Params::at(t0);
     let features = crate::features::plan(ctx, sql, &params, extra).await?;
     let outcome = crate::sql::query(ctx, &sql.get("outcome.sql")?, &params).await?;
     let outcome = outcome.select(vec![

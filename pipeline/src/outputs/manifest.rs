@@ -25,6 +25,10 @@ pub struct Manifest {
     pub cohorts: BTreeMap<String, u64>,
     /// People per risk tier.
     pub tiers: BTreeMap<String, u64>,
+    /// Care teams' feedback recorded up to A, by outcome (valid rows).
+    pub feedback: BTreeMap<String, u64>,
+    /// Per cohort: people left out because of recent declined / not appropriate feedback.
+    pub feedback_excluded: BTreeMap<String, u64>,
     /// The model's AUC on the validation split (absent when scoring with a saved model).
     pub validation_auc: Option<f64>,
     pub outputs: Vec<String>,
@@ -97,4 +101,37 @@ pub fn row_counts(read: u64, c: &TableCounts) -> RowCounts {
         quarantined: c.quarantined_total(),
         quarantined_by_reason: c.quarantined.clone(),
     }
+}
+
+/// Valid feedback rows recorded up to `as_of`, by outcome.
+pub async fn feedback_outcomes(
+    ctx: &datafusion::prelude::SessionContext,
+    as_of: chrono::NaiveDate,
+) -> crate::error::Result<BTreeMap<String, u64>> {
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::prelude::{col, lit};
+    let day = datafusion::scalar::ScalarValue::Date32(Some(crate::sql::date32(as_of)));
+    let batches = ctx
+        .table("feedback")
+        .await?
+        .filter(col("recorded_date").lt_eq(lit(day)))?
+        .aggregate(
+            vec![col("outcome")],
+            vec![datafusion::functions_aggregate::count::count_all().alias("n")],
+        )?
+        .collect()
+        .await?;
+    let mut out = BTreeMap::new();
+    for b in batches {
+        let (Some(o), Some(n)) = (
+            b.column(0).as_any().downcast_ref::<StringArray>(),
+            b.column(1).as_any().downcast_ref::<Int64Array>(),
+        ) else {
+            continue;
+        };
+        for i in 0..b.num_rows() {
+            out.insert(o.value(i).to_string(), n.value(i) as u64);
+        }
+    }
+    Ok(out)
 }

@@ -1,0 +1,231 @@
+//! Feedback from care teams: their returned list (NHS number + outcome) becomes
+//! pseudonymised rows the analysts' runs can use, so that support stops where it is
+//! not wanted. This runs on the gate's side: it needs the pseudonymisation key. No NHS
+//! number is written, printed or audited; rejected rows are reported by line number.
+
+use crate::bad_input;
+use crate::error::{Error, Result};
+use crate::governance::audit::{self, Record};
+use crate::governance::pseudonym::{Key, normalise_nhs_number, pseudo_id};
+use crate::governance::teams::Registry;
+use crate::ingest::contract::FEEDBACK;
+use chrono::NaiveDate;
+use datafusion::arrow::array::{ArrayRef, Date32Array, RecordBatch, StringArray};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Outcomes a team may return; `enrolled` carries a service, written `enrolled:VW01`.
+pub const OUTCOMES: &[&str] = &[
+    "reviewed",
+    "enrolled",
+    "declined",
+    "not_appropriate",
+    "deceased",
+    "moved_away",
+];
+
+/// Outcomes that take a person out of cohorts for a while.
+pub const EXCLUDING: &[&str] = &["declined", "not_appropriate"];
+
+#[derive(Debug, Clone, Default)]
+pub struct ImportSummary {
+    pub rows: usize,
+    pub imported: usize,
+    pub by_outcome: BTreeMap<String, usize>,
+    /// (line number, reason); never the NHS number.
+    pub rejected: Vec<(usize, String)>,
+    pub file: PathBuf,
+}
+
+/// `outcome` or `enrolled:<service>` -> (outcome, service).
+pub fn parse_outcome(s: &str) -> Option<(String, Option<String>)> {
+    let s = s.trim();
+    if let Some(service) = s.strip_prefix("enrolled:") {
+        let service = service.trim();
+        let ok = !service.is_empty() && service.chars().all(|c| c.is_ascii_alphanumeric());
+        return ok.then(|| ("enrolled".to_string(), Some(service.to_ascii_uppercase())));
+    }
+    (OUTCOMES.contains(&s) && s != "enrolled").then(|| (s.to_string(), None))
+}
+
+/// Split one CSV line, honouring double quotes.
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                out.last_mut().unwrap().push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(String::new()),
+            c => out.last_mut().unwrap().push(c),
+        }
+    }
+    out.into_iter().map(|f| f.trim().to_string()).collect()
+}
+
+pub struct ImportRequest<'a> {
+    pub team: &'a str,
+    pub importer: &'a str,
+    pub input: &'a Path,
+    pub key: &'a Key,
+    pub key_path: &'a Path,
+    pub registry: &'a Registry,
+    pub out_dir: &'a Path,
+    pub audit_log: &'a Path,
+    pub today: NaiveDate,
+}
+
+/// Import one team's returned list. The audit record is written before the
+/// pseudonymised file is put in place; if the audit cannot be written, nothing is.
+pub fn import(req: &ImportRequest) -> Result<ImportSummary> {
+    let team = req
+        .registry
+        .team(req.team)
+        .ok_or_else(|| bad_input!("--team {}: no such team in the registry", req.team))?;
+    if !team.members.iter().any(|m| m == req.importer) {
+        audit::append(
+            req.audit_log,
+            Record {
+                actor: req.importer.to_string(),
+                action: "refuse".into(),
+                team: Some(req.team.to_string()),
+                detail: Some("feedback import: importer is not a member of the team".into()),
+                ..Default::default()
+            },
+        )?;
+        return Err(bad_input!(
+            "--importer {}: not a member of team {} (refusal audited)",
+            req.importer,
+            req.team
+        ));
+    }
+    std::fs::create_dir_all(req.out_dir)
+        .map_err(|e| bad_input!("--out {}: cannot create it ({e})", req.out_dir.display()))?;
+    let out_dir = req.out_dir.canonicalize()?;
+    if let Ok(k) = req.key_path.canonicalize()
+        && k.starts_with(&out_dir)
+    {
+        return Err(bad_input!(
+            "--key {}: a key must not sit inside the data folder {}",
+            req.key_path.display(),
+            out_dir.display()
+        ));
+    }
+
+    let bytes = std::fs::read(req.input)
+        .map_err(|e| bad_input!("--in {}: cannot read it ({e})", req.input.display()))?;
+    let text = String::from_utf8(bytes.clone())
+        .map_err(|_| bad_input!("--in {}: not UTF-8 text (CSV)", req.input.display()))?;
+    let mut lines = text.lines();
+    let header: Vec<String> = csv_fields(lines.next().unwrap_or(""))
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let (Some(nhs_col), Some(outcome_col)) = (col("nhs_number"), col("outcome")) else {
+        return Err(bad_input!(
+            "--in {}: the header must name the columns nhs_number and outcome",
+            req.input.display()
+        ));
+    };
+
+    let mut summary = ImportSummary::default();
+    let (mut ids, mut outcomes, mut services) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, line) in lines.enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let n = i + 2;
+        summary.rows += 1;
+        let f = csv_fields(line);
+        let nhs = match normalise_nhs_number(f.get(nhs_col).map_or("", String::as_str)) {
+            Ok(n) => n,
+            Err(p) => {
+                summary.rejected.push((n, p.reason().to_string()));
+                continue;
+            }
+        };
+        let Some((outcome, service)) = parse_outcome(f.get(outcome_col).map_or("", String::as_str))
+        else {
+            summary.rejected.push((n, "invalid_outcome".into()));
+            continue;
+        };
+        *summary.by_outcome.entry(outcome.clone()).or_default() += 1;
+        ids.push(pseudo_id(req.key, &nhs));
+        outcomes.push(outcome);
+        services.push(service);
+    }
+    summary.imported = ids.len();
+
+    let day = crate::sql::date32(req.today);
+    let n = ids.len();
+    let batch = RecordBatch::try_new(
+        FEEDBACK.schema(),
+        vec![
+            Arc::new(StringArray::from(ids)) as ArrayRef,
+            Arc::new(StringArray::from(vec![req.team; n])),
+            Arc::new(StringArray::from(outcomes)),
+            Arc::new(StringArray::from(services)),
+            Arc::new(Date32Array::from(vec![day; n])),
+        ],
+    )?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ");
+    let name = format!("feedback-{}-{stamp}.parquet", req.team);
+    let tmp = out_dir.join(format!(".{name}.tmp"));
+    crate::outputs::write_batch(&tmp, &batch)?;
+    let audited = audit::append(
+        req.audit_log,
+        Record {
+            actor: req.importer.to_string(),
+            action: "feedback_import".into(),
+            team: Some(req.team.to_string()),
+            patients: Some(summary.imported as u64),
+            file_sha256: Some(hex::encode(Sha256::digest(&bytes))),
+            detail: Some(format!(
+                "rows={} rejected={}",
+                summary.rows,
+                summary.rejected.len()
+            )),
+            ..Default::default()
+        },
+    );
+    if let Err(e) = audited {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::failed(format!("nothing imported: {e}")));
+    }
+    summary.file = out_dir.join(name);
+    std::fs::rename(&tmp, &summary.file)?;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes() {
+        assert_eq!(parse_outcome("declined"), Some(("declined".into(), None)));
+        assert_eq!(
+            parse_outcome("enrolled:vw01"),
+            Some(("enrolled".into(), Some("VW01".into())))
+        );
+        assert_eq!(parse_outcome("enrolled"), None);
+        assert_eq!(parse_outcome("enrolled:"), None);
+        assert_eq!(parse_outcome("maybe"), None);
+    }
+
+    #[test]
+    fn csv_quotes() {
+        assert_eq!(
+            csv_fields(r#""943 476 5919","declined",x"#),
+            vec!["943 476 5919", "declined", "x"]
+        );
+        assert_eq!(csv_fields(r#"a,"b,c","d""e""#), vec!["a", "b,c", "d\"e"]);
+    }
+}
