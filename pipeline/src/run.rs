@@ -4,7 +4,6 @@
 
 use crate::bad_input;
 use crate::error::Result;
-use crate::features::registry::FEATURES;
 use crate::ingest::{self, validate};
 use crate::job::{CohortSpec, Job};
 use crate::outputs::manifest::{InputSummary, Manifest, OptOutCounts, row_counts};
@@ -268,11 +267,7 @@ pub async fn run(job: &Job) -> Result<RunOutcome> {
         rows,
         optouts,
         population,
-        features: if feature_names.is_empty() {
-            FEATURES.iter().map(|f| f.name.to_string()).collect()
-        } else {
-            feature_names
-        },
+        features: feature_names,
         cohorts,
         tiers: tier_sizes,
         feedback,
