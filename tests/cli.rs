@@ -552,9 +552,10 @@ fn model_that_cannot_be_fitted_is_a_clear_error() {
 
 #[test]
 fn demo_runs_and_reports_model_and_tiers() {
+    // The demo as a newcomer runs it: 50,000 people, seed 42.
     let dir = scratch("cli_demo");
     let o = riskstrat()
-        .args(["demo", "--patients", "4000", "--out"])
+        .args(["demo", "--out"])
         .arg(&dir)
         .output()
         .unwrap();
@@ -572,8 +573,12 @@ fn demo_runs_and_reports_model_and_tiers() {
     let run = PathBuf::from(out.lines().last().unwrap());
     let metrics: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("metrics.json")).unwrap()).unwrap();
+    // Published tools reach c-statistics of 0.73-0.80; the synthetic need is built so
+    // that a model learns as they do, and calibrates on unseen people.
     let auc = metrics["validation"]["auc"].as_f64().unwrap();
-    assert!(auc > 0.6 && auc < 0.95, "validation AUC {auc}");
+    assert!((0.75..=0.85).contains(&auc), "validation AUC {auc}");
+    let slope = metrics["validation"]["calibration_slope"].as_f64().unwrap();
+    assert!((0.9..=1.1).contains(&slope), "calibration slope {slope}");
     for key in ["auc_ci", "brier", "calibration_slope", "hosmer_lemeshow"] {
         assert!(
             !metrics["validation"][key].is_null(),

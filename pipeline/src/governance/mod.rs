@@ -5,3 +5,4 @@ pub mod feedback;
 pub mod optouts;
 pub mod pseudonym;
 pub mod teams;
+pub mod vault;
