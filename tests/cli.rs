@@ -448,18 +448,10 @@ fn synth_run_and_validate_end_to_end() {
 }
 
 fn opted_out_ids(path: &Path) -> std::collections::HashSet<String> {
-    let mut out = std::collections::HashSet::new();
-    for b in read_parquet(path) {
-        let s = b
-            .column_by_name("pseudo_id")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::StringArray>()
-            .unwrap()
-            .clone();
-        out.extend(s.iter().flatten().map(|v| v.to_lowercase()));
-    }
-    out
+    pseudo_ids(path)
+        .into_iter()
+        .map(|v| v.to_lowercase())
+        .collect()
 }
 
 /// A run killed with SIGKILL part way leaves no run folder and harms no earlier run;
@@ -772,18 +764,8 @@ fn feedback_import_then_next_run_excludes_declined() {
         PathBuf::from(String::from_utf8_lossy(&o.stdout).lines().last().unwrap())
     };
     let first = run_at_today(&data.join("job.toml"));
-    let cohort: Vec<String> = read_parquet(&first.join("cohort_complex_needs.parquet"))
-        .iter()
-        .flat_map(|b| {
-            let s = b
-                .column_by_name("pseudo_id")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<datafusion::arrow::array::StringArray>()
-                .unwrap()
-                .clone();
-            s.iter().flatten().map(String::from).collect::<Vec<_>>()
-        })
+    let cohort: Vec<String> = pseudo_ids(&first.join("cohort_complex_needs.parquet"))
+        .into_iter()
         .collect();
     assert!(cohort.len() >= 5, "cohort too small: {}", cohort.len());
 
@@ -879,18 +861,8 @@ fn feedback_import_then_next_run_excludes_declined() {
     assert_eq!(m["feedback"]["enrolled"], 1);
     assert_eq!(m["feedback_excluded"]["complex_needs"], 3);
     let after: std::collections::HashSet<String> =
-        read_parquet(&second.join("cohort_complex_needs.parquet"))
-            .iter()
-            .flat_map(|b| {
-                let s = b
-                    .column_by_name("pseudo_id")
-                    .unwrap()
-                    .as_any()
-                    .downcast_ref::<datafusion::arrow::array::StringArray>()
-                    .unwrap()
-                    .clone();
-                s.iter().flatten().map(String::from).collect::<Vec<_>>()
-            })
+        pseudo_ids(&second.join("cohort_complex_needs.parquet"))
+            .into_iter()
             .collect();
     assert_eq!(after.len(), cohort.len() - 3);
     for (k, id) in cohort[..5].iter().enumerate() {

@@ -404,3 +404,19 @@ pub fn assert_no_ids_in(run: &Path, ids: &std::collections::HashSet<String>) {
         }
     }
 }
+
+/// The `pseudo_id` column of a Parquet file, in file order.
+pub fn pseudo_ids(path: &Path) -> Vec<String> {
+    use datafusion::arrow::array::StringArray;
+    read_parquet(path)
+        .iter()
+        .flat_map(|b| {
+            let s = b.column_by_name("pseudo_id").expect("pseudo_id column");
+            let s = s
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("pseudo_id is Utf8");
+            s.iter().flatten().map(String::from).collect::<Vec<_>>()
+        })
+        .collect()
+}
