@@ -13,6 +13,24 @@ fn riskstrat() -> Command {
     c
 }
 
+/// `riskstrat synth` of `patients` people with `seed`, as of 2026-04-01, into `out`.
+fn synth(out: &Path, patients: u64, seed: u64) -> Output {
+    riskstrat()
+        .args([
+            "synth",
+            "--patients",
+            &patients.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--as-of",
+            "2026-04-01",
+            "--out",
+        ])
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
 fn run_job(job: &Path) -> Output {
     riskstrat().arg("run").arg(job).output().unwrap()
 }
@@ -347,40 +365,14 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 fn synth_run_and_validate_end_to_end() {
     let dir = scratch("cli_synth_e2e");
     let data = dir.join("data");
-    let o = riskstrat()
-        .args([
-            "synth",
-            "--patients",
-            "3000",
-            "--seed",
-            "7",
-            "--as-of",
-            "2026-04-01",
-            "--out",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap();
+    let o = synth(&data, 3000, 7);
     assert!(o.status.success(), "{}", stderr(&o));
     let job = data.join("job.toml");
     assert!(job.is_file());
 
     // Deterministic for a seed.
     let again = dir.join("again");
-    let o = riskstrat()
-        .args([
-            "synth",
-            "--patients",
-            "3000",
-            "--seed",
-            "7",
-            "--as-of",
-            "2026-04-01",
-            "--out",
-        ])
-        .arg(&again)
-        .output()
-        .unwrap();
+    let o = synth(&again, 3000, 7);
     assert!(o.status.success());
     for f in [
         "patients.parquet",
@@ -460,20 +452,7 @@ fn opted_out_ids(path: &Path) -> std::collections::HashSet<String> {
 fn run_killed_part_way_leaves_no_run_folder() {
     let dir = scratch("cli_sigkill");
     let data = dir.join("data");
-    let o = riskstrat()
-        .args([
-            "synth",
-            "--patients",
-            "60000",
-            "--seed",
-            "3",
-            "--as-of",
-            "2026-04-01",
-            "--out",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap();
+    let o = synth(&data, 60000, 3);
     assert!(o.status.success(), "{}", stderr(&o));
     let job = data.join("job.toml");
     let o = run_job(&job);
@@ -600,20 +579,7 @@ fn demo_runs_and_reports_model_and_tiers() {
 fn score_only_run_uses_a_saved_model() {
     let dir = scratch("cli_score_only");
     let data = dir.join("data");
-    let o = riskstrat()
-        .args([
-            "synth",
-            "--patients",
-            "4000",
-            "--seed",
-            "5",
-            "--as-of",
-            "2026-04-01",
-            "--out",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap();
+    let o = synth(&data, 4000, 5);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = run_job(&data.join("job.toml"));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -737,20 +703,7 @@ fn feedback_import_then_next_run_excludes_declined() {
     use riskstrat::synth::{synthetic_key, synthetic_nhs_number};
     let dir = scratch("cli_feedback");
     let data = dir.join("data");
-    let o = riskstrat()
-        .args([
-            "synth",
-            "--patients",
-            "4000",
-            "--seed",
-            "9",
-            "--as-of",
-            "2026-04-01",
-            "--out",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap();
+    let o = synth(&data, 4000, 9);
     assert!(o.status.success(), "{}", stderr(&o));
     let today = chrono::Utc::now().date_naive().to_string();
     let run_at_today = |job: &Path| {
