@@ -5,39 +5,7 @@ mod common;
 
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn riskstrat() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_riskstrat"));
-    c.env("RISKSTRAT_LOG", "warn");
-    c
-}
-
-/// `riskstrat synth` of `patients` people with `seed`, as of 2026-04-01, into `out`.
-fn synth(out: &Path, patients: u64, seed: u64) -> Output {
-    riskstrat()
-        .args([
-            "synth",
-            "--patients",
-            &patients.to_string(),
-            "--seed",
-            &seed.to_string(),
-            "--as-of",
-            "2026-04-01",
-            "--out",
-        ])
-        .arg(out)
-        .output()
-        .unwrap()
-}
-
-fn run_job(job: &Path) -> Output {
-    riskstrat().arg("run").arg(job).output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use std::process::Output;
 
 /// Completed run folders (staging folders excluded) of the test job.
 fn runs(dir: &Path) -> Vec<PathBuf> {
@@ -538,6 +506,11 @@ fn demo_runs_and_reports_model_and_tiers() {
         "validation AUC",
         "risk tiers: very_high",
         "cohort complex_needs",
+        "gate: pseudonymised the extracts",
+        "released",
+        "feedback from T01: 5 outcomes imported",
+        "3 left out after declining",
+        "audit log: 3 records, chain intact",
     ] {
         assert!(out.contains(needle), "demo output lacks '{needle}':\n{out}");
     }

@@ -1,8 +1,19 @@
-//! `riskstrat demo`: synthesise a population, run the default job, summarise.
+//! `riskstrat demo`: the whole flow on a synthetic population, each role in turn.
+//!
+//! 1. the gate: synthetic identifiable extracts -> `pseudonymise` -> pseudonymised
+//!    tables for the analysts, and the encrypted vault;
+//! 2. the analyst: `run` the default job;
+//! 3. the gate operator: `approve` team T01 for the complex-needs cohort;
+//! 4. the care team: `reidentify` (the gate) -> its list, with names;
+//! 5. the care team's feedback: `feedback import`;
+//! 6. the analyst: the run again, leaving out people who declined.
+//!
+//! Nothing identifying is printed: counts and paths only.
 
 use crate::error::{Error, Result};
+use crate::governance::{feedback, gate, pseudonymise, teams};
 use crate::job::Job;
-use crate::synth::{SynthOptions, generate};
+use crate::synth::{IDENTIFIABLE_DIR, KEYS_DIR, PSEUDONYMISED_DIR, SynthOptions, generate};
 use chrono::NaiveDate;
 use std::path::Path;
 
@@ -10,44 +21,73 @@ use std::path::Path;
 pub const DEMO_AS_OF: (i32, u32, u32) = (2026, 4, 1);
 pub const DEMO_SEED: u64 = 42;
 
+/// The demo's care team, its member who asks for the list, and the cohort.
+const TEAM: &str = "T01";
+const REQUESTER: &str = "gp.north.1";
+const COHORT: &str = "complex_needs";
+
 pub async fn demo(out: &Path, patients: u64) -> Result<()> {
     let as_of = NaiveDate::from_ymd_opt(DEMO_AS_OF.0, DEMO_AS_OF.1, DEMO_AS_OF.2).unwrap();
-    let data = out.join("data");
+    let today = chrono::Utc::now().date_naive();
     let opts = SynthOptions {
         patients,
         seed: DEMO_SEED,
         as_of,
-        out: data,
+        out: out.to_path_buf(),
+        identifiable: true,
     };
     eprintln!(
-        "synthesising {patients} patients into {} ...",
-        opts.out.display()
+        "synthesising {patients} identifiable patients into {} ...",
+        out.join(IDENTIFIABLE_DIR).display()
     );
     let s = tokio::task::spawn_blocking(move || generate(&opts))
         .await
         .map_err(|e| Error::failed(e.to_string()))??;
+
+    // 1. The gate pseudonymises the extracts.
+    let keys = out.join(KEYS_DIR);
+    let gate_dir = out.join("gate");
+    std::fs::create_dir_all(&gate_dir)?;
+    let vault = gate_dir.join("vault.parquet");
+    let p = pseudonymise::pseudonymise(&pseudonymise::Request {
+        input: &out.join(IDENTIFIABLE_DIR),
+        out: &out.join(PSEUDONYMISED_DIR),
+        key_path: &keys.join("pseudonym.key"),
+        vault: &vault,
+        vault_key_path: &keys.join("vault.key"),
+        quarantine: None,
+    })
+    .await?;
+    let withheld = p.tables["patients"].rows_withheld_optout;
+    println!("riskstrat demo: synthetic population, as of {as_of}");
+    println!(
+        "  gate: pseudonymised the extracts; {withheld} patients with an opt-out withheld; {} rows with invalid NHS numbers quarantined on the gate's side; vault holds {} people",
+        p.quarantined_total(),
+        p.vault_patients
+    );
+
+    // 2. The analyst runs the job.
     let job = Job::load(&s.job_file, None)?;
     eprintln!("running job {} ...", s.job_file.display());
-    let outcome = crate::run::run(&job).await?;
-    let m = &outcome.manifest;
+    let first = crate::run::run(&job).await?;
+    let m = &first.manifest;
     let quarantined: u64 = m.rows.values().map(|r| r.quarantined).sum();
-    println!("riskstrat demo: synthetic population, as of {}", m.as_of);
     println!("  population at {}: {}", m.as_of, m.population);
     println!(
-        "  opt-outs applied: {} patients ({} rows) excluded before processing",
+        "  opt-outs applied in the run: {} patients ({} rows) excluded before processing",
         m.optouts.patients_excluded, m.optouts.rows_excluded
     );
     println!("  rows quarantined: {quarantined} (see quarantine/ and manifest.json)");
     match m.validation_auc {
         Some(auc) => println!(
             "  risk model: validation AUC {auc:.3} (95% CI {:.3}-{:.3}), calibration slope {:.2}",
-            outcome.metrics["validation"]["auc_ci"][0]
+            first.metrics["validation"]["auc_ci"][0]
                 .as_f64()
                 .unwrap_or(f64::NAN),
-            outcome.metrics["validation"]["auc_ci"][1]
+            first.metrics["validation"]["auc_ci"][1]
                 .as_f64()
                 .unwrap_or(f64::NAN),
-            outcome.metrics["validation"]["calibration_slope"]
+            first.metrics["validation"]["calibration_slope"]
                 .as_f64()
                 .unwrap_or(f64::NAN),
         ),
@@ -66,7 +106,109 @@ pub async fn demo(out: &Path, patients: u64) -> Result<()> {
             100.0 * *n as f64 / m.population.max(1) as f64
         );
     }
-    println!("  report: {}", outcome.dir.join("report.html").display());
-    println!("{}", outcome.dir.display());
+
+    // 3-4. The gate operator approves; the care team asks the gate for its list.
+    let registry = teams::Registry::load(&out.join("teams.toml"))?;
+    let audit_log = gate_dir.join("audit.jsonl");
+    teams::approve(
+        &registry,
+        &audit_log,
+        &teams::Approval {
+            team: TEAM.into(),
+            cohort: COHORT.into(),
+            purpose: teams::DIRECT_CARE.into(),
+            expires: today + chrono::Days::new(90),
+            approver: "caldicott.guardian".into(),
+        },
+        today,
+    )?;
+    let release = gate::reidentify(&gate::Request {
+        run: &first.dir,
+        cohort: COHORT,
+        team: TEAM,
+        requester: REQUESTER,
+        vault: &vault,
+        vault_key_path: &keys.join("vault.key"),
+        registry: &registry,
+        audit_log: &audit_log,
+        out: &out.join("lists").join(format!("{TEAM}-{COHORT}")),
+        today,
+    })
+    .await?;
+    println!(
+        "  gate: team {TEAM} approved for {COHORT}; released {} people at its practices to {REQUESTER}: {}",
+        release.patients,
+        release.csv.display()
+    );
+
+    // 5. The team says what happened to its first few patients.
+    let returned = out.join("lists").join(format!("{TEAM}-feedback.csv"));
+    std::fs::write(&returned, team_feedback(&release.csv)?)?;
+    let f = feedback::import(&feedback::ImportRequest {
+        team: TEAM,
+        importer: REQUESTER,
+        input: &returned,
+        key: &crate::governance::pseudonym::Key::read_file(&keys.join("pseudonym.key"))?,
+        key_path: &keys.join("pseudonym.key"),
+        registry: &registry,
+        out_dir: &out.join("feedback"),
+        audit_log: &audit_log,
+        recorded: as_of,
+    })?;
+    let outcomes: Vec<String> = f
+        .by_outcome
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    println!(
+        "  feedback from {TEAM}: {} outcomes imported, pseudonymised ({})",
+        f.imported,
+        outcomes.join(", ")
+    );
+
+    // 6. The run again, now reading the feedback.
+    let job_file = out.join("job-with-feedback.toml");
+    std::fs::write(
+        &job_file,
+        crate::synth::sample_job_with(as_of, &format!("{PSEUDONYMISED_DIR}/"), Some("feedback/")),
+    )?;
+    let second = crate::run::run(&Job::load(&job_file, None)?).await?;
+    let excluded = second
+        .manifest
+        .feedback_excluded
+        .get(COHORT)
+        .copied()
+        .unwrap_or(0);
+    println!(
+        "  next run: cohort {COHORT} {} people; {excluded} left out after declining or being judged not appropriate",
+        second.manifest.cohorts.get(COHORT).copied().unwrap_or(0)
+    );
+    let records = crate::governance::audit::read(&audit_log)?;
+    println!(
+        "  audit log: {} records, chain intact ({})",
+        records.len(),
+        audit_log.display()
+    );
+    println!("  report: {}", second.dir.join("report.html").display());
+    println!("{}", second.dir.display());
     Ok(())
+}
+
+/// What a team might return for the first rows of its list: two declined, one not
+/// appropriate, one enrolled in the virtual ward, one reviewed.
+fn team_feedback(list: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(list)?;
+    let outcomes = [
+        "declined",
+        "declined",
+        "not_appropriate",
+        "enrolled:VW01",
+        "reviewed",
+    ];
+    let mut out = String::from("nhs_number,outcome\n");
+    for (line, outcome) in text.lines().skip(1).zip(outcomes) {
+        let nhs = line.split(',').next().unwrap_or_default();
+        out.push_str(&format!("{nhs},{outcome}\n"));
+    }
+    Ok(out)
 }

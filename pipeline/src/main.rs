@@ -39,6 +39,10 @@ enum Command {
         as_of: String,
         #[arg(long)]
         out: PathBuf,
+        /// Write identifiable extracts (NHS numbers, names, addresses), keys and a
+        /// care-team registry instead, for showing the gate's whole flow.
+        #[arg(long)]
+        identifiable: bool,
     },
     /// Run a job: validate, compute features and cohorts, write a run folder.
     Run {
@@ -46,6 +50,8 @@ enum Command {
         /// Override the job's as_of date (YYYY-MM-DD).
         #[arg(long)]
         as_of: Option<String>,
+        #[command(flatten)]
+        no_keys: NoKeys,
     },
     /// The data-quality report of a job's inputs, without running it.
     Validate {
@@ -53,6 +59,54 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        no_keys: NoKeys,
+    },
+    /// Identifiable extracts -> pseudonymised tables for the analysts + the encrypted
+    /// identity vault (the gate operator; needs both keys).
+    Pseudonymise {
+        /// The pseudonymisation key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Folder of identifiable extracts (<table>.parquet or <table>/ for each table).
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// Folder for the pseudonymised tables (replaced whole).
+        #[arg(long)]
+        out: PathBuf,
+        /// The identity vault to write (encrypted Parquet).
+        #[arg(long)]
+        vault: PathBuf,
+        /// The vault key file.
+        #[arg(long)]
+        vault_key: PathBuf,
+        /// Gate-side folder for rows whose NHS number fails [default: beside the vault].
+        #[arg(long)]
+        quarantine: Option<PathBuf>,
+    },
+    /// The gate: a cohort's list, with names, for one care team under an approval.
+    Reidentify {
+        /// The run folder the cohort comes from.
+        #[arg(long)]
+        run: PathBuf,
+        #[arg(long)]
+        cohort: String,
+        #[arg(long)]
+        team: String,
+        /// The team member asking (audited).
+        #[arg(long)]
+        requester: String,
+        #[arg(long)]
+        vault: PathBuf,
+        #[arg(long)]
+        vault_key: PathBuf,
+        #[arg(long)]
+        teams: PathBuf,
+        #[arg(long)]
+        audit: PathBuf,
+        /// The list to write: FILE.csv and FILE.parquet.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print the feature registry as a Markdown table.
     Features,
@@ -86,6 +140,33 @@ enum Command {
     },
 }
 
+/// Keys belong to the gate. These options exist only to refuse them clearly.
+#[derive(clap::Args)]
+struct NoKeys {
+    #[arg(long, hide = true)]
+    key: Option<PathBuf>,
+    #[arg(long, hide = true)]
+    vault: Option<PathBuf>,
+    #[arg(long, hide = true)]
+    vault_key: Option<PathBuf>,
+}
+
+impl NoKeys {
+    fn refuse(&self, command: &str) -> Result<()> {
+        let given = [
+            ("--key", &self.key),
+            ("--vault", &self.vault),
+            ("--vault-key", &self.vault_key),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, v)| v.is_some()) {
+            return Err(Error::bad_input(format!(
+                "{command} never takes {flag}: analysts work on pseudonymised data only; keys and the vault stay with the gate (pseudonymise, reidentify, feedback import)"
+            )));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Subcommand)]
 enum FeedbackCommand {
     /// Pseudonymise a team's returned list (CSV: nhs_number, outcome) into FEEDBACK_DIR.
@@ -107,6 +188,9 @@ enum FeedbackCommand {
         /// Folder of pseudonymised feedback, named as `feedback` under a job's [inputs].
         #[arg(long)]
         out: PathBuf,
+        /// The day the team recorded these outcomes (YYYY-MM-DD) [default: today].
+        #[arg(long)]
+        recorded: Option<String>,
     },
 }
 
@@ -152,6 +236,7 @@ async fn dispatch(command: Command) -> Result<()> {
             seed,
             as_of,
             out,
+            identifiable,
         } => {
             let as_of = parse_date(&as_of, "--as-of")?;
             let opts = SynthOptions {
@@ -159,6 +244,7 @@ async fn dispatch(command: Command) -> Result<()> {
                 seed,
                 as_of,
                 out,
+                identifiable,
             };
             let s = tokio::task::spawn_blocking(move || generate(&opts))
                 .await
@@ -169,7 +255,12 @@ async fn dispatch(command: Command) -> Result<()> {
             );
             println!("{}", s.job_file.display());
         }
-        Command::Run { job, as_of } => {
+        Command::Run {
+            job,
+            as_of,
+            no_keys,
+        } => {
+            no_keys.refuse("run")?;
             let job = Job::load(&job, as_of.as_deref())?;
             let outcome = riskstrat::run::run(&job).await?;
             let m = &outcome.manifest;
@@ -185,7 +276,8 @@ async fn dispatch(command: Command) -> Result<()> {
             );
             println!("{}", outcome.dir.display());
         }
-        Command::Validate { job, json } => {
+        Command::Validate { job, json, no_keys } => {
+            no_keys.refuse("validate")?;
             let job = Job::load(&job, None)?;
             let mut progress = riskstrat::progress::Progress::new();
             let loaded = riskstrat::run::load(&job, &mut progress, None).await?;
@@ -195,6 +287,88 @@ async fn dispatch(command: Command) -> Result<()> {
             } else {
                 print!("{}", report.to_text());
             }
+        }
+        Command::Pseudonymise {
+            key,
+            input,
+            out,
+            vault,
+            vault_key,
+            quarantine,
+        } => {
+            use riskstrat::governance::pseudonymise::{Request, pseudonymise};
+            let s = pseudonymise(&Request {
+                input: &input,
+                out: &out,
+                key_path: &key,
+                vault: &vault,
+                vault_key_path: &vault_key,
+                quarantine: quarantine.as_deref(),
+            })
+            .await?;
+            for (table, t) in &s.tables {
+                let q: Vec<String> = t
+                    .quarantined
+                    .iter()
+                    .map(|(r, n)| format!("{r} {n}"))
+                    .collect();
+                println!(
+                    "{table}: {} rows read, {} written, {} withheld (opt-outs), {} quarantined{}",
+                    t.rows_read,
+                    t.rows_written,
+                    t.rows_withheld_optout,
+                    t.quarantined.values().sum::<u64>(),
+                    if q.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", q.join(", "))
+                    }
+                );
+            }
+            println!("vault: {} people", s.vault_patients);
+            if s.quarantined_total() > 0 {
+                println!("quarantine (gate side): {}", s.quarantine_dir.display());
+            }
+            println!("{}", out.display());
+        }
+        Command::Reidentify {
+            run,
+            cohort,
+            team,
+            requester,
+            vault,
+            vault_key,
+            teams,
+            audit,
+            out,
+        } => {
+            use riskstrat::governance::gate::{Request, reidentify};
+            let registry = riskstrat::governance::teams::Registry::load(&teams)?;
+            let r = reidentify(&Request {
+                run: &run,
+                cohort: &cohort,
+                team: &team,
+                requester: &requester,
+                vault: &vault,
+                vault_key_path: &vault_key,
+                registry: &registry,
+                audit_log: &audit,
+                out: &out,
+                today: chrono::Utc::now().date_naive(),
+            })
+            .await?;
+            println!(
+                "released {} people of cohort {cohort} to team {team} (audit record {})",
+                r.patients, r.audit_seq
+            );
+            if r.not_in_vault > 0 {
+                println!(
+                    "  {} cohort members at the team's practices are not in the vault (opted out since, or not in this vault): not released",
+                    r.not_in_vault
+                );
+            }
+            println!("{}", r.csv.display());
+            println!("{}", r.parquet.display());
         }
         Command::Demo { out, patients } => riskstrat::demo::demo(&out, patients).await?,
         Command::Features => print!("{}", riskstrat::features::registry::markdown()),
@@ -237,6 +411,7 @@ async fn dispatch(command: Command) -> Result<()> {
                     teams,
                     audit,
                     out,
+                    recorded,
                 },
         } => {
             use riskstrat::governance::feedback::{ImportRequest, import};
@@ -252,7 +427,10 @@ async fn dispatch(command: Command) -> Result<()> {
                 registry: &registry,
                 out_dir: &out,
                 audit_log: &audit,
-                today: chrono::Utc::now().date_naive(),
+                recorded: match recorded {
+                    Some(d) => parse_date(&d, "--recorded")?,
+                    None => chrono::Utc::now().date_naive(),
+                },
             })?;
             let outcomes: Vec<String> = s
                 .by_outcome

@@ -33,10 +33,21 @@ builtin_files!(
     "feedback_exclusions.sql",
     "cohorts/complex_needs.sql",
     "cohorts/high_cost.sql",
+    "gate/release.sql",
 );
 
 pub fn builtin(path: &str) -> Option<&'static str> {
     BUILTIN.iter().find(|(p, _)| *p == path).map(|(_, s)| *s)
+}
+
+/// A built-in SQL file that no job may override (the gate's).
+pub fn fixed(path: &str) -> Result<SqlText> {
+    builtin(path)
+        .map(|s| SqlText {
+            origin: format!("built-in sql/{path}"),
+            text: s.to_string(),
+        })
+        .ok_or_else(|| bad_input!("no SQL file sql/{path}"))
 }
 
 pub fn builtin_cohorts() -> Vec<&'static str> {
@@ -67,12 +78,7 @@ impl SqlSource {
                 return read_file(&p);
             }
         }
-        builtin(path)
-            .map(|s| SqlText {
-                origin: format!("built-in sql/{path}"),
-                text: s.to_string(),
-            })
-            .ok_or_else(|| bad_input!("no SQL file sql/{path}"))
+        fixed(path)
     }
 }
 

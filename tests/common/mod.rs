@@ -11,6 +11,7 @@ use riskstrat::ingest::contract;
 use riskstrat::sql::date32;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::Arc;
 
 pub fn d(s: &str) -> NaiveDate {
@@ -419,4 +420,39 @@ pub fn pseudo_ids(path: &Path) -> Vec<String> {
             s.iter().flatten().map(String::from).collect::<Vec<_>>()
         })
         .collect()
+}
+
+// --- the binary ---
+
+/// The `riskstrat` binary, quiet.
+pub fn riskstrat() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_riskstrat"));
+    c.env("RISKSTRAT_LOG", "warn");
+    c
+}
+
+/// `riskstrat synth` of `patients` people with `seed`, as of 2026-04-01, into `out`.
+pub fn synth(out: &Path, patients: u64, seed: u64) -> Output {
+    riskstrat()
+        .args([
+            "synth",
+            "--patients",
+            &patients.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--as-of",
+            "2026-04-01",
+            "--out",
+        ])
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
+pub fn run_job(job: &Path) -> Output {
+    riskstrat().arg("run").arg(job).output().unwrap()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }

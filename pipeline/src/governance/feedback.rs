@@ -78,7 +78,8 @@ pub struct ImportRequest<'a> {
     pub registry: &'a Registry,
     pub out_dir: &'a Path,
     pub audit_log: &'a Path,
-    pub today: NaiveDate,
+    /// The day the team recorded the outcomes.
+    pub recorded: NaiveDate,
 }
 
 /// Import one team's returned list. The audit record is written before the
@@ -163,7 +164,7 @@ pub fn import(req: &ImportRequest) -> Result<ImportSummary> {
     }
     summary.imported = ids.len();
 
-    let day = crate::sql::date32(req.today);
+    let day = crate::sql::date32(req.recorded);
     let n = ids.len();
     let batch = RecordBatch::try_new(
         FEEDBACK.schema(),

@@ -1,8 +1,47 @@
 //! Information governance: the rules that protect people, each small and separate.
+//!
+//! - `optouts`: the one opt-out rule.
+//! - `pseudonym`: NHS number checks, pseudonyms and key files.
+//! - `pseudonymise`: identifiable extracts -> pseudonymised tables + vault (gate side).
+//! - `vault`: the encrypted identity vault.
+//! - `teams`: the care-team registry and approvals.
+//! - `gate`: re-identification, for one care team, under an approval.
+//! - `audit`: the hash-chained log of every approval, release, refusal and import.
+//! - `feedback`: care teams' outcomes back into pseudonymised data.
 
 pub mod audit;
 pub mod feedback;
+pub mod gate;
 pub mod optouts;
 pub mod pseudonym;
+pub mod pseudonymise;
 pub mod teams;
 pub mod vault;
+
+use crate::bad_input;
+use crate::error::Result;
+use std::path::{Path, PathBuf};
+
+/// An absolute form of `path`, resolving what exists of it (a file may not yet exist).
+fn resolved(path: &Path) -> PathBuf {
+    if let Ok(p) = path.canonicalize() {
+        return p;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => resolved(parent).join(name),
+        _ => std::env::current_dir().unwrap_or_default().join(path),
+    }
+}
+
+/// Refuse a key, vault or gate-side file placed inside a folder meant for analysts or
+/// care teams: secrets never sit next to the data they protect.
+pub fn refuse_inside(path: &Path, folder: &Path, flag: &str) -> Result<()> {
+    if resolved(path).starts_with(resolved(folder)) {
+        return Err(bad_input!(
+            "{flag} {}: must not sit inside {}; keep keys, the vault and gate-side files outside the data folders",
+            path.display(),
+            folder.display()
+        ));
+    }
+    Ok(())
+}

@@ -6,6 +6,7 @@
 use crate::bad_input;
 use crate::error::Result;
 use crate::governance::pseudonym::Key;
+use crate::ingest::contract::IDENTITY_COLUMNS;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::parquet::arrow::ArrowWriter;
@@ -18,43 +19,73 @@ use datafusion::parquet::file::properties::WriterProperties;
 use std::path::Path;
 use std::sync::Arc;
 
+/// pseudo_id, nhs_number (ten digits), the identity columns, practice_code.
 pub fn schema() -> SchemaRef {
-    let s = |n: &str| Field::new(n, DataType::Utf8, true);
-    Arc::new(Schema::new(vec![
+    let mut fields = vec![
         Field::new("pseudo_id", DataType::Utf8, false),
-        s("nhs_number"),
-        s("given_name"),
-        s("family_name"),
-        Field::new("date_of_birth", DataType::Date32, true),
-        s("address"),
-        s("postcode"),
-        s("phone"),
-        s("practice_code"),
-    ]))
+        Field::new("nhs_number", DataType::Utf8, true),
+    ];
+    fields.extend(
+        IDENTITY_COLUMNS
+            .iter()
+            .map(|c| Field::new(c.name, c.ty.arrow(), true)),
+    );
+    fields.push(Field::new("practice_code", DataType::Utf8, true));
+    Arc::new(Schema::new(fields))
 }
 
-/// Write the vault atomically (a temporary file renamed into place), owner-only.
-pub fn write(path: &Path, key: &Key, batches: &[RecordBatch]) -> Result<()> {
-    let encryption = FileEncryptionProperties::builder(key.bytes().to_vec()).build()?;
-    let props = WriterProperties::builder()
-        .with_file_encryption_properties(encryption)
-        .build();
-    let tmp = path.with_extension("parquet.tmp");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
+/// Writes a vault, readable by its owner only, in batches.
+pub struct Writer {
+    inner: ArrowWriter<std::fs::File>,
+    rows: u64,
+}
+
+impl Writer {
+    pub fn create(path: &Path, key: &Key) -> Result<Self> {
+        let encryption = FileEncryptionProperties::builder(key.bytes().to_vec()).build()?;
+        let props = WriterProperties::builder()
+            .with_file_encryption_properties(encryption)
+            .build();
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let file = opts
+            .open(path)
+            .map_err(|e| bad_input!("vault {}: cannot write it ({e})", path.display()))?;
+        Ok(Self {
+            inner: ArrowWriter::try_new(file, schema(), Some(props))?,
+            rows: 0,
+        })
     }
-    let file = opts
-        .open(&tmp)
-        .map_err(|e| bad_input!("vault {}: cannot write it ({e})", path.display()))?;
-    let mut w = ArrowWriter::try_new(file, schema(), Some(props))?;
+
+    /// Columns in [`schema`]'s order.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let batch = RecordBatch::try_new(schema(), batch.columns().to_vec())?;
+        self.rows += batch.num_rows() as u64;
+        self.inner.write(&batch)?;
+        Ok(())
+    }
+
+    /// Close the file and sync it; returns the rows written.
+    pub fn finish(self) -> Result<u64> {
+        let file = self.inner.into_inner()?;
+        file.sync_all()?;
+        Ok(self.rows)
+    }
+}
+
+/// Write a vault whole: a temporary file renamed into place.
+pub fn write(path: &Path, key: &Key, batches: &[RecordBatch]) -> Result<()> {
+    let tmp = path.with_extension("parquet.tmp");
+    let mut w = Writer::create(&tmp, key)?;
     for b in batches {
         w.write(b)?;
     }
-    w.close()?;
+    w.finish()?;
     std::fs::rename(&tmp, path)?;
     Ok(())
 }

@@ -74,12 +74,7 @@ pub struct Table {
 
 impl Table {
     pub fn schema(&self) -> SchemaRef {
-        Arc::new(Schema::new(
-            self.columns
-                .iter()
-                .map(|c| Field::new(c.name, c.ty.arrow(), true))
-                .collect::<Vec<_>>(),
-        ))
+        schema_of(self.columns)
     }
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
@@ -243,6 +238,61 @@ pub const PERSON_TABLES: &[Table] = &[
 
 pub fn table(name: &str) -> Option<&'static Table> {
     TABLES.iter().find(|t| t.name == name)
+}
+
+/// Identity columns of the identifiable `patients` extract. They go into the identity
+/// vault and nowhere else.
+pub const IDENTITY_COLUMNS: &[Column] = &[
+    col("given_name", Utf8, true, ""),
+    col("family_name", Utf8, true, ""),
+    col("date_of_birth", Date32, true, ""),
+    col("address", Utf8, true, "one line"),
+    col("postcode", Utf8, true, ""),
+    col("phone", Utf8, true, ""),
+];
+
+/// The tables an identifiable extract holds (the input of `pseudonymise`). Feedback
+/// is not among them: it arrives through `feedback import`.
+pub const EXTRACT_TABLES: &[Table] = &[
+    PATIENTS,
+    APPOINTMENTS,
+    PRESCRIPTIONS,
+    ADMISSIONS,
+    OPTOUTS,
+    SERVICES,
+];
+
+impl Table {
+    /// The columns of this table's identifiable extract: `nhs_number` (Utf8, as the
+    /// source system writes it) in place of `pseudo_id`; patients also carry
+    /// [`IDENTITY_COLUMNS`].
+    pub fn identifiable_columns(&self) -> Vec<Column> {
+        let mut cols: Vec<Column> = self
+            .columns
+            .iter()
+            .map(|c| match c.name {
+                "pseudo_id" => col("nhs_number", Utf8, false, "as written in the source system"),
+                _ => *c,
+            })
+            .collect();
+        if self.name == PATIENTS.name {
+            cols.extend_from_slice(IDENTITY_COLUMNS);
+        }
+        cols
+    }
+
+    pub fn identifiable_schema(&self) -> SchemaRef {
+        schema_of(&self.identifiable_columns())
+    }
+}
+
+fn schema_of(columns: &[Column]) -> SchemaRef {
+    Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(c.name, c.ty.arrow(), true))
+            .collect::<Vec<_>>(),
+    ))
 }
 
 /// Admission methods by the NHS Data Dictionary, as the contract groups them.

@@ -8,7 +8,7 @@ pub mod validate;
 use crate::bad_input;
 use crate::error::Result;
 use crate::governance::optouts::{self, OptOuts, RawPersonTable};
-use contract::Table;
+use contract::{Column, Table};
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -75,7 +75,7 @@ pub async fn register_inputs(
             }
             continue;
         };
-        let (summary, df) = read_table(ctx, table, location).await?;
+        let (summary, df) = read_table(ctx, table.name, table.columns, location).await?;
         let may_be_empty = !table.required || (table.name == "optouts" && allow_empty_optouts);
         if summary.rows == 0 && !may_be_empty {
             let hint = if table.name == "optouts" {
@@ -100,14 +100,25 @@ pub async fn register_inputs(
     Ok(Inputs { tables: found })
 }
 
-/// List, check and open one input. Every file's footer is read here, so that a
-/// truncated or non-Parquet file is reported by name before any work starts.
-async fn read_table(
+/// Check and open one identifiable extract, for `pseudonymise` on the gate's side:
+/// `nhs_number` in place of `pseudo_id`, identity columns on patients.
+pub(crate) async fn read_extract(
     ctx: &SessionContext,
     table: &Table,
     location: &str,
 ) -> Result<(InputTable, DataFrame)> {
-    let what = format!("input {} ({location})", table.name);
+    read_table(ctx, table.name, &table.identifiable_columns(), location).await
+}
+
+/// List, check and open one input. Every file's footer is read here, so that a
+/// truncated or non-Parquet file is reported by name before any work starts.
+async fn read_table(
+    ctx: &SessionContext,
+    name: &'static str,
+    columns: &[Column],
+    location: &str,
+) -> Result<(InputTable, DataFrame)> {
+    let what = format!("input {name} ({location})");
     let local = !crate::job::is_url(location);
     if local && !location.contains(['*', '?', '[']) && !std::path::Path::new(location).exists() {
         return Err(bad_input!(
@@ -153,16 +164,23 @@ async fn read_table(
                 "{what}: file {file} is not a readable Parquet file ({e}); it may be truncated or another format: replace it with a complete Parquet file"
             )
         };
-        let metadata = DFParquetMetadata::new(store.as_ref(), meta)
+        let metadata = match DFParquetMetadata::new(store.as_ref(), meta)
             .with_file_metadata_cache(Some(cache.clone()))
             .fetch_metadata()
             .await
-            .map_err(|e| unreadable(&e))?;
+        {
+            Ok(m) => m,
+            Err(e) => {
+                return Err(refuse_secret(store.as_ref(), meta, &what, &file)
+                    .await
+                    .unwrap_or_else(|| unreadable(&e)));
+            }
+        };
         let fm = metadata.file_metadata();
         let schema = parquet_to_arrow_schema(fm.schema_descr(), fm.key_value_metadata())
             .map_err(|e| unreadable(&e))?;
         let rows = fm.num_rows().max(0) as u64;
-        let fields = check_schema(table, &schema, &file, &what)?;
+        let fields = check_schema(columns, &schema, &file, &what)?;
         match &table_fields {
             None => {
                 for f in &fields {
@@ -205,15 +223,14 @@ async fn read_table(
         .with_schema(schema);
     let provider = ListingTable::try_new(config)?;
     let df = ctx.read_table(Arc::new(provider))?.select(
-        table
-            .columns
+        columns
             .iter()
             .map(|c| cast(ident(c.name), c.ty.arrow()).alias(c.name))
             .collect::<Vec<_>>(),
     )?;
     Ok((
         InputTable {
-            table: table.name,
+            table: name,
             location: location.to_string(),
             files,
             rows,
@@ -223,11 +240,41 @@ async fn read_table(
     ))
 }
 
+/// Role separation: the analyst's side never opens the identity vault or reads a key.
+/// A file that is one of them is refused as such, not as merely "unreadable".
+async fn refuse_secret(
+    store: &dyn object_store::ObjectStore,
+    meta: &object_store::ObjectMeta,
+    what: &str,
+    file: &str,
+) -> Option<crate::error::Error> {
+    let size = meta.size;
+    let got = store
+        .get_ranges(
+            &meta.location,
+            &[0..size.min(256), size.saturating_sub(4)..size],
+        )
+        .await
+        .ok()?;
+    let (head, tail) = (&got[0], &got[1]);
+    if size >= 8 && &tail[..] == b"PARE" {
+        return Some(bad_input!(
+            "{what}: file {file} is encrypted Parquet (the identity vault?): jobs never open the vault, only the gate (`riskstrat reidentify`) does; remove it from [inputs]"
+        ));
+    }
+    let text = std::str::from_utf8(head).ok()?.trim();
+    if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Some(bad_input!(
+            "{what}: file {file} looks like a key file: jobs never take keys (they belong to the gate); remove it from [inputs] and keep keys outside the analysts' folders"
+        ));
+    }
+    None
+}
+
 /// The contract's columns as found in one file, or an error naming the file, column,
 /// expected and found types.
-fn check_schema(table: &Table, schema: &Schema, file: &str, what: &str) -> Result<Vec<Field>> {
-    table
-        .columns
+fn check_schema(columns: &[Column], schema: &Schema, file: &str, what: &str) -> Result<Vec<Field>> {
+    columns
         .iter()
         .map(|c| {
             let field = schema.field_with_name(c.name).map_err(|_| {

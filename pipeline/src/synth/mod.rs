@@ -12,6 +12,7 @@
 //! a seed whatever the number of threads, and memory is bounded by a few chunks.
 
 pub mod codes;
+pub mod identity;
 
 use crate::error::{Error, Result};
 use crate::governance::pseudonym::{Key, normalise_nhs_number, pseudo_id};
@@ -43,6 +44,9 @@ pub struct SynthOptions {
     pub seed: u64,
     pub as_of: NaiveDate,
     pub out: PathBuf,
+    /// Write identifiable extracts, keys and a care-team registry instead (see
+    /// [`identity`]).
+    pub identifiable: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -159,7 +163,12 @@ pub fn generate(opts: &SynthOptions) -> Result<SynthSummary> {
     if opts.patients > 50_000_000 {
         return Err(Error::bad_input("--patients must be at most 50,000,000"));
     }
-    let out = &opts.out;
+    let base = if opts.identifiable {
+        opts.out.join(IDENTIFIABLE_DIR)
+    } else {
+        opts.out.clone()
+    };
+    let out = &base;
     for dir in ["appointments", "prescriptions", "admissions"] {
         let d = out.join(dir);
         if d.exists() {
@@ -170,10 +179,17 @@ pub fn generate(opts: &SynthOptions) -> Result<SynthSummary> {
         })?;
     }
     let world = World::new(opts);
+    let schema = |t: &Table| {
+        if opts.identifiable {
+            t.identifiable_schema()
+        } else {
+            t.schema()
+        }
+    };
     let n_chunks = opts.patients.div_ceil(CHUNK);
-    let mut patients_w = writer(&out.join("patients.parquet"), &contract::PATIENTS)?;
-    let mut optouts_w = writer(&out.join("optouts.parquet"), &contract::OPTOUTS)?;
-    let mut services_w = writer(&out.join("services.parquet"), &contract::SERVICES)?;
+    let mut patients_w = writer(&out.join("patients.parquet"), schema(&contract::PATIENTS))?;
+    let mut optouts_w = writer(&out.join("optouts.parquet"), schema(&contract::OPTOUTS))?;
+    let mut services_w = writer(&out.join("services.parquet"), schema(&contract::SERVICES))?;
     let mut summary = SynthSummary::default();
     let bar = crate::progress::bar(opts.patients, "synth");
     let window = (rayon::current_num_threads() * 2) as u64;
@@ -185,14 +201,18 @@ pub fn generate(opts: &SynthOptions) -> Result<SynthSummary> {
             .map(|c| {
                 let first = c * CHUNK;
                 let n = CHUNK.min(opts.patients - first);
-                let chunk = generate_chunk(&world, opts.seed, c, first, n)?;
+                let mut chunk = generate_chunk(&world, opts.seed, c, first, n)?;
+                if opts.identifiable {
+                    chunk = identity::identify(chunk, &world.key, first, n)?;
+                }
                 for (table, batch) in [
                     ("appointments", &chunk.appointments),
                     ("prescriptions", &chunk.prescriptions),
                     ("admissions", &chunk.admissions),
                 ] {
                     let t = contract::table(table).unwrap();
-                    let mut w = writer(&out.join(table).join(format!("part-{c:05}.parquet")), t)?;
+                    let path = out.join(table).join(format!("part-{c:05}.parquet"));
+                    let mut w = writer(&path, schema(t))?;
                     w.write(batch)?;
                     w.close()?;
                 }
@@ -222,42 +242,99 @@ pub fn generate(opts: &SynthOptions) -> Result<SynthSummary> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let job_file = out.join("job.toml");
-    std::fs::write(&job_file, sample_job(opts.as_of))?;
+    if opts.identifiable {
+        write_gate_files(opts, &world)?;
+    }
+    let job_file = opts.out.join("job.toml");
+    let data = if opts.identifiable {
+        format!("{PSEUDONYMISED_DIR}/")
+    } else {
+        String::new()
+    };
+    std::fs::write(&job_file, sample_job(opts.as_of, &data))?;
     summary.job_file = job_file;
     Ok(summary)
 }
 
-pub fn sample_job(as_of: NaiveDate) -> String {
+/// Folders of `synth --identifiable`'s output: the extracts, the keys, and where the
+/// job it writes expects `pseudonymise` to put the pseudonymised tables.
+pub const IDENTIFIABLE_DIR: &str = "identifiable";
+pub const KEYS_DIR: &str = "keys";
+pub const PSEUDONYMISED_DIR: &str = "pseudonymised";
+
+/// The keys (owner-only, outside every data folder) and the care-team registry.
+fn write_gate_files(opts: &SynthOptions, world: &World) -> Result<()> {
+    let keys = opts.out.join(KEYS_DIR);
+    std::fs::create_dir_all(&keys)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o700))?;
+    }
+    for (name, key) in [
+        ("pseudonym.key", synthetic_key(opts.seed)),
+        ("vault.key", identity::synthetic_vault_key(opts.seed)),
+    ] {
+        let path = keys.join(name);
+        if path.exists() {
+            std::fs::remove_file(&path)?;
+        }
+        key.write_file(&path)?;
+    }
+    let codes: Vec<String> = world.practices.iter().map(|p| p.code.clone()).collect();
+    std::fs::write(opts.out.join("teams.toml"), identity::teams_toml(&codes))?;
+    Ok(())
+}
+
+/// Where `synth` and `pseudonymise` put each table under their output folder: the
+/// big event tables as folders of files, the others as one file.
+pub fn table_path(table: &str) -> String {
+    match table {
+        "appointments" | "prescriptions" | "admissions" => format!("{table}/"),
+        _ => format!("{table}.parquet"),
+    }
+}
+
+/// A job file over tables laid out by [`table_path`] under `data` (relative to the
+/// job file).
+pub fn sample_job(as_of: NaiveDate, data: &str) -> String {
+    sample_job_with(as_of, data, None)
+}
+
+/// [`sample_job`], also reading care teams' pseudonymised feedback from `feedback`.
+pub fn sample_job_with(as_of: NaiveDate, data: &str, feedback: Option<&str>) -> String {
+    let mut inputs: String = contract::EXTRACT_TABLES
+        .iter()
+        .map(|t| format!("{} = \"{data}{}\"\n", t.name, table_path(t.name)))
+        .collect();
+    if let Some(f) = feedback {
+        inputs.push_str(&format!("feedback = \"{f}\"\n"));
+    }
     format!(
-        r#"# A riskstrat job over the synthetic data written by `riskstrat synth`.
-# Paths are relative to this file.
+        r#"# A riskstrat job over synthetic data. Paths are relative to this file.
 [job]
 name = "complex-needs"
 as_of = "{as_of}"
 output = "runs"
 
 [inputs]
-patients = "patients.parquet"
-appointments = "appointments/"
-prescriptions = "prescriptions/"
-admissions = "admissions/"
-optouts = "optouts.parquet"
-services = "services.parquet"
-
+{inputs}
 [cohorts]
 include = ["complex_needs"]
 "#
     )
 }
 
-fn writer(path: &Path, table: &Table) -> Result<ArrowWriter<File>> {
+fn writer(
+    path: &Path,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+) -> Result<ArrowWriter<File>> {
     let file = File::create(path)
         .map_err(|e| Error::bad_input(format!("cannot write {}: {e}", path.display())))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .build();
-    Ok(ArrowWriter::try_new(file, table.schema(), Some(props))?)
+    Ok(ArrowWriter::try_new(file, schema, Some(props))?)
 }
 
 struct ChunkOut {

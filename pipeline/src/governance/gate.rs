@@ -1,0 +1,340 @@
+//! THE re-identification gate. Read this file to know when names leave riskstrat.
+//!
+//! A list is released only when, checked in this order:
+//! 1. the team is in the care-team registry;
+//! 2. the requester is one of its members;
+//! 3. an approval in the intact audit log covers this team, this cohort and the
+//!    direct-care purpose, and has not expired;
+//! 4. the vault key opens the vault;
+//! 5. the run folder is a complete run that made this cohort.
+//!
+//! It holds only the cohort's people registered at the run's `A` with a practice the
+//! team serves, who are in the vault (which holds no one with an opt-out: see
+//! `pseudonymise`), with the minimum fields of `sql/gate/release.sql`. The audit
+//! record is written before the list is put in place; if it cannot be written,
+//! nothing is released. Every refusal is audited too, and is exit code 2.
+
+use crate::bad_input;
+use crate::error::{Error, Result};
+use crate::governance::audit::{self, Record};
+use crate::governance::pseudonym::Key;
+use crate::governance::teams::{DIRECT_CARE, Registry, approvals};
+use crate::governance::{refuse_inside, vault};
+use crate::outputs::manifest::Manifest;
+use crate::session::{SessionOptions, new_context};
+use crate::sql::Params;
+use chrono::NaiveDate;
+use datafusion::arrow::array::{BooleanArray, RecordBatch, StringArray};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::catalog::MemTable;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub struct Request<'a> {
+    pub run: &'a Path,
+    pub cohort: &'a str,
+    pub team: &'a str,
+    pub requester: &'a str,
+    pub vault: &'a Path,
+    pub vault_key_path: &'a Path,
+    pub registry: &'a Registry,
+    pub audit_log: &'a Path,
+    /// The list's path without extension: `.csv` and `.parquet` are written.
+    pub out: &'a Path,
+    pub today: NaiveDate,
+}
+
+#[derive(Debug)]
+pub struct Release {
+    pub patients: u64,
+    /// Cohort people at the team's practices who are not in the vault (opted out
+    /// since the run, or not in this vault): counted, never named.
+    pub not_in_vault: u64,
+    pub csv: PathBuf,
+    pub parquet: PathBuf,
+    pub audit_seq: u64,
+}
+
+/// Audit a refusal, then return it as bad input. If even the refusal cannot be
+/// audited, that failure is returned: nothing is released either way.
+fn refuse(req: &Request, run: Option<&str>, why: &str, message: String) -> Error {
+    let record = Record {
+        actor: req.requester.to_string(),
+        action: "refuse".into(),
+        team: Some(req.team.to_string()),
+        purpose: Some(DIRECT_CARE.into()),
+        run: run.map(str::to_string),
+        cohort: Some(req.cohort.to_string()),
+        detail: Some(format!("reidentify: {why}")),
+        ..Default::default()
+    };
+    match audit::append(req.audit_log, record) {
+        Ok(_) => bad_input!("{message} (refusal audited)"),
+        Err(e) => e,
+    }
+}
+
+/// The run, and the path of its cohort file.
+fn open_run(run: &Path, cohort: &str) -> std::result::Result<(Manifest, PathBuf), String> {
+    let text = std::fs::read_to_string(run.join("manifest.json")).map_err(|_| {
+        format!(
+            "--run {}: not a complete run folder (no manifest.json)",
+            run.display()
+        )
+    })?;
+    let manifest: Manifest = serde_json::from_str(&text)
+        .map_err(|e| format!("--run {}: manifest.json is unreadable ({e})", run.display()))?;
+    let file = run.join(format!("cohort_{cohort}.parquet"));
+    if !manifest.cohorts.contains_key(cohort) || !file.exists() {
+        let names: Vec<&str> = manifest.cohorts.keys().map(String::as_str).collect();
+        return Err(format!(
+            "--cohort {cohort}: run {} made no such cohort (it made: {})",
+            manifest.run_id,
+            names.join(", ")
+        ));
+    }
+    Ok((manifest, file))
+}
+
+pub async fn reidentify(req: &Request<'_>) -> Result<Release> {
+    let csv = req.out.with_extension("csv");
+    let parquet = req.out.with_extension("parquet");
+    for p in [&csv, &parquet] {
+        refuse_inside(p, req.run, "--out")?;
+    }
+    if let Some(parent) = csv.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            bad_input!(
+                "--out {}: cannot create its folder ({e})",
+                req.out.display()
+            )
+        })?;
+    }
+
+    // 1-3: who asks, and whether they may.
+    let Some(team) = req.registry.team(req.team) else {
+        return Err(refuse(
+            req,
+            None,
+            "unknown team",
+            format!(
+                "--team {}: no such team in the care-team registry",
+                req.team
+            ),
+        ));
+    };
+    if !team.members.iter().any(|m| m == req.requester) {
+        return Err(refuse(
+            req,
+            None,
+            "requester is not a member of the team",
+            format!(
+                "--requester {}: not a member of team {}",
+                req.requester, req.team
+            ),
+        ));
+    }
+    let approved = if req.audit_log.exists() {
+        approvals(req.audit_log)
+            .map_err(|e| Error::failed(format!("{}; nothing released", e.message)))?
+    } else {
+        Vec::new()
+    };
+    let Some(approval) = approved
+        .iter()
+        .rev()
+        .find(|a| a.covers(req.team, req.cohort, DIRECT_CARE, req.today))
+    else {
+        let lapsed = approved
+            .iter()
+            .any(|a| a.team == req.team && a.cohort == req.cohort && a.purpose == DIRECT_CARE);
+        let why = if lapsed {
+            "approval expired"
+        } else {
+            "no approval for this team and cohort"
+        };
+        return Err(refuse(
+            req,
+            None,
+            why,
+            format!(
+                "team {} has no current {DIRECT_CARE} approval for cohort {} ({why}); ask the gate operator to run `riskstrat approve`",
+                req.team, req.cohort
+            ),
+        ));
+    };
+
+    // 4: the vault opens only with its key.
+    let vault_rows =
+        match Key::read_file(req.vault_key_path).and_then(|k| vault::read(req.vault, &k)) {
+            Ok(rows) => rows,
+            Err(e) => {
+                return Err(refuse(
+                    req,
+                    None,
+                    "vault key does not open the vault",
+                    e.message,
+                ));
+            }
+        };
+
+    // 5: the run and its cohort.
+    let (manifest, cohort_file) = match open_run(req.run, req.cohort) {
+        Ok(x) => x,
+        Err(message) => return Err(refuse(req, None, "no such run or cohort", message)),
+    };
+
+    let ctx = new_context(&SessionOptions::default())?;
+    let as_of = NaiveDate::parse_from_str(&manifest.as_of, "%Y-%m-%d")
+        .map_err(|_| Error::failed("manifest.json: as_of is not a date"))?;
+    register(&ctx, "cohort", &cohort_file).await?;
+    register(&ctx, "features", &req.run.join("features.parquet")).await?;
+    register(&ctx, "scores", &req.run.join("scores.parquet")).await?;
+    ctx.register_table(
+        "vault",
+        Arc::new(MemTable::try_new(vault::schema(), vec![vault_rows])?),
+    )?;
+    ctx.register_batch(
+        "team_practices",
+        RecordBatch::try_from_iter(vec![(
+            "practice_code",
+            Arc::new(StringArray::from(team.practices.clone())) as _,
+        )])?,
+    )?;
+    let df = crate::sql::query(
+        &ctx,
+        &crate::sql::fixed("gate/release.sql")?,
+        &Params::at(as_of),
+    )
+    .await?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let mut rows = df.collect().await?;
+    if rows.is_empty() {
+        rows.push(RecordBatch::new_empty(schema));
+    }
+    let (list, not_in_vault) = only_in_vault(rows)?;
+    let patients: u64 = list.iter().map(|b| b.num_rows() as u64).sum();
+
+    // Written beside their final names, audited, then put in place.
+    let tmp_csv = hidden(&csv);
+    let tmp_parquet = hidden(&parquet);
+    let written = write_list(&tmp_csv, &tmp_parquet, &list);
+    let audited = written.and_then(|_| {
+        audit::append(
+            req.audit_log,
+            Record {
+                actor: req.requester.to_string(),
+                action: "reidentify".into(),
+                team: Some(req.team.to_string()),
+                purpose: Some(DIRECT_CARE.into()),
+                run: Some(manifest.run_id.clone()),
+                cohort: Some(req.cohort.to_string()),
+                patients: Some(patients),
+                file_sha256: Some(sha256_of(&tmp_csv)?),
+                detail: Some(format!(
+                    "parquet_sha256={} approved_by={} expires={} not_in_vault={not_in_vault}",
+                    sha256_of(&tmp_parquet)?,
+                    approval.approver,
+                    approval.expires
+                )),
+                ..Default::default()
+            },
+        )
+    });
+    let record = match audited {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp_csv);
+            let _ = std::fs::remove_file(&tmp_parquet);
+            return Err(Error::failed(format!("nothing released: {}", e.message)));
+        }
+    };
+    std::fs::rename(&tmp_csv, &csv)?;
+    std::fs::rename(&tmp_parquet, &parquet)?;
+    Ok(Release {
+        patients,
+        not_in_vault,
+        csv,
+        parquet,
+        audit_seq: record.seq,
+    })
+}
+
+async fn register(ctx: &SessionContext, name: &str, path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Err(bad_input!(
+            "run folder: {} is missing; is this a complete run?",
+            path.display()
+        ));
+    }
+    ctx.register_parquet(
+        name,
+        path.to_string_lossy().as_ref(),
+        ParquetReadOptions::default(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Split off the rows whose person is not in the vault (release.sql's `in_vault`).
+fn only_in_vault(rows: Vec<RecordBatch>) -> Result<(Vec<RecordBatch>, u64)> {
+    let mut missing = 0;
+    let mut out = Vec::new();
+    for b in rows {
+        let idx = b.schema().index_of("in_vault")?;
+        let keep = b
+            .column(idx)
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| Error::failed("release.sql: in_vault must be a boolean"))?
+            .clone();
+        missing += (b.num_rows() - keep.true_count()) as u64;
+        let mut kept = filter_record_batch(&b, &keep)?;
+        kept.remove_column(idx);
+        out.push(kept);
+    }
+    Ok((out, missing))
+}
+
+fn hidden(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// The list as CSV and Parquet, owner-only: it names people.
+fn write_list(csv: &Path, parquet: &Path, list: &[RecordBatch]) -> Result<()> {
+    let open = |p: &Path| {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        opts.open(p)
+            .map_err(|e| bad_input!("--out {}: cannot write it ({e})", p.display()))
+    };
+    let schema = list
+        .first()
+        .map(|b| b.schema())
+        .ok_or_else(|| Error::failed("release.sql returned no schema"))?;
+    let mut w = datafusion::arrow::csv::WriterBuilder::new()
+        .with_header(true)
+        .build(open(csv)?);
+    for b in list {
+        w.write(b)?;
+    }
+    w.into_inner().sync_all()?;
+    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(open(parquet)?, schema, None)?;
+    for b in list {
+        w.write(b)?;
+    }
+    w.into_inner()?.sync_all()?;
+    Ok(())
+}
+
+fn sha256_of(path: &Path) -> Result<String> {
+    Ok(hex::encode(Sha256::digest(std::fs::read(path)?)))
+}

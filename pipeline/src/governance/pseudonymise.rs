@@ -1,0 +1,436 @@
+//! `riskstrat pseudonymise`, on the gate's side: identifiable extracts become the
+//! analysts' pseudonymised tables plus the encrypted identity vault.
+//!
+//! - Every NHS number is normalised and checked (modulus 11). A row whose number fails
+//!   goes to the gate-side quarantine with its reason and is counted; none is dropped
+//!   silently, and none reaches the analysts.
+//! - Valid rows keep their contract columns, with `pseudo_id` (HMAC-SHA256 under the
+//!   pseudonymisation key) in place of `nhs_number`. Identity columns go only into
+//!   the vault.
+//! - Opt-outs are applied here too, through the one opt-out rule
+//!   (`governance::optouts::apply`): an objector's rows never leave the gate, and the
+//!   vault holds no one the gate may not release. The pseudonymised opt-out list is
+//!   still written, so every run applies it again.
+//! - Keys, vault and quarantine must sit outside the output folder; the output folder,
+//!   quarantine and vault are each replaced whole, or left as they were.
+
+use crate::bad_input;
+use crate::error::{Error, Result};
+use crate::governance::optouts::{self, OptOuts, RawPersonTable};
+use crate::governance::pseudonym::{Key, normalise_nhs_number, pseudo_id};
+use crate::governance::{refuse_inside, vault};
+use crate::ingest::contract::{EXTRACT_TABLES, IDENTITY_COLUMNS, OPTOUTS, PATIENTS};
+use crate::ingest::read_extract;
+use crate::session::{SessionOptions, new_context};
+use crate::synth::table_path;
+use datafusion::arrow::array::{Array, ArrayRef, StringArray};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::JoinType;
+use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::execution::FunctionRegistry;
+use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::logical_expr::{ColumnarValue, Expr, ScalarUDF, Volatility, create_udf};
+use datafusion::prelude::{DataFrame, SessionContext, col, ident, lit};
+use futures::StreamExt;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The summary written beside the pseudonymised tables: counts only.
+pub const SUMMARY_FILE: &str = "pseudonymise.json";
+
+pub struct Request<'a> {
+    pub input: &'a Path,
+    pub out: &'a Path,
+    pub key_path: &'a Path,
+    pub vault: &'a Path,
+    pub vault_key_path: &'a Path,
+    /// Gate-side folder for rows whose NHS number fails; default beside the vault.
+    pub quarantine: Option<&'a Path>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TableSummary {
+    pub rows_read: u64,
+    pub rows_written: u64,
+    /// Rows of patients with an opt-out: kept on the gate's side.
+    pub rows_withheld_optout: u64,
+    /// Reason -> rows.
+    pub quarantined: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub tables: BTreeMap<String, TableSummary>,
+    pub vault_patients: u64,
+    #[serde(skip)]
+    pub quarantine_dir: PathBuf,
+}
+
+impl Summary {
+    pub fn quarantined_total(&self) -> u64 {
+        self.tables
+            .values()
+            .flat_map(|t| t.quarantined.values())
+            .sum()
+    }
+}
+
+/// `nhs_number_problem(raw)`: the quarantine reason of an NHS number, NULL if valid.
+fn problem_udf() -> ScalarUDF {
+    string_udf("nhs_number_problem", |raw| match raw {
+        None => Some("null_nhs_number".to_string()),
+        Some(r) => normalise_nhs_number(r)
+            .err()
+            .map(|p| p.reason().to_string()),
+    })
+}
+
+/// `nhs_number(raw)`: its ten digits, NULL if invalid.
+fn normalised_udf() -> ScalarUDF {
+    string_udf("nhs_number", |raw| {
+        raw.and_then(|r| normalise_nhs_number(r).ok())
+    })
+}
+
+/// `pseudonymise(raw)`: the contract's pseudo_id of a valid NHS number. It holds the
+/// key, so it exists only in this command's own session.
+fn pseudonymise_udf(key: Key) -> ScalarUDF {
+    string_udf("pseudonymise", move |raw| {
+        raw.and_then(|r| normalise_nhs_number(r).ok())
+            .map(|n| pseudo_id(&key, &n))
+    })
+}
+
+/// A Utf8 -> Utf8 UDF. Extracts list a person's events together, so each batch
+/// computes a value once per distinct input.
+fn string_udf(
+    name: &str,
+    f: impl Fn(Option<&str>) -> Option<String> + Send + Sync + 'static,
+) -> ScalarUDF {
+    create_udf(
+        name,
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let s = arrays[0]
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("declared over Utf8");
+            let mut seen: HashMap<Option<&str>, Option<String>> = HashMap::new();
+            let out: StringArray = (0..s.len())
+                .map(|i| {
+                    let v = s.is_valid(i).then(|| s.value(i));
+                    seen.entry(v).or_insert_with(|| f(v)).clone()
+                })
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+        }),
+    )
+}
+
+fn call(ctx: &SessionContext, udf: &str, arg: Expr) -> Result<Expr> {
+    Ok(ctx.udf(udf)?.call(vec![arg]))
+}
+
+/// Where an extract's table is: `<table>.parquet` or a folder `<table>/`.
+fn locate(input: &Path, table: &str) -> Option<PathBuf> {
+    [input.join(format!("{table}.parquet")), input.join(table)]
+        .into_iter()
+        .find(|p| p.exists())
+}
+
+/// Temporary siblings that replace their targets only when everything is written.
+struct Staged {
+    moves: Vec<(PathBuf, PathBuf)>,
+    committed: bool,
+}
+
+impl Staged {
+    fn path(&mut self, target: &Path) -> PathBuf {
+        let name = target.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = target.with_file_name(format!(".{name}.staging-{}", std::process::id()));
+        let _ = remove(&tmp);
+        self.moves.push((tmp.clone(), target.to_path_buf()));
+        tmp
+    }
+
+    fn commit(mut self) -> Result<()> {
+        for (tmp, target) in &self.moves {
+            let old = target.with_file_name(format!(
+                ".{}.old-{}",
+                target.file_name().unwrap_or_default().to_string_lossy(),
+                std::process::id()
+            ));
+            if target.exists() {
+                std::fs::rename(target, &old)?;
+            }
+            std::fs::rename(tmp, target)?;
+            let _ = remove(&old);
+        }
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            for (tmp, _) in &self.moves {
+                let _ = remove(tmp);
+            }
+        }
+    }
+}
+
+fn remove(p: &Path) -> std::io::Result<()> {
+    if p.is_dir() {
+        std::fs::remove_dir_all(p)
+    } else {
+        std::fs::remove_file(p)
+    }
+}
+
+/// The default gate-side quarantine: beside the vault.
+pub fn default_quarantine(vault: &Path) -> PathBuf {
+    let stem = vault.file_stem().unwrap_or_default().to_string_lossy();
+    vault.with_file_name(format!("{stem}-quarantine"))
+}
+
+fn check_request(req: &Request, quarantine: &Path) -> Result<(Key, Key)> {
+    if !req.input.is_dir() {
+        return Err(bad_input!(
+            "--in {}: no such folder of identifiable extracts",
+            req.input.display()
+        ));
+    }
+    for (path, flag) in [
+        (req.key_path, "--key"),
+        (req.vault_key_path, "--vault-key"),
+        (req.vault, "--vault"),
+        (quarantine, "--quarantine"),
+    ] {
+        refuse_inside(path, req.out, flag)?;
+    }
+    if req.out.exists() {
+        let empty = std::fs::read_dir(req.out)?.next().is_none();
+        if !empty && !req.out.join(SUMMARY_FILE).exists() {
+            return Err(bad_input!(
+                "--out {}: exists and is not an earlier pseudonymise output; it would be replaced whole, so name a new or empty folder",
+                req.out.display()
+            ));
+        }
+    }
+    std::fs::create_dir_all(req.out)
+        .map_err(|e| bad_input!("--out {}: cannot create it ({e})", req.out.display()))?;
+    for (path, flag) in [(req.vault, "--vault"), (quarantine, "--quarantine")] {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                bad_input!("{flag} {}: cannot create its folder ({e})", path.display())
+            })?;
+        }
+    }
+    let key = Key::read_file(req.key_path)?;
+    let vault_key = Key::read_file(req.vault_key_path)?;
+    if key.bytes() == vault_key.bytes() {
+        return Err(bad_input!(
+            "--key and --vault-key hold the same key: each protects something different, so use two separate keys"
+        ));
+    }
+    Ok((key, vault_key))
+}
+
+pub async fn pseudonymise(req: &Request<'_>) -> Result<Summary> {
+    let quarantine = req
+        .quarantine
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| default_quarantine(req.vault));
+    let (key, vault_key) = check_request(req, &quarantine)?;
+    let ctx = new_context(&SessionOptions::default())?;
+    ctx.register_udf(pseudonymise_udf(key));
+    ctx.register_udf(problem_udf());
+    ctx.register_udf(normalised_udf());
+
+    let mut staged = Staged {
+        moves: Vec::new(),
+        committed: false,
+    };
+    let out = staged.path(req.out);
+    let qdir = staged.path(&quarantine);
+    std::fs::create_dir_all(&out)?;
+    std::fs::create_dir_all(&qdir)?;
+
+    // Valid rows of every table, pseudonymised, before opt-outs.
+    let mut tables = BTreeMap::new();
+    let mut summary = Summary {
+        quarantine_dir: quarantine.clone(),
+        ..Default::default()
+    };
+    for table in EXTRACT_TABLES {
+        let Some(location) = locate(req.input, table.name) else {
+            if table.required {
+                return Err(bad_input!(
+                    "--in {}: no {} extract ({}.parquet or a folder {}/)",
+                    req.input.display(),
+                    table.name,
+                    table.name,
+                    table.name
+                ));
+            }
+            continue;
+        };
+        let (found, df) = read_extract(&ctx, table, &location.to_string_lossy()).await?;
+        let mut s = TableSummary {
+            rows_read: found.rows,
+            ..Default::default()
+        };
+        let df = df.with_column(
+            "reason",
+            call(&ctx, "nhs_number_problem", ident("nhs_number"))?,
+        )?;
+        let bad = df.clone().filter(col("reason").is_not_null())?;
+        let qfile = qdir.join(format!("{}.parquet", table.name));
+        if crate::outputs::write_parquet(bad, &qfile).await? > 0 {
+            s.quarantined = reasons(&ctx, &qfile).await?;
+        } else {
+            std::fs::remove_file(&qfile)?;
+        }
+        let mut columns = Vec::new();
+        for c in table.columns {
+            columns.push(match c.name {
+                "pseudo_id" => call(&ctx, "pseudonymise", ident("nhs_number"))?.alias("pseudo_id"),
+                name => ident(name),
+            });
+        }
+        if table.name == PATIENTS.name {
+            // Kept for the vault; dropped before anything reaches the analysts.
+            columns.push(call(&ctx, "nhs_number", ident("nhs_number"))?.alias("nhs_number"));
+            columns.extend(IDENTITY_COLUMNS.iter().map(|c| ident(c.name)));
+        }
+        let pseudonymised = df.filter(col("reason").is_null())?.select(columns)?;
+        summary.tables.insert(table.name.to_string(), s);
+        tables.insert(table.name, pseudonymised);
+    }
+
+    // The pseudonymised opt-out list: written as is, and applied to everything else.
+    let optout_list = tables.remove(OPTOUTS.name).expect("optouts is required");
+    let path = out.join(table_path(OPTOUTS.name));
+    let n = crate::outputs::write_parquet(optout_list.clone(), &path).await?;
+    summary.tables.get_mut(OPTOUTS.name).unwrap().rows_written = n;
+    let optout_list = OptOuts::new(optout_list);
+
+    for (name, df) in tables {
+        let df = optouts::apply(RawPersonTable::new(df), &optout_list)?;
+        let contract = crate::ingest::contract::table(name).expect("an extract table");
+        let data = df.clone().select(
+            contract
+                .columns
+                .iter()
+                .map(|c| ident(c.name))
+                .collect::<Vec<_>>(),
+        )?;
+        let n = write_table(data, &out.join(table_path(name))).await?;
+        let s = summary.tables.get_mut(name).unwrap();
+        s.rows_written = n;
+        let quarantined: u64 = s.quarantined.values().sum();
+        s.rows_withheld_optout = s.rows_read - quarantined - n;
+        if name == PATIENTS.name {
+            let path = staged.path(req.vault);
+            summary.vault_patients = write_vault(df, &path, &vault_key).await?;
+        }
+    }
+
+    std::fs::write(out.join(SUMMARY_FILE), serde_json::to_vec_pretty(&summary)?)?;
+    staged.commit()?;
+    Ok(summary)
+}
+
+/// The vault: one row per person with exactly one patients row (duplicates are
+/// quarantined by every run, so no one is released under a doubtful identity).
+async fn write_vault(patients: DataFrame, path: &Path, key: &Key) -> Result<u64> {
+    let unique = patients
+        .clone()
+        .aggregate(vec![ident("pseudo_id")], vec![count(lit(1)).alias("n")])?
+        .filter(col("n").eq(lit(1)))?
+        .select(vec![ident("pseudo_id").alias("__unique")])?;
+    let schema = vault::schema();
+    let rows = patients
+        .join(
+            unique,
+            JoinType::LeftSemi,
+            &["pseudo_id"],
+            &["__unique"],
+            None,
+        )?
+        .select(
+            schema
+                .fields()
+                .iter()
+                .map(|f| ident(f.name()))
+                .collect::<Vec<_>>(),
+        )?;
+    let mut writer = vault::Writer::create(path, key)?;
+    let mut stream = rows.execute_stream().await?;
+    while let Some(batch) = stream.next().await {
+        writer.write(&batch?)?;
+    }
+    writer.finish()
+}
+
+/// A table as one file, or as a folder of files for the big event tables.
+async fn write_table(df: DataFrame, path: &Path) -> Result<u64> {
+    if table_path_is_folder(path) {
+        std::fs::create_dir_all(path)?;
+        let batches = df
+            .write_parquet(
+                &format!("{}/", path.to_string_lossy()),
+                DataFrameWriteOptions::new(),
+                None,
+            )
+            .await?;
+        Ok(batches
+            .iter()
+            .filter_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+                    .map(|c| c.values().iter().sum::<u64>())
+            })
+            .sum())
+    } else {
+        crate::outputs::write_parquet(df, path).await
+    }
+}
+
+fn table_path_is_folder(path: &Path) -> bool {
+    path.extension().is_none()
+}
+
+/// Reason -> rows of a quarantine file.
+async fn reasons(ctx: &SessionContext, file: &Path) -> Result<BTreeMap<String, u64>> {
+    let df = ctx
+        .read_parquet(
+            file.to_string_lossy().as_ref(),
+            datafusion::prelude::ParquetReadOptions::default(),
+        )
+        .await?
+        .aggregate(vec![ident("reason")], vec![count(lit(1)).alias("n")])?;
+    let mut out = BTreeMap::new();
+    for b in df.collect().await? {
+        let r = b.column(0).as_any().downcast_ref::<StringArray>();
+        let n = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>();
+        let (Some(r), Some(n)) = (r, n) else {
+            return Err(Error::failed("quarantine counts have unexpected types"));
+        };
+        for i in 0..b.num_rows() {
+            out.insert(r.value(i).to_string(), n.value(i) as u64);
+        }
+    }
+    Ok(out)
+}
