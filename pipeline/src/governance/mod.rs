@@ -45,3 +45,20 @@ pub fn refuse_inside(path: &Path, folder: &Path, flag: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_inside_a_folder_are_refused_even_before_they_exist() {
+        let dir = std::env::temp_dir().join(format!("rs-inside-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        assert!(refuse_inside(&dir.join("data/k.key"), &dir.join("data"), "--key").is_err());
+        assert!(refuse_inside(&dir.join("data/./x/../k.key"), &dir.join("data"), "--key").is_err());
+        assert!(refuse_inside(&dir.join("k.key"), &dir.join("data"), "--key").is_ok());
+        // A sibling whose name starts the same is not inside.
+        assert!(refuse_inside(&dir.join("data2/k.key"), &dir.join("data"), "--key").is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

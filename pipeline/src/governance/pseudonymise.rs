@@ -434,3 +434,82 @@ async fn reasons(ctx: &SessionContext, file: &Path) -> Result<BTreeMap<String, u
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(udf: &ScalarUDF, values: Vec<Option<&str>>) -> Vec<Option<String>> {
+        let n = values.len();
+        let arg = ColumnarValue::Array(Arc::new(StringArray::from(values)));
+        let args = datafusion::logical_expr::ScalarFunctionArgs {
+            args: vec![arg],
+            arg_fields: vec![Arc::new(datafusion::arrow::datatypes::Field::new(
+                "a",
+                DataType::Utf8,
+                true,
+            ))],
+            number_rows: n,
+            return_field: Arc::new(datafusion::arrow::datatypes::Field::new(
+                "r",
+                DataType::Utf8,
+                true,
+            )),
+            config_options: Arc::new(Default::default()),
+        };
+        let out = udf.invoke_with_args(args).unwrap().to_array(n).unwrap();
+        let s = out.as_any().downcast_ref::<StringArray>().unwrap();
+        s.iter().map(|v| v.map(String::from)).collect()
+    }
+
+    #[test]
+    fn udfs_judge_and_pseudonymise_each_row_even_when_repeated() {
+        let key = Key::from_bytes([1; 32]);
+        let rows = vec![
+            Some("943 476 5919"),
+            Some("9434765919"),
+            None,
+            Some("943 476 5919"),
+            Some("9434765911"),
+            Some("94347659"),
+            None,
+        ];
+        assert_eq!(
+            apply(&problem_udf(), rows.clone()),
+            vec![
+                None,
+                None,
+                Some("null_nhs_number".into()),
+                None,
+                Some("invalid_nhs_number_check_digit".into()),
+                Some("malformed_nhs_number".into()),
+                Some("null_nhs_number".into()),
+            ]
+        );
+        let p = pseudo_id(&key, "9434765919");
+        assert_eq!(
+            apply(&pseudonymise_udf(key), rows.clone()),
+            vec![
+                Some(p.clone()),
+                Some(p.clone()),
+                None,
+                Some(p),
+                None,
+                None,
+                None
+            ]
+        );
+        assert_eq!(
+            apply(&normalised_udf(), rows)[..2],
+            [Some("9434765919".into()), Some("9434765919".into())]
+        );
+    }
+
+    #[test]
+    fn default_quarantine_sits_beside_the_vault() {
+        assert_eq!(
+            default_quarantine(Path::new("/gate/vault.parquet")),
+            Path::new("/gate/vault-quarantine")
+        );
+    }
+}
