@@ -1,10 +1,12 @@
 //! riskstrat-models: statistics on plain columns and matrices, with no DataFusion.
-//! Logistic regression and its inference, evaluation metrics, risk tiers. Checked
-//! against independent references (statsmodels, scikit-learn): see `tests/`.
+//! Logistic regression and its inference, evaluation metrics, risk tiers, outcome
+//! evaluation (matching, difference in differences). Checked against independent
+//! references (statsmodels, scikit-learn): see `tests/`.
 
 pub mod linalg;
 pub mod logistic;
 pub mod metrics;
+pub mod outcomes;
 pub mod tiers;
 
 use std::fmt;

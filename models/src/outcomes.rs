@@ -1,0 +1,550 @@
+//! Statistics of a service outcome evaluation ("does a virtual ward reduce emergency
+//! admissions?"): event rates per 1,000 person-years, greedy 1:1 propensity-score
+//! matching within strata, and a difference in differences of rates whose variance
+//! treats each person as a cluster (their before and after are correlated).
+
+use crate::{ModelError, Result};
+use serde::{Deserialize, Serialize};
+
+const DAYS_PER_YEAR: f64 = 365.25;
+const PER_1000_PY: f64 = DAYS_PER_YEAR * 1000.0;
+/// Φ⁻¹(0.975), fixed so that intervals are reproducible to the last digit.
+const Z_975: f64 = 1.959963984540054;
+
+/// One person's events (emergency admissions, or bed days) and person-time in days in
+/// the 365 days before and after their index date. Person-time is shorter than 365
+/// for people registered late, or who died or left; it may be zero.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Windows {
+    pub events_before: f64,
+    pub days_before: f64,
+    pub events_after: f64,
+    pub days_after: f64,
+}
+
+/// Events per 1,000 person-years; `None` without person-time (NaN days included).
+pub fn rate_per_1000py(events: f64, days: f64) -> Option<f64> {
+    if days > 0.0 {
+        Some(events / (days / DAYS_PER_YEAR) * 1000.0)
+    } else {
+        None
+    }
+}
+
+/// Clamped so that risks of exactly 0 or 1 still have a finite distance.
+fn logit(p: f64) -> f64 {
+    let p = p.clamp(1e-9, 1.0 - 1e-9);
+    (p / (1.0 - p)).ln()
+}
+
+/// A person who could be matched: their stratum (matching is exact on it) and their
+/// score, a risk in (0, 1).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Candidate {
+    pub stratum: i64,
+    pub score: f64,
+}
+
+/// 0.2 standard deviations (n - 1 denominator) of logit(score), the caliper Austin
+/// (2011) found to remove most bias at little cost in variance. NaN for fewer than two
+/// scores, which `match_nearest` treats as "match no one".
+pub fn caliper(scores: &[f64]) -> f64 {
+    if scores.len() < 2 {
+        return f64::NAN;
+    }
+    let l: Vec<f64> = scores.iter().map(|s| logit(*s)).collect();
+    let n = l.len() as f64;
+    let mean = l.iter().sum::<f64>() / n;
+    let ss: f64 = l.iter().map(|x| (x - mean).powi(2)).sum();
+    0.2 * (ss / (n - 1.0)).sqrt()
+}
+
+/// Sorted positions still available, found in amortised near-constant time by path
+/// halving: `next` roots are available positions (or the sentinel `m`); `prev` is the
+/// same leftwards, shifted by one so that root 0 means "none".
+struct Available {
+    next: Vec<usize>,
+    prev: Vec<usize>,
+}
+
+impl Available {
+    fn new(m: usize) -> Self {
+        Self {
+            next: (0..=m).collect(),
+            prev: (0..=m).collect(),
+        }
+    }
+
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+
+    /// The first available position >= `i` (`m` if none).
+    fn at_or_after(&mut self, i: usize) -> usize {
+        Self::root(&mut self.next, i)
+    }
+
+    /// The last available position < `i`.
+    fn before(&mut self, i: usize) -> Option<usize> {
+        Self::root(&mut self.prev, i).checked_sub(1)
+    }
+
+    fn take(&mut self, pos: usize) {
+        self.next[pos] = pos + 1;
+        self.prev[pos + 1] = pos;
+    }
+}
+
+/// Greedy 1:1 nearest-neighbour matching without replacement on logit(score), exact on
+/// stratum. Treated are matched in order of descending score (ties: lower index
+/// first), each to the still-available control of its stratum at the smallest
+/// distance (ties: lower control index), if that distance is within `caliper`.
+/// Returns, for each treated in input order, the index of its control in `controls`.
+///
+/// Controls are sorted by (stratum, logit, index) and the nearest available on each
+/// side found by union-find, so the cost is O((n + m) log m), not O(n m). People with
+/// a NaN score are never matched.
+pub fn match_nearest(
+    treated: &[Candidate],
+    controls: &[Candidate],
+    caliper: f64,
+) -> Vec<Option<usize>> {
+    let lc: Vec<f64> = controls.iter().map(|c| logit(c.score)).collect();
+    let mut order: Vec<usize> = (0..controls.len()).filter(|&j| !lc[j].is_nan()).collect();
+    // partial_cmp (no NaNs left) so that runs of equal logits below agree with `==`.
+    order.sort_unstable_by(|&a, &b| {
+        controls[a]
+            .stratum
+            .cmp(&controls[b].stratum)
+            .then(lc[a].partial_cmp(&lc[b]).unwrap())
+            .then(a.cmp(&b))
+    });
+    let m = order.len();
+    let stratum: Vec<i64> = order.iter().map(|&j| controls[j].stratum).collect();
+    let key: Vec<f64> = order.iter().map(|&j| lc[j]).collect();
+    // Runs of equal (stratum, logit): within one, the first available is the lowest
+    // index, so only it need be considered.
+    let same = |a: usize, b: usize| stratum[a] == stratum[b] && key[a] == key[b];
+    let mut run_start = vec![0; m];
+    for k in 1..m {
+        run_start[k] = if same(k, k - 1) { run_start[k - 1] } else { k };
+    }
+    let mut run_end = vec![m; m];
+    for k in (0..m.saturating_sub(1)).rev() {
+        run_end[k] = if same(k, k + 1) {
+            run_end[k + 1]
+        } else {
+            k + 1
+        };
+    }
+
+    let mut by_score: Vec<usize> = (0..treated.len()).collect();
+    by_score.sort_by(|&a, &b| {
+        treated[b]
+            .score
+            .total_cmp(&treated[a].score)
+            .then(a.cmp(&b))
+    });
+
+    let mut avail = Available::new(m);
+    let mut out = vec![None; treated.len()];
+    for t in by_score {
+        let x = logit(treated[t].score);
+        if x.is_nan() {
+            continue;
+        }
+        let s = treated[t].stratum;
+        let lo = stratum.partition_point(|v| *v < s);
+        let hi = stratum.partition_point(|v| *v <= s);
+        let p = lo + key[lo..hi].partition_point(|v| *v < x);
+        // (distance, control index, position). Distances are compared as computed, so
+        // distinct logits whose distances round equal are ties too: keep walking
+        // outwards while the distance stays the same.
+        let mut best: Option<(f64, usize, usize)> = None;
+        let mut consider = |pos: usize| -> f64 {
+            let d = (x - key[pos]).abs();
+            let j = order[pos];
+            if best.is_none_or(|(bd, bj, _)| d < bd || (d == bd && j < bj)) {
+                best = Some((d, j, pos));
+            }
+            d
+        };
+        let mut q = avail.at_or_after(p);
+        let mut first = None;
+        while q < hi {
+            let d = consider(q);
+            if *first.get_or_insert(d) < d {
+                break;
+            }
+            q = avail.at_or_after(run_end[q]);
+        }
+        let mut first = None;
+        let mut r = avail.before(p);
+        while let Some(pos) = r.filter(|&r| r >= lo) {
+            let q = avail.at_or_after(run_start[pos]);
+            let d = consider(q);
+            if *first.get_or_insert(d) < d {
+                break;
+            }
+            r = avail.before(run_start[pos]);
+        }
+        if let Some((d, j, pos)) = best
+            && d <= caliper
+        {
+            avail.take(pos);
+            out[t] = Some(j);
+        }
+    }
+    out
+}
+
+/// A difference in differences of rates per 1,000 person-years, with a 95% interval.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Did {
+    pub n_treated: usize,
+    pub n_control: usize,
+    pub treated_before: f64,
+    pub treated_after: f64,
+    pub control_before: f64,
+    pub control_after: f64,
+    /// (treated_after - treated_before) - (control_after - control_before).
+    pub did: f64,
+    pub se: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+}
+
+/// A group's per-day rates and total days in each period.
+struct Group {
+    rate_before: f64,
+    days_before: f64,
+    rate_after: f64,
+    days_after: f64,
+}
+
+impl Group {
+    fn new(people: &[Windows], name: &str) -> Result<Self> {
+        if people.is_empty() {
+            return Err(ModelError::Invalid(format!(
+                "difference in differences: the {name} group is empty"
+            )));
+        }
+        let (mut eb, mut db, mut ea, mut da) = (0.0, 0.0, 0.0, 0.0);
+        for (i, w) in people.iter().enumerate() {
+            let v = [w.events_before, w.days_before, w.events_after, w.days_after];
+            if v.iter().any(|x| !x.is_finite() || *x < 0.0) {
+                return Err(ModelError::Invalid(format!(
+                    "difference in differences: {name} person {i} has a negative or non-finite count or person-time: {w:?}"
+                )));
+            }
+            // Events without person-time would enter the variance but not the rate.
+            if (w.events_before > 0.0 && w.days_before == 0.0)
+                || (w.events_after > 0.0 && w.days_after == 0.0)
+            {
+                return Err(ModelError::Invalid(format!(
+                    "difference in differences: {name} person {i} has events in a period with no person-time: {w:?}"
+                )));
+            }
+            eb += w.events_before;
+            db += w.days_before;
+            ea += w.events_after;
+            da += w.days_after;
+        }
+        for (days, period) in [(db, "before"), (da, "after")] {
+            if days <= 0.0 {
+                return Err(ModelError::Invalid(format!(
+                    "difference in differences: the {name} group has no person-time {period} the index date, so its rate is undefined"
+                )));
+            }
+        }
+        Ok(Self {
+            rate_before: eb / db,
+            days_before: db,
+            rate_after: ea / da,
+            days_after: da,
+        })
+    }
+
+    /// Sum of squared influences on (rate after - rate before), per day², each person
+    /// being one cluster of their two periods.
+    fn variance(&self, people: &[Windows]) -> f64 {
+        people
+            .iter()
+            .map(|w| {
+                let z = (w.events_after - self.rate_after * w.days_after) / self.days_after
+                    - (w.events_before - self.rate_before * w.days_before) / self.days_before;
+                z * z
+            })
+            .sum()
+    }
+}
+
+/// Difference in differences of event rates between `treated` and `controls`. Each
+/// group-period rate is a ratio estimator (total events / total person-time), so that
+/// people with little follow-up count for little. The variance is by linearisation with
+/// each person a cluster, without small-sample correction: it equals the cluster-robust
+/// sandwich of a Poisson GLM with identity link on person-time (see
+/// `tests/fixtures/make_outcomes.py`). People with no person-time in a period
+/// contribute through the other period only.
+pub fn difference_in_differences(treated: &[Windows], controls: &[Windows]) -> Result<Did> {
+    let t = Group::new(treated, "treated")?;
+    let c = Group::new(controls, "control")?;
+    let treated_before = t.rate_before * PER_1000_PY;
+    let treated_after = t.rate_after * PER_1000_PY;
+    let control_before = c.rate_before * PER_1000_PY;
+    let control_after = c.rate_after * PER_1000_PY;
+    let did = (treated_after - treated_before) - (control_after - control_before);
+    let se = (t.variance(treated) + c.variance(controls)).sqrt() * PER_1000_PY;
+    Ok(Did {
+        n_treated: treated.len(),
+        n_control: controls.len(),
+        treated_before,
+        treated_after,
+        control_before,
+        control_after,
+        did,
+        se,
+        ci_low: did - Z_975 * se,
+        ci_high: did + Z_975 * se,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(stratum: i64, score: f64) -> Candidate {
+        Candidate { stratum, score }
+    }
+
+    fn w(eb: f64, db: f64, ea: f64, da: f64) -> Windows {
+        Windows {
+            events_before: eb,
+            days_before: db,
+            events_after: ea,
+            days_after: da,
+        }
+    }
+
+    /// The rules written as plainly as possible, O(n m).
+    fn brute_force(treated: &[Candidate], controls: &[Candidate], cal: f64) -> Vec<Option<usize>> {
+        let mut order: Vec<usize> = (0..treated.len()).collect();
+        order.sort_by(|&a, &b| {
+            treated[b]
+                .score
+                .total_cmp(&treated[a].score)
+                .then(a.cmp(&b))
+        });
+        let mut used = vec![false; controls.len()];
+        let mut out = vec![None; treated.len()];
+        for t in order {
+            let mut best: Option<(f64, usize)> = None;
+            for (j, ctl) in controls.iter().enumerate() {
+                if used[j] || ctl.stratum != treated[t].stratum {
+                    continue;
+                }
+                let d = (logit(treated[t].score) - logit(ctl.score)).abs();
+                if best.is_none_or(|(bd, _)| d < bd) {
+                    best = Some((d, j));
+                }
+            }
+            if let Some((d, j)) = best
+                && d <= cal
+            {
+                used[j] = true;
+                out[t] = Some(j);
+            }
+        }
+        out
+    }
+
+    /// SplitMix64, so the tests need no crates.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> f64 {
+            self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    #[test]
+    fn rates_per_1000_person_years() {
+        assert_eq!(rate_per_1000py(2.0, 365.25), Some(2000.0));
+        assert_eq!(rate_per_1000py(0.0, 730.5), Some(0.0));
+        assert_eq!(rate_per_1000py(3.0, 0.0), None);
+        assert_eq!(rate_per_1000py(3.0, -1.0), None);
+        assert_eq!(rate_per_1000py(3.0, f64::NAN), None);
+    }
+
+    #[test]
+    fn caliper_is_a_fifth_of_the_sd_of_the_logit() {
+        // logits -ln 3, 0, ln 3: mean 0, sample variance ln(3)^2.
+        let cal = caliper(&[0.25, 0.5, 0.75]);
+        assert!((cal - 0.2 * 3f64.ln()).abs() < 1e-15, "{cal}");
+        // Risks of 0 and 1 are clamped, not infinite.
+        assert!(caliper(&[0.0, 1.0]).is_finite());
+        assert!(caliper(&[0.3]).is_nan());
+        assert_eq!(
+            match_nearest(&[c(1, 0.3)], &[c(1, 0.3)], f64::NAN),
+            vec![None]
+        );
+    }
+
+    #[test]
+    fn matches_only_within_stratum() {
+        let treated = [c(1, 0.40), c(2, 0.40)];
+        let controls = [c(2, 0.40), c(1, 0.45), c(3, 0.40)];
+        assert_eq!(
+            match_nearest(&treated, &controls, 10.0),
+            vec![Some(1), Some(0)]
+        );
+        // A stratum without controls matches no one.
+        assert_eq!(match_nearest(&[c(4, 0.4)], &controls, 10.0), vec![None]);
+    }
+
+    #[test]
+    fn caliper_excludes_distant_controls_and_is_inclusive() {
+        let treated = [c(1, 0.40)];
+        let controls = [c(1, 0.60)];
+        let d = (logit(0.40) - logit(0.60)).abs();
+        assert_eq!(match_nearest(&treated, &controls, d), vec![Some(0)]);
+        assert_eq!(
+            match_nearest(&treated, &controls, d.next_down()),
+            vec![None]
+        );
+    }
+
+    #[test]
+    fn without_replacement() {
+        // Both want control 0; the higher score gets it, the other takes the next one.
+        let treated = [c(1, 0.30), c(1, 0.31)];
+        let controls = [c(1, 0.305), c(1, 0.5)];
+        assert_eq!(
+            match_nearest(&treated, &controls, 10.0),
+            vec![Some(1), Some(0)]
+        );
+        // Once controls run out, no one else is matched.
+        let controls = [c(1, 0.305)];
+        assert_eq!(
+            match_nearest(&treated, &controls, 10.0),
+            vec![None, Some(0)]
+        );
+    }
+
+    #[test]
+    fn ties_go_to_the_lower_index() {
+        // Equally distant controls with the same score: the lower index.
+        let controls = [c(1, 0.2), c(1, 0.5), c(1, 0.5), c(1, 0.5)];
+        assert_eq!(match_nearest(&[c(1, 0.45)], &controls, 10.0), vec![Some(1)]);
+        // Equally distant on opposite sides (logit 0.25 = -logit 0.75): the lower index,
+        // whichever side it is on.
+        assert_eq!(
+            (logit(0.5) - logit(0.25)).abs(),
+            (logit(0.5) - logit(0.75)).abs()
+        );
+        let t = [c(1, 0.5)];
+        assert_eq!(
+            match_nearest(&t, &[c(1, 0.75), c(1, 0.25)], 10.0),
+            vec![Some(0)]
+        );
+        assert_eq!(
+            match_nearest(&t, &[c(1, 0.25), c(1, 0.75)], 10.0),
+            vec![Some(0)]
+        );
+        // Treated with equal scores: the lower treated index chooses first.
+        let treated = [c(1, 0.4), c(1, 0.4)];
+        let controls = [c(1, 0.1), c(1, 0.41)];
+        assert_eq!(
+            match_nearest(&treated, &controls, 10.0),
+            vec![Some(1), Some(0)]
+        );
+    }
+
+    #[test]
+    fn greedy_order_is_by_descending_score_not_input_order() {
+        // In input order, 0.50 would take 0.55 and leave 0.60 with 0.30. By descending
+        // score, 0.60 takes 0.55 first.
+        let treated = [c(1, 0.50), c(1, 0.60)];
+        let controls = [c(1, 0.55), c(1, 0.30)];
+        assert_eq!(
+            match_nearest(&treated, &controls, 10.0),
+            vec![Some(1), Some(0)]
+        );
+        // With a tight caliper the 0.50 is left unmatched rather than given 0.30.
+        let cal = (logit(0.60) - logit(0.55)).abs();
+        assert_eq!(match_nearest(&treated, &controls, cal), vec![None, Some(0)]);
+    }
+
+    #[test]
+    fn agrees_with_brute_force_on_random_data_with_ties() {
+        let mut rng = Rng(7);
+        for round in 0..20 {
+            let n_t = 5 + round * 3;
+            let n_c = 20 + round * 15;
+            // Scores on a coarse grid, so ties of every kind are common; some 0 and 1.
+            let mut draw = |hi: f64| {
+                let stratum = (rng.next() * 3.0) as i64 - 1;
+                let score = ((rng.next() * hi * 40.0).round() / 40.0).min(1.0);
+                c(stratum, score)
+            };
+            let treated: Vec<Candidate> = (0..n_t).map(|_| draw(1.0)).collect();
+            let controls: Vec<Candidate> = (0..n_c).map(|_| draw(0.8)).collect();
+            for cal in [0.0, 0.05, 0.3, f64::INFINITY] {
+                assert_eq!(
+                    match_nearest(&treated, &controls, cal),
+                    brute_force(&treated, &controls, cal),
+                    "round {round}, caliper {cal}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn did_on_a_hand_computed_example() {
+        // Treated: before 2 events in 2 years (1000/1000 PY), after 2 in 2 (1000).
+        // Controls: before 2 in 2 (1000), after 2 in 1 (2000): one has no time after.
+        // DiD = (1000 - 1000) - (2000 - 1000) = -1000.
+        let y = DAYS_PER_YEAR;
+        let treated = [w(2.0, y, 1.0, y), w(0.0, y, 1.0, y)];
+        let controls = [w(0.0, y, 2.0, y), w(2.0, y, 0.0, 0.0)];
+        // Per-day influences, with T = 2y the totals before and the treated after:
+        // treated (0 - 1)/T and (0 + 1)/T; controls: after (2 - 2)/y and (0 - 0)/y,
+        // before (0 - 1)/T and (2 - 1)/T, so z = 1/T and -1/T. Var = 4/T^2 and
+        // se = 2/(2y) x 365.25 x 1000 = 1000.
+        let d = difference_in_differences(&treated, &controls).unwrap();
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9 * b.abs().max(1.0);
+        assert!(close(d.treated_before, 1000.0) && close(d.treated_after, 1000.0));
+        assert!(close(d.control_before, 1000.0) && close(d.control_after, 2000.0));
+        assert!(close(d.did, -1000.0), "{d:?}");
+        assert!(close(d.se, 1000.0), "{d:?}");
+        assert!(close(d.ci_low, -1000.0 - Z_975 * 1000.0));
+        assert!(close(d.ci_high, -1000.0 + Z_975 * 1000.0));
+        assert_eq!((d.n_treated, d.n_control), (2, 2));
+    }
+
+    #[test]
+    fn did_refuses_what_it_cannot_estimate() {
+        let y = DAYS_PER_YEAR;
+        let ok = [w(1.0, y, 1.0, y)];
+        let err = |t: &[Windows], c: &[Windows]| match difference_in_differences(t, c) {
+            Err(ModelError::Invalid(m)) => m,
+            other => panic!("expected an error, got {other:?}"),
+        };
+        assert!(err(&[], &ok).contains("treated group is empty"));
+        assert!(err(&ok, &[]).contains("control group is empty"));
+        assert!(err(&ok, &[w(0.0, y, 0.0, 0.0)]).contains("no person-time after"));
+        assert!(err(&[w(0.0, 0.0, 1.0, y)], &ok).contains("no person-time before"));
+        assert!(
+            err(&[w(1.0, 0.0, 1.0, y)], &ok).contains("events in a period with no person-time")
+        );
+        assert!(err(&[w(-1.0, y, 1.0, y)], &ok).contains("negative or non-finite"));
+        assert!(err(&ok, &[w(1.0, f64::NAN, 1.0, y)]).contains("negative or non-finite"));
+    }
+}
