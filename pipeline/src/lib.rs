@@ -3,7 +3,8 @@
 //!
 //! Stages: [`ingest`] (schemas, safe casts, opt-outs, row validation),
 //! [`features`], cohorts (in [`run`]), [`outputs`]. Concerns: [`governance`]
-//! (the opt-out rule). Supporting: [`job`], [`session`], [`sql`], [`synth`].
+//! (opt-outs, pseudonyms, the vault, the gate, audit, feedback, disclosure control),
+//! [`serve`] (commissioner views and queries). Supporting: [`job`], [`session`], [`sql`], [`synth`].
 
 pub mod demo;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod outputs;
 pub mod progress;
 pub mod quality;
 pub mod run;
+pub mod serve;
 pub mod session;
 pub mod sql;
 pub mod synth;

@@ -110,6 +110,20 @@ enum Command {
     },
     /// Print the feature registry as a Markdown table.
     Features,
+    /// A commissioner query on a run's views, through disclosure control.
+    Query {
+        /// The run folder.
+        #[arg(long)]
+        run: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        format: riskstrat::serve::render::Format,
+        /// One SELECT over the views (see `riskstrat views`).
+        sql: String,
+        #[command(flatten)]
+        no_keys: NoKeys,
+    },
+    /// Print the commissioner views as a Markdown table.
+    Views,
     /// Approve a care team to receive a cohort (the gate operator; recorded in the audit log).
     Approve {
         #[arg(long)]
@@ -372,6 +386,19 @@ async fn dispatch(command: Command) -> Result<()> {
         }
         Command::Demo { out, patients } => riskstrat::demo::demo(&out, patients).await?,
         Command::Features => print!("{}", riskstrat::features::registry::markdown()),
+        Command::Views => print!("{}", riskstrat::serve::views::markdown()),
+        Command::Query {
+            run,
+            format,
+            sql,
+            no_keys,
+        } => {
+            no_keys.refuse("query")?;
+            let policy = riskstrat::governance::disclosure_control::Policy::default();
+            let c = riskstrat::serve::Commissioner::open(&[run], policy).await?;
+            let answer = c.query(&sql).await?;
+            print!("{}", riskstrat::serve::render::render(&answer, format)?);
+        }
         Command::Approve {
             team,
             cohort,

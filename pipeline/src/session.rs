@@ -77,6 +77,7 @@ pub fn new_context(opts: &SessionOptions) -> Result<SessionContext> {
 /// UDFs and reference tables. Idempotent per session.
 pub fn register_functions(ctx: &SessionContext) -> Result<()> {
     ctx.register_udf(is_pseudo_id_udf());
+    ctx.register_udf(age_band_udf());
     // ltc_group(bnf_code), charlson_condition(icd10_code): the reference lists as lookups.
     ctx.register_udf(PrefixLookup::ltc_groups()?.udf("ltc_group"));
     ctx.register_udf(PrefixLookup::charlson()?.udf("charlson_condition"));
@@ -180,6 +181,26 @@ fn is_pseudo_id_udf() -> datafusion::logical_expr::ScalarUDF {
                 .downcast_ref::<StringArray>()
                 .expect("is_pseudo_id is declared over Utf8");
             let out: BooleanArray = s.iter().map(|v| v.map(is_pseudo_id)).collect();
+            Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+        }),
+    )
+}
+
+/// `age_band(age)`: the bands of the model's subgroups (`model::age_band`), for views.
+fn age_band_udf() -> datafusion::logical_expr::ScalarUDF {
+    create_udf(
+        "age_band",
+        vec![DataType::Int64],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let a = datafusion::arrow::compute::cast(&arrays[0], &DataType::Int64)?;
+            let a = a
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .expect("cast to Int64");
+            let out: StringArray = a.iter().map(|v| v.map(crate::model::age_band)).collect();
             Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
         }),
     )

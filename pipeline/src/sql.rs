@@ -34,6 +34,13 @@ builtin_files!(
     "cohorts/complex_needs.sql",
     "cohorts/high_cost.sql",
     "gate/release.sql",
+    "views/person.sql",
+    "views/people.sql",
+    "views/cohort_people.sql",
+    "views/cohort_summary.sql",
+    "views/service_outcomes.sql",
+    "views/feedback_outcomes.sql",
+    "feedback_outcomes.sql",
 );
 
 pub fn builtin(path: &str) -> Option<&'static str> {

@@ -8,8 +8,10 @@
 //! - `gate`: re-identification, for one care team, under an approval.
 //! - `audit`: the hash-chained log of every approval, release, refusal and import.
 //! - `feedback`: care teams' outcomes back into pseudonymised data.
+//! - `disclosure_control`: what a commissioner's query may return.
 
 pub mod audit;
+pub mod disclosure_control;
 pub mod feedback;
 pub mod gate;
 pub mod optouts;
