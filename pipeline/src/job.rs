@@ -21,6 +21,29 @@ pub struct JobFile {
     pub resources: ResourcesSection,
     #[serde(default)]
     pub model: ModelSection,
+    #[serde(default)]
+    pub outcomes: OutcomesSection,
+}
+
+/// The service outcome evaluation (the `outcomes` stage), run when there is a
+/// `services` input.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomesSection {
+    /// Scores the population at every month with an enrolment: turn off for runs
+    /// that only need cohorts.
+    #[serde(default = "yes")]
+    pub evaluate: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for OutcomesSection {
+    fn default() -> Self {
+        Self { evaluate: true }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -118,6 +141,8 @@ pub struct Job {
     pub extra_features: Vec<PathBuf>,
     pub cohorts: Vec<CohortSpec>,
     pub feedback_months: u32,
+    /// Evaluate services (`[outcomes] evaluate`).
+    pub evaluate_services: bool,
     pub resources: ResourcesSection,
     pub model: crate::model::ModelConfig,
     pub source: PathBuf,
@@ -362,6 +387,7 @@ impl Job {
             extra_features,
             cohorts,
             feedback_months: file.cohorts.feedback_exclusion_months,
+            evaluate_services: file.outcomes.evaluate,
             resources: file.resources,
             model,
             source: path.to_path_buf(),

@@ -13,6 +13,7 @@ pub mod governance;
 pub mod ingest;
 pub mod job;
 pub mod model;
+pub mod outcomes;
 pub mod outputs;
 pub mod progress;
 pub mod quality;

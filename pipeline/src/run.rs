@@ -140,15 +140,41 @@ pub async fn run(job: &Job) -> Result<RunOutcome> {
             }
         })
         .await?;
-    let tier_sizes = progress
+    let (tier_sizes, population_risk) = progress
         .stage("score", async {
             let (batch, sizes) =
                 crate::model::score(ctx.table("features").await?, &model, &job.model.tiers).await?;
             write_batch(&folder.path("scores.parquet"), &batch)?;
+            let risk: Vec<f64> = batch
+                .column_by_name("risk")
+                .and_then(|c| {
+                    c.as_any()
+                        .downcast_ref::<datafusion::arrow::array::Float64Array>()
+                })
+                .map(|r| r.values().to_vec())
+                .unwrap_or_default();
             ctx.register_batch("scores", batch)?;
-            Ok::<_, crate::error::Error>(sizes)
+            Ok::<_, crate::error::Error>((sizes, risk))
         })
         .await?;
+    if job.evaluate_services && ctx.table_exist("services")? {
+        progress
+            .stage("outcomes", async {
+                let batch = crate::outcomes::evaluate(
+                    &ctx,
+                    &sql,
+                    &params,
+                    &job.extra_features,
+                    &model,
+                    &population_risk,
+                )
+                .await?;
+                write_batch(&folder.path("service_outcomes.parquet"), &batch)?;
+                Ok::<_, crate::error::Error>(())
+            })
+            .await?;
+        outputs.push("service_outcomes.parquet".to_string());
+    }
     std::fs::write(
         folder.path("model.json"),
         serde_json::to_vec_pretty(&model)?,
@@ -165,6 +191,11 @@ pub async fn run(job: &Job) -> Result<RunOutcome> {
 
     let mut cohorts = BTreeMap::new();
     let mut feedback_excluded = BTreeMap::new();
+    if ctx.table_exist("feedback")? {
+        let df = crate::sql::query(&ctx, &sql.get("feedback_outcomes.sql")?, &params).await?;
+        write_parquet(df, &folder.path("feedback_outcomes.parquet")).await?;
+        outputs.push("feedback_outcomes.parquet".to_string());
+    }
     let (exclusions, feedback) = if ctx.table_exist("feedback")? {
         let ex = crate::sql::query(&ctx, &sql.get("feedback_exclusions.sql")?, &params)
             .await?

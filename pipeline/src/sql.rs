@@ -41,6 +41,8 @@ builtin_files!(
     "views/service_outcomes.sql",
     "views/feedback_outcomes.sql",
     "feedback_outcomes.sql",
+    "outcomes/enrolments.sql",
+    "outcomes/windows.sql",
 );
 
 pub fn builtin(path: &str) -> Option<&'static str> {

@@ -117,6 +117,25 @@ impl ModelFile {
     }
 }
 
+/// The model's risk as an expression over a features table, for scoring inside
+/// DataFusion (the outcomes stage scores whole populations at many dates).
+pub fn risk_expr(model: &ModelFile, features: &DataFrame) -> Result<Expr> {
+    let fields: Vec<(String, DataType)> = features
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().clone()))
+        .collect();
+    let beta = model.coefficient_vector()?;
+    let mut lp = lit(beta[0]);
+    for (k, t) in model.features.iter().enumerate() {
+        let e = terms::expr(t, &fields)
+            .ok_or_else(|| bad_input!("model.json: '{t}' is not a term of this feature table"))?;
+        lp = lp + lit(beta[k + 1]) * e;
+    }
+    Ok(lit(1.0) / (lit(1.0) + datafusion::functions::math::expr_fn::exp(lit(0.0) - lp)))
+}
+
 /// Columns collected for the model: ids, design terms, and what subgroups need.
 struct Columns {
     ids: Vec<String>,

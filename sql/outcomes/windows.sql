@@ -1,0 +1,48 @@
+-- Service outcome evaluation, step 3: for every matched episode (an enrolled
+-- patient, or their comparison patient, around the enrolled patient's start date),
+-- person-time and emergency admissions and bed days in the 365 days before the
+-- start date and the 365 days from it. Person-time starts no earlier than
+-- registration and ends at deregistration, death or the end of data ($as_of).
+-- Bed days are those of emergency spells admitted in the window (an open spell runs
+-- to $as_of).
+--
+--   episodes(episode, pseudo_id, before_start, start_date, after_end)
+WITH spans AS (
+  SELECT
+    e.episode,
+    e.pseudo_id,
+    greatest(e.before_start, p.registration_start) AS b_from,
+    least(
+      e.start_date,
+      coalesce(p.registration_end + INTERVAL '1 day', e.start_date),
+      coalesce(p.date_of_death + INTERVAL '1 day', e.start_date)
+    ) AS b_to,
+    greatest(e.start_date, p.registration_start) AS a_from,
+    least(
+      e.after_end,
+      coalesce(p.registration_end + INTERVAL '1 day', e.after_end),
+      coalesce(p.date_of_death + INTERVAL '1 day', e.after_end)
+    ) AS a_to
+  FROM episodes e
+  JOIN patients p ON p.pseudo_id = e.pseudo_id
+),
+emergency AS (
+  SELECT
+    a.pseudo_id,
+    a.admission_date,
+    CAST(coalesce(a.discharge_date, $as_of) - a.admission_date AS DOUBLE) AS bed_days
+  FROM admissions a
+  JOIN admission_methods m ON a.admission_method = m.code
+  WHERE m.category = 'emergency'
+)
+SELECT
+  s.episode,
+  CAST(greatest(s.b_to - s.b_from, 0) AS DOUBLE) AS days_before,
+  CAST(greatest(s.a_to - s.a_from, 0) AS DOUBLE) AS days_after,
+  CAST(count(x.pseudo_id) FILTER (WHERE x.admission_date >= s.b_from AND x.admission_date < s.b_to) AS DOUBLE) AS admissions_before,
+  CAST(count(x.pseudo_id) FILTER (WHERE x.admission_date >= s.a_from AND x.admission_date < s.a_to) AS DOUBLE) AS admissions_after,
+  coalesce(sum(x.bed_days) FILTER (WHERE x.admission_date >= s.b_from AND x.admission_date < s.b_to), 0.0) AS bed_days_before,
+  coalesce(sum(x.bed_days) FILTER (WHERE x.admission_date >= s.a_from AND x.admission_date < s.a_to), 0.0) AS bed_days_after
+FROM spans s
+LEFT JOIN emergency x ON x.pseudo_id = s.pseudo_id
+GROUP BY s.episode, s.b_from, s.b_to, s.a_from, s.a_to
