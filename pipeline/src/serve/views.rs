@@ -158,3 +158,36 @@ pub fn markdown() -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readme_view_table_is_current() {
+        let readme = include_str!("../../../README.md");
+        let (start, end) = ("<!-- views:start -->\n", "<!-- views:end -->");
+        let a = readme.find(start).expect("README has the views markers") + start.len();
+        let b = readme.find(end).expect("README has the views markers");
+        assert_eq!(
+            &readme[a..b],
+            markdown(),
+            "regenerate with `riskstrat views`"
+        );
+    }
+
+    #[test]
+    fn every_view_has_its_sql_and_dimensions() {
+        for v in VIEWS {
+            let sql = crate::sql::builtin(v.file).unwrap_or_else(|| panic!("{}", v.file));
+            for d in v.dimensions {
+                assert!(
+                    sql.contains(d) || v.person_level,
+                    "{}: dimension {d} not in its SQL",
+                    v.name
+                );
+            }
+            assert_eq!(v.person_level, v.people.is_none(), "{}", v.name);
+        }
+    }
+}
