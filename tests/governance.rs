@@ -137,7 +137,11 @@ fn flow(name: &str, seed: u64) -> Flow {
     assert!(o.status.success(), "{}", stderr(&o));
     // These tests are about the gate; the service evaluation only costs time here.
     let job = std::fs::read_to_string(dir.join("job.toml")).unwrap();
-    std::fs::write(dir.join("job.toml"), job + "\n[outcomes]\nevaluate = false\n").unwrap();
+    std::fs::write(
+        dir.join("job.toml"),
+        job + "\n[outcomes]\nevaluate = false\n",
+    )
+    .unwrap();
     let o = run_job(&dir.join("job.toml"));
     assert!(o.status.success(), "{}", stderr(&o));
     f.run = PathBuf::from(String::from_utf8_lossy(&o.stdout).lines().last().unwrap());
