@@ -6,7 +6,8 @@
 //! 3. the gate operator: `approve` team T01 for the complex-needs cohort;
 //! 4. the care team: `reidentify` (the gate) -> its list, with names;
 //! 5. the care team's feedback: `feedback import`;
-//! 6. the analyst: the run again, leaving out people who declined.
+//! 6. the analyst: the run again, leaving out people who declined;
+//! 7. the commissioner: service outcomes, through disclosure control.
 //!
 //! Nothing identifying is printed: counts and paths only.
 
@@ -183,6 +184,28 @@ pub async fn demo(out: &Path, patients: u64) -> Result<()> {
         "  next run: cohort {COHORT} {} people; {excluded} left out after declining or being judged not appropriate",
         second.manifest.cohorts.get(COHORT).copied().unwrap_or(0)
     );
+    // 7. What a commissioner sees: aggregates through disclosure control.
+    let commissioner = crate::serve::Commissioner::open(
+        std::slice::from_ref(&second.dir),
+        crate::governance::disclosure_control::Policy::default(),
+    )
+    .await?;
+    let answer = commissioner
+        .query(
+            "SELECT service_code, outcome, treated, match_rate, did, did_ci_low, did_ci_high \
+             FROM service_outcomes WHERE outcome = 'emergency_admissions' ORDER BY service_code",
+        )
+        .await?;
+    for line in crate::serve::render::render(&answer, crate::serve::render::Format::Csv)?
+        .lines()
+        .skip(1)
+    {
+        let f: Vec<&str> = line.split(',').collect();
+        println!(
+            "  service {}: {} enrolled patients matched ({} of those enrolled); emergency admissions per 1,000 person-years, difference in differences {} (95% CI {} to {})",
+            f[0], f[2], f[3], f[4], f[5], f[6]
+        );
+    }
     let records = crate::governance::audit::read(&audit_log)?;
     println!(
         "  audit log: {} records, chain intact ({})",
