@@ -34,6 +34,9 @@ pub struct OutcomesSection {
     /// that only need cohorts.
     #[serde(default = "yes")]
     pub evaluate: bool,
+    /// "month" (default) or "quarter": where enrolled patients are scored and matched.
+    #[serde(default)]
+    pub index: crate::outcomes::IndexEvery,
 }
 
 fn yes() -> bool {
@@ -42,7 +45,10 @@ fn yes() -> bool {
 
 impl Default for OutcomesSection {
     fn default() -> Self {
-        Self { evaluate: true }
+        Self {
+            evaluate: true,
+            index: Default::default(),
+        }
     }
 }
 
@@ -141,8 +147,9 @@ pub struct Job {
     pub extra_features: Vec<PathBuf>,
     pub cohorts: Vec<CohortSpec>,
     pub feedback_months: u32,
-    /// Evaluate services (`[outcomes] evaluate`).
+    /// Evaluate services (`[outcomes] evaluate`), at index dates every month or quarter.
     pub evaluate_services: bool,
+    pub outcomes_index: crate::outcomes::IndexEvery,
     pub resources: ResourcesSection,
     pub model: crate::model::ModelConfig,
     pub source: PathBuf,
@@ -388,6 +395,7 @@ impl Job {
             cohorts,
             feedback_months: file.cohorts.feedback_exclusion_months,
             evaluate_services: file.outcomes.evaluate,
+            outcomes_index: file.outcomes.index,
             resources: file.resources,
             model,
             source: path.to_path_buf(),

@@ -3,7 +3,8 @@
 //! patients who were not enrolled?
 //!
 //! 1. `sql/outcomes/enrolments.sql`: each patient's first enrolment per service in
-//!    the two years before `A`, with its month's first day as the index date.
+//!    the two years before `A`; its index date is the first day of its month (or
+//!    quarter, `[outcomes] index = "quarter"`).
 //! 2. At each index date, the whole population is scored with the run's model (the
 //!    feature SQL at that date, the model as a DataFusion expression); each enrolled
 //!    patient is matched to the nearest not-enrolled patient on logit risk at the
@@ -55,6 +56,28 @@ pub fn schema() -> SchemaRef {
     ]))
 }
 
+/// How finely index dates are drawn: each costs one scoring of the population.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexEvery {
+    /// The first day of the start date's month (up to 24 scorings).
+    #[default]
+    Month,
+    /// The first day of its quarter (up to 8): a third of the cost, risk up to three
+    /// months before the start.
+    Quarter,
+}
+
+fn index_date(start: i32, every: IndexEvery) -> i32 {
+    use chrono::Datelike;
+    let d = from_date32(start);
+    let month = match every {
+        IndexEvery::Month => d.month(),
+        IndexEvery::Quarter => (d.month() - 1) / 3 * 3 + 1,
+    };
+    date32(chrono::NaiveDate::from_ymd_opt(d.year(), month, 1).expect("a first of the month"))
+}
+
 struct Enrolment {
     service: String,
     pseudo_id: String,
@@ -84,6 +107,7 @@ pub async fn evaluate(
     extra: &[PathBuf],
     model: &ModelFile,
     population_risk: &[f64],
+    index: IndexEvery,
 ) -> Result<RecordBatch> {
     let mut enrolments = Vec::new();
     for b in crate::sql::query(ctx, &sql.get("outcomes/enrolments.sql")?, params)
@@ -92,7 +116,6 @@ pub async fn evaluate(
             ident("service_code"),
             ident("pseudo_id"),
             ident("start_date"),
-            ident("index_date"),
         ])?
         .sort_by(vec![ident("service_code"), ident("pseudo_id")])?
         .collect()
@@ -101,11 +124,12 @@ pub async fn evaluate(
         let dates =
             |i: usize| -> &Date32Array { b.column(i).as_any().downcast_ref().expect("Date32") };
         for r in 0..b.num_rows() {
+            let start = dates(2).value(r);
             enrolments.push(Enrolment {
                 service: strings(&b, 0).value(r).to_string(),
                 pseudo_id: strings(&b, 1).value(r).to_string(),
-                start: dates(2).value(r),
-                index: dates(3).value(r),
+                start,
+                index: index_date(start, index),
             });
         }
     }
@@ -358,4 +382,30 @@ fn to_batch(rows: &[Row]) -> Result<RecordBatch> {
             f(&|d| d.ci_high),
         ],
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_dates() {
+        let d = |s: &str| date32(chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap());
+        assert_eq!(
+            index_date(d("2025-06-15"), IndexEvery::Month),
+            d("2025-06-01")
+        );
+        assert_eq!(
+            index_date(d("2025-06-15"), IndexEvery::Quarter),
+            d("2025-04-01")
+        );
+        assert_eq!(
+            index_date(d("2025-12-31"), IndexEvery::Quarter),
+            d("2025-10-01")
+        );
+        assert_eq!(
+            index_date(d("2025-01-01"), IndexEvery::Quarter),
+            d("2025-01-01")
+        );
+    }
 }

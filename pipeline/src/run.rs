@@ -167,6 +167,7 @@ pub async fn run(job: &Job) -> Result<RunOutcome> {
                     &job.extra_features,
                     &model,
                     &population_risk,
+                    job.outcomes_index,
                 )
                 .await?;
                 write_batch(&folder.path("service_outcomes.parquet"), &batch)?;
