@@ -124,6 +124,9 @@ enum Command {
     },
     /// Print the commissioner views as a Markdown table.
     Views,
+    /// Serve the newest run of each job to commissioners over Arrow Flight SQL
+    /// (bearer tokens, disclosure control, audited, per-query limits).
+    Serve(riskstrat::serve::flight::ServeArgs),
     /// Approve a care team to receive a cohort (the gate operator; recorded in the audit log).
     Approve {
         #[arg(long)]
@@ -387,6 +390,7 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Demo { out, patients } => riskstrat::demo::demo(&out, patients).await?,
         Command::Features => print!("{}", riskstrat::features::registry::markdown()),
         Command::Views => print!("{}", riskstrat::serve::views::markdown()),
+        Command::Serve(args) => riskstrat::serve::flight::serve(args).await?,
         Command::Query {
             run,
             format,

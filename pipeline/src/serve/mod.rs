@@ -5,6 +5,8 @@
 //! private session used to build the views; the commissioner's session holds
 //! nothing but the views (`views::VIEWS`), so no query can name a person table.
 
+pub mod access;
+pub mod flight;
 pub mod render;
 pub mod views;
 
@@ -21,6 +23,8 @@ use datafusion::dataframe::DataFrame;
 use datafusion::datasource::TableType;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, ident, lit};
@@ -117,10 +121,38 @@ impl Commissioner {
     /// Plan, check, run and protect one query. Refusals are bad input naming the rule.
     pub async fn query(&self, sql: &str) -> Result<Answer> {
         let guarded = self.plan(sql).await?;
-        let state = self.ctx.state();
-        let df = DataFrame::new(state, guarded.plan.clone());
-        let batches = df.collect().await?;
+        let batches = self.execute(&guarded).await?;
         self.protect(&guarded, batches)
+    }
+
+    /// Run a guarded plan; the raw rows must go through `protect` before anyone sees
+    /// them. DataFusion's own error, so a server can tell a memory limit apart.
+    pub async fn execute(&self, guarded: &Guarded) -> datafusion::error::Result<Vec<RecordBatch>> {
+        DataFrame::new(self.ctx.state(), guarded.plan.clone())
+            .collect()
+            .await
+    }
+
+    /// The same session with its own memory pool of `limit` bytes and no spilling, for
+    /// one query of the server: a query that needs more fails with DataFusion's
+    /// ResourcesExhausted instead of starving the others or filling a disk with
+    /// person-level spill files. Shares the catalog and the file caches.
+    pub fn with_memory_limit(&self, limit: usize) -> Result<Self> {
+        let state = self.ctx.state();
+        let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
+            .with_memory_limit(limit, 1.0)
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            .build_arc()?;
+        let state = SessionStateBuilder::new_from_existing(state)
+            .with_runtime_env(runtime)
+            .build();
+        Ok(Self {
+            ctx: SessionContext::new_with_state(state),
+            runs: self.runs.clone(),
+            policy: self.policy,
+        })
     }
 
     /// The guarded plan of a query: planned from SQL (no DDL, DML or statements are
