@@ -21,13 +21,13 @@ use crate::governance::pseudonym::Key;
 use crate::governance::teams::{DIRECT_CARE, Registry, approvals};
 use crate::governance::{refuse_inside, vault};
 use crate::outputs::manifest::Manifest;
+use crate::outputs::run_folder::{read_manifest, register_file};
 use crate::session::{SessionOptions, new_context};
 use crate::sql::Params;
 use chrono::NaiveDate;
 use datafusion::arrow::array::{BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::catalog::MemTable;
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -78,14 +78,7 @@ fn refuse(req: &Request, run: Option<&str>, why: &str, message: String) -> Error
 
 /// The run, and the path of its cohort file.
 fn open_run(run: &Path, cohort: &str) -> std::result::Result<(Manifest, PathBuf), String> {
-    let text = std::fs::read_to_string(run.join("manifest.json")).map_err(|_| {
-        format!(
-            "--run {}: not a complete run folder (no manifest.json)",
-            run.display()
-        )
-    })?;
-    let manifest: Manifest = serde_json::from_str(&text)
-        .map_err(|e| format!("--run {}: manifest.json is unreadable ({e})", run.display()))?;
+    let manifest = read_manifest(run).map_err(|e| e.message)?;
     let file = run.join(format!("cohort_{cohort}.parquet"));
     if !manifest.cohorts.contains_key(cohort) || !file.exists() {
         let names: Vec<&str> = manifest.cohorts.keys().map(String::as_str).collect();
@@ -189,9 +182,9 @@ pub async fn reidentify(req: &Request<'_>) -> Result<Release> {
     let ctx = new_context(&SessionOptions::default())?;
     let as_of = NaiveDate::parse_from_str(&manifest.as_of, "%Y-%m-%d")
         .map_err(|_| Error::failed("manifest.json: as_of is not a date"))?;
-    register(&ctx, "cohort", &cohort_file).await?;
-    register(&ctx, "features", &req.run.join("features.parquet")).await?;
-    register(&ctx, "scores", &req.run.join("scores.parquet")).await?;
+    register_file(&ctx, "cohort", &cohort_file).await?;
+    register_file(&ctx, "features", &req.run.join("features.parquet")).await?;
+    register_file(&ctx, "scores", &req.run.join("scores.parquet")).await?;
     ctx.register_table(
         "vault",
         Arc::new(MemTable::try_new(vault::schema(), vec![vault_rows])?),
@@ -260,22 +253,6 @@ pub async fn reidentify(req: &Request<'_>) -> Result<Release> {
         parquet,
         audit_seq: record.seq,
     })
-}
-
-async fn register(ctx: &SessionContext, name: &str, path: &Path) -> Result<()> {
-    if !path.exists() {
-        return Err(bad_input!(
-            "run folder: {} is missing; is this a complete run?",
-            path.display()
-        ));
-    }
-    ctx.register_parquet(
-        name,
-        path.to_string_lossy().as_ref(),
-        ParquetReadOptions::default(),
-    )
-    .await?;
-    Ok(())
 }
 
 /// Split off the rows whose person is not in the vault (release.sql's `in_vault`).

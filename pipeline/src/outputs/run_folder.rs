@@ -3,7 +3,10 @@
 //! sees a whole run folder or none; a run that fails or is killed leaves only a
 //! hidden staging folder, which the next run of the job removes.
 
+use crate::bad_input;
 use crate::error::{Error, Result};
+use crate::outputs::manifest::Manifest;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use std::path::{Path, PathBuf};
 
 const STAGING_PREFIX: &str = ".staging-";
@@ -121,6 +124,36 @@ pub fn list_runs(output: &Path, job: &str) -> Vec<PathBuf> {
         .collect();
     runs.sort();
     runs
+}
+
+/// The manifest of a complete run folder: readers of runs (the gate, commissioner
+/// views) start here.
+pub fn read_manifest(dir: &Path) -> Result<Manifest> {
+    let text = std::fs::read_to_string(dir.join("manifest.json")).map_err(|_| {
+        bad_input!(
+            "--run {}: not a complete run folder (no manifest.json)",
+            dir.display()
+        )
+    })?;
+    serde_json::from_str(&text)
+        .map_err(|e| bad_input!("--run {}: manifest.json is unreadable ({e})", dir.display()))
+}
+
+/// Register one Parquet file of a run folder as a table.
+pub async fn register_file(ctx: &SessionContext, name: &str, path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Err(bad_input!(
+            "run folder: {} is missing; is this a complete run?",
+            path.display()
+        ));
+    }
+    ctx.register_parquet(
+        name,
+        path.to_string_lossy().as_ref(),
+        ParquetReadOptions::default(),
+    )
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

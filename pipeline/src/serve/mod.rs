@@ -13,7 +13,7 @@ pub mod views;
 use crate::bad_input;
 use crate::error::{Error, Result};
 use crate::governance::disclosure_control::{self, Guarded, Policy};
-use crate::outputs::manifest::Manifest;
+use crate::outputs::run_folder::{read_manifest, register_file};
 use crate::session::{SessionOptions, new_context};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -209,14 +209,7 @@ impl Commissioner {
 /// Build the views of one run folder in a private session that holds its person-level
 /// files; only the views leave it.
 pub async fn open_run(dir: &Path) -> Result<RunViews> {
-    let text = std::fs::read_to_string(dir.join("manifest.json")).map_err(|_| {
-        bad_input!(
-            "--run {}: not a complete run folder (no manifest.json)",
-            dir.display()
-        )
-    })?;
-    let manifest: Manifest = serde_json::from_str(&text)
-        .map_err(|e| bad_input!("--run {}: manifest.json is unreadable ({e})", dir.display()))?;
+    let manifest = read_manifest(dir)?;
     let base = new_context(&SessionOptions::default())?;
     for (name, file) in [
         ("features", "features.parquet"),
@@ -277,22 +270,6 @@ pub async fn open_run(dir: &Path) -> Result<RunViews> {
         catalog,
         schema,
     })
-}
-
-async fn register_file(ctx: &SessionContext, name: &str, path: &Path) -> Result<()> {
-    if !path.exists() {
-        return Err(bad_input!(
-            "run folder: {} is missing; is this a complete run?",
-            path.display()
-        ));
-    }
-    ctx.register_parquet(
-        name,
-        path.to_string_lossy().as_ref(),
-        ParquetReadOptions::default(),
-    )
-    .await?;
-    Ok(())
 }
 
 /// Plan a built-in view's SQL in the private session and register it there, so later
