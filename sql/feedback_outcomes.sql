@@ -1,7 +1,6 @@
--- Care teams' recorded outcomes up to $as_of, as people by team, outcome and service:
--- the run folder's feedback_outcomes.parquet, behind the commissioner view of the
--- same name (disclosure control applies there).
-SELECT team, outcome, service_code, count(DISTINCT pseudo_id) AS people
+-- Care teams' recorded outcomes up to $as_of: one row per team, outcome, service and
+-- person (the run folder's feedback_people.parquet), behind the commissioner view
+-- feedback_outcomes, which counts them through disclosure control.
+SELECT DISTINCT team, outcome, service_code, pseudo_id
 FROM feedback
 WHERE recorded_date <= $as_of
-GROUP BY team, outcome, service_code

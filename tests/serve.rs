@@ -205,7 +205,7 @@ const LOAD: &[&str] = &[
 ];
 
 async fn in_process(sql: &str) -> riskstrat::serve::Answer {
-    let c = Commissioner::open(&[fixture().run.clone()], Policy::default())
+    let c = Commissioner::open(&[fixture().run.clone()], Policy::default(), &cell_key().1)
         .await
         .unwrap();
     c.query(sql).await.unwrap()

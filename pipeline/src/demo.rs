@@ -188,6 +188,7 @@ pub async fn demo(out: &Path, patients: u64) -> Result<()> {
     let commissioner = crate::serve::Commissioner::open(
         std::slice::from_ref(&second.dir),
         crate::governance::disclosure_control::Policy::default(),
+        &crate::governance::pseudonym::Key::read_file(&keys.join("cell.key"))?,
     )
     .await?;
     let answer = commissioner

@@ -120,8 +120,13 @@ enum Command {
         /// One SELECT over the views (see `riskstrat views`).
         sql: String,
         #[command(flatten)]
+        cell_key: riskstrat::serve::CellKeyArg,
+        #[command(flatten)]
         no_keys: NoKeys,
     },
+    /// Write a new random key file (64 hex characters, owner-only): a cell key
+    /// secret, a pseudonymisation key or a vault key.
+    Keygen { file: PathBuf },
     /// Print the commissioner views as a Markdown table.
     Views,
     /// Serve the newest run of each job to commissioners over Arrow Flight SQL
@@ -391,15 +396,27 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Features => print!("{}", riskstrat::features::registry::markdown()),
         Command::Views => print!("{}", riskstrat::serve::views::markdown()),
         Command::Serve(args) => riskstrat::serve::flight::serve(args).await?,
+        Command::Keygen { file } => {
+            if file.exists() {
+                return Err(riskstrat::bad_input!(
+                    "keygen {}: already exists; a key is never overwritten (remove it yourself if it is really unused)",
+                    file.display()
+                ));
+            }
+            riskstrat::governance::pseudonym::Key::random().write_file(&file)?;
+            eprintln!("wrote a new key to {} (owner-only)", file.display());
+        }
         Command::Query {
             run,
             format,
             sql,
+            cell_key,
             no_keys,
         } => {
             no_keys.refuse("query")?;
+            let secret = cell_key.load(run.parent().unwrap_or(&run))?;
             let policy = riskstrat::governance::disclosure_control::Policy::default();
-            let c = riskstrat::serve::Commissioner::open(&[run], policy).await?;
+            let c = riskstrat::serve::Commissioner::open(&[run], policy, &secret).await?;
             let answer = c.query(&sql).await?;
             print!("{}", riskstrat::serve::render::render(&answer, format)?);
         }

@@ -194,8 +194,8 @@ pub async fn run(job: &Job) -> Result<RunOutcome> {
     let mut feedback_excluded = BTreeMap::new();
     if ctx.table_exist("feedback")? {
         let df = crate::sql::query(&ctx, &sql.get("feedback_outcomes.sql")?, &params).await?;
-        write_parquet(df, &folder.path("feedback_outcomes.parquet")).await?;
-        outputs.push("feedback_outcomes.parquet".to_string());
+        write_parquet(df, &folder.path("feedback_people.parquet")).await?;
+        outputs.push("feedback_people.parquet".to_string());
     }
     let (exclusions, feedback) = if ctx.table_exist("feedback")? {
         let ex = crate::sql::query(&ctx, &sql.get("feedback_exclusions.sql")?, &params)

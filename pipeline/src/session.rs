@@ -186,6 +186,45 @@ fn is_pseudo_id_udf() -> datafusion::logical_expr::ScalarUDF {
     )
 }
 
+/// `cell_record_key(pseudo_id)` and `cell_magnitude_key(pseudo_id)`: each person's
+/// record keys for the cell key method, keyed by the deployment's secret. Registered
+/// only in the private session that builds commissioner views, never in a run's.
+pub fn cell_key_udfs(
+    secret: &crate::governance::pseudonym::Key,
+) -> Vec<datafusion::logical_expr::ScalarUDF> {
+    let make = |name: &str, second: bool| {
+        let secret = secret.clone();
+        create_udf(
+            name,
+            vec![DataType::Utf8],
+            DataType::Int64,
+            Volatility::Immutable,
+            Arc::new(move |args: &[ColumnarValue]| {
+                let arrays = ColumnarValue::values_to_arrays(args)?;
+                let ids = datafusion::arrow::compute::cast(&arrays[0], &DataType::Utf8)?;
+                let ids = ids
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("cast to Utf8");
+                let out: datafusion::arrow::array::Int64Array = ids
+                    .iter()
+                    .map(|id| {
+                        id.map(|id| {
+                            let (k, m) = crate::governance::cell_key::record_keys(&secret, id);
+                            if second { m } else { k }
+                        })
+                    })
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+            }),
+        )
+    };
+    vec![
+        make("cell_record_key", false),
+        make("cell_magnitude_key", true),
+    ]
+}
+
 /// `age_band(age)`: the bands of the model's subgroups (`model::age_band`), for views.
 fn age_band_udf() -> datafusion::logical_expr::ScalarUDF {
     create_udf(

@@ -1,21 +1,36 @@
--- service_outcomes: the evaluation of each service in `services` (run folder file
--- service_outcomes.parquet, written by the run's outcomes stage). One row per
--- service and outcome (emergency_admissions, bed_days): patients enrolled, those
--- matched (treated) and their comparison patients (controls), the match rate, rates
--- per 1,000 person-years in the 365 days before and after the start date, and the
--- difference in differences with its 95% interval. Pre-aggregated.
+-- service_outcomes: the evaluation of each service in `services` (run folder files
+-- service_outcomes.parquet and service_people.parquet, written by the run's service
+-- evaluation). One row per service and outcome (emergency_admissions, bed_days):
+-- patients enrolled, those matched (treated) and their comparison patients
+-- (controls), the match rate, rates per 1,000 person-years in the 365 days before and
+-- after the start date, and the difference in differences with its 95% interval.
+-- Pre-aggregated: each count is perturbed by the cell key of its own people, the
+-- match rate is recomputed from the protected counts.
+WITH keys AS (
+  SELECT
+    service_code,
+    sum(CASE WHEN "group" = 'enrolled' THEN cell_record_key(pseudo_id) END) AS __enrolled_key,
+    sum(CASE WHEN "group" = 'treated' THEN cell_record_key(pseudo_id) END) AS __treated_key,
+    sum(CASE WHEN "group" = 'control' THEN cell_record_key(pseudo_id) END) AS __controls_key
+  FROM service_people
+  GROUP BY service_code
+)
 SELECT
-  service_code,
-  outcome,
-  enrolled,
-  treated,
-  controls,
-  match_rate,
-  treated_before,
-  treated_after,
-  control_before,
-  control_after,
-  did,
-  did_ci_low,
-  did_ci_high
-FROM service_outcomes_table
+  o.service_code,
+  o.outcome,
+  o.enrolled,
+  o.treated,
+  o.controls,
+  o.match_rate,
+  o.treated_before,
+  o.treated_after,
+  o.control_before,
+  o.control_after,
+  o.did,
+  o.did_ci_low,
+  o.did_ci_high,
+  k.__enrolled_key,
+  k.__treated_key,
+  k.__controls_key
+FROM service_outcomes_table o
+LEFT JOIN keys k ON k.service_code = o.service_code

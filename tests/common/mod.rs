@@ -424,10 +424,12 @@ pub fn pseudo_ids(path: &Path) -> Vec<String> {
 
 // --- the binary ---
 
-/// The `riskstrat` binary, quiet.
+/// The `riskstrat` binary, quiet, with the tests' cell key secret for `query` and
+/// `serve` in its environment.
 pub fn riskstrat() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_riskstrat"));
     c.env("RISKSTRAT_LOG", "warn");
+    c.env("RISKSTRAT_CELL_KEY", cell_key().0);
     c
 }
 
@@ -455,4 +457,22 @@ pub fn run_job(job: &Path) -> Output {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A cell key secret file for commissioner queries (owner-only, outside run folders),
+/// made once per test binary; the same bytes every time, so answers can be compared.
+#[allow(dead_code)]
+pub fn cell_key() -> (PathBuf, riskstrat::governance::pseudonym::Key) {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let key = riskstrat::governance::pseudonym::Key::from_bytes([42; 32]);
+    let path = PATH.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("cell_key_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cell.key");
+        let _ = std::fs::remove_file(&path);
+        key.write_file(&path).unwrap();
+        path
+    });
+    (path.clone(), key)
 }

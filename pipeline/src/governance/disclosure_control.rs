@@ -1,52 +1,74 @@
 //! THE disclosure control. Read this file to know what a commissioner can get out.
 //!
-//! Every commissioner result passes through here twice: `guard` on the query's
-//! logical plan (as planned from SQL, before views are inlined, so the commissioner
-//! views are its leaves), then `protect` on the rows it returns.
+//! Every commissioner result passes through here: `guard` checks the query's logical
+//! plan (as planned from SQL, before views are inlined, so the commissioner views are
+//! its leaves) against a closed grammar and rewrites it to compute what protection
+//! needs; the caller checks the query's cut against the minimum cell population
+//! (`Guarded::partition`); `protect` then turns true values into released ones.
 //!
-//! `guard` accepts exactly two shapes, and refuses everything else naming the rule:
+//! The grammar (anything else is refused, naming the rule):
 //!
-//! A. one aggregate over one person-level view:
-//!    `[Limit] [Sort] [Projection] [SubqueryAlias]... Aggregate <- (Filter | Projection
-//!    | SubqueryAlias | Sort)... <- person view`, where
-//!    - the aggregates are `count`, `sum` or `avg` of a plain column (or `count(*)`),
-//!      without DISTINCT, FILTER or ORDER BY; `sum`/`avg` only of measures;
-//!    - the grouping keys are plain columns the view declares as dimensions (never an
-//!      identifier, an exact date or a measure such as risk);
-//!    - nothing filters the groups (no HAVING), nothing limits, joins, unions or
-//!      windows the people before they are aggregated, and no subquery hides anywhere;
-//!    - every output column is a grouping key or an aggregate as it is: no
-//!      arithmetic, casts or string tricks on top.
-//! B. rows of one pre-aggregated view (cohort_summary, service_outcomes, ...), filtered
-//!    only on its dimensions.
+//! A. one aggregate over one person-level view (`people`, `cohort_people`):
+//!    `SELECT dims..., aggregates... FROM view [WHERE filter] [GROUP BY dims...]
+//!    [ORDER BY outputs...] [LIMIT n [OFFSET m]]`, where
+//!    - a filter is `dim = literal`, `dim <> literal`, `dim IN (literals)`,
+//!      `dim IS [NOT] NULL`, and AND / OR / NOT of those: dimensions only, no
+//!      functions, CASE, casts or arithmetic, no measures (exact values are never
+//!      filtered on: use the banded dimensions);
+//!    - grouping keys are dimensions as they are;
+//!    - aggregates are `count(*)`, `sum(measure)` and `avg(measure)`, nothing else,
+//!      with no DISTINCT, FILTER or ORDER BY inside;
+//!    - outputs are grouping keys and aggregates as they are (renaming allowed);
+//!    - ORDER BY names outputs, and is applied with LIMIT after protection, to the
+//!      released values: row order never reveals a true value.
+//! B. rows of one pre-aggregated view (`cohort_summary`, `service_outcomes`, ...):
+//!    `SELECT columns... FROM view [WHERE filter] [ORDER BY ...] [LIMIT n]`, with the
+//!    same filter grammar on the view's dimensions.
 //!
-//! `guard` adds hidden columns to the plan: the people in each group (`count(*)`, or
-//! the aggregate view's `people`) and, for each `sum`/`avg`, the people it was
-//! computed over. `protect` then, per the contract: suppresses (null) every statistic
-//! of a group of 1-7 people and every count of 1-7; rounds every other count
-//! (`count`, `sum` of an integer, a view's counts) to the nearest 5; and gives other
-//! statistics (averages, sums of money or risk, rates) to 3 significant figures so
-//! that differencing two large groups does not give one person's value. Thresholds
-//! can be raised, never lowered.
+//! Protection, per the contract and the cell key method (`cell_key`):
+//! - counts of people are perturbed by the perturbation table at the cell's key, then
+//!   a true count of 1-7 or a perturbed count under 8 is released as 0 (its row
+//!   dropped, in a grouped answer: a small cell looks exactly like an empty one),
+//!   and any other count is rounded to the nearest 5;
+//! - sums get magnitude noise scaled to the cell's largest contribution (sums of
+//!   whole numbers are then rounded to 5, others given to 3 significant figures);
+//!   means are the protected sum over the protected count; nothing of a small cell
+//!   is released;
+//! - in pre-aggregated views, counts are perturbed with their own cell keys, ratios
+//!   of counts are recomputed from the protected counts, and estimates are released
+//!   to 3 significant figures with their row or not at all.
+//! - the minimum cell population: every cell of the cross-classification of all the
+//!   dimensions a query names (in WHERE and GROUP BY) must hold 0 or at least 8
+//!   people in the whole view, or the query is refused. Every group or filtered set
+//!   a query can describe is a union of such cells, so two answerable sets differ by
+//!   nobody or by at least 8 people: no query pair isolates a person.
+//!
+//! Thresholds can be raised, never lowered. Hidden columns (record keys, the sums
+//! and keys behind released values) can never be named by a query.
 
+use super::cell_key::{self, PTable};
 use crate::error::{Error, Result};
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch,
+    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, UInt32Array, new_null_array,
 };
-use datafusion::arrow::compute::kernels::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::common::tree_node::TreeNode;
+use datafusion::arrow::compute::{self, SortColumn, SortOptions, kernels::cast};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{Column, ScalarValue};
-use datafusion::functions_aggregate::expr_fn::count;
-use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, Projection};
+use datafusion::functions_aggregate::expr_fn::{count, max, sum};
+use datafusion::logical_expr::{
+    Aggregate, BinaryExpr, Expr, LogicalPlan, Operator, expr::InList, when,
+};
+use datafusion::prelude::{abs, lit};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// The contract's thresholds; configurable upward only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
-    /// Groups and counts below this (and above 0) are suppressed.
+    /// Counts below this (and above 0) are released as 0, and no cell of a query's
+    /// cut may hold fewer people than this (other than none).
     pub min_people: i64,
-    /// Other counts are rounded to the nearest multiple of this.
+    /// Released counts are multiples of this.
     pub round_to: i64,
 }
 
@@ -73,7 +95,24 @@ impl Policy {
             round_to,
         })
     }
+
+    /// The released value of a count of `n` people whose cell key is `key`.
+    pub fn release_count(&self, n: i64, key: i64, table: &PTable) -> i64 {
+        if n < self.min_people {
+            return 0;
+        }
+        let perturbed = table.perturb(n, cell_key::cell_key(key));
+        if perturbed < self.min_people {
+            0
+        } else {
+            round_to(perturbed, self.round_to)
+        }
+    }
 }
+
+/// Person-level views carry each person's record keys in these hidden columns.
+pub const RECORD_KEY: &str = "__record_key";
+pub const MAGNITUDE_KEY: &str = "__magnitude_key";
 
 /// What a view's column is to disclosure control.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,11 +121,27 @@ pub enum Role {
     Dimension,
     /// A per-person number that may be summed or averaged (risk, admissions, ...).
     Measure,
-    /// In a pre-aggregated view: the number of people in the row.
-    People,
-    /// In a pre-aggregated view: a count (rounded, suppressed under the threshold).
-    Count,
-    /// In a pre-aggregated view: a statistic (suppressed with its row, 3 s.f.).
+    /// Never named by a query, never released: keys and the values behind released ones.
+    Hidden,
+    /// In a pre-aggregated view: a count of people, perturbed with the cell key held
+    /// in the hidden column `key`.
+    Count { key: &'static str },
+    /// In a pre-aggregated view: a mean, released as the perturbed `sum` (largest
+    /// contribution `top`, magnitude key `key`) over the protected count `count`.
+    Mean {
+        sum: &'static str,
+        top: &'static str,
+        key: &'static str,
+        count: &'static str,
+    },
+    /// In a pre-aggregated view: a ratio of two of its counts, recomputed from the
+    /// protected counts.
+    Ratio {
+        num: &'static str,
+        den: &'static str,
+    },
+    /// In a pre-aggregated view: an estimate over the row's people, released to 3
+    /// significant figures with its row.
     Statistic,
 }
 
@@ -96,6 +151,11 @@ pub trait ViewRoles {
     /// if there is no such view.
     fn person_level(&self, view: &str) -> Option<bool>;
     fn role(&self, view: &str, column: &str) -> Option<Role>;
+    /// A pre-aggregated view's count of the people behind each row.
+    fn people(&self, view: &str) -> Option<&'static str>;
+    /// Dimensions always part of a person-level view's cut (e.g. `cohort`, where a
+    /// person has a row per cohort).
+    fn always_cut_by(&self, view: &str) -> &'static [&'static str];
 }
 
 /// Why a query was refused: the rule it broke, and where.
@@ -114,90 +174,154 @@ impl From<Refusal> for Error {
     }
 }
 
-fn refuse<T>(rule: &'static str, detail: impl Into<String>) -> std::result::Result<T, Refusal> {
+type Checked<T> = std::result::Result<T, Refusal>;
+
+fn refuse<T>(rule: &'static str, detail: impl Into<String>) -> Checked<T> {
     Err(Refusal {
         rule,
         detail: detail.into(),
     })
 }
 
-/// What an output column is, and which hidden column counts the people behind it.
+fn plan_error(e: datafusion::error::DataFusionError) -> Refusal {
+    Refusal {
+        rule: "plan",
+        detail: e.strip_backtrace(),
+    }
+}
+
+/// What a released column is, with the indices of the guarded plan's columns it is
+/// computed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
-    Key,
-    /// A count of people or events: suppressed if 1 to min-1, else rounded.
-    Count,
-    /// Any other statistic; `n` is the hidden column of the people it is computed
-    /// over, if not the whole group.
+    Key {
+        col: usize,
+    },
+    /// People: released by the perturbation table, 0 if small, rounded.
+    Count {
+        n: usize,
+        key: usize,
+    },
+    /// A sum: magnitude noise, then rounded to 5 (`whole`) or 3 s.f.
+    Sum {
+        sum: usize,
+        top: usize,
+        key: usize,
+        n: usize,
+        nkey: usize,
+        whole: bool,
+    },
+    /// A mean: the protected sum over the protected count of its contributors.
+    Mean {
+        sum: usize,
+        top: usize,
+        key: usize,
+        n: usize,
+        nkey: usize,
+    },
+    /// A ratio of two protected counts (pre-aggregated views).
+    Ratio {
+        num: (usize, usize),
+        den: (usize, usize),
+    },
+    /// An estimate released to 3 s.f. with its row (pre-aggregated views).
     Statistic {
-        n: Option<usize>,
+        col: usize,
+    },
+    /// A value of a pre-aggregated view, released when the view was opened.
+    Released {
+        col: usize,
+        count: bool,
     },
 }
 
 impl Output {
     pub fn is_key(&self) -> bool {
-        matches!(self, Output::Key)
+        matches!(self, Output::Key { .. })
+    }
+    pub fn is_count(&self) -> bool {
+        matches!(
+            self,
+            Output::Count { .. } | Output::Released { count: true, .. }
+        )
     }
 }
 
-/// A plan that passed the guard, with hidden columns after the visible ones.
+/// One ORDER BY key, on a released column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderBy {
+    pub output: usize,
+    pub descending: bool,
+    pub nulls_first: bool,
+}
+
+/// A plan that passed the guard: it computes true values and everything protection
+/// needs; only `protect` turns its rows into an answer.
 #[derive(Debug, Clone)]
 pub struct Guarded {
     pub plan: LogicalPlan,
+    /// The released columns, in order, with their names.
+    pub names: Vec<String>,
     pub outputs: Vec<Output>,
-    /// Index of the hidden group-size column.
+    /// The plan's column of the people behind each row, and of their cell key.
     pub people: usize,
+    pub people_key: usize,
+    /// A grouped answer drops small rows; an ungrouped one releases zeros.
+    pub grouped: bool,
+    pub order: Vec<OrderBy>,
+    pub offset: usize,
+    pub fetch: Option<usize>,
+    /// Person-level queries: the view (as the query named it) and the dimensions whose
+    /// cross-classification must meet the minimum cell population before it runs.
+    pub partition: Option<(String, Vec<String>)>,
 }
 
-const PEOPLE: &str = "__people";
-
-fn hidden_n(i: usize) -> String {
-    format!("__n_{i}")
-}
-
-/// Check a planned query and add the hidden columns `protect` needs.
-pub fn guard(plan: &LogicalPlan, views: &dyn ViewRoles) -> std::result::Result<Guarded, Refusal> {
-    // The nodes above the aggregate (or the aggregate view), top first.
+/// Check a planned query against the grammar and rewrite it for protection.
+pub fn guard(plan: &LogicalPlan, views: &dyn ViewRoles) -> Checked<Guarded> {
+    let names: Vec<String> = plan
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    // The nodes above the aggregate (or the pre-aggregated view), top first.
     let mut above: Vec<&LogicalPlan> = Vec::new();
     let mut node = plan;
     loop {
         match node {
             LogicalPlan::Projection(p) => {
-                for e in &p.expr {
-                    if as_column(e).is_none() {
-                        return refuse(
-                            "output",
-                            format!(
-                                "output `{}` is computed from aggregates; select grouping keys and count/sum/avg as they are",
-                                e.schema_name()
-                            ),
-                        );
-                    }
+                if let Some(e) = p.expr.iter().find(|e| as_column(e).is_none()) {
+                    return refuse(
+                        "output",
+                        format!(
+                            "`{}` is computed: select dimensions and count/sum/avg as they are",
+                            e.schema_name()
+                        ),
+                    );
                 }
             }
             LogicalPlan::Sort(s) => {
                 if s.expr.iter().any(|e| as_column(&e.expr).is_none()) {
                     return refuse("order", "ORDER BY may name output columns only");
                 }
+                if s.fetch.is_some() {
+                    return refuse("order", "ORDER BY ... LIMIT only at the end of the query");
+                }
             }
-            LogicalPlan::Limit(_) | LogicalPlan::SubqueryAlias(_) | LogicalPlan::Filter(_) => {}
-            LogicalPlan::Aggregate(a) => return guard_aggregate(plan, &above, a, views),
+            LogicalPlan::Limit(_) | LogicalPlan::SubqueryAlias(_) => {}
+            LogicalPlan::Filter(_) => {}
+            LogicalPlan::Aggregate(a) => return guard_aggregate(&above, a, views, names),
             LogicalPlan::TableScan(t) => {
                 return guard_aggregate_view(plan, &above, t.table_name.table(), views);
             }
             other => return refuse_node(other, "above the aggregate"),
-        }
-        if let LogicalPlan::Filter(f) = node
-            && has_subquery(&f.predicate)
-        {
-            return refuse("subquery", "subqueries are not allowed");
         }
         above.push(node);
         node = node.inputs()[0];
     }
 }
 
-fn refuse_node<T>(node: &LogicalPlan, place: &str) -> std::result::Result<T, Refusal> {
+fn refuse_node<T>(node: &LogicalPlan, place: &str) -> Checked<T> {
     match node {
         LogicalPlan::Join(_) => refuse("join", "joins are not allowed: each query reads one view"),
         LogicalPlan::Union(_) => refuse("union", "UNION is not allowed"),
@@ -218,6 +342,7 @@ fn refuse_node<T>(node: &LogicalPlan, place: &str) -> std::result::Result<T, Ref
         | LogicalPlan::Dml(_)
         | LogicalPlan::Copy(_)
         | LogicalPlan::Statement(_) => refuse("select", "only SELECT queries are allowed"),
+        LogicalPlan::Subquery(_) => refuse("subquery", "subqueries are not allowed"),
         other => refuse(
             "plan",
             format!("{} is not allowed {place}", other.display()),
@@ -234,31 +359,101 @@ fn as_column(e: &Expr) -> Option<&Column> {
     }
 }
 
-fn has_subquery(e: &Expr) -> bool {
-    e.exists(|e| {
-        Ok(matches!(
-            e,
-            Expr::ScalarSubquery(_)
-                | Expr::InSubquery(_)
-                | Expr::Exists(_)
-                | Expr::OuterReferenceColumn(..)
-        ))
-    })
-    .unwrap_or(true)
+/// Check a WHERE clause against the filter grammar, collecting the dimensions it names.
+fn check_filter(
+    e: &Expr,
+    view: &str,
+    views: &dyn ViewRoles,
+    dims: &mut BTreeSet<String>,
+) -> Checked<()> {
+    let dim = |c: &Expr, dims: &mut BTreeSet<String>| -> Checked<()> {
+        let Expr::Column(c) = c else {
+            return refuse(
+                "filter",
+                format!(
+                    "`{}`: filter on a dimension as it is (no functions, casts or arithmetic)",
+                    c.schema_name()
+                ),
+            );
+        };
+        match views.role(view, &c.name) {
+            Some(Role::Dimension) => {
+                dims.insert(c.name.clone());
+                Ok(())
+            }
+            _ => refuse(
+                "filter",
+                format!(
+                    "`{}` is not a dimension of {view}: filter on dimensions only (exact values are banded, e.g. age_band, emergency_admissions_band)",
+                    c.name
+                ),
+            ),
+        }
+    };
+    let literal = |e: &Expr| -> Checked<()> {
+        match e {
+            Expr::Literal(v, _) if !v.is_null() => Ok(()),
+            other => refuse(
+                "filter",
+                format!(
+                    "`{}`: compare a dimension with a literal value",
+                    other.schema_name()
+                ),
+            ),
+        }
+    };
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
+            Operator::And | Operator::Or => {
+                check_filter(left, view, views, dims)?;
+                check_filter(right, view, views, dims)
+            }
+            Operator::Eq | Operator::NotEq => {
+                let (c, v) = if matches!(left.as_ref(), Expr::Literal(..)) {
+                    (right, left)
+                } else {
+                    (left, right)
+                };
+                dim(c, dims)?;
+                literal(v)
+            }
+            other => refuse(
+                "filter",
+                format!(
+                    "`{other}` is not allowed: filters are =, <>, IN, IS NULL, AND, OR, NOT on dimensions"
+                ),
+            ),
+        },
+        Expr::Not(inner) => check_filter(inner, view, views, dims),
+        Expr::InList(InList { expr, list, .. }) => {
+            dim(expr, dims)?;
+            list.iter().try_for_each(literal)
+        }
+        Expr::IsNull(c) | Expr::IsNotNull(c) => dim(c, dims),
+        Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_) => {
+            refuse("subquery", "subqueries are not allowed")
+        }
+        other => refuse(
+            "filter",
+            format!(
+                "`{}` is not allowed: filters are =, <>, IN, IS NULL, AND, OR, NOT on dimensions",
+                other.schema_name()
+            ),
+        ),
+    }
 }
 
-/// The view under a chain of single-input nodes, checking each node on the way.
-fn person_view<'a>(
-    mut node: &'a LogicalPlan,
+/// The person-level view under the aggregate, checking each node on the way and
+/// collecting the dimensions its filters name.
+fn person_view(
+    mut node: &LogicalPlan,
     views: &dyn ViewRoles,
-) -> std::result::Result<String, Refusal> {
-    loop {
+    dims: &mut BTreeSet<String>,
+) -> Checked<(String, String)> {
+    let mut filters = Vec::new();
+    let view = loop {
         match node {
-            LogicalPlan::Filter(f) => {
-                if has_subquery(&f.predicate) {
-                    return refuse("subquery", "subqueries are not allowed");
-                }
-            }
+            LogicalPlan::Filter(f) => filters.push(&f.predicate),
             LogicalPlan::Projection(p) => {
                 if let Some(e) = p.expr.iter().find(|e| !matches!(e, Expr::Column(_))) {
                     return refuse(
@@ -270,43 +465,58 @@ fn person_view<'a>(
                     );
                 }
             }
-            LogicalPlan::SubqueryAlias(_) | LogicalPlan::Sort(_) => {}
+            LogicalPlan::SubqueryAlias(_) => {}
             LogicalPlan::TableScan(t) => {
                 let name = t.table_name.table().to_string();
-                return match views.person_level(&name) {
-                    Some(true) => Ok(name),
-                    Some(false) => refuse(
-                        "aggregate",
-                        format!(
-                            "{name} is already aggregated: select from it without aggregating again"
-                        ),
-                    ),
-                    None => refuse("view", format!("{name} is not a commissioner view")),
-                };
+                if !t.filters.is_empty() || t.fetch.is_some() {
+                    return refuse("plan", "a scan with pushed-down filters or limits");
+                }
+                match views.person_level(&name) {
+                    Some(true) => break (name, t.table_name.to_string()),
+                    Some(false) => {
+                        return refuse(
+                            "aggregate",
+                            format!(
+                                "{name} is already aggregated: select from it without aggregating again"
+                            ),
+                        );
+                    }
+                    None => return refuse("view", format!("{name} is not a commissioner view")),
+                }
+            }
+            LogicalPlan::Sort(_) => {
+                return refuse("order", "ORDER BY before aggregating is not allowed");
             }
             other => return refuse_node(other, "before aggregating"),
         }
         node = node.inputs()[0];
+    };
+    for f in filters {
+        check_filter(f, &view.0, views, dims)?;
     }
+    Ok(view)
 }
 
 fn guard_aggregate(
-    root: &LogicalPlan,
     above: &[&LogicalPlan],
     agg: &Aggregate,
     views: &dyn ViewRoles,
-) -> std::result::Result<Guarded, Refusal> {
+    names: Vec<String>,
+) -> Checked<Guarded> {
     if above.iter().any(|n| matches!(n, LogicalPlan::Filter(_))) {
         return refuse(
             "having",
             "HAVING (or a filter on aggregated results) is not allowed: it would single out small groups",
         );
     }
-    let view = person_view(&agg.input, views)?;
+    let mut dims = BTreeSet::new();
+    let (view, table) = person_view(&agg.input, views, &mut dims)?;
     let role = |c: &Column| views.role(&view, &c.name);
     for g in &agg.group_expr {
         match g {
-            Expr::Column(c) if role(c) == Some(Role::Dimension) => {}
+            Expr::Column(c) if role(c) == Some(Role::Dimension) => {
+                dims.insert(c.name.clone());
+            }
             Expr::Column(c) => {
                 return refuse(
                     "group",
@@ -330,12 +540,26 @@ fn guard_aggregate(
             }
         }
     }
+    for d in views.always_cut_by(&view) {
+        dims.insert(d.to_string());
+    }
 
-    // Each aggregate: its kind, and for sum/avg the hidden count of its people.
+    // The new aggregate: the keys, then what each released aggregate is computed
+    // from. `at` is the index of an aggregate expression in the new plan's output.
+    let n_keys = agg.group_expr.len();
+    let mut exprs: Vec<Expr> = Vec::new();
+    let mut add = |e: Expr| -> usize {
+        let name = format!("__p{}", exprs.len());
+        exprs.push(e.alias(name));
+        n_keys + exprs.len() - 1
+    };
+    let record_key = || Expr::Column(Column::new_unqualified(RECORD_KEY));
+    let magnitude_key = || Expr::Column(Column::new_unqualified(MAGNITUDE_KEY));
+    let people = add(count(lit(1i64)));
+    let people_key = add(sum(record_key()));
     let input_schema = agg.input.schema();
-    let mut kinds = Vec::new();
-    let mut hidden = vec![count(Expr::Literal(ScalarValue::Int64(Some(1)), None)).alias(PEOPLE)];
-    for (i, e) in agg.aggr_expr.iter().enumerate() {
+    let mut kinds = Vec::with_capacity(agg.aggr_expr.len());
+    for e in &agg.aggr_expr {
         let inner = match e {
             Expr::Alias(a) => a.expr.as_ref(),
             e => e,
@@ -352,7 +576,7 @@ fn guard_aggregate(
             return refuse(
                 "aggregate",
                 format!(
-                    "{name} is not allowed: use count, sum or avg (min, max, medians, percentiles and lists would show individuals)"
+                    "{name} is not allowed: use count(*), sum or avg (min, max, medians, percentiles and lists would show individuals)"
                 ),
             );
         }
@@ -363,20 +587,46 @@ fn guard_aggregate(
             );
         }
         let kind = match (name.as_str(), p.args.as_slice()) {
-            ("count", [Expr::Literal(..)]) => Output::Count,
-            ("count", [Expr::Column(c)]) if role(c).is_some() => Output::Count,
+            ("count", [Expr::Literal(v, _)]) if !v.is_null() => Output::Count {
+                n: people,
+                key: people_key,
+            },
+            ("count", _) => {
+                return refuse(
+                    "aggregate",
+                    "count people with count(*); filter with WHERE on dimensions",
+                );
+            }
             (_, [Expr::Column(c)]) if role(c) == Some(Role::Measure) => {
-                let ty = input_schema
+                let whole = input_schema
                     .field_with_name(c.relation.as_ref(), &c.name)
-                    .map(|f| f.data_type().clone())
-                    .unwrap_or(DataType::Float64);
-                hidden.push(count(Expr::Column(c.clone())).alias(hidden_n(i)));
-                if name == "sum" && ty.is_integer() {
-                    // A sum of whole numbers counts events: treat it as a count.
-                    Output::Count
+                    .map(|f| f.data_type().is_integer())
+                    .unwrap_or(false);
+                let m = || Expr::Column(c.clone());
+                let present = || m().is_not_null();
+                let s = add(sum(m()));
+                let top = add(max(abs(m())));
+                let key = add(sum(magnitude_key()));
+                let n = add(count(m()));
+                let nkey = add(sum(when(present(), record_key())
+                    .end()
+                    .map_err(plan_error)?));
+                if name == "sum" {
+                    Output::Sum {
+                        sum: s,
+                        top,
+                        key,
+                        n,
+                        nkey,
+                        whole,
+                    }
                 } else {
-                    Output::Statistic {
-                        n: Some(hidden.len() - 1),
+                    Output::Mean {
+                        sum: s,
+                        top,
+                        key,
+                        n,
+                        nkey,
                     }
                 }
             }
@@ -401,27 +651,29 @@ fn guard_aggregate(
         };
         kinds.push(kind);
     }
-    let n_keys = agg.group_expr.len();
-    let hidden_names: Vec<String> = hidden.iter().map(|e| e.schema_name().to_string()).collect();
-    let mut aggr_expr = agg.aggr_expr.clone();
-    aggr_expr.extend(hidden);
-    let new_agg = LogicalPlan::Aggregate(
-        Aggregate::try_new(agg.input.clone(), agg.group_expr.clone(), aggr_expr).map_err(|e| {
-            Refusal {
-                rule: "plan",
-                detail: e.to_string(),
-            }
-        })?,
+    let plan = LogicalPlan::Aggregate(
+        Aggregate::try_new(agg.input.clone(), agg.group_expr.clone(), exprs).map_err(plan_error)?,
     );
-    // A statistic's `n` indexes `hidden` here; `finish` makes it an output index.
-    let outputs = trace(root, above, |i| {
+    let at_bottom = |i: usize| -> Output {
         if i < n_keys {
-            Output::Key
+            Output::Key { col: i }
         } else {
             kinds[i - n_keys]
         }
-    })?;
-    finish(new_agg, above, &hidden_names, outputs)
+    };
+    let (outputs, order, offset, fetch) = trace(above, names.len(), at_bottom)?;
+    Ok(Guarded {
+        plan,
+        names,
+        outputs,
+        people,
+        people_key,
+        grouped: n_keys > 0,
+        order,
+        offset,
+        fetch,
+        partition: Some((table, dims.into_iter().collect())),
+    })
 }
 
 fn guard_aggregate_view(
@@ -429,171 +681,264 @@ fn guard_aggregate_view(
     above: &[&LogicalPlan],
     view: &str,
     views: &dyn ViewRoles,
-) -> std::result::Result<Guarded, Refusal> {
+) -> Checked<Guarded> {
     match views.person_level(view) {
         None => return refuse("view", format!("{view} is not a commissioner view")),
         Some(true) => {
             return refuse(
                 "aggregate",
                 format!(
-                    "{view} has a row per person: aggregate it with count, sum or avg, grouped by its dimensions"
+                    "{view} has a row per person: aggregate it with count(*), sum or avg, grouped by its dimensions"
                 ),
             );
         }
         Some(false) => {}
     }
+    // A pre-aggregated view holds released values only (`protect_view` made it), so
+    // ORDER BY and LIMIT may stay in the plan; filters still name dimensions only, so
+    // that no query selects rows by a released number.
+    let mut dims = BTreeSet::new();
     for n in above {
         if let LogicalPlan::Filter(f) = n {
-            let mut bad = None;
-            let _ = f.predicate.apply(|e| {
-                if let Expr::Column(c) = e
-                    && views.role(view, &c.name) != Some(Role::Dimension)
-                {
-                    bad = Some(c.name.clone());
-                }
-                Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
-            });
-            if let Some(c) = bad {
-                return refuse(
-                    "filter",
-                    format!("filter {view} on its dimensions only, not `{c}`"),
-                );
-            }
+            check_filter(&f.predicate, view, views, &mut dims)?;
         }
     }
+    let schema = root.schema();
+    let mut outputs = Vec::with_capacity(schema.fields().len());
     let scan = match above.last() {
         Some(n) => n.inputs()[0],
         None => root,
     };
     let LogicalPlan::TableScan(t) = scan else {
-        unreachable!("guard stops at the scan")
+        return refuse("plan", "a pre-aggregated view is read as it is");
     };
-    let people = views_people(
-        view,
-        &t.projected_schema
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect::<Vec<_>>(),
-        views,
-    )
-    .ok_or_else(|| Refusal {
-        rule: "view",
-        detail: format!("{view} declares no people column"),
-    })?;
-    let schema = t.projected_schema.clone();
-    let outputs = trace(root, above, |i| {
-        let name = schema.field(i).name();
-        match views.role(view, name) {
-            Some(Role::Dimension) | None => Output::Key,
-            Some(Role::People) | Some(Role::Count) => Output::Count,
-            Some(Role::Statistic) | Some(Role::Measure) => Output::Statistic { n: None },
-        }
-    })?;
-    // Carry the view's people column up as the hidden group size.
-    let mut exprs: Vec<Expr> = schema.columns().into_iter().map(Expr::Column).collect();
-    exprs.push(Expr::Column(Column::new_unqualified(&people)).alias(PEOPLE));
-    let base = LogicalPlan::Projection(
-        Projection::try_new(exprs, Arc::new(scan.clone())).map_err(|e| Refusal {
-            rule: "plan",
-            detail: e.to_string(),
-        })?,
-    );
-    finish(base, above, &[PEOPLE.to_string()], outputs)
-}
-
-fn views_people(view: &str, columns: &[String], views: &dyn ViewRoles) -> Option<String> {
-    columns
-        .iter()
-        .find(|c| views.role(view, c) == Some(Role::People))
-        .cloned()
-}
-
-/// For each output column of `root`, what it is: followed down through the nodes
-/// above to the column of the aggregate (or scan) it comes from.
-fn trace(
-    root: &LogicalPlan,
-    above: &[&LogicalPlan],
-    at_bottom: impl Fn(usize) -> Output,
-) -> std::result::Result<Vec<Output>, Refusal> {
-    let width = root.schema().fields().len();
-    let mut out = Vec::with_capacity(width);
-    for i in 0..width {
-        let mut idx = i;
-        for n in above {
-            if let LogicalPlan::Projection(p) = n {
-                let c = as_column(&p.expr[idx]).expect("checked in guard");
-                idx = p.input.schema().index_of_column(c).map_err(|e| Refusal {
-                    rule: "plan",
-                    detail: e.to_string(),
-                })?;
-            }
-        }
-        out.push(at_bottom(idx));
-    }
-    Ok(out)
-}
-
-/// Rebuild the nodes above `bottom`, each Projection carrying the hidden columns.
-fn finish(
-    bottom: LogicalPlan,
-    above: &[&LogicalPlan],
-    hidden: &[String],
-    outputs: Vec<Output>,
-) -> std::result::Result<Guarded, Refusal> {
-    let err = |e: datafusion::error::DataFusionError| Refusal {
-        rule: "plan",
-        detail: e.to_string(),
-    };
-    let mut plan = bottom;
-    for n in above.iter().rev() {
-        plan = match n {
-            LogicalPlan::Projection(p) => {
-                let mut exprs = p.expr.clone();
-                exprs.extend(
-                    hidden
-                        .iter()
-                        .map(|h| Expr::Column(Column::new_unqualified(h))),
-                );
-                LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(plan)).map_err(err)?)
-            }
-            other => other
-                .with_new_exprs(other.expressions(), vec![plan])
-                .map_err(err)?,
-        };
-    }
-    let schema = plan.schema().clone();
-    let position = |name: &str| {
-        schema
-            .fields()
-            .iter()
-            .position(|f| f.name() == name)
-            .ok_or_else(|| Refusal {
-                rule: "plan",
-                detail: format!("hidden column {name} lost"),
-            })
-    };
-    let people = position(PEOPLE)?;
-    // Statistic n: index into `hidden` -> index in the output.
-    let mut fixed = Vec::with_capacity(outputs.len());
-    for o in outputs {
-        fixed.push(match o {
-            Output::Statistic { n: Some(h) } => Output::Statistic {
-                n: Some(position(&hidden[h])?),
+    for i in 0..schema.fields().len() {
+        let b = bottom_index(above, i)?;
+        let name = t.projected_schema.field(b).name();
+        outputs.push(match views.role(view, name) {
+            Some(Role::Dimension) => Output::Key { col: i },
+            Some(Role::Count { .. }) => Output::Released {
+                col: i,
+                count: true,
             },
-            o => o,
+            Some(_) => Output::Released {
+                col: i,
+                count: false,
+            },
+            None => return refuse("view", format!("{view} has no column {name}")),
         });
     }
     Ok(Guarded {
-        plan,
-        outputs: fixed,
-        people,
+        plan: root.clone(),
+        names: schema.fields().iter().map(|f| f.name().clone()).collect(),
+        outputs,
+        people: 0,
+        people_key: 0,
+        grouped: true,
+        order: Vec::new(),
+        offset: 0,
+        fetch: None,
+        partition: None,
     })
 }
 
-/// Apply suppression and rounding to a guarded query's rows, dropping the hidden
-/// columns. Counts come out as Int64, other statistics as Float64.
-pub fn protect(batch: &RecordBatch, g: &Guarded, policy: &Policy) -> Result<RecordBatch> {
+/// Protect the rows of a pre-aggregated view once, when a run is opened: counts
+/// perturbed with their own cell keys, means and ratios recomputed from protected
+/// values, estimates to 3 s.f., rows of fewer than the minimum dropped, and hidden
+/// columns gone. Queries then read only these released rows.
+pub fn protect_view(
+    batch: &RecordBatch,
+    view: &str,
+    views: &dyn ViewRoles,
+    policy: &Policy,
+) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    let index = |name: &str| -> Result<usize> {
+        schema
+            .index_of(name)
+            .map_err(|_| Error::failed(format!("view {view} has no column {name}")))
+    };
+    let people_col = views
+        .people(view)
+        .ok_or_else(|| Error::failed(format!("view {view} declares no people column")))?;
+    let count_cols = |name: &str| -> Result<(usize, usize)> {
+        match views.role(view, name) {
+            Some(Role::Count { key }) => Ok((index(name)?, index(key)?)),
+            _ => Err(Error::failed(format!("{view}.{name} is not a count"))),
+        }
+    };
+    let (n, key) = count_cols(people_col)?;
+    let mut outputs = Vec::new();
+    let mut names = Vec::new();
+    for (i, f) in schema.fields().iter().enumerate() {
+        let o = match views.role(view, f.name()) {
+            Some(Role::Dimension) => Output::Key { col: i },
+            Some(Role::Count { .. }) => {
+                let (n, key) = count_cols(f.name())?;
+                Output::Count { n, key }
+            }
+            Some(Role::Mean {
+                sum,
+                top,
+                key,
+                count,
+            }) => {
+                let (n, nkey) = count_cols(count)?;
+                Output::Mean {
+                    sum: index(sum)?,
+                    top: index(top)?,
+                    key: index(key)?,
+                    n,
+                    nkey,
+                }
+            }
+            Some(Role::Ratio { num, den }) => Output::Ratio {
+                num: count_cols(num)?,
+                den: count_cols(den)?,
+            },
+            Some(Role::Statistic) => Output::Statistic { col: i },
+            Some(Role::Hidden) => continue,
+            Some(Role::Measure) | None => {
+                return Err(Error::failed(format!(
+                    "view {view}: column {} has no disclosure role",
+                    f.name()
+                )));
+            }
+        };
+        outputs.push(o);
+        names.push(f.name().clone());
+    }
+    let g = Guarded {
+        plan: LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+            produce_one_row: false,
+            schema: Arc::new(datafusion::common::DFSchema::empty()),
+        }),
+        names,
+        outputs,
+        people: n,
+        people_key: key,
+        grouped: true,
+        order: Vec::new(),
+        offset: 0,
+        fetch: None,
+        partition: None,
+    };
+    protect(std::slice::from_ref(batch), &g, policy, &schema)
+}
+
+/// The index in the bottom node's schema an output column of the top comes from.
+fn bottom_index(above: &[&LogicalPlan], mut idx: usize) -> Checked<usize> {
+    for n in above {
+        if let LogicalPlan::Projection(p) = n {
+            let c = as_column(&p.expr[idx]).expect("checked in guard");
+            idx = p.input.schema().index_of_column(c).map_err(plan_error)?;
+        }
+    }
+    Ok(idx)
+}
+
+/// ORDER BY and LIMIT of the nodes above, on output columns.
+type Tail = (Vec<OrderBy>, usize, Option<usize>);
+
+fn tail(above: &[&LogicalPlan], outputs_bottom: &[usize]) -> Checked<Tail> {
+    let mut order = Vec::new();
+    let (mut offset, mut fetch) = (0, None);
+    let mut seen_limit = false;
+    // Bottom-up: a Sort must come before (below) any Limit.
+    for (depth, n) in above.iter().enumerate().rev() {
+        match n {
+            LogicalPlan::Sort(s) => {
+                if seen_limit || !order.is_empty() {
+                    return refuse(
+                        "order",
+                        "one ORDER BY, before LIMIT, at the end of the query",
+                    );
+                }
+                for e in &s.expr {
+                    let c = as_column(&e.expr).expect("checked in guard");
+                    let i = n.inputs()[0]
+                        .schema()
+                        .index_of_column(c)
+                        .map_err(plan_error)?;
+                    let b = bottom_index(&above[depth + 1..], i)?;
+                    let Some(output) = outputs_bottom.iter().position(|&o| o == b) else {
+                        return refuse("order", "ORDER BY may name output columns only");
+                    };
+                    order.push(OrderBy {
+                        output,
+                        descending: !e.asc,
+                        nulls_first: e.nulls_first,
+                    });
+                }
+            }
+            LogicalPlan::Limit(l) => {
+                if seen_limit {
+                    return refuse("limit", "one LIMIT, at the end of the query");
+                }
+                seen_limit = true;
+                let int = |e: &Option<Box<Expr>>| -> Checked<Option<usize>> {
+                    match e.as_deref() {
+                        None => Ok(None),
+                        Some(Expr::Literal(ScalarValue::Int64(Some(v)), _)) if *v >= 0 => {
+                            Ok(Some(*v as usize))
+                        }
+                        Some(_) => refuse("limit", "LIMIT and OFFSET take whole numbers"),
+                    }
+                };
+                offset = int(&l.skip)?.unwrap_or(0);
+                fetch = int(&l.fetch)?;
+            }
+            _ => {
+                if seen_limit
+                    && !matches!(
+                        n,
+                        LogicalPlan::Projection(_) | LogicalPlan::SubqueryAlias(_)
+                    )
+                {
+                    return refuse("limit", "LIMIT only at the end of the query");
+                }
+            }
+        }
+    }
+    Ok((order, offset, fetch))
+}
+
+/// For each output column of the query, what it is, and its ORDER BY / LIMIT.
+fn trace(
+    above: &[&LogicalPlan],
+    width: usize,
+    at_bottom: impl Fn(usize) -> Output,
+) -> Checked<(Vec<Output>, Vec<OrderBy>, usize, Option<usize>)> {
+    let mut outputs = Vec::with_capacity(width);
+    let mut bottoms = Vec::with_capacity(width);
+    for i in 0..width {
+        let b = bottom_index(above, i)?;
+        bottoms.push(b);
+        outputs.push(at_bottom(b));
+    }
+    let (order, offset, fetch) = tail(above, &bottoms)?;
+    Ok((outputs, order, offset, fetch))
+}
+
+/// The released rows of a guarded query: protection applied, small rows dropped (in
+/// grouped answers), then ORDER BY and LIMIT on the released values.
+pub fn protect(
+    batches: &[RecordBatch],
+    g: &Guarded,
+    policy: &Policy,
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
+    let table = PTable::standard();
+    let batch = compute::concat_batches(schema, batches)?;
+    let rows = batch.num_rows();
+    if g.outputs
+        .iter()
+        .all(|o| matches!(o, Output::Key { .. } | Output::Released { .. }))
+        && g.partition.is_none()
+    {
+        // Rows of a pre-aggregated view: released already, sorted and limited by the plan.
+        return Ok(batch);
+    }
     let int = |i: usize| -> Result<Int64Array> {
         let a = cast::cast(batch.column(i), &DataType::Int64)?;
         Ok(a.as_any()
@@ -601,57 +946,188 @@ pub fn protect(batch: &RecordBatch, g: &Guarded, policy: &Policy) -> Result<Reco
             .expect("cast to Int64")
             .clone())
     };
-    let small = |v: &Int64Array| -> BooleanArray {
-        v.iter()
-            .map(|x| Some(x.is_some_and(|x| x >= 1 && x < policy.min_people)))
-            .collect()
+    let float = |i: usize| -> Result<Float64Array> {
+        let a = cast::cast(batch.column(i), &DataType::Float64)?;
+        Ok(a.as_any()
+            .downcast_ref::<Float64Array>()
+            .expect("cast to Float64")
+            .clone())
     };
-    let group_small = small(&int(g.people)?);
-    let mut fields = Vec::new();
-    let mut columns: Vec<ArrayRef> = Vec::new();
-    for (i, o) in g.outputs.iter().enumerate() {
-        let field = batch.schema().field(i).clone();
-        match o {
-            Output::Key => {
-                fields.push(field);
-                columns.push(batch.column(i).clone());
+    let released = |n: usize, key: usize| -> Result<Vec<i64>> {
+        let (n, key) = (int(n)?, int(key)?);
+        Ok((0..rows)
+            .map(|r| {
+                let count = if n.is_null(r) { 0 } else { n.value(r) };
+                let k = if key.is_null(r) { 0 } else { key.value(r) };
+                policy.release_count(count, k, &table)
+            })
+            .collect())
+    };
+    let people = released(g.people, g.people_key)?;
+    let sum_of = |s: usize, top: usize, key: usize| -> Result<Vec<Option<f64>>> {
+        let (s, top, key) = (float(s)?, float(top)?, int(key)?);
+        Ok((0..rows)
+            .map(|r| {
+                (!s.is_null(r)).then(|| {
+                    cell_key::perturb_sum(
+                        s.value(r),
+                        if top.is_null(r) { 0.0 } else { top.value(r) },
+                        cell_key::cell_key(if key.is_null(r) { 0 } else { key.value(r) }),
+                    )
+                })
+            })
+            .collect())
+    };
+    let mut fields = Vec::with_capacity(g.outputs.len());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(g.outputs.len());
+    for (o, name) in g.outputs.iter().zip(&g.names) {
+        let small = |r: usize| people[r] == 0;
+        let (field, column): (Field, ArrayRef) = match *o {
+            Output::Key { col } => {
+                let c = batch.column(col).clone();
+                (Field::new(name, c.data_type().clone(), true), c)
             }
-            Output::Count => {
-                let v = int(i)?;
-                let own = small(&v);
-                let out: Int64Array = (0..v.len())
+            Output::Count { n, key } => {
+                let v = released(n, key)?;
+                let out: Int64Array = (0..rows)
+                    .map(|r| Some(if small(r) { 0 } else { v[r] }))
+                    .collect();
+                (Field::new(name, DataType::Int64, true), Arc::new(out))
+            }
+            Output::Sum {
+                sum,
+                top,
+                key,
+                n,
+                nkey,
+                whole,
+            } => {
+                let s = sum_of(sum, top, key)?;
+                let n = released(n, nkey)?;
+                let value = |r: usize| -> Option<f64> {
+                    if small(r) || n[r] == 0 {
+                        return None;
+                    }
+                    s[r]
+                };
+                if whole {
+                    let out: Int64Array = (0..rows)
+                        .map(|r| value(r).map(|v| round_to(v.round() as i64, policy.round_to)))
+                        .collect();
+                    (Field::new(name, DataType::Int64, true), Arc::new(out))
+                } else {
+                    let out: Float64Array = (0..rows)
+                        .map(|r| value(r).map(|v| significant(v, 3)))
+                        .collect();
+                    (Field::new(name, DataType::Float64, true), Arc::new(out))
+                }
+            }
+            Output::Mean {
+                sum,
+                top,
+                key,
+                n,
+                nkey,
+            } => {
+                let s = sum_of(sum, top, key)?;
+                let n = released(n, nkey)?;
+                let out: Float64Array = (0..rows)
                     .map(|r| {
-                        if v.is_null(r) || group_small.value(r) || own.value(r) {
-                            None
-                        } else {
-                            Some(round_to(v.value(r), policy.round_to))
+                        if small(r) || n[r] == 0 {
+                            return None;
                         }
+                        s[r].map(|s| significant(s / n[r] as f64, 3))
                     })
                     .collect();
-                fields.push(Field::new(field.name(), DataType::Int64, true));
-                columns.push(Arc::new(out));
+                (Field::new(name, DataType::Float64, true), Arc::new(out))
             }
-            Output::Statistic { n } => {
-                let v = cast::cast(batch.column(i), &DataType::Float64)?;
-                let v = v.as_any().downcast_ref::<Float64Array>().expect("Float64");
-                let n_small = n.map(|n| int(n).map(|a| small(&a))).transpose()?;
-                let out: Float64Array = (0..v.len())
+            Output::Ratio { num, den } => {
+                let (a, b) = (released(num.0, num.1)?, released(den.0, den.1)?);
+                let out: Float64Array = (0..rows)
                     .map(|r| {
-                        let hide = v.is_null(r)
-                            || group_small.value(r)
-                            || n_small.as_ref().is_some_and(|s| s.value(r));
-                        (!hide).then(|| significant(v.value(r), 3))
+                        (!small(r) && b[r] > 0).then(|| significant(a[r] as f64 / b[r] as f64, 3))
                     })
                     .collect();
-                fields.push(Field::new(field.name(), DataType::Float64, true));
-                columns.push(Arc::new(out));
+                (Field::new(name, DataType::Float64, true), Arc::new(out))
+            }
+            Output::Released { col, .. } => {
+                let c = batch.column(col).clone();
+                (Field::new(name, c.data_type().clone(), true), c)
+            }
+            Output::Statistic { col } => {
+                let v = float(col)?;
+                let out: Float64Array = (0..rows)
+                    .map(|r| (!small(r) && !v.is_null(r)).then(|| significant(v.value(r), 3)))
+                    .collect();
+                (Field::new(name, DataType::Float64, true), Arc::new(out))
+            }
+        };
+        fields.push(field);
+        columns.push(column);
+    }
+    let out_schema = Arc::new(Schema::new(fields));
+    let mut out = if columns.is_empty() {
+        RecordBatch::try_new_with_options(
+            out_schema,
+            columns,
+            &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?
+    } else {
+        RecordBatch::try_new(out_schema, columns)?
+    };
+    // A small cell looks like an empty one: in a grouped answer, it has no row.
+    if g.grouped {
+        let keep: datafusion::arrow::array::BooleanArray =
+            people.iter().map(|&p| Some(p > 0)).collect();
+        out = compute::filter_record_batch(&out, &keep)?;
+    } else if rows == 0 {
+        // An ungrouped aggregate always has its one row.
+        let cols: Vec<ArrayRef> = out
+            .schema()
+            .fields()
+            .iter()
+            .zip(&g.outputs)
+            .map(|(f, o)| match o {
+                Output::Count { .. } => Arc::new(Int64Array::from(vec![0])) as ArrayRef,
+                _ => new_null_array(f.data_type(), 1),
+            })
+            .collect();
+        out = RecordBatch::try_new(out.schema(), cols)?;
+    }
+    order_and_limit(out, g)
+}
+
+/// ORDER BY and LIMIT on released values, ties kept in a stable order.
+fn order_and_limit(batch: RecordBatch, g: &Guarded) -> Result<RecordBatch> {
+    let mut batch = batch;
+    if !g.order.is_empty() && batch.num_rows() > 1 {
+        let mut keys: Vec<SortColumn> = g
+            .order
+            .iter()
+            .map(|o| SortColumn {
+                values: batch.column(o.output).clone(),
+                options: Some(SortOptions {
+                    descending: o.descending,
+                    nulls_first: o.nulls_first,
+                }),
+            })
+            .collect();
+        // Then by every released key column, so ties never fall back on true values.
+        for (i, o) in g.outputs.iter().enumerate() {
+            if o.is_key() {
+                keys.push(SortColumn {
+                    values: batch.column(i).clone(),
+                    options: None,
+                });
             }
         }
+        let idx: UInt32Array = compute::lexsort_to_indices(&keys, None)?;
+        batch = compute::take_record_batch(&batch, &idx)?;
     }
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
+    let n = batch.num_rows();
+    let start = g.offset.min(n);
+    let len = g.fetch.map_or(n - start, |f| f.min(n - start));
+    Ok(batch.slice(start, len))
 }
 
 /// To the nearest multiple of `step` (halves away from zero).
@@ -691,5 +1167,63 @@ mod tests {
         assert!(Policy::new(7, 5).is_err());
         assert!(Policy::new(8, 4).is_err());
         assert_eq!(Policy::new(10, 10).unwrap().min_people, 10);
+    }
+
+    #[test]
+    fn released_counts_are_zero_or_rounded_and_never_small() {
+        let p = Policy::default();
+        let t = PTable::standard();
+        for n in 0..200 {
+            for key in (0..cell_key::TABLE_SIZE).step_by(7) {
+                let r = p.release_count(n, key, &t);
+                assert!(r == 0 || (r >= 10 && r % 5 == 0), "{n} -> {r}");
+                if n < 8 {
+                    assert_eq!(r, 0);
+                }
+                assert!((r - n).abs() <= cell_key::MAX_ADJUSTMENT + 2 || r == 0);
+            }
+        }
+        // The same cell (same people, same key) always gets the same answer.
+        assert_eq!(p.release_count(123, 999, &t), p.release_count(123, 999, &t));
+    }
+
+    /// Two cells that differ by one person (one added) against two that differ by
+    /// none in size (one swapped for another): over many pairs, the released
+    /// difference tells them apart barely better than a coin.
+    #[test]
+    fn one_person_more_is_hard_to_tell_from_one_person_swapped() {
+        use rand::{Rng, SeedableRng};
+        let p = Policy::default();
+        let t = PTable::standard();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut added = std::collections::HashMap::<i64, f64>::new();
+        let mut swapped = std::collections::HashMap::<i64, f64>::new();
+        let pairs = 200_000;
+        for _ in 0..pairs {
+            let n = rng.random_range(50..500i64);
+            let key: i64 = rng.random_range(0..cell_key::TABLE_SIZE);
+            let (a, b) = (
+                rng.random_range(0..cell_key::TABLE_SIZE),
+                rng.random_range(0..cell_key::TABLE_SIZE),
+            );
+            let base = p.release_count(n, key, &t);
+            *added
+                .entry(p.release_count(n + 1, key + a, &t) - base)
+                .or_default() += 1.0;
+            *swapped
+                .entry(p.release_count(n, key - b + a, &t) - base)
+                .or_default() += 1.0;
+        }
+        let diffs: std::collections::BTreeSet<i64> =
+            added.keys().chain(swapped.keys()).copied().collect();
+        let tv: f64 = diffs
+            .iter()
+            .map(|d| (added.get(d).unwrap_or(&0.0) - swapped.get(d).unwrap_or(&0.0)).abs())
+            .sum::<f64>()
+            / (2.0 * pairs as f64);
+        let accuracy = 0.5 + tv / 2.0;
+        // Rounding alone would tell them apart with certainty whenever the two
+        // released values differ; the perturbation keeps the best guess near a coin.
+        assert!(accuracy < 0.6, "best guess right {accuracy:.3} of the time");
     }
 }

@@ -8,9 +8,11 @@
 //! - `gate`: re-identification, for one care team, under an approval.
 //! - `audit`: the hash-chained log of every approval, release, refusal and import.
 //! - `feedback`: care teams' outcomes back into pseudonymised data.
+//! - `cell_key`: record keys, cell keys and the perturbation table (the cell key method).
 //! - `disclosure_control`: what a commissioner's query may return.
 
 pub mod audit;
+pub mod cell_key;
 pub mod disclosure_control;
 pub mod feedback;
 pub mod gate;

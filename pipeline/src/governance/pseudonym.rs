@@ -64,6 +64,11 @@ impl Key {
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Key(bytes)
     }
+    /// 32 bytes from the operating system's generator (through rand's thread RNG,
+    /// a CSPRNG seeded from it).
+    pub fn random() -> Self {
+        Key(rand::random())
+    }
     pub fn bytes(&self) -> &[u8; 32] {
         &self.0
     }

@@ -17,6 +17,7 @@ use crate::bad_input;
 use crate::error::{Error, ErrorKind, Result};
 use crate::governance::audit::{self, Record};
 use crate::governance::disclosure_control::Policy;
+use crate::governance::pseudonym::Key;
 use crate::outputs::run_folder::list_runs;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
@@ -77,6 +78,8 @@ pub struct ServeArgs {
     /// Memory one query may use (e.g. 512MiB); beyond it the query fails.
     #[arg(long, default_value = "1GiB")]
     pub query_memory: String,
+    #[command(flatten)]
+    pub cell_key: super::CellKeyArg,
 }
 
 #[derive(Debug, Clone)]
@@ -110,7 +113,8 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         },
         memory_text: args.query_memory.clone(),
     };
-    let runs = newest_runs(&args.runs).await?;
+    let secret = args.cell_key.load(&args.runs)?;
+    let runs = newest_runs(&args.runs, &secret).await?;
     for r in &runs {
         tracing::info!(
             "serving {CATALOG}.{} from run {}",
@@ -191,7 +195,7 @@ fn parse_seconds(s: &str) -> Result<Duration> {
 }
 
 /// The newest complete run of each job under `dir` (`<job>/<run_id>/`), by job name.
-pub async fn newest_runs(dir: &Path) -> Result<Vec<RunViews>> {
+pub async fn newest_runs(dir: &Path, secret: &Key) -> Result<Vec<RunViews>> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
         bad_input!(
             "--runs {}: cannot read it ({e}); give a job's output folder ([job] output)",
@@ -210,7 +214,7 @@ pub async fn newest_runs(dir: &Path) -> Result<Vec<RunViews>> {
         let Some(newest) = list_runs(dir, &job).pop() else {
             continue;
         };
-        let run = open_run(&newest).await?;
+        let run = open_run(&newest, secret, &Policy::default()).await?;
         if let Some(other) = runs.iter().find(|r| r.job == run.job) {
             return Err(bad_input!(
                 "--runs {}: {} and {} both hold runs of job {}; keep one folder per job",
@@ -426,7 +430,7 @@ impl Service {
                 self.limits.memory_text
             ))
         } else {
-            Status::internal(format!("query failed: {}", e.strip_backtrace()))
+            status(super::query_failed(&e.strip_backtrace()))
         }
     }
 

@@ -13,6 +13,7 @@ pub mod views;
 use crate::bad_input;
 use crate::error::{Error, Result};
 use crate::governance::disclosure_control::{self, Guarded, Policy};
+use crate::governance::pseudonym::Key;
 use crate::outputs::run_folder::{read_manifest, register_file};
 use crate::session::{SessionOptions, new_context};
 use datafusion::arrow::array::RecordBatch;
@@ -20,16 +21,19 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::dataframe::DataFrame;
+use datafusion::datasource::MemTable;
 use datafusion::datasource::TableType;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, ident, lit};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use views::{Catalog, VIEWS};
 
 /// The catalog every commissioner session shows; one schema per job.
@@ -38,6 +42,29 @@ pub const CATALOG: &str = "riskstrat";
 /// A job's schema name: its name with `-` as `_`, so it needs no quoting.
 pub fn schema_name(job: &str) -> String {
     job.replace('-', "_")
+}
+
+/// The deployment's cell key secret: whoever answers commissioners holds it (a key
+/// file, 64 hex characters, owner-only), never a run folder.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CellKeyArg {
+    /// The cell key secret file (perturbation of commissioner answers); also from the
+    /// environment variable RISKSTRAT_CELL_KEY. Make one with `riskstrat keygen FILE`.
+    #[arg(long = "cell-key", env = "RISKSTRAT_CELL_KEY", value_name = "FILE")]
+    pub cell_key: Option<PathBuf>,
+}
+
+impl CellKeyArg {
+    /// Read the secret, refusing one kept inside the data it protects.
+    pub fn load(&self, data: &Path) -> Result<Key> {
+        let path = self.cell_key.as_ref().ok_or_else(|| {
+            bad_input!(
+                "--cell-key: commissioner answers are perturbed with the deployment's cell key secret; give its file with --cell-key FILE or RISKSTRAT_CELL_KEY (make one with `riskstrat keygen FILE`)"
+            )
+        })?;
+        crate::governance::refuse_inside(path, data, "--cell-key")?;
+        Key::read_file(path).map_err(|e| e.context("--cell-key"))
+    }
 }
 
 /// One run as a commissioner sees it.
@@ -56,9 +83,12 @@ pub struct Commissioner {
     ctx: SessionContext,
     pub runs: Vec<RunViews>,
     pub policy: Policy,
+    /// Whether each (view, dimensions) cut meets the minimum cell population: it
+    /// depends on the run only, so it is computed once.
+    cuts: Arc<Mutex<HashMap<(String, Vec<String>), bool>>>,
 }
 
-/// A protected answer: counts rounded, small numbers suppressed.
+/// A protected answer: counts perturbed and rounded, small cells left out.
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub schema: SchemaRef,
@@ -68,12 +98,24 @@ pub struct Answer {
     pub outputs: Vec<disclosure_control::Output>,
 }
 
+/// A commissioner query that failed while running, as the caller sees it: the
+/// detail, which could hold data values, goes only to the operator's log, under the
+/// reference the caller is given.
+pub fn query_failed(detail: &dyn std::fmt::Display) -> Error {
+    let reference = format!("{:08x}", rand::random::<u32>());
+    tracing::warn!(target: "riskstrat::operator", "query failure {reference}: {detail}");
+    Error::failed(format!(
+        "the query could not be answered (reference {reference}); tell whoever runs this service the reference"
+    ))
+}
+
 impl Commissioner {
-    /// A session over these run folders; the first is the default schema.
-    pub async fn open(runs: &[PathBuf], policy: Policy) -> Result<Self> {
+    /// A session over these run folders; the first is the default schema. `secret`
+    /// is the deployment's cell key secret (`--cell-key`).
+    pub async fn open(runs: &[PathBuf], policy: Policy, secret: &Key) -> Result<Self> {
         let mut opened = Vec::new();
         for dir in runs {
-            opened.push(open_run(dir).await?);
+            opened.push(open_run(dir, secret, &policy).await?);
         }
         Self::from_runs(opened, policy)
     }
@@ -105,7 +147,12 @@ impl Commissioner {
         for r in &runs {
             catalog.register_schema(&schema_name(&r.job), r.schema.clone())?;
         }
-        Ok(Self { ctx, runs, policy })
+        Ok(Self {
+            ctx,
+            runs,
+            policy,
+            cuts: Default::default(),
+        })
     }
 
     pub fn catalog(&self) -> Catalog {
@@ -118,15 +165,17 @@ impl Commissioner {
         }
     }
 
-    /// Plan, check, run and protect one query. Refusals are bad input naming the rule.
+    /// Plan, check, run and protect one query. Refusals are bad input naming the rule;
+    /// a failure while running says nothing but a reference.
     pub async fn query(&self, sql: &str) -> Result<Answer> {
         let guarded = self.plan(sql).await?;
-        let batches = self.execute(&guarded).await?;
+        let batches = self.execute(&guarded).await.map_err(|e| query_failed(&e))?;
         self.protect(&guarded, batches)
     }
 
     /// Run a guarded plan; the raw rows must go through `protect` before anyone sees
-    /// them. DataFusion's own error, so a server can tell a memory limit apart.
+    /// them. DataFusion's own error, so a server can tell a memory limit apart; show
+    /// callers `query_failed` of it, never the error itself.
     pub async fn execute(&self, guarded: &Guarded) -> datafusion::error::Result<Vec<RecordBatch>> {
         DataFrame::new(self.ctx.state(), guarded.plan.clone())
             .collect()
@@ -152,11 +201,13 @@ impl Commissioner {
             ctx: SessionContext::new_with_state(state),
             runs: self.runs.clone(),
             policy: self.policy,
+            cuts: self.cuts.clone(),
         })
     }
 
     /// The guarded plan of a query: planned from SQL (no DDL, DML or statements are
-    /// even planned into effect), then checked by disclosure control.
+    /// even planned into effect), checked by disclosure control, and its cut checked
+    /// against the minimum cell population.
     pub async fn plan(&self, sql: &str) -> Result<Guarded> {
         let plan = self
             .ctx
@@ -175,28 +226,63 @@ impl Commissioner {
                     detail: "only SELECT queries are allowed".into(),
                 })
             })?;
-        Ok(disclosure_control::guard(&plan, &self.catalog())?)
+        let guarded = disclosure_control::guard(&plan, &self.catalog())?;
+        if let Some((view, dims)) = &guarded.partition {
+            self.check_cut(view, dims).await?;
+        }
+        Ok(guarded)
     }
 
-    /// Suppress and round every batch, dropping the hidden columns.
-    pub fn protect(&self, guarded: &Guarded, batches: Vec<RecordBatch>) -> Result<Answer> {
-        let mut out = Vec::with_capacity(batches.len());
-        for b in &batches {
-            out.push(disclosure_control::protect(b, guarded, &self.policy)?);
-        }
-        let schema = match out.first() {
-            Some(b) => b.schema(),
+    /// Refuse a query whose cut (the cross-classification of every dimension it
+    /// names) has a cell of 1 to `min_people - 1` people anywhere in the view: the
+    /// answer depends on the dimensions named, never on the values asked for.
+    async fn check_cut(&self, view: &str, dims: &[String]) -> Result<()> {
+        let key = (view.to_string(), dims.to_vec());
+        let known = self.cuts.lock().expect("cut cache").get(&key).copied();
+        let fine = match known {
+            Some(fine) => fine,
             None => {
-                let empty =
-                    RecordBatch::new_empty(Arc::new(guarded.plan.schema().as_arrow().clone()));
-                disclosure_control::protect(&empty, guarded, &self.policy)?.schema()
+                let small = self
+                    .ctx
+                    .table(view)
+                    .await?
+                    .aggregate(
+                        dims.iter().map(|d| ident(d.as_str())).collect(),
+                        vec![count(lit(1i64)).alias("n")],
+                    )?
+                    .filter(ident("n").lt(lit(self.policy.min_people)))?
+                    .limit(0, Some(1))?
+                    .count()
+                    .await
+                    .map_err(|e| query_failed(&e))?;
+                let fine = small == 0;
+                self.cuts.lock().expect("cut cache").insert(key, fine);
+                fine
             }
         };
-        let rows = out.iter().map(|b| b.num_rows()).sum();
+        if fine {
+            Ok(())
+        } else {
+            Err(disclosure_control::Refusal {
+                rule: "cut",
+                detail: format!(
+                    "{} cut the population of {view} into cells of fewer than {} people: use fewer or coarser dimensions",
+                    if dims.is_empty() { "the query".to_string() } else { dims.join(" x ") },
+                    self.policy.min_people
+                ),
+            }
+            .into())
+        }
+    }
+
+    /// Protect a guarded query's raw rows: one batch of released values.
+    pub fn protect(&self, guarded: &Guarded, batches: Vec<RecordBatch>) -> Result<Answer> {
+        let schema = Arc::new(guarded.plan.schema().as_arrow().clone());
+        let out = disclosure_control::protect(&batches, guarded, &self.policy, &schema)?;
         Ok(Answer {
-            schema,
-            batches: out,
-            rows,
+            schema: out.schema(),
+            rows: out.num_rows(),
+            batches: vec![out],
             outputs: guarded.outputs.clone(),
         })
     }
@@ -207,10 +293,14 @@ impl Commissioner {
 }
 
 /// Build the views of one run folder in a private session that holds its person-level
-/// files; only the views leave it.
-pub async fn open_run(dir: &Path) -> Result<RunViews> {
+/// files and the cell key functions; only the views leave it, and the pre-aggregated
+/// ones only as released values.
+pub async fn open_run(dir: &Path, secret: &Key, policy: &Policy) -> Result<RunViews> {
     let manifest = read_manifest(dir)?;
     let base = new_context(&SessionOptions::default())?;
+    for udf in crate::session::cell_key_udfs(secret) {
+        base.register_udf(udf);
+    }
     for (name, file) in [
         ("features", "features.parquet"),
         ("scores", "scores.parquet"),
@@ -244,7 +334,8 @@ pub async fn open_run(dir: &Path) -> Result<RunViews> {
     base.register_table("cohort_membership", membership.into_view())?;
     for (name, file) in [
         ("service_outcomes_table", "service_outcomes.parquet"),
-        ("feedback_outcomes_table", "feedback_outcomes.parquet"),
+        ("service_people", "service_people.parquet"),
+        ("feedback_people", "feedback_people.parquet"),
     ] {
         let path = dir.join(file);
         if path.exists() {
@@ -252,14 +343,33 @@ pub async fn open_run(dir: &Path) -> Result<RunViews> {
         }
     }
     register_view(&base, "person", "views/person.sql").await?;
+    // Held in memory once: every query would otherwise recompute two keyed hashes
+    // per person.
+    let person = base.table("person").await?.cache().await?;
+    base.deregister_table("person")?;
+    base.register_table("person", person.into_view())?;
 
     let schema = Arc::new(MemorySchemaProvider::new());
     let mut catalog = Catalog::default();
     for v in VIEWS {
-        if v.needs.is_some_and(|f| !dir.join(f).exists()) {
+        if v.needs.iter().any(|f| !dir.join(f).exists()) {
             continue;
         }
         let table = register_view(&base, v.name, v.file).await?;
+        let table: Arc<dyn TableProvider> = if v.person_level {
+            table
+        } else {
+            // Computed and protected once: a query reads only released rows.
+            let rows = base.table(v.name).await?.collect().await?;
+            let raw = datafusion::arrow::compute::concat_batches(&table.schema(), &rows)?;
+            let released = disclosure_control::protect_view(
+                &raw,
+                v.name,
+                &Catalog::one(v, table.schema()),
+                policy,
+            )?;
+            Arc::new(MemTable::try_new(released.schema(), vec![vec![released]])?)
+        };
         catalog.views.push((v, table.schema()));
         schema.register_table(v.name.to_string(), table)?;
     }

@@ -14,15 +14,19 @@ pub struct View {
     pub person_level: bool,
     /// Columns people may be grouped and filtered by.
     pub dimensions: &'static [&'static str],
-    /// Pre-aggregated views: the column holding the number of people in a row.
+    /// Person-level views: dimensions always part of a query's cut (a person has a
+    /// row per cohort in `cohort_people`, so its cut is always by cohort too).
+    pub always_cut_by: &'static [&'static str],
+    /// Pre-aggregated views: the count of the people behind each row.
     pub people: Option<&'static str>,
-    /// Pre-aggregated views: other columns that are counts.
-    pub counts: &'static [&'static str],
+    /// Pre-aggregated views: what each other column is (hidden ones are never shown).
+    pub columns: &'static [(&'static str, Role)],
     /// A run-folder file the view needs; without it the view is absent.
-    pub needs: Option<&'static str>,
+    pub needs: &'static [&'static str],
     pub doc: &'static str,
 }
 
+/// The dimensions of a person: categories, and the measures people filter on, banded.
 const PERSON_DIMENSIONS: &[&str] = &[
     "practice_code",
     "lsoa_code",
@@ -31,7 +35,30 @@ const PERSON_DIMENSIONS: &[&str] = &[
     "age_band",
     "sex",
     "tier",
+    "emergency_admissions_band",
+    "polypharmacy_band",
+    "ltc_band",
+    "gp_appts_band",
 ];
+
+const COHORT_DIMENSIONS: &[&str] = &[
+    "cohort",
+    "practice_code",
+    "lsoa_code",
+    "imd_decile",
+    "imd_quintile",
+    "age_band",
+    "sex",
+    "tier",
+    "emergency_admissions_band",
+    "polypharmacy_band",
+    "ltc_band",
+    "gp_appts_band",
+];
+
+const fn count(key: &'static str) -> Role {
+    Role::Count { key }
+}
 
 pub const VIEWS: &[View] = &[
     View {
@@ -39,56 +66,79 @@ pub const VIEWS: &[View] = &[
         file: "views/people.sql",
         person_level: true,
         dimensions: PERSON_DIMENSIONS,
+        always_cut_by: &[],
         people: None,
-        counts: &[],
-        needs: None,
-        doc: "one row per person in the population at A: dimensions practice_code, lsoa_code, imd_decile, imd_quintile, age_band, sex, tier; measures risk, age and every numeric feature",
+        columns: &[],
+        needs: &[],
+        doc: "one row per person in the population at A, read only through count(*), sum and avg: dimensions practice_code, lsoa_code, imd_decile, imd_quintile, age_band, sex, tier, emergency_admissions_band (0, 1, 2, 3+), polypharmacy_band (0-4, 5-9, 10+ drugs), ltc_band (0, 1, 2, 3+ groups), gp_appts_band (0, 1-4, 5-9, 10+); measures risk, age and every numeric feature",
     },
     View {
         name: "cohort_people",
         file: "views/cohort_people.sql",
         person_level: true,
-        dimensions: &[
-            "cohort",
-            "practice_code",
-            "lsoa_code",
-            "imd_decile",
-            "imd_quintile",
-            "age_band",
-            "sex",
-            "tier",
-        ],
+        dimensions: COHORT_DIMENSIONS,
+        always_cut_by: &["cohort"],
         people: None,
-        counts: &[],
-        needs: None,
-        doc: "one row per person and cohort they are in: the dimensions of people plus cohort",
+        columns: &[],
+        needs: &[],
+        doc: "one row per person and cohort they are in: the dimensions and measures of people plus cohort",
     },
     View {
         name: "cohort_summary",
         file: "views/cohort_summary.sql",
         person_level: false,
-        dimensions: &[
-            "cohort",
-            "practice_code",
-            "lsoa_code",
-            "imd_decile",
-            "age_band",
-            "sex",
-            "tier",
-        ],
+        dimensions: &["cohort", "practice_code", "tier"],
+        always_cut_by: &[],
         people: Some("people"),
-        counts: &[],
-        needs: None,
-        doc: "people and mean_risk by cohort, practice, LSOA, IMD decile, age band, sex and tier",
+        columns: &[
+            ("people", count("__people_key")),
+            (
+                "mean_risk",
+                Role::Mean {
+                    sum: "__risk_sum",
+                    top: "__risk_top",
+                    key: "__risk_key",
+                    count: "people",
+                },
+            ),
+            ("__people_key", Role::Hidden),
+            ("__risk_sum", Role::Hidden),
+            ("__risk_top", Role::Hidden),
+            ("__risk_key", Role::Hidden),
+        ],
+        needs: &[],
+        doc: "people and mean risk by cohort, practice and tier (rows of fewer than 8 people are left out)",
     },
     View {
         name: "service_outcomes",
         file: "views/service_outcomes.sql",
         person_level: false,
         dimensions: &["service_code", "outcome"],
+        always_cut_by: &[],
         people: Some("treated"),
-        counts: &["enrolled", "controls"],
-        needs: Some("service_outcomes.parquet"),
+        columns: &[
+            ("enrolled", count("__enrolled_key")),
+            ("treated", count("__treated_key")),
+            ("controls", count("__controls_key")),
+            (
+                "match_rate",
+                Role::Ratio {
+                    num: "treated",
+                    den: "enrolled",
+                },
+            ),
+            ("treated_before", Role::Statistic),
+            ("treated_after", Role::Statistic),
+            ("control_before", Role::Statistic),
+            ("control_after", Role::Statistic),
+            ("did", Role::Statistic),
+            ("did_ci_low", Role::Statistic),
+            ("did_ci_high", Role::Statistic),
+            ("__enrolled_key", Role::Hidden),
+            ("__treated_key", Role::Hidden),
+            ("__controls_key", Role::Hidden),
+        ],
+        needs: &["service_outcomes.parquet", "service_people.parquet"],
         doc: "per service and outcome (emergency admissions, bed days): rates per 1,000 person-years before and after the start, for the enrolled and matched comparison patients, the match rate and the difference in differences with its 95% interval",
     },
     View {
@@ -96,9 +146,13 @@ pub const VIEWS: &[View] = &[
         file: "views/feedback_outcomes.sql",
         person_level: false,
         dimensions: &["team", "outcome", "service_code"],
+        always_cut_by: &[],
         people: Some("people"),
-        counts: &[],
-        needs: Some("feedback_outcomes.parquet"),
+        columns: &[
+            ("people", count("__people_key")),
+            ("__people_key", Role::Hidden),
+        ],
+        needs: &["feedback_people.parquet"],
         doc: "care teams' recorded outcomes up to A: people by team, outcome and service",
     },
 ];
@@ -114,8 +168,38 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// A catalog of one view.
+    pub fn one(view: &'static View, schema: SchemaRef) -> Self {
+        Catalog {
+            views: vec![(view, schema)],
+        }
+    }
+
     fn get(&self, name: &str) -> Option<&(&'static View, SchemaRef)> {
         self.views.iter().find(|(v, _)| v.name == name)
+    }
+}
+
+impl View {
+    /// What `column` (of a schema holding it) is to disclosure control.
+    pub fn role(
+        &self,
+        column: &str,
+        data_type: &datafusion::arrow::datatypes::DataType,
+    ) -> Option<Role> {
+        if self.dimensions.contains(&column) {
+            return Some(Role::Dimension);
+        }
+        if column.starts_with("__") {
+            return Some(Role::Hidden);
+        }
+        if self.person_level {
+            return data_type.is_numeric().then_some(Role::Measure);
+        }
+        self.columns
+            .iter()
+            .find(|(c, _)| *c == column)
+            .map(|(_, r)| *r)
     }
 }
 
@@ -127,21 +211,15 @@ impl ViewRoles for Catalog {
     fn role(&self, view: &str, column: &str) -> Option<Role> {
         let (v, schema) = self.get(view)?;
         let field = schema.field_with_name(column).ok()?;
-        if v.dimensions.contains(&column) {
-            return Some(Role::Dimension);
-        }
-        if v.people == Some(column) {
-            return Some(Role::People);
-        }
-        if v.counts.contains(&column) {
-            return Some(Role::Count);
-        }
-        let numeric = field.data_type().is_numeric();
-        match (v.person_level, numeric) {
-            (true, true) => Some(Role::Measure),
-            (false, true) => Some(Role::Statistic),
-            _ => None,
-        }
+        v.role(column, field.data_type())
+    }
+
+    fn people(&self, view: &str) -> Option<&'static str> {
+        self.get(view).and_then(|(v, _)| v.people)
+    }
+
+    fn always_cut_by(&self, view: &str) -> &'static [&'static str] {
+        self.get(view).map(|(v, _)| v.always_cut_by).unwrap_or(&[])
     }
 }
 
@@ -188,6 +266,9 @@ mod tests {
                 );
             }
             assert_eq!(v.person_level, v.people.is_none(), "{}", v.name);
+            for (c, _) in v.columns {
+                assert!(sql.contains(c), "{}: column {c} not in its SQL", v.name);
+            }
         }
     }
 }

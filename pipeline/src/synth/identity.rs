@@ -134,6 +134,14 @@ pub fn synthetic_vault_key(seed: u64) -> Key {
     Key::from_bytes(h.finalize().into())
 }
 
+/// The cell key secret of a synthetic deployment (commissioner answers' perturbation).
+pub fn synthetic_cell_key(seed: u64) -> Key {
+    let mut h = Sha256::new();
+    h.update(b"riskstrat synthetic cell key v1");
+    h.update(seed.to_le_bytes());
+    Key::from_bytes(h.finalize().into())
+}
+
 /// An index beyond any synthetic person (at most 50 million), stable per string.
 fn stranger(id: &str) -> u64 {
     let h = Sha256::digest(id.as_bytes());

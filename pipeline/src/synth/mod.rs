@@ -274,6 +274,7 @@ fn write_gate_files(opts: &SynthOptions, world: &World) -> Result<()> {
     for (name, key) in [
         ("pseudonym.key", synthetic_key(opts.seed)),
         ("vault.key", identity::synthetic_vault_key(opts.seed)),
+        ("cell.key", identity::synthetic_cell_key(opts.seed)),
     ] {
         let path = keys.join(name);
         if path.exists() {
