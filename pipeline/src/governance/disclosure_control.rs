@@ -1222,6 +1222,9 @@ mod tests {
             .sum::<f64>()
             / (2.0 * pairs as f64);
         let accuracy = 0.5 + tv / 2.0;
+        println!(
+            "one person added or swapped: told apart {accuracy:.3} of the time over {pairs} pairs"
+        );
         // Rounding alone would tell them apart with certainty whenever the two
         // released values differ; the perturbation keeps the best guess near a coin.
         assert!(accuracy < 0.6, "best guess right {accuracy:.3} of the time");
