@@ -200,7 +200,7 @@ const LOAD: &[&str] = &[
     "SELECT tier, count(*) AS n, sum(emergency_admissions_12m) AS admissions FROM people GROUP BY tier ORDER BY tier",
     "SELECT imd_quintile, count(*) AS n, avg(age) AS mean_age FROM riskstrat.complex_needs.people GROUP BY imd_quintile ORDER BY imd_quintile",
     "SELECT cohort, tier, count(*) AS n FROM cohort_people GROUP BY cohort, tier ORDER BY cohort, tier",
-    "SELECT count(*) AS n, avg(risk) AS mean_risk FROM people WHERE age > 65",
+    "SELECT count(*) AS n, avg(risk) AS mean_risk FROM people WHERE age_band IN ('65-74', '75-84', '85+')",
     "SELECT lsoa_code, count(*) AS n FROM people GROUP BY lsoa_code ORDER BY lsoa_code",
 ];
 
@@ -307,7 +307,7 @@ fn python_adbc_client() {
         )
     });
     let server = Server::start("python", &[]);
-    let sql = "SELECT lsoa_code, age_band, sex, count(*) AS n, avg(risk) AS mean_risk FROM people GROUP BY lsoa_code, age_band, sex ORDER BY lsoa_code, age_band, sex";
+    let sql = "SELECT practice_code, age_band, sex, count(*) AS n, avg(risk) AS mean_risk FROM people GROUP BY practice_code, age_band, sex ORDER BY practice_code, age_band, sex";
     let answer = tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(in_process(sql));

@@ -108,7 +108,7 @@ pub async fn evaluate(
     model: &ModelFile,
     population_risk: &[f64],
     index: IndexEvery,
-) -> Result<RecordBatch> {
+) -> Result<(RecordBatch, RecordBatch)> {
     let mut enrolments = Vec::new();
     for b in crate::sql::query(ctx, &sql.get("outcomes/enrolments.sql")?, params)
         .await?
@@ -334,7 +334,30 @@ pub async fn evaluate(
             });
         }
     }
-    to_batch(&rows)
+    // The people behind each count, so that disclosure control can perturb each count
+    // by the cell key of exactly its people (never shown to commissioners).
+    let mut service = Vec::new();
+    let mut id = Vec::new();
+    let mut group = Vec::new();
+    for e in &enrolments {
+        service.push(e.service.as_str());
+        id.push(e.pseudo_id.as_str());
+        group.push("enrolled");
+    }
+    for e in &episodes {
+        service.push(services[e.service].as_str());
+        id.push(e.pseudo_id.as_str());
+        group.push(if e.treated { "treated" } else { "control" });
+    }
+    let people = RecordBatch::try_from_iter(vec![
+        (
+            "service_code",
+            Arc::new(StringArray::from(service)) as ArrayRef,
+        ),
+        ("pseudo_id", Arc::new(StringArray::from(id)) as ArrayRef),
+        ("group", Arc::new(StringArray::from(group)) as ArrayRef),
+    ])?;
+    Ok((to_batch(&rows)?, people))
 }
 
 struct Row {

@@ -160,7 +160,7 @@ pub async fn run(job: &Job) -> Result<RunOutcome> {
     if job.evaluate_services && ctx.table_exist("services")? {
         progress
             .stage("outcomes", async {
-                let batch = crate::outcomes::evaluate(
+                let (batch, people) = crate::outcomes::evaluate(
                     &ctx,
                     &sql,
                     &params,
@@ -171,10 +171,12 @@ pub async fn run(job: &Job) -> Result<RunOutcome> {
                 )
                 .await?;
                 write_batch(&folder.path("service_outcomes.parquet"), &batch)?;
+                write_batch(&folder.path("service_people.parquet"), &people)?;
                 Ok::<_, crate::error::Error>(())
             })
             .await?;
         outputs.push("service_outcomes.parquet".to_string());
+        outputs.push("service_people.parquet".to_string());
     }
     std::fs::write(
         folder.path("model.json"),

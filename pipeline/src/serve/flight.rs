@@ -767,7 +767,15 @@ impl FlightSqlService for Service {
         let mut b = query.into_builder();
         for r in runs_of(&*caller(&request)?) {
             for (view, schema) in &r.catalog.views {
-                b.append(CATALOG, schema_name(&r.job), view.name, "VIEW", schema)
+                // Hidden columns (record keys) are no business of a client's browser.
+                let visible: Vec<_> = schema
+                    .fields()
+                    .iter()
+                    .filter(|f| !f.name().starts_with("__"))
+                    .cloned()
+                    .collect();
+                let schema = datafusion::arrow::datatypes::Schema::new(visible);
+                b.append(CATALOG, schema_name(&r.job), view.name, "VIEW", &schema)
                     .map_err(|e| Status::internal(e.to_string()))?;
             }
         }

@@ -439,3 +439,26 @@ impl TableProvider for SealedView {
         state.create_physical_plan(&plan.build()?).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a cast error inside a query echoed the row it failed on
+    /// (`Cannot cast string 'E01011111|high|0.53'`), to the caller and into the audit log.
+    #[test]
+    fn runtime_errors_carry_no_data_only_a_reference() {
+        let detail = "Arrow error: Cast error: Cannot cast string 'E01011111|high|0.53' to value of Int32 type";
+        let a = query_failed(&detail);
+        let b = query_failed(&detail);
+        for e in [&a, &b] {
+            assert!(
+                !e.message.contains("E01011111") && !e.message.contains("0.53"),
+                "{}",
+                e.message
+            );
+            assert!(e.message.contains("reference "), "{}", e.message);
+        }
+        assert_ne!(a.message, b.message, "each failure gets its own reference");
+    }
+}
