@@ -1480,3 +1480,38 @@ fn utility_of_protected_answers_for_large_cells() {
     );
     assert!(cr >= 0.95 && mr >= 0.95, "counts {cr:.3}, means {mr:.3}");
 }
+
+/// Pre-aggregated views cannot be pinned by their ratios: `service_outcomes`' counts
+/// are perturbed and rounded like any count, and its match rate is the released
+/// `treated` over the released `enrolled`, never the true ratio to 3 s.f.
+#[test]
+fn service_outcomes_ratios_come_from_released_counts() {
+    let rt = rt();
+    let c = commissioner(&rt, run_dir());
+    let a = rt
+        .block_on(c.query(
+            "SELECT service_code, outcome, enrolled, treated, controls, match_rate, did FROM service_outcomes ORDER BY service_code, outcome",
+        ))
+        .unwrap();
+    let rows = rows_of(&a.batches);
+    assert!(
+        !rows.is_empty(),
+        "no service evaluated in the synthetic run"
+    );
+    for r in &rows {
+        let n = |i: usize| r[i].as_ref().unwrap().parse::<i64>().unwrap();
+        for i in 2..5 {
+            let v = n(i);
+            assert!(v >= 10 && v % 5 == 0, "{r:?}: count {v}");
+        }
+        let rate: f64 = r[5].as_ref().unwrap().parse().unwrap();
+        assert_eq!(
+            rate,
+            riskstrat::governance::disclosure_control::significant(n(3) as f64 / n(2) as f64, 3),
+            "{r:?}"
+        );
+    }
+    // The view shows none of the keys or people behind it.
+    let names: Vec<String> = a.schema.fields().iter().map(|f| f.name().clone()).collect();
+    assert!(names.iter().all(|n| !n.starts_with("__")), "{names:?}");
+}
