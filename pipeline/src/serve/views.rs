@@ -14,8 +14,8 @@ pub struct View {
     pub person_level: bool,
     /// Columns people may be grouped and filtered by.
     pub dimensions: &'static [&'static str],
-    /// Person-level views: dimensions always part of a query's cut (a person has a
-    /// row per cohort in `cohort_people`, so its cut is always by cohort too).
+    /// Person-level views: further dimensions, always part of a query's cut (a person
+    /// has a row per cohort in `cohort_people`, so its cut is always by cohort too).
     pub always_cut_by: &'static [&'static str],
     /// Pre-aggregated views: the count of the people behind each row.
     pub people: Option<&'static str>,
@@ -28,21 +28,6 @@ pub struct View {
 
 /// The dimensions of a person: categories, and the measures people filter on, banded.
 const PERSON_DIMENSIONS: &[&str] = &[
-    "practice_code",
-    "lsoa_code",
-    "imd_decile",
-    "imd_quintile",
-    "age_band",
-    "sex",
-    "tier",
-    "emergency_admissions_band",
-    "polypharmacy_band",
-    "ltc_band",
-    "gp_appts_band",
-];
-
-const COHORT_DIMENSIONS: &[&str] = &[
-    "cohort",
     "practice_code",
     "lsoa_code",
     "imd_decile",
@@ -76,7 +61,7 @@ pub const VIEWS: &[View] = &[
         name: "cohort_people",
         file: "views/cohort_people.sql",
         person_level: true,
-        dimensions: COHORT_DIMENSIONS,
+        dimensions: PERSON_DIMENSIONS,
         always_cut_by: &["cohort"],
         people: None,
         columns: &[],
@@ -187,7 +172,7 @@ impl View {
         column: &str,
         data_type: &datafusion::arrow::datatypes::DataType,
     ) -> Option<Role> {
-        if self.dimensions.contains(&column) {
+        if self.dimensions.contains(&column) || self.always_cut_by.contains(&column) {
             return Some(Role::Dimension);
         }
         if column.starts_with("__") {
