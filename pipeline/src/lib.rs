@@ -24,3 +24,22 @@ pub mod sql;
 pub mod synth;
 
 pub use error::{Error, Result};
+
+/// The README between `<!-- name:start -->` and `<!-- name:end -->`: the tables that
+/// tests keep current from the registries.
+#[cfg(test)]
+pub(crate) fn readme_section(name: &str) -> &'static str {
+    let readme = include_str!("../../README.md");
+    let (start, end) = (
+        format!("<!-- {name}:start -->"),
+        format!("<!-- {name}:end -->"),
+    );
+    let a = readme
+        .find(&start)
+        .unwrap_or_else(|| panic!("README has no {start}"))
+        + start.len();
+    let b = readme
+        .find(&end)
+        .unwrap_or_else(|| panic!("README has no {end}"));
+    &readme[a..b]
+}

@@ -111,12 +111,10 @@ mod tests {
 
     #[test]
     fn readme_feature_table_is_current() {
-        let readme = include_str!("../../../README.md");
-        let (start, end) = ("<!-- features:start -->\n", "<!-- features:end -->");
-        let a = readme.find(start).expect("README has the features markers") + start.len();
-        let b = readme.find(end).expect("README has the features markers");
         assert_eq!(
-            &readme[a..b],
+            crate::readme_section("features")
+                .strip_prefix('\n')
+                .expect("a new line after the marker"),
             markdown(),
             "regenerate with `riskstrat features`"
         );

@@ -251,11 +251,10 @@ mod tests {
 
     #[test]
     fn readme_shows_the_table_in_use() {
-        let readme = include_str!("../../../README.md");
-        let (start, end) = ("<!-- ptable:start -->", "<!-- ptable:end -->");
-        let a = readme.find(start).expect("README has the ptable markers") + start.len();
-        let b = readme.find(end).expect("README has the ptable markers");
-        assert_eq!(&readme[a..b], PTable::standard().markdown_cells());
+        assert_eq!(
+            crate::readme_section("ptable"),
+            PTable::standard().markdown_cells()
+        );
     }
 
     #[test]

@@ -228,12 +228,10 @@ mod tests {
 
     #[test]
     fn readme_view_table_is_current() {
-        let readme = include_str!("../../../README.md");
-        let (start, end) = ("<!-- views:start -->\n", "<!-- views:end -->");
-        let a = readme.find(start).expect("README has the views markers") + start.len();
-        let b = readme.find(end).expect("README has the views markers");
         assert_eq!(
-            &readme[a..b],
+            crate::readme_section("views")
+                .strip_prefix('\n')
+                .expect("a new line after the marker"),
             markdown(),
             "regenerate with `riskstrat views`"
         );
