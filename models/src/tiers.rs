@@ -67,7 +67,17 @@ pub fn validate(tiers: &[Tier]) -> Result<(), String> {
         return Err("at least one tier is needed".into());
     }
     let mut prev = 0.0;
-    for t in tiers {
+    for (i, t) in tiers.iter().enumerate() {
+        // Tiers are told apart by name (scores, cohorts, views): a repeat would merge two.
+        if t.name.trim().is_empty() {
+            return Err(format!("tier {}: give it a name", i + 1));
+        }
+        if tiers[..i].iter().any(|u| u.name == t.name) {
+            return Err(format!(
+                "tier '{}' is named twice; give each tier its own name",
+                t.name
+            ));
+        }
         if !(t.up_to > prev && t.up_to <= 1.0) {
             return Err(format!(
                 "tier {}: up_to {} must be above {prev} and at most 1",

@@ -15,6 +15,8 @@ pub enum ErrorKind {
 pub struct Error {
     pub kind: ErrorKind,
     pub message: String,
+    /// The error this one was made from, kept so that callers can decide by type.
+    pub source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -24,12 +26,14 @@ impl Error {
         Self {
             kind: ErrorKind::BadInput,
             message: message.into(),
+            source: None,
         }
     }
     pub fn failed(message: impl Into<String>) -> Self {
         Self {
             kind: ErrorKind::Failed,
             message: message.into(),
+            source: None,
         }
     }
     pub fn exit_code(&self) -> i32 {
@@ -43,7 +47,17 @@ impl Error {
         Self {
             kind: self.kind,
             message: format!("{what}: {}", self.message),
+            source: self.source,
         }
+    }
+    /// Keep `source` as the cause of this error.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+    /// The DataFusion error this one was made from, if any.
+    pub fn datafusion(&self) -> Option<&datafusion::error::DataFusionError> {
+        self.source.as_ref()?.downcast_ref()
     }
 }
 
@@ -53,35 +67,41 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl From<datafusion::error::DataFusionError> for Error {
     fn from(e: datafusion::error::DataFusionError) -> Self {
-        Error::failed(e.to_string())
+        Error::failed(e.to_string()).with_source(e)
     }
 }
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::failed(e.to_string())
+        Error::failed(e.to_string()).with_source(e)
     }
 }
 
 impl From<datafusion::arrow::error::ArrowError> for Error {
     fn from(e: datafusion::arrow::error::ArrowError) -> Self {
-        Error::failed(e.to_string())
+        Error::failed(e.to_string()).with_source(e)
     }
 }
 
 impl From<datafusion::parquet::errors::ParquetError> for Error {
     fn from(e: datafusion::parquet::errors::ParquetError) -> Self {
-        Error::failed(e.to_string())
+        Error::failed(e.to_string()).with_source(e)
     }
 }
 
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
-        Error::failed(e.to_string())
+        Error::failed(e.to_string()).with_source(e)
     }
 }
 

@@ -384,11 +384,23 @@ impl Job {
             model.load = Some(p);
         }
 
+        let sql_dir = file.job.sql_dir.as_deref().map(resolve);
+        if let Some(d) = &sql_dir
+            && !d.is_dir()
+        {
+            // Otherwise the built-in SQL would run instead: a typo would change the run.
+            return Err(bad_input!(
+                "{}: {} is not a folder; fix the path or remove the setting to use the built-in SQL",
+                ctx("[job] sql_dir"),
+                d.display()
+            ));
+        }
+
         Ok(Job {
             name,
             as_of,
             output: resolve(&output),
-            sql_dir: file.job.sql_dir.as_deref().map(resolve),
+            sql_dir,
             allow_empty_optouts: file.job.allow_empty_optouts,
             inputs,
             extra_features,
@@ -494,6 +506,48 @@ optouts = "data/optouts.parquet"
         let text = MINIMAL.replace("optouts = \"data/optouts.parquet\"\n", "");
         let e = Job::parse(&text, Path::new("j.toml"), None).unwrap_err();
         assert!(e.message.contains("optouts"), "{}", e.message);
+    }
+
+    #[test]
+    fn repeated_tier_names_are_refused_naming_the_setting() {
+        let text = format!(
+            "{MINIMAL}[model]\n{}",
+            r#"tiers = [{ name = "high", up_to = 0.05 }, { name = "high", up_to = 0.2 }, { name = "low", up_to = 1.0 }]"#
+        );
+        let e = Job::parse(&text, Path::new("j.toml"), None).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.message.contains("[model] tiers") && e.message.contains("'high'"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn sql_dir_that_does_not_exist_is_refused_naming_the_setting() {
+        let dir = std::env::temp_dir().join(format!("rs-job-sqldir-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("my-sql")).unwrap();
+        let job = dir.join("j.toml");
+        let text = MINIMAL.replace(
+            "output = \"runs\"",
+            "output = \"runs\"\nsql_dir = \"my-sql\"",
+        );
+        let ok = Job::parse(&text, &job, None).unwrap();
+        assert_eq!(ok.sql_dir, Some(dir.join("my-sql")));
+        let typo = text.replace("my-sql", "my-sqll");
+        let e = Job::parse(&typo, &job, None).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.message.contains("[job] sql_dir") && e.message.contains("my-sqll"),
+            "{}",
+            e.message
+        );
+        // A file is not a folder of SQL files either.
+        std::fs::write(dir.join("file.sql"), "SELECT 1").unwrap();
+        let file = text.replace("my-sql", "file.sql");
+        let e = Job::parse(&file, &job, None).unwrap_err();
+        assert!(e.message.contains("[job] sql_dir"), "{}", e.message);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -302,8 +302,15 @@ async fn dispatch(command: Command) -> Result<()> {
             no_keys.refuse("validate")?;
             let job = Job::load(&job, None)?;
             let mut progress = riskstrat::progress::Progress::new();
-            let loaded = riskstrat::run::load(&job, &mut progress, None).await?;
-            let report = riskstrat::quality::report(&loaded, job.as_of).await?;
+            let report = async {
+                let loaded = riskstrat::run::load(&job, &mut progress, None).await?;
+                riskstrat::quality::report(&loaded, job.as_of).await
+            }
+            .await;
+            let report = match report {
+                Ok(r) => r,
+                Err(e) => return Err(riskstrat::ingest::name_damaged_input(&job.inputs, e).await),
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

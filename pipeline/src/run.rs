@@ -73,6 +73,14 @@ pub async fn load(
 }
 
 pub async fn run(job: &Job) -> Result<RunOutcome> {
+    match run_stages(job).await {
+        // A damaged data page surfaces in whichever stage reads it first: name the file.
+        Err(e) => Err(ingest::name_damaged_input(&job.inputs, e).await),
+        ok => ok,
+    }
+}
+
+async fn run_stages(job: &Job) -> Result<RunOutcome> {
     let started = chrono::Utc::now();
     let run_id = started.format("%Y%m%dT%H%M%SZ").to_string();
     let mut progress = Progress::new();
@@ -250,7 +258,11 @@ pub async fn run(job: &Job) -> Result<RunOutcome> {
                             &["__excluded"],
                             None,
                         )?;
-                        feedback_excluded.insert(spec.name(), hit.count().await? as u64);
+                        let n = hit
+                            .count()
+                            .await
+                            .map_err(|e| crate::sql::run_time_error(&text.origin, e.into()))?;
+                        feedback_excluded.insert(spec.name(), n as u64);
                         df.join(
                             ex,
                             JoinType::LeftAnti,
@@ -262,7 +274,9 @@ pub async fn run(job: &Job) -> Result<RunOutcome> {
                     None => df,
                 };
                 let name = format!("cohort_{}.parquet", spec.name());
-                let n = write_parquet(df, &folder.path(&name)).await?;
+                let n = write_parquet(df, &folder.path(&name))
+                    .await
+                    .map_err(|e| crate::sql::run_time_error(&text.origin, e))?;
                 cohorts.insert(spec.name(), n);
                 outputs.push(name);
             }

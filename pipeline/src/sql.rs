@@ -55,6 +55,7 @@ pub fn fixed(path: &str) -> Result<SqlText> {
         .map(|s| SqlText {
             origin: format!("built-in sql/{path}"),
             text: s.to_string(),
+            builtin: true,
         })
         .ok_or_else(|| bad_input!("no SQL file sql/{path}"))
 }
@@ -77,6 +78,8 @@ pub struct SqlSource {
 pub struct SqlText {
     pub origin: String,
     pub text: String,
+    /// Shipped with riskstrat (and tested), not an analyst's file.
+    pub builtin: bool,
 }
 
 impl SqlSource {
@@ -97,7 +100,58 @@ pub fn read_file(p: &Path) -> Result<SqlText> {
     Ok(SqlText {
         origin: p.display().to_string(),
         text,
+        builtin: false,
     })
+}
+
+/// An error met while running the SQL of `origin`, named after it. Failures of the
+/// SQL itself (a cast or arithmetic that fails on the data) are the SQL's author's to
+/// fix: bad input. Anything else (I/O, memory, a damaged input) keeps its kind.
+pub fn run_time_error(origin: &str, e: crate::error::Error) -> crate::error::Error {
+    if e.source.as_deref().is_some_and(is_sql_fault) {
+        let mut bad = crate::bad_input!(
+            "{origin}: failed while running ({}); fix the SQL (e.g. a cast that some values do not fit: try_cast gives NULL instead)",
+            e.message.trim()
+        );
+        bad.source = e.source;
+        bad
+    } else {
+        e.context(format!("while running {origin}"))
+    }
+}
+
+/// Whether an execution error comes from evaluating the SQL's expressions on the data
+/// (not from reading or resources), by the error types in its chain.
+fn is_sql_fault(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    use datafusion::arrow::error::ArrowError as A;
+    use datafusion::error::DataFusionError as D;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut fault = false;
+    while let Some(x) = cur {
+        if crate::damage::is_decode_error(x) {
+            return false;
+        }
+        if let Some(a) = x.downcast_ref::<A>() {
+            fault |= matches!(
+                a,
+                A::CastError(_)
+                    | A::ComputeError(_)
+                    | A::ArithmeticOverflow(_)
+                    | A::DivideByZero
+                    | A::InvalidArgumentError(_)
+                    | A::ParseError(_)
+            );
+        }
+        if let Some(d) = x.downcast_ref::<D>() {
+            match d {
+                D::IoError(_) | D::ResourcesExhausted(_) => return false,
+                D::Execution(_) | D::Plan(_) | D::NotImplemented(_) => fault = true,
+                _ => {}
+            }
+        }
+        cur = x.source();
+    }
+    fault
 }
 
 /// The dates a run's SQL may refer to, bound as named parameters.
@@ -189,6 +243,30 @@ mod tests {
         assert!(uses_param("x >= $w12_start AND y", "w12_start"));
         assert!(!uses_param("x >= $as_of_year", "as_of"));
         assert!(uses_param("x < $as_of)", "as_of"));
+    }
+
+    #[test]
+    fn run_time_errors_of_the_sql_are_bad_input_naming_the_file() {
+        use datafusion::arrow::error::ArrowError;
+        use datafusion::error::DataFusionError;
+        let cast = DataFusionError::ArrowError(
+            Box::new(ArrowError::CastError("Cannot cast string 'F'".into())),
+            None,
+        )
+        .context("while writing");
+        let e = run_time_error("my_cohort.sql", cast.into());
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.message.starts_with("my_cohort.sql: "), "{}", e.message);
+        assert!(e.datafusion().is_some(), "the source is kept");
+        // Not the SQL's fault: the kind is kept, the file still named.
+        let io = DataFusionError::IoError(std::io::Error::other("disk full"));
+        let e = run_time_error("my_cohort.sql", io.into());
+        assert_eq!(e.exit_code(), 1);
+        assert!(e.message.contains("my_cohort.sql"), "{}", e.message);
+        let decode = DataFusionError::ParquetError(Box::new(
+            datafusion::parquet::errors::ParquetError::General("bad page".into()),
+        ));
+        assert_eq!(run_time_error("x.sql", decode.into()).exit_code(), 1);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 -- Row rules for admissions (hospital spells; see validate/patients.sql for the shape).
 -- A duplicated spell_id keeps no copy: every copy is quarantined.
+-- spell_cost may be null; when present it is finite and not negative.
 SELECT
   a.*,
   CASE
@@ -12,6 +13,8 @@ SELECT
     WHEN a.admission_date < DATE '1900-01-01'   THEN 'date_before_1900'
     WHEN m.code IS NULL                         THEN 'invalid_admission_method'
     WHEN a.discharge_date < a.admission_date    THEN 'discharge_before_admission'
+    WHEN isnan(a.spell_cost) OR NOT (a.spell_cost BETWEEN 0 AND 1.7976931348623157e308)
+                                                THEN 'invalid_spell_cost'
     ELSE NULL
   END AS reason
 FROM input_admissions a

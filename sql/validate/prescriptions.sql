@@ -1,4 +1,6 @@
 -- Row rules for prescriptions (see validate/patients.sql for the shape).
+-- quantity and nic may be null; when present they are finite and not negative
+-- (isnan first: NaN must not depend on how comparisons order it).
 SELECT
   r.*,
   CASE
@@ -9,6 +11,10 @@ SELECT
     WHEN r.issue_date < DATE '1900-01-01' THEN 'date_before_1900'
     WHEN r.bnf_code IS NULL               THEN 'null_bnf_code'
     WHEN r.items IS NULL OR r.items < 0   THEN 'invalid_items'
+    WHEN isnan(r.quantity) OR NOT (r.quantity BETWEEN 0 AND 1.7976931348623157e308)
+                                          THEN 'invalid_quantity'
+    WHEN isnan(r.nic) OR NOT (r.nic BETWEEN 0 AND 1.7976931348623157e308)
+                                          THEN 'invalid_nic'
     ELSE NULL
   END AS reason
 FROM input_prescriptions r

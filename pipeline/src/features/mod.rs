@@ -19,7 +19,11 @@ pub async fn plan(
     params: &Params,
     extra: &[PathBuf],
 ) -> Result<DataFrame> {
-    let mut df = crate::sql::query(ctx, &sql.get("population.sql")?, params).await?;
+    let population = sql.get("population.sql")?;
+    let mut df = crate::sql::query(ctx, &population, params).await?;
+    if !population.builtin {
+        one_row_per_person(&df, &population.origin).await?;
+    }
 
     let mut sources: Vec<&str> = Vec::new();
     for f in FEATURES {
@@ -66,6 +70,9 @@ pub async fn plan(
                 ));
             }
         }
+        if !text.builtin {
+            one_row_per_person(&part, &text.origin).await?;
+        }
         let is_extra = wanted.is_empty();
         let mut keep = Vec::new();
         for n in names.iter().filter(|n| *n != "pseudo_id") {
@@ -93,6 +100,60 @@ pub async fn plan(
     select.extend(FEATURES.iter().map(|f| f.expr(params).alias(f.name)));
     select.extend(extra_columns.iter().map(ident));
     Ok(df.select(select)?)
+}
+
+/// Refuse analysts' feature SQL (extra files, overrides) that returns more than one row
+/// for anyone: joined as it is, it would multiply people in the features, the model
+/// fit and every cohort. Runs the SQL once, evaluating every column it returns, so
+/// that a failure at run time (a cast the data does not fit) names the file too. The
+/// error gives a count of people, never who.
+async fn one_row_per_person(part: &DataFrame, origin: &str) -> Result<()> {
+    use datafusion::arrow::array::Array;
+    use datafusion::functions_aggregate::count::count_all;
+    use datafusion::functions_aggregate::expr_fn::{count, max, sum};
+    use datafusion::prelude::{col, lit, when};
+    let others: Vec<String> = part
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| n != "pseudo_id")
+        .collect();
+    let mut per_person = vec![count_all().alias("__rows")];
+    per_person.extend(
+        others
+            .iter()
+            .enumerate()
+            .map(|(i, n)| count(ident(n)).alias(format!("__n{i}"))),
+    );
+    // Every per-column count is kept in the output, so no column is optimised away.
+    let mut totals = vec![
+        sum(when(col("__rows").gt(lit(1i64)), lit(1i64)).otherwise(lit(0i64))?).alias("__people"),
+    ];
+    totals.extend((0..others.len()).map(|i| max(col(format!("__n{i}"))).alias(format!("__m{i}"))));
+    let batches = part
+        .clone()
+        .filter(ident("pseudo_id").is_not_null())?
+        .aggregate(vec![ident("pseudo_id")], per_person)?
+        .aggregate(vec![], totals)?
+        .collect()
+        .await
+        .map_err(|e| crate::sql::run_time_error(origin, e.into()))?;
+    let people = batches
+        .first()
+        .and_then(|b| b.column_by_name("__people"))
+        .and_then(|c| {
+            c.as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        })
+        .and_then(|a| (!a.is_empty() && !a.is_null(0)).then(|| a.value(0)))
+        .unwrap_or(0);
+    if people > 0 {
+        return Err(bad_input!(
+            "{origin}: returns more than one row for {people} people; feature SQL must return one row per person (GROUP BY pseudo_id)"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

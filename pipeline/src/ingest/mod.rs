@@ -6,6 +6,7 @@ pub mod contract;
 pub mod validate;
 
 use crate::bad_input;
+use crate::error::Error;
 use crate::error::Result;
 use crate::governance::optouts::{self, OptOuts, RawPersonTable};
 use contract::{Column, Table};
@@ -16,7 +17,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::parquet::arrow::parquet_to_arrow_schema;
-use datafusion::prelude::{DataFrame, SessionContext, cast, ident};
+use datafusion::prelude::{DataFrame, SessionContext, cast, ident, lit};
 use futures::TryStreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -110,15 +111,16 @@ pub(crate) async fn read_extract(
     read_table(ctx, table.name, &table.identifiable_columns(), location).await
 }
 
-/// List, check and open one input. Every file's footer is read here, so that a
-/// truncated or non-Parquet file is reported by name before any work starts.
-async fn read_table(
-    ctx: &SessionContext,
-    name: &'static str,
-    columns: &[Column],
-    location: &str,
-) -> Result<(InputTable, DataFrame)> {
-    let what = format!("input {name} ({location})");
+/// One input's Parquet files, in name order.
+struct Listed {
+    url: ListingTableUrl,
+    store: Arc<dyn object_store::ObjectStore>,
+    /// ".parquet" for a folder or glob, "" for a named file.
+    ext: &'static str,
+    metas: Vec<object_store::ObjectMeta>,
+}
+
+async fn list_files(ctx: &SessionContext, what: &str, location: &str) -> Result<Listed> {
     let local = !crate::job::is_url(location);
     if local && !location.contains(['*', '?', '[']) && !std::path::Path::new(location).exists() {
         return Err(bad_input!(
@@ -151,6 +153,68 @@ async fn read_table(
     if metas.is_empty() {
         return Err(bad_input!("{what}: no .parquet files found there"));
     }
+    Ok(Listed {
+        url,
+        store,
+        ext,
+        metas,
+    })
+}
+
+/// After a run or validation failed on a Parquet decoding error, find the input file
+/// that cannot be decoded and name it; any other error is returned as it is. Only the
+/// contract's columns are decoded: the others are never read.
+pub async fn name_damaged_input(inputs: &BTreeMap<String, String>, e: Error) -> Error {
+    if !crate::damage::error_is_decoding(&e) {
+        return e;
+    }
+    let Ok(ctx) = crate::session::new_context(&Default::default()) else {
+        return e;
+    };
+    for table in contract::TABLES {
+        let Some(location) = inputs.get(table.name) else {
+            continue;
+        };
+        let what = format!("input {} ({location})", table.name);
+        let Ok(listed) = list_files(&ctx, &what, location).await else {
+            continue;
+        };
+        let columns: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
+        for meta in &listed.metas {
+            if let Err(err) =
+                crate::damage::decode(&ctx, &listed_url(&listed.url, meta), Some(&columns)).await
+                && crate::damage::caused_by_decoding(&err)
+            {
+                return damaged(&what, &meta.location.to_string(), err);
+            }
+        }
+    }
+    e
+}
+
+fn damaged(what: &str, file: &str, e: datafusion::error::DataFusionError) -> Error {
+    bad_input!(
+        "{what}: file {file} cannot be decoded: its footer reads but a data page is damaged ({}); replace it with a good copy (export the extract again)",
+        e.strip_backtrace()
+    )
+    .with_source(e)
+}
+
+/// List, check and open one input. Every file's footer is read here, so that a
+/// truncated or non-Parquet file is reported by name before any work starts.
+async fn read_table(
+    ctx: &SessionContext,
+    name: &'static str,
+    columns: &[Column],
+    location: &str,
+) -> Result<(InputTable, DataFrame)> {
+    let what = format!("input {name} ({location})");
+    let Listed {
+        url,
+        store,
+        ext,
+        metas,
+    } = list_files(ctx, &what, location).await?;
 
     // Footers read here go into the session's metadata cache: the scans reuse them.
     let cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
@@ -181,6 +245,16 @@ async fn read_table(
             .map_err(|e| unreadable(&e))?;
         let rows = fm.num_rows().max(0) as u64;
         let fields = check_schema(columns, &schema, &file, &what)?;
+        check_int32_range(
+            ctx,
+            columns,
+            &fields,
+            &metadata,
+            &listed_url(&url, meta),
+            &file,
+            &what,
+        )
+        .await?;
         match &table_fields {
             None => {
                 for f in &fields {
@@ -238,6 +312,82 @@ async fn read_table(
         },
         df,
     ))
+}
+
+/// A URL for one listed file, readable on its own.
+fn listed_url(url: &ListingTableUrl, meta: &object_store::ObjectMeta) -> String {
+    format!("{}{}", url.object_store().as_str(), meta.location)
+}
+
+/// Int64 is a safe cast to the contract's Int32 only when every value fits. Values
+/// that do not are refused by file and column, not quarantined: a year of birth or an
+/// item count beyond two thousand million is no data entry slip but a broken or
+/// mis-mapped extract (whose in-range values cannot be trusted either), and
+/// quarantine, which keeps the contract's types, could not hold the value. Decided on
+/// the footer's statistics when every row group has them; otherwise by a scan of
+/// that column alone.
+async fn check_int32_range(
+    ctx: &SessionContext,
+    columns: &[Column],
+    fields: &[Field],
+    metadata: &datafusion::parquet::file::metadata::ParquetMetaData,
+    file_url: &str,
+    file: &str,
+    what: &str,
+) -> Result<()> {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::parquet::file::statistics::Statistics;
+    let (lo, hi) = (i32::MIN as i64, i32::MAX as i64);
+    let leaves = metadata.file_metadata().schema_descr().columns();
+    for (c, f) in columns.iter().zip(fields) {
+        if c.ty != contract::ColType::Int32 || f.data_type() != &DataType::Int64 {
+            continue;
+        }
+        let out_of_range = || {
+            bad_input!(
+                "{what}: file {file}, column '{}' holds values that do not fit Int32, the contract's type (Int64 is accepted only when every value fits); such values are not plausible {}s: fix the extract, or write the column as Int32",
+                c.name,
+                c.name
+            )
+        };
+        let leaf = leaves.iter().position(|l| l.path().string() == c.name);
+        let mut decided = leaf.is_some();
+        for rg in metadata.row_groups() {
+            let Some(i) = leaf else { break };
+            let chunk = rg.column(i);
+            match chunk.statistics() {
+                Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
+                    (Some(min), Some(max)) => {
+                        if *min < lo || *max > hi {
+                            return Err(out_of_range());
+                        }
+                    }
+                    _ if s.null_count_opt() == Some(chunk.num_values() as u64) => {}
+                    _ => decided = false,
+                },
+                _ => decided = false,
+            }
+        }
+        if decided {
+            continue;
+        }
+        let scan = async {
+            crate::damage::one_file(ctx, file_url)
+                .await?
+                .select(vec![ident(c.name)])?
+                .filter(ident(c.name).lt(lit(lo)).or(ident(c.name).gt(lit(hi))))?
+                .limit(0, Some(1))?
+                .count()
+                .await
+        };
+        match scan.await {
+            Ok(0) => {}
+            Ok(_) => return Err(out_of_range()),
+            Err(e) if crate::damage::caused_by_decoding(&e) => return Err(damaged(what, file, e)),
+            Err(e) => return Err(Error::from(e).context(format!("{what}: file {file}"))),
+        }
+    }
+    Ok(())
 }
 
 /// Role separation: the analyst's side never opens the identity vault or reads a key.

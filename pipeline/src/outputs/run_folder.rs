@@ -152,8 +152,51 @@ pub async fn register_file(ctx: &SessionContext, name: &str, path: &Path) -> Res
         path.to_string_lossy().as_ref(),
         ParquetReadOptions::default(),
     )
-    .await?;
+    .await
+    .map_err(|e| damaged(path, e))?;
     Ok(())
+}
+
+/// A run folder file that cannot be read as the run wrote it.
+pub fn damaged(path: &Path, e: datafusion::error::DataFusionError) -> Error {
+    bad_input!(
+        "run folder file {} is damaged ({}); it changed after the run wrote it: restore the run folder from a copy or run the job again",
+        path.display(),
+        e.strip_backtrace()
+    )
+    .with_source(e)
+}
+
+/// After a query of run folders failed on a Parquet decoding error, name the damaged
+/// file (decoding each Parquet file of the runs in turn); any other error as it is.
+pub async fn name_damaged_file(
+    dirs: &[&Path],
+    e: datafusion::error::DataFusionError,
+) -> std::result::Result<Error, datafusion::error::DataFusionError> {
+    if !crate::damage::caused_by_decoding(&e) {
+        return Err(e);
+    }
+    let Ok(ctx) = crate::session::new_context(&Default::default()) else {
+        return Err(e);
+    };
+    for dir in dirs {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|f| f.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+            .collect();
+        files.sort();
+        for f in files {
+            if let Err(err) = crate::damage::decode(&ctx, &f.to_string_lossy(), None).await
+                && crate::damage::caused_by_decoding(&err)
+            {
+                return Ok(damaged(&f, err));
+            }
+        }
+    }
+    Err(e)
 }
 
 #[cfg(test)]

@@ -169,7 +169,20 @@ impl Commissioner {
     /// a failure while running says nothing but a reference.
     pub async fn query(&self, sql: &str) -> Result<Answer> {
         let guarded = self.plan(sql).await?;
-        let batches = self.execute(&guarded).await.map_err(|e| query_failed(&e))?;
+        let batches = match self.execute(&guarded).await {
+            Ok(b) => b,
+            Err(e) => {
+                // A damaged run-folder file is named (a file name is no data);
+                // anything else says only a reference.
+                let dirs: Vec<&Path> = self.runs.iter().map(|r| r.dir.as_path()).collect();
+                return Err(
+                    match crate::outputs::run_folder::name_damaged_file(&dirs, e).await {
+                        Ok(named) => named,
+                        Err(e) => query_failed(&e),
+                    },
+                );
+            }
+        };
         self.protect(&guarded, batches)
     }
 
@@ -310,14 +323,14 @@ pub async fn open_run(dir: &Path, secret: &Key, policy: &Policy) -> Result<RunVi
     // Cohort membership, long: (pseudo_id, cohort), from each cohort file.
     let mut membership: Option<DataFrame> = None;
     for cohort in manifest.cohorts.keys() {
+        let path = dir.join(format!("cohort_{cohort}.parquet"));
         let df = base
             .read_parquet(
-                dir.join(format!("cohort_{cohort}.parquet"))
-                    .to_string_lossy()
-                    .as_ref(),
+                path.to_string_lossy().as_ref(),
                 ParquetReadOptions::default(),
             )
-            .await?
+            .await
+            .map_err(|e| crate::outputs::run_folder::damaged(&path, e))?
             .select(vec![
                 ident("pseudo_id"),
                 lit(cohort.as_str()).alias("cohort"),

@@ -1,0 +1,539 @@
+//! Integrity under bad input (issue #10): values that are wrong but not errors go to
+//! quarantine with a reason; analysts' SQL output is checked; and every error names
+//! the file, column or setting at fault (exit code 2, no run folder).
+
+mod common;
+
+use common::*;
+use datafusion::arrow::array::{
+    ArrayRef, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+
+const A: &str = "2026-04-01";
+
+fn runs(dir: &Path) -> Vec<PathBuf> {
+    riskstrat::outputs::run_folder::list_runs(&dir.join("runs"), "test-job")
+}
+
+/// Twenty people with one event of each kind; p0 has opted out.
+fn small_dataset() -> Dataset {
+    let mut ds = Dataset::default();
+    for k in 0..20 {
+        let n = format!("p{k}");
+        ds.patients.push(Patient::new(&n));
+        ds.appointments.push(Appt {
+            id: Some(pid(&n)),
+            date: d("2025-06-01"),
+            hcp: "GP",
+            mode: "Face-to-Face",
+            status: "Attended",
+        });
+        ds.prescriptions.push(Rx {
+            id: Some(pid(&n)),
+            date: d("2025-06-01"),
+            bnf: "0601023A0AAABAB",
+            items: 1,
+            nic: 1.0,
+        });
+        ds.admissions.push(Spell {
+            id: pid(&n),
+            spell: format!("S{k}"),
+            date: d("2025-06-01"),
+            discharge: Some(d("2025-06-03")),
+            method: "21",
+            primary: Some("J189"),
+            secondary: vec![],
+            cost: 100.0,
+        });
+    }
+    ds.optouts.push((pid("p0"), "type1", d("2020-01-01")));
+    ds
+}
+
+/// Exit code 2, every needle in the message, no pseudo_id in it, and no run folder.
+fn assert_bad_input(dir: &Path, o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    for n in needles {
+        assert!(err.contains(n), "message should name '{n}': {err}");
+    }
+    for k in 0..20 {
+        assert!(
+            !err.contains(&pid(&format!("p{k}"))),
+            "an error message holds a pseudo_id: {err}"
+        );
+    }
+    assert!(runs(dir).is_empty(), "a failed run left a run folder");
+}
+
+fn write_with(path: &Path, cols: Vec<(&str, ArrayRef)>, props: Option<WriterProperties>) {
+    let batch = RecordBatch::try_from_iter(cols).unwrap();
+    let mut w =
+        ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), props).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+fn add_job_lines(job: &Path, section: &str, lines: &str) {
+    let text = std::fs::read_to_string(job)
+        .unwrap()
+        .replace(section, &format!("{section}\n{lines}"));
+    std::fs::write(job, text).unwrap();
+}
+
+fn manifest(run: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap()
+}
+
+/// (pseudo_id, reason) -> rows, from a quarantine file.
+fn quarantined(path: &Path) -> BTreeMap<(String, String), usize> {
+    let mut out = BTreeMap::new();
+    for b in read_parquet(path) {
+        let ids = b.column_by_name("pseudo_id").unwrap();
+        let ids = ids.as_any().downcast_ref::<StringArray>().unwrap();
+        let r = b.column_by_name("reason").unwrap();
+        let r = r.as_any().downcast_ref::<StringArray>().unwrap();
+        for i in 0..b.num_rows() {
+            *out.entry((ids.value(i).to_string(), r.value(i).to_string()))
+                .or_default() += 1;
+        }
+    }
+    out
+}
+
+// --- 1. silently wrong results ---
+
+#[test]
+fn extra_feature_sql_with_two_rows_per_person_is_refused() {
+    let dir = scratch("integrity_extra_dup");
+    let job = small_dataset().write(&dir, A);
+    std::fs::write(
+        dir.join("twice.sql"),
+        "SELECT pseudo_id, 1 AS flag FROM appointments \
+         UNION ALL SELECT pseudo_id, 2 AS flag FROM appointments",
+    )
+    .unwrap();
+    add_job_lines(
+        &job,
+        "services = \"services.parquet\"",
+        "[features]\nextra = [\"twice.sql\"]",
+    );
+    let o = run_job(&job);
+    // 19 people (p0 opted out) have two rows each: a count, never a pseudo_id.
+    assert_bad_input(&dir, &o, &["twice.sql", "19 people", "one row per"]);
+}
+
+#[test]
+fn impossible_money_quantities_and_birth_years_go_to_quarantine_with_a_reason() {
+    let dir = scratch("integrity_row_rules");
+    let mut ds = small_dataset();
+    ds.patients[1].yob = 2027; // after A
+    ds.patients[2].yob = 1899; // age 127 at A
+    ds.patients[3].imd = Some(11); // deciles are 1..10
+    ds.patients[4].imd = Some(0);
+    ds.patients[14].yob = 2010; // registered in 2000
+    ds.patients[15].death = Some(d("1955-06-01")); // born 1960
+    for (k, cost) in [
+        (5, f64::NAN),
+        (6, -100.0),
+        (7, f64::INFINITY),
+        (0, f64::NAN),
+    ] {
+        ds.admissions.push(Spell {
+            spell: format!("BAD-COST-{k}"),
+            cost,
+            ..ds.admissions[k].clone()
+        });
+    }
+    let job = ds.write(&dir, A);
+
+    // Prescriptions with every quantity and nic: one valid row per person (nic 1.0),
+    // then impossible ones; p0's impossible row must vanish with the opt-out.
+    let mut rows: Vec<(String, i32, f64, f64)> = (0..20)
+        .map(|k| (pid(&format!("p{k}")), 1, 28.0, 1.0))
+        .collect();
+    for (k, items, qty, nic) in [
+        (8, 1, 28.0, f64::NAN),
+        (9, 1, 28.0, f64::NEG_INFINITY),
+        (10, 1, 28.0, -5.0),
+        (11, 1, -28.0, 1.0),
+        (12, 1, f64::NAN, 1.0),
+        (13, -2, 28.0, 1.0),
+        (0, 1, 28.0, -5.0),
+    ] {
+        rows.push((pid(&format!("p{k}")), items, qty, nic));
+    }
+    let n = rows.len();
+    write_with(
+        &dir.join("prescriptions.parquet"),
+        vec![
+            (
+                "pseudo_id",
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.0))) as ArrayRef,
+            ),
+            (
+                "issue_date",
+                Arc::new(Date32Array::from(vec![
+                    riskstrat::sql::date32(d(
+                        "2025-06-01"
+                    ));
+                    n
+                ])),
+            ),
+            (
+                "bnf_code",
+                Arc::new(StringArray::from(vec!["0601023A0AAABAB"; n])),
+            ),
+            (
+                "items",
+                Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.1))),
+            ),
+            (
+                "quantity",
+                Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            ),
+            (
+                "nic",
+                Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.3))),
+            ),
+        ],
+        None,
+    );
+    let o = run_job(&job);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = runs(&dir).pop().unwrap();
+    let p = |k: usize| pid(&format!("p{k}"));
+    let q = |k: usize, r: &str| ((p(k), r.to_string()), 1usize);
+
+    let pats = quarantined(&run.join("quarantine/patients.parquet"));
+    let want: BTreeMap<_, _> = [
+        q(1, "year_of_birth_after_as_of"),
+        q(2, "year_of_birth_before_1900"),
+        q(3, "invalid_imd_decile"),
+        q(4, "invalid_imd_decile"),
+        q(14, "registration_before_birth"),
+        q(15, "death_before_birth"),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(pats, want);
+
+    let rx = quarantined(&run.join("quarantine/prescriptions.parquet"));
+    for k in [1, 2, 3, 4, 14, 15] {
+        // Events of a quarantined patient have no valid patient.
+        assert_eq!(rx.get(&(p(k), "unknown_pseudo_id".into())), Some(&1));
+    }
+    let rx: BTreeMap<_, _> = rx
+        .into_iter()
+        .filter(|((_, r), _)| r != "unknown_pseudo_id")
+        .collect();
+    let want: BTreeMap<_, _> = [
+        q(8, "invalid_nic"),
+        q(9, "invalid_nic"),
+        q(10, "invalid_nic"),
+        q(11, "invalid_quantity"),
+        q(12, "invalid_quantity"),
+        q(13, "invalid_items"),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(rx, want);
+
+    let adm = quarantined(&run.join("quarantine/admissions.parquet"));
+    let adm: BTreeMap<_, _> = adm
+        .into_iter()
+        .filter(|((_, r), _)| r != "unknown_pseudo_id")
+        .collect();
+    let want: BTreeMap<_, _> = [
+        q(5, "invalid_spell_cost"),
+        q(6, "invalid_spell_cost"),
+        q(7, "invalid_spell_cost"),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(adm, want);
+
+    let m = manifest(&run);
+    let by = |t: &str, r: &str| m["rows"][t]["quarantined_by_reason"][r].as_u64();
+    assert_eq!(by("patients", "year_of_birth_after_as_of"), Some(1));
+    assert_eq!(by("patients", "year_of_birth_before_1900"), Some(1));
+    assert_eq!(by("patients", "invalid_imd_decile"), Some(2));
+    assert_eq!(by("patients", "registration_before_birth"), Some(1));
+    assert_eq!(by("patients", "death_before_birth"), Some(1));
+    assert_eq!(by("prescriptions", "invalid_nic"), Some(3));
+    assert_eq!(by("prescriptions", "invalid_quantity"), Some(2));
+    assert_eq!(by("admissions", "invalid_spell_cost"), Some(3));
+    // The opted-out person's bad rows are excluded, not quarantined.
+    assert_eq!(m["rows"]["prescriptions"]["excluded_optout"], 2);
+    assert_eq!(m["rows"]["admissions"]["excluded_optout"], 2);
+    assert_eq!(m["population"], 13);
+
+    // Costs are only ever sums of valid, finite, non-negative money.
+    for b in read_parquet(&run.join("features.parquet")) {
+        for c in ["rx_cost_12m", "admission_cost_12m", "total_cost_12m"] {
+            let a = b.column_by_name(c).unwrap();
+            let a = a.as_any().downcast_ref::<Float64Array>().unwrap();
+            for v in a.iter() {
+                let v = v.unwrap();
+                assert!(v.is_finite() && v >= 0.0, "{c} = {v}");
+            }
+        }
+        let rx = b.column_by_name("rx_cost_12m").unwrap();
+        let rx = rx.as_any().downcast_ref::<Float64Array>().unwrap();
+        assert!(rx.iter().all(|v| v == Some(1.0)), "{rx:?}");
+    }
+}
+
+#[test]
+fn int64_values_that_do_not_fit_int32_name_file_and_column() {
+    let dir = scratch("integrity_int64_range");
+    let ds = small_dataset();
+    let job = ds.write(&dir, A);
+    let ids: Vec<String> = (0..20).map(|k| pid(&format!("p{k}"))).collect();
+    // year_of_birth as Int64 (a safe cast) with one value beyond Int32, statistics on.
+    let mut yob = vec![1960i64; 20];
+    yob[7] = 5_000_000_000;
+    let pats = read_parquet(&dir.join("patients.parquet"));
+    let b = &pats[0];
+    let schema = b.schema();
+    let mut cols: Vec<(&str, ArrayRef)> = Vec::new();
+    for f in schema.fields() {
+        let c = if f.name() == "year_of_birth" {
+            Arc::new(Int64Array::from(yob.clone())) as ArrayRef
+        } else {
+            b.column_by_name(f.name()).unwrap().clone()
+        };
+        cols.push((f.name().as_str(), c));
+    }
+    write_with(&dir.join("patients.parquet"), cols, None);
+    let o = run_job(&job);
+    assert_bad_input(&dir, &o, &["patients.parquet", "year_of_birth", "Int32"]);
+    let o = riskstrat().arg("validate").arg(&job).output().unwrap();
+    assert_bad_input(&dir, &o, &["patients.parquet", "year_of_birth", "Int32"]);
+
+    // items as Int64 below Int32's range, in a file written without statistics.
+    ds.write(&dir, A);
+    let mut items = vec![1i64; 20];
+    items[3] = -3_000_000_000;
+    let n = 20;
+    write_with(
+        &dir.join("prescriptions.parquet"),
+        vec![
+            (
+                "pseudo_id",
+                Arc::new(StringArray::from(ids.clone())) as ArrayRef,
+            ),
+            (
+                "issue_date",
+                Arc::new(Date32Array::from(vec![
+                    riskstrat::sql::date32(d(
+                        "2025-06-01"
+                    ));
+                    n
+                ])),
+            ),
+            (
+                "bnf_code",
+                Arc::new(StringArray::from(vec!["0601023A0AAABAB"; n])),
+            ),
+            ("items", Arc::new(Int64Array::from(items))),
+            ("quantity", Arc::new(Float64Array::from(vec![28.0; n]))),
+            ("nic", Arc::new(Float64Array::from(vec![1.0; n]))),
+        ],
+        Some(
+            WriterProperties::builder()
+                .set_statistics_enabled(EnabledStatistics::None)
+                .build(),
+        ),
+    );
+    let o = run_job(&job);
+    assert_bad_input(&dir, &o, &["prescriptions.parquet", "items", "Int32"]);
+
+    // Int64 values that fit are cast silently, as before.
+    let mut items = vec![1i64; 20];
+    items[3] = 2_147_483_647;
+    let b = read_parquet(&dir.join("prescriptions.parquet"));
+    let b = &b[0];
+    let schema = b.schema();
+    let cols: Vec<(&str, ArrayRef)> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let c = if f.name() == "items" {
+                Arc::new(Int64Array::from(items.clone())) as ArrayRef
+            } else {
+                b.column_by_name(f.name()).unwrap().clone()
+            };
+            (f.name().as_str(), c)
+        })
+        .collect();
+    write_with(&dir.join("prescriptions.parquet"), cols, None);
+    let o = run_job(&job);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+// --- 2. errors that say where ---
+
+/// Overwrite the data pages of `column` in a Parquet file (written Snappy-compressed
+/// without a dictionary, so the page bodies are compressed bytes) with garbage,
+/// leaving the footer and the page headers intact.
+fn corrupt_column_pages(path: &Path, column: &str) {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    let r = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let rg = r.metadata().row_group(0);
+    let c = (0..rg.num_columns())
+        .map(|i| rg.column(i))
+        .find(|c| c.column_path().string() == column)
+        .unwrap();
+    let (start, len) = (c.data_page_offset() as usize, c.compressed_size() as usize);
+    assert!(
+        len > 200,
+        "{column}: chunk of {len} bytes is too small to damage"
+    );
+    let mut bytes = std::fs::read(path).unwrap();
+    // Page headers are a few dozen bytes; the rest of the chunk is page data.
+    for b in &mut bytes[start + 48..start + len] {
+        *b = 0xA5;
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn snappy_no_dictionary() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_dictionary_enabled(false)
+        .build()
+}
+
+/// Rewrite a Parquet file with the same rows, Snappy-compressed, then damage a column.
+fn rewrite_and_corrupt(path: &Path, column: &str) {
+    let batches = read_parquet(path);
+    let schema = batches[0].schema();
+    let mut w = ArrowWriter::try_new(
+        std::fs::File::create(path).unwrap(),
+        schema,
+        Some(snappy_no_dictionary()),
+    )
+    .unwrap();
+    for b in &batches {
+        w.write(b).unwrap();
+    }
+    w.close().unwrap();
+    corrupt_column_pages(path, column);
+}
+
+#[test]
+fn parquet_input_with_a_corrupt_data_page_names_the_file() {
+    let dir = scratch("integrity_corrupt_page");
+    let mut ds = small_dataset();
+    for k in 0..400 {
+        let mut r = ds.prescriptions[k % 20].clone();
+        r.bnf = if k % 2 == 0 {
+            "0601023A0AAABAB"
+        } else {
+            "0212000B0AAABAB"
+        };
+        ds.prescriptions.push(r);
+    }
+    let job = ds.write(&dir, A);
+    rewrite_and_corrupt(&dir.join("prescriptions.parquet"), "pseudo_id");
+    let o = run_job(&job);
+    assert_bad_input(
+        &dir,
+        &o,
+        &["prescriptions.parquet", "cannot be decoded", "replace"],
+    );
+    let o = riskstrat().arg("validate").arg(&job).output().unwrap();
+    assert_bad_input(
+        &dir,
+        &o,
+        &["prescriptions.parquet", "cannot be decoded", "replace"],
+    );
+}
+
+#[test]
+fn query_on_a_run_with_a_damaged_file_names_the_file() {
+    let dir = scratch("integrity_damaged_run");
+    let job = small_dataset().write(&dir, A);
+    let o = run_job(&job);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = runs(&dir).pop().unwrap();
+    let query = |run: &Path| {
+        riskstrat()
+            .arg("query")
+            .arg("--run")
+            .arg(run)
+            .arg("SELECT tier, count(*) AS people FROM people GROUP BY tier")
+            .output()
+            .unwrap()
+    };
+    let o = query(&run);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // A data page of features.parquet damaged: the footer reads, the data does not.
+    let copy = dir.join("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in walk(&run) {
+        if f.parent() == Some(run.as_path()) {
+            std::fs::copy(&f, copy.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    rewrite_and_corrupt(&copy.join("features.parquet"), "pseudo_id");
+    let o = query(&copy);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("features.parquet"), "{err}");
+
+    // scores.parquet truncated: its footer cannot be read.
+    let p = run.join("scores.parquet");
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    let o = query(&run);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("scores.parquet"), "{err}");
+}
+
+#[test]
+fn cohort_sql_failing_at_run_time_names_the_file() {
+    let dir = scratch("integrity_cohort_runtime");
+    let job = small_dataset().write(&dir, A);
+    // Plans fine; fails on the first row: 'F' is not an integer.
+    std::fs::write(
+        dir.join("bad_cast.sql"),
+        "SELECT pseudo_id, CAST(sex AS INT) AS sex_number FROM features",
+    )
+    .unwrap();
+    add_job_lines(
+        &job,
+        "services = \"services.parquet\"",
+        "[cohorts]\ninclude = [\"complex_needs\", \"bad_cast.sql\"]",
+    );
+    let o = run_job(&job);
+    assert_bad_input(&dir, &o, &["bad_cast.sql"]);
+}
+
+#[test]
+fn extra_feature_sql_failing_at_run_time_names_the_file() {
+    let dir = scratch("integrity_extra_runtime");
+    let job = small_dataset().write(&dir, A);
+    std::fs::write(
+        dir.join("bad_extra.sql"),
+        "SELECT pseudo_id, CAST(max(hcp_type) AS INT) AS hcp_number FROM appointments GROUP BY pseudo_id",
+    )
+    .unwrap();
+    add_job_lines(
+        &job,
+        "services = \"services.parquet\"",
+        "[features]\nextra = [\"bad_extra.sql\"]",
+    );
+    let o = run_job(&job);
+    assert_bad_input(&dir, &o, &["bad_extra.sql"]);
+}
