@@ -8,7 +8,9 @@
 
 pub mod damage;
 pub mod demo;
+pub mod durable;
 pub mod error;
+pub mod faults;
 pub mod features;
 pub mod governance;
 pub mod ingest;

@@ -218,8 +218,18 @@ enum FeedbackCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain: exit 0 if intact, 1 at the first broken link.
+    /// Check the hash chain: exit 0 if intact, 1 at the first broken link (saying
+    /// whether a failed write tore the last record, which `repair` fixes, or records
+    /// were tampered with).
     Verify { log: PathBuf },
+    /// Remove a last record torn by a failed write (and only that); the repair is
+    /// itself recorded in the log.
+    Repair {
+        log: PathBuf,
+        /// The gate operator repairing it (audited).
+        #[arg(long)]
+        operator: String,
+    },
 }
 
 fn main() {
@@ -506,8 +516,9 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Audit {
             command: AuditCommand::Verify { log },
         } => {
-            let records =
-                riskstrat::governance::audit::read(&log).map_err(|e| Error::failed(e.message))?;
+            let records = riskstrat::governance::audit::check(&log)
+                .map_err(|e| Error::failed(e.message))?
+                .map_err(|d| Error::failed(format!("audit log {}: {d}", log.display())))?;
             let last = records
                 .last()
                 .map_or(riskstrat::governance::audit::GENESIS, |r| r.sha256.as_str());
@@ -517,6 +528,17 @@ async fn dispatch(command: Command) -> Result<()> {
                 records.len()
             );
         }
+        Command::Audit {
+            command: AuditCommand::Repair { log, operator },
+        } => match riskstrat::governance::audit::repair(&log, &operator)? {
+            None => println!("{}: chain intact; nothing to repair", log.display()),
+            Some(r) => println!(
+                "{}: removed an incomplete last record ({} bytes); the repair is audit record {}",
+                log.display(),
+                r.removed_bytes,
+                r.record.seq
+            ),
+        },
     }
     Ok(())
 }

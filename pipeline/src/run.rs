@@ -81,8 +81,7 @@ pub async fn run(job: &Job) -> Result<RunOutcome> {
 }
 
 async fn run_stages(job: &Job) -> Result<RunOutcome> {
-    let started = chrono::Utc::now();
-    let run_id = started.format("%Y%m%dT%H%M%SZ").to_string();
+    let started = crate::faults::now();
     let mut progress = Progress::new();
     let sql = SqlSource {
         override_dir: job.sql_dir.clone(),
@@ -92,7 +91,7 @@ async fn run_stages(job: &Job) -> Result<RunOutcome> {
         feedback_months: job.feedback_months,
     };
 
-    let folder = RunFolder::create(&job.output, &job.name, &run_id)?;
+    let folder = RunFolder::create(&job.output, &job.name, started)?;
     let Loaded {
         ctx,
         inputs,
@@ -186,14 +185,8 @@ async fn run_stages(job: &Job) -> Result<RunOutcome> {
         outputs.push("service_outcomes.parquet".to_string());
         outputs.push("service_people.parquet".to_string());
     }
-    std::fs::write(
-        folder.path("model.json"),
-        serde_json::to_vec_pretty(&model)?,
-    )?;
-    std::fs::write(
-        folder.path("metrics.json"),
-        serde_json::to_vec_pretty(&metrics)?,
-    )?;
+    folder.write("model.json", &serde_json::to_vec_pretty(&model)?)?;
+    folder.write("metrics.json", &serde_json::to_vec_pretty(&metrics)?)?;
     outputs.extend([
         "scores.parquet".to_string(),
         "model.json".into(),
@@ -302,15 +295,11 @@ async fn run_stages(job: &Job) -> Result<RunOutcome> {
         datafusion_version: datafusion::DATAFUSION_VERSION.into(),
         job: job.name.clone(),
         job_file: job.source.display().to_string(),
-        run_id: folder
-            .final_dir()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned(),
+        run_id: folder.run_id().to_string(),
+        seq: Some(folder.run_id().seq),
         as_of: job.as_of.to_string(),
         started_utc: started.to_rfc3339(),
-        finished_utc: chrono::Utc::now().to_rfc3339(),
+        finished_utc: crate::faults::now().to_rfc3339(),
         inputs: inputs.tables.iter().map(InputSummary::from_input).collect(),
         rows,
         optouts,
@@ -324,11 +313,12 @@ async fn run_stages(job: &Job) -> Result<RunOutcome> {
         outputs,
         timings_ms: progress.timings_ms.clone(),
     };
-    std::fs::write(
-        folder.path("manifest.json"),
-        serde_json::to_vec_pretty(&manifest)?,
-    )?;
-    std::fs::write(folder.path("report.html"), report::render(&manifest))?;
+    // An input rewritten while the run read it could mix old and new data.
+    crate::faults::point("run.before_recheck");
+    ingest::recheck::unchanged(&ctx, &inputs).await?;
+    // The manifest last: it marks the run complete.
+    folder.write("report.html", report::render(&manifest).as_bytes())?;
+    folder.write("manifest.json", &serde_json::to_vec_pretty(&manifest)?)?;
     let dir = folder.commit()?;
     Ok(RunOutcome {
         dir,

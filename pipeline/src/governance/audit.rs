@@ -7,8 +7,15 @@
 //! A hash chain cannot notice whole records cut from the end of the log: keep a copy of
 //! the last `sha256` that `verify` prints somewhere else (the gate operator's notes)
 //! and compare it.
+//!
+//! Appends cannot tear: a write that fails (a full disk) is cut back to the last
+//! complete record under the lock, so the action is refused and the next one, once
+//! there is space, succeeds. What only a killed process or a crash can leave, an
+//! incomplete last line after an intact chain, is told apart from tampering
+//! ([`Damage::Torn`]) and removed by [`repair`], itself an audited action.
 
 use crate::bad_input;
+use crate::durable::io_at;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -65,16 +72,46 @@ impl Record {
 /// is on disk, and when it fails nothing may be released.
 pub fn append(log: &Path, mut record: Record) -> Result<Record> {
     let mut file = open_for_append(log)?;
-    file.lock()
-        .map_err(|e| Error::failed(format!("audit log {}: cannot lock it ({e})", log.display())))?;
-    let text = std::fs::read_to_string(log)?;
-    let last = verify_text(&text).map_err(|e| broken(log, e))?;
-    chain(&mut record, last.as_ref());
-    let mut line = serde_json::to_vec(&record)?;
-    line.push(b'\n');
-    file.write_all(&line)?;
-    file.sync_all()?;
-    Ok(record)
+    let lock = file.try_clone()?;
+    with_lock(log, &lock, || {
+        let bytes = std::fs::read(log).map_err(io_at(log, "reading the audit log"))?;
+        let last = verify_bytes(&bytes).map_err(|e| broken(log, e))?;
+        chain(&mut record, last.as_ref());
+        let mut line = serde_json::to_vec(&record)?;
+        line.push(b'\n');
+        write_at_end(&mut file, bytes.len() as u64, &line, log)?;
+        Ok(record)
+    })
+}
+
+/// Append `bytes` to a log whose verified length is `end`, and sync. If the write or
+/// the sync fails, the log is cut back to `end` (no torn record is left to refuse
+/// every later action) and the error names the log.
+fn write_at_end(file: &mut File, end: u64, bytes: &[u8], log: &Path) -> Result<()> {
+    let mut write = || -> std::io::Result<()> {
+        // Two writes in debug builds, so the fault suite can kill between them.
+        let half = if cfg!(debug_assertions) {
+            bytes.len() / 2
+        } else {
+            0
+        };
+        file.write_all(&bytes[..half])?;
+        crate::faults::point("audit.mid_write");
+        file.write_all(&bytes[half..])?;
+        crate::faults::point("audit.before_sync");
+        file.sync_data()
+    };
+    let Err(e) = write() else {
+        return Ok(());
+    };
+    let err = io_at(log, "appending to the audit log")(e);
+    match file.set_len(end).and_then(|_| file.sync_data()) {
+        Ok(()) => Err(err.context("nothing was recorded")),
+        Err(cut) => Err(err.context(format!(
+            "and cutting the log back failed too ({cut}): run `riskstrat audit repair {}` once the disk is fixed",
+            log.display()
+        ))),
+    }
 }
 
 /// An appender for a long-running process (the Flight SQL server writes a record per
@@ -163,10 +200,10 @@ impl Tail {
                 buf.push(b'\n');
                 out.push(r);
             }
-            // On a failed write `len` is left stale, so the next write re-reads the
-            // log and finds the damage instead of chaining onto it.
-            self.file.write_all(&buf)?;
-            self.file.sync_data()?;
+            // A failed write is cut back to `len`, so the next write chains on as if
+            // it never happened; if even that failed, the length differs and the next
+            // write re-reads the log and finds the damage.
+            write_at_end(&mut self.file, self.len, &buf, log)?;
             self.len += buf.len() as u64;
             self.last = out.last().cloned();
             Ok(out)
@@ -174,9 +211,9 @@ impl Tail {
     }
 
     fn reread(&mut self, log: &Path) -> Result<()> {
-        let text = std::fs::read_to_string(log)?;
-        self.last = verify_text(&text).map_err(|e| broken(log, e))?;
-        self.len = text.len() as u64;
+        let bytes = std::fs::read(log).map_err(io_at(log, "reading the audit log"))?;
+        self.last = verify_bytes(&bytes).map_err(|e| broken(log, e))?;
+        self.len = bytes.len() as u64;
         Ok(())
     }
 }
@@ -204,9 +241,9 @@ fn with_lock<T>(log: &Path, file: &File, f: impl FnOnce() -> Result<T>) -> Resul
     out
 }
 
-fn broken(log: &Path, e: String) -> Error {
+fn broken(log: &Path, d: Damage) -> Error {
     Error::failed(format!(
-        "audit log {} is broken, so nothing more is written to it: {e}",
+        "audit log {} is broken, so nothing more is written to it: {d}",
         log.display()
     ))
 }
@@ -214,52 +251,168 @@ fn broken(log: &Path, e: String) -> Error {
 fn chain(record: &mut Record, last: Option<&Record>) {
     record.seq = last.map_or(1, |r| r.seq + 1);
     record.prev_sha256 = last.map_or(GENESIS.to_string(), |r| r.sha256.clone());
-    record.time_utc = chrono::Utc::now().to_rfc3339();
+    record.time_utc = crate::faults::now().to_rfc3339();
     record.sha256 = record.digest();
+}
+
+/// What is wrong with a log that does not verify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Damage {
+    /// Every complete record verifies and chains, and after them comes one incomplete
+    /// line: what a write that failed part way leaves (a killed process, a crash).
+    /// That record was never acknowledged, so nothing was released under it.
+    /// `repair` removes it. (Cutting the log through its last record by hand looks
+    /// the same; the repair record keeps the removed bytes.)
+    Torn {
+        /// The incomplete line's number.
+        line: usize,
+        /// The length of the log up to the last complete record.
+        complete_len: u64,
+    },
+    /// A complete record was edited, deleted, inserted or moved: tampering (or
+    /// corruption), which no tool repairs.
+    Tampered { line: usize, what: String },
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Damage::Torn { line, .. } => write!(
+                f,
+                "line {line}: the last record is incomplete (torn by a write that failed part way, or truncated); it was never acknowledged. `riskstrat audit repair LOG --operator ID` removes it (an audited action)"
+            ),
+            Damage::Tampered { line, what } => write!(f, "line {line}: {what}"),
+        }
+    }
 }
 
 /// Every record of an intact log, or the first broken link.
 pub fn read(log: &Path) -> Result<Vec<Record>> {
-    let text = std::fs::read_to_string(log)
-        .map_err(|e| bad_input!("audit log {}: cannot read it ({e})", log.display()))?;
-    records(&text).map_err(|e| Error::bad_input(format!("audit log {}: {e}", log.display())))
+    check(log)?.map_err(|e| Error::bad_input(format!("audit log {}: {e}", log.display())))
 }
 
-fn records(text: &str) -> std::result::Result<Vec<Record>, String> {
-    if !text.is_empty() && !text.ends_with('\n') {
-        let line = text.lines().count();
-        return Err(format!(
-            "line {line}: the last record is incomplete (the file was truncated)"
-        ));
-    }
+/// Every record of an intact log, or what is wrong with it.
+pub fn check(log: &Path) -> Result<std::result::Result<Vec<Record>, Damage>> {
+    let bytes = std::fs::read(log)
+        .map_err(|e| bad_input!("audit log {}: cannot read it ({e})", log.display()))?;
+    Ok(records(&bytes))
+}
+
+fn records(bytes: &[u8]) -> std::result::Result<Vec<Record>, Damage> {
+    let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let text = std::str::from_utf8(&bytes[..complete]).map_err(|e| Damage::Tampered {
+        line: bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1,
+        what: "not text".into(),
+    })?;
     let mut out: Vec<Record> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
+        let tampered = |what: String| Damage::Tampered { line: n, what };
         let r: Record =
-            serde_json::from_str(line).map_err(|e| format!("line {n}: not a record ({e})"))?;
+            serde_json::from_str(line).map_err(|e| tampered(format!("not a record ({e})")))?;
         if r.digest() != r.sha256 {
-            return Err(format!(
-                "line {n}: record {} was changed after it was written (its hash does not match)",
+            return Err(tampered(format!(
+                "record {} was changed after it was written (its hash does not match)",
                 r.seq
-            ));
+            )));
         }
         let (want_prev, want_seq) = out
             .last()
             .map_or((GENESIS, 1), |p| (p.sha256.as_str(), p.seq + 1));
         if r.prev_sha256 != want_prev || r.seq != want_seq {
-            return Err(format!(
-                "line {n}: record {} does not follow record {} (a record was deleted, inserted or moved)",
+            return Err(tampered(format!(
+                "record {} does not follow record {} (a record was deleted, inserted or moved)",
                 r.seq,
                 want_seq - 1
-            ));
+            )));
         }
         out.push(r);
+    }
+    if complete < bytes.len() {
+        // A torn write leaves the start of the next record of the chain.
+        let next = out.last().map_or(1, |r| r.seq + 1);
+        let tail = String::from_utf8_lossy(&bytes[complete..]);
+        let start = format!("{{\"seq\":{next},");
+        let line = out.len() + 1;
+        if start.starts_with(tail.as_ref()) || tail.starts_with(&start) {
+            return Err(Damage::Torn {
+                line,
+                complete_len: complete as u64,
+            });
+        }
+        return Err(Damage::Tampered {
+            line,
+            what: "the last line is not a record of this chain".into(),
+        });
     }
     Ok(out)
 }
 
-fn verify_text(text: &str) -> std::result::Result<Option<Record>, String> {
-    Ok(records(text)?.pop())
+fn verify_bytes(bytes: &[u8]) -> std::result::Result<Option<Record>, Damage> {
+    Ok(records(bytes)?.pop())
+}
+
+/// What `repair` did.
+#[derive(Debug)]
+pub struct Repaired {
+    /// Bytes of the incomplete record removed.
+    pub removed_bytes: u64,
+    /// The audit record of the repair.
+    pub record: Record,
+}
+
+/// Remove a torn last record (and only that), under the lock, and record the repair
+/// in the log: who, how many bytes, their SHA-256 and the bytes themselves, so that a
+/// cut made by hand is still in the log. `Ok(None)`: the log is intact. A tampered
+/// log is refused: repairing it would hide what happened.
+pub fn repair(log: &Path, operator: &str) -> Result<Option<Repaired>> {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| bad_input!("audit log {}: cannot open it ({e})", log.display()))?;
+    let lock = file.try_clone()?;
+    with_lock(log, &lock, || {
+        let bytes = std::fs::read(log).map_err(io_at(log, "reading the audit log"))?;
+        let complete_len = match records(&bytes) {
+            Ok(_) => return Ok(None),
+            Err(Damage::Torn { complete_len, .. }) => complete_len,
+            Err(d @ Damage::Tampered { .. }) => {
+                return Err(Error::failed(format!(
+                    "audit log {}: {d}. That is not a torn write: nothing was repaired; keep the log as evidence",
+                    log.display()
+                )));
+            }
+        };
+        let removed = &bytes[complete_len as usize..];
+        let mut record = Record {
+            actor: operator.to_string(),
+            action: "repair".into(),
+            detail: Some(format!(
+                "removed an incomplete last record ({} bytes, sha256 {}): {}",
+                removed.len(),
+                hex::encode(Sha256::digest(removed)),
+                String::from_utf8_lossy(removed)
+            )),
+            ..Default::default()
+        };
+        file.set_len(complete_len)
+            .and_then(|_| file.sync_data())
+            .map_err(io_at(log, "cutting the audit log back"))?;
+        let last = verify_bytes(&bytes[..complete_len as usize]).map_err(|e| broken(log, e))?;
+        chain(&mut record, last.as_ref());
+        let mut line = serde_json::to_vec(&record)?;
+        line.push(b'\n');
+        write_at_end(&mut file, complete_len, &line, log)?;
+        Ok(Some(Repaired {
+            removed_bytes: removed.len() as u64,
+            record,
+        }))
+    })
 }
 
 #[cfg(test)]
@@ -399,6 +552,63 @@ mod tests {
         assert_eq!(r.iter().filter(|r| r.action == "query").count(), 200);
         // Records without the new fields hash as before.
         assert!(!lines(&p)[0].contains("\"rows\""));
+    }
+
+    #[test]
+    fn a_torn_last_record_is_told_apart_from_tampering_and_repaired() {
+        let p = log_with(3, "torn");
+        let intact = std::fs::read(&p).unwrap();
+        // A write that died part way: the start of record 4.
+        let mut torn = intact.clone();
+        torn.extend_from_slice(br#"{"seq":4,"time_utc":"2026-"#);
+        std::fs::write(&p, &torn).unwrap();
+        assert_eq!(
+            check(&p).unwrap(),
+            Err(Damage::Torn {
+                line: 4,
+                complete_len: intact.len() as u64
+            })
+        );
+        assert!(
+            append(&p, Record::default()).is_err(),
+            "nothing chains onto a tear"
+        );
+        // Not the start of the chain's next record: tampering.
+        let mut odd = intact.clone();
+        odd.extend_from_slice(br#"{"seq":9,"#);
+        std::fs::write(&p, &odd).unwrap();
+        assert!(matches!(
+            check(&p).unwrap(),
+            Err(Damage::Tampered { line: 4, .. })
+        ));
+        assert!(repair(&p, "ig.lead").is_err());
+        assert_eq!(
+            std::fs::read(&p).unwrap(),
+            odd,
+            "a tampered log is left as evidence"
+        );
+
+        std::fs::write(&p, &torn).unwrap();
+        let r = repair(&p, "ig.lead").unwrap().expect("a repair");
+        assert_eq!(r.removed_bytes, (torn.len() - intact.len()) as u64);
+        let records = read(&p).unwrap();
+        assert_eq!(records.len(), 4);
+        assert_eq!(
+            (records[3].action.as_str(), records[3].actor.as_str()),
+            ("repair", "ig.lead")
+        );
+        assert!(
+            records[3]
+                .detail
+                .as_deref()
+                .unwrap()
+                .contains(r#"{"seq":4,"time_utc":"2026-"#)
+        );
+        assert!(
+            repair(&p, "ig.lead").unwrap().is_none(),
+            "an intact log needs none"
+        );
+        assert_eq!(append(&p, Record::default()).unwrap().seq, 5);
     }
 
     #[test]

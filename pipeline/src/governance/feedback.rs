@@ -4,6 +4,7 @@
 //! number is written, printed or audited; rejected rows are reported by line number.
 
 use crate::bad_input;
+use crate::durable::{self, io_at};
 use crate::error::{Error, Result};
 use crate::governance::audit::{self, Record};
 use crate::governance::pseudonym::{Key, normalise_nhs_number, pseudo_id};
@@ -109,6 +110,17 @@ pub fn import(req: &ImportRequest) -> Result<ImportSummary> {
     std::fs::create_dir_all(req.out_dir)
         .map_err(|e| bad_input!("--out {}: cannot create it ({e})", req.out_dir.display()))?;
     let out_dir = req.out_dir.canonicalize()?;
+    // One importer into this folder at a time; what a killed one left goes now.
+    let _lock = durable::lock_target(&out_dir)?;
+    for e in std::fs::read_dir(&out_dir)
+        .map_err(io_at(&out_dir, "reading"))?
+        .flatten()
+    {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with(".feedback-") && n.ends_with(".tmp") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
     if let Ok(k) = req.key_path.canonicalize()
         && k.starts_with(&out_dir)
     {
@@ -180,6 +192,7 @@ pub fn import(req: &ImportRequest) -> Result<ImportSummary> {
     let name = format!("feedback-{}-{stamp}.parquet", req.team);
     let tmp = out_dir.join(format!(".{name}.tmp"));
     crate::outputs::write_batch(&tmp, &batch)?;
+    durable::sync_tree(&tmp)?;
     let audited = audit::append(
         req.audit_log,
         Record {
@@ -201,7 +214,8 @@ pub fn import(req: &ImportRequest) -> Result<ImportSummary> {
         return Err(Error::failed(format!("nothing imported: {e}")));
     }
     summary.file = out_dir.join(name);
-    std::fs::rename(&tmp, &summary.file)?;
+    std::fs::rename(&tmp, &summary.file).map_err(io_at(&summary.file, "renaming into place"))?;
+    durable::sync_dir(&out_dir)?;
     Ok(summary)
 }
 

@@ -15,6 +15,7 @@
 //! nothing is released. Every refusal is audited too, and is exit code 2.
 
 use crate::bad_input;
+use crate::durable::{self, io_at};
 use crate::error::{Error, Result};
 use crate::governance::audit::{self, Record};
 use crate::governance::pseudonym::Key;
@@ -104,6 +105,14 @@ pub async fn reidentify(req: &Request<'_>) -> Result<Release> {
                 req.out.display()
             )
         })?;
+    }
+    // One writer of this list at a time; what a killed one left (hidden copies with
+    // names) goes now.
+    let _lock = durable::lock_target(&csv)?;
+    for p in [&csv, &parquet] {
+        for tmp in durable::hidden_siblings(p, "tmp") {
+            durable::remove(&tmp).map_err(io_at(&tmp, "removing"))?;
+        }
     }
 
     // 1-3: who asks, and whether they may.
@@ -244,8 +253,13 @@ pub async fn reidentify(req: &Request<'_>) -> Result<Release> {
             return Err(Error::failed(format!("nothing released: {}", e.message)));
         }
     };
-    std::fs::rename(&tmp_csv, &csv)?;
-    std::fs::rename(&tmp_parquet, &parquet)?;
+    crate::faults::point("reidentify.before_rename");
+    std::fs::rename(&tmp_csv, &csv).map_err(io_at(&csv, "renaming into place"))?;
+    crate::faults::point("reidentify.between_renames");
+    std::fs::rename(&tmp_parquet, &parquet).map_err(io_at(&parquet, "renaming into place"))?;
+    if let Some(parent) = csv.parent().filter(|p| !p.as_os_str().is_empty()) {
+        durable::sync_dir(parent)?;
+    }
     Ok(Release {
         patients,
         not_in_vault,

@@ -15,6 +15,7 @@
 //!   quarantine and vault are each replaced whole, or left as they were.
 
 use crate::bad_input;
+use crate::durable::{self, io_at};
 use crate::error::{Error, Result};
 use crate::governance::optouts::{self, OptOuts, RawPersonTable};
 use crate::governance::pseudonym::{Key, normalise_nhs_number, pseudo_id};
@@ -34,6 +35,7 @@ use datafusion::prelude::{DataFrame, SessionContext, col, ident, lit};
 use futures::StreamExt;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -144,21 +146,48 @@ fn locate(input: &Path, table: &str) -> Option<PathBuf> {
 }
 
 /// Temporary siblings that replace their targets only when everything is written.
+/// Each target is locked for the command's life, so what a killed `pseudonymise` left
+/// beside it (hidden staging copies holding NHS numbers, or the previous version
+/// moved aside) is cleaned up at the next start: the previous version put back if
+/// the kill came between the two renames, the copies removed.
 struct Staged {
     moves: Vec<(PathBuf, PathBuf)>,
+    locks: Vec<durable::TargetLock>,
     committed: bool,
 }
 
 impl Staged {
+    /// Lock `target` and clean up after a killed writer of it: before anything else
+    /// looks at the target (a kill between the two renames leaves it missing).
+    fn recover(&mut self, target: &Path) -> Result<()> {
+        if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io_at(parent, "creating"))?;
+        }
+        self.locks.push(durable::lock_target(target)?);
+        for old in durable::hidden_siblings(target, "old") {
+            if target.exists() {
+                durable::remove(&old).map_err(io_at(&old, "removing"))?;
+            } else {
+                std::fs::rename(&old, target).map_err(io_at(target, "restoring"))?;
+            }
+        }
+        for tmp in durable::hidden_siblings(target, "staging") {
+            durable::remove(&tmp).map_err(io_at(&tmp, "removing"))?;
+        }
+        Ok(())
+    }
+
     fn path(&mut self, target: &Path) -> PathBuf {
         let name = target.file_name().unwrap_or_default().to_string_lossy();
         let tmp = target.with_file_name(format!(".{name}.staging-{}", std::process::id()));
-        let _ = remove(&tmp);
         self.moves.push((tmp.clone(), target.to_path_buf()));
         tmp
     }
 
     fn commit(mut self) -> Result<()> {
+        for (tmp, _) in &self.moves {
+            durable::sync_tree(tmp)?;
+        }
         for (tmp, target) in &self.moves {
             let old = target.with_file_name(format!(
                 ".{}.old-{}",
@@ -166,9 +195,13 @@ impl Staged {
                 std::process::id()
             ));
             if target.exists() {
-                std::fs::rename(target, &old)?;
+                std::fs::rename(target, &old).map_err(io_at(target, "moving aside"))?;
             }
-            std::fs::rename(tmp, target)?;
+            crate::faults::point("pseudonymise.between_renames");
+            std::fs::rename(tmp, target).map_err(io_at(target, "renaming into place"))?;
+            if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+                durable::sync_dir(parent)?;
+            }
             let _ = remove(&old);
         }
         self.committed = true;
@@ -248,20 +281,29 @@ pub async fn pseudonymise(req: &Request<'_>) -> Result<Summary> {
         .quarantine
         .map(Path::to_path_buf)
         .unwrap_or_else(|| default_quarantine(req.vault));
+    let mut staged = Staged {
+        moves: Vec::new(),
+        locks: Vec::new(),
+        committed: false,
+    };
+    for target in [req.out, quarantine.as_path(), req.vault] {
+        staged.recover(target)?;
+    }
     let (key, vault_key) = check_request(req, &quarantine)?;
     let ctx = new_context(&SessionOptions::default())?;
     ctx.register_udf(pseudonymise_udf(key));
     ctx.register_udf(problem_udf());
     ctx.register_udf(normalised_udf());
 
-    let mut staged = Staged {
-        moves: Vec::new(),
-        committed: false,
-    };
     let out = staged.path(req.out);
     let qdir = staged.path(&quarantine);
-    std::fs::create_dir_all(&out)?;
-    std::fs::create_dir_all(&qdir)?;
+    std::fs::create_dir_all(&out).map_err(io_at(&out, "creating"))?;
+    // The gate-side quarantine holds NHS numbers: its owner's only.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&qdir)
+        .map_err(io_at(&qdir, "creating"))?;
 
     // Valid rows of every table, pseudonymised, before opt-outs.
     let mut tables = BTreeMap::new();
@@ -294,6 +336,7 @@ pub async fn pseudonymise(req: &Request<'_>) -> Result<Summary> {
         let bad = df.clone().filter(col("reason").is_not_null())?;
         let qfile = qdir.join(format!("{}.parquet", table.name));
         if crate::outputs::write_parquet(bad, &qfile).await? > 0 {
+            durable::owner_only(&qfile)?;
             s.quarantined = reasons(&ctx, &qfile).await?;
         } else {
             std::fs::remove_file(&qfile)?;
@@ -343,7 +386,9 @@ pub async fn pseudonymise(req: &Request<'_>) -> Result<Summary> {
         }
     }
 
-    std::fs::write(out.join(SUMMARY_FILE), serde_json::to_vec_pretty(&summary)?)?;
+    let summary_file = out.join(SUMMARY_FILE);
+    std::fs::write(&summary_file, serde_json::to_vec_pretty(&summary)?)
+        .map_err(io_at(&summary_file, "writing"))?;
     staged.commit()?;
     Ok(summary)
 }

@@ -86,7 +86,10 @@ pub fn write(path: &Path, key: &Key, batches: &[RecordBatch]) -> Result<()> {
         w.write(b)?;
     }
     w.finish()?;
-    std::fs::rename(&tmp, path)?;
+    std::fs::rename(&tmp, path).map_err(crate::durable::io_at(path, "renaming into place"))?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        crate::durable::sync_dir(parent)?;
+    }
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 //! the contract, apply the safe casts, and register the tables with opt-outs applied.
 
 pub mod contract;
+pub mod recheck;
 pub mod validate;
 
 use crate::bad_input;

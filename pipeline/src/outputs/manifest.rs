@@ -13,6 +13,10 @@ pub struct Manifest {
     pub job: String,
     pub job_file: String,
     pub run_id: String,
+    /// The run's number in its job's sequence: the newest run has the highest.
+    /// Absent in runs written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
     pub as_of: String,
     pub started_utc: String,
     pub finished_utc: String,

@@ -1,27 +1,77 @@
-//! A run is written into a staging folder beside its final place and renamed into
-//! place only when complete. Rename within one file system is atomic, so a reader
-//! sees a whole run folder or none; a run that fails or is killed leaves only a
-//! hidden staging folder, which the next run of the job removes.
+//! Run folders: the only writer of `<output>/<job>/` and the reader of a run's files.
+//!
+//! - A run first claims its run id, `<UTC start>-<seq>`, where `seq` is the next
+//!   number of the job's sequence: it is taken by creating the staging folder
+//!   `<job>/.staging-<seq>/` exclusively (a name that cannot be taken twice; on a
+//!   collision the next number is tried) and checking that no complete run holds it.
+//!   The manifest's `run_id` and `seq` are the folder's, even for runs started in the
+//!   same second.
+//! - "Newest" is the highest `seq`, never the clock: a clock that jumps back cannot
+//!   make an older run look newer.
+//! - The staging folder is owned through an exclusive lock on its lock file for the
+//!   run's life (`durable::Owned`). Each run removes the staging folders whose lock
+//!   nobody holds (killed runs, in any PID namespace or host sharing the volume).
+//! - The manifest is written last; everything is synced, then the folder is renamed
+//!   into place. Readers take only folders with a manifest for runs. On an object
+//!   store (no rename) the same holds with the claim as a create-if-absent put and
+//!   the manifest as the completeness marker.
 
 use crate::bad_input;
+use crate::durable::{self, Owned, io_at};
 use crate::error::{Error, Result};
 use crate::outputs::manifest::Manifest;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 const STAGING_PREFIX: &str = ".staging-";
+const TRASH_PREFIX: &str = ".trash-";
+/// Sequence numbers are written with at least this many digits.
+const SEQ_DIGITS: usize = 6;
+
+/// A run's id: its UTC start time and its number in the job's sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunId {
+    pub started: String,
+    pub seq: u64,
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{:0w$}", self.started, self.seq, w = SEQ_DIGITS)
+    }
+}
+
+impl RunId {
+    /// The id of a run folder named `<start>-<seq>`; `None` for other names (runs
+    /// written before sequence numbers).
+    pub fn parse(name: &str) -> Option<Self> {
+        let (started, seq) = name.rsplit_once('-')?;
+        if seq.len() < SEQ_DIGITS || !seq.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(Self {
+            started: started.to_string(),
+            seq: seq.parse().ok()?,
+        })
+    }
+}
 
 pub struct RunFolder {
-    staging: PathBuf,
+    owned: Owned,
     job_dir: PathBuf,
-    run_id: String,
+    run_id: RunId,
     committed: bool,
 }
 
 impl RunFolder {
-    /// Create `<output>/<job>/.staging-<run_id>-<pid>/`, first removing staging
-    /// folders left by runs that no longer exist.
-    pub fn create(output: &Path, job: &str, run_id: &str) -> Result<Self> {
+    /// Claim a run id for a run of `job` started at `started`, creating and owning its
+    /// staging folder, after removing abandoned ones.
+    pub fn create(
+        output: &Path,
+        job: &str,
+        started: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Self> {
         let job_dir = output.join(job);
         std::fs::create_dir_all(&job_dir).map_err(|e| {
             Error::bad_input(format!(
@@ -29,45 +79,73 @@ impl RunFolder {
                 job_dir.display()
             ))
         })?;
-        remove_stale_staging(&job_dir);
-        let staging = job_dir.join(format!("{STAGING_PREFIX}{run_id}-{}", std::process::id()));
-        std::fs::create_dir_all(staging.join("quarantine"))?;
-        Ok(Self {
-            staging,
-            job_dir,
-            run_id: run_id.to_string(),
-            committed: false,
-        })
+        remove_abandoned(&job_dir);
+        let started = started.format("%Y%m%dT%H%M%SZ").to_string();
+        let mut seq = highest_seq(&job_dir)? + 1;
+        for _ in 0..1000 {
+            let staging = job_dir.join(format!("{STAGING_PREFIX}{seq:0w$}", w = SEQ_DIGITS));
+            let Some(owned) = Owned::create(&staging).map_err(io_at(&staging, "creating"))? else {
+                seq += 1;
+                continue;
+            };
+            // A run that held this number may have been renamed into place between our
+            // listing and our claim: its folder is visible now.
+            if committed_seqs(&job_dir)?.contains(&seq) {
+                let _ = std::fs::remove_dir_all(&staging);
+                seq += 1;
+                continue;
+            }
+            crate::faults::point("run.claimed");
+            let q = staging.join("quarantine");
+            std::fs::create_dir(&q).map_err(io_at(&q, "creating"))?;
+            return Ok(Self {
+                owned,
+                job_dir,
+                run_id: RunId { started, seq },
+                committed: false,
+            });
+        }
+        Err(Error::failed(format!(
+            "{}: could not claim a run id",
+            job_dir.display()
+        )))
+    }
+
+    pub fn run_id(&self) -> &RunId {
+        &self.run_id
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
-        self.staging.join(name)
+        self.owned.path().join(name)
     }
 
     pub fn staging_dir(&self) -> &Path {
-        &self.staging
+        self.owned.path()
     }
 
-    /// Where the run will be once committed (a suffix is added if taken).
+    /// Where the run will be once committed.
     pub fn final_dir(&self) -> PathBuf {
-        let mut dir = self.job_dir.join(&self.run_id);
-        let mut k = 1;
-        while dir.exists() {
-            dir = self.job_dir.join(format!("{}-{k}", self.run_id));
-            k += 1;
-        }
-        dir
+        self.job_dir.join(self.run_id.to_string())
     }
 
-    /// Flush every file to disk and rename the staging folder into place.
+    /// Write one small file of the run (JSON, HTML).
+    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let p = self.path(name);
+        std::fs::write(&p, bytes).map_err(io_at(&p, "writing"))
+    }
+
+    /// Flush every file and folder to disk and rename the staging folder into place.
     pub fn commit(mut self) -> Result<PathBuf> {
-        sync_tree(&self.staging)?;
+        crate::faults::point("run.commit");
+        durable::sync_tree(self.owned.path())?;
         let dir = self.final_dir();
-        std::fs::rename(&self.staging, &dir)?;
-        if let Ok(d) = std::fs::File::open(&self.job_dir) {
-            let _ = d.sync_all();
-        }
+        crate::faults::point("run.before_rename");
+        std::fs::rename(self.owned.path(), &dir).map_err(io_at(&dir, "renaming the run into"))?;
+        self.owned.moved_to(&dir);
         self.committed = true;
+        durable::sync_dir(&self.job_dir)?;
+        crate::faults::point("run.after_rename");
+        let _ = std::fs::remove_file(dir.join(durable::LOCK_FILE));
         Ok(dir)
     }
 }
@@ -75,44 +153,65 @@ impl RunFolder {
 impl Drop for RunFolder {
     fn drop(&mut self) {
         if !self.committed {
-            let _ = std::fs::remove_dir_all(&self.staging);
+            let _ = std::fs::remove_dir_all(self.owned.path());
         }
     }
 }
 
-fn sync_tree(dir: &Path) -> Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let p = entry?.path();
-        if p.is_dir() {
-            sync_tree(&p)?;
-        } else {
-            std::fs::File::open(&p)?.sync_all()?;
-        }
-    }
-    Ok(())
+/// Sequence numbers of the job's run folders (complete or not: a folder being renamed
+/// into place has its manifest already).
+fn committed_seqs(job_dir: &Path) -> Result<Vec<u64>> {
+    Ok(std::fs::read_dir(job_dir)
+        .map_err(io_at(job_dir, "reading"))?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            // Hidden names (staging, trash) end in a number too; they are no runs.
+            (!name.starts_with('.')).then(|| RunId::parse(&name))?.map(|r| r.seq)
+        })
+        .collect())
 }
 
-/// Remove `.staging-*-<pid>` folders whose process is gone (killed runs).
-fn remove_stale_staging(job_dir: &Path) {
+/// The highest sequence number held by a run folder or a staging folder.
+fn highest_seq(job_dir: &Path) -> Result<u64> {
+    let staging = std::fs::read_dir(job_dir)
+        .map_err(io_at(job_dir, "reading"))?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_prefix(STAGING_PREFIX)?.parse::<u64>().ok()
+        })
+        .max();
+    Ok(committed_seqs(job_dir)?
+        .into_iter()
+        .chain(staging)
+        .max()
+        .unwrap_or(0))
+}
+
+/// Remove staging folders whose owner is gone, and half-removed ones.
+fn remove_abandoned(job_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(job_dir) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(STAGING_PREFIX) else {
-            continue;
-        };
-        let pid = rest.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
-        let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
-        if !alive {
+        if name.starts_with(STAGING_PREFIX) {
+            let trash = job_dir.join(format!("{TRASH_PREFIX}{:016x}", rand::random::<u64>()));
+            if durable::remove_if_abandoned(&e.path(), &trash) {
+                tracing::info!("removed the staging folder of a run that was killed: {name}");
+            }
+        } else if name.starts_with(TRASH_PREFIX) {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
 }
 
-/// Completed run folders of a job, oldest first (staging folders excluded).
+/// Completed run folders of a job (with a manifest), oldest first by sequence number
+/// (runs written before sequence numbers first, by name): the last is the newest,
+/// whatever the clock said.
 pub fn list_runs(output: &Path, job: &str) -> Vec<PathBuf> {
-    let mut runs: Vec<PathBuf> = std::fs::read_dir(output.join(job))
+    let mut runs: Vec<(u64, PathBuf)> = std::fs::read_dir(output.join(job))
         .into_iter()
         .flatten()
         .flatten()
@@ -120,10 +219,22 @@ pub fn list_runs(output: &Path, job: &str) -> Vec<PathBuf> {
             !e.file_name().to_string_lossy().starts_with('.')
                 && e.path().join("manifest.json").is_file()
         })
-        .map(|e| e.path())
+        .map(|e| {
+            let seq = e
+                .file_name()
+                .to_str()
+                .and_then(RunId::parse)
+                .map_or(0, |r| r.seq);
+            (seq, e.path())
+        })
         .collect();
     runs.sort();
-    runs
+    runs.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The newest complete run of a job.
+pub fn newest_run(output: &Path, job: &str) -> Option<PathBuf> {
+    list_runs(output, job).pop()
 }
 
 /// The manifest of a complete run folder: readers of runs (the gate, commissioner
@@ -203,29 +314,69 @@ pub async fn name_damaged_file(
 mod tests {
     use super::*;
 
+    fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(s).unwrap().into()
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rs-rf-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn commit_with_seq(rf: RunFolder) -> PathBuf {
+        let seq = rf.run_id().seq;
+        rf.write("manifest.json", format!("{{\"seq\": {seq}}}").as_bytes())
+            .unwrap();
+        rf.commit().unwrap()
+    }
+
     #[test]
     fn uncommitted_run_leaves_nothing() {
-        let tmp = std::env::temp_dir().join(format!("rs-rf-{}", std::process::id()));
+        let tmp = scratch("drop");
         {
-            let rf = RunFolder::create(&tmp, "job", "r1").unwrap();
+            let rf = RunFolder::create(&tmp, "job", at("2026-01-01T00:00:00Z")).unwrap();
             std::fs::write(rf.path("x"), b"x").unwrap();
         }
         assert!(std::fs::read_dir(tmp.join("job")).unwrap().next().is_none());
-        let rf = RunFolder::create(&tmp, "job", "r1").unwrap();
-        std::fs::write(rf.path("manifest.json"), b"{}").unwrap();
-        let dir = rf.commit().unwrap();
-        assert_eq!(dir, tmp.join("job/r1"));
+        let rf = RunFolder::create(&tmp, "job", at("2026-01-01T00:00:00Z")).unwrap();
+        let dir = commit_with_seq(rf);
+        assert_eq!(dir, tmp.join("job/20260101T000000Z-000001"));
+        assert!(!dir.join(durable::LOCK_FILE).exists());
         assert_eq!(list_runs(&tmp, "job"), vec![dir]);
         std::fs::remove_dir_all(&tmp).unwrap();
     }
 
     #[test]
-    fn stale_staging_of_dead_process_is_removed() {
-        let tmp = std::env::temp_dir().join(format!("rs-rf2-{}", std::process::id()));
-        let stale = tmp.join("job/.staging-r0-999999999");
+    fn runs_in_one_second_get_distinct_ids_and_newest_ignores_the_clock() {
+        let tmp = scratch("ids");
+        let t = at("2026-01-01T00:00:00Z");
+        let a = RunFolder::create(&tmp, "job", t).unwrap();
+        let b = RunFolder::create(&tmp, "job", t).unwrap();
+        assert_ne!(a.final_dir(), b.final_dir());
+        let (b_dir, a_dir) = (commit_with_seq(b), commit_with_seq(a));
+        // The clock jumped back a year before the third run: it is still the newest.
+        let c =
+            commit_with_seq(RunFolder::create(&tmp, "job", at("2025-01-01T00:00:00Z")).unwrap());
+        assert_eq!(list_runs(&tmp, "job"), vec![a_dir, b_dir, c.clone()]);
+        assert_eq!(newest_run(&tmp, "job"), Some(c));
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn only_abandoned_staging_folders_are_removed() {
+        let tmp = scratch("stale");
+        // A killed run's folder (no owner, whatever its name says about a pid) and a
+        // live one (its lock held).
+        let stale = tmp.join("job/.staging-r0-1");
         std::fs::create_dir_all(&stale).unwrap();
-        let _rf = RunFolder::create(&tmp, "job", "r1").unwrap();
+        std::fs::write(stale.join(durable::LOCK_FILE), b"").unwrap();
+        let live = RunFolder::create(&tmp, "job", at("2026-01-01T00:00:00Z")).unwrap();
+        std::fs::write(live.path("features.parquet"), b"x").unwrap();
+        let _next = RunFolder::create(&tmp, "job", at("2026-01-01T00:00:00Z")).unwrap();
         assert!(!stale.exists());
+        assert!(live.path("features.parquet").exists());
+        drop(live);
         std::fs::remove_dir_all(&tmp).unwrap();
     }
 }

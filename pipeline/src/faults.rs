@@ -1,0 +1,61 @@
+//! Test hooks for the fault-injection suite, compiled into debug builds only (release
+//! builds ignore the variables):
+//!
+//! - `RISKSTRAT_CLOCK=2020-01-01T00:00:00Z`: the wall clock starts at that instant (and
+//!   runs on from there), so a test can jump the clock; read here and nowhere else.
+//! - `RISKSTRAT_FAULT=point=kill,other=wait:/path`: at a named point the process
+//!   SIGKILLs itself (`kill`), or waits until `/path` exists (`wait:`), writing
+//!   `/path.reached` first so the test knows where it is.
+
+use chrono::{DateTime, Utc};
+
+/// The wall clock: every time riskstrat records (run ids, manifests, audit records)
+/// comes from here.
+pub fn now() -> DateTime<Utc> {
+    #[cfg(debug_assertions)]
+    {
+        use std::sync::LazyLock;
+        static FAKE: LazyLock<Option<(DateTime<Utc>, std::time::Instant)>> = LazyLock::new(|| {
+            let s = std::env::var("RISKSTRAT_CLOCK").ok()?;
+            let t = DateTime::parse_from_rfc3339(&s)
+                .unwrap_or_else(|e| panic!("RISKSTRAT_CLOCK={s}: not an RFC 3339 time ({e})"));
+            Some((t.with_timezone(&Utc), std::time::Instant::now()))
+        });
+        if let Some((start, at)) = *FAKE {
+            return start + at.elapsed();
+        }
+    }
+    Utc::now()
+}
+
+/// A named point where the fault suite may kill or pause the process.
+pub fn point(name: &str) {
+    #[cfg(debug_assertions)]
+    {
+        let Ok(spec) = std::env::var("RISKSTRAT_FAULT") else {
+            return;
+        };
+        for item in spec.split(',') {
+            let Some((at, action)) = item.split_once('=') else {
+                continue;
+            };
+            if at != name {
+                continue;
+            }
+            if action == "kill" {
+                // SAFETY: kill(2) on our own pid; no memory is involved.
+                unsafe {
+                    libc::kill(libc::getpid(), libc::SIGKILL);
+                }
+            } else if let Some(path) = action.strip_prefix("wait:") {
+                let path = std::path::Path::new(path);
+                let _ = std::fs::write(path.with_extension("reached"), name);
+                while !path.exists() {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+}
