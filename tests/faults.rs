@@ -207,7 +207,10 @@ fn four_runs_in_one_second_and_a_clock_jump() {
     );
     let served = tokio::runtime::Runtime::new()
         .unwrap()
-        .block_on(riskstrat::serve::flight::newest_runs(&dir.join("runs"), &cell_key().1))
+        .block_on(riskstrat::serve::flight::newest_runs(
+            &dir.join("runs"),
+            &cell_key().1,
+        ))
         .unwrap();
     assert_eq!(served[0].dir, jumped);
     assert_no_leftovers(&dir);

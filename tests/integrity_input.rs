@@ -470,7 +470,8 @@ fn query_on_a_run_with_a_damaged_file_names_the_file() {
             .arg("query")
             .arg("--run")
             .arg(run)
-            .arg("SELECT tier, count(*) AS people FROM people GROUP BY tier")
+            // No dimension: the cut rule allows it on the small dataset.
+            .arg("SELECT count(*) AS people FROM people")
             .output()
             .unwrap()
     };

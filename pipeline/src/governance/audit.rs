@@ -479,9 +479,16 @@ mod tests {
         std::fs::write(&p, format!("{}\n{}\n{}\n{}\n", l[0], l[2], l[1], l[3])).unwrap();
         assert!(read(&p).unwrap_err().message.contains("line 2"));
 
+        // Swapped, then cut mid-record: the swap is what is reported (tampering).
         let full = std::fs::read(&p).unwrap();
         std::fs::write(&p, &full[..full.len() - 10]).unwrap();
-        assert!(read(&p).unwrap_err().message.contains("truncated"));
+        let e = read(&p).unwrap_err().message;
+        assert!(e.contains("line 2") && !e.contains("torn"), "{e}");
+
+        // An intact log cut mid-record: torn (or truncated), repairable.
+        std::fs::write(&p, format!("{}\n{}\n{}\n{}", l[0], l[1], l[2], &l[3][..20])).unwrap();
+        let e = read(&p).unwrap_err().message;
+        assert!(e.contains("line 4") && e.contains("truncated"), "{e}");
     }
 
     #[test]

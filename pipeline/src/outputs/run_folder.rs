@@ -167,7 +167,9 @@ fn committed_seqs(job_dir: &Path) -> Result<Vec<u64>> {
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
             // Hidden names (staging, trash) end in a number too; they are no runs.
-            (!name.starts_with('.')).then(|| RunId::parse(&name))?.map(|r| r.seq)
+            (!name.starts_with('.'))
+                .then(|| RunId::parse(&name))?
+                .map(|r| r.seq)
         })
         .collect())
 }

@@ -23,6 +23,7 @@ use datafusion::catalog::{Session, TableProvider};
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::TableType;
+use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -171,19 +172,19 @@ impl Commissioner {
         let guarded = self.plan(sql).await?;
         let batches = match self.execute(&guarded).await {
             Ok(b) => b,
-            Err(e) => {
-                // A damaged run-folder file is named (a file name is no data);
-                // anything else says only a reference.
-                let dirs: Vec<&Path> = self.runs.iter().map(|r| r.dir.as_path()).collect();
-                return Err(
-                    match crate::outputs::run_folder::name_damaged_file(&dirs, e).await {
-                        Ok(named) => named,
-                        Err(e) => query_failed(&e),
-                    },
-                );
-            }
+            Err(e) => return Err(self.failed(e).await),
         };
         self.protect(&guarded, batches)
+    }
+
+    /// What a caller is told of a failure while running: a damaged run-folder file
+    /// is named (a file name is no data); anything else says only a reference.
+    async fn failed(&self, e: DataFusionError) -> Error {
+        let dirs: Vec<&Path> = self.runs.iter().map(|r| r.dir.as_path()).collect();
+        match crate::outputs::run_folder::name_damaged_file(&dirs, e).await {
+            Ok(named) => named,
+            Err(e) => query_failed(&e),
+        }
     }
 
     /// Run a guarded plan; the raw rows must go through `protect` before anyone sees
@@ -255,7 +256,7 @@ impl Commissioner {
         let fine = match known {
             Some(fine) => fine,
             None => {
-                let small = self
+                let small = match self
                     .ctx
                     .table(view)
                     .await?
@@ -267,7 +268,10 @@ impl Commissioner {
                     .limit(0, Some(1))?
                     .count()
                     .await
-                    .map_err(|e| query_failed(&e))?;
+                {
+                    Ok(n) => n,
+                    Err(e) => return Err(self.failed(e).await),
+                };
                 let fine = small == 0;
                 self.cuts.lock().expect("cut cache").insert(key, fine);
                 fine
@@ -308,6 +312,15 @@ impl Commissioner {
 /// Build the views of one run folder in a private session that holds its person-level
 /// files and the cell key functions; only the views leave it, and the pre-aggregated
 /// ones only as released values.
+/// A run folder that could not be read while opening it: a damaged file is named, as
+/// the run folder's error; anything else as it is.
+async fn opening_failed(dir: &Path, e: DataFusionError) -> Error {
+    match crate::outputs::run_folder::name_damaged_file(&[dir], e).await {
+        Ok(named) => named,
+        Err(e) => e.into(),
+    }
+}
+
 pub async fn open_run(dir: &Path, secret: &Key, policy: &Policy) -> Result<RunViews> {
     let manifest = read_manifest(dir)?;
     let base = new_context(&SessionOptions::default())?;
@@ -358,7 +371,10 @@ pub async fn open_run(dir: &Path, secret: &Key, policy: &Policy) -> Result<RunVi
     register_view(&base, "person", "views/person.sql").await?;
     // Held in memory once: every query would otherwise recompute two keyed hashes
     // per person.
-    let person = base.table("person").await?.cache().await?;
+    let person = match base.table("person").await?.cache().await {
+        Ok(p) => p,
+        Err(e) => return Err(opening_failed(dir, e).await),
+    };
     base.deregister_table("person")?;
     base.register_table("person", person.into_view())?;
 
@@ -373,7 +389,10 @@ pub async fn open_run(dir: &Path, secret: &Key, policy: &Policy) -> Result<RunVi
             table
         } else {
             // Computed and protected once: a query reads only released rows.
-            let rows = base.table(v.name).await?.collect().await?;
+            let rows = match base.table(v.name).await?.collect().await {
+                Ok(rows) => rows,
+                Err(e) => return Err(opening_failed(dir, e).await),
+            };
             let raw = datafusion::arrow::compute::concat_batches(&table.schema(), &rows)?;
             let released = disclosure_control::protect_view(
                 &raw,
