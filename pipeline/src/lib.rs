@@ -15,6 +15,8 @@ pub mod features;
 pub mod governance;
 pub mod ingest;
 pub mod job;
+#[cfg(test)]
+mod layers;
 pub mod model;
 pub mod outcomes;
 pub mod outputs;
