@@ -7,45 +7,6 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-/// Completed run folders (staging folders excluded) of the test job.
-fn runs(dir: &Path) -> Vec<PathBuf> {
-    riskstrat::outputs::run_folder::list_runs(&dir.join("runs"), "test-job")
-}
-
-fn small_dataset() -> Dataset {
-    let mut ds = Dataset::default();
-    for k in 0..20 {
-        let n = format!("p{k}");
-        ds.patients.push(Patient::new(&n));
-        ds.appointments.push(Appt {
-            id: Some(pid(&n)),
-            date: d("2025-06-01"),
-            hcp: "GP",
-            mode: "Face-to-Face",
-            status: "Attended",
-        });
-        ds.prescriptions.push(Rx {
-            id: Some(pid(&n)),
-            date: d("2025-06-01"),
-            bnf: "0601023A0AAABAB",
-            items: 1,
-            nic: 1.0,
-        });
-        ds.admissions.push(Spell {
-            id: pid(&n),
-            spell: format!("S{k}"),
-            date: d("2025-06-01"),
-            discharge: Some(d("2025-06-03")),
-            method: "21",
-            primary: Some("J189"),
-            secondary: vec![],
-            cost: 100.0,
-        });
-    }
-    ds.optouts.push((pid("p0"), "type1", d("2020-01-01")));
-    ds
-}
-
 /// Expect exit code 2, every `needles` in the message, and no run folder.
 fn assert_bad_input(dir: &Path, o: &Output, needles: &[&str]) {
     let err = stderr(o);

@@ -14,40 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-fn small_dataset() -> Dataset {
-    let mut ds = Dataset::default();
-    for k in 0..20 {
-        let n = format!("p{k}");
-        ds.patients.push(Patient::new(&n));
-        ds.appointments.push(Appt {
-            id: Some(pid(&n)),
-            date: d("2025-06-01"),
-            hcp: "GP",
-            mode: "Face-to-Face",
-            status: "Attended",
-        });
-        ds.prescriptions.push(Rx {
-            id: Some(pid(&n)),
-            date: d("2025-06-01"),
-            bnf: "0601023A0AAABAB",
-            items: 1,
-            nic: 1.0,
-        });
-        ds.admissions.push(Spell {
-            id: pid(&n),
-            spell: format!("S{k}"),
-            date: d("2025-06-01"),
-            discharge: Some(d("2025-06-03")),
-            method: "21",
-            primary: Some("J189"),
-            secondary: vec![],
-            cost: 100.0,
-        });
-    }
-    ds.optouts.push((pid("p0"), "type1", d("2020-01-01")));
-    ds
-}
-
 fn runs_of(dir: &Path) -> Vec<PathBuf> {
     list_runs(&dir.join("runs"), "test-job")
 }
