@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::mpsc;
 
@@ -292,9 +292,17 @@ pub fn read(log: &Path) -> Result<Vec<Record>> {
 }
 
 /// Every record of an intact log, or what is wrong with it.
+/// Read under a shared lock: an append in progress (another process, or `serve`'s
+/// writer) is never mistaken for a torn record.
 pub fn check(log: &Path) -> Result<std::result::Result<Vec<Record>, Damage>> {
-    let bytes = std::fs::read(log)
-        .map_err(|e| bad_input!("audit log {}: cannot read it ({e})", log.display()))?;
+    let cannot =
+        |e: std::io::Error| bad_input!("audit log {}: cannot read it ({e})", log.display());
+    let mut file = File::open(log).map_err(cannot)?;
+    file.lock_shared().map_err(cannot)?;
+    let mut bytes = Vec::new();
+    let read = file.read_to_end(&mut bytes);
+    let _ = file.unlock();
+    read.map_err(cannot)?;
     Ok(records(&bytes))
 }
 
@@ -443,6 +451,30 @@ mod tests {
             .lines()
             .map(String::from)
             .collect()
+    }
+
+    /// Regression: `serve`'s test read the log while the writer was between the two
+    /// halves of a record, and took the append in progress for a torn record.
+    #[test]
+    fn a_reader_waits_for_an_append_in_progress() {
+        let p = log_with(2, "reader");
+        let l = lines(&p);
+        let mut writer = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        writer.lock().unwrap();
+        writer.write_all(&l[1].as_bytes()[..10]).unwrap();
+        let path = p.clone();
+        let reader = std::thread::spawn(move || check(&path).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(
+            !reader.is_finished(),
+            "the reader did not wait for the lock"
+        );
+        // Undo the half record, as a finished (cut back) append would leave it.
+        writer
+            .set_len((l[0].len() + l[1].len() + 2) as u64)
+            .unwrap();
+        writer.unlock().unwrap();
+        assert_eq!(reader.join().unwrap().unwrap().len(), 2);
     }
 
     #[test]

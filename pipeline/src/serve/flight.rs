@@ -3,20 +3,23 @@
 //!
 //! Every call passes a tonic interceptor that checks the bearer token against the
 //! access file's hashes and attaches the caller's session (a `Commissioner` holding
-//! only the jobs that token may see, built once at start-up). Every query is planned
-//! and checked by disclosure control, run under a time limit and its own memory pool,
-//! protected (suppressed, rounded), and audited before any row leaves.
+//! only the jobs that token may see, built once at start-up); failed authentications
+//! are counted and audited. Every query is planned and checked by disclosure control
+//! on a query thread of its own under the limits of `limits` (a slot, a time limit,
+//! its own memory pool), protected (suppressed, rounded), and audited before any row
+//! leaves.
 //!
 //! Statement handles and prepared-statement handles are the SQL itself: the server
 //! keeps nothing per statement, and each execution is planned and guarded afresh
 //! under the token that executes it.
 
 use super::access::{Access, Grant};
+use super::limits::{Limits, Queries, QueryPool, is_memory};
 use super::{Answer, CATALOG, Commissioner, RunViews, open_run, schema_name};
 use crate::bad_input;
 use crate::error::{Error, ErrorKind, Result};
 use crate::governance::audit::{self, Record};
-use crate::governance::disclosure_control::Policy;
+use crate::governance::disclosure_control::{Guarded, Policy};
 use crate::governance::pseudonym::Key;
 use crate::outputs::run_folder::list_runs;
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -38,13 +41,16 @@ use arrow_flight::{
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
-use futures::{Stream, TryStreamExt};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 use tonic::metadata::MetadataMap;
@@ -72,22 +78,21 @@ pub struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Seconds a query may take, planning and running.
+    /// Seconds a query may take, planning and running, from when it gets a slot.
     #[arg(long, default_value = "30")]
     pub query_timeout: String,
-    /// Memory one query may use (e.g. 512MiB); beyond it the query fails.
+    /// Memory one query may reserve (e.g. 512MiB), its answer included; beyond it the
+    /// query fails.
     #[arg(long, default_value = "1GiB")]
     pub query_memory: String,
+    /// Queries that may run at once, each on a thread of its own; others wait for a slot.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_concurrent_queries: u32,
+    /// Seconds a query may wait for a slot before it is refused as busy.
+    #[arg(long, default_value = "10")]
+    pub queue_timeout: String,
     #[command(flatten)]
     pub cell_key: super::CellKeyArg,
-}
-
-#[derive(Debug, Clone)]
-struct Limits {
-    time: Duration,
-    memory: usize,
-    /// As given (e.g. 512MiB), for messages.
-    memory_text: String,
 }
 
 /// One token's view of the service: built once, shared by all its calls.
@@ -105,13 +110,15 @@ type Callers = HashMap<[u8; 32], Arc<Caller>>;
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let access = Access::load(&args.access)?;
     let limits = Limits {
-        time: parse_seconds(&args.query_timeout)?,
+        time: parse_seconds(&args.query_timeout, "--query-timeout")?,
         memory: match crate::job::parse_bytes(&args.query_memory) {
             Ok(0) => return Err(bad_input!("--query-memory must be more than 0")),
             Ok(n) => n,
             Err(e) => return Err(e.context("--query-memory")),
         },
         memory_text: args.query_memory.clone(),
+        concurrent: args.max_concurrent_queries as usize,
+        queue: parse_seconds(&args.queue_timeout, "--queue-timeout")?,
     };
     let secret = args.cell_key.load(&args.runs)?;
     let runs = newest_runs(&args.runs, &secret).await?;
@@ -151,11 +158,30 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             "no TLS on {addr}: tokens and answers cross the network in clear; give --tls-cert and --tls-key"
         );
     }
-    let service = Service { audit, limits };
+    tracing::info!(
+        "queries: at most {} at once (waiting up to {:?} for a slot), {:?} and {} each",
+        limits.concurrent,
+        limits.queue,
+        limits.time,
+        limits.memory_text
+    );
+    let refused = Arc::new(Unauthenticated::start(audit.clone()));
+    let service = Service {
+        audit,
+        queries: Queries::new(limits),
+    };
+    let counted = refused.clone();
     let svc = FlightServiceServer::with_interceptor(service, move |mut req: Request<()>| {
-        let caller = authenticate(&callers, req.metadata())?;
-        req.extensions_mut().insert(caller);
-        Ok(req)
+        match authenticate(&callers, req.metadata()) {
+            Ok(caller) => {
+                req.extensions_mut().insert(caller);
+                Ok(req)
+            }
+            Err(why) => {
+                counted.record(&why, req.remote_addr());
+                Err(why.status())
+            }
+        }
     });
     // The bound address, so `--listen 127.0.0.1:0` can be used by scripts and tests.
     println!("listening on {addr}");
@@ -166,7 +192,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         .serve_with_incoming_shutdown(incoming, shutdown())
         .await
         .map_err(|e| Error::failed(format!("serve: {e}")))?;
-    tracing::info!("stopped");
+    tracing::info!(
+        "stopped; {} calls were refused for want of a valid token",
+        refused.count()
+    );
     Ok(())
 }
 
@@ -185,13 +214,13 @@ async fn shutdown() {
     }
 }
 
-fn parse_seconds(s: &str) -> Result<Duration> {
+fn parse_seconds(s: &str, flag: &str) -> Result<Duration> {
     s.trim()
         .parse::<f64>()
         .ok()
         .filter(|x| x.is_finite() && *x > 0.0)
-        .map(Duration::from_secs_f64)
-        .ok_or_else(|| bad_input!("--query-timeout {s}: give a number of seconds above 0, e.g. 30"))
+        .and_then(|x| Duration::try_from_secs_f64(x).ok())
+        .ok_or_else(|| bad_input!("{flag} {s}: give a number of seconds above 0, e.g. 30"))
 }
 
 /// The newest complete run of each job under `dir` (`<job>/<run_id>/`), by job name.
@@ -283,27 +312,125 @@ fn callers(access: &Access, runs: &[RunViews]) -> Result<Callers> {
     Ok(out)
 }
 
+/// Why a call was not authenticated. Holds nothing of the token but, for an unknown
+/// one, the first 8 hex digits of its SHA-256: enough to tell one misconfigured client
+/// from many guesses, far too little to find the token by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Why {
+    NoToken,
+    NotBearer,
+    Unknown { sha256_prefix: String },
+}
+
+impl Why {
+    fn status(&self) -> Status {
+        const HOW: &str = "send the header `authorization: Bearer <token>`";
+        match self {
+            Why::NoToken => Status::unauthenticated(format!("no token: {HOW}")),
+            Why::NotBearer => Status::unauthenticated(format!("not a bearer token: {HOW}")),
+            Why::Unknown { .. } => {
+                Status::unauthenticated("unknown token: check it with whoever runs this service")
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::NoToken => f.write_str("no token"),
+            Why::NotBearer => f.write_str("not a bearer token"),
+            Why::Unknown { sha256_prefix } => {
+                write!(f, "unknown token (sha256 {sha256_prefix}...)")
+            }
+        }
+    }
+}
+
 /// The caller of a request, from its bearer token. Never logs or echoes the token.
-fn authenticate(callers: &Callers, metadata: &MetadataMap) -> Result<Arc<Caller>, Status> {
-    const HOW: &str = "send the header `authorization: Bearer <token>`";
-    let header = metadata
-        .get("authorization")
-        .ok_or_else(|| Status::unauthenticated(format!("no token: {HOW}")))?;
+fn authenticate(callers: &Callers, metadata: &MetadataMap) -> Result<Arc<Caller>, Why> {
+    let header = metadata.get("authorization").ok_or(Why::NoToken)?;
     let token = header
         .to_str()
         .ok()
         .and_then(|h| h.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim())
-        .ok_or_else(|| Status::unauthenticated(format!("not a bearer token: {HOW}")))?;
-    match callers.get(&super::access::token_sha256(token)) {
-        Some(c) => Ok(c.clone()),
-        None => {
-            tracing::warn!("refused a call with an unknown token");
-            Err(Status::unauthenticated(
-                "unknown token: check it with whoever runs this service",
-            ))
+        .ok_or(Why::NotBearer)?;
+    let hash = super::access::token_sha256(token);
+    callers.get(&hash).cloned().ok_or_else(|| Why::Unknown {
+        sha256_prefix: hex::encode(&hash[..4]),
+    })
+}
+
+/// The audit action of a call refused for want of a valid token.
+pub const UNAUTHENTICATED: &str = "unauthenticated";
+
+/// Failed authentications: counted, and each an audit record (action
+/// `unauthenticated`). The interceptor must not wait for the disk (nor for stderr),
+/// so it only counts and hands the record to a bounded queue, which one task writes
+/// out (and logs); when a flood fills the queue, the failures left out are counted and
+/// the next record written says how many.
+struct Unauthenticated {
+    count: AtomicU64,
+    unrecorded: Arc<AtomicU64>,
+    queue: tokio::sync::mpsc::Sender<Record>,
+}
+
+impl Unauthenticated {
+    const QUEUE: usize = 1024;
+
+    fn start(audit: Arc<audit::Writer>) -> Self {
+        let (queue, mut records) = tokio::sync::mpsc::channel::<Record>(Self::QUEUE);
+        let unrecorded = Arc::new(AtomicU64::new(0));
+        let missed = unrecorded.clone();
+        tokio::spawn(async move {
+            while let Some(mut r) = records.recv().await {
+                let n = missed.swap(0, Relaxed);
+                if n > 0 {
+                    let d = r.detail.take().unwrap_or_default();
+                    r.detail = Some(format!(
+                        "{d}; {n} failed authentications before it were counted but not recorded one by one (too many at once)"
+                    ));
+                }
+                tracing::warn!(
+                    "refused a call: {}",
+                    r.detail.as_deref().unwrap_or_default()
+                );
+                let writer = audit.clone();
+                match tokio::task::spawn_blocking(move || writer.append(r)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!("a failed authentication was not audited: {e}"),
+                    Err(e) => tracing::error!("a failed authentication was not audited: {e}"),
+                }
+            }
+        });
+        Self {
+            count: AtomicU64::new(0),
+            unrecorded,
+            queue,
         }
+    }
+
+    /// Count a failed call and queue its record; never blocks.
+    fn record(&self, why: &Why, peer: Option<std::net::SocketAddr>) {
+        let n = self.count.fetch_add(1, Relaxed) + 1;
+        let from = peer.map_or_else(|| "an unknown address".to_string(), |a| a.to_string());
+        let record = Record {
+            actor: UNAUTHENTICATED.into(),
+            action: UNAUTHENTICATED.into(),
+            detail: Some(format!(
+                "{why}, from {from}; failed authentication {n} since the server started"
+            )),
+            ..Default::default()
+        };
+        if self.queue.try_send(record).is_err() {
+            self.unrecorded.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.count.load(Relaxed)
     }
 }
 
@@ -353,7 +480,7 @@ fn read_only() -> Status {
 
 pub struct Service {
     audit: Arc<audit::Writer>,
-    limits: Limits,
+    queries: Queries,
 }
 
 type DoGetStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send>>;
@@ -361,19 +488,13 @@ type DoGetStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, St
 impl Service {
     /// The protected schema of a query (planned and guarded, not run). A refusal is
     /// audited here, since the client will not come back to run it.
-    async fn schema(&self, caller: &Caller, sql: &str) -> Result<SchemaRef, Status> {
-        let result = async {
-            let c = caller.commissioner()?;
-            let planned = async {
-                let g = c.plan(sql).await?;
-                Ok::<_, Error>(c.protect(&g, vec![])?.schema)
-            };
-            match tokio::time::timeout(self.limits.time, planned).await {
-                Ok(r) => r.map_err(status),
-                Err(_) => Err(self.timed_out()),
-            }
-        }
-        .await;
+    async fn schema(&self, caller: &Arc<Caller>, sql: &str) -> Result<SchemaRef, Status> {
+        let result = self
+            .under_limits(caller, sql, |c, text| async move {
+                let g = c.plan(&text).await.map_err(status)?;
+                Ok(c.protect(&g, vec![]).map_err(status)?.schema)
+            })
+            .await;
         if let Err(e) = &result {
             self.audit(caller, sql, Err(e)).await?;
         }
@@ -382,24 +503,15 @@ impl Service {
 
     /// Plan, guard, run under the limits, protect, and audit a query: only then may
     /// its rows be sent. If the audit record cannot be written, nothing is sent.
-    async fn answer(&self, caller: &Caller, sql: &str) -> Result<Answer, Status> {
+    async fn answer(&self, caller: &Arc<Caller>, sql: &str) -> Result<Answer, Status> {
         let started = Instant::now();
-        let result = async {
-            let c = caller
-                .commissioner()?
-                .with_memory_limit(self.limits.memory)
-                .map_err(status)?;
-            let run = async {
-                let g = c.plan(sql).await.map_err(status)?;
-                let batches = c.execute(&g).await.map_err(|e| self.failed(e))?;
-                c.protect(&g, batches).map_err(status)
-            };
-            match tokio::time::timeout(self.limits.time, run).await {
-                Ok(r) => r,
-                Err(_) => Err(self.timed_out()),
-            }
-        }
-        .await;
+        let limits = self.queries.limits.clone();
+        let result = self
+            .under_limits(caller, sql, |c, text| async move {
+                let g = c.plan(&text).await.map_err(status)?;
+                answer_within(&c, &g, &limits).await
+            })
+            .await;
         self.audit(caller, sql, result.as_ref().map(|a| a.rows))
             .await?;
         tracing::debug!(
@@ -414,24 +526,28 @@ impl Service {
         result
     }
 
-    fn timed_out(&self) -> Status {
-        Status::deadline_exceeded(format!(
-            "the query took longer than the {:?} limit (--query-timeout); narrow it, or ask whoever runs this service",
-            self.limits.time
-        ))
-    }
-
-    fn failed(&self, e: DataFusionError) -> Status {
-        let memory = matches!(e.find_root(), DataFusionError::ResourcesExhausted(_))
-            || e.to_string().contains("Resources exhausted");
-        if memory {
-            Status::resource_exhausted(format!(
-                "the query needed more than its {} of memory (--query-memory); narrow it, or ask whoever runs this service",
-                self.limits.memory_text
-            ))
-        } else {
-            status(super::query_failed(&e.strip_backtrace()))
-        }
+    /// Run `work` on the caller's session with the query's own memory pool, on a query
+    /// thread under a slot and the time limit.
+    async fn under_limits<T, F, Fut>(
+        &self,
+        caller: &Arc<Caller>,
+        sql: &str,
+        work: F,
+    ) -> Result<T, Status>
+    where
+        F: FnOnce(Commissioner, String) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, Status>> + 'static,
+        T: Send + 'static,
+    {
+        self.queries.limits.check_text(sql)?;
+        caller.commissioner()?;
+        let (who, text) = (caller.clone(), sql.to_string());
+        self.queries
+            .run(move |pool: Arc<QueryPool>| async move {
+                let c = who.commissioner()?.with_memory_pool(pool).map_err(status)?;
+                work(c, text).await
+            })
+            .await
     }
 
     /// One record per query: who, the SQL, when (the record's time), and the rows
@@ -468,7 +584,7 @@ impl Service {
 
     async fn info(
         &self,
-        caller: &Caller,
+        caller: &Arc<Caller>,
         sql: &str,
         ticket: Vec<u8>,
         descriptor: FlightDescriptor,
@@ -477,10 +593,51 @@ impl Service {
         flight_info(ticket, &schema, descriptor)
     }
 
-    async fn rows(&self, caller: &Caller, sql: &str) -> Result<Response<DoGetStream>, Status> {
+    async fn rows(&self, caller: &Arc<Caller>, sql: &str) -> Result<Response<DoGetStream>, Status> {
         let a = self.answer(caller, sql).await?;
         Ok(stream(a.schema, a.batches))
     }
+}
+
+/// Run a guarded plan and protect its rows, with the raw rows and then the answer
+/// reserved in the query's memory pool, so that operators and answer together stay
+/// within `--query-memory` (the pool does not otherwise see the batches a query
+/// returns).
+async fn answer_within(c: &Commissioner, g: &Guarded, limits: &Limits) -> Result<Answer, Status> {
+    let pool = c.context().runtime_env().memory_pool.clone();
+    let mut held = MemoryConsumer::new("answer").register(&pool);
+    let failed = |e: DataFusionError| {
+        if is_memory(&e) {
+            limits.out_of_memory()
+        } else {
+            status(super::query_failed(&e.strip_backtrace()))
+        }
+    };
+    let mut rows = DataFrame::new(c.context().state(), g.plan.clone())
+        .execute_stream()
+        .await
+        .map_err(failed)?;
+    let mut batches = Vec::new();
+    while let Some(batch) = rows.next().await {
+        let batch = batch.map_err(failed)?;
+        reserve(&mut held, batch.get_array_memory_size(), limits)?;
+        batches.push(batch);
+    }
+    drop(rows);
+    let answer = c.protect(g, batches).map_err(status)?;
+    let size = answer
+        .batches
+        .iter()
+        .map(|b| b.get_array_memory_size())
+        .sum();
+    // The raw rows are gone with `protect`: only the answer is held from here.
+    held.free();
+    reserve(&mut held, size, limits)?;
+    Ok(answer)
+}
+
+fn reserve(held: &mut MemoryReservation, bytes: usize, limits: &Limits) -> Result<(), Status> {
+    held.try_grow(bytes).map_err(|_| limits.out_of_memory())
 }
 
 fn flight_info(
@@ -605,7 +762,7 @@ impl FlightSqlService for Service {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.rows(&*caller(&request)?, utf8(&ticket.statement_handle)?)
+        self.rows(&caller(&request)?, utf8(&ticket.statement_handle)?)
             .await
     }
 
@@ -615,7 +772,7 @@ impl FlightSqlService for Service {
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         no_transactions(&query.transaction_id)?;
-        let schema = self.schema(&*caller(&request)?, &query.query).await?;
+        let schema = self.schema(&caller(&request)?, &query.query).await?;
         let IpcMessage(dataset_schema) = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
             .try_into()
             .map_err(|e: datafusion::arrow::error::ArrowError| Status::internal(e.to_string()))?;
@@ -656,7 +813,7 @@ impl FlightSqlService for Service {
         cmd: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.rows(&*caller(&request)?, utf8(&cmd.prepared_statement_handle)?)
+        self.rows(&caller(&request)?, utf8(&cmd.prepared_statement_handle)?)
             .await
     }
 

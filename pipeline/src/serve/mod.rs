@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod flight;
+pub mod limits;
 pub mod render;
 pub mod views;
 
@@ -27,6 +28,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
@@ -196,21 +198,25 @@ impl Commissioner {
             .await
     }
 
-    /// The same session with its own memory pool of `limit` bytes and no spilling, for
-    /// one query of the server: a query that needs more fails with DataFusion's
-    /// ResourcesExhausted instead of starving the others or filling a disk with
-    /// person-level spill files. Shares the catalog and the file caches.
-    pub fn with_memory_limit(&self, limit: usize) -> Result<Self> {
+    /// The same session with a memory pool of its own and no spilling, for one query
+    /// of the server: a query that needs more than the pool holds fails with
+    /// DataFusion's ResourcesExhausted instead of starving the others or filling a
+    /// disk with person-level spill files. Shares the catalog and the file caches.
+    pub fn with_memory_pool(&self, pool: Arc<dyn MemoryPool>) -> Result<Self> {
         let state = self.ctx.state();
         let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
-            .with_memory_limit(limit, 1.0)
+            .with_memory_pool(pool)
             .with_disk_manager_builder(
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )
             .build_arc()?;
-        let state = SessionStateBuilder::new_from_existing(state)
+        let mut state = SessionStateBuilder::new_from_existing(state)
             .with_runtime_env(runtime)
+            .with_physical_optimizer_rule(Arc::new(limits::YieldPerBatch))
             .build();
+        // Small batches, each a chance to stop: see `limits::YieldPerBatch`.
+        state.config_mut().options_mut().execution.batch_size =
+            datafusion::common::config::ConfigNonZeroUsize::try_new(limits::BATCH_ROWS)?;
         Ok(Self {
             ctx: SessionContext::new_with_state(state),
             runs: self.runs.clone(),
