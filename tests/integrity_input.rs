@@ -463,39 +463,34 @@ fn query_on_a_run_with_a_damaged_file_names_the_file() {
     assert!(err.contains("scores.parquet"), "{err}");
 }
 
+/// An analyst's SQL file that plans but fails on the data, added to the job by
+/// `setting`: exit 2 naming the file.
+fn sql_failing_at_run_time_names_the_file(name: &str, file: &str, sql: &str, setting: &str) {
+    let dir = scratch(name);
+    let job = small_dataset().write(&dir, A);
+    std::fs::write(dir.join(file), sql).unwrap();
+    add_job_lines(&job, "services = \"services.parquet\"", setting);
+    let o = run_job(&job);
+    assert_bad_input(&dir, &o, &[file]);
+}
+
 #[test]
 fn cohort_sql_failing_at_run_time_names_the_file() {
-    let dir = scratch("integrity_cohort_runtime");
-    let job = small_dataset().write(&dir, A);
     // Plans fine; fails on the first row: 'F' is not an integer.
-    std::fs::write(
-        dir.join("bad_cast.sql"),
+    sql_failing_at_run_time_names_the_file(
+        "integrity_cohort_runtime",
+        "bad_cast.sql",
         "SELECT pseudo_id, CAST(sex AS INT) AS sex_number FROM features",
-    )
-    .unwrap();
-    add_job_lines(
-        &job,
-        "services = \"services.parquet\"",
         "[cohorts]\ninclude = [\"complex_needs\", \"bad_cast.sql\"]",
     );
-    let o = run_job(&job);
-    assert_bad_input(&dir, &o, &["bad_cast.sql"]);
 }
 
 #[test]
 fn extra_feature_sql_failing_at_run_time_names_the_file() {
-    let dir = scratch("integrity_extra_runtime");
-    let job = small_dataset().write(&dir, A);
-    std::fs::write(
-        dir.join("bad_extra.sql"),
+    sql_failing_at_run_time_names_the_file(
+        "integrity_extra_runtime",
+        "bad_extra.sql",
         "SELECT pseudo_id, CAST(max(hcp_type) AS INT) AS hcp_number FROM appointments GROUP BY pseudo_id",
-    )
-    .unwrap();
-    add_job_lines(
-        &job,
-        "services = \"services.parquet\"",
         "[features]\nextra = [\"bad_extra.sql\"]",
     );
-    let o = run_job(&job);
-    assert_bad_input(&dir, &o, &["bad_extra.sql"]);
 }

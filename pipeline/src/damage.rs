@@ -80,3 +80,20 @@ pub async fn decode(
     }
     Ok(())
 }
+
+/// The first of `urls` whose pages do not decode (`columns` as for [`decode`]), with
+/// the decoder's error: what a run or query that failed on a decoding error names.
+pub async fn first_damaged(
+    ctx: &SessionContext,
+    urls: impl IntoIterator<Item = String>,
+    columns: Option<&[&str]>,
+) -> Option<(String, DataFusionError)> {
+    for url in urls {
+        if let Err(e) = decode(ctx, &url, columns).await
+            && caused_by_decoding(&e)
+        {
+            return Some((url, e));
+        }
+    }
+    None
+}

@@ -181,13 +181,12 @@ pub async fn name_damaged_input(inputs: &BTreeMap<String, String>, e: Error) -> 
             continue;
         };
         let columns: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
-        for meta in &listed.metas {
-            if let Err(err) =
-                crate::damage::decode(&ctx, &listed_url(&listed.url, meta), Some(&columns)).await
-                && crate::damage::caused_by_decoding(&err)
-            {
-                return damaged(&what, &meta.location.to_string(), err);
-            }
+        let urls = listed.metas.iter().map(|m| listed_url(&listed.url, m));
+        if let Some((url, err)) = crate::damage::first_damaged(&ctx, urls, Some(&columns)).await {
+            let file = url
+                .strip_prefix(listed.url.object_store().as_str())
+                .unwrap_or(&url);
+            return damaged(&what, file, err);
         }
     }
     e

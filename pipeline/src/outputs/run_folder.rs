@@ -301,12 +301,9 @@ pub async fn name_damaged_file(
             .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
             .collect();
         files.sort();
-        for f in files {
-            if let Err(err) = crate::damage::decode(&ctx, &f.to_string_lossy(), None).await
-                && crate::damage::caused_by_decoding(&err)
-            {
-                return Ok(damaged(&f, err));
-            }
+        let urls = files.iter().map(|f| f.to_string_lossy().into_owned());
+        if let Some((file, err)) = crate::damage::first_damaged(&ctx, urls, None).await {
+            return Ok(damaged(Path::new(&file), err));
         }
     }
     Err(e)
