@@ -554,7 +554,7 @@ fn audit_verify_exit_codes() {
     for k in 0..3 {
         let r = Record {
             actor: format!("ig.lead.{k}"),
-            action: "approve".into(),
+            action: riskstrat::governance::audit::Action::Approve,
             team: Some("T01".into()),
             ..Default::default()
         };

@@ -398,7 +398,7 @@ fn a_full_disk_refuses_and_the_next_operation_succeeds() {
     let writer = audit::Writer::open(&log).unwrap();
     let query = |k: u64| audit::Record {
         actor: "commissioner".into(),
-        action: "query".into(),
+        action: audit::Action::Query,
         query: Some(format!("SELECT {k} {}", "x".repeat(300))),
         rows: Some(k),
         ..Default::default()

@@ -374,7 +374,7 @@ fn gate_refuses_an_expired_approval() {
         &f.audit(),
         Record {
             actor: "caldicott.guardian".into(),
-            action: "approve".into(),
+            action: audit::Action::Approve,
             team: Some("T01".into()),
             purpose: Some("direct-care".into()),
             cohort: Some("complex_needs".into()),
@@ -700,7 +700,7 @@ fn whole_flow_releases_to_the_team_and_leaks_nothing() {
     let actions: Vec<String> = audit::read(&f.audit())
         .unwrap()
         .into_iter()
-        .map(|r| r.action)
+        .map(|r| r.action.to_string())
         .collect();
     assert_eq!(actions, ["approve", "reidentify", "feedback_import"]);
     let o = riskstrat()

@@ -26,6 +26,60 @@ use std::sync::mpsc;
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// What an audited event was. Serialised as the snake_case names the log has always
+/// held, so existing logs verify unchanged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// An IG lead approved a team's re-identification of a run's cohort.
+    #[default]
+    Approve,
+    /// The gate released a list of named patients to a team.
+    Reidentify,
+    /// The gate or `serve` refused a request (the reason in `detail`).
+    Refuse,
+    /// A care team's feedback was imported.
+    FeedbackImport,
+    /// `serve` answered a commissioner's query.
+    Query,
+    /// `audit repair` removed a torn last record.
+    Repair,
+    /// `serve` refused a call for want of a valid token.
+    Unauthenticated,
+}
+
+impl Action {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::Approve => "approve",
+            Action::Reidentify => "reidentify",
+            Action::Refuse => "refuse",
+            Action::FeedbackImport => "feedback_import",
+            Action::Query => "query",
+            Action::Repair => "repair",
+            Action::Unauthenticated => "unauthenticated",
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Action {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<str> for Action {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
 /// One audited event. Counts and hashes only: no identifier of any patient.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,8 +88,7 @@ pub struct Record {
     pub time_utc: String,
     /// Who acted: the requester, approver or importer.
     pub actor: String,
-    /// approve, reidentify, refuse, feedback_import.
-    pub action: String,
+    pub action: Action,
     pub team: Option<String>,
     pub purpose: Option<String>,
     pub run: Option<String>,
@@ -43,8 +96,13 @@ pub struct Record {
     pub patients: Option<u64>,
     /// SHA-256 of the released or imported file.
     pub file_sha256: Option<String>,
-    /// Approval expiry, refusal reason, and the like.
+    /// A refusal's reason, a release's file and approval, and the like.
     pub detail: Option<String>,
+    /// An approval's last day. Left out of the JSON when absent, so records written
+    /// before it existed keep their hashes (those held it in `detail` as
+    /// `expires=YYYY-MM-DD`, which is still read).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "iso_date")]
+    pub expires: Option<chrono::NaiveDate>,
     /// A commissioner's query (the SQL as sent), for `serve`'s query and refuse records.
     /// Left out of the JSON when absent, so records written before it existed keep
     /// their hashes.
@@ -56,6 +114,25 @@ pub struct Record {
     pub prev_sha256: String,
     /// SHA-256 of this record's JSON with this field empty.
     pub sha256: String,
+}
+
+/// `Option<NaiveDate>` as `"YYYY-MM-DD"` (chrono's serde feature is not enabled).
+mod iso_date {
+    use chrono::NaiveDate;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(d: &Option<NaiveDate>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.collect_str(&d.format("%Y-%m-%d")),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveDate>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| NaiveDate::parse_from_str(&s, "%Y-%m-%d").map_err(D::Error::custom))
+            .transpose()
+    }
 }
 
 impl Record {
@@ -399,7 +476,7 @@ pub fn repair(log: &Path, operator: &str) -> Result<Option<Repaired>> {
         let removed = &bytes[complete_len as usize..];
         let mut record = Record {
             actor: operator.to_string(),
-            action: "repair".into(),
+            action: Action::Repair,
             detail: Some(format!(
                 "removed an incomplete last record ({} bytes, sha256 {}): {}",
                 removed.len(),
@@ -436,7 +513,7 @@ mod tests {
                 &path,
                 Record {
                     actor: format!("user{k}"),
-                    action: "approve".into(),
+                    action: Action::Approve,
                     ..Default::default()
                 },
             )
@@ -535,7 +612,7 @@ mod tests {
                 &p,
                 Record {
                     actor: "x".into(),
-                    action: "approve".into(),
+                    action: Action::Approve,
                     ..Default::default()
                 }
             )
@@ -554,7 +631,7 @@ mod tests {
                     for k in 0..25 {
                         w.append(Record {
                             actor: format!("t{t}"),
-                            action: "query".into(),
+                            action: Action::Query,
                             query: Some(format!("SELECT {k}")),
                             rows: Some(k),
                             ..Default::default()
@@ -572,7 +649,7 @@ mod tests {
             &p,
             Record {
                 actor: "gate".into(),
-                action: "approve".into(),
+                action: Action::Approve,
                 ..Default::default()
             },
         )
@@ -580,7 +657,7 @@ mod tests {
         let next = w
             .append(Record {
                 actor: "t0".into(),
-                action: "refuse".into(),
+                action: Action::Refuse,
                 ..Default::default()
             })
             .unwrap();

@@ -95,7 +95,7 @@ pub fn import(req: &ImportRequest) -> Result<ImportSummary> {
             req.audit_log,
             Record {
                 actor: req.importer.to_string(),
-                action: "refuse".into(),
+                action: audit::Action::Refuse,
                 team: Some(req.team.to_string()),
                 detail: Some("feedback import: importer is not a member of the team".into()),
                 ..Default::default()
@@ -197,7 +197,7 @@ pub fn import(req: &ImportRequest) -> Result<ImportSummary> {
         req.audit_log,
         Record {
             actor: req.importer.to_string(),
-            action: "feedback_import".into(),
+            action: audit::Action::FeedbackImport,
             team: Some(req.team.to_string()),
             patients: Some(summary.imported as u64),
             file_sha256: Some(hex::encode(Sha256::digest(&bytes))),

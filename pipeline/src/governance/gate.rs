@@ -63,7 +63,7 @@ pub struct Release {
 fn refuse(req: &Request, run: Option<&str>, why: &str, message: String) -> Error {
     let record = Record {
         actor: req.requester.to_string(),
-        action: "refuse".into(),
+        action: audit::Action::Refuse,
         team: Some(req.team.to_string()),
         purpose: Some(DIRECT_CARE.into()),
         run: run.map(str::to_string),
@@ -228,7 +228,7 @@ pub async fn reidentify(req: &Request<'_>) -> Result<Release> {
             req.audit_log,
             Record {
                 actor: req.requester.to_string(),
-                action: "reidentify".into(),
+                action: audit::Action::Reidentify,
                 team: Some(req.team.to_string()),
                 purpose: Some(DIRECT_CARE.into()),
                 run: Some(manifest.run_id.clone()),

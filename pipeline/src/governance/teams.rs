@@ -83,21 +83,21 @@ pub struct Approval {
 }
 
 impl Approval {
-    fn detail(&self) -> String {
-        format!("expires={}", self.expires)
-    }
-
     /// Read an approval back from its audit record.
     pub fn from_record(r: &Record) -> Option<Approval> {
-        if r.action != "approve" {
+        if r.action != audit::Action::Approve {
             return None;
         }
-        let expires = r.detail.as_deref()?.strip_prefix("expires=")?;
+        // Records written before `expires` was a field held it in `detail`.
+        let expires = r.expires.or_else(|| {
+            let old = r.detail.as_deref()?.strip_prefix("expires=")?;
+            NaiveDate::parse_from_str(old, "%Y-%m-%d").ok()
+        })?;
         Some(Approval {
             team: r.team.clone()?,
             cohort: r.cohort.clone()?,
             purpose: r.purpose.clone()?,
-            expires: NaiveDate::parse_from_str(expires, "%Y-%m-%d").ok()?,
+            expires,
             approver: r.actor.clone(),
         })
     }
@@ -143,11 +143,11 @@ pub fn approve(
         log,
         Record {
             actor: approval.approver.clone(),
-            action: "approve".into(),
+            action: audit::Action::Approve,
             team: Some(approval.team.clone()),
             purpose: Some(approval.purpose.clone()),
             cohort: Some(approval.cohort.clone()),
-            detail: Some(approval.detail()),
+            expires: Some(approval.expires),
             ..Default::default()
         },
     )
@@ -215,6 +215,30 @@ members = ["gp.south.1"]
         assert!(!a[0].covers("T01", "complex_needs", DIRECT_CARE, d("2027-01-01")));
         assert!(!a[0].covers("T02", "complex_needs", DIRECT_CARE, d("2026-12-01")));
         assert!(!a[0].covers("T01", "high_cost", DIRECT_CARE, d("2026-12-01")));
+    }
+
+    #[test]
+    fn expiry_is_a_date_field_and_old_records_holding_it_in_detail_still_read() {
+        let (reg, log) = setup("fields");
+        let r = approve(&reg, &log, &approval("T01"), d("2026-11-22")).unwrap();
+        let line = std::fs::read_to_string(&log).unwrap();
+        assert!(line.contains(r#""expires":"2026-12-31""#), "{line}");
+        assert_eq!((r.expires, r.detail), (Some(d("2026-12-31")), None));
+        // As approvals were written before the field existed.
+        let old = Record {
+            actor: "caldicott.guardian".into(),
+            action: audit::Action::Approve,
+            team: Some("T01".into()),
+            purpose: Some(DIRECT_CARE.into()),
+            cohort: Some("complex_needs".into()),
+            detail: Some("expires=2026-12-31".into()),
+            ..Default::default()
+        };
+        assert!(!serde_json::to_string(&old).unwrap().contains("\"expires\""));
+        assert_eq!(Approval::from_record(&old), Some(approval("T01")));
+        let mut bad = old.clone();
+        bad.detail = Some("expires=31/12/2026".into());
+        assert_eq!(Approval::from_record(&bad), None);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::limits::{Limits, Queries, QueryPool, is_memory};
 use super::{Answer, CATALOG, Commissioner, RunViews, open_run, schema_name};
 use crate::bad_input;
 use crate::error::{Error, ErrorKind, Result};
-use crate::governance::audit::{self, Record};
+use crate::governance::audit::{self, Action, Record};
 use crate::governance::disclosure_control::{Guarded, Policy};
 use crate::governance::pseudonym::Key;
 use crate::outputs::run_folder::list_runs;
@@ -363,8 +363,8 @@ fn authenticate(callers: &Callers, metadata: &MetadataMap) -> Result<Arc<Caller>
     })
 }
 
-/// The audit action of a call refused for want of a valid token.
-pub const UNAUTHENTICATED: &str = "unauthenticated";
+/// The audit actor of a call refused for want of a valid token.
+const UNAUTHENTICATED: &str = Action::Unauthenticated.as_str();
 
 /// Failed authentications: counted, and each an audit record (action
 /// `unauthenticated`). The interceptor must not wait for the disk (nor for stderr),
@@ -418,7 +418,7 @@ impl Unauthenticated {
         let from = peer.map_or_else(|| "an unknown address".to_string(), |a| a.to_string());
         let record = Record {
             actor: UNAUTHENTICATED.into(),
-            action: UNAUTHENTICATED.into(),
+            action: Action::Unauthenticated,
             detail: Some(format!(
                 "{why}, from {from}; failed authentication {n} since the server started"
             )),
@@ -559,12 +559,12 @@ impl Service {
         outcome: Result<usize, &Status>,
     ) -> Result<(), Status> {
         let (action, rows, detail) = match outcome {
-            Ok(rows) => ("query", Some(rows as u64), None),
-            Err(e) => ("refuse", None, Some(e.message().to_string())),
+            Ok(rows) => (Action::Query, Some(rows as u64), None),
+            Err(e) => (Action::Refuse, None, Some(e.message().to_string())),
         };
         let record = Record {
             actor: caller.name.clone(),
-            action: action.into(),
+            action,
             run: Some(caller.runs.clone()),
             query: Some(sql.to_string()),
             rows,
