@@ -741,6 +741,19 @@ fn time_hog(terms: usize) -> String {
     )
 }
 
+/// The longest filter the grammar allows (64 comparisons) under an allowed cut
+/// (age_band x sex). At 40,000 people it costs no more than `count(*)` (both about
+/// 0.2 s as a whole `riskstrat query` process).
+fn widest_filter() -> String {
+    let alternatives: Vec<String> = (0..31)
+        .map(|i| format!("(age_band = 'b{i}' AND sex = '{}')", ["F", "M"][i % 2]))
+        .collect();
+    format!(
+        "SELECT age_band, count(*) AS n, avg(risk) AS r FROM people WHERE {} OR sex = 'F' GROUP BY age_band",
+        alternatives.join(" OR ")
+    )
+}
+
 /// The memory limit of the hostile test: enough for every LOAD query, not for the
 /// memory-hungry ones on the heavy fixture.
 const HEAVY_MEMORY: &str = "16MiB";
@@ -1035,9 +1048,8 @@ fn longest_in_list() -> String {
     )
 }
 
-#[ignore = "issue 10: its slow query (a 1,500-term filter, which planned for seconds in one uninterruptible step) is now refused by the 64-comparison filter cap; these limit tests need a slow query the grammar allows"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn memory_hungry_queries_fail_with_the_server_rss_bounded() {
+async fn heaviest_allowed_queries_keep_the_server_rss_bounded() {
     let (limit_mib, slots) = (RSS_LIMIT_MIB, 4);
     let limit = format!("{limit_mib}MiB");
     let server = Server::on(
@@ -1064,7 +1076,7 @@ async fn memory_hungry_queries_fail_with_the_server_rss_bounded() {
     let heavy_queries = [
         memory_hog("people"),
         memory_hog("cohort_people"),
-        time_hog(TIME_HOG_TERMS),
+        widest_filter(),
         longest_in_list(),
     ];
     assert!(heavy_queries.iter().all(|q| q.len() <= 64 * 1024));
@@ -1107,10 +1119,10 @@ async fn memory_hungry_queries_fail_with_the_server_rss_bounded() {
         base / 1024,
         peak / 1024
     );
-    assert!(
-        exhausted >= slots,
-        "the memory-hungry queries hit the limit"
-    );
+    // Measured (issue 10): at 40,000 people none of these reaches 16 MiB (0 of 32
+    // stopped at the limit; the all-dimension cuts are refused by the cut rule), so the
+    // bound holds with room: the closed grammar leaves nothing large to compute.
+    assert_eq!(exhausted + answered, 8 * slots);
     assert!(
         grew <= RSS_BOUND_MIB,
         "RSS grew by {grew} MiB with {slots} queries of {limit} each (bound {RSS_BOUND_MIB} MiB)"
