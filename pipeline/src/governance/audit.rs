@@ -27,16 +27,17 @@ use std::sync::mpsc;
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// What an audited event was. Serialised as the snake_case names the log has always
-/// held, so existing logs verify unchanged.
+/// held, so existing logs verify unchanged. The default is `Refuse`, which grants
+/// nothing: a record built without naming its action must never read as an approval.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// An IG lead approved a team's re-identification of a run's cohort.
-    #[default]
     Approve,
     /// The gate released a list of named patients to a team.
     Reidentify,
     /// The gate or `serve` refused a request (the reason in `detail`).
+    #[default]
     Refuse,
     /// A care team's feedback was imported.
     FeedbackImport,
@@ -71,12 +72,6 @@ impl std::fmt::Display for Action {
 impl PartialEq<&str> for Action {
     fn eq(&self, other: &&str) -> bool {
         self.as_str() == *other
-    }
-}
-
-impl PartialEq<str> for Action {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
     }
 }
 
@@ -503,6 +498,25 @@ pub fn repair(log: &Path, operator: &str) -> Result<Option<Repaired>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn actions_serialise_as_their_names_and_default_to_one_that_grants_nothing() {
+        use Action::*;
+        for a in [
+            Approve,
+            Reidentify,
+            Refuse,
+            FeedbackImport,
+            Query,
+            Repair,
+            Unauthenticated,
+        ] {
+            let json = serde_json::to_string(&a).unwrap();
+            assert_eq!(json, format!("\"{a}\""));
+            assert_eq!(serde_json::from_str::<Action>(&json).unwrap(), a);
+        }
+        assert_eq!(Record::default().action, Refuse);
+    }
 
     fn log_with(n: usize, name: &str) -> std::path::PathBuf {
         let path =
