@@ -3,9 +3,12 @@
 //!
 //! - `RISKSTRAT_CLOCK=2020-01-01T00:00:00Z`: the wall clock starts at that instant (and
 //!   runs on from there), so a test can jump the clock; read here and nowhere else.
-//! - `RISKSTRAT_FAULT=point=kill,other=wait:/path`: at a named point the process
-//!   SIGKILLs itself (`kill`), or waits until `/path` exists (`wait:`), writing
-//!   `/path.reached` first so the test knows where it is.
+//! - `RISKSTRAT_FAULT=point=kill,other=wait:/path,third=spin:50`: at a named point the
+//!   process SIGKILLs itself (`kill`), waits until `/path` exists (`wait:`, writing
+//!   `/path.reached` first so the test knows where it is), or computes for 50 ms
+//!   without yielding (`spin:50`, a stand-in for an expensive step: serve's limit tests
+//!   make every batch of a query this costly; `spin:50:/path` only while `/path`
+//!   exists, so a test can turn it off).
 
 use chrono::{DateTime, Utc};
 
@@ -28,11 +31,15 @@ pub fn now() -> DateTime<Utc> {
     Utc::now()
 }
 
-/// A named point where the fault suite may kill or pause the process.
+/// A named point where the fault suite may kill, pause or slow the process.
 pub fn point(name: &str) {
     #[cfg(debug_assertions)]
     {
-        let Ok(spec) = std::env::var("RISKSTRAT_FAULT") else {
+        use std::sync::LazyLock;
+        // Read once: some points (a query's batches) are passed thousands of times.
+        static SPEC: LazyLock<Option<String>> =
+            LazyLock::new(|| std::env::var("RISKSTRAT_FAULT").ok());
+        let Some(spec) = SPEC.as_deref() else {
             return;
         };
         for item in spec.split(',') {
@@ -52,6 +59,21 @@ pub fn point(name: &str) {
                 let _ = std::fs::write(path.with_extension("reached"), name);
                 while !path.exists() {
                     std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            } else if let Some(spin) = action.strip_prefix("spin:") {
+                let (ms, gate) = match spin.split_once(':') {
+                    Some((ms, path)) => (ms, Some(std::path::Path::new(path))),
+                    None => (spin, None),
+                };
+                if gate.is_some_and(|p| !p.exists()) {
+                    continue;
+                }
+                let ms: u64 = ms.parse().unwrap_or_else(|_| {
+                    panic!("RISKSTRAT_FAULT {item}: spin:MILLISECONDS[:/path]")
+                });
+                let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+                while std::time::Instant::now() < until {
+                    std::hint::spin_loop();
                 }
             }
         }

@@ -103,11 +103,12 @@ impl Limits {
 }
 
 /// One query's memory pool: DataFusion's greedy pool of `--query-memory` bytes, which
-/// remembers whether it ever refused a reservation.
+/// remembers whether it ever refused a reservation, and the query's stop flag.
 #[derive(Debug)]
 pub struct QueryPool {
     inner: GreedyMemoryPool,
     refused: AtomicBool,
+    stopped: Arc<AtomicBool>,
 }
 
 impl QueryPool {
@@ -115,12 +116,18 @@ impl QueryPool {
         Self {
             inner: GreedyMemoryPool::new(limit),
             refused: AtomicBool::new(false),
+            stopped: Arc::new(AtomicBool::new(false)),
         }
     }
 
     /// Whether a reservation was refused: the query ran out of memory.
     pub fn refused(&self) -> bool {
         self.refused.load(Relaxed)
+    }
+
+    /// Set at the time limit; the query's scans read it before each batch.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stopped.clone()
     }
 }
 
@@ -243,6 +250,9 @@ impl Queries {
             // The thread ended without answering: the query panicked.
             Ok(Err(_)) => Err(Status::internal("the query failed")),
             Err(_) => {
+                // The flag first: the query thread's scheduler may run each of the
+                // query's ready tasks (one batch each) before it sees `cancel`.
+                pool.stopped.store(true, Relaxed);
                 drop(cancel);
                 let limit = self.limits.time;
                 // How long the cancelled work took to stop, for the operator.
@@ -268,9 +278,13 @@ fn is_failure(s: &Status) -> bool {
 /// views' scans) yields to the runtime before each batch it produces. DataFusion's
 /// own cooperative yielding spends tokio's budget of 128 batches per poll, so over
 /// in-memory views a whole query can run in one poll; yielding per batch lets a
-/// cancelled query stop within one batch of work.
+/// cancelled query stop within one batch of work. Each leaf also reads the query's
+/// stop flag before each batch and ends when it is set, so that tasks the query
+/// thread runs before it sees the cancellation do no more work.
 #[derive(Debug)]
-pub struct YieldPerBatch;
+pub struct YieldPerBatch {
+    pub stopped: Arc<AtomicBool>,
+}
 
 impl PhysicalOptimizerRule for YieldPerBatch {
     fn optimize(
@@ -284,7 +298,8 @@ impl PhysicalOptimizerRule for YieldPerBatch {
             if p.is::<YieldExec>() {
                 Ok(Transformed::new(p, false, TreeNodeRecursion::Jump))
             } else if p.children().is_empty() {
-                let wrapped: Arc<dyn ExecutionPlan> = Arc::new(YieldExec::new(p));
+                let wrapped: Arc<dyn ExecutionPlan> =
+                    Arc::new(YieldExec::new(p, self.stopped.clone()));
                 Ok(Transformed::new(wrapped, true, TreeNodeRecursion::Jump))
             } else {
                 Ok(Transformed::no(p))
@@ -300,15 +315,16 @@ impl PhysicalOptimizerRule for YieldPerBatch {
     }
 }
 
-/// Its input, yielding once before each batch.
+/// Its input, yielding once before each batch, and ending once `stopped` is set.
 #[derive(Debug, Clone)]
 struct YieldExec {
     input: Arc<dyn ExecutionPlan>,
+    stopped: Arc<AtomicBool>,
 }
 
 impl YieldExec {
-    fn new(input: Arc<dyn ExecutionPlan>) -> Self {
-        Self { input }
+    fn new(input: Arc<dyn ExecutionPlan>, stopped: Arc<AtomicBool>) -> Self {
+        Self { input, stopped }
     }
 }
 
@@ -342,7 +358,10 @@ impl ExecutionPlan for YieldExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(YieldExec::new(children.swap_remove(0))))
+        Ok(Arc::new(YieldExec::new(
+            children.swap_remove(0),
+            self.stopped.clone(),
+        )))
     }
     fn with_new_children(
         self: Arc<Self>,
@@ -361,13 +380,20 @@ impl ExecutionPlan for YieldExec {
         let mut input = self.input.execute(partition, context)?;
         let schema = input.schema();
         let mut yielded = false;
+        let stopped = self.stopped.clone();
         let batches = futures::stream::poll_fn(move |cx| {
+            if stopped.load(Relaxed) {
+                return Poll::Ready(Some(Err(DataFusionError::Execution(
+                    "stopped at the time limit".into(),
+                ))));
+            }
             if !yielded {
                 yielded = true;
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
             yielded = false;
+            crate::faults::point("query.batch");
             input.poll_next_unpin(cx)
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))

@@ -28,7 +28,6 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
@@ -202,7 +201,8 @@ impl Commissioner {
     /// of the server: a query that needs more than the pool holds fails with
     /// DataFusion's ResourcesExhausted instead of starving the others or filling a
     /// disk with person-level spill files. Shares the catalog and the file caches.
-    pub fn with_memory_pool(&self, pool: Arc<dyn MemoryPool>) -> Result<Self> {
+    pub fn with_memory_pool(&self, pool: Arc<limits::QueryPool>) -> Result<Self> {
+        let stopped = pool.stop_flag();
         let state = self.ctx.state();
         let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
             .with_memory_pool(pool)
@@ -212,7 +212,7 @@ impl Commissioner {
             .build_arc()?;
         let mut state = SessionStateBuilder::new_from_existing(state)
             .with_runtime_env(runtime)
-            .with_physical_optimizer_rule(Arc::new(limits::YieldPerBatch))
+            .with_physical_optimizer_rule(Arc::new(limits::YieldPerBatch { stopped }))
             .build();
         // Small batches, each a chance to stop: see `limits::YieldPerBatch`.
         state.config_mut().options_mut().execution.batch_size =
