@@ -1,8 +1,11 @@
 //! The outcomes stage on hand-written people: who is evaluated, who is matched to
-//! whom, person-time (registration, death, end of data) and events before and after
-//! the start date, and the rates and difference in differences, each checked against
-//! arithmetic done here by hand. (The statistics themselves are checked against numpy
-//! and statsmodels in `models/tests/outcomes_reference.rs`.)
+//! whom (exact cells of emergency use at the start date, then risk), person-time
+//! (registration, death, end of data) and events before and after the start date and
+//! in the placebo year, the rates, difference in differences and balance, each checked
+//! against arithmetic done here by hand. (The statistics themselves are checked against
+//! numpy and statsmodels in `models/tests/outcomes_reference.rs`.) Then a reduced
+//! version of the check against synthetic data with known effects
+//! (`pipeline/examples/service_eval_check.rs` runs the full one).
 
 mod common;
 
@@ -37,17 +40,21 @@ fn service_outcomes_match_a_hand_computation() {
         p.imd = Some(imd);
         p
     };
+    // Everyone is a woman born in 1960: one sex and age band.
     ds.patients.push(person("t1", 3));
     let mut t2 = person("t2", 5);
     t2.start = d("2025-02-01");
     t2.death = Some(d("2026-01-31"));
     ds.patients.push(t2);
     ds.patients.push(person("c1", 3));
+    // In t1's cell at its start, but far on risk: not chosen.
+    ds.patients.push(person("c1_far", 9));
     ds.patients.push(person("c2", 5));
     for k in 0..5 {
         ds.patients.push(person(&format!("d{k}"), 9));
     }
     ds.patients.push(person("objector", 3));
+    // Enrolled before t2's start: no longer a possible comparison patient.
     ds.patients.push(person("old_enrolment", 5));
     ds.optouts.push((pid("objector"), "ndoo", d("2020-01-01")));
 
@@ -61,18 +68,26 @@ fn service_outcomes_match_a_hand_computation() {
         .push((pid("old_enrolment"), "VW01", d("2024-01-10"), None));
 
     ds.admissions = vec![
+        // t1: one admission in the year before its start, and the crisis that led to
+        // referral: cell (1 in the 90 days before, 2 in the 365).
         spell("t1", 1, "2024-08-01", 3),
-        spell("t1", 2, "2025-01-10", 3),
+        spell("t1", 2, "2025-06-10", 3),
         spell("t2", 1, "2025-11-05", 5),
+        // c1 and c1_far: the same cell as t1 at 2025-06-15 (1 in 90 days, 2 in 365).
         spell("c1", 1, "2024-12-01", 2),
-        spell("c1", 2, "2025-09-01", 4),
-        spell("c2", 1, "2025-03-01", 1),
-        spell("c2", 2, "2025-05-01", 0),
+        spell("c1", 2, "2025-05-01", 4),
+        spell("c1", 3, "2025-09-01", 4),
+        spell("c1_far", 1, "2024-12-01", 2),
+        spell("c1_far", 2, "2025-05-01", 4),
+        // c2: nothing in the year before t2's start (like t2), one in the placebo year.
+        spell("c2", 1, "2024-03-01", 2),
+        spell("c2", 2, "2025-11-20", 1),
         // Elective: not an emergency admission.
         Spell {
             method: "11",
             ..spell("c2", 3, "2025-12-01", 2)
         },
+        spell("objector", 1, "2025-06-01", 2),
     ];
     ds.appointments.push(Appt {
         id: Some(pid("d0")),
@@ -130,32 +145,31 @@ fn service_outcomes_match_a_hand_computation() {
     assert_eq!(i("controls").value(0), 2);
     assert_eq!(f("match_rate").value(0), 1.0);
 
-    // By hand. t1: before [2024-06-15, 2025-06-15) 365 days, 2 admissions (6 bed
-    // days); after [2025-06-15, 2026-04-01) 290 days, none. t2: registered
-    // 2025-02-01, so before is 261 days, none; died 2026-01-31, so after is 104
-    // days, 1 admission (5 bed days). c1 (matched to t1, same IMD): 365 days, 1
-    // admission (2 bed days); 290 days, 1 (4). c2 (matched to t2): 365 days, 2
-    // admissions (1 bed day); after [2025-10-20, 2026-04-01) 163 days, none (its
-    // December spell is elective).
+    // By hand. t1 (matched to c1: same cell, same risk): before [2024-06-15,
+    // 2025-06-15) 365 days, 2 admissions (6 bed days); after [2025-06-15, 2026-04-01)
+    // 290 days, none. t2 (matched to c2): registered 2025-02-01, so before is 261
+    // days, none; died 2026-01-31, so after is 104 days, 1 admission (5 bed days).
+    // c1: 365 days, 2 admissions (6 bed days); 290 days, 1 (4). c2: 365 days, none;
+    // after [2025-10-20, 2026-04-01) 163 days, 1 (1 bed day; its December spell is
+    // elective). Placebo year [start - 730, start - 365): t1 365 days, none; t2 none
+    // (not registered); c1 365 days, none; c2 365 days, 1 (2 bed days).
     let rate = |events: f64, days: f64| events / (days / 365.25) * 1000.0;
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
     let checks = [
         (
             0,
-            rate(2.0, 626.0),
-            rate(1.0, 394.0),
-            rate(3.0, 730.0),
-            rate(1.0, 453.0),
+            [rate(0.0, 365.0), rate(1.0, 730.0)],
+            [rate(2.0, 626.0), rate(1.0, 394.0)],
+            [rate(2.0, 730.0), rate(2.0, 453.0)],
         ),
         (
             1,
-            rate(6.0, 626.0),
-            rate(5.0, 394.0),
-            rate(3.0, 730.0),
-            rate(4.0, 453.0),
+            [rate(0.0, 365.0), rate(2.0, 730.0)],
+            [rate(6.0, 626.0), rate(5.0, 394.0)],
+            [rate(6.0, 730.0), rate(5.0, 453.0)],
         ),
     ];
-    for (row, tb, ta, cb, ca) in checks {
+    for (row, [tp, cp], [tb, ta], [cb, ca]) in checks {
         assert!(
             close(f("treated_before").value(row), tb),
             "row {row} treated_before"
@@ -175,7 +189,48 @@ fn service_outcomes_match_a_hand_computation() {
         let did = (ta - tb) - (ca - cb);
         assert!(close(f("did").value(row), did), "row {row} did");
         assert!(f("did_ci_low").value(row) < did && did < f("did_ci_high").value(row));
+        let placebo = (tb - tp) - (cb - cp);
+        assert!(
+            close(f("placebo_did").value(row), placebo),
+            "row {row} placebo_did {} vs {placebo}",
+            f("placebo_did").value(row)
+        );
+        // Same cell, same risk, same age; bed days in the 90 days before differ (t1 3,
+        // c1 4; t2 and c2 none): means 1.5 and 2, variances 4.5 and 8, so the SMD is
+        // -0.5 / sqrt(6.25) = -0.2, the largest, and 0.1 or more is a warning.
+        assert!(close(f("max_smd_after").value(row), 0.2), "row {row}");
+        assert_eq!(i("warning_low_match_rate").value(row), 0);
+        assert_eq!(i("warning_imbalance").value(row), 1);
     }
+
+    // The balance table: one row per matching variable.
+    let bal = &read_parquet(&run.join("service_balance.parquet"))[0];
+    assert_eq!(bal.num_rows(), 11);
+    let var = bal
+        .column_by_name("variable")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    let bf = |c: &str| {
+        bal.column_by_name(c)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap()
+            .clone()
+    };
+    let row = |name: &str| (0..bal.num_rows()).find(|&r| var.value(r) == name).unwrap();
+    let a365 = row("emergency_admissions_365d");
+    assert_eq!(bf("treated_mean").value(a365), 1.0); // t1 2, t2 0
+    assert_eq!(bf("control_mean").value(a365), 1.0); // c1 2, c2 0
+    let a90 = row("emergency_admissions_90d");
+    assert_eq!(bf("treated_mean").value(a90), 0.5);
+    assert_eq!(bf("smd_after").value(a90), 0.0);
+    assert_eq!(bf("smd_after").value(a365), 0.0);
+    assert!(close(bf("smd_after").value(row("bed_days_90d")), -0.2));
+    assert_eq!(bf("smd_after").value(row("bed_days_365d")), 0.0);
+    assert_eq!(bf("treated_mean").value(row("age")), 65.0);
 
     // The commissioner view leaves the row out, as if there were none: 2 people is
     // fewer than 8 (a small cell looks exactly like an empty one).
@@ -192,4 +247,107 @@ fn service_outcomes_match_a_hand_computation() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v, serde_json::json!([]), "{v}");
+}
+
+/// `synth --service-effect`: the truth file beside the data, with no effect where none
+/// was asked for, and a fall in admissions where one was.
+#[test]
+fn synth_writes_the_truth_of_its_services() {
+    let dir = scratch("outcomes_truth");
+    let o = riskstrat()
+        .args([
+            "synth",
+            "--patients",
+            "20000",
+            "--seed",
+            "3",
+            "--as-of",
+            "2026-04-01",
+        ])
+        .args(["--service-effect", "VW01=1.0,CM01=0.5", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("truth/service_effects.json")).unwrap())
+            .unwrap();
+    let vw = &t["services"]["VW01"];
+    let cm = &t["services"]["CM01"];
+    assert_eq!(vw["rate_ratio"], 1.0);
+    assert_eq!(cm["rate_ratio"], 0.5);
+    assert!(vw["enrolled"].as_u64().unwrap() > 50, "{t}");
+    assert!(cm["enrolled"].as_u64().unwrap() > 10, "{t}");
+    assert_eq!(vw["emergency_admissions"]["effect"], 0.0);
+    assert_eq!(vw["bed_days"]["effect"], 0.0);
+    let e = &cm["emergency_admissions"];
+    let (u, tr) = (
+        e["untreated_rate"].as_f64().unwrap(),
+        e["treated_rate"].as_f64().unwrap(),
+    );
+    // Most community matron enrolments stay open, so most of the follow-up year is
+    // enrolled: the treated rate is between half the untreated and the untreated.
+    assert!(tr < 0.9 * u && tr > 0.45 * u, "{e}");
+    assert!((e["effect"].as_f64().unwrap() - (tr - u)).abs() < 1e-9);
+    // An unknown service or a bad ratio is bad input.
+    for bad in ["XX01=0.8", "VW01=0", "VW01", "VW01=abc"] {
+        let o = riskstrat()
+            .args(["synth", "--patients", "10", "--as-of", "2026-04-01"])
+            .args(["--service-effect", bad, "--out"])
+            .arg(dir.join("bad"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("--service-effect"),
+            "{bad}: {}",
+            stderr(&o)
+        );
+    }
+}
+
+/// The full check in small: a few seeds of a small population, one service with a
+/// true rate ratio of 0.8 and one with none. The estimates must be near the truth
+/// (within sampling error: 4 Monte Carlo standard errors, and a sixth of the
+/// baseline rate), the intervals must cover it in most runs, and balance must hold.
+#[test]
+#[ignore = "issue 12 is not met yet: on synthetic referral the matched DiD of VW01, which has no effect, is biased upwards (+140 per 1,000 person-years over 10 seeds of 100,000 people) and CM01 matches under 30%; see README, Service outcome evaluation. Run with --ignored."]
+fn service_evaluation_recovers_known_effects() {
+    use riskstrat::outcomes_check::{run_seed, summarise};
+    let effects = riskstrat::synth::ServiceEffects::parse("VW01=1.0,CM01=0.8").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut all = Vec::new();
+    for seed in 1..=4 {
+        let dir = scratch(&format!("outcomes_check_{seed}"));
+        let rs = rt
+            .block_on(run_seed(&dir, 25_000, seed, d("2026-04-01"), &effects))
+            .unwrap();
+        all.extend(rs);
+    }
+    let summaries = summarise(&all);
+    eprintln!("{}", riskstrat::outcomes_check::table(&summaries));
+    for s in summaries
+        .iter()
+        .filter(|s| s.outcome == "emergency_admissions")
+    {
+        assert_eq!(s.runs, 4, "{s:?}");
+        assert!(s.mean_treated > 40.0, "{s:?}");
+        assert!(s.mean_match_rate > 0.8, "{s:?}");
+        assert!(
+            s.mean_error.abs() <= 4.0 * s.mc_se && s.mean_error.abs() < s.baseline / 6.0,
+            "{s:?}"
+        );
+        assert!(s.coverage >= 0.75, "{s:?}");
+        assert!(s.worst_smd_after < 0.15, "{s:?}");
+    }
+    // The injected effect is there in the truth, and none where none was injected.
+    let truth = |svc: &str| {
+        summaries
+            .iter()
+            .find(|s| s.service == svc && s.outcome == "emergency_admissions")
+            .unwrap()
+            .mean_truth
+    };
+    assert!(truth("CM01") < 0.0);
+    assert_eq!(truth("VW01"), 0.0);
 }

@@ -32,6 +32,10 @@ pub fn rate_per_1000py(events: f64, days: f64) -> Option<f64> {
 }
 
 /// Clamped so that risks of exactly 0 or 1 still have a finite distance.
+pub fn logit_of(p: f64) -> f64 {
+    logit(p)
+}
+
 fn logit(p: f64) -> f64 {
     let p = p.clamp(1e-9, 1.0 - 1e-9);
     (p / (1.0 - p)).ln()
@@ -269,17 +273,12 @@ impl Group {
         })
     }
 
-    /// Sum of squared influences on (rate after - rate before), per day², each person
-    /// being one cluster of their two periods.
-    fn variance(&self, people: &[Windows]) -> f64 {
-        people
-            .iter()
-            .map(|w| {
-                let z = (w.events_after - self.rate_after * w.days_after) / self.days_after
-                    - (w.events_before - self.rate_before * w.days_before) / self.days_before;
-                z * z
-            })
-            .sum()
+    /// Each person's influence on (rate after - rate before), per day.
+    fn influences<'a>(&'a self, people: &'a [Windows]) -> impl Iterator<Item = f64> + 'a {
+        people.iter().map(|w| {
+            (w.events_after - self.rate_after * w.days_after) / self.days_after
+                - (w.events_before - self.rate_before * w.days_before) / self.days_before
+        })
     }
 }
 
@@ -291,6 +290,27 @@ impl Group {
 /// `tests/fixtures/make_outcomes.py`). People with no person-time in a period
 /// contribute through the other period only.
 pub fn difference_in_differences(treated: &[Windows], controls: &[Windows]) -> Result<Did> {
+    let t: Vec<u64> = (0..treated.len() as u64).collect();
+    let c: Vec<u64> = (treated.len() as u64..(treated.len() + controls.len()) as u64).collect();
+    difference_in_differences_clustered(treated, &t, controls, &c)
+}
+
+/// [`difference_in_differences`] where rows are episodes and several may belong to one
+/// person (a comparison patient matched at two index dates, or a patient who was a
+/// comparison before their own enrolment): `*_cluster` names each row's person, and
+/// the variance sums each person's influences (signed: a control's enters the DiD
+/// negatively) before squaring.
+pub fn difference_in_differences_clustered(
+    treated: &[Windows],
+    treated_cluster: &[u64],
+    controls: &[Windows],
+    control_cluster: &[u64],
+) -> Result<Did> {
+    if treated.len() != treated_cluster.len() || controls.len() != control_cluster.len() {
+        return Err(ModelError::Invalid(
+            "difference in differences: one cluster id per row is needed".into(),
+        ));
+    }
     let t = Group::new(treated, "treated")?;
     let c = Group::new(controls, "control")?;
     let treated_before = t.rate_before * PER_1000_PY;
@@ -298,7 +318,18 @@ pub fn difference_in_differences(treated: &[Windows], controls: &[Windows]) -> R
     let control_before = c.rate_before * PER_1000_PY;
     let control_after = c.rate_after * PER_1000_PY;
     let did = (treated_after - treated_before) - (control_after - control_before);
-    let se = (t.variance(treated) + c.variance(controls)).sqrt() * PER_1000_PY;
+    let mut sums: std::collections::HashMap<u64, f64> = std::collections::HashMap::new();
+    for (z, k) in t.influences(treated).zip(treated_cluster) {
+        *sums.entry(*k).or_default() += z;
+    }
+    for (z, k) in c.influences(controls).zip(control_cluster) {
+        *sums.entry(*k).or_default() -= z;
+    }
+    // Summed in cluster order so that the result does not depend on hashing.
+    let mut keys: Vec<&u64> = sums.keys().collect();
+    keys.sort();
+    let var: f64 = keys.iter().map(|k| sums[*k].powi(2)).sum();
+    let se = var.sqrt() * PER_1000_PY;
     Ok(Did {
         n_treated: treated.len(),
         n_control: controls.len(),

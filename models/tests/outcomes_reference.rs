@@ -4,8 +4,10 @@
 //! person). The fixture and the script that made it are in `tests/fixtures/`
 //! (`make_outcomes.py` says how to rerun it).
 
+use riskstrat_models::index_matching::{Choice, match_in_lists, smd};
 use riskstrat_models::outcomes::{
-    Candidate, Windows, caliper, difference_in_differences, match_nearest,
+    Candidate, Windows, caliper, difference_in_differences, difference_in_differences_clustered,
+    match_nearest,
 };
 use serde_json::Value;
 
@@ -13,6 +15,7 @@ struct Person {
     candidate: Candidate,
     treated: bool,
     windows: Windows,
+    cluster: u64,
 }
 
 fn load() -> (Vec<Person>, Value) {
@@ -21,7 +24,7 @@ fn load() -> (Vec<Person>, Value) {
     let mut lines = text.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "stratum,score,treated,events_before,days_before,events_after,days_after"
+        "stratum,score,treated,events_before,days_before,events_after,days_after,cluster"
     );
     let people = lines
         .map(|line| {
@@ -38,6 +41,7 @@ fn load() -> (Vec<Person>, Value) {
                     events_after: v[5],
                     days_after: v[6],
                 },
+                cluster: v[7] as u64,
             }
         })
         .collect();
@@ -101,8 +105,89 @@ fn matching_and_did_match_python_references() {
     let c: Vec<Windows> = pairs.iter().map(|&(_, j)| people[j].windows).collect();
     let d = difference_in_differences(&t, &c).unwrap();
 
+    let tk: Vec<u64> = pairs.iter().map(|&(i, _)| people[i].cluster).collect();
+    let ck: Vec<u64> = pairs.iter().map(|&(_, j)| people[j].cluster).collect();
+    let dc = difference_in_differences_clustered(&t, &tk, &c, &ck).unwrap();
+    for (key, d) in [("did", &d), ("did_clustered", &dc)] {
+        check_did(&r[key], d);
+    }
+    assert!(
+        (dc.se - d.se).abs() > 1e-6 * d.se,
+        "the fixture's clusters change the variance"
+    );
+
+    // Standardised mean differences of the matched pairs.
+    let col = |rows: &[usize], f: &dyn Fn(&Person) -> f64| -> Vec<f64> {
+        rows.iter().map(|&i| f(&people[i])).collect()
+    };
+    let (ti, ci): (Vec<usize>, Vec<usize>) = pairs.iter().copied().unzip();
+    for (name, f) in [
+        (
+            "score",
+            &(|p: &Person| p.candidate.score) as &dyn Fn(&Person) -> f64,
+        ),
+        ("days_before", &|p: &Person| p.windows.days_before),
+        ("events_before", &|p: &Person| p.windows.events_before),
+    ] {
+        let got = smd(&col(&ti, f), &col(&ci, f)).unwrap();
+        close(
+            &format!("smd {name}"),
+            got,
+            r["smd"][name].as_f64().unwrap(),
+            1e-9,
+        );
+    }
+}
+
+#[test]
+fn list_matching_matches_a_plain_loop() {
+    let (people, r) = load();
+    let lm = &r["list_matching"];
+    let cal = caliper(&people.iter().map(|p| p.candidate.score).collect::<Vec<_>>());
+    let rows: Vec<usize> = lm["treated_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let lists: Vec<Vec<Choice>> = lm["lists"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(lm["ties"].as_array().unwrap())
+        .map(|(l, t)| {
+            l.as_array()
+                .unwrap()
+                .iter()
+                .zip(t.as_array().unwrap())
+                .map(|(j, tie)| {
+                    let j = j.as_u64().unwrap() as usize;
+                    Choice {
+                        key: j,
+                        score: people[j].candidate.score,
+                        tie: tie.as_f64().unwrap(),
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let scores: Vec<f64> = rows.iter().map(|&i| people[i].candidate.score).collect();
+    let got = match_in_lists(&scores, &lists, cal);
+    let want: Vec<Option<usize>> = lm["chosen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().map(|x| x as usize))
+        .collect();
+    assert_eq!(got.len(), want.len());
+    for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "treated row {}", rows[k]);
+    }
+}
+
+fn check_did(r: &Value, d: &riskstrat_models::outcomes::Did) {
     for source in ["numpy", "statsmodels"] {
-        let e = &r["did"][source];
+        let e = &r[source];
         assert_eq!(d.n_treated as u64, e["n_treated"].as_u64().unwrap());
         assert_eq!(d.n_control as u64, e["n_control"].as_u64().unwrap());
         for (name, got) in [

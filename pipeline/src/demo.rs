@@ -36,6 +36,7 @@ pub async fn demo(out: &Path, patients: u64) -> Result<()> {
         as_of,
         out: out.to_path_buf(),
         identifiable: true,
+        service_effects: Default::default(),
     };
     eprintln!(
         "synthesising {patients} identifiable patients into {} ...",
@@ -193,8 +194,9 @@ pub async fn demo(out: &Path, patients: u64) -> Result<()> {
     .await?;
     let answer = commissioner
         .query(
-            "SELECT service_code, outcome, treated, match_rate, did, did_ci_low, did_ci_high \
-             FROM service_outcomes WHERE outcome = 'emergency_admissions' ORDER BY service_code",
+            "SELECT service_code, outcome, treated, match_rate, did, did_ci_low, did_ci_high, \
+             placebo_did, max_smd_after FROM service_outcomes \
+             WHERE outcome = 'emergency_admissions' ORDER BY service_code",
         )
         .await?;
     for line in crate::serve::render::render(&answer, crate::serve::render::Format::Csv)?
@@ -203,8 +205,8 @@ pub async fn demo(out: &Path, patients: u64) -> Result<()> {
     {
         let f: Vec<&str> = line.split(',').collect();
         println!(
-            "  service {}: {} enrolled patients matched ({} of those enrolled); emergency admissions per 1,000 person-years, difference in differences {} (95% CI {} to {})",
-            f[0], f[2], f[3], f[4], f[5], f[6]
+            "  service {}: {} enrolled patients matched ({} of those enrolled); emergency admissions per 1,000 person-years, difference in differences {} (95% CI {} to {}), placebo on the year before {}, largest SMD after matching {}",
+            f[0], f[2], f[3], f[4], f[5], f[6], f[7], f[8]
         );
     }
     let records = crate::governance::audit::read(&audit_log)?;

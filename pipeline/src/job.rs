@@ -30,13 +30,18 @@ pub struct JobFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutcomesSection {
-    /// Scores the population at every month with an enrolment: turn off for runs
-    /// that only need cohorts.
+    /// Turn off for runs that only need cohorts.
     #[serde(default = "yes")]
     pub evaluate: bool,
-    /// "month" (default) or "quarter": where enrolled patients are scored and matched.
-    #[serde(default)]
-    pub index: crate::outcomes::IndexEvery,
+    /// Comparison candidates kept per enrolled patient (the nearest on bed days in
+    /// its exact cell) before the final choice on risk: more is slower and closer to
+    /// considering everyone.
+    #[serde(default = "candidates")]
+    pub candidates: usize,
+}
+
+fn candidates() -> usize {
+    crate::outcomes::CANDIDATES
 }
 
 fn yes() -> bool {
@@ -47,7 +52,7 @@ impl Default for OutcomesSection {
     fn default() -> Self {
         Self {
             evaluate: true,
-            index: Default::default(),
+            candidates: candidates(),
         }
     }
 }
@@ -147,9 +152,9 @@ pub struct Job {
     pub extra_features: Vec<PathBuf>,
     pub cohorts: Vec<CohortSpec>,
     pub feedback_months: u32,
-    /// Evaluate services (`[outcomes] evaluate`), at index dates every month or quarter.
+    /// Evaluate services (`[outcomes] evaluate`), with `[outcomes] candidates`.
     pub evaluate_services: bool,
-    pub outcomes_index: crate::outcomes::IndexEvery,
+    pub outcomes_candidates: usize,
     pub resources: ResourcesSection,
     pub model: crate::model::ModelConfig,
     pub source: PathBuf,
@@ -407,7 +412,7 @@ impl Job {
             cohorts,
             feedback_months: file.cohorts.feedback_exclusion_months,
             evaluate_services: file.outcomes.evaluate,
-            outcomes_index: file.outcomes.index,
+            outcomes_candidates: file.outcomes.candidates,
             resources: file.resources,
             model,
             source: path.to_path_buf(),

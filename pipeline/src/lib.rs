@@ -19,6 +19,7 @@ pub mod job;
 mod layers;
 pub mod model;
 pub mod outcomes;
+pub mod outcomes_check;
 pub mod outputs;
 pub mod progress;
 pub mod quality;

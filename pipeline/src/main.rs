@@ -43,6 +43,11 @@ enum Command {
         /// care-team registry instead, for showing the gate's whole flow.
         #[arg(long)]
         identifiable: bool,
+        /// The services' true effects, as rate ratios of emergency admissions while
+        /// enrolled (e.g. VW01=0.8,CM01=1.0; default: no effect). Written with the
+        /// truth to truth/service_effects.json, which `run` never reads.
+        #[arg(long, default_value = "")]
+        service_effect: String,
     },
     /// Run a job: validate, compute features and cohorts, write a run folder.
     Run {
@@ -269,6 +274,7 @@ async fn dispatch(command: Command) -> Result<()> {
             as_of,
             out,
             identifiable,
+            service_effect,
         } => {
             let as_of = parse_date(&as_of, "--as-of")?;
             let opts = SynthOptions {
@@ -277,6 +283,7 @@ async fn dispatch(command: Command) -> Result<()> {
                 as_of,
                 out,
                 identifiable,
+                service_effects: riskstrat::synth::ServiceEffects::parse(&service_effect)?,
             };
             let s = tokio::task::spawn_blocking(move || generate(&opts))
                 .await

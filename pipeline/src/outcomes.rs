@@ -2,40 +2,94 @@
 //! matron scheme) followed by fewer emergency admissions and bed days than in similar
 //! patients who were not enrolled?
 //!
-//! 1. `sql/outcomes/enrolments.sql`: each patient's first enrolment per service in
-//!    the two years before `A`; its index date is the first day of its month (or
-//!    quarter, `[outcomes] index = "quarter"`).
-//! 2. At each index date, the whole population is scored with the run's model (the
-//!    feature SQL at that date, the model as a DataFusion expression); each enrolled
-//!    patient is matched to the nearest not-enrolled patient on logit risk at the
-//!    same index date, within a caliper of 0.2 SD of logit risk at `A`, without
-//!    replacement (`riskstrat_models::outcomes::match_nearest`).
-//! 3. `sql/outcomes/windows.sql`: person-time, emergency admissions and bed days in
-//!    the 365 days before and after the enrolled patient's start date, for both.
-//! 4. Rates per 1,000 person-years and the difference in differences with a 95%
-//!    interval (`riskstrat_models::outcomes::difference_in_differences`).
+//! The design is the matched-control difference in differences of the Nuffield Trust
+//! evaluations of NHS telehealth, virtual wards and case management (Steventon et al.
+//! 2011, 2012; Roland et al. 2005 on why matching on the crisis that triggers referral
+//! matters), with risk-set matching at each patient's own start date:
 //!
-//! Opted-out patients are in neither group: no table here holds them. The result has
-//! one row per service and outcome and is pre-aggregated: commissioners read it
-//! through disclosure control (`service_outcomes` view).
+//! 1. `sql/outcomes/enrolments.sql`: each patient's first enrolment per service in
+//!    the two years before `A`; its index date is its start date.
+//! 2. `sql/outcomes/histories.sql`: every patient's emergency spells and dates; at each
+//!    index date, candidate comparison patients are people registered, alive and not
+//!    yet enrolled in any service, in the same cell of sex, five-year age band and
+//!    emergency admissions in the 90 and 365 days before (exact, capped), the nearest
+//!    on bed days (`riskstrat_models::index_matching`).
+//! 3. `sql/outcomes/shifted_*.sql`: the risk score of every enrolled patient and
+//!    candidate at its own index date, in one pass of the run's feature SQL over their
+//!    events moved to `A` (the model as a DataFusion expression).
+//! 4. Greedy 1:1 matching without replacement on logit risk within each enrolled
+//!    patient's candidates, within a caliper of 0.2 SD of logit risk at `A`.
+//! 5. `sql/outcomes/windows.sql`: person-time, emergency admissions and bed days in the
+//!    365 days before and after the start date (and the year before, for the placebo
+//!    test), for both.
+//! 6. Rates per 1,000 person-years, the difference in differences with a 95% interval
+//!    clustered by person, the same on the two years before (placebo: no effect can be
+//!    there), standardised mean differences before and after matching, and warnings.
+//!
+//! Opted-out patients are in neither group: no table here holds them. The results are
+//! pre-aggregated: commissioners read them through disclosure control.
 
 use crate::error::Result;
 use crate::model::{ModelFile, risk_expr};
-use crate::sql::{Params, SqlSource, date32, from_date32};
+use crate::sql::{Params, SqlSource, date32};
 use datafusion::arrow::array::{
-    Array, ArrayRef, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
+    Array, ArrayRef, Date32Array, Float64Array, Int32Array, Int64Array, ListArray, RecordBatch,
+    StringArray,
 };
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::prelude::{SessionContext, ident};
-use riskstrat_models::outcomes::{
-    Candidate, Windows, caliper, difference_in_differences, match_nearest,
+use riskstrat_models::index_matching::{
+    Choice, Enrolled, History, Person, Population, Spell, bed_day_distance,
+    match_in_lists_weighted, smd,
 };
-use std::collections::{BTreeMap, HashMap, HashSet};
+use riskstrat_models::outcomes::{Did, Windows, caliper, difference_in_differences_clustered};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The outcomes evaluated, as named in `service_outcomes`.
 pub const OUTCOMES: &[&str] = &["emergency_admissions", "bed_days"];
+
+/// Candidate comparison patients kept per enrolled patient (nearest on bed days in
+/// the exact cell), before the final choice on risk: the default of
+/// `[outcomes] candidates`.
+pub const CANDIDATES: usize = 40;
+/// Random eligible people per enrolled patient, for balance before matching.
+pub const REFERENCE: usize = 3;
+/// Below this share of enrolled patients matched, the result carries a warning.
+pub const MIN_MATCH_RATE: f64 = 0.8;
+/// At or above this |SMD| after matching, a variable is out of balance (Austin 2009).
+pub const MAX_SMD: f64 = 0.1;
+/// Fixes the random order of candidates, so that a run can be repeated exactly.
+const SEED: u64 = 0x5e41_ce5e;
+
+/// Features at the index date that the nearest-neighbour distance uses besides risk
+/// (conditions, comorbidity, medicines, GP contact: the persistent need that a
+/// referral on long-term conditions selects on, and that a risk score of any
+/// admission in a year captures only in part).
+pub const COVARIATES: [&str; 4] = [
+    "ltc_groups_12m",
+    "charlson_score",
+    "distinct_drugs_12m",
+    "gp_appts_12m",
+];
+
+/// The matching variables, as named in `service_balance`.
+pub const BALANCE_VARIABLES: [&str; VARIABLES] = [
+    "age",
+    "female",
+    "emergency_admissions_90d",
+    "emergency_admissions_365d",
+    "bed_days_90d",
+    "bed_days_365d",
+    "risk",
+    "ltc_groups_12m",
+    "charlson_score",
+    "distinct_drugs_12m",
+    "gp_appts_12m",
+];
+const VARIABLES: usize = 11;
 
 pub fn schema() -> SchemaRef {
     let f = |n: &str, t: DataType| Field::new(n, t, true);
@@ -53,36 +107,230 @@ pub fn schema() -> SchemaRef {
         f("did", DataType::Float64),
         f("did_ci_low", DataType::Float64),
         f("did_ci_high", DataType::Float64),
+        f("placebo_did", DataType::Float64),
+        f("placebo_ci_low", DataType::Float64),
+        f("placebo_ci_high", DataType::Float64),
+        f("max_smd_before", DataType::Float64),
+        f("max_smd_after", DataType::Float64),
+        f("warning_low_match_rate", DataType::Int64),
+        f("warning_imbalance", DataType::Int64),
+        f("warning_pre_trend", DataType::Int64),
+        f("warnings", DataType::Utf8),
     ]))
 }
 
-/// How finely index dates are drawn: each costs one scoring of the population.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IndexEvery {
-    /// The first day of the start date's month (up to 24 scorings).
-    #[default]
-    Month,
-    /// The first day of its quarter (up to 8): a third of the cost, risk up to three
-    /// months before the start.
-    Quarter,
+pub fn balance_schema() -> SchemaRef {
+    let f = |n: &str, t: DataType| Field::new(n, t, true);
+    Arc::new(Schema::new(vec![
+        f("service_code", DataType::Utf8),
+        f("variable", DataType::Utf8),
+        f("treated_mean", DataType::Float64),
+        f("reference_mean", DataType::Float64),
+        f("control_mean", DataType::Float64),
+        f("smd_before", DataType::Float64),
+        f("smd_after", DataType::Float64),
+    ]))
 }
 
-fn index_date(start: i32, every: IndexEvery) -> i32 {
-    use chrono::Datelike;
-    let d = from_date32(start);
-    let month = match every {
-        IndexEvery::Month => d.month(),
-        IndexEvery::Quarter => (d.month() - 1) / 3 * 3 + 1,
-    };
-    date32(chrono::NaiveDate::from_ymd_opt(d.year(), month, 1).expect("a first of the month"))
+/// `service_outcomes`, `service_balance` and `service_people`.
+pub struct Evaluation {
+    pub outcomes: RecordBatch,
+    pub balance: RecordBatch,
+    /// The people behind each count (see [`people_batch`]).
+    pub people: RecordBatch,
+    /// The evaluation and its balance as an HTML section of `report.html`.
+    pub report: String,
 }
 
 struct Enrolment {
     service: String,
     pseudo_id: String,
     start: i32,
-    index: i32,
+}
+
+fn utf8(b: &RecordBatch, name: &str) -> Result<StringArray> {
+    let c = b
+        .column_by_name(name)
+        .ok_or_else(|| crate::error::Error::failed(format!("outcomes: no column {name}")))?;
+    Ok(cast(c, &DataType::Utf8)?
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("Utf8")
+        .clone())
+}
+
+fn int(b: &RecordBatch, name: &str, t: DataType) -> Result<ArrayRef> {
+    let c = b
+        .column_by_name(name)
+        .ok_or_else(|| crate::error::Error::failed(format!("outcomes: no column {name}")))?;
+    Ok(cast(c, &t)?)
+}
+
+fn dates(b: &RecordBatch, name: &str) -> Result<Date32Array> {
+    Ok(int(b, name, DataType::Date32)?
+        .as_any()
+        .downcast_ref::<Date32Array>()
+        .expect("Date32")
+        .clone())
+}
+
+fn floats(b: &RecordBatch, name: &str) -> Result<Float64Array> {
+    Ok(int(b, name, DataType::Float64)?
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .expect("Float64")
+        .clone())
+}
+
+/// Everyone who could be in the evaluation, in pseudo_id order.
+async fn histories(
+    ctx: &SessionContext,
+    sql: &SqlSource,
+    params: &Params,
+) -> Result<(Vec<String>, Vec<Person>)> {
+    let mut ids = Vec::new();
+    let mut people = Vec::new();
+    for b in crate::sql::query(ctx, &sql.get("outcomes/histories.sql")?, params)
+        .await?
+        .collect()
+        .await?
+    {
+        let id = utf8(&b, "pseudo_id")?;
+        let sex = utf8(&b, "sex")?;
+        let yob = int(&b, "year_of_birth", DataType::Int32)?;
+        let yob = yob.as_any().downcast_ref::<Int32Array>().expect("Int32");
+        let (reg, until, died, first) = (
+            dates(&b, "registration_start")?,
+            dates(&b, "registration_end")?,
+            dates(&b, "date_of_death")?,
+            dates(&b, "first_enrolment")?,
+        );
+        let list = |name: &str| -> Result<ListArray> {
+            Ok(b.column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<ListArray>())
+                .ok_or_else(|| {
+                    crate::error::Error::failed(format!(
+                        "outcomes/histories.sql: {name} must be a list"
+                    ))
+                })?
+                .clone())
+        };
+        let (admitted, bed_days) = (list("admitted")?, list("bed_days")?);
+        let opt = |a: &Date32Array, r: usize| (!a.is_null(r)).then(|| a.value(r));
+        for r in 0..b.num_rows() {
+            let mut spells = Vec::new();
+            if !admitted.is_null(r) {
+                let d = cast(&admitted.value(r), &DataType::Date32)?;
+                let d = d.as_any().downcast_ref::<Date32Array>().expect("Date32");
+                let n = cast(&bed_days.value(r), &DataType::Float64)?;
+                let n = n.as_any().downcast_ref::<Float64Array>().expect("Float64");
+                spells = (0..d.len())
+                    .map(|k| Spell {
+                        admitted: d.value(k),
+                        bed_days: n.value(k),
+                    })
+                    .collect();
+            }
+            ids.push(id.value(r).to_string());
+            people.push(Person {
+                sex: match sex.value(r) {
+                    "F" => 0,
+                    "M" => 1,
+                    _ => 2,
+                },
+                year_of_birth: yob.value(r),
+                registered_from: reg.value(r),
+                registered_until: opt(&until, r),
+                died: opt(&died, r),
+                first_enrolment: opt(&first, r),
+                spells,
+            });
+        }
+    }
+    Ok((ids, people))
+}
+
+/// Risk at each episode's own index date: the run's feature SQL, in a session of its
+/// own whose person tables are the episodes' rows with dates moved to `A`.
+async fn risk_at_index(
+    ctx: &SessionContext,
+    sql: &SqlSource,
+    params: &Params,
+    extra: &[PathBuf],
+    model: &ModelFile,
+    episodes: &[(usize, i32)],
+    ids: &[String],
+) -> Result<(Vec<f64>, Vec<[f64; 4]>)> {
+    use chrono::Datelike;
+    let a = date32(params.as_of);
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            "episode",
+            Arc::new(Int64Array::from_iter_values(0..episodes.len() as i64)) as ArrayRef,
+        ),
+        (
+            "pseudo_id",
+            Arc::new(StringArray::from_iter_values(
+                episodes.iter().map(|(p, _)| ids[*p].as_str()),
+            )),
+        ),
+        (
+            "index_date",
+            Arc::new(Date32Array::from_iter_values(episodes.iter().map(|e| e.1))),
+        ),
+        (
+            "shift_days",
+            Arc::new(Int32Array::from_iter_values(
+                episodes.iter().map(|e| a - e.1),
+            )),
+        ),
+        (
+            "year_shift",
+            Arc::new(Int32Array::from_iter_values(episodes.iter().map(|e| {
+                params.as_of.year() - crate::sql::from_date32(e.1).year()
+            }))),
+        ),
+    ])?;
+    let _ = ctx.deregister_table("index_episodes")?;
+    ctx.register_batch("index_episodes", batch)?;
+    let shifted =
+        SessionContext::new_with_config_rt(ctx.copied_config(), ctx.runtime_env().clone());
+    crate::session::register_functions(&shifted)?;
+    for table in ["patients", "appointments", "prescriptions", "admissions"] {
+        let df = crate::sql::query(
+            ctx,
+            &sql.get(&format!("outcomes/shifted_{table}.sql"))?,
+            params,
+        )
+        .await?;
+        shifted.register_table(table, df.into_view())?;
+    }
+    let features = crate::features::plan(&shifted, sql, params, extra).await?;
+    let risk = risk_expr(model, &features)?;
+    let mut out = vec![f64::NAN; episodes.len()];
+    let mut covariates = vec![[f64::NAN; 4]; episodes.len()];
+    let mut columns = vec![ident("pseudo_id"), risk.alias("risk")];
+    columns.extend(COVARIATES.iter().map(|c| ident(*c)));
+    for b in features.select(columns)?.collect().await? {
+        let e = utf8(&b, "pseudo_id")?;
+        let r = floats(&b, "risk")?;
+        let x = COVARIATES
+            .iter()
+            .map(|c| floats(&b, c))
+            .collect::<Result<Vec<_>>>()?;
+        for k in 0..b.num_rows() {
+            if let Ok(i) = e.value(k).parse::<usize>()
+                && !r.is_null(k)
+            {
+                out[i] = r.value(k);
+                for (j, col) in x.iter().enumerate() {
+                    covariates[i][j] = if col.is_null(k) { 0.0 } else { col.value(k) };
+                }
+            }
+        }
+    }
+    ctx.deregister_table("index_episodes")?;
+    Ok((out, covariates))
 }
 
 /// A matched episode: the enrolled patient, or their comparison patient, around the
@@ -90,156 +338,30 @@ struct Enrolment {
 struct Episode {
     service: usize,
     treated: bool,
-    pseudo_id: String,
+    person: usize,
     start: i32,
 }
 
-fn strings(b: &RecordBatch, i: usize) -> &StringArray {
-    b.column(i).as_any().downcast_ref().expect("Utf8")
+/// Per episode: [placebo as "before" and before as "after", before and after], for
+/// emergency admissions and bed days.
+struct EpisodeWindows {
+    main: [Windows; 2],
+    placebo: [Windows; 2],
 }
 
-/// Evaluate every service. `population_risk` holds the risks at `A` (the caliper's
-/// scale).
-pub async fn evaluate(
+async fn windows(
     ctx: &SessionContext,
     sql: &SqlSource,
     params: &Params,
-    extra: &[PathBuf],
-    model: &ModelFile,
-    population_risk: &[f64],
-    index: IndexEvery,
-) -> Result<(RecordBatch, RecordBatch)> {
-    let mut enrolments = Vec::new();
-    for b in crate::sql::query(ctx, &sql.get("outcomes/enrolments.sql")?, params)
-        .await?
-        .select(vec![
-            ident("service_code"),
-            ident("pseudo_id"),
-            ident("start_date"),
-        ])?
-        .sort_by(vec![ident("service_code"), ident("pseudo_id")])?
-        .collect()
-        .await?
-    {
-        let dates =
-            |i: usize| -> &Date32Array { b.column(i).as_any().downcast_ref().expect("Date32") };
-        for r in 0..b.num_rows() {
-            let start = dates(2).value(r);
-            enrolments.push(Enrolment {
-                service: strings(&b, 0).value(r).to_string(),
-                pseudo_id: strings(&b, 1).value(r).to_string(),
-                start,
-                index: index_date(start, index),
-            });
-        }
-    }
-    let services: Vec<String> = enrolments
-        .iter()
-        .map(|e| e.service.clone())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let service_no: HashMap<&str, usize> = services
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.as_str(), i))
-        .collect();
-    let enrolled_in: Vec<HashSet<&str>> = services
-        .iter()
-        .map(|s| {
-            enrolments
-                .iter()
-                .filter(|e| &e.service == s)
-                .map(|e| e.pseudo_id.as_str())
-                .collect()
-        })
-        .collect();
-    let width = caliper(population_risk);
-
-    // Score the population at each index date and match there.
-    let mut by_month: BTreeMap<i32, Vec<&Enrolment>> = BTreeMap::new();
-    for e in &enrolments {
-        by_month.entry(e.index).or_default().push(e);
-    }
-    let mut episodes: Vec<Episode> = Vec::new();
-    let mut scored = vec![0u64; services.len()];
-    for (month, treated_here) in &by_month {
-        let at = Params {
-            as_of: from_date32(*month),
-            ..params.clone()
-        };
-        let features = crate::features::plan(ctx, sql, &at, extra).await?;
-        let risk = risk_expr(model, &features)?;
-        let batches = features
-            .select(vec![ident("pseudo_id"), risk.alias("risk")])?
-            .sort_by(vec![ident("pseudo_id")])?
-            .collect()
-            .await?;
-        let mut ids: Vec<String> = Vec::new();
-        let mut risks: Vec<f64> = Vec::new();
-        for b in &batches {
-            let r: &Float64Array = b.column(1).as_any().downcast_ref().expect("Float64");
-            ids.extend(
-                strings(b, 0)
-                    .iter()
-                    .map(|v| v.unwrap_or_default().to_string()),
-            );
-            risks.extend(r.values().iter());
-        }
-        let row_of: HashMap<&str, usize> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.as_str(), i))
-            .collect();
-        for (s, name) in services.iter().enumerate() {
-            let mine: Vec<(&Enrolment, usize)> = treated_here
-                .iter()
-                .filter(|e| &e.service == name)
-                .filter_map(|e| row_of.get(e.pseudo_id.as_str()).map(|&r| (*e, r)))
-                .collect();
-            if mine.is_empty() {
-                continue;
-            }
-            scored[s] += mine.len() as u64;
-            let treated: Vec<Candidate> = mine
-                .iter()
-                .map(|(_, r)| Candidate {
-                    stratum: *month as i64,
-                    score: risks[*r],
-                })
-                .collect();
-            let pool: Vec<usize> = (0..ids.len())
-                .filter(|&i| !enrolled_in[s].contains(ids[i].as_str()))
-                .collect();
-            let controls: Vec<Candidate> = pool
-                .iter()
-                .map(|&i| Candidate {
-                    stratum: *month as i64,
-                    score: risks[i],
-                })
-                .collect();
-            for ((e, _), m) in mine.iter().zip(match_nearest(&treated, &controls, width)) {
-                let Some(c) = m else { continue };
-                episodes.push(Episode {
-                    service: s,
-                    treated: true,
-                    pseudo_id: e.pseudo_id.clone(),
-                    start: e.start,
-                });
-                episodes.push(Episode {
-                    service: s,
-                    treated: false,
-                    pseudo_id: ids[pool[c]].clone(),
-                    start: e.start,
-                });
-            }
-        }
-    }
-
-    // Person-time and events of every episode, in SQL.
+    episodes: &[Episode],
+    ids: &[String],
+) -> Result<Vec<EpisodeWindows>> {
     let end = date32(params.as_of);
     let n = episodes.len();
-    let episodes_batch = RecordBatch::try_from_iter(vec![
+    let d = |f: &dyn Fn(&Episode) -> i32| -> ArrayRef {
+        Arc::new(Date32Array::from_iter_values(episodes.iter().map(f)))
+    };
+    let batch = RecordBatch::try_from_iter(vec![
         (
             "episode",
             Arc::new(Int64Array::from_iter_values(0..n as i64)) as ArrayRef,
@@ -247,117 +369,586 @@ pub async fn evaluate(
         (
             "pseudo_id",
             Arc::new(StringArray::from_iter_values(
-                episodes.iter().map(|e| e.pseudo_id.as_str()),
+                episodes.iter().map(|e| ids[e.person].as_str()),
             )),
         ),
-        (
-            "before_start",
-            Arc::new(Date32Array::from_iter_values(
-                episodes.iter().map(|e| e.start - 365),
-            )),
-        ),
-        (
-            "start_date",
-            Arc::new(Date32Array::from_iter_values(
-                episodes.iter().map(|e| e.start),
-            )),
-        ),
-        (
-            "after_end",
-            Arc::new(Date32Array::from_iter_values(
-                episodes.iter().map(|e| (e.start + 365).min(end)),
-            )),
-        ),
+        ("placebo_start", d(&|e| e.start - 730)),
+        ("before_start", d(&|e| e.start - 365)),
+        ("start_date", d(&|e| e.start)),
+        ("after_end", d(&|e| (e.start + 365).min(end))),
     ])?;
     let _ = ctx.deregister_table("episodes")?;
-    ctx.register_batch("episodes", episodes_batch)?;
+    ctx.register_batch("episodes", batch)?;
     let zero = Windows {
         events_before: 0.0,
         days_before: 0.0,
         events_after: 0.0,
         days_after: 0.0,
     };
-    let mut windows: Vec<[Windows; 2]> = vec![[zero; 2]; n];
+    let mut out: Vec<EpisodeWindows> = (0..n)
+        .map(|_| EpisodeWindows {
+            main: [zero; 2],
+            placebo: [zero; 2],
+        })
+        .collect();
     for b in crate::sql::query(ctx, &sql.get("outcomes/windows.sql")?, params)
         .await?
         .collect()
         .await?
     {
-        let col = |name: &str| -> &Float64Array {
-            b.column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref())
-                .expect("windows.sql returns Float64 columns")
-        };
-        let ep: &Int64Array = b.column(0).as_any().downcast_ref().expect("Int64 episode");
-        let (db, da) = (col("days_before"), col("days_after"));
-        let (ab, aa) = (col("admissions_before"), col("admissions_after"));
-        let (bb, ba) = (col("bed_days_before"), col("bed_days_after"));
-        for r in 0..b.num_rows() {
-            let w = |before: f64, after: f64| Windows {
-                events_before: before,
-                days_before: db.value(r),
-                events_after: after,
-                days_after: da.value(r),
-            };
-            windows[ep.value(r) as usize] =
-                [w(ab.value(r), aa.value(r)), w(bb.value(r), ba.value(r))];
+        let ep = int(&b, "episode", DataType::Int64)?;
+        let ep = ep.as_any().downcast_ref::<Int64Array>().expect("Int64");
+        let c = |name: &str| floats(&b, name);
+        let (dp, db, da) = (c("days_placebo")?, c("days_before")?, c("days_after")?);
+        for (k, what) in ["admissions", "bed_days"].iter().enumerate() {
+            let (p, bf, af) = (
+                c(&format!("{what}_placebo"))?,
+                c(&format!("{what}_before"))?,
+                c(&format!("{what}_after"))?,
+            );
+            for r in 0..b.num_rows() {
+                let w = &mut out[ep.value(r) as usize];
+                w.main[k] = Windows {
+                    events_before: bf.value(r),
+                    days_before: db.value(r),
+                    events_after: af.value(r),
+                    days_after: da.value(r),
+                };
+                w.placebo[k] = Windows {
+                    events_before: p.value(r),
+                    days_before: dp.value(r),
+                    events_after: bf.value(r),
+                    days_after: db.value(r),
+                };
+            }
         }
     }
     ctx.deregister_table("episodes")?;
+    Ok(out)
+}
 
-    // One row per service and outcome.
-    let mut rows: Vec<Row> = Vec::new();
-    for (s, name) in services.iter().enumerate() {
-        let enrolled = enrolments
-            .iter()
-            .filter(|e| service_no[e.service.as_str()] == s)
-            .count();
-        for (k, outcome) in OUTCOMES.iter().enumerate() {
-            let pick = |treated: bool| -> Vec<Windows> {
-                episodes
-                    .iter()
-                    .zip(&windows)
-                    .filter(|(e, _)| e.service == s && e.treated == treated)
-                    .map(|(_, w)| w[k])
-                    .collect()
-            };
-            let (t, c) = (pick(true), pick(false));
-            let did = difference_in_differences(&t, &c).ok();
-            rows.push(Row {
-                service: name.clone(),
-                outcome,
-                enrolled: enrolled as i64,
-                treated: t.len() as i64,
-                controls: c.len() as i64,
-                match_rate: (scored[s] > 0).then(|| t.len() as f64 / enrolled as f64),
-                did,
+/// The matching variables of one episode.
+fn variables(p: &Person, h: &History, day: i32, risk: f64, x: &[f64; 4]) -> [f64; VARIABLES] {
+    [
+        p.age_at(day) as f64,
+        f64::from(p.sex == 0),
+        h.admissions_90d as f64,
+        h.admissions_365d as f64,
+        h.bed_days_90d,
+        h.bed_days_365d,
+        risk,
+        x[0],
+        x[1],
+        x[2],
+        x[3],
+    ]
+}
+
+/// Each patient's first enrolment per service in the two years before `A`, sorted by
+/// service and pseudo_id.
+async fn enrolments(
+    ctx: &SessionContext,
+    sql: &SqlSource,
+    params: &Params,
+) -> Result<Vec<Enrolment>> {
+    let mut out = Vec::new();
+    for b in crate::sql::query(ctx, &sql.get("outcomes/enrolments.sql")?, params)
+        .await?
+        .sort_by(vec![ident("service_code"), ident("pseudo_id")])?
+        .collect()
+        .await?
+    {
+        let (s, p, d) = (
+            utf8(&b, "service_code")?,
+            utf8(&b, "pseudo_id")?,
+            dates(&b, "start_date")?,
+        );
+        for r in 0..b.num_rows() {
+            out.push(Enrolment {
+                service: s.value(r).to_string(),
+                pseudo_id: p.value(r).to_string(),
+                start: d.value(r),
             });
         }
     }
-    // The people behind each count, so that disclosure control can perturb each count
-    // by the cell key of exactly its people (never shown to commissioners).
+    Ok(out)
+}
+
+/// One service's enrolled episodes (those in the population at their start), their
+/// candidate comparison patients and their random reference people.
+struct Plan {
+    enrolled: usize,
+    treated: Vec<Enrolled>,
+    candidates: Vec<Vec<usize>>,
+    reference: Vec<Vec<usize>>,
+}
+
+fn plan(
+    enrolments: &[Enrolment],
+    name: &str,
+    s: usize,
+    row_of: &HashMap<&str, usize>,
+    population: &Population,
+    people: &[Person],
+    candidates: usize,
+) -> Plan {
+    let mine: Vec<&Enrolment> = enrolments.iter().filter(|e| e.service == name).collect();
+    let treated: Vec<Enrolled> = mine
+        .iter()
+        .filter_map(|e| {
+            let &person = row_of.get(e.pseudo_id.as_str())?;
+            people[person].in_population(e.start).then_some(Enrolled {
+                person,
+                day: e.start,
+            })
+        })
+        .collect();
+    let seed = SEED ^ ((s as u64) << 32);
+    Plan {
+        enrolled: mine.len(),
+        candidates: population.candidates(&treated, candidates.max(1), seed),
+        reference: population.reference(&treated, REFERENCE, seed),
+        treated,
+    }
+}
+
+/// The risk of every (person, day) the plans need, computed once each.
+struct Risks {
+    of: HashMap<(usize, i32), usize>,
+    risk: Vec<f64>,
+    covariates: Vec<[f64; 4]>,
+    /// The SD of each covariate over everyone scored (the distance's scale).
+    sd: [f64; 4],
+}
+
+impl Risks {
+    fn key(&self, person: usize, day: i32) -> usize {
+        self.of[&(person, day)]
+    }
+
+    fn at(&self, person: usize, day: i32) -> f64 {
+        self.risk[self.key(person, day)]
+    }
+
+    fn covariates(&self, person: usize, day: i32) -> &[f64; 4] {
+        &self.covariates[self.key(person, day)]
+    }
+
+    /// Distance on the covariates, each over its SD (0 for a constant one).
+    fn distance(&self, a: (usize, i32), b: (usize, i32)) -> f64 {
+        let (x, y) = (self.covariates(a.0, a.1), self.covariates(b.0, b.1));
+        (0..4)
+            .filter(|&j| self.sd[j] > 0.0)
+            .map(|j| (x[j] - y[j]).abs() / self.sd[j])
+            .sum()
+    }
+}
+
+async fn risks(
+    ctx: &SessionContext,
+    sql: &SqlSource,
+    params: &Params,
+    extra: &[PathBuf],
+    model: &ModelFile,
+    plans: &[Plan],
+    ids: &[String],
+) -> Result<Risks> {
+    let mut of: HashMap<(usize, i32), usize> = HashMap::new();
+    let mut index_episodes: Vec<(usize, i32)> = Vec::new();
+    let mut key = |person: usize, day: i32| {
+        of.entry((person, day)).or_insert_with(|| {
+            index_episodes.push((person, day));
+            index_episodes.len() - 1
+        });
+    };
+    for p in plans {
+        for (k, t) in p.treated.iter().enumerate() {
+            key(t.person, t.day);
+            for &q in p.candidates[k].iter().chain(&p.reference[k]) {
+                key(q, t.day);
+            }
+        }
+    }
+    let (risk, covariates) =
+        risk_at_index(ctx, sql, params, extra, model, &index_episodes, ids).await?;
+    let mut sd = [0.0; 4];
+    for (j, v) in sd.iter_mut().enumerate() {
+        let x: Vec<f64> = covariates
+            .iter()
+            .map(|c| c[j])
+            .filter(|v| !v.is_nan())
+            .collect();
+        let n = x.len() as f64;
+        if n > 1.0 {
+            let m = x.iter().sum::<f64>() / n;
+            *v = (x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+        }
+    }
+    Ok(Risks {
+        of,
+        risk,
+        covariates,
+        sd,
+    })
+}
+
+/// The matching variables of `person` at `day`.
+fn variables_at(people: &[Person], risks: &Risks, person: usize, day: i32) -> [f64; VARIABLES] {
+    let q = &people[person];
+    let x = risks.covariates(person, day);
+    variables(q, &q.history(day), day, risks.at(person, day), x)
+}
+
+/// One service's matching: the matched pairs as episodes (treated, then its control)
+/// and its matching variables ([`Groups`]).
+fn match_service(
+    s: usize,
+    p: &Plan,
+    people: &[Person],
+    risks: &Risks,
+    width: f64,
+    episodes: &mut Vec<Episode>,
+) -> Groups {
+    let scores: Vec<f64> = p
+        .treated
+        .iter()
+        .map(|t| risks.at(t.person, t.day))
+        .collect();
+    let lists: Vec<Vec<Choice>> = p
+        .treated
+        .iter()
+        .zip(&p.candidates)
+        .map(|(t, cands)| {
+            let th = people[t.person].history(t.day);
+            cands
+                .iter()
+                .map(|&q| Choice {
+                    key: risks.key(q, t.day),
+                    score: risks.at(q, t.day),
+                    tie: bed_day_distance(&th, &people[q].history(t.day))
+                        + risks.distance((t.person, t.day), (q, t.day)),
+                })
+                .collect()
+        })
+        .collect();
+    // Nearest on |logit risk difference| / 0.2 + the covariate distance (in SDs),
+    // within the caliper on risk: `width` is 0.2 SD of logit risk.
+    let chosen = match_in_lists_weighted(&scores, &lists, width, width);
+    let vars = |person: usize, day: i32| variables_at(people, risks, person, day);
+    let mut groups: Groups = Default::default();
+    for (k, t) in p.treated.iter().enumerate() {
+        if !scores[k].is_nan() {
+            groups[0].push(vars(t.person, t.day));
+        }
+        for &q in &p.reference[k] {
+            if !risks.at(q, t.day).is_nan() {
+                groups[1].push(vars(q, t.day));
+            }
+        }
+        if let Some(c) = chosen[k] {
+            let q = p.candidates[k][c];
+            groups[2].push(vars(t.person, t.day));
+            groups[3].push(vars(q, t.day));
+            for (treated, person) in [(true, t.person), (false, q)] {
+                episodes.push(Episode {
+                    service: s,
+                    treated,
+                    person,
+                    start: t.day,
+                });
+            }
+        }
+    }
+    groups
+}
+
+/// Evaluate every service. `population_risk` holds the risks at `A` (the caliper's
+/// scale); `candidates` is `[outcomes] candidates`.
+pub async fn evaluate(
+    ctx: &SessionContext,
+    sql: &SqlSource,
+    params: &Params,
+    extra: &[PathBuf],
+    model: &ModelFile,
+    population_risk: &[f64],
+    candidates: usize,
+) -> Result<Evaluation> {
+    let clock = std::time::Instant::now();
+    let step = |what: &str| {
+        tracing::debug!(
+            "outcomes: {what} after {:.2} s",
+            clock.elapsed().as_secs_f64()
+        )
+    };
+    let enrolments = enrolments(ctx, sql, params).await?;
+    let services: Vec<String> = enrolments
+        .iter()
+        .map(|e| e.service.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let (ids, people) = histories(ctx, sql, params).await?;
+    let row_of: HashMap<&str, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    let population = Population::new(&people);
+    step("histories");
+    let plans: Vec<Plan> = services
+        .iter()
+        .enumerate()
+        .map(|(s, name)| {
+            plan(
+                &enrolments,
+                name,
+                s,
+                &row_of,
+                &population,
+                &people,
+                candidates,
+            )
+        })
+        .collect();
+    step("candidates");
+    let risks = risks(ctx, sql, params, extra, model, &plans, &ids).await?;
+    step("risk at the index dates");
+    let width = caliper(population_risk);
+    let mut episodes: Vec<Episode> = Vec::new();
+    let groups: Vec<Groups> = plans
+        .iter()
+        .enumerate()
+        .map(|(s, p)| match_service(s, p, &people, &risks, width, &mut episodes))
+        .collect();
+    let windows = windows(ctx, sql, params, &episodes, &ids).await?;
+    step("windows");
+    let (balance_rows, max_smd) = balance(&services, &groups);
+    let rows = outcome_rows(&services, &plans, &episodes, &windows, &max_smd);
+    Ok(Evaluation {
+        outcomes: to_batch(&rows)?,
+        balance: balance_batch(&balance_rows)?,
+        people: people_batch(&enrolments, &services, &episodes, &ids)?,
+        report: report_html(&rows, &balance_rows),
+    })
+}
+
+/// Per service, one row per matching variable: treated (all scored) against the
+/// reference people before matching, matched treated against their controls after;
+/// and the largest |SMD| before and after.
+fn balance(services: &[String], groups: &[Groups]) -> (Vec<BalanceRow>, Vec<MaxSmd>) {
+    let mut rows = Vec::new();
+    let mut max_smd = Vec::new();
+    let col =
+        |rows: &[[f64; VARIABLES]], v: usize| -> Vec<f64> { rows.iter().map(|r| r[v]).collect() };
+    let mean = |x: &[f64]| (!x.is_empty()).then(|| x.iter().sum::<f64>() / x.len() as f64);
+    for (s, [treated_all, reference, matched, controls]) in groups.iter().enumerate() {
+        let (mut before, mut after): MaxSmd = (None, None);
+        for (v, name) in BALANCE_VARIABLES.into_iter().enumerate() {
+            let (t, r, m, c) = (
+                col(treated_all, v),
+                col(reference, v),
+                col(matched, v),
+                col(controls, v),
+            );
+            let (b, a) = (smd(&t, &r), smd(&m, &c));
+            before = max_abs(before, b);
+            after = max_abs(after, a);
+            rows.push(BalanceRow {
+                service: services[s].clone(),
+                variable: name,
+                treated_mean: mean(&t),
+                reference_mean: mean(&r),
+                control_mean: mean(&c),
+                smd_before: b,
+                smd_after: a,
+            });
+        }
+        max_smd.push((before, after));
+    }
+    (rows, max_smd)
+}
+
+/// The largest |SMD| of a service's matching variables, before and after matching.
+type MaxSmd = (Option<f64>, Option<f64>);
+
+/// A service's matching variables: [all scored enrolled, reference people, matched
+/// enrolled, their controls].
+type Groups = [Vec<[f64; VARIABLES]>; 4];
+
+/// One row per service and outcome.
+fn outcome_rows(
+    services: &[String],
+    plans: &[Plan],
+    episodes: &[Episode],
+    windows: &[EpisodeWindows],
+    max_smd: &[MaxSmd],
+) -> Vec<Row> {
+    let mut rows: Vec<Row> = Vec::new();
+    for (s, name) in services.iter().enumerate() {
+        let p = &plans[s];
+        let matched = episodes
+            .iter()
+            .filter(|e| e.service == s && e.treated)
+            .count();
+        let match_rate = (p.enrolled > 0).then(|| matched as f64 / p.enrolled as f64);
+        let (smd_before, smd_after) = max_smd[s];
+        for (k, outcome) in OUTCOMES.iter().enumerate() {
+            let pick = |treated: bool, placebo: bool| -> (Vec<Windows>, Vec<u64>) {
+                episodes
+                    .iter()
+                    .zip(windows)
+                    .filter(|(e, _)| e.service == s && e.treated == treated)
+                    .map(|(e, w)| {
+                        let w = if placebo { w.placebo[k] } else { w.main[k] };
+                        (w, e.person as u64)
+                    })
+                    .unzip()
+            };
+            let did = |placebo: bool| {
+                let ((t, tc), (c, cc)) = (pick(true, placebo), pick(false, placebo));
+                difference_in_differences_clustered(&t, &tc, &c, &cc).ok()
+            };
+            let (main, placebo) = (did(false), did(true));
+            let mut warnings = Vec::new();
+            if match_rate.is_none_or(|r| r < MIN_MATCH_RATE) {
+                warnings.push(Warning::LowMatchRate);
+            }
+            if smd_after.is_none_or(|v| v >= MAX_SMD) {
+                warnings.push(Warning::Imbalance);
+            }
+            if placebo
+                .as_ref()
+                .is_some_and(|d| d.ci_low > 0.0 || d.ci_high < 0.0)
+            {
+                warnings.push(Warning::PreTrend);
+            }
+            rows.push(Row {
+                service: name.clone(),
+                outcome,
+                enrolled: p.enrolled as i64,
+                treated: matched as i64,
+                controls: matched as i64,
+                match_rate,
+                did: main,
+                placebo,
+                smd_before,
+                smd_after,
+                warnings,
+            });
+        }
+    }
+    rows
+}
+
+/// The people behind each count of `service_outcomes` (service_code, pseudo_id,
+/// group: enrolled, treated or control), so that disclosure control can perturb each
+/// count by the cell key of exactly its people. Never shown to commissioners.
+fn people_batch(
+    enrolments: &[Enrolment],
+    services: &[String],
+    episodes: &[Episode],
+    ids: &[String],
+) -> Result<RecordBatch> {
     let mut service = Vec::new();
     let mut id = Vec::new();
     let mut group = Vec::new();
-    for e in &enrolments {
+    for e in enrolments {
         service.push(e.service.as_str());
         id.push(e.pseudo_id.as_str());
         group.push("enrolled");
     }
-    for e in &episodes {
+    for e in episodes {
         service.push(services[e.service].as_str());
-        id.push(e.pseudo_id.as_str());
+        id.push(ids[e.person].as_str());
         group.push(if e.treated { "treated" } else { "control" });
     }
-    let people = RecordBatch::try_from_iter(vec![
+    Ok(RecordBatch::try_from_iter(vec![
         (
             "service_code",
             Arc::new(StringArray::from(service)) as ArrayRef,
         ),
         ("pseudo_id", Arc::new(StringArray::from(id)) as ArrayRef),
         ("group", Arc::new(StringArray::from(group)) as ArrayRef),
-    ])?;
-    Ok((to_batch(&rows)?, people))
+    ])?)
+}
+
+/// The report's section: per service and outcome the DiD, its placebo and warnings;
+/// per service and matching variable the means and SMDs before and after matching.
+/// Counts and statistics only.
+fn report_html(rows: &[Row], balance: &[BalanceRow]) -> String {
+    use crate::outputs::report::esc;
+    let num =
+        |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+    let ci = |d: &Option<Did>| {
+        d.as_ref().map_or("-".to_string(), |d| {
+            format!("{:.1} ({:.1} to {:.1})", d.did, d.ci_low, d.ci_high)
+        })
+    };
+    let mut out = String::from(
+        "<h2>Service evaluation</h2>\n<p>Matched difference in differences per 1,000 person-years (risk-set matching at each start date; see the README). Placebo: the year before the start against the year before that.</p>\n<table><tr><th>service</th><th>outcome</th><th>enrolled</th><th>matched</th><th>match rate</th><th>DiD (95% CI)</th><th>placebo DiD (95% CI)</th><th>max |SMD| before</th><th>max |SMD| after</th><th>warnings</th></tr>\n",
+    );
+    for r in rows {
+        let warnings: Vec<&str> = r.warnings.iter().map(|w| w.text()).collect();
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            esc(&r.service),
+            r.outcome,
+            r.enrolled,
+            r.treated,
+            num(r.match_rate, 3),
+            ci(&r.did),
+            ci(&r.placebo),
+            num(r.smd_before, 3),
+            num(r.smd_after, 3),
+            warnings.join(", ")
+        ));
+    }
+    out.push_str("</table>\n<h3>Balance of the matching variables</h3>\n<table><tr><th>service</th><th>variable</th><th>enrolled mean</th><th>eligible mean (before matching)</th><th>matched controls mean</th><th>SMD before</th><th>SMD after</th></tr>\n");
+    for b in balance {
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            esc(&b.service),
+            b.variable,
+            num(b.treated_mean, 3),
+            num(b.reference_mean, 3),
+            num(b.control_mean, 3),
+            num(b.smd_before, 3),
+            num(b.smd_after, 3)
+        ));
+    }
+    out.push_str("</table>\n");
+    out
+}
+
+fn max_abs(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b.abs())),
+        (None, Some(b)) => Some(b.abs()),
+        (a, None) => a,
+    }
+}
+
+/// Why a service's result should be read with care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Warning {
+    /// Fewer than [`MIN_MATCH_RATE`] of the enrolled have a comparison patient: the
+    /// result speaks for those matched only.
+    LowMatchRate,
+    /// A matching variable's |SMD| after matching is [`MAX_SMD`] or more.
+    Imbalance,
+    /// The placebo difference in differences (the year before the start against the
+    /// year before that) excludes 0: the groups were already diverging.
+    PreTrend,
+}
+
+impl Warning {
+    pub fn text(self) -> &'static str {
+        match self {
+            Warning::LowMatchRate => "low_match_rate",
+            Warning::Imbalance => "imbalance",
+            Warning::PreTrend => "pre_trend",
+        }
+    }
 }
 
 struct Row {
@@ -367,20 +958,37 @@ struct Row {
     treated: i64,
     controls: i64,
     match_rate: Option<f64>,
-    did: Option<riskstrat_models::outcomes::Did>,
+    did: Option<Did>,
+    placebo: Option<Did>,
+    smd_before: Option<f64>,
+    smd_after: Option<f64>,
+    warnings: Vec<Warning>,
+}
+
+struct BalanceRow {
+    service: String,
+    variable: &'static str,
+    treated_mean: Option<f64>,
+    reference_mean: Option<f64>,
+    control_mean: Option<f64>,
+    smd_before: Option<f64>,
+    smd_after: Option<f64>,
 }
 
 fn to_batch(rows: &[Row]) -> Result<RecordBatch> {
-    let f = |g: &dyn Fn(&riskstrat_models::outcomes::Did) -> f64| -> ArrayRef {
-        Arc::new(Float64Array::from(
-            rows.iter()
-                .map(|r| r.did.as_ref().map(g))
-                .collect::<Vec<_>>(),
-        ))
+    let f = |g: &dyn Fn(&Row) -> Option<f64>| -> ArrayRef {
+        Arc::new(Float64Array::from(rows.iter().map(g).collect::<Vec<_>>()))
     };
     let i = |g: &dyn Fn(&Row) -> i64| -> ArrayRef {
         Arc::new(Int64Array::from_iter_values(rows.iter().map(g)))
     };
+    let flag = |w: Warning| -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| i64::from(r.warnings.contains(&w))),
+        ))
+    };
+    let did = |g: fn(&Did) -> f64| f(&move |r: &Row| r.did.as_ref().map(g));
+    let placebo = |g: fn(&Did) -> f64| f(&move |r: &Row| r.placebo.as_ref().map(g));
     Ok(RecordBatch::try_new(
         schema(),
         vec![
@@ -393,42 +1001,51 @@ fn to_batch(rows: &[Row]) -> Result<RecordBatch> {
             i(&|r| r.enrolled),
             i(&|r| r.treated),
             i(&|r| r.controls),
-            Arc::new(Float64Array::from(
-                rows.iter().map(|r| r.match_rate).collect::<Vec<_>>(),
-            )),
-            f(&|d| d.treated_before),
-            f(&|d| d.treated_after),
-            f(&|d| d.control_before),
-            f(&|d| d.control_after),
-            f(&|d| d.did),
-            f(&|d| d.ci_low),
-            f(&|d| d.ci_high),
+            f(&|r| r.match_rate),
+            did(|d| d.treated_before),
+            did(|d| d.treated_after),
+            did(|d| d.control_before),
+            did(|d| d.control_after),
+            did(|d| d.did),
+            did(|d| d.ci_low),
+            did(|d| d.ci_high),
+            placebo(|d| d.did),
+            placebo(|d| d.ci_low),
+            placebo(|d| d.ci_high),
+            f(&|r| r.smd_before),
+            f(&|r| r.smd_after),
+            flag(Warning::LowMatchRate),
+            flag(Warning::Imbalance),
+            flag(Warning::PreTrend),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| {
+                r.warnings
+                    .iter()
+                    .map(|w| w.text())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }))),
         ],
     )?)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn index_dates() {
-        let d = |s: &str| date32(chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap());
-        assert_eq!(
-            index_date(d("2025-06-15"), IndexEvery::Month),
-            d("2025-06-01")
-        );
-        assert_eq!(
-            index_date(d("2025-06-15"), IndexEvery::Quarter),
-            d("2025-04-01")
-        );
-        assert_eq!(
-            index_date(d("2025-12-31"), IndexEvery::Quarter),
-            d("2025-10-01")
-        );
-        assert_eq!(
-            index_date(d("2025-01-01"), IndexEvery::Quarter),
-            d("2025-01-01")
-        );
-    }
+fn balance_batch(rows: &[BalanceRow]) -> Result<RecordBatch> {
+    let f = |g: &dyn Fn(&BalanceRow) -> Option<f64>| -> ArrayRef {
+        Arc::new(Float64Array::from(rows.iter().map(g).collect::<Vec<_>>()))
+    };
+    Ok(RecordBatch::try_new(
+        balance_schema(),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.service.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.variable),
+            )),
+            f(&|r| r.treated_mean),
+            f(&|r| r.reference_mean),
+            f(&|r| r.control_mean),
+            f(&|r| r.smd_before),
+            f(&|r| r.smd_after),
+        ],
+    )?)
 }

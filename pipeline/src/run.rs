@@ -164,25 +164,28 @@ async fn run_stages(job: &Job) -> Result<RunOutcome> {
             Ok::<_, crate::error::Error>((sizes, risk))
         })
         .await?;
+    let mut services_report = String::new();
     if job.evaluate_services && ctx.table_exist("services")? {
-        progress
+        services_report = progress
             .stage("outcomes", async {
-                let (batch, people) = crate::outcomes::evaluate(
+                let e = crate::outcomes::evaluate(
                     &ctx,
                     &sql,
                     &params,
                     &job.extra_features,
                     &model,
                     &population_risk,
-                    job.outcomes_index,
+                    job.outcomes_candidates,
                 )
                 .await?;
-                write_batch(&folder.path("service_outcomes.parquet"), &batch)?;
-                write_batch(&folder.path("service_people.parquet"), &people)?;
-                Ok::<_, crate::error::Error>(())
+                write_batch(&folder.path("service_outcomes.parquet"), &e.outcomes)?;
+                write_batch(&folder.path("service_balance.parquet"), &e.balance)?;
+                write_batch(&folder.path("service_people.parquet"), &e.people)?;
+                Ok::<_, crate::error::Error>(e.report)
             })
             .await?;
         outputs.push("service_outcomes.parquet".to_string());
+        outputs.push("service_balance.parquet".to_string());
         outputs.push("service_people.parquet".to_string());
     }
     folder.write("model.json", &serde_json::to_vec_pretty(&model)?)?;
@@ -317,7 +320,10 @@ async fn run_stages(job: &Job) -> Result<RunOutcome> {
     crate::faults::point("run.before_recheck");
     ingest::recheck::unchanged(&ctx, &inputs).await?;
     // The manifest last: it marks the run complete.
-    folder.write("report.html", report::render(&manifest).as_bytes())?;
+    folder.write(
+        "report.html",
+        report::render(&manifest, &services_report).as_bytes(),
+    )?;
     folder.write("manifest.json", &serde_json::to_vec_pretty(&manifest)?)?;
     let dir = folder.commit()?;
     Ok(RunOutcome {

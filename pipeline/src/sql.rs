@@ -42,6 +42,11 @@ builtin_files!(
     "views/feedback_outcomes.sql",
     "feedback_outcomes.sql",
     "outcomes/enrolments.sql",
+    "outcomes/histories.sql",
+    "outcomes/shifted_patients.sql",
+    "outcomes/shifted_appointments.sql",
+    "outcomes/shifted_prescriptions.sql",
+    "outcomes/shifted_admissions.sql",
     "outcomes/windows.sql",
 );
 

@@ -3,9 +3,14 @@
 -- evaluation). One row per service and outcome (emergency_admissions, bed_days):
 -- patients enrolled, those matched (treated) and their comparison patients
 -- (controls), the match rate, rates per 1,000 person-years in the 365 days before and
--- after the start date, and the difference in differences with its 95% interval.
--- Pre-aggregated: each count is perturbed by the cell key of its own people, the
--- match rate is recomputed from the protected counts.
+-- after the start date, the difference in differences with its 95% interval, the
+-- placebo difference in differences (the year before the start against the year
+-- before that: it should be near 0), the largest |standardised mean difference| of
+-- the matching variables before and after matching, and warnings as 0/1 flags (match
+-- rate under 80%, an |SMD| of 0.1 or more after matching, a placebo interval
+-- excluding 0). Pre-aggregated: each count is perturbed by the cell key of its own
+-- people, the match rate is recomputed from the protected counts. (The per-variable
+-- balance is in service_balance.parquet, for analysts.)
 WITH keys AS (
   SELECT
     service_code,
@@ -29,6 +34,14 @@ SELECT
   o.did,
   o.did_ci_low,
   o.did_ci_high,
+  o.placebo_did,
+  o.placebo_ci_low,
+  o.placebo_ci_high,
+  o.max_smd_before,
+  o.max_smd_after,
+  o.warning_low_match_rate,
+  o.warning_imbalance,
+  o.warning_pre_trend,
   k.__enrolled_key,
   k.__treated_key,
   k.__controls_key

@@ -2,14 +2,15 @@
 
 use super::manifest::Manifest;
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
 
-pub fn render(m: &Manifest) -> String {
+/// `services`: the service evaluation's section (HTML), empty without one.
+pub fn render(m: &Manifest, services: &str) -> String {
     let mut rows = String::new();
     for (table, r) in &m.rows {
         let reasons: Vec<String> = r
@@ -62,7 +63,7 @@ pub fn render(m: &Manifest) -> String {
 <h2>Rows</h2>
 <table><tr><th>table</th><th>read</th><th>excluded (opt-out)</th><th>valid</th><th>quarantined</th><th>reasons</th></tr>
 {rows}</table>
-<h2>Timings</h2>
+{services}<h2>Timings</h2>
 <table><tr><th>stage</th><th>time</th></tr>
 {timings}</table>
 </body></html>

@@ -270,6 +270,7 @@ pub(super) fn identify(chunk: ChunkOut, key: &Key, first: u64, n: u64) -> Result
         .collect();
     Ok(ChunkOut {
         people: chunk.people,
+        truth: chunk.truth.clone(),
         patients: to_nhs(&chunk.patients, &contract::PATIENTS, &people)?,
         appointments: to_nhs(&chunk.appointments, &contract::APPOINTMENTS, &people)?,
         prescriptions: to_nhs(&chunk.prescriptions, &contract::PRESCRIPTIONS, &people)?,

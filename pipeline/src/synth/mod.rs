@@ -47,6 +47,8 @@ pub struct SynthOptions {
     /// Write identifiable extracts, keys and a care-team registry instead (see
     /// [`identity`]).
     pub identifiable: bool,
+    /// The services' true effects (`truth/service_effects.json` records them).
+    pub service_effects: ServiceEffects,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -191,6 +193,7 @@ pub fn generate(opts: &SynthOptions) -> Result<SynthSummary> {
     let mut optouts_w = writer(&out.join("optouts.parquet"), schema(&contract::OPTOUTS))?;
     let mut services_w = writer(&out.join("services.parquet"), schema(&contract::SERVICES))?;
     let mut summary = SynthSummary::default();
+    let mut truth = Truth::default();
     let bar = crate::progress::bar(opts.patients, "synth");
     let window = (rayon::current_num_threads() * 2) as u64;
     let mut start = 0;
@@ -201,7 +204,8 @@ pub fn generate(opts: &SynthOptions) -> Result<SynthSummary> {
             .map(|c| {
                 let first = c * CHUNK;
                 let n = CHUNK.min(opts.patients - first);
-                let mut chunk = generate_chunk(&world, opts.seed, c, first, n)?;
+                let mut chunk =
+                    generate_chunk(&world, &opts.service_effects, opts.seed, c, first, n)?;
                 if opts.identifiable {
                     chunk = identity::identify(chunk, &world.key, first, n)?;
                 }
@@ -230,6 +234,7 @@ pub fn generate(opts: &SynthOptions) -> Result<SynthSummary> {
             summary.admissions += chunk.admissions.num_rows() as u64;
             summary.optouts += chunk.optouts.num_rows() as u64;
             summary.services += chunk.services.num_rows() as u64;
+            truth.merge(&chunk.truth);
             if let Some(b) = &bar {
                 b.inc(chunk.people);
             }
@@ -245,6 +250,12 @@ pub fn generate(opts: &SynthOptions) -> Result<SynthSummary> {
     if opts.identifiable {
         write_gate_files(opts, &world)?;
     }
+    let truth_path = opts.out.join(TRUTH_FILE);
+    std::fs::create_dir_all(truth_path.parent().expect("a folder"))?;
+    std::fs::write(
+        &truth_path,
+        serde_json::to_vec_pretty(&truth.to_json(opts))?,
+    )?;
     let job_file = opts.out.join("job.toml");
     let data = if opts.identifiable {
         format!("{PSEUDONYMISED_DIR}/")
@@ -340,6 +351,7 @@ fn writer(
 
 struct ChunkOut {
     people: u64,
+    truth: Truth,
     patients: RecordBatch,
     appointments: RecordBatch,
     prescriptions: RecordBatch,
@@ -467,6 +479,7 @@ impl Builders {
         let batch = |t: &Table, cols: Vec<ArrayRef>| RecordBatch::try_new(t.schema(), cols);
         Ok(ChunkOut {
             people,
+            truth: Truth::default(),
             patients: batch(
                 &contract::PATIENTS,
                 vec![
@@ -537,6 +550,387 @@ impl Builders {
     }
 }
 
+/// The services `synth` writes, each with its referral rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Service {
+    /// Virtual ward: step-down care referred at discharge from an emergency admission.
+    Vw01,
+    /// Community matron: case management of people with repeated emergency admissions.
+    Cm01,
+}
+
+impl Service {
+    pub const ALL: [Service; 2] = [Service::Vw01, Service::Cm01];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Service::Vw01 => "VW01",
+            Service::Cm01 => "CM01",
+        }
+    }
+}
+
+/// The true effect of each service: the rate ratio of emergency admissions while
+/// enrolled (`synth --service-effect VW01=0.8,CM01=1.0`; 1 = no effect).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceEffects {
+    rate_ratios: [f64; 2],
+}
+
+impl Default for ServiceEffects {
+    fn default() -> Self {
+        Self {
+            rate_ratios: [1.0; 2],
+        }
+    }
+}
+
+impl ServiceEffects {
+    pub fn rate_ratio(&self, s: Service) -> f64 {
+        self.rate_ratios[s as usize]
+    }
+
+    /// `VW01=0.8,CM01=1.0`: services not named keep no effect.
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut out = Self::default();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (code, value) = part.split_once('=').ok_or_else(|| {
+                Error::bad_input(format!(
+                    "--service-effect: '{part}' is not SERVICE=RATE_RATIO (e.g. VW01=0.8)"
+                ))
+            })?;
+            let service = Service::ALL
+                .into_iter()
+                .find(|s| s.code() == code.trim())
+                .ok_or_else(|| {
+                    Error::bad_input(format!(
+                        "--service-effect: unknown service '{}'; synth writes VW01 and CM01",
+                        code.trim()
+                    ))
+                })?;
+            let rr: f64 = value.trim().parse().ok().filter(|v: &f64| v.is_finite() && *v > 0.0).ok_or_else(|| {
+                Error::bad_input(format!(
+                    "--service-effect: {code}'s rate ratio '{value}' must be a number above 0 (1 = no effect)"
+                ))
+            })?;
+            out.rate_ratios[service as usize] = rr;
+        }
+        Ok(out)
+    }
+}
+
+/// A hospital spell before it is written.
+#[derive(Clone)]
+struct SynthSpell {
+    date: i32,
+    los: i32,
+    discharge: Option<i32>,
+    is_emergency: bool,
+    method: &'static str,
+    primary: String,
+    secondary: Vec<String>,
+    provider: &'static str,
+    spell_id: String,
+    cost: f64,
+}
+
+/// What a person's spells are drawn from.
+struct SpellContext<'a> {
+    world: &'a World,
+    a: i32,
+    age: i32,
+    need: f64,
+    frail: f64,
+    charlson: &'a [&'static str],
+    person: u64,
+    spell_no: std::cell::Cell<u32>,
+}
+
+impl SpellContext<'_> {
+    /// Emergency admissions a year, in year `y` before A (0 = the last).
+    fn emergency_rate(&self, need_y: f64) -> f64 {
+        (-2.9 + 1.3 * need_y).exp() * self.frail
+    }
+
+    /// Year `y`'s spells within `(from, to)`, the person's active days.
+    fn year(
+        &self,
+        rng: &mut ChaCha8Rng,
+        y: i32,
+        need_y: f64,
+        (from, to): (i32, i32),
+        out: &mut Vec<SynthSpell>,
+    ) {
+        let a = self.a;
+        let (ys, ye) = ((a - 365 * (y + 1)).max(from), (a - 365 * y).min(to));
+        if ye <= ys {
+            return;
+        }
+        let span = (ye - ys) as f64 / 365.0;
+        let emergency = poisson(rng, self.emergency_rate(need_y) * span);
+        let elective = poisson(
+            rng,
+            (-2.6 + 0.4 * need_y + 0.01 * self.age as f64).exp() * span,
+        );
+        for k in 0..emergency + elective {
+            let date = rng.random_range(ys..ye);
+            out.push(self.spell(rng, y, date, k < emergency));
+        }
+    }
+
+    fn spell(&self, rng: &mut ChaCha8Rng, y: i32, date: i32, is_emergency: bool) -> SynthSpell {
+        let (a, need, charlson, world) = (self.a, self.need, self.charlson, self.world);
+        let los = if is_emergency {
+            (rng.random_range(0.0..1.0f64).ln() * -(2.0 + 2.5 * need.max(0.0))) as i32
+        } else if rng.random_bool(0.6) {
+            0
+        } else {
+            rng.random_range(1..6)
+        };
+        let discharge = date + los;
+        let discharge = (discharge < a).then_some(discharge);
+        let method = if is_emergency {
+            *[
+                "21", "21", "21", "21", "21", "21", "22", "23", "24", "28", "2A", "2B", "25", "2D",
+                "2C",
+            ]
+            .choose(rng)
+            .unwrap()
+        } else {
+            *["11", "12", "12", "13"].choose(rng).unwrap()
+        };
+        let primary = if is_emergency && !charlson.is_empty() && rng.random_bool(0.4) {
+            world.codes.icd10_for(charlson.choose(rng).unwrap(), rng)
+        } else if is_emergency {
+            codes::ACUTE_ICD10.choose(rng).unwrap().to_string()
+        } else {
+            codes::ELECTIVE_ICD10.choose(rng).unwrap().to_string()
+        };
+        let mut secondary: Vec<String> = Vec::new();
+        for c in charlson {
+            if rng.random_bool(0.7) {
+                secondary.push(world.codes.icd10_for(c, rng));
+            }
+        }
+        if rng.random_bool(0.3) {
+            secondary.push(codes::ACUTE_ICD10.choose(rng).unwrap().to_string());
+        }
+        let i = self.person;
+        let provider = codes::PROVIDERS[(i as usize + y as usize) % codes::PROVIDERS.len()];
+        let spell_no = self.spell_no.get();
+        self.spell_no.set(spell_no + 1);
+        let spell_id = format!("{provider}{i:09}{spell_no:03}");
+        let cost = if is_emergency {
+            900.0 + 420.0 * los as f64
+        } else {
+            1200.0 + 300.0 * los as f64
+        } * rng.random_range(0.8..1.25);
+        SynthSpell {
+            date,
+            los,
+            discharge,
+            is_emergency,
+            method,
+            primary,
+            secondary,
+            provider,
+            spell_id,
+            cost,
+        }
+    }
+}
+
+struct Enrolment {
+    service: Service,
+    start: i32,
+    /// Last day enrolled; `None` while enrolled.
+    end: Option<i32>,
+}
+
+/// Referral as services make it: at each emergency discharge, a virtual ward takes
+/// some (more of the old and of people with long-term conditions); a community matron
+/// takes some of those with repeated admissions in the year. Referral depends only on
+/// what the data show (age, conditions treated, admissions), the assumption under
+/// which a matched evaluation can recover the effect. A person is enrolled at most once,
+/// in the first service that takes them, starting in the two years before A while
+/// registered and alive (`active_end` is their first inactive day).
+fn refer(
+    rng: &mut ChaCha8Rng,
+    spells: &[SynthSpell],
+    a: i32,
+    age: i32,
+    ltc_groups: usize,
+    active_end: i32,
+) -> Option<Enrolment> {
+    let conditions = 1.0 + 0.25 * ltc_groups.min(4) as f64;
+    let old = if age >= 65 { 2.0 } else { 1.0 };
+    let emergency: Vec<&SynthSpell> = spells.iter().filter(|s| s.is_emergency).collect();
+    for (k, s) in emergency.iter().enumerate() {
+        let Some(discharged) = s.discharge else {
+            continue;
+        };
+        let in_year = emergency[..=k]
+            .iter()
+            .filter(|x| x.date > s.date - 365)
+            .count();
+        let vw = rng.random_bool((0.05 * old * conditions).min(0.5));
+        let cm =
+            in_year >= 2 && rng.random_bool((0.06 * (in_year - 1) as f64 * conditions).min(0.5));
+        let (service, start, end) = if vw {
+            let start = discharged + rng.random_range(0..=2);
+            (Service::Vw01, start, Some(start + rng.random_range(7..43)))
+        } else if cm {
+            let start = discharged + rng.random_range(7..=42);
+            let end = rng
+                .random_bool(0.3)
+                .then(|| (start + rng.random_range(30..300)).min(a - 1));
+            (Service::Cm01, start, end)
+        } else {
+            continue;
+        };
+        if start >= a - EVENT_HISTORY && start < a.min(active_end) {
+            return Some(Enrolment {
+                service,
+                start,
+                end,
+            });
+        }
+    }
+    None
+}
+
+/// The service's effect on emergency admissions in `[from, until)`: with a rate ratio
+/// below 1 each is avoided with probability 1 - ratio; above 1, extra ones arrive at
+/// (ratio - 1) times the person's rate.
+fn apply_effect(
+    rng: &mut ChaCha8Rng,
+    spells: &mut Vec<SynthSpell>,
+    ctx: &SpellContext,
+    rate_ratio: f64,
+    from: i32,
+    until: i32,
+    need_of: &dyn Fn(i32) -> f64,
+) {
+    if rate_ratio < 1.0 {
+        spells.retain(|s| {
+            !(s.is_emergency && s.date >= from && s.date < until) || rng.random_bool(rate_ratio)
+        });
+    } else if rate_ratio > 1.0 && until > from {
+        // Piecewise by the year blocks the person's rate is drawn in.
+        let mut d = from;
+        while d < until {
+            let block_end = ctx.a - 365 * ((ctx.a - 1 - d) / 365);
+            let e = block_end.min(until);
+            let extra = poisson(
+                rng,
+                (rate_ratio - 1.0) * ctx.emergency_rate(need_of(d)) * (e - d) as f64 / 365.0,
+            );
+            for _ in 0..extra {
+                let date = rng.random_range(d..e);
+                let y = (ctx.a - 1 - date) / 365;
+                spells.push(ctx.spell(rng, y, date, true));
+            }
+            d = e;
+        }
+        spells.sort_by_key(|s| s.date);
+    }
+}
+
+/// One enrolled person's follow-up year, under both potential outcomes.
+#[derive(Debug, Clone, Copy, Default)]
+struct TruthSums {
+    days: f64,
+    admissions: [f64; 2],
+    bed_days: [f64; 2],
+}
+
+impl TruthSums {
+    /// Emergency admissions and their bed days admitted in `[from, to)`, without the
+    /// service (`untreated`) and with it (`treated`); bed days as the run counts them
+    /// (a spell open at A runs to A).
+    fn of(untreated: &[SynthSpell], treated: &[SynthSpell], from: i32, to: i32, a: i32) -> Self {
+        let mut t = TruthSums {
+            days: (to - from).max(0) as f64,
+            ..Default::default()
+        };
+        for (k, spells) in [untreated, treated].into_iter().enumerate() {
+            for s in spells
+                .iter()
+                .filter(|s| s.is_emergency && s.date >= from && s.date < to)
+            {
+                t.admissions[k] += 1.0;
+                t.bed_days[k] += ((s.date + s.los).min(a) - s.date) as f64;
+            }
+        }
+        t
+    }
+}
+
+/// The truth about each service over everyone enrolled (summed over chunks).
+#[derive(Debug, Clone, Default)]
+struct Truth {
+    enrolled: [u64; 2],
+    sums: [TruthSums; 2],
+}
+
+impl Truth {
+    fn add(&mut self, s: Service, x: &TruthSums) {
+        let k = s as usize;
+        self.enrolled[k] += 1;
+        self.sums[k].days += x.days;
+        for j in 0..2 {
+            self.sums[k].admissions[j] += x.admissions[j];
+            self.sums[k].bed_days[j] += x.bed_days[j];
+        }
+    }
+
+    fn merge(&mut self, o: &Truth) {
+        for k in 0..2 {
+            self.enrolled[k] += o.enrolled[k];
+            self.sums[k].days += o.sums[k].days;
+            for j in 0..2 {
+                self.sums[k].admissions[j] += o.sums[k].admissions[j];
+                self.sums[k].bed_days[j] += o.sums[k].bed_days[j];
+            }
+        }
+    }
+
+    fn to_json(&self, opts: &SynthOptions) -> serde_json::Value {
+        let per_1000py = |x: f64, days: f64| (days > 0.0).then(|| x / (days / 365.25) * 1000.0);
+        let mut services = serde_json::Map::new();
+        for s in Service::ALL {
+            let t = &self.sums[s as usize];
+            let outcome = |v: [f64; 2]| {
+                serde_json::json!({
+                    "untreated_rate": per_1000py(v[0], t.days),
+                    "treated_rate": per_1000py(v[1], t.days),
+                    "effect": per_1000py(v[1] - v[0], t.days),
+                })
+            };
+            services.insert(
+                s.code().to_string(),
+                serde_json::json!({
+                    "rate_ratio": opts.service_effects.rate_ratio(s),
+                    "enrolled": self.enrolled[s as usize],
+                    "person_years": t.days / 365.25,
+                    "emergency_admissions": outcome(t.admissions),
+                    "bed_days": outcome(t.bed_days),
+                }),
+            );
+        }
+        serde_json::json!({
+            "about": "Written by riskstrat synth beside the data and never read by run: the true average effect of each service on the people enrolled (their first enrolment, starting in the two years before as_of), per 1,000 person-years of follow-up ([start, start + 365 days), ending at deregistration, death or as_of), from both simulated potential outcomes of each person: effect = treated_rate - untreated_rate. Objectors and duplicated patients, whom a run cannot evaluate, are left out.",
+            "seed": opts.seed,
+            "patients": opts.patients,
+            "as_of": opts.as_of.to_string(),
+            "services": services,
+        })
+    }
+}
+
+/// Where `synth` writes the truth about its services, under `--out`.
+pub const TRUTH_FILE: &str = "truth/service_effects.json";
+
 fn poisson(rng: &mut ChaCha8Rng, mean: f64) -> u64 {
     if mean <= 0.0 {
         return 0;
@@ -559,7 +953,14 @@ fn unit_cost(bnf: &str) -> f64 {
     1.5 + (h % 4000) as f64 / 100.0
 }
 
-fn generate_chunk(world: &World, seed: u64, chunk: u64, first: u64, n: u64) -> Result<ChunkOut> {
+fn generate_chunk(
+    world: &World,
+    effects: &ServiceEffects,
+    seed: u64,
+    chunk: u64,
+    first: u64,
+    n: u64,
+) -> Result<ChunkOut> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(chunk);
     let mut b = Builders::default();
@@ -568,6 +969,11 @@ fn generate_chunk(world: &World, seed: u64, chunk: u64, first: u64, n: u64) -> R
     let frailty = Gamma::new(2.0, 0.5).unwrap();
     let total_share: f64 = AGE_BANDS.iter().map(|x| x.2).sum();
     let mut kept_patients: Vec<Patient> = Vec::new();
+    // Services (enrolment, effects, the fourth year of spells) draw from their own
+    // stream, so that changing them leaves everyone else's data as it was.
+    let mut svc = ChaCha8Rng::seed_from_u64(seed);
+    svc.set_stream(chunk | 1 << 40);
+    let mut truths: Vec<(String, Service, TruthSums)> = Vec::new();
 
     for i in first..first + n {
         let nhs = synthetic_nhs_number(i);
@@ -801,103 +1207,85 @@ fn generate_chunk(world: &World, seed: u64, chunk: u64, first: u64, n: u64) -> R
             );
         }
 
-        // Hospital spells, three years.
+        // Hospital spells, three years (then a fourth, further back, from the services
+        // stream: only the placebo test of the service evaluation looks that far).
         let (from, to) = active(a - SPELL_HISTORY);
-        let mut spell_no = 0;
+        let mut spells: Vec<SynthSpell> = Vec::new();
+        let ctx = SpellContext {
+            world,
+            a,
+            age,
+            need,
+            frail,
+            charlson: &charlson,
+            person: i,
+            spell_no: std::cell::Cell::new(0),
+        };
         for y in 0..3 {
-            let (ys, ye) = ((a - 365 * (y + 1)).max(from), (a - 365 * y).min(to));
-            if ye <= ys {
-                continue;
-            }
-            let span = (ye - ys) as f64 / 365.0;
-            let emergency = poisson(
-                &mut rng,
-                (-2.9 + 1.3 * need_y[y as usize]).exp() * frail * span,
-            );
-            let elective = poisson(
-                &mut rng,
-                (-2.6 + 0.4 * need_y[y as usize] + 0.01 * age as f64).exp() * span,
-            );
-            for k in 0..emergency + elective {
-                let is_emergency = k < emergency;
-                let date = rng.random_range(ys..ye);
-                let los = if is_emergency {
-                    (rng.random_range(0.0..1.0f64).ln() * -(2.0 + 2.5 * need.max(0.0))) as i32
-                } else if rng.random_bool(0.6) {
-                    0
-                } else {
-                    rng.random_range(1..6)
-                };
-                let discharge = date + los;
-                let discharge = (discharge < a).then_some(discharge);
-                let method = if is_emergency {
-                    *[
-                        "21", "21", "21", "21", "21", "21", "22", "23", "24", "28", "2A", "2B",
-                        "25", "2D", "2C",
-                    ]
-                    .choose(&mut rng)
-                    .unwrap()
-                } else {
-                    *["11", "12", "12", "13"].choose(&mut rng).unwrap()
-                };
-                let primary = if is_emergency && !charlson.is_empty() && rng.random_bool(0.4) {
-                    world
-                        .codes
-                        .icd10_for(charlson.choose(&mut rng).unwrap(), &mut rng)
-                } else if is_emergency {
-                    codes::ACUTE_ICD10.choose(&mut rng).unwrap().to_string()
-                } else {
-                    codes::ELECTIVE_ICD10.choose(&mut rng).unwrap().to_string()
-                };
-                let mut secondary: Vec<String> = Vec::new();
-                for c in &charlson {
-                    if rng.random_bool(0.7) {
-                        secondary.push(world.codes.icd10_for(c, &mut rng));
-                    }
-                }
-                if rng.random_bool(0.3) {
-                    secondary.push(codes::ACUTE_ICD10.choose(&mut rng).unwrap().to_string());
-                }
-                let provider = codes::PROVIDERS[(i as usize + y as usize) % codes::PROVIDERS.len()];
-                let spell = format!("{provider}{i:09}{spell_no:03}");
-                spell_no += 1;
-                let cost = if is_emergency {
-                    900.0 + 420.0 * los as f64
-                } else {
-                    1200.0 + 300.0 * los as f64
-                } * rng.random_range(0.8..1.25);
-                b.admission(
-                    &id, &spell, provider, date, discharge, method, &primary, &secondary, cost,
-                );
-            }
+            ctx.year(&mut rng, y, need_y[y as usize], (from, to), &mut spells);
         }
+        let (from4, to4) = active(a - SPELL_HISTORY - 365);
+        let need_y3 = need + 0.35 * std_normal.sample(&mut svc);
+        ctx.year(&mut svc, 3, need_y3, (from4, to4), &mut spells);
+        spells.sort_by_key(|s| s.date);
 
-        // Service enrolments over the last two years.
+        // The draws of the services model these data had before enrolment followed
+        // admissions, kept so that everyone else's data is as it was.
         let (from, to) = active(a - EVENT_HISTORY);
         if to > from {
             let span = (to - from) as f64 / 365.0;
             if rng.random_bool((0.003 * (1.2 * need).exp() * span).min(0.6)) {
-                let s = rng.random_range(from..to);
-                let e = s + rng.random_range(7..43);
-                b.sv_id.append_value(&id);
-                b.sv_code.append_value("VW01");
-                b.sv_start.append_value(s);
-                b.sv_end.append_option((e < a).then_some(e));
+                let _ = (rng.random_range(from..to), rng.random_range(7..43));
             }
             if rng.random_bool((0.002 * (need).exp() * span).min(0.4)) {
-                let s = rng.random_range(from..to);
-                b.sv_id.append_value(&id);
-                b.sv_code.append_value("CM01");
-                b.sv_start.append_value(s);
-                b.sv_end.append_option(
-                    rng.random_bool(0.3)
-                        .then(|| (s + rng.random_range(30..300)).min(a - 1)),
-                );
+                let _ = rng.random_range(from..to);
+                if rng.random_bool(0.3) {
+                    let _ = rng.random_range(30..300);
+                }
             }
         }
 
+        // Service enrolment: referral after an emergency admission (services stream).
+        let need_of = |day: i32| -> f64 {
+            let y = ((a - 1 - day) / 365).clamp(0, 3) as usize;
+            if y == 3 { need_y3 } else { need_y[y] }
+        };
+        let enrolment = refer(&mut svc, &spells, a, age, groups.len(), active_end);
+        let mut truth_row = None;
+        if let Some(e) = &enrolment {
+            b.sv_id.append_value(&id);
+            b.sv_code.append_value(e.service.code());
+            b.sv_start.append_value(e.start);
+            b.sv_end.append_option(e.end.filter(|d| *d < a));
+            let y0 = spells.clone();
+            let rr = effects.rate_ratio(e.service);
+            let until = e.end.map_or(a, |d| (d + 1).min(a)).min(active_end);
+            apply_effect(&mut svc, &mut spells, &ctx, rr, e.start, until, &need_of);
+            let (f, t) = (e.start.max(start), (e.start + 365).min(active_end));
+            truth_row = Some((e.service, TruthSums::of(&y0, &spells, f, t, a)));
+        }
+        for s in &spells {
+            b.admission(
+                &id,
+                &s.spell_id,
+                s.provider,
+                s.date,
+                s.discharge,
+                s.method,
+                &s.primary,
+                &s.secondary,
+                s.cost,
+            );
+        }
+
         // Opt-outs: a few per cent, some with two types, some recorded after A.
-        if rng.random_bool(0.03) {
+        let opted_out = rng.random_bool(0.03);
+        if !opted_out {
+            if let Some((service, sums)) = truth_row {
+                truths.push((id.clone(), service, sums));
+            }
+        }
+        if opted_out {
             let ndoo_start = date32(NaiveDate::from_ymd_opt(2018, 5, 25).unwrap());
             let types: &[&str] = if rng.random_bool(0.1) {
                 &["type1", "ndoo"]
@@ -912,11 +1300,20 @@ fn generate_chunk(world: &World, seed: u64, chunk: u64, first: u64, n: u64) -> R
         }
     }
 
-    inject_invalid_rows(&mut b, &mut rng, &kept_patients, world, first, n);
+    let duplicated = inject_invalid_rows(&mut b, &mut rng, &kept_patients, world, first, n);
     for p in &kept_patients {
         b.patient(p);
     }
-    b.finish(n)
+    // The truth is over the people a run can evaluate: no objectors, no duplicates.
+    let mut truth = Truth::default();
+    for (who, service, sums) in truths {
+        if !duplicated.contains(&who) {
+            truth.add(service, &sums);
+        }
+    }
+    let mut out = b.finish(n)?;
+    out.truth = truth;
+    Ok(out)
 }
 
 /// A few rows breaking each of the contract's row rules, at rates per 10,000 people.
@@ -927,7 +1324,7 @@ fn inject_invalid_rows(
     world: &World,
     first: u64,
     n: u64,
-) {
+) -> Vec<String> {
     let scale = n as f64 / 10_000.0;
     let a = world.as_of;
     let times = |rate: f64, rng: &mut ChaCha8Rng| poisson(rng, rate * scale);
@@ -938,11 +1335,13 @@ fn inject_invalid_rows(
             .unwrap_or_default()
     };
 
+    let mut duplicated = Vec::new();
     for _ in 0..times(2.0, rng) {
         // A second patients row for the same person: every copy is quarantined.
         let mut dup = patients.choose(rng).unwrap().clone();
         dup.practice = world.practices.choose(rng).unwrap().code.clone();
         b.patient(&dup);
+        duplicated.push(dup.id);
     }
     for _ in 0..times(1.0, rng) {
         let p = patients.choose(rng).unwrap().clone();
@@ -1065,6 +1464,7 @@ fn inject_invalid_rows(
         b.sv_start.append_value(a - 40);
         b.sv_end.append_null();
     }
+    duplicated
 }
 
 #[cfg(test)]

@@ -1,0 +1,573 @@
+//! Matching at each enrolled patient's own start date (risk-set matching, Li, Propert
+//! & Rosenbaum 2001), as the NHS evaluations of case management and telehealth do
+//! (Steventon et al. 2011, 2012): a comparison patient is someone who, on the day the
+//! enrolled patient started, was registered, alive and not (yet) enrolled, and looked
+//! the same on what drives both referral and admissions: sex, age band and the
+//! emergency admissions in the 90 and 365 days before (exactly), then bed days and the
+//! risk score (nearest). Matching on the recent crisis that triggers referral is what
+//! removes regression to the mean (Roland et al. 2005).
+//!
+//! Everything here works on small per-person arrays of emergency spells; the
+//! relational work (who, which spells, risk at each index date) is done by the caller.
+
+use crate::outcomes::logit_of;
+
+/// Days are days since 1970-01-01 (Arrow Date32).
+pub type Day = i32;
+
+/// An emergency spell: its admission day and its bed days.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spell {
+    pub admitted: Day,
+    pub bed_days: f64,
+}
+
+/// One person as the matching needs them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Person {
+    /// Any stable code (the caller's: e.g. 0 = F, 1 = M, 2 = U).
+    pub sex: u8,
+    pub year_of_birth: i32,
+    pub registered_from: Day,
+    /// Last day registered (in the population on that day), if it ended.
+    pub registered_until: Option<Day>,
+    pub died: Option<Day>,
+    /// The first start in any evaluated service, ever.
+    pub first_enrolment: Option<Day>,
+    /// Emergency spells, sorted by admission day.
+    pub spells: Vec<Spell>,
+}
+
+/// Emergency use in the 90 and 365 days before an index day (the day itself excluded).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct History {
+    pub admissions_90d: u32,
+    pub admissions_365d: u32,
+    pub bed_days_90d: f64,
+    pub bed_days_365d: f64,
+}
+
+/// Counts are matched exactly up to these caps (a fourth admission in a year says
+/// little more than the third, and exact cells must not empty).
+pub const CAP_90D: u32 = 2;
+pub const CAP_365D: u32 = 4;
+
+impl Person {
+    /// In the population at `day`, as the contract defines it at A.
+    pub fn in_population(&self, day: Day) -> bool {
+        self.registered_from <= day
+            && self.registered_until.is_none_or(|e| e >= day)
+            && self.died.is_none_or(|d| d >= day)
+    }
+
+    /// A possible comparison patient at `day`: in the population and not enrolled in
+    /// any evaluated service on or before it. People enrolled later stay eligible until
+    /// they are (excluding them would select controls for fewer future admissions).
+    pub fn eligible_control(&self, day: Day) -> bool {
+        self.in_population(day) && self.first_enrolment.is_none_or(|f| f > day)
+    }
+
+    pub fn history(&self, day: Day) -> History {
+        let from = self.spells.partition_point(|s| s.admitted < day - 365);
+        let to = self.spells.partition_point(|s| s.admitted < day);
+        let mut h = History::default();
+        for s in &self.spells[from..to] {
+            h.admissions_365d += 1;
+            h.bed_days_365d += s.bed_days;
+            if s.admitted >= day - 90 {
+                h.admissions_90d += 1;
+                h.bed_days_90d += s.bed_days;
+            }
+        }
+        h
+    }
+
+    pub fn age_at(&self, day: Day) -> i32 {
+        year_of(day) - self.year_of_birth
+    }
+}
+
+/// The calendar year of a day (proleptic Gregorian; Hinnant's civil_from_days).
+pub fn year_of(day: Day) -> i32 {
+    let z = day as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2)) as i32
+}
+
+/// Five-year age bands, 90 and over together: narrow enough that an age-based
+/// referral rule (65 and over, say) falls on a boundary.
+pub fn age_band(age: i32) -> i32 {
+    age.clamp(0, 90) / 5
+}
+
+/// What is matched exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cell {
+    pub sex: u8,
+    pub age_band: i32,
+    pub admissions_90d: u32,
+    pub admissions_365d: u32,
+}
+
+pub fn cell(p: &Person, h: &History, day: Day) -> Cell {
+    Cell {
+        sex: p.sex,
+        age_band: age_band(p.age_at(day)),
+        admissions_90d: h.admissions_90d.min(CAP_90D),
+        admissions_365d: h.admissions_365d.min(CAP_365D),
+    }
+}
+
+/// Distance on bed days, the nearest-matched part of emergency use.
+pub fn bed_day_distance(a: &History, b: &History) -> f64 {
+    (a.bed_days_365d.ln_1p() - b.bed_days_365d.ln_1p()).abs()
+        + (a.bed_days_90d.ln_1p() - b.bed_days_90d.ln_1p()).abs()
+}
+
+/// SplitMix64 of a few words: the candidates' random order, reproducible per seed.
+fn mix(words: &[u64]) -> u64 {
+    let mut h = 0x9E37_79B9_7F4A_7C15u64;
+    for w in words {
+        let mut z = h ^ w.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        h = z ^ (z >> 31);
+    }
+    h
+}
+
+/// People and their spells indexed for the searches below.
+pub struct Population<'a> {
+    people: &'a [Person],
+    /// (sex, year of birth) -> people.
+    by_sex_yob: std::collections::HashMap<(u8, i32), Vec<usize>>,
+    /// (sex, year of birth) -> (admission day, person), sorted.
+    spells_by_sex_yob: std::collections::HashMap<(u8, i32), Vec<(Day, usize)>>,
+}
+
+/// An enrolled patient's episode to match: who, and their start day.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Enrolled {
+    pub person: usize,
+    pub day: Day,
+}
+
+impl<'a> Population<'a> {
+    pub fn new(people: &'a [Person]) -> Self {
+        let mut by_sex_yob: std::collections::HashMap<(u8, i32), Vec<usize>> = Default::default();
+        let mut spells_by_sex_yob: std::collections::HashMap<(u8, i32), Vec<(Day, usize)>> =
+            Default::default();
+        for (i, p) in people.iter().enumerate() {
+            by_sex_yob
+                .entry((p.sex, p.year_of_birth))
+                .or_default()
+                .push(i);
+            let v = spells_by_sex_yob
+                .entry((p.sex, p.year_of_birth))
+                .or_default();
+            v.extend(p.spells.iter().map(|s| (s.admitted, i)));
+        }
+        for v in spells_by_sex_yob.values_mut() {
+            v.sort_unstable();
+        }
+        Self {
+            people,
+            by_sex_yob,
+            spells_by_sex_yob,
+        }
+    }
+
+    /// Years of birth of people in `band` at `day`.
+    fn years_of_birth(band: i32, day: Day) -> std::ops::RangeInclusive<i32> {
+        let y = year_of(day);
+        let (lo, hi) = if band >= 18 {
+            (90, 130)
+        } else {
+            (band * 5, band * 5 + 4)
+        };
+        (y - hi)..=(y - lo)
+    }
+
+    /// Up to `k` comparison candidates for each enrolled episode: eligible people in the
+    /// same cell at its day, the nearest on bed days (ties in a random order fixed by
+    /// `seed`). People with emergency use are found through their spells; for episodes
+    /// with none in the year, candidates are drawn at random from the same sex and age
+    /// band. A person may be a candidate of several episodes.
+    pub fn candidates(&self, enrolled: &[Enrolled], k: usize, seed: u64) -> Vec<Vec<usize>> {
+        let mut seen = vec![usize::MAX; self.people.len()];
+        enrolled
+            .iter()
+            .enumerate()
+            .map(|(e, t)| {
+                let tp = &self.people[t.person];
+                let th = tp.history(t.day);
+                let tc = cell(tp, &th, t.day);
+                let mut found: Vec<(f64, u64, usize)> = Vec::new();
+                let mut consider = |q: usize, found: &mut Vec<(f64, u64, usize)>| {
+                    if q == t.person || seen[q] == e {
+                        return;
+                    }
+                    seen[q] = e;
+                    let p = &self.people[q];
+                    if !p.eligible_control(t.day) {
+                        return;
+                    }
+                    let h = p.history(t.day);
+                    if cell(p, &h, t.day) == tc {
+                        let tie = mix(&[seed, e as u64, q as u64]);
+                        found.push((bed_day_distance(&th, &h), tie, q));
+                    }
+                };
+                let yobs = Self::years_of_birth(tc.age_band, t.day);
+                if tc.admissions_365d > 0 {
+                    // Their spells in the window that decides the cell.
+                    let (from, to) = if tc.admissions_90d > 0 {
+                        (t.day - 90, t.day)
+                    } else {
+                        (t.day - 365, t.day - 90)
+                    };
+                    for yob in yobs {
+                        let Some(v) = self.spells_by_sex_yob.get(&(tc.sex, yob)) else {
+                            continue;
+                        };
+                        let a = v.partition_point(|s| s.0 < from);
+                        let b = v.partition_point(|s| s.0 < to);
+                        for &(_, q) in &v[a..b] {
+                            consider(q, &mut found);
+                        }
+                    }
+                } else {
+                    let groups: Vec<&Vec<usize>> = yobs
+                        .filter_map(|y| self.by_sex_yob.get(&(tc.sex, y)))
+                        .collect();
+                    let total: usize = groups.iter().map(|g| g.len()).sum();
+                    // Most people have no emergency use: a few draws find k of them.
+                    let tries = 50 * k;
+                    for n in 0..tries {
+                        if total == 0 || found.len() >= k {
+                            break;
+                        }
+                        let mut r = (mix(&[seed, e as u64, n as u64, 1]) % total as u64) as usize;
+                        let mut q = None;
+                        for g in &groups {
+                            if r < g.len() {
+                                q = Some(g[r]);
+                                break;
+                            }
+                            r -= g.len();
+                        }
+                        if let Some(q) = q {
+                            consider(q, &mut found);
+                        }
+                    }
+                }
+                found.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                found.truncate(k);
+                found.into_iter().map(|(_, _, q)| q).collect()
+            })
+            .collect()
+    }
+
+    /// `r` people eligible as controls at each episode's day, drawn at random from the
+    /// whole population: what an unmatched comparison would look like (the "before
+    /// matching" side of the balance table).
+    pub fn reference(&self, enrolled: &[Enrolled], r: usize, seed: u64) -> Vec<Vec<usize>> {
+        let n = self.people.len() as u64;
+        enrolled
+            .iter()
+            .enumerate()
+            .map(|(e, t)| {
+                let mut out = Vec::new();
+                for k in 0..50 * r as u64 {
+                    if n == 0 || out.len() >= r {
+                        break;
+                    }
+                    let q = (mix(&[seed, e as u64, k, 2]) % n) as usize;
+                    if q != t.person && self.people[q].eligible_control(t.day) && !out.contains(&q)
+                    {
+                        out.push(q);
+                    }
+                }
+                out
+            })
+            .collect()
+    }
+}
+
+/// A comparison candidate of one enrolled episode.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Choice {
+    /// Identifies the candidate's own episode (person and day): taken at most once.
+    pub key: usize,
+    pub score: f64,
+    /// Breaks ties in score distance (smaller first), e.g. the bed-day distance.
+    pub tie: f64,
+}
+
+/// Greedy 1:1 matching without replacement within each episode's candidate list:
+/// episodes by descending score (ties: lower index), each taking the still-free
+/// candidate nearest on logit(score), ties by `tie` then `key`, within `caliper`.
+/// Returns the chosen candidate's position in the episode's list.
+pub fn match_in_lists(scores: &[f64], lists: &[Vec<Choice>], caliper: f64) -> Vec<Option<usize>> {
+    match_in_lists_weighted(scores, lists, caliper, 0.0)
+}
+
+/// [`match_in_lists`] with the distance `|logit(score) difference| + tie_weight x
+/// tie`: the caliper still applies to the logit difference alone, so that `tie` (a
+/// distance on other covariates, e.g. conditions and bed days) chooses among the
+/// candidates close on the score. `tie_weight` 0 is [`match_in_lists`].
+pub fn match_in_lists_weighted(
+    scores: &[f64],
+    lists: &[Vec<Choice>],
+    caliper: f64,
+    tie_weight: f64,
+) -> Vec<Option<usize>> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    let mut taken = std::collections::HashSet::new();
+    let mut out = vec![None; scores.len()];
+    for t in order {
+        let x = logit_of(scores[t]);
+        if x.is_nan() {
+            continue;
+        }
+        let mut best: Option<(f64, f64, usize, usize)> = None;
+        for (i, c) in lists[t].iter().enumerate() {
+            let y = logit_of(c.score);
+            if y.is_nan() || taken.contains(&c.key) || (x - y).abs() > caliper {
+                continue;
+            }
+            let d = (x - y).abs() + tie_weight * c.tie;
+            let better = best.is_none_or(|(bd, bt, bk, _)| {
+                d < bd || (d == bd && (c.tie < bt || (c.tie == bt && c.key < bk)))
+            });
+            if better {
+                best = Some((d, c.tie, c.key, i));
+            }
+        }
+        if let Some((_, _, key, i)) = best {
+            taken.insert(key);
+            out[t] = Some(i);
+        }
+    }
+    out
+}
+
+/// Standardised mean difference (Austin 2009): the difference in means over the root
+/// of the mean of the two sample variances (n - 1). 0 when both groups are constant
+/// and equal; `None` when a group has fewer than two people or the groups are constant
+/// and different.
+pub fn smd(treated: &[f64], controls: &[f64]) -> Option<f64> {
+    let mv = |x: &[f64]| {
+        let n = x.len() as f64;
+        let m = x.iter().sum::<f64>() / n;
+        (
+            m,
+            x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0),
+        )
+    };
+    if treated.len() < 2 || controls.len() < 2 {
+        return None;
+    }
+    let (mt, vt) = mv(treated);
+    let (mc, vc) = mv(controls);
+    let sd = ((vt + vc) / 2.0).sqrt();
+    if sd > 0.0 {
+        Some((mt - mc) / sd)
+    } else if mt == mc {
+        Some(0.0)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn person(sex: u8, yob: i32, spells: &[(Day, f64)]) -> Person {
+        Person {
+            sex,
+            year_of_birth: yob,
+            registered_from: 0,
+            registered_until: None,
+            died: None,
+            first_enrolment: None,
+            spells: spells
+                .iter()
+                .map(|&(admitted, bed_days)| Spell { admitted, bed_days })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn years_of_days() {
+        assert_eq!(year_of(0), 1970);
+        assert_eq!(year_of(-1), 1969);
+        assert_eq!(year_of(20_454), 2026); // 2026-01-01
+        assert_eq!(year_of(20_453), 2025); // 2025-12-31
+        assert_eq!(year_of(11_016), 2000); // 2000-02-29
+    }
+
+    #[test]
+    fn history_windows_are_half_open() {
+        let p = person(
+            0,
+            1950,
+            &[
+                (900, 3.0),
+                (910, 1.0),
+                (1000, 2.0),
+                (1099, 5.0),
+                (1100, 9.0),
+            ],
+        );
+        let h = p.history(1100);
+        // 1100 - 365 = 735 <= all but the spell on the day; 1100 - 90 = 1010.
+        assert_eq!(h.admissions_365d, 4);
+        assert_eq!(h.bed_days_365d, 11.0);
+        assert_eq!(h.admissions_90d, 1);
+        assert_eq!(h.bed_days_90d, 5.0);
+        assert_eq!(p.history(900 + 365).admissions_365d, 5); // [900, 1265): all five
+        assert_eq!(p.history(901 + 365).admissions_365d, 4); // 900 falls out
+    }
+
+    #[test]
+    fn eligibility_at_a_day() {
+        let mut p = person(0, 1950, &[]);
+        p.registered_from = 10;
+        p.registered_until = Some(20);
+        p.first_enrolment = Some(15);
+        assert!(!p.eligible_control(9));
+        assert!(p.eligible_control(14));
+        assert!(!p.eligible_control(15)); // enrolled on the day
+        assert!(p.in_population(20) && !p.in_population(21));
+        p.died = Some(12);
+        assert!(p.in_population(12) && !p.in_population(13));
+    }
+
+    #[test]
+    fn candidates_share_the_cell_and_are_nearest_on_bed_days() {
+        let day = 20_454; // 2026-01-01: year 2026
+        let people = vec![
+            person(0, 1946, &[(day - 10, 4.0)]),  // 0: enrolled, 80
+            person(0, 1944, &[(day - 30, 5.0)]),  // 1: same cell, near
+            person(0, 1942, &[(day - 60, 30.0)]), // 2: same cell, far
+            person(1, 1946, &[(day - 10, 4.0)]),  // 3: other sex
+            person(0, 1946, &[(day - 200, 4.0)]), // 4: nothing in 90 days
+            person(0, 1936, &[(day - 10, 4.0)]),  // 5: 90, another band
+            person(0, 1946, &[(day - 10, 4.0), (day - 100, 1.0)]), // 6: two in the year
+            person(0, 1946, &[(day - 5, 4.0)]),   // 7: enrolled before the day
+        ];
+        let mut people = people;
+        people[7].first_enrolment = Some(day - 1);
+        let pop = Population::new(&people);
+        let t = [Enrolled { person: 0, day }];
+        assert_eq!(pop.candidates(&t, 5, 1), vec![vec![1, 2]]);
+        assert_eq!(pop.candidates(&t, 1, 1), vec![vec![1]]);
+        // Nobody in the cell of person 6.
+        assert_eq!(
+            pop.candidates(&[Enrolled { person: 6, day }], 5, 1),
+            vec![Vec::<usize>::new()]
+        );
+    }
+
+    #[test]
+    fn candidates_without_emergency_use_are_drawn_from_sex_and_band() {
+        let day = 20_454;
+        let mut people: Vec<Person> = (0..200)
+            .map(|i| person((i % 2) as u8, 1960 + i % 5, &[]))
+            .collect();
+        people.push(person(0, 1960, &[(day - 50, 1.0)])); // 200: has use
+        let pop = Population::new(&people);
+        let c = pop.candidates(&[Enrolled { person: 0, day }], 10, 3);
+        assert_eq!(c[0].len(), 10);
+        for &q in &c[0] {
+            assert!(q != 0 && q < 200 && q % 2 == 0, "{q}");
+        }
+        // Reproducible, and another seed draws others.
+        assert_eq!(c, pop.candidates(&[Enrolled { person: 0, day }], 10, 3));
+        assert_ne!(c, pop.candidates(&[Enrolled { person: 0, day }], 10, 4));
+        let r = pop.reference(&[Enrolled { person: 0, day }], 20, 3);
+        assert_eq!(r[0].len(), 20);
+        assert!(r[0].iter().any(|q| q % 2 == 1), "the reference ignores sex");
+    }
+
+    #[test]
+    fn list_matching_is_greedy_without_replacement() {
+        let o = |key, score| Choice {
+            key,
+            score,
+            tie: 0.0,
+        };
+        // Both want key 7; the higher score chooses first.
+        let lists = vec![vec![o(7, 0.30), o(8, 0.50)], vec![o(7, 0.31)]];
+        assert_eq!(
+            match_in_lists(&[0.30, 0.31], &lists, 10.0),
+            vec![Some(1), Some(0)]
+        );
+        // The caliper leaves the first unmatched rather than take key 8.
+        let cal = (logit_of(0.30) - logit_of(0.31)).abs();
+        assert_eq!(
+            match_in_lists(&[0.30, 0.31], &lists, cal),
+            vec![None, Some(0)]
+        );
+        // Equal score distance: the smaller tie, then the smaller key.
+        let lists = vec![vec![
+            Choice {
+                key: 3,
+                score: 0.4,
+                tie: 1.0,
+            },
+            Choice {
+                key: 2,
+                score: 0.4,
+                tie: 0.5,
+            },
+            Choice {
+                key: 1,
+                score: 0.4,
+                tie: 0.5,
+            },
+        ]];
+        assert_eq!(match_in_lists(&[0.4], &lists, 10.0), vec![Some(2)]);
+        // Weighted: a candidate a little further on score but much nearer on the
+        // other covariates wins, and the caliper still applies to the score alone.
+        let lists = vec![vec![
+            Choice {
+                key: 1,
+                score: 0.40,
+                tie: 2.0,
+            },
+            Choice {
+                key: 2,
+                score: 0.41,
+                tie: 0.0,
+            },
+        ]];
+        assert_eq!(match_in_lists(&[0.40], &lists, 10.0), vec![Some(0)]);
+        assert_eq!(
+            match_in_lists_weighted(&[0.40], &lists, 10.0, 1.0),
+            vec![Some(1)]
+        );
+        let cal = (logit_of(0.40) - logit_of(0.41)).abs() / 2.0;
+        assert_eq!(
+            match_in_lists_weighted(&[0.40], &lists, cal, 1.0),
+            vec![Some(0)]
+        );
+    }
+
+    #[test]
+    fn smd_by_hand() {
+        // Means 2 and 1, variances 1 and 1: SMD 1.
+        assert_eq!(smd(&[1.0, 2.0, 3.0], &[0.0, 1.0, 2.0]), Some(1.0));
+        assert_eq!(smd(&[1.0, 1.0], &[1.0, 1.0]), Some(0.0));
+        assert_eq!(smd(&[1.0, 1.0], &[2.0, 2.0]), None);
+        assert_eq!(smd(&[1.0], &[2.0, 2.0]), None);
+    }
+}

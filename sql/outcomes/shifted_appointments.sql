@@ -1,0 +1,12 @@
+-- Appointments of each index episode in the year before its index date, moved
+-- forward by shift_days (see shifted_patients.sql).
+SELECT
+  CAST(e.episode AS VARCHAR) AS pseudo_id,
+  CAST(CAST(a.appointment_date AS INT) + e.shift_days AS DATE) AS appointment_date,
+  a.hcp_type,
+  a.appt_mode,
+  a.appt_status
+FROM appointments a
+JOIN index_episodes e ON e.pseudo_id = a.pseudo_id
+WHERE a.appointment_date >= e.index_date - INTERVAL '365 days'
+  AND a.appointment_date < e.index_date

@@ -1,0 +1,13 @@
+-- Prescriptions of each index episode in the year before its index date, moved
+-- forward by shift_days (see shifted_patients.sql).
+SELECT
+  CAST(e.episode AS VARCHAR) AS pseudo_id,
+  CAST(CAST(r.issue_date AS INT) + e.shift_days AS DATE) AS issue_date,
+  r.bnf_code,
+  r.items,
+  r.quantity,
+  r.nic
+FROM prescriptions r
+JOIN index_episodes e ON e.pseudo_id = r.pseudo_id
+WHERE r.issue_date >= e.index_date - INTERVAL '365 days'
+  AND r.issue_date < e.index_date
