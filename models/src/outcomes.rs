@@ -344,6 +344,83 @@ pub fn difference_in_differences_clustered(
     })
 }
 
+/// [`difference_in_differences_clustered`] adjusted for comparison patients who are
+/// enrolled themselves during their follow-up year (risk-set matching keeps them, as
+/// it must: dropping or censoring them selects on the admissions that lead to
+/// referral). As in the rank-preserving structural models used for treatment
+/// switching (Robins & Tsiatis 1991; NICE DSU TSD 16), the service multiplies the
+/// admission rate by the same unknown ratio for whoever is enrolled, so the DiD of the
+/// untreated outcomes is zero; solving that for the ratio gives the effect on the
+/// enrolled over their follow-up, `D x T / (T - C)`, where `D` is the plain DiD and
+/// `T`, `C` are the treated's and the controls' admissions while enrolled in the
+/// service, per follow-up day (`*_in`: each row's count). With no control enrolled
+/// (`C = 0`) it is the plain DiD. Variance by the delta method on the same clustered
+/// linearisation. An error when `T <= C` (no contrast in time enrolled).
+pub fn switch_adjusted(
+    treated: &[Windows],
+    treated_in: &[f64],
+    treated_cluster: &[u64],
+    controls: &[Windows],
+    controls_in: &[f64],
+    control_cluster: &[u64],
+) -> Result<Did> {
+    if treated.len() != treated_in.len() || controls.len() != controls_in.len() {
+        return Err(ModelError::Invalid(
+            "switching adjustment: one in-service count per row is needed".into(),
+        ));
+    }
+    let plain =
+        difference_in_differences_clustered(treated, treated_cluster, controls, control_cluster)?;
+    let (t, c) = (
+        Group::new(treated, "treated")?,
+        Group::new(controls, "control")?,
+    );
+    let per_day = |x: &[f64], g: &Group| x.iter().sum::<f64>() / g.days_after;
+    let (tin, cin) = (per_day(treated_in, &t), per_day(controls_in, &c));
+    if tin <= cin {
+        return Err(ModelError::Invalid(
+            "switching adjustment: the enrolled had no more admissions while enrolled than their controls, so the effect cannot be separated".into(),
+        ));
+    }
+    let d = plain.did / PER_1000_PY;
+    let est = d * tin / (tin - cin);
+    let (g_d, g_t, g_c) = (
+        tin / (tin - cin),
+        -d * cin / (tin - cin).powi(2),
+        d * tin / (tin - cin).powi(2),
+    );
+    let mut sums: std::collections::HashMap<u64, f64> = std::collections::HashMap::new();
+    for (((z, w), x), k) in t
+        .influences(treated)
+        .zip(treated)
+        .zip(treated_in)
+        .zip(treated_cluster)
+    {
+        let z_in = (x - tin * w.days_after) / t.days_after;
+        *sums.entry(*k).or_default() += g_d * z + g_t * z_in;
+    }
+    for (((z, w), x), k) in c
+        .influences(controls)
+        .zip(controls)
+        .zip(controls_in)
+        .zip(control_cluster)
+    {
+        let z_in = (x - cin * w.days_after) / c.days_after;
+        *sums.entry(*k).or_default() += -g_d * z + g_c * z_in;
+    }
+    let mut keys: Vec<&u64> = sums.keys().collect();
+    keys.sort();
+    let se = keys.iter().map(|k| sums[*k].powi(2)).sum::<f64>().sqrt() * PER_1000_PY;
+    let did = est * PER_1000_PY;
+    Ok(Did {
+        did,
+        se,
+        ci_low: did - Z_975 * se,
+        ci_high: did + Z_975 * se,
+        ..plain
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,5 +654,19 @@ mod tests {
         );
         assert!(err(&[w(-1.0, y, 1.0, y)], &ok).contains("negative or non-finite"));
         assert!(err(&ok, &[w(1.0, f64::NAN, 1.0, y)]).contains("negative or non-finite"));
+    }
+
+    #[test]
+    fn switch_adjustment_is_the_plain_did_without_switching_and_undoes_a_known_switch() {
+        let t = vec![w(2.0, 365.0, 1.0, 365.0), w(1.0, 365.0, 2.0, 365.0)];
+        let c = vec![w(2.0, 365.0, 3.0, 365.0), w(1.0, 365.0, 2.0, 365.0)];
+        let (tk, ck) = ([0u64, 1], [2u64, 3]);
+        let plain = difference_in_differences_clustered(&t, &tk, &c, &ck).unwrap();
+        let none = switch_adjusted(&t, &[1.0, 2.0], &tk, &c, &[0.0, 0.0], &ck).unwrap();
+        assert!((none.did - plain.did).abs() < 1e-9 && (none.se - plain.se).abs() < 1e-9);
+        // Half the controls' in-service time: D x T / (T - C) with T = 3, C = 1.5.
+        let half = switch_adjusted(&t, &[1.0, 2.0], &tk, &c, &[1.5, 0.0], &ck).unwrap();
+        assert!((half.did - plain.did * 2.0).abs() < 1e-9, "{half:?}");
+        assert!(switch_adjusted(&t, &[1.0, 0.0], &tk, &c, &[1.0, 0.0], &ck).is_err());
     }
 }

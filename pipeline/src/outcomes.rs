@@ -43,7 +43,9 @@ use riskstrat_models::index_matching::{
     Choice, Enrolled, History, Person, Population, Spell, bed_day_distance,
     match_in_lists_weighted, smd,
 };
-use riskstrat_models::outcomes::{Did, Windows, caliper, difference_in_differences_clustered};
+use riskstrat_models::outcomes::{
+    Did, Windows, caliper, difference_in_differences_clustered, switch_adjusted,
+};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,13 +56,16 @@ pub const OUTCOMES: &[&str] = &["emergency_admissions", "bed_days"];
 /// Candidate comparison patients kept per enrolled patient (nearest on bed days in
 /// the exact cell), before the final choice on risk: the default of
 /// `[outcomes] candidates`.
-pub const CANDIDATES: usize = 40;
+pub const CANDIDATES: usize = 150;
 /// Random eligible people per enrolled patient, for balance before matching.
 pub const REFERENCE: usize = 3;
 /// Below this share of enrolled patients matched, the result carries a warning.
 pub const MIN_MATCH_RATE: f64 = 0.8;
 /// At or above this |SMD| after matching, a variable is out of balance (Austin 2009).
 pub const MAX_SMD: f64 = 0.1;
+/// Long-term condition groups are matched exactly up to this many.
+const LTC_CAP: f64 = 4.0;
+
 /// Fixes the random order of candidates, so that a run can be repeated exactly.
 const SEED: u64 = 0x5e41_ce5e;
 
@@ -347,6 +352,8 @@ struct Episode {
 struct EpisodeWindows {
     main: [Windows; 2],
     placebo: [Windows; 2],
+    /// Of `main`'s events after the start, those while enrolled in the service.
+    in_service: [f64; 2],
 }
 
 async fn windows(
@@ -355,6 +362,7 @@ async fn windows(
     params: &Params,
     episodes: &[Episode],
     ids: &[String],
+    services: &[String],
 ) -> Result<Vec<EpisodeWindows>> {
     let end = date32(params.as_of);
     let n = episodes.len();
@@ -370,6 +378,12 @@ async fn windows(
             "pseudo_id",
             Arc::new(StringArray::from_iter_values(
                 episodes.iter().map(|e| ids[e.person].as_str()),
+            )),
+        ),
+        (
+            "service_code",
+            Arc::new(StringArray::from_iter_values(
+                episodes.iter().map(|e| services[e.service].as_str()),
             )),
         ),
         ("placebo_start", d(&|e| e.start - 730)),
@@ -389,6 +403,7 @@ async fn windows(
         .map(|_| EpisodeWindows {
             main: [zero; 2],
             placebo: [zero; 2],
+            in_service: [0.0; 2],
         })
         .collect();
     for b in crate::sql::query(ctx, &sql.get("outcomes/windows.sql")?, params)
@@ -421,6 +436,21 @@ async fn windows(
                     days_after: db.value(r),
                 };
             }
+        }
+    }
+    for b in crate::sql::query(ctx, &sql.get("outcomes/in_service.sql")?, params)
+        .await?
+        .collect()
+        .await?
+    {
+        let ep = int(&b, "episode", DataType::Int64)?;
+        let ep = ep.as_any().downcast_ref::<Int64Array>().expect("Int64");
+        let (a, d) = (
+            floats(&b, "admissions_in_service")?,
+            floats(&b, "bed_days_in_service")?,
+        );
+        for r in 0..b.num_rows() {
+            out[ep.value(r) as usize].in_service = [a.value(r), d.value(r)];
         }
     }
     ctx.deregister_table("episodes")?;
@@ -614,10 +644,25 @@ fn match_service(
         .iter()
         .map(|t| risks.at(t.person, t.day))
         .collect();
-    let lists: Vec<Vec<Choice>> = p
+    // Exact on long-term condition groups (four and more together): referral weighs
+    // them, and the year's admissions measure the need they signal only in part.
+    let kept: Vec<Vec<usize>> = p
         .treated
         .iter()
         .zip(&p.candidates)
+        .map(|(t, cands)| {
+            let ltc = |person: usize| risks.covariates(person, t.day)[0].min(LTC_CAP);
+            cands
+                .iter()
+                .copied()
+                .filter(|&q| ltc(q) == ltc(t.person))
+                .collect()
+        })
+        .collect();
+    let lists: Vec<Vec<Choice>> = p
+        .treated
+        .iter()
+        .zip(&kept)
         .map(|(t, cands)| {
             let th = people[t.person].history(t.day);
             cands
@@ -646,7 +691,7 @@ fn match_service(
             }
         }
         if let Some(c) = chosen[k] {
-            let q = p.candidates[k][c];
+            let q = kept[k][c];
             groups[2].push(vars(t.person, t.day));
             groups[3].push(vars(q, t.day));
             for (treated, person) in [(true, t.person), (false, q)] {
@@ -720,7 +765,7 @@ pub async fn evaluate(
         .enumerate()
         .map(|(s, p)| match_service(s, p, &people, &risks, width, &mut episodes))
         .collect();
-    let windows = windows(ctx, sql, params, &episodes, &ids).await?;
+    let windows = windows(ctx, sql, params, &episodes, &ids, &services).await?;
     step("windows");
     let (balance_rows, max_smd) = balance(&services, &groups);
     let rows = outcome_rows(&services, &plans, &episodes, &windows, &max_smd);
@@ -804,11 +849,21 @@ fn outcome_rows(
                     })
                     .unzip()
             };
-            let did = |placebo: bool| {
-                let ((t, tc), (c, cc)) = (pick(true, placebo), pick(false, placebo));
-                difference_in_differences_clustered(&t, &tc, &c, &cc).ok()
+            let in_service = |treated: bool| -> Vec<f64> {
+                episodes
+                    .iter()
+                    .zip(windows)
+                    .filter(|(e, _)| e.service == s && e.treated == treated)
+                    .map(|(_, w)| w.in_service[k])
+                    .collect()
             };
-            let (main, placebo) = (did(false), did(true));
+            let ((t, tc), (c, cc)) = (pick(true, false), pick(false, false));
+            // Comparison patients enrolled later receive the service too: the
+            // switching adjustment, which is the plain DiD when none is.
+            let main =
+                switch_adjusted(&t, &in_service(true), &tc, &c, &in_service(false), &cc).ok();
+            let ((t, tc), (c, cc)) = (pick(true, true), pick(false, true));
+            let placebo = difference_in_differences_clustered(&t, &tc, &c, &cc).ok();
             let mut warnings = Vec::new();
             if match_rate.is_none_or(|r| r < MIN_MATCH_RATE) {
                 warnings.push(Warning::LowMatchRate);

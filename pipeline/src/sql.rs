@@ -48,6 +48,7 @@ builtin_files!(
     "outcomes/shifted_prescriptions.sql",
     "outcomes/shifted_admissions.sql",
     "outcomes/windows.sql",
+    "outcomes/in_service.sql",
 );
 
 pub fn builtin(path: &str) -> Option<&'static str> {
