@@ -8,17 +8,21 @@
 //! matters), with risk-set matching at each patient's own start date:
 //!
 //! 1. `sql/outcomes/enrolments.sql`: each patient's first enrolment per service in
-//!    the two years before `A`; its index date is its start date.
+//!    the two years before `A`; its index day is the day after its start date, so that
+//!    the start day (often the day of the admission that led to the referral) is
+//!    history and never an outcome.
 //! 2. `sql/outcomes/histories.sql`: every patient's emergency spells and dates; at each
-//!    index date, candidate comparison patients are people registered, alive and not
-//!    yet enrolled in any service, in the same cell of sex, five-year age band and
-//!    emergency admissions in the 90 and 365 days before (exact, capped), the nearest
-//!    on bed days (`riskstrat_models::index_matching`).
+//!    index day, candidate comparison patients are people registered, alive and not
+//!    yet enrolled in any service, in the same cell of sex, age band (0, 18, 45, 65,
+//!    75, 85), emergency admissions in the 90 and 365 days before (capped) and days
+//!    since the last emergency discharge (in hospital, 28, 90, more), the nearest on
+//!    bed days (`riskstrat_models::index_matching`).
 //! 3. `sql/outcomes/shifted_*.sql`: the risk score of every enrolled patient and
 //!    candidate at its own index date, in one pass of the run's feature SQL over their
 //!    events moved to `A` (the model as a DataFusion expression).
-//! 4. Greedy 1:1 matching without replacement on logit risk within each enrolled
-//!    patient's candidates, within a caliper of 0.2 SD of logit risk at `A`.
+//! 4. Greedy 1:1 matching without replacement within each enrolled patient's
+//!    candidates, nearest on logit risk plus conditions, comorbidity, medicines and GP
+//!    contact, within a caliper of 0.2 SD of logit risk at `A`.
 //! 5. `sql/outcomes/windows.sql`: person-time, emergency admissions and bed days in the
 //!    365 days before and after the start date (and the year before, for the placebo
 //!    test), for both.
@@ -63,8 +67,6 @@ pub const REFERENCE: usize = 3;
 pub const MIN_MATCH_RATE: f64 = 0.8;
 /// At or above this |SMD| after matching, a variable is out of balance (Austin 2009).
 pub const MAX_SMD: f64 = 0.1;
-/// Long-term condition groups are matched exactly up to this many.
-const LTC_CAP: f64 = 4.0;
 
 /// Fixes the random order of candidates, so that a run can be repeated exactly.
 const SEED: u64 = 0x5e41_ce5e;
@@ -504,6 +506,14 @@ async fn enrolments(
     Ok(out)
 }
 
+/// The index day of an enrolment starting on `start`: the day after, so that what
+/// happened on the start day (often the very admission, discharged the same day, that
+/// led to the referral) is history, in the matching and the "before" window alike,
+/// and never counted as an outcome of the service.
+pub fn index_day(start: i32) -> i32 {
+    start + 1
+}
+
 /// One service's enrolled episodes (those in the population at their start), their
 /// candidate comparison patients and their random reference people.
 struct Plan {
@@ -529,7 +539,7 @@ fn plan(
             let &person = row_of.get(e.pseudo_id.as_str())?;
             people[person].in_population(e.start).then_some(Enrolled {
                 person,
-                day: e.start,
+                day: index_day(e.start),
             })
         })
         .collect();
@@ -644,25 +654,10 @@ fn match_service(
         .iter()
         .map(|t| risks.at(t.person, t.day))
         .collect();
-    // Exact on long-term condition groups (four and more together): referral weighs
-    // them, and the year's admissions measure the need they signal only in part.
-    let kept: Vec<Vec<usize>> = p
-        .treated
-        .iter()
-        .zip(&p.candidates)
-        .map(|(t, cands)| {
-            let ltc = |person: usize| risks.covariates(person, t.day)[0].min(LTC_CAP);
-            cands
-                .iter()
-                .copied()
-                .filter(|&q| ltc(q) == ltc(t.person))
-                .collect()
-        })
-        .collect();
     let lists: Vec<Vec<Choice>> = p
         .treated
         .iter()
-        .zip(&kept)
+        .zip(&p.candidates)
         .map(|(t, cands)| {
             let th = people[t.person].history(t.day);
             cands
@@ -691,7 +686,7 @@ fn match_service(
             }
         }
         if let Some(c) = chosen[k] {
-            let q = kept[k][c];
+            let q = p.candidates[k][c];
             groups[2].push(vars(t.person, t.day));
             groups[3].push(vars(q, t.day));
             for (treated, person) in [(true, t.person), (false, q)] {
