@@ -162,10 +162,18 @@ impl MemoryPool for QueryPool {
     }
 }
 
-/// Whether a DataFusion error is a memory limit, by its root or its text.
+/// Whether a DataFusion error is a memory limit: a `ResourcesExhausted` anywhere in its
+/// source chain (operators wrap it in Arrow, context and shared errors), by type,
+/// never by its text (which a data value quoted in a message could imitate).
 pub fn is_memory(e: &DataFusionError) -> bool {
-    matches!(e.find_root(), DataFusionError::ResourcesExhausted(_))
-        || e.to_string().contains("Resources exhausted")
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(DataFusionError::ResourcesExhausted(_)) = err.downcast_ref() {
+            return true;
+        }
+        next = err.source();
+    }
+    false
 }
 
 /// The query slots, and the limits queries run under.
@@ -397,5 +405,39 @@ impl ExecutionPlan for YieldExec {
             input.poll_next_unpin(cx)
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::error::ArrowError;
+
+    fn exhausted() -> DataFusionError {
+        DataFusionError::ResourcesExhausted("Failed to allocate 1 MB".into())
+    }
+
+    #[test]
+    fn a_memory_limit_is_found_by_type_however_it_is_wrapped() {
+        let in_arrow = DataFusionError::ArrowError(
+            Box::new(ArrowError::ExternalError(Box::new(exhausted()))),
+            None,
+        );
+        let shared_in_context = DataFusionError::Context(
+            "hash join".into(),
+            Box::new(DataFusionError::Shared(Arc::new(exhausted()))),
+        );
+        for e in [exhausted(), in_arrow, shared_in_context] {
+            assert!(is_memory(&e), "{e}");
+        }
+    }
+
+    #[test]
+    fn regression_a_message_quoting_the_words_is_not_a_memory_limit() {
+        // A failure whose text says "Resources exhausted" (a value quoted from the
+        // data, say) was answered as the memory limit while the text decided.
+        let e = DataFusionError::Execution("cast of 'Resources exhausted' failed".into());
+        assert!(!is_memory(&e));
+        assert!(!is_memory(&DataFusionError::External(Box::new(e))));
     }
 }

@@ -1,0 +1,6 @@
+#!/bin/sh
+# quick summary without Python: sh qs.sh FILE.jsonl  -> config service rr n | plain err mcse cov | sw err mcse cov | smd issue mean/worst, used mean/worst, all mean | placebo
+jq -r '[.config,.service,.rr,.est-.truth,(if .lo<=.truth and .truth<=.hi then 1 else 0 end),.sw_est-.truth,(if .sw_lo<=.truth and .truth<=.sw_hi then 1 else 0 end),.max_smd_issue,.max_smd_used,.max_smd_after,.placebo,.y0_rate,.se,.sw_se]|@tsv' "$@" | awk -F'\t' '
+{k=$1" "$2" "$3; n[k]++; e[k]+=$4; e2[k]+=$4*$4; c[k]+=$5; s[k]+=$6; s2[k]+=$6*$6; sc[k]+=$7; mi[k]+=$8; if($8>wi[k])wi[k]=$8; mu[k]+=$9; if($9>wu[k])wu[k]=$9; ma[k]+=$10; pl[k]+=$11; b[k]+=$12; se[k]+=$13; sws[k]+=$14}
+END {for (k in n) {m=e[k]/n[k]; sd=sqrt((e2[k]-n[k]*m*m)/(n[k]-1)); ms=s[k]/n[k]; sds=sqrt((s2[k]-n[k]*ms*ms)/(n[k]-1));
+ printf "%-22s n=%2d | plain err %+6.1f mcse %5.1f (%+.1f) cov %.2f seM %4.0f sd %4.0f | sw err %+6.1f mcse %5.1f (%+.1f) cov %.2f seM %4.0f sd %4.0f | smd issue %.3f/%.3f used %.3f/%.3f all %.3f | pl %+5.1f | base %4.0f\n", k, n[k], m, sd/sqrt(n[k]), m/(sd/sqrt(n[k])), c[k]/n[k], se[k]/n[k], sd, ms, sds/sqrt(n[k]), ms/(sds/sqrt(n[k])), sc[k]/n[k], sws[k]/n[k], sds, mi[k]/n[k], wi[k], mu[k]/n[k], wu[k], ma[k]/n[k], pl[k]/n[k], b[k]/n[k]}}' | sort
