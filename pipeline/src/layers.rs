@@ -39,6 +39,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "run",
             "serve",
             "demo",
+            "outcomes_check",
             "synth",
             "governance/gate",
             "governance/pseudonymise",
