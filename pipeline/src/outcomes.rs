@@ -61,6 +61,8 @@ pub const OUTCOMES: &[&str] = &["emergency_admissions", "bed_days"];
 /// the exact cell), before the final choice on risk: the default of
 /// `[outcomes] candidates`.
 pub const CANDIDATES: usize = 150;
+/// The view of `sql/outcomes/emergency_spells.sql` that the stage's queries read.
+const EMERGENCY_SPELLS: &str = "emergency_spells";
 /// Random eligible people per enrolled patient, for balance before matching.
 pub const REFERENCE: usize = 3;
 /// Below this share of enrolled patients matched, the result carries a warning.
@@ -721,6 +723,8 @@ pub async fn evaluate(
         )
     };
     let enrolments = enrolments(ctx, sql, params).await?;
+    let spells = crate::sql::query(ctx, &sql.get("outcomes/emergency_spells.sql")?, params).await?;
+    ctx.register_table(EMERGENCY_SPELLS, spells.into_view())?;
     let services: Vec<String> = enrolments
         .iter()
         .map(|e| e.service.clone())
@@ -762,6 +766,7 @@ pub async fn evaluate(
         .collect();
     let windows = windows(ctx, sql, params, &episodes, &ids, &services).await?;
     step("windows");
+    ctx.deregister_table(EMERGENCY_SPELLS)?;
     let (balance_rows, max_smd) = balance(&services, &groups);
     let rows = outcome_rows(&services, &plans, &episodes, &windows, &max_smd);
     Ok(Evaluation {

@@ -42,6 +42,7 @@ builtin_files!(
     "views/feedback_outcomes.sql",
     "feedback_outcomes.sql",
     "outcomes/enrolments.sql",
+    "outcomes/emergency_spells.sql",
     "outcomes/histories.sql",
     "outcomes/shifted_patients.sql",
     "outcomes/shifted_appointments.sql",

@@ -6,15 +6,10 @@
 -- any start date can be counted. Bed days as in the features (an open spell runs to
 -- $as_of). Opted-out patients are in no table here.
 WITH emergency AS (
-  SELECT
-    a.pseudo_id,
-    a.admission_date,
-    CAST(coalesce(a.discharge_date, $as_of) - a.admission_date AS DOUBLE) AS bed_days
-  FROM admissions a
-  JOIN admission_methods m ON a.admission_method = m.code
-  WHERE m.category = 'emergency'
-    AND a.admission_date >= $w24_start - INTERVAL '365 days'
-    AND a.admission_date < $as_of
+  SELECT pseudo_id, admission_date, bed_days
+  FROM emergency_spells
+  WHERE admission_date >= $w24_start - INTERVAL '365 days'
+    AND admission_date < $as_of
 ),
 spells AS (
   SELECT

@@ -4,7 +4,7 @@
 -- (risk-set matching keeps them); the switching adjustment of the DiD needs their
 -- admissions while enrolled as well as the enrolled patients'.
 --
---   episodes(episode, pseudo_id, service_code, start_date, after_end)
+--   emergency_spells (sql/outcomes/emergency_spells.sql), episodes(episode, pseudo_id, service_code, start_date, after_end)
 WITH spans AS (
   SELECT
     e.episode,
@@ -19,22 +19,13 @@ WITH spans AS (
   FROM episodes e
   JOIN services v ON v.pseudo_id = e.pseudo_id AND v.service_code = e.service_code
   JOIN patients p ON p.pseudo_id = e.pseudo_id
-),
-emergency AS (
-  SELECT
-    a.pseudo_id,
-    a.admission_date,
-    CAST(coalesce(a.discharge_date, $as_of) - a.admission_date AS DOUBLE) AS bed_days
-  FROM admissions a
-  JOIN admission_methods m ON a.admission_method = m.code
-  WHERE m.category = 'emergency'
 )
 SELECT
   s.episode,
   CAST(count(x.pseudo_id) AS DOUBLE) AS admissions_in_service,
   coalesce(sum(x.bed_days), 0.0) AS bed_days_in_service
 FROM spans s
-JOIN emergency x
+JOIN emergency_spells x
   ON x.pseudo_id = s.pseudo_id
   AND x.admission_date >= s.i_from
   AND x.admission_date < s.i_to

@@ -7,7 +7,7 @@
 -- Bed days are those of emergency spells admitted in the window (an open spell runs
 -- to $as_of).
 --
---   episodes(episode, pseudo_id, placebo_start, before_start, start_date, after_end)
+--   emergency_spells (sql/outcomes/emergency_spells.sql), episodes(episode, pseudo_id, placebo_start, before_start, start_date, after_end)
 WITH spans AS (
   SELECT
     e.episode,
@@ -32,15 +32,6 @@ WITH spans AS (
     ) AS a_to
   FROM episodes e
   JOIN patients p ON p.pseudo_id = e.pseudo_id
-),
-emergency AS (
-  SELECT
-    a.pseudo_id,
-    a.admission_date,
-    CAST(coalesce(a.discharge_date, $as_of) - a.admission_date AS DOUBLE) AS bed_days
-  FROM admissions a
-  JOIN admission_methods m ON a.admission_method = m.code
-  WHERE m.category = 'emergency'
 )
 SELECT
   s.episode,
@@ -54,5 +45,5 @@ SELECT
   coalesce(sum(x.bed_days) FILTER (WHERE x.admission_date >= s.b_from AND x.admission_date < s.b_to), 0.0) AS bed_days_before,
   coalesce(sum(x.bed_days) FILTER (WHERE x.admission_date >= s.a_from AND x.admission_date < s.a_to), 0.0) AS bed_days_after
 FROM spans s
-LEFT JOIN emergency x ON x.pseudo_id = s.pseudo_id
+LEFT JOIN emergency_spells x ON x.pseudo_id = s.pseudo_id
 GROUP BY s.episode, s.p_from, s.p_to, s.b_from, s.b_to, s.a_from, s.a_to

@@ -364,14 +364,11 @@ pub async fn train(
 }
 
 pub fn age_band(age: i64) -> &'static str {
-    match age {
-        i64::MIN..=17 => "0-17",
-        18..=44 => "18-44",
-        45..=64 => "45-64",
-        65..=74 => "65-74",
-        75..=84 => "75-84",
-        _ => "85+",
-    }
+    use riskstrat_models::index_matching::{AGE_BAND_STARTS, age_band};
+    // One set of bands for subgroups, views and the service evaluation's matching.
+    const LABELS: [&str; AGE_BAND_STARTS.len()] =
+        ["0-17", "18-44", "45-64", "65-74", "75-84", "85+"];
+    LABELS[age_band(age.clamp(0, i64::from(i32::MAX)) as i32) as usize]
 }
 
 /// Risk, tier and the three largest contributions `coefficient x (value - mean)` for
