@@ -1,13 +1,13 @@
 //! riskstrat-models' outcome evaluation against independent references: a plain
 //! O(n m) greedy matching loop in Python, and the difference in differences both from
 //! numpy formulas and from a statsmodels Poisson GLM (identity link, cluster-robust by
-//! person). The fixture and the script that made it are in `tests/fixtures/`
+//! person), and the switching adjustment (delta method) the same two ways. The fixture and the script that made it are in `tests/fixtures/`
 //! (`make_outcomes.py` says how to rerun it).
 
 use riskstrat_models::index_matching::{Choice, match_in_lists, smd};
 use riskstrat_models::outcomes::{
     Candidate, Windows, caliper, difference_in_differences, difference_in_differences_clustered,
-    match_nearest,
+    match_nearest, switch_adjusted,
 };
 use serde_json::Value;
 
@@ -16,6 +16,8 @@ struct Person {
     treated: bool,
     windows: Windows,
     cluster: u64,
+    /// Admissions while enrolled in the service during the follow-up.
+    events_in: f64,
 }
 
 fn load() -> (Vec<Person>, Value) {
@@ -24,7 +26,7 @@ fn load() -> (Vec<Person>, Value) {
     let mut lines = text.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "stratum,score,treated,events_before,days_before,events_after,days_after,cluster"
+        "stratum,score,treated,events_before,days_before,events_after,days_after,cluster,events_in"
     );
     let people = lines
         .map(|line| {
@@ -42,6 +44,7 @@ fn load() -> (Vec<Person>, Value) {
                     days_after: v[6],
                 },
                 cluster: v[7] as u64,
+                events_in: v[8],
             }
         })
         .collect();
@@ -114,6 +117,32 @@ fn matching_and_did_match_python_references() {
     assert!(
         (dc.se - d.se).abs() > 1e-6 * d.se,
         "the fixture's clusters change the variance"
+    );
+
+    // The switching adjustment: its estimate and delta-method variance against numpy
+    // and against statsmodels' joint cluster-robust covariance.
+    let t_in: Vec<f64> = pairs.iter().map(|&(i, _)| people[i].events_in).collect();
+    let c_in: Vec<f64> = pairs.iter().map(|&(_, j)| people[j].events_in).collect();
+    let sw = switch_adjusted(&t, &t_in, &tk, &c, &c_in, &ck).unwrap();
+    for source in ["numpy", "statsmodels"] {
+        let e = &r["switch_adjusted"][source];
+        for (name, got) in [
+            ("did", sw.did),
+            ("se", sw.se),
+            ("ci_low", sw.ci_low),
+            ("ci_high", sw.ci_high),
+        ] {
+            close(
+                &format!("switch_adjusted {source} {name}"),
+                got,
+                e[name].as_f64().unwrap(),
+                1e-9,
+            );
+        }
+    }
+    assert!(
+        (sw.did - dc.did).abs() > 0.05 * dc.did.abs(),
+        "the fixture's enrolled controls change the estimate"
     );
 
     // Standardised mean differences of the matched pairs.
