@@ -313,6 +313,75 @@ fn synth_writes_the_truth_of_its_services() {
     }
 }
 
+/// Regression: with a true effect, synth's virtual ward averted the very admission
+/// that led to the referral (discharged the day the service started), so the truth
+/// counted an admission the service could not have prevented, and the data lost the
+/// admission that explains the enrolment (19 of 280 with a ratio of 0.001). With a
+/// ratio near 0, every enrolment of a known patient must still follow an emergency
+/// discharge within the two days before its start.
+#[test]
+fn a_service_never_averts_the_admission_that_led_to_the_referral() {
+    let dir = scratch("outcomes_referral_kept");
+    let o = riskstrat()
+        .args(["synth", "--patients", "20000", "--seed", "5"])
+        .args(["--as-of", "2026-04-01", "--service-effect", "VW01=0.001"])
+        .arg("--out")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (enrolled, explained) = rt.block_on(async {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let opts = datafusion::prelude::ParquetReadOptions::default();
+        let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        ctx.register_parquet("services", &p("services.parquet"), opts.clone())
+            .await
+            .unwrap();
+        ctx.register_parquet("admissions", &p("admissions"), opts.clone())
+            .await
+            .unwrap();
+        ctx.register_parquet("patients", &p("patients.parquet"), opts)
+            .await
+            .unwrap();
+        let batches = ctx
+            .sql(
+                "SELECT count(*) AS enrolled, count(hit) AS explained FROM (
+                   SELECT s.pseudo_id, max(a.spell_id) AS hit
+                   FROM services s
+                   -- synth's orphan rows (no such patient) are quarantined by a run
+                   JOIN (SELECT DISTINCT pseudo_id FROM patients) p ON p.pseudo_id = s.pseudo_id
+                   LEFT JOIN admissions a
+                     ON a.pseudo_id = s.pseudo_id
+                    AND a.admission_method LIKE '2%'
+                    AND a.discharge_date >= s.start_date - INTERVAL '2 days'
+                    AND a.discharge_date <= s.start_date
+                   WHERE s.service_code = 'VW01'
+                   GROUP BY s.pseudo_id
+                 )",
+            )
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let col = |k: usize| {
+            batches[0]
+                .column(k)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .value(0)
+        };
+        (col(0), col(1))
+    });
+    assert!(enrolled > 100, "{enrolled}");
+    assert_eq!(
+        explained, enrolled,
+        "enrolments whose referral admission was averted"
+    );
+}
+
 /// Regression: services with no effect were reported as harmful (+140 to +202 per
 /// 1,000 person-years for a virtual ward that does nothing), because the start day's
 /// own admission counted as an outcome and comparison patients' admissions were

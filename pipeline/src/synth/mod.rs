@@ -919,7 +919,7 @@ impl Truth {
             );
         }
         serde_json::json!({
-            "about": "Written by riskstrat synth beside the data and never read by run: the true average effect of each service on the people enrolled (their first enrolment, starting in the two years before as_of), per 1,000 person-years of follow-up ([start, start + 365 days), ending at deregistration, death or as_of), from both simulated potential outcomes of each person: effect = treated_rate - untreated_rate. Objectors and duplicated patients, whom a run cannot evaluate, are left out.",
+            "about": "Written by riskstrat synth beside the data and never read by run: the true average effect of each service on the people enrolled (their first enrolment, starting in the two years before as_of), per 1,000 person-years of follow-up ([start + 1 day, start + 366 days): from the day after the start, when the service begins to act and the run's follow-up begins; ending at deregistration, death or as_of), from both simulated potential outcomes of each person: effect = treated_rate - untreated_rate. Objectors and duplicated patients, whom a run cannot evaluate, are left out.",
             "seed": opts.seed,
             "patients": opts.patients,
             "as_of": opts.as_of.to_string(),
@@ -1260,8 +1260,13 @@ fn generate_chunk(
             let y0 = spells.clone();
             let rr = effects.rate_ratio(e.service);
             let until = e.end.map_or(a, |d| (d + 1).min(a)).min(active_end);
-            apply_effect(&mut svc, &mut spells, &ctx, rr, e.start, until, &need_of);
-            let (f, t) = (e.start.max(start), (e.start + 365).min(active_end));
+            // The service acts from the day after its start: on the start day the
+            // person is often still in (or just out of) the very admission that led
+            // to the referral, which no service can avert. The follow-up year starts
+            // then too, as the run's does (its index day).
+            let from = e.start + 1;
+            apply_effect(&mut svc, &mut spells, &ctx, rr, from, until, &need_of);
+            let (f, t) = (from.max(start), (from + 365).min(active_end));
             truth_row = Some((e.service, TruthSums::of(&y0, &spells, f, t, a)));
         }
         for s in &spells {
