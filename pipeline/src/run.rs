@@ -229,6 +229,11 @@ async fn run_stages(job: &Job) -> Result<RunOutcome> {
                         text.origin
                     ));
                 }
+                crate::sql::check_columns(
+                    &df,
+                    &text.origin,
+                    &[("pseudo_id", crate::sql::Kind::Text)],
+                )?;
                 // Only people in the population at A can be in a cohort, whatever the SQL read.
                 let members = ctx
                     .table("features")

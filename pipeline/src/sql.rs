@@ -5,6 +5,7 @@
 use crate::bad_input;
 use crate::error::Result;
 use chrono::{Days, NaiveDate};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::scalar::ScalarValue;
 use std::path::{Path, PathBuf};
@@ -226,6 +227,78 @@ pub async fn query(ctx: &SessionContext, sql: &SqlText, params: &Params) -> Resu
     }
     df.with_param_values(used)
         .map_err(|e| bad_input!("{}: {e}", sql.origin))
+}
+
+/// The type a column of a query's result must have, for [`check_columns`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Utf8, LargeUtf8 or Utf8View.
+    Text,
+    /// Any integer type.
+    Integer,
+    /// Any numeric type.
+    Number,
+    /// Date32, Date64 or a timestamp.
+    Date,
+    /// A list of dates.
+    DateList,
+    /// A list of numbers.
+    NumberList,
+    /// A contract column's type, or one of its safe casts.
+    Contract(crate::ingest::contract::ColType),
+}
+
+impl Kind {
+    pub fn accepts(self, t: &DataType) -> bool {
+        let item = || match t {
+            DataType::List(f) => Some(f.data_type().clone()),
+            _ => None,
+        };
+        match self {
+            Kind::Text => matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View),
+            Kind::Integer => t.is_integer(),
+            Kind::Number => t.is_numeric(),
+            Kind::Date => matches!(
+                t,
+                DataType::Date32 | DataType::Date64 | DataType::Timestamp(..)
+            ),
+            Kind::DateList => item().is_some_and(|i| Kind::Date.accepts(&i)),
+            Kind::NumberList => item().is_some_and(|i| Kind::Number.accepts(&i)),
+            Kind::Contract(c) => c.accepts(t),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Text => "text (Utf8)",
+            Kind::Integer => "an integer",
+            Kind::Number => "a number",
+            Kind::Date => "a date",
+            Kind::DateList => "a list of dates",
+            Kind::NumberList => "a list of numbers",
+            Kind::Contract(c) => c.name(),
+        }
+    }
+}
+
+/// Refuse a query whose result lacks one of `columns` or has one of another type, as
+/// bad input naming its SQL file (`origin`): read as it is, such a column would fail
+/// far from its cause, or be misread. Checks the plan's schema only: nothing runs.
+pub fn check_columns(df: &DataFrame, origin: &str, columns: &[(&str, Kind)]) -> Result<()> {
+    let schema = df.schema();
+    for (name, kind) in columns {
+        let Ok(field) = schema.field_with_unqualified_name(name) else {
+            return Err(bad_input!("{origin}: must return column '{name}'"));
+        };
+        if !kind.accepts(field.data_type()) {
+            return Err(bad_input!(
+                "{origin}: column '{name}' must be {}, not {}",
+                kind.name(),
+                field.data_type()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn uses_param(text: &str, name: &str) -> bool {
