@@ -35,6 +35,7 @@
 
 use crate::error::Result;
 use crate::ingest::contract::{ADMISSIONS, APPOINTMENTS, PATIENTS, PRESCRIPTIONS};
+use crate::ingest::tables::{EMERGENCY_SPELLS, EPISODES, INDEX_EPISODES};
 use crate::model::{ModelFile, risk_expr};
 use crate::sql::{Kind, Params, SqlSource, check_columns, date32};
 use datafusion::arrow::array::{
@@ -63,7 +64,6 @@ pub const OUTCOMES: &[&str] = &["emergency_admissions", "bed_days"];
 /// `[outcomes] candidates`.
 pub const CANDIDATES: usize = 150;
 /// The view of `sql/outcomes/emergency_spells.sql` that the stage's queries read.
-const EMERGENCY_SPELLS: &str = "emergency_spells";
 /// Random eligible people per enrolled patient, for balance before matching.
 pub const REFERENCE: usize = 3;
 /// Below this share of enrolled patients matched, the result carries a warning.
@@ -342,8 +342,8 @@ async fn risk_at_index(
             }))),
         ),
     ])?;
-    let _ = ctx.deregister_table("index_episodes")?;
-    ctx.register_batch("index_episodes", batch)?;
+    let _ = ctx.deregister_table(INDEX_EPISODES)?;
+    ctx.register_batch(INDEX_EPISODES, batch)?;
     let shifted =
         SessionContext::new_with_config_rt(ctx.copied_config(), ctx.runtime_env().clone());
     crate::session::register_functions(&shifted)?;
@@ -382,7 +382,7 @@ async fn risk_at_index(
             }
         }
     }
-    ctx.deregister_table("index_episodes")?;
+    ctx.deregister_table(INDEX_EPISODES)?;
     Ok((out, covariates))
 }
 
@@ -453,8 +453,8 @@ async fn windows(
         ("start_date", d(&|e| e.start)),
         ("after_end", d(&|e| (e.start + 365).min(end))),
     ])?;
-    let _ = ctx.deregister_table("episodes")?;
-    ctx.register_batch("episodes", batch)?;
+    let _ = ctx.deregister_table(EPISODES)?;
+    ctx.register_batch(EPISODES, batch)?;
     let zero = Windows {
         events_before: 0.0,
         days_before: 0.0,
@@ -514,7 +514,7 @@ async fn windows(
             out[episode_of(ep, r, n, &origin)?].in_service = [a.value(r), d.value(r)];
         }
     }
-    ctx.deregister_table("episodes")?;
+    ctx.deregister_table(EPISODES)?;
     Ok(out)
 }
 

@@ -104,7 +104,7 @@ impl SqlSource {
 
 pub fn read_file(p: &Path) -> Result<SqlText> {
     let text = std::fs::read_to_string(p)
-        .map_err(|e| bad_input!("SQL file {}: cannot read it ({e})", p.display()))?;
+        .map_err(|e| bad_input!("SQL file {}: cannot read it ({e})", p.display()).with_source(e))?;
     Ok(SqlText {
         origin: p.display().to_string(),
         text,
@@ -216,7 +216,7 @@ pub async fn query(ctx: &SessionContext, sql: &SqlText, params: &Params) -> Resu
     let df = ctx
         .sql(&sql.text)
         .await
-        .map_err(|e| bad_input!("{}: {e}", sql.origin))?;
+        .map_err(|e| bad_input!("{}: {e}", sql.origin).with_source(e))?;
     let used: Vec<_> = params
         .values()
         .into_iter()
@@ -226,7 +226,7 @@ pub async fn query(ctx: &SessionContext, sql: &SqlText, params: &Params) -> Resu
         return Ok(df);
     }
     df.with_param_values(used)
-        .map_err(|e| bad_input!("{}: {e}", sql.origin))
+        .map_err(|e| bad_input!("{}: {e}", sql.origin).with_source(e))
 }
 
 /// The type a column of a query's result must have, for [`check_columns`].
@@ -316,6 +316,79 @@ mod tests {
     fn every_builtin_is_embedded() {
         assert!(builtin("population.sql").unwrap().contains("$as_of"));
         assert_eq!(builtin_cohorts(), vec!["complex_needs", "high_cost"]);
+    }
+
+    #[test]
+    fn columns_of_the_wrong_type_or_missing_are_bad_input_naming_the_file() {
+        use crate::ingest::contract::ColType;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let ctx = SessionContext::new();
+        let df = rt
+            .block_on(ctx.sql(
+                "SELECT CAST(1 AS BIGINT) AS pseudo_id, 'x' AS sex, DATE '2026-01-01' AS d, \
+                 make_array(1.5) AS l",
+            ))
+            .unwrap();
+        let check = |cols: &[(&str, Kind)]| check_columns(&df, "my.sql", cols);
+        assert!(
+            check(&[
+                ("sex", Kind::Text),
+                ("d", Kind::Date),
+                ("l", Kind::NumberList)
+            ])
+            .is_ok()
+        );
+        assert!(check(&[("pseudo_id", Kind::Integer), ("pseudo_id", Kind::Number)]).is_ok());
+        assert!(check(&[("sex", Kind::Contract(ColType::Utf8))]).is_ok());
+        for (col, kind, says) in [
+            (
+                "pseudo_id",
+                Kind::Text,
+                "column 'pseudo_id' must be text (Utf8), not Int64",
+            ),
+            (
+                "pseudo_id",
+                Kind::Contract(ColType::Utf8),
+                "must be Utf8, not Int64",
+            ),
+            ("sex", Kind::Number, "column 'sex' must be a number"),
+            ("d", Kind::Integer, "column 'd' must be an integer"),
+            ("l", Kind::DateList, "column 'l' must be a list of dates"),
+            ("sex", Kind::Date, "column 'sex' must be a date"),
+            ("gone", Kind::Text, "must return column 'gone'"),
+        ] {
+            let e = check(&[(col, kind)]).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(
+                e.message.starts_with("my.sql: ") && e.message.contains(says),
+                "{}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
+    fn a_query_that_does_not_plan_keeps_the_datafusion_error_as_its_source() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let text = SqlText {
+            origin: "my.sql".into(),
+            text: "SELECT nope FROM nowhere".into(),
+            builtin: false,
+        };
+        let e = rt
+            .block_on(query(
+                &SessionContext::new(),
+                &text,
+                &Params::at(NaiveDate::from_ymd_opt(2026, 4, 1).unwrap()),
+            ))
+            .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.message.starts_with("my.sql: "), "{}", e.message);
+        assert!(e.datafusion().is_some(), "the source is kept");
     }
 
     #[test]

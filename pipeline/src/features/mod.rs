@@ -75,14 +75,7 @@ pub async fn plan(
                 ));
             }
         }
-        let mut types = vec![("pseudo_id", Kind::Text)];
-        types.extend(
-            FEATURES
-                .iter()
-                .filter(|f| wanted.contains(&f.name) && f.kind != registry::Kind::Attribute)
-                .map(|f| (f.name, Kind::Number)),
-        );
-        check_columns(&part, &text.origin, &types)?;
+        check_columns(&part, &text.origin, &feature_types(&wanted))?;
         if !text.builtin {
             one_row_per_person(&part, &text.origin).await?;
         }
@@ -113,6 +106,19 @@ pub async fn plan(
     select.extend(FEATURES.iter().map(|f| f.expr(params).alias(f.name)));
     select.extend(extra_columns.iter().map(ident));
     Ok(df.select(select)?)
+}
+
+/// What a feature SQL file computing `wanted` must return: pseudo_id as text, and
+/// each of its counts and sums as a number.
+fn feature_types(wanted: &[&'static str]) -> Vec<(&'static str, Kind)> {
+    let mut types = vec![("pseudo_id", Kind::Text)];
+    types.extend(
+        FEATURES
+            .iter()
+            .filter(|f| wanted.contains(&f.name) && f.kind != registry::Kind::Attribute)
+            .map(|f| (f.name, Kind::Number)),
+    );
+    types
 }
 
 /// Refuse analysts' feature SQL (extra files, overrides) that returns more than one row

@@ -4,7 +4,8 @@
 //! Opt-outs were applied before this runs, so quarantine never holds opted-out rows.
 
 use crate::error::Result;
-use crate::ingest::contract::{PERSON_TABLES, Table};
+use crate::ingest::contract::{PATIENTS, PERSON_TABLES, Table};
+use crate::ingest::tables;
 use crate::sql::{Kind, Params, SqlSource, check_columns};
 use datafusion::prelude::{SessionContext, col, ident};
 use serde::Serialize;
@@ -33,7 +34,7 @@ pub async fn register_valid(
 ) -> Result<Vec<&'static Table>> {
     let mut done = Vec::new();
     for table in PERSON_TABLES {
-        if !ctx.table_exist(format!("input_{}", table.name))? {
+        if !ctx.table_exist(tables::input(table.name))? {
             continue;
         }
         let text = sql.get(&format!("validate/{}.sql", table.name))?;
@@ -56,12 +57,12 @@ pub async fn register_valid(
             .clone()
             .filter(col("reason").is_null())?
             .select(columns())?;
-        if table.name == "patients" {
+        if table.name == PATIENTS.name {
             // Small (one row per person) and read by every other rule and stage.
             valid = valid.cache().await?;
         }
         ctx.register_table(table.name, valid.into_view())?;
-        ctx.register_table(format!("checked_{}", table.name), checked.into_view())?;
+        ctx.register_table(tables::checked(table.name), checked.into_view())?;
         done.push(table);
     }
     Ok(done)
@@ -75,7 +76,7 @@ pub async fn check(
     table: &str,
     quarantine: Option<&Path>,
 ) -> Result<TableCounts> {
-    let df = ctx.table(format!("checked_{table}")).await?;
+    let df = ctx.table(tables::checked(table)).await?;
     let df = match quarantine {
         Some(_) => df,
         // Counting needs only the reasons: let DataFusion skip the other columns.
