@@ -290,6 +290,9 @@ fn gate_releases_exactly_the_teams_cohort_patients() {
         std::fs::read(f.list("t01.csv")).unwrap(),
     ));
     assert_eq!(r.file_sha256.as_deref(), Some(sha.as_str()));
+    // The approval it was released under, as fields.
+    assert_eq!(r.approver.as_deref(), Some("caldicott.guardian"));
+    assert_eq!(r.expires.map(|d| d.to_string()), Some(tomorrow()));
 
     // A person who opts out after the run: the gate re-pseudonymises the new extract,
     // and the same run's list no longer names them.

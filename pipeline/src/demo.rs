@@ -44,7 +44,7 @@ pub async fn demo(out: &Path, patients: u64) -> Result<()> {
     );
     let s = tokio::task::spawn_blocking(move || generate(&opts))
         .await
-        .map_err(|e| Error::failed(e.to_string()))??;
+        .map_err(|e| Error::failed(e.to_string()).with_source(e))??;
 
     // 1. The gate pseudonymises the extracts.
     let keys = out.join(KEYS_DIR);
@@ -60,7 +60,7 @@ pub async fn demo(out: &Path, patients: u64) -> Result<()> {
         quarantine: None,
     })
     .await?;
-    let withheld = p.tables["patients"].rows_withheld_optout;
+    let withheld = p.tables[crate::ingest::contract::PATIENTS.name].rows_withheld_optout;
     println!("riskstrat demo: synthetic population, as of {as_of}");
     println!(
         "  gate: pseudonymised the extracts; {withheld} patients with an opt-out withheld; {} rows with invalid NHS numbers quarantined on the gate's side; vault holds {} people",

@@ -28,8 +28,9 @@ pub fn io_at(path: &Path, doing: &str) -> impl FnOnce(io::Error) -> Error {
             Error::failed(format!(
                 "{doing} {path}: no space left on the device (or quota exceeded); free space there and try again"
             ))
+            .with_source(e)
         } else {
-            Error::failed(format!("{doing} {path}: {e}"))
+            Error::failed(format!("{doing} {path}: {e}")).with_source(e)
         }
     }
 }
@@ -263,5 +264,16 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn io_errors_keep_their_cause_for_callers_to_decide_by_kind() {
+        for kind in [io::ErrorKind::StorageFull, io::ErrorKind::PermissionDenied] {
+            let e = io_at(Path::new("/x"), "writing")(io::Error::from(kind));
+            let cause = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<io::Error>())
+                .expect("the io::Error is the source");
+            assert_eq!(cause.kind(), kind);
+        }
     }
 }

@@ -287,7 +287,7 @@ async fn dispatch(command: Command) -> Result<()> {
             };
             let s = tokio::task::spawn_blocking(move || generate(&opts))
                 .await
-                .map_err(|e| Error::failed(e.to_string()))??;
+                .map_err(|e| Error::failed(e.to_string()).with_source(e))??;
             println!(
                 "wrote {} patients, {} appointments, {} prescriptions, {} admissions, {} opt-out rows, {} service enrolments",
                 s.patients, s.appointments, s.prescriptions, s.admissions, s.optouts, s.services
@@ -524,7 +524,7 @@ async fn dispatch(command: Command) -> Result<()> {
             command: AuditCommand::Verify { log },
         } => {
             let records = riskstrat::governance::audit::check(&log)
-                .map_err(|e| Error::failed(e.message))?
+                .map_err(|e| Error::failed(e.message.clone()).with_source(e))?
                 .map_err(|d| Error::failed(format!("audit log {}: {d}", log.display())))?;
             let last = records
                 .last()

@@ -34,15 +34,17 @@
 //! pre-aggregated: commissioners read them through disclosure control.
 
 use crate::error::Result;
+use crate::ingest::contract::{ADMISSIONS, APPOINTMENTS, PATIENTS, PRESCRIPTIONS};
+use crate::ingest::tables::{EMERGENCY_SPELLS, EPISODES, INDEX_EPISODES};
 use crate::model::{ModelFile, risk_expr};
-use crate::sql::{Params, SqlSource, date32};
+use crate::sql::{Kind, Params, SqlSource, check_columns, date32};
 use datafusion::arrow::array::{
     Array, ArrayRef, Date32Array, Float64Array, Int32Array, Int64Array, ListArray, RecordBatch,
     StringArray,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::prelude::{SessionContext, ident};
+use datafusion::prelude::{DataFrame, SessionContext, ident};
 use riskstrat_models::index_matching::{
     Choice, Enrolled, History, Person, Population, Spell, bed_day_distance,
     match_in_lists_weighted, smd,
@@ -62,7 +64,6 @@ pub const OUTCOMES: &[&str] = &["emergency_admissions", "bed_days"];
 /// `[outcomes] candidates`.
 pub const CANDIDATES: usize = 150;
 /// The view of `sql/outcomes/emergency_spells.sql` that the stage's queries read.
-const EMERGENCY_SPELLS: &str = "emergency_spells";
 /// Random eligible people per enrolled patient, for balance before matching.
 pub const REFERENCE: usize = 3;
 /// Below this share of enrolled patients matched, the result carries a warning.
@@ -191,6 +192,45 @@ fn floats(b: &RecordBatch, name: &str) -> Result<Float64Array> {
         .clone())
 }
 
+/// Plan one of the evaluation's SQL files (a job may override them all) and check
+/// that it returns `columns` of their types: its origin comes back for later errors.
+async fn planned(
+    ctx: &SessionContext,
+    sql: &SqlSource,
+    params: &Params,
+    path: &str,
+    columns: &[(&str, Kind)],
+) -> Result<(DataFrame, String)> {
+    let text = sql.get(path)?;
+    let df = crate::sql::query(ctx, &text, params).await?;
+    check_columns(&df, &text.origin, columns)?;
+    Ok((df, text.origin))
+}
+
+/// The episode a row of `origin` is about, as an index into `n` episodes.
+fn episode_of(ep: &Int64Array, r: usize, n: usize, origin: &str) -> Result<usize> {
+    let v = ep.value(r);
+    usize::try_from(v)
+        .ok()
+        .filter(|i| !ep.is_null(r) && *i < n)
+        .ok_or_else(|| {
+            crate::bad_input!("{origin}: episode {v} is not one of the episodes (0 to {n} - 1)")
+        })
+}
+
+/// What `outcomes/histories.sql` returns, per person.
+const HISTORY_COLUMNS: &[(&str, Kind)] = &[
+    ("pseudo_id", Kind::Text),
+    ("sex", Kind::Text),
+    ("year_of_birth", Kind::Integer),
+    ("registration_start", Kind::Date),
+    ("registration_end", Kind::Date),
+    ("date_of_death", Kind::Date),
+    ("first_enrolment", Kind::Date),
+    ("admitted", Kind::DateList),
+    ("bed_days", Kind::NumberList),
+];
+
 /// Everyone who could be in the evaluation, in pseudo_id order.
 async fn histories(
     ctx: &SessionContext,
@@ -199,11 +239,8 @@ async fn histories(
 ) -> Result<(Vec<String>, Vec<Person>)> {
     let mut ids = Vec::new();
     let mut people = Vec::new();
-    for b in crate::sql::query(ctx, &sql.get("outcomes/histories.sql")?, params)
-        .await?
-        .collect()
-        .await?
-    {
+    let (df, origin) = planned(ctx, sql, params, "outcomes/histories.sql", HISTORY_COLUMNS).await?;
+    for b in df.collect().await? {
         let id = utf8(&b, "pseudo_id")?;
         let sex = utf8(&b, "sex")?;
         let yob = int(&b, "year_of_birth", DataType::Int32)?;
@@ -233,6 +270,11 @@ async fn histories(
                 let d = d.as_any().downcast_ref::<Date32Array>().expect("Date32");
                 let n = cast(&bed_days.value(r), &DataType::Float64)?;
                 let n = n.as_any().downcast_ref::<Float64Array>().expect("Float64");
+                if bed_days.is_null(r) || n.len() != d.len() {
+                    return Err(crate::bad_input!(
+                        "{origin}: admitted and bed_days must be lists of the same length"
+                    ));
+                }
                 spells = (0..d.len())
                     .map(|k| Spell {
                         admitted: d.value(k),
@@ -300,19 +342,20 @@ async fn risk_at_index(
             }))),
         ),
     ])?;
-    let _ = ctx.deregister_table("index_episodes")?;
-    ctx.register_batch("index_episodes", batch)?;
+    let _ = ctx.deregister_table(INDEX_EPISODES)?;
+    ctx.register_batch(INDEX_EPISODES, batch)?;
     let shifted =
         SessionContext::new_with_config_rt(ctx.copied_config(), ctx.runtime_env().clone());
     crate::session::register_functions(&shifted)?;
-    for table in ["patients", "appointments", "prescriptions", "admissions"] {
-        let df = crate::sql::query(
-            ctx,
-            &sql.get(&format!("outcomes/shifted_{table}.sql"))?,
-            params,
-        )
-        .await?;
-        shifted.register_table(table, df.into_view())?;
+    for table in [PATIENTS, APPOINTMENTS, PRESCRIPTIONS, ADMISSIONS] {
+        let path = format!("outcomes/shifted_{}.sql", table.name);
+        let columns: Vec<(&str, Kind)> = table
+            .columns
+            .iter()
+            .map(|c| (c.name, Kind::Contract(c.ty)))
+            .collect();
+        let (df, _) = planned(ctx, sql, params, &path, &columns).await?;
+        shifted.register_table(table.name, df.into_view())?;
     }
     let features = crate::features::plan(&shifted, sql, params, extra).await?;
     let risk = risk_expr(model, &features)?;
@@ -329,6 +372,7 @@ async fn risk_at_index(
             .collect::<Result<Vec<_>>>()?;
         for k in 0..b.num_rows() {
             if let Ok(i) = e.value(k).parse::<usize>()
+                && i < out.len()
                 && !r.is_null(k)
             {
                 out[i] = r.value(k);
@@ -338,7 +382,7 @@ async fn risk_at_index(
             }
         }
     }
-    ctx.deregister_table("index_episodes")?;
+    ctx.deregister_table(INDEX_EPISODES)?;
     Ok((out, covariates))
 }
 
@@ -350,6 +394,20 @@ struct Episode {
     person: usize,
     start: i32,
 }
+
+/// What `outcomes/windows.sql` returns, per episode.
+const WINDOW_COLUMNS: &[(&str, Kind)] = &[
+    ("episode", Kind::Integer),
+    ("days_placebo", Kind::Number),
+    ("days_before", Kind::Number),
+    ("days_after", Kind::Number),
+    ("admissions_placebo", Kind::Number),
+    ("admissions_before", Kind::Number),
+    ("admissions_after", Kind::Number),
+    ("bed_days_placebo", Kind::Number),
+    ("bed_days_before", Kind::Number),
+    ("bed_days_after", Kind::Number),
+];
 
 /// Per episode: [placebo as "before" and before as "after", before and after], for
 /// emergency admissions and bed days.
@@ -395,8 +453,8 @@ async fn windows(
         ("start_date", d(&|e| e.start)),
         ("after_end", d(&|e| (e.start + 365).min(end))),
     ])?;
-    let _ = ctx.deregister_table("episodes")?;
-    ctx.register_batch("episodes", batch)?;
+    let _ = ctx.deregister_table(EPISODES)?;
+    ctx.register_batch(EPISODES, batch)?;
     let zero = Windows {
         events_before: 0.0,
         days_before: 0.0,
@@ -410,11 +468,8 @@ async fn windows(
             in_service: [0.0; 2],
         })
         .collect();
-    for b in crate::sql::query(ctx, &sql.get("outcomes/windows.sql")?, params)
-        .await?
-        .collect()
-        .await?
-    {
+    let (df, origin) = planned(ctx, sql, params, "outcomes/windows.sql", WINDOW_COLUMNS).await?;
+    for b in df.collect().await? {
         let ep = int(&b, "episode", DataType::Int64)?;
         let ep = ep.as_any().downcast_ref::<Int64Array>().expect("Int64");
         let c = |name: &str| floats(&b, name);
@@ -426,7 +481,7 @@ async fn windows(
                 c(&format!("{what}_after"))?,
             );
             for r in 0..b.num_rows() {
-                let w = &mut out[ep.value(r) as usize];
+                let w = &mut out[episode_of(ep, r, n, &origin)?];
                 w.main[k] = Windows {
                     events_before: bf.value(r),
                     days_before: db.value(r),
@@ -442,11 +497,13 @@ async fn windows(
             }
         }
     }
-    for b in crate::sql::query(ctx, &sql.get("outcomes/in_service.sql")?, params)
-        .await?
-        .collect()
-        .await?
-    {
+    let in_service = [
+        ("episode", Kind::Integer),
+        ("admissions_in_service", Kind::Number),
+        ("bed_days_in_service", Kind::Number),
+    ];
+    let (df, origin) = planned(ctx, sql, params, "outcomes/in_service.sql", &in_service).await?;
+    for b in df.collect().await? {
         let ep = int(&b, "episode", DataType::Int64)?;
         let ep = ep.as_any().downcast_ref::<Int64Array>().expect("Int64");
         let (a, d) = (
@@ -454,10 +511,10 @@ async fn windows(
             floats(&b, "bed_days_in_service")?,
         );
         for r in 0..b.num_rows() {
-            out[ep.value(r) as usize].in_service = [a.value(r), d.value(r)];
+            out[episode_of(ep, r, n, &origin)?].in_service = [a.value(r), d.value(r)];
         }
     }
-    ctx.deregister_table("episodes")?;
+    ctx.deregister_table(EPISODES)?;
     Ok(out)
 }
 
@@ -486,8 +543,13 @@ async fn enrolments(
     params: &Params,
 ) -> Result<Vec<Enrolment>> {
     let mut out = Vec::new();
-    for b in crate::sql::query(ctx, &sql.get("outcomes/enrolments.sql")?, params)
-        .await?
+    let columns = [
+        ("service_code", Kind::Text),
+        ("pseudo_id", Kind::Text),
+        ("start_date", Kind::Date),
+    ];
+    let (df, _) = planned(ctx, sql, params, "outcomes/enrolments.sql", &columns).await?;
+    for b in df
         .sort_by(vec![ident("service_code"), ident("pseudo_id")])?
         .collect()
         .await?
@@ -723,7 +785,13 @@ pub async fn evaluate(
         )
     };
     let enrolments = enrolments(ctx, sql, params).await?;
-    let spells = crate::sql::query(ctx, &sql.get("outcomes/emergency_spells.sql")?, params).await?;
+    let spell_columns = [
+        ("pseudo_id", Kind::Text),
+        ("admission_date", Kind::Date),
+        ("bed_days", Kind::Number),
+    ];
+    let path = "outcomes/emergency_spells.sql";
+    let (spells, _) = planned(ctx, sql, params, path, &spell_columns).await?;
     ctx.register_table(EMERGENCY_SPELLS, spells.into_view())?;
     let services: Vec<String> = enrolments
         .iter()

@@ -33,8 +33,8 @@ pub struct SeedResult {
 }
 
 fn read(path: &Path) -> Result<Vec<RecordBatch>> {
-    let file =
-        std::fs::File::open(path).map_err(|e| Error::failed(format!("{}: {e}", path.display())))?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::failed(format!("{}: {e}", path.display())).with_source(e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
     Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
 }
@@ -57,7 +57,7 @@ pub async fn run_seed(
     };
     let summary = tokio::task::spawn_blocking(move || generate(&opts))
         .await
-        .map_err(|e| Error::failed(e.to_string()))??;
+        .map_err(|e| Error::failed(e.to_string()).with_source(e))??;
     let truth: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(TRUTH_FILE))?)?;
     let job = Job::load(&summary.job_file, None)?;
     let run = crate::run::run(&job).await?;

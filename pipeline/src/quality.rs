@@ -53,7 +53,7 @@ pub async fn report(loaded: &Loaded, as_of: chrono::NaiveDate) -> Result<Quality
         }
         let batches = loaded
             .ctx
-            .table(format!("input_{}", table.name))
+            .table(crate::ingest::tables::input(table.name))
             .await?
             .aggregate(vec![], aggs)?
             .collect()
@@ -93,13 +93,15 @@ pub async fn report(loaded: &Loaded, as_of: chrono::NaiveDate) -> Result<Quality
                 );
             }
         }
-        let linkage_rate = (table.name != "patients" && counts.rows_after_optouts > 0).then(|| {
-            let unlinked: u64 = ["null_pseudo_id", "malformed_pseudo_id", "unknown_pseudo_id"]
-                .iter()
-                .map(|r| counts.quarantined.get(*r).copied().unwrap_or(0))
-                .sum();
-            1.0 - unlinked as f64 / counts.rows_after_optouts as f64
-        });
+        let linkage_rate = (table.name != crate::ingest::contract::PATIENTS.name
+            && counts.rows_after_optouts > 0)
+            .then(|| {
+                let unlinked: u64 = ["null_pseudo_id", "malformed_pseudo_id", "unknown_pseudo_id"]
+                    .iter()
+                    .map(|r| counts.quarantined.get(*r).copied().unwrap_or(0))
+                    .sum();
+                1.0 - unlinked as f64 / counts.rows_after_optouts as f64
+            });
         tables.push(TableQuality {
             table: table.name.to_string(),
             location: input.location.clone(),

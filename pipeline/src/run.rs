@@ -4,7 +4,7 @@
 
 use crate::bad_input;
 use crate::error::Result;
-use crate::ingest::{self, validate};
+use crate::ingest::{self, contract, tables, validate};
 use crate::job::{CohortSpec, Job};
 use crate::outputs::manifest::{InputSummary, Manifest, OptOutCounts, row_counts};
 use crate::outputs::run_folder::RunFolder;
@@ -113,13 +113,13 @@ async fn run_stages(job: &Job) -> Result<RunOutcome> {
     outputs.push("features.parquet".to_string());
     let features_path = folder.path("features.parquet");
     ctx.register_parquet(
-        "features",
+        tables::FEATURES,
         features_path.to_string_lossy().as_ref(),
         ParquetReadOptions::default(),
     )
     .await?;
     let feature_names: Vec<String> = ctx
-        .table("features")
+        .table(tables::FEATURES)
         .await?
         .schema()
         .fields()
@@ -150,7 +150,8 @@ async fn run_stages(job: &Job) -> Result<RunOutcome> {
     let (tier_sizes, population_risk) = progress
         .stage("score", async {
             let (batch, sizes) =
-                crate::model::score(ctx.table("features").await?, &model, &job.model.tiers).await?;
+                crate::model::score(ctx.table(tables::FEATURES).await?, &model, &job.model.tiers)
+                    .await?;
             write_batch(&folder.path("scores.parquet"), &batch)?;
             let risk: Vec<f64> = batch
                 .column_by_name("risk")
@@ -160,12 +161,12 @@ async fn run_stages(job: &Job) -> Result<RunOutcome> {
                 })
                 .map(|r| r.values().to_vec())
                 .unwrap_or_default();
-            ctx.register_batch("scores", batch)?;
+            ctx.register_batch(tables::SCORES, batch)?;
             Ok::<_, crate::error::Error>((sizes, risk))
         })
         .await?;
     let mut services_report = String::new();
-    if job.evaluate_services && ctx.table_exist("services")? {
+    if job.evaluate_services && ctx.table_exist(contract::SERVICES.name)? {
         services_report = progress
             .stage("outcomes", async {
                 let e = crate::outcomes::evaluate(
@@ -198,12 +199,12 @@ async fn run_stages(job: &Job) -> Result<RunOutcome> {
 
     let mut cohorts = BTreeMap::new();
     let mut feedback_excluded = BTreeMap::new();
-    if ctx.table_exist("feedback")? {
+    if ctx.table_exist(contract::FEEDBACK.name)? {
         let df = crate::sql::query(&ctx, &sql.get("feedback_outcomes.sql")?, &params).await?;
         write_parquet(df, &folder.path("feedback_people.parquet")).await?;
         outputs.push("feedback_people.parquet".to_string());
     }
-    let (exclusions, feedback) = if ctx.table_exist("feedback")? {
+    let (exclusions, feedback) = if ctx.table_exist(contract::FEEDBACK.name)? {
         let ex = crate::sql::query(&ctx, &sql.get("feedback_exclusions.sql")?, &params)
             .await?
             .cache()
@@ -229,9 +230,14 @@ async fn run_stages(job: &Job) -> Result<RunOutcome> {
                         text.origin
                     ));
                 }
+                crate::sql::check_columns(
+                    &df,
+                    &text.origin,
+                    &[("pseudo_id", crate::sql::Kind::Text)],
+                )?;
                 // Only people in the population at A can be in a cohort, whatever the SQL read.
                 let members = ctx
-                    .table("features")
+                    .table(tables::FEATURES)
                     .await?
                     .select(vec![ident("pseudo_id").alias("__member")])?;
                 let df = df.join(
@@ -286,7 +292,7 @@ async fn run_stages(job: &Job) -> Result<RunOutcome> {
         let read = inputs.get(table).map(|t| t.rows).unwrap_or(0);
         let r = row_counts(read, c);
         optouts.rows_excluded += r.excluded_optout;
-        if table == "patients" {
+        if table == contract::PATIENTS.name {
             optouts.patients_excluded = r.excluded_optout;
         }
         rows.insert(table.clone(), r);
@@ -300,9 +306,9 @@ async fn run_stages(job: &Job) -> Result<RunOutcome> {
         job_file: job.source.display().to_string(),
         run_id: folder.run_id().to_string(),
         seq: Some(folder.run_id().seq),
-        as_of: job.as_of.to_string(),
-        started_utc: started.to_rfc3339(),
-        finished_utc: crate::faults::now().to_rfc3339(),
+        as_of: job.as_of,
+        started_utc: started,
+        finished_utc: crate::faults::now(),
         inputs: inputs.tables.iter().map(InputSummary::from_input).collect(),
         rows,
         optouts,

@@ -5,6 +5,7 @@
 use crate::bad_input;
 use crate::error::Result;
 use chrono::{Days, NaiveDate};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::scalar::ScalarValue;
 use std::path::{Path, PathBuf};
@@ -103,7 +104,7 @@ impl SqlSource {
 
 pub fn read_file(p: &Path) -> Result<SqlText> {
     let text = std::fs::read_to_string(p)
-        .map_err(|e| bad_input!("SQL file {}: cannot read it ({e})", p.display()))?;
+        .map_err(|e| bad_input!("SQL file {}: cannot read it ({e})", p.display()).with_source(e))?;
     Ok(SqlText {
         origin: p.display().to_string(),
         text,
@@ -215,7 +216,7 @@ pub async fn query(ctx: &SessionContext, sql: &SqlText, params: &Params) -> Resu
     let df = ctx
         .sql(&sql.text)
         .await
-        .map_err(|e| bad_input!("{}: {e}", sql.origin))?;
+        .map_err(|e| bad_input!("{}: {e}", sql.origin).with_source(e))?;
     let used: Vec<_> = params
         .values()
         .into_iter()
@@ -225,7 +226,79 @@ pub async fn query(ctx: &SessionContext, sql: &SqlText, params: &Params) -> Resu
         return Ok(df);
     }
     df.with_param_values(used)
-        .map_err(|e| bad_input!("{}: {e}", sql.origin))
+        .map_err(|e| bad_input!("{}: {e}", sql.origin).with_source(e))
+}
+
+/// The type a column of a query's result must have, for [`check_columns`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Utf8, LargeUtf8 or Utf8View.
+    Text,
+    /// Any integer type.
+    Integer,
+    /// Any numeric type.
+    Number,
+    /// Date32, Date64 or a timestamp.
+    Date,
+    /// A list of dates.
+    DateList,
+    /// A list of numbers.
+    NumberList,
+    /// A contract column's type, or one of its safe casts.
+    Contract(crate::ingest::contract::ColType),
+}
+
+impl Kind {
+    pub fn accepts(self, t: &DataType) -> bool {
+        let item = || match t {
+            DataType::List(f) => Some(f.data_type().clone()),
+            _ => None,
+        };
+        match self {
+            Kind::Text => matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View),
+            Kind::Integer => t.is_integer(),
+            Kind::Number => t.is_numeric(),
+            Kind::Date => matches!(
+                t,
+                DataType::Date32 | DataType::Date64 | DataType::Timestamp(..)
+            ),
+            Kind::DateList => item().is_some_and(|i| Kind::Date.accepts(&i)),
+            Kind::NumberList => item().is_some_and(|i| Kind::Number.accepts(&i)),
+            Kind::Contract(c) => c.accepts(t),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Text => "text (Utf8)",
+            Kind::Integer => "an integer",
+            Kind::Number => "a number",
+            Kind::Date => "a date",
+            Kind::DateList => "a list of dates",
+            Kind::NumberList => "a list of numbers",
+            Kind::Contract(c) => c.name(),
+        }
+    }
+}
+
+/// Refuse a query whose result lacks one of `columns` or has one of another type, as
+/// bad input naming its SQL file (`origin`): read as it is, such a column would fail
+/// far from its cause, or be misread. Checks the plan's schema only: nothing runs.
+pub fn check_columns(df: &DataFrame, origin: &str, columns: &[(&str, Kind)]) -> Result<()> {
+    let schema = df.schema();
+    for (name, kind) in columns {
+        let Ok(field) = schema.field_with_unqualified_name(name) else {
+            return Err(bad_input!("{origin}: must return column '{name}'"));
+        };
+        if !kind.accepts(field.data_type()) {
+            return Err(bad_input!(
+                "{origin}: column '{name}' must be {}, not {}",
+                kind.name(),
+                field.data_type()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn uses_param(text: &str, name: &str) -> bool {
@@ -243,6 +316,79 @@ mod tests {
     fn every_builtin_is_embedded() {
         assert!(builtin("population.sql").unwrap().contains("$as_of"));
         assert_eq!(builtin_cohorts(), vec!["complex_needs", "high_cost"]);
+    }
+
+    #[test]
+    fn columns_of_the_wrong_type_or_missing_are_bad_input_naming_the_file() {
+        use crate::ingest::contract::ColType;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let ctx = SessionContext::new();
+        let df = rt
+            .block_on(ctx.sql(
+                "SELECT CAST(1 AS BIGINT) AS pseudo_id, 'x' AS sex, DATE '2026-01-01' AS d, \
+                 make_array(1.5) AS l",
+            ))
+            .unwrap();
+        let check = |cols: &[(&str, Kind)]| check_columns(&df, "my.sql", cols);
+        assert!(
+            check(&[
+                ("sex", Kind::Text),
+                ("d", Kind::Date),
+                ("l", Kind::NumberList)
+            ])
+            .is_ok()
+        );
+        assert!(check(&[("pseudo_id", Kind::Integer), ("pseudo_id", Kind::Number)]).is_ok());
+        assert!(check(&[("sex", Kind::Contract(ColType::Utf8))]).is_ok());
+        for (col, kind, says) in [
+            (
+                "pseudo_id",
+                Kind::Text,
+                "column 'pseudo_id' must be text (Utf8), not Int64",
+            ),
+            (
+                "pseudo_id",
+                Kind::Contract(ColType::Utf8),
+                "must be Utf8, not Int64",
+            ),
+            ("sex", Kind::Number, "column 'sex' must be a number"),
+            ("d", Kind::Integer, "column 'd' must be an integer"),
+            ("l", Kind::DateList, "column 'l' must be a list of dates"),
+            ("sex", Kind::Date, "column 'sex' must be a date"),
+            ("gone", Kind::Text, "must return column 'gone'"),
+        ] {
+            let e = check(&[(col, kind)]).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(
+                e.message.starts_with("my.sql: ") && e.message.contains(says),
+                "{}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
+    fn a_query_that_does_not_plan_keeps_the_datafusion_error_as_its_source() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let text = SqlText {
+            origin: "my.sql".into(),
+            text: "SELECT nope FROM nowhere".into(),
+            builtin: false,
+        };
+        let e = rt
+            .block_on(query(
+                &SessionContext::new(),
+                &text,
+                &Params::at(NaiveDate::from_ymd_opt(2026, 4, 1).unwrap()),
+            ))
+            .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.message.starts_with("my.sql: "), "{}", e.message);
+        assert!(e.datafusion().is_some(), "the source is kept");
     }
 
     #[test]

@@ -6,7 +6,7 @@ pub mod registry;
 
 use crate::bad_input;
 use crate::error::Result;
-use crate::sql::{Params, SqlSource};
+use crate::sql::{Kind, Params, SqlSource, check_columns};
 use datafusion::common::JoinType;
 use datafusion::prelude::{DataFrame, Expr, SessionContext, ident};
 use registry::{FEATURES, Source};
@@ -21,6 +21,11 @@ pub async fn plan(
 ) -> Result<DataFrame> {
     let population = sql.get("population.sql")?;
     let mut df = crate::sql::query(ctx, &population, params).await?;
+    check_columns(
+        &df,
+        &population.origin,
+        &[("pseudo_id", Kind::Text), ("year_of_birth", Kind::Integer)],
+    )?;
     if !population.builtin {
         one_row_per_person(&df, &population.origin).await?;
     }
@@ -70,6 +75,7 @@ pub async fn plan(
                 ));
             }
         }
+        check_columns(&part, &text.origin, &feature_types(&wanted))?;
         if !text.builtin {
             one_row_per_person(&part, &text.origin).await?;
         }
@@ -100,6 +106,19 @@ pub async fn plan(
     select.extend(FEATURES.iter().map(|f| f.expr(params).alias(f.name)));
     select.extend(extra_columns.iter().map(ident));
     Ok(df.select(select)?)
+}
+
+/// What a feature SQL file computing `wanted` must return: pseudo_id as text, and
+/// each of its counts and sums as a number.
+fn feature_types(wanted: &[&'static str]) -> Vec<(&'static str, Kind)> {
+    let mut types = vec![("pseudo_id", Kind::Text)];
+    types.extend(
+        FEATURES
+            .iter()
+            .filter(|f| wanted.contains(&f.name) && f.kind != registry::Kind::Attribute)
+            .map(|f| (f.name, Kind::Number)),
+    );
+    types
 }
 
 /// Refuse analysts' feature SQL (extra files, overrides) that returns more than one row

@@ -93,11 +93,17 @@ pub struct Record {
     pub file_sha256: Option<String>,
     /// A refusal's reason, a release's file and approval, and the like.
     pub detail: Option<String>,
-    /// An approval's last day. Left out of the JSON when absent, so records written
-    /// before it existed keep their hashes (those held it in `detail` as
-    /// `expires=YYYY-MM-DD`, which is still read).
+    /// An approval's last day; on a release, that of the approval it was made under.
+    /// Left out of the JSON when absent, so records written before it existed keep
+    /// their hashes (those held it in `detail` as `expires=YYYY-MM-DD`, which is
+    /// still read).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "iso_date")]
     pub expires: Option<chrono::NaiveDate>,
+    /// On a release, who approved it (the `actor` of the approval record). Left out of
+    /// the JSON when absent, so records written before it existed (which held it in
+    /// `detail` as `approved_by=`) keep their hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
     /// A commissioner's query (the SQL as sent), for `serve`'s query and refuse records.
     /// Left out of the JSON when absent, so records written before it existed keep
     /// their hashes.
@@ -198,9 +204,10 @@ pub struct Writer {
     jobs: mpsc::Sender<Job>,
 }
 
+/// A record to write, and where to send the outcome (an error is shared by the batch).
 type Job = (
     Record,
-    mpsc::SyncSender<std::result::Result<Record, String>>,
+    mpsc::SyncSender<std::result::Result<Record, std::sync::Arc<Error>>>,
 );
 
 struct Tail {
@@ -234,7 +241,10 @@ impl Writer {
         let (reply, answer) = mpsc::sync_channel(1);
         let stopped = || Error::failed("the audit log writer has stopped");
         self.jobs.send((record, reply)).map_err(|_| stopped())?;
-        answer.recv().map_err(|_| stopped())?.map_err(Error::failed)
+        answer
+            .recv()
+            .map_err(|_| stopped())?
+            .map_err(|e| Error::failed(e.message.clone()).with_source(e))
     }
 }
 
@@ -251,8 +261,9 @@ impl Tail {
                     }
                 }
                 Err(e) => {
+                    let e = std::sync::Arc::new(e);
                     for (_, reply) in batch {
-                        let _ = reply.send(Err(e.message.clone()));
+                        let _ = reply.send(Err(e.clone()));
                     }
                 }
             }
@@ -739,6 +750,55 @@ mod tests {
             "an intact log needs none"
         );
         assert_eq!(append(&p, Record::default()).unwrap().seq, 5);
+    }
+
+    /// A log as written before an approval's expiry and approver were fields (they were
+    /// in `detail`), with the hashes of then.
+    const OLD_LOG: &str = concat!(
+        r#"{"seq":1,"time_utc":"2026-11-22T09:00:00+00:00","actor":"caldicott.guardian","action":"approve","team":"T01","purpose":"direct-care","run":null,"cohort":"complex_needs","patients":null,"file_sha256":null,"detail":"expires=2026-12-31","prev_sha256":"0000000000000000000000000000000000000000000000000000000000000000","sha256":"4669e8ee04570d953e47f602bf7f1d6f4077ee9a29f1af0dd90a17db5fe58529"}"#,
+        "\n",
+        r#"{"seq":2,"time_utc":"2026-11-23T10:30:00+00:00","actor":"gp.north.1","action":"reidentify","team":"T01","purpose":"direct-care","run":"20261122T080000Z-1","cohort":"complex_needs","patients":12,"file_sha256":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","detail":"parquet_sha256=bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb approved_by=caldicott.guardian expires=2026-12-31 not_in_vault=0","prev_sha256":"4669e8ee04570d953e47f602bf7f1d6f4077ee9a29f1af0dd90a17db5fe58529","sha256":"b5ff891a3d0569a0d4a59b9a49d74cc7857d6141b27306f9bdc9ccc2fc3c6841"}"#,
+        "\n",
+    );
+
+    #[test]
+    fn a_log_from_before_the_typed_fields_verifies_and_new_records_chain_onto_it() {
+        let p = std::env::temp_dir().join(format!("rs-audit-old-{}.jsonl", std::process::id()));
+        std::fs::write(&p, OLD_LOG).unwrap();
+        let old = read(&p).unwrap();
+        assert_eq!(old.len(), 2);
+        assert_eq!((old[1].approver.as_deref(), old[1].expires), (None, None));
+        for (r, line) in old.iter().zip(OLD_LOG.lines()) {
+            assert_eq!(
+                serde_json::to_string(r).unwrap(),
+                line,
+                "written as it was read"
+            );
+        }
+        let expires = chrono::NaiveDate::from_ymd_opt(2026, 12, 31);
+        let new = append(
+            &p,
+            Record {
+                actor: "gp.north.1".into(),
+                action: Action::Reidentify,
+                approver: Some("caldicott.guardian".into()),
+                expires,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let line = &lines(&p)[2];
+        assert!(
+            line.contains(r#""expires":"2026-12-31","approver":"caldicott.guardian""#),
+            "{line}"
+        );
+        let all = read(&p).unwrap();
+        assert_eq!(all[2], new);
+        assert_eq!(all[2].prev_sha256, old[1].sha256);
+        assert_eq!(
+            (all[2].approver.as_deref(), all[2].expires),
+            (Some("caldicott.guardian"), expires)
+        );
     }
 
     #[test]

@@ -140,7 +140,7 @@ pub async fn reidentify(req: &Request<'_>) -> Result<Release> {
     }
     let approved = if req.audit_log.exists() {
         approvals(req.audit_log)
-            .map_err(|e| Error::failed(format!("{}; nothing released", e.message)))?
+            .map_err(|e| Error::failed(format!("{}; nothing released", e.message)).with_source(e))?
     } else {
         Vec::new()
     };
@@ -189,8 +189,7 @@ pub async fn reidentify(req: &Request<'_>) -> Result<Release> {
     };
 
     let ctx = new_context(&SessionOptions::default())?;
-    let as_of = NaiveDate::parse_from_str(&manifest.as_of, "%Y-%m-%d")
-        .map_err(|_| Error::failed("manifest.json: as_of is not a date"))?;
+    let as_of = manifest.as_of;
     register_file(&ctx, "cohort", &cohort_file).await?;
     register_file(&ctx, "features", &req.run.join("features.parquet")).await?;
     register_file(&ctx, "scores", &req.run.join("scores.parquet")).await?;
@@ -236,11 +235,11 @@ pub async fn reidentify(req: &Request<'_>) -> Result<Release> {
                 patients: Some(patients),
                 file_sha256: Some(sha256_of(&tmp_csv)?),
                 detail: Some(format!(
-                    "parquet_sha256={} approved_by={} expires={} not_in_vault={not_in_vault}",
+                    "parquet_sha256={} not_in_vault={not_in_vault}",
                     sha256_of(&tmp_parquet)?,
-                    approval.approver,
-                    approval.expires
                 )),
+                approver: Some(approval.approver.clone()),
+                expires: Some(approval.expires),
                 ..Default::default()
             },
         )
@@ -250,7 +249,7 @@ pub async fn reidentify(req: &Request<'_>) -> Result<Release> {
         Err(e) => {
             let _ = std::fs::remove_file(&tmp_csv);
             let _ = std::fs::remove_file(&tmp_parquet);
-            return Err(Error::failed(format!("nothing released: {}", e.message)));
+            return Err(Error::failed(format!("nothing released: {}", e.message)).with_source(e));
         }
     };
     crate::faults::point("reidentify.before_rename");

@@ -4,6 +4,7 @@
 
 pub mod contract;
 pub mod recheck;
+pub mod tables;
 pub mod validate;
 
 use crate::bad_input;
@@ -78,9 +79,10 @@ pub async fn register_inputs(
             continue;
         };
         let (summary, df) = read_table(ctx, table.name, table.columns, location).await?;
-        let may_be_empty = !table.required || (table.name == "optouts" && allow_empty_optouts);
+        let may_be_empty =
+            !table.required || (table.name == contract::OPTOUTS.name && allow_empty_optouts);
         if summary.rows == 0 && !may_be_empty {
-            let hint = if table.name == "optouts" {
+            let hint = if table.name == contract::OPTOUTS.name {
                 "an empty opt-out list is almost always a failed extract; if there truly are none, set allow_empty_optouts = true under [job]"
             } else {
                 "check that the extract ran"
@@ -94,10 +96,13 @@ pub async fn register_inputs(
         raw.insert(table.name, df);
     }
 
-    let optouts = OptOuts::new(raw.remove("optouts").expect("optouts is required"));
+    let optouts = OptOuts::new(
+        raw.remove(contract::OPTOUTS.name)
+            .expect("optouts is required"),
+    );
     for (name, df) in raw {
         let df = optouts::apply(RawPersonTable::new(df), &optouts)?;
-        ctx.register_table(format!("input_{name}"), df.into_view())?;
+        ctx.register_table(tables::input(name), df.into_view())?;
     }
     Ok(Inputs { tables: found })
 }

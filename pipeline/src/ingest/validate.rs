@@ -3,10 +3,10 @@
 //! registered under the contract's table name; `check` counts and writes the rest.
 //! Opt-outs were applied before this runs, so quarantine never holds opted-out rows.
 
-use crate::bad_input;
 use crate::error::Result;
-use crate::ingest::contract::{PERSON_TABLES, Table};
-use crate::sql::{Params, SqlSource};
+use crate::ingest::contract::{PATIENTS, PERSON_TABLES, Table};
+use crate::ingest::tables;
+use crate::sql::{Kind, Params, SqlSource, check_columns};
 use datafusion::prelude::{SessionContext, col, ident};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -34,17 +34,18 @@ pub async fn register_valid(
 ) -> Result<Vec<&'static Table>> {
     let mut done = Vec::new();
     for table in PERSON_TABLES {
-        if !ctx.table_exist(format!("input_{}", table.name))? {
+        if !ctx.table_exist(tables::input(table.name))? {
             continue;
         }
         let text = sql.get(&format!("validate/{}.sql", table.name))?;
         let checked = crate::sql::query(ctx, &text, params).await?;
-        let schema = checked.schema().clone();
-        for c in table.columns.iter().map(|c| c.name).chain(["reason"]) {
-            if schema.field_with_unqualified_name(c).is_err() {
-                return Err(bad_input!("{}: must return column '{c}'", text.origin));
-            }
-        }
+        let mut want: Vec<(&str, Kind)> = table
+            .columns
+            .iter()
+            .map(|c| (c.name, Kind::Contract(c.ty)))
+            .collect();
+        want.push(("reason", Kind::Text));
+        check_columns(&checked, &text.origin, &want)?;
         let columns = || {
             table
                 .columns
@@ -56,12 +57,12 @@ pub async fn register_valid(
             .clone()
             .filter(col("reason").is_null())?
             .select(columns())?;
-        if table.name == "patients" {
+        if table.name == PATIENTS.name {
             // Small (one row per person) and read by every other rule and stage.
             valid = valid.cache().await?;
         }
         ctx.register_table(table.name, valid.into_view())?;
-        ctx.register_table(format!("checked_{}", table.name), checked.into_view())?;
+        ctx.register_table(tables::checked(table.name), checked.into_view())?;
         done.push(table);
     }
     Ok(done)
@@ -75,7 +76,7 @@ pub async fn check(
     table: &str,
     quarantine: Option<&Path>,
 ) -> Result<TableCounts> {
-    let df = ctx.table(format!("checked_{table}")).await?;
+    let df = ctx.table(tables::checked(table)).await?;
     let df = match quarantine {
         Some(_) => df,
         // Counting needs only the reasons: let DataFusion skip the other columns.
@@ -86,22 +87,28 @@ pub async fn check(
     let mut writer: Option<ArrowWriter<std::fs::File>> = None;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
+        // Any text type (register_valid checked it), read as Utf8.
         let reasons = batch
             .column_by_name("reason")
+            .map(|c| cast(c, &DataType::Utf8))
+            .transpose()?;
+        let not_text = || Error::failed(format!("validation of {table}: reason is not a string"));
+        let reasons = reasons
+            .as_ref()
             .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-            .ok_or_else(|| {
-                Error::failed(format!("validation of {table}: reason is not a string"))
-            })?;
+            .ok_or_else(not_text)?;
         counts.rows_after_optouts += batch.num_rows() as u64;
         counts.valid += reasons.null_count() as u64;
         if reasons.null_count() == batch.num_rows() {
             continue;
         }
-        let bad = filter_record_batch(&batch, &is_not_null(reasons)?)?;
-        let bad_reasons = bad
-            .column_by_name("reason")
-            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-            .expect("kept");
+        let is_bad = is_not_null(reasons)?;
+        let bad = filter_record_batch(&batch, &is_bad)?;
+        let bad_reasons = filter(reasons, &is_bad)?;
+        let bad_reasons = bad_reasons
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(not_text)?;
         for r in bad_reasons.iter().flatten() {
             *counts.quarantined.entry(r.to_string()).or_default() += 1;
         }
@@ -124,7 +131,8 @@ pub async fn check(
 
 use crate::error::Error;
 use datafusion::arrow::array::{Array, StringArray};
-use datafusion::arrow::compute::{filter_record_batch, is_not_null};
+use datafusion::arrow::compute::{cast, filter, filter_record_batch, is_not_null};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::parquet::arrow::ArrowWriter;
 use futures::StreamExt;
 use std::path::Path;

@@ -268,6 +268,12 @@ pub struct Trained {
     pub metrics: serde_json::Value,
 }
 
+/// What `outcome.sql` returns: the people with the outcome, and its value.
+const OUTCOME_COLUMNS: &[(&str, crate::sql::Kind)] = &[
+    ("pseudo_id", crate::sql::Kind::Text),
+    ("emergency_admission_next_12m", crate::sql::Kind::Number),
+];
+
 /// Fit at T0 on the training split; metrics on the validation split.
 pub async fn train(
     ctx: &SessionContext,
@@ -279,7 +285,9 @@ pub async fn train(
     let t0 = as_of - Days::new(365);
     let params = Params::at(t0);
     let features = crate::features::plan(ctx, sql, &params, extra).await?;
-    let outcome = crate::sql::query(ctx, &sql.get("outcome.sql")?, &params).await?;
+    let text = sql.get("outcome.sql")?;
+    let outcome = crate::sql::query(ctx, &text, &params).await?;
+    crate::sql::check_columns(&outcome, &text.origin, OUTCOME_COLUMNS)?;
     let outcome = outcome.select(vec![
         ident("pseudo_id").alias("__o_id"),
         ident("emergency_admission_next_12m"),

@@ -3,6 +3,7 @@
 
 use crate::ingest::InputTable;
 use crate::ingest::validate::TableCounts;
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -17,9 +18,14 @@ pub struct Manifest {
     /// Absent in runs written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
-    pub as_of: String,
-    pub started_utc: String,
-    pub finished_utc: String,
+    /// The population date `A`, as `YYYY-MM-DD`.
+    #[serde(with = "iso_date")]
+    pub as_of: NaiveDate,
+    /// When the run started and finished, as RFC 3339 (`to_rfc3339`).
+    #[serde(with = "rfc3339")]
+    pub started_utc: DateTime<Utc>,
+    #[serde(with = "rfc3339")]
+    pub finished_utc: DateTime<Utc>,
     pub inputs: Vec<InputSummary>,
     /// Per table: rows read, excluded for opt-outs, valid, quarantined by reason.
     pub rows: BTreeMap<String, RowCounts>,
@@ -37,6 +43,39 @@ pub struct Manifest {
     pub validation_auc: Option<f64>,
     pub outputs: Vec<String>,
     pub timings_ms: BTreeMap<String, u64>,
+}
+
+/// A date as `YYYY-MM-DD`, the text manifests have always held.
+mod iso_date {
+    use chrono::NaiveDate;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(d: &NaiveDate, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&d.format("%Y-%m-%d"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDate, D::Error> {
+        let s = String::deserialize(d)?;
+        NaiveDate::parse_from_str(&s, "%Y-%m-%d").map_err(D::Error::custom)
+    }
+}
+
+/// A time as RFC 3339 in UTC (`DateTime::to_rfc3339`), the text manifests have always
+/// held; read back from any RFC 3339 offset.
+mod rfc3339 {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(D::Error::custom)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,7 +155,7 @@ pub async fn feedback_outcomes(
     use datafusion::prelude::{col, lit};
     let day = datafusion::scalar::ScalarValue::Date32(Some(crate::sql::date32(as_of)));
     let batches = ctx
-        .table("feedback")
+        .table(crate::ingest::contract::FEEDBACK.name)
         .await?
         .filter(col("recorded_date").lt_eq(lit(day)))?
         .aggregate(
@@ -138,4 +177,41 @@ pub async fn feedback_outcomes(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A manifest as runs wrote it when its dates were strings.
+    fn old(started: &str) -> String {
+        format!(
+            r#"{{"riskstrat_version":"0.1.0","datafusion_version":"55.2.0","job":"j","job_file":"j.toml","run_id":"20260401T101112Z-1","as_of":"2026-04-01","started_utc":"{started}","finished_utc":"2026-04-01T10:12:00.500+00:00","inputs":[],"rows":{{}},"optouts":{{"patients_excluded":0,"rows_excluded":0}},"population":0,"features":[],"cohorts":{{}},"tiers":{{}},"feedback":{{}},"feedback_excluded":{{}},"validation_auc":null,"outputs":[],"timings_ms":{{}}}}"#
+        )
+    }
+
+    #[test]
+    fn dates_are_dates_written_as_the_text_manifests_always_held() {
+        for started in [
+            "2026-04-01T10:11:12+00:00",
+            "2026-04-01T10:11:12.123+00:00",
+            "2026-04-01T10:11:12.123456789+00:00",
+        ] {
+            let text = old(started);
+            let m: Manifest = serde_json::from_str(&text).unwrap();
+            assert_eq!(m.as_of, NaiveDate::from_ymd_opt(2026, 4, 1).unwrap());
+            assert_eq!(m.started_utc.to_rfc3339(), started);
+            assert!(m.started_utc < m.finished_utc);
+            assert_eq!(serde_json::to_string(&m).unwrap(), text);
+        }
+        // As `run` makes them: the clock's time, written with `to_rfc3339`.
+        let now = Utc::now();
+        let mut m: Manifest = serde_json::from_str(&old("2026-04-01T10:11:12+00:00")).unwrap();
+        m.started_utc = now;
+        let v: serde_json::Value = serde_json::to_value(&m).unwrap();
+        assert_eq!(v["started_utc"], now.to_rfc3339());
+        assert_eq!(v["as_of"], "2026-04-01");
+        let bad = old("2026-04-01").replace("\"as_of\":\"2026-04-01\"", "\"as_of\":\"01/04/2026\"");
+        assert!(serde_json::from_str::<Manifest>(&bad).is_err());
+    }
 }

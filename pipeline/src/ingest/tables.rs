@@ -1,0 +1,66 @@
+//! The names of the tables in a run's session, in one place. SQL files refer to them
+//! by name (`FROM features`, `JOIN scores`), so the Rust that registers or reads them
+//! uses these constants rather than string literals. The contract's input tables are
+//! named by their [`Table`](super::contract::Table)s (`PATIENTS.name`, ...); after
+//! ingest, each is registered under three names: `input_<table>` (opted-out people
+//! removed), `checked_<table>` (every row, with its validation `reason`) and
+//! `<table>` (the valid rows).
+
+/// The contract table `table` as read, opted-out people removed.
+pub fn input(table: &str) -> String {
+    format!("input_{table}")
+}
+
+/// The contract table `table` with every row's validation `reason` (NULL: valid).
+pub fn checked(table: &str) -> String {
+    format!("checked_{table}")
+}
+
+/// One row per person in the population at `A`, every feature (`features.parquet`).
+pub const FEATURES: &str = "features";
+/// Risk, tier and reasons per person (`scores.parquet`).
+pub const SCORES: &str = "scores";
+
+/// The service evaluation's: every emergency spell with its bed days
+/// (`sql/outcomes/emergency_spells.sql`, a view while the stage runs).
+pub const EMERGENCY_SPELLS: &str = "emergency_spells";
+/// The service evaluation's: the people whose risk is scored at an index date.
+pub const INDEX_EPISODES: &str = "index_episodes";
+/// The service evaluation's: matched episodes, whose windows are counted.
+pub const EPISODES: &str = "episodes";
+
+/// The gate's (`sql/gate/release.sql`): the cohort asked for.
+pub const COHORT: &str = "cohort";
+/// The gate's: the identity vault's rows.
+pub const VAULT: &str = "vault";
+/// The gate's: the practices the requesting team serves.
+pub const TEAM_PRACTICES: &str = "team_practices";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every constant is a table name the built-in SQL really uses.
+    #[test]
+    fn the_sql_uses_these_names() {
+        let input_patients = input(super::super::contract::PATIENTS.name);
+        for (file, name) in [
+            ("validate/patients.sql", input_patients.as_str()),
+            ("cohorts/complex_needs.sql", FEATURES),
+            ("cohorts/complex_needs.sql", SCORES),
+            ("outcomes/histories.sql", EMERGENCY_SPELLS),
+            ("outcomes/shifted_patients.sql", INDEX_EPISODES),
+            ("outcomes/windows.sql", EPISODES),
+            ("gate/release.sql", COHORT),
+            ("gate/release.sql", VAULT),
+            ("gate/release.sql", TEAM_PRACTICES),
+        ] {
+            let text = crate::sql::builtin(file).unwrap();
+            assert!(
+                text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .any(|w| w == name),
+                "{file} does not use {name}"
+            );
+        }
+    }
+}
