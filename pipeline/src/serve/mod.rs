@@ -156,6 +156,8 @@ impl Commissioner {
             .ok_or_else(|| Error::failed("no default catalog"))?;
         for r in &runs {
             catalog.register_schema(&schema_name(&r.job), r.schema.clone())?;
+            // Views read the run's files when a query runs, in this session.
+            r.run.attach(&ctx);
         }
         Ok(Self {
             ctx,
