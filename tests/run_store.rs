@@ -135,26 +135,22 @@ fn gate_flow(dir: &Path) -> PathBuf {
         .arg(dir)
         .output()
         .unwrap());
-    ok(riskstrat()
-        .arg("pseudonymise")
-        .arg("--key")
-        .arg(dir.join("keys/pseudonym.key"))
-        .arg("--in")
-        .arg(dir.join("identifiable"))
-        .arg("--out")
-        .arg(dir.join("pseudonymised"))
-        .arg("--vault")
-        .arg(dir.join("gate/vault.parquet"))
-        .arg("--vault-key")
-        .arg(dir.join("keys/vault.key"))
-        .output()
-        .unwrap());
-    let job = std::fs::read_to_string(dir.join("job.toml")).unwrap();
-    std::fs::write(
-        dir.join("job.toml"),
-        job + "\n[outcomes]\nevaluate = false\n",
-    )
-    .unwrap();
+    let mut pseudonymise = riskstrat();
+    pseudonymise.arg("pseudonymise");
+    for (flag, path) in [
+        ("--key", "keys/pseudonym.key"),
+        ("--in", "identifiable"),
+        ("--out", "pseudonymised"),
+        ("--vault", "gate/vault.parquet"),
+        ("--vault-key", "keys/vault.key"),
+    ] {
+        pseudonymise.arg(flag).arg(dir.join(path));
+    }
+    ok(pseudonymise.output().unwrap());
+    // The service evaluation only costs time here.
+    let job = dir.join("job.toml");
+    let text = std::fs::read_to_string(&job).unwrap() + "\n[outcomes]\nevaluate = false\n";
+    std::fs::write(&job, text).unwrap();
     let o = run_job(&dir.join("job.toml"));
     let run = PathBuf::from(String::from_utf8_lossy(&o.stdout).lines().last().unwrap());
     ok(o);

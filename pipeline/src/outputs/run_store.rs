@@ -567,6 +567,14 @@ mod tests {
         (store, mem)
     }
 
+    /// A run of `job` started at the tests' moment.
+    async fn start(store: &RunStore) -> RunWriter {
+        store
+            .create("job", at("2026-01-01T00:00:00Z"))
+            .await
+            .unwrap()
+    }
+
     async fn commit(w: RunWriter) -> PathBuf {
         std::fs::write(w.path("scores.parquet"), b"x").unwrap();
         let id = w.run_id().to_string();
@@ -627,10 +635,7 @@ mod tests {
     #[tokio::test]
     async fn incomplete_prefixes_are_ignored_then_removed() {
         let (store, mem) = memory("incomplete");
-        let w = store
-            .create("job", at("2026-01-01T00:00:00Z"))
-            .await
-            .unwrap();
+        let w = start(&store).await;
         let dead = format!("out/job/{}/features.parquet", w.run_id());
         // A writer that died mid-upload: one file, no manifest.
         mem.put(&ObjPath::from(dead.as_str()), PutPayload::from_static(b"x"))
@@ -640,21 +645,12 @@ mod tests {
         assert!(store.list("job").await.unwrap().is_empty());
         assert!(store.open("job", "20260101T000000Z-000001").await.is_err());
         // Not yet abandoned: left alone.
-        let next = store
-            .create("job", at("2026-01-01T00:00:00Z"))
-            .await
-            .unwrap();
+        let next = start(&store).await;
         assert!(mem.head(&ObjPath::from(dead.as_str())).await.is_ok());
         assert_eq!(next.run_id().seq, 2);
         drop(next);
         let store = store.with_abandoned_after(Duration::ZERO);
-        let third = commit(
-            store
-                .create("job", at("2026-01-01T00:00:00Z"))
-                .await
-                .unwrap(),
-        )
-        .await;
+        let third = commit(start(&store).await).await;
         assert!(mem.head(&ObjPath::from(dead.as_str())).await.is_err());
         assert!(
             third.to_string_lossy().ends_with("-000003"),
@@ -671,10 +667,7 @@ mod tests {
     #[tokio::test]
     async fn the_manifest_is_uploaded_last() {
         let (store, mem) = memory("last");
-        let w = store
-            .create("job", at("2026-01-01T00:00:00Z"))
-            .await
-            .unwrap();
+        let w = start(&store).await;
         std::fs::create_dir_all(w.path("quarantine")).unwrap();
         std::fs::write(w.path("quarantine/patients.parquet"), b"q").unwrap();
         let run = commit(w).await;
