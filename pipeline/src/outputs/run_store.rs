@@ -244,10 +244,7 @@ impl RunStore {
             let at = claims.clone().join(format!("{seq:06}"));
             let body = PutPayload::from(id.to_string().into_bytes());
             match self.store.put_opts(&at, body, PutMode::Create.into()).await {
-                Ok(_) => {
-                    crate::faults::point("run.claimed");
-                    return Ok(id);
-                }
+                Ok(_) => return Ok(id),
                 Err(object_store::Error::AlreadyExists { .. }) => seq += 1,
                 Err(e) => return Err(store_error(&format!("claiming {at}"), e)),
             }
