@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use object_store::ObjectStoreExt;
 use object_store::memory::InMemory;
 use riskstrat::governance::disclosure_control::Policy;
 use riskstrat::governance::gate::{Request, reidentify, reidentify_from};
@@ -174,7 +175,8 @@ fn gate_flow(dir: &Path) -> PathBuf {
 fn a_run_in_an_in_memory_store_reads_as_a_local_one() {
     let dir = scratch("store_in_memory");
     let local_run = gate_flow(&dir);
-    let memory = RunStore::new(Arc::new(InMemory::new()), "memory://runs", "riskstrat")
+    let objects = Arc::new(InMemory::new());
+    let memory = RunStore::new(objects.clone(), "memory://runs", "riskstrat")
         .unwrap()
         .with_staging(&dir.join("staging"));
     let secret = cell_key().1;
@@ -211,6 +213,27 @@ fn a_run_in_an_in_memory_store_reads_as_a_local_one() {
             std::fs::read(&from_disk.csv).unwrap(),
             std::fs::read(&from_memory.csv).unwrap()
         );
+
+        // A file of the stored run damaged (truncated): named, as on disk.
+        let scores = in_memory.read("scores.parquet").await.unwrap();
+        let at = format!(
+            "riskstrat/{}/{}/scores.parquet",
+            in_memory_job(&in_memory).await,
+            in_memory.name()
+        );
+        objects
+            .put(
+                &at.as_str().into(),
+                scores[..scores.len() / 2].to_vec().into(),
+            )
+            .await
+            .unwrap();
+        let e = Commissioner::open_runs(&[in_memory.clone()], Policy::default(), &secret)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.exit_code(), 2, "{}", e.message);
+        assert!(e.message.contains("scores.parquet"), "{}", e.message);
     });
 }
 
