@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::ingest::{self, contract, tables, validate};
 use crate::job::{CohortSpec, Job};
 use crate::outputs::manifest::{InputSummary, Manifest, OptOutCounts, row_counts};
-use crate::outputs::run_folder::RunFolder;
+use crate::outputs::run_store::{RunStore, RunWriter};
 use crate::outputs::{report, write_batch, write_parquet};
 use crate::progress::Progress;
 use crate::session::{SessionOptions, new_context};
@@ -35,7 +35,7 @@ pub struct Loaded {
 pub async fn load(
     job: &Job,
     progress: &mut Progress,
-    folder: Option<&RunFolder>,
+    folder: Option<&RunWriter>,
 ) -> Result<Loaded> {
     let ctx = new_context(&SessionOptions::from_job(&job.resources)?)?;
     let sql = SqlSource {
@@ -91,7 +91,9 @@ async fn run_stages(job: &Job) -> Result<RunOutcome> {
         feedback_months: job.feedback_months,
     };
 
-    let folder = RunFolder::create(&job.output, &job.name, started)?;
+    let folder = RunStore::local(&job.output)
+        .create(&job.name, started)
+        .await?;
     let Loaded {
         ctx,
         inputs,
@@ -331,7 +333,7 @@ async fn run_stages(job: &Job) -> Result<RunOutcome> {
         report::render(&manifest, &services_report).as_bytes(),
     )?;
     folder.write("manifest.json", &serde_json::to_vec_pretty(&manifest)?)?;
-    let dir = folder.commit()?;
+    let dir = folder.commit().await?;
     Ok(RunOutcome {
         dir,
         manifest,

@@ -22,7 +22,7 @@ use crate::governance::pseudonym::Key;
 use crate::governance::teams::{DIRECT_CARE, Registry, approvals};
 use crate::governance::{refuse_inside, vault};
 use crate::outputs::manifest::Manifest;
-use crate::outputs::run_folder::{read_manifest, register_file};
+use crate::outputs::run_store::RunHandle;
 use crate::session::{SessionOptions, new_context};
 use crate::sql::Params;
 use chrono::NaiveDate;
@@ -77,11 +77,14 @@ fn refuse(req: &Request, run: Option<&str>, why: &str, message: String) -> Error
     }
 }
 
-/// The run, and the path of its cohort file.
-fn open_run(run: &Path, cohort: &str) -> std::result::Result<(Manifest, PathBuf), String> {
-    let manifest = read_manifest(run).map_err(|e| e.message)?;
-    let file = run.join(format!("cohort_{cohort}.parquet"));
-    if !manifest.cohorts.contains_key(cohort) || !file.exists() {
+/// The run, and the name of its cohort file.
+async fn open_run(
+    run: &RunHandle,
+    cohort: &str,
+) -> std::result::Result<(Manifest, String), String> {
+    let manifest = run.manifest().await.map_err(|e| e.message)?;
+    let file = format!("cohort_{cohort}.parquet");
+    if !manifest.cohorts.contains_key(cohort) || !run.exists(&file).await {
         let names: Vec<&str> = manifest.cohorts.keys().map(String::as_str).collect();
         return Err(format!(
             "--cohort {cohort}: run {} made no such cohort (it made: {})",
@@ -92,7 +95,14 @@ fn open_run(run: &Path, cohort: &str) -> std::result::Result<(Manifest, PathBuf)
     Ok((manifest, file))
 }
 
+/// Release a list from the run folder `req.run` on the local filesystem.
 pub async fn reidentify(req: &Request<'_>) -> Result<Release> {
+    reidentify_from(req, &RunHandle::local(req.run)).await
+}
+
+/// Release a list from `run`, a run of any run store (`req.run` names it for the
+/// `--out` check).
+pub async fn reidentify_from(req: &Request<'_>, run: &RunHandle) -> Result<Release> {
     let csv = req.out.with_extension("csv");
     let parquet = req.out.with_extension("parquet");
     for p in [&csv, &parquet] {
@@ -183,16 +193,16 @@ pub async fn reidentify(req: &Request<'_>) -> Result<Release> {
         };
 
     // 5: the run and its cohort.
-    let (manifest, cohort_file) = match open_run(req.run, req.cohort) {
+    let (manifest, cohort_file) = match open_run(run, req.cohort).await {
         Ok(x) => x,
         Err(message) => return Err(refuse(req, None, "no such run or cohort", message)),
     };
 
     let ctx = new_context(&SessionOptions::default())?;
     let as_of = manifest.as_of;
-    register_file(&ctx, "cohort", &cohort_file).await?;
-    register_file(&ctx, "features", &req.run.join("features.parquet")).await?;
-    register_file(&ctx, "scores", &req.run.join("scores.parquet")).await?;
+    run.register(&ctx, "cohort", &cohort_file).await?;
+    run.register(&ctx, "features", "features.parquet").await?;
+    run.register(&ctx, "scores", "scores.parquet").await?;
     ctx.register_table(
         "vault",
         Arc::new(MemTable::try_new(vault::schema(), vec![vault_rows])?),

@@ -4,6 +4,7 @@
 pub mod manifest;
 pub mod report;
 pub mod run_folder;
+pub mod run_store;
 
 use crate::durable::io_at;
 use crate::error::{Error, Result};

@@ -1,4 +1,5 @@
-//! Run folders: the only writer of `<output>/<job>/` and the reader of a run's files.
+//! Run folders on the local filesystem: the durable writer behind the run store
+//! (`run_store.rs`, through which every run is written and read).
 //!
 //! - A run first claims its run id, `<UTC start>-<seq>`, where `seq` is the next
 //!   number of the job's sequence: it is taken by creating the staging folder
@@ -13,14 +14,13 @@
 //!   nobody holds (killed runs, in any PID namespace or host sharing the volume).
 //! - The manifest is written last; everything is synced, then the folder is renamed
 //!   into place. Readers take only folders with a manifest for runs. On an object
-//!   store (no rename) the same holds with the claim as a create-if-absent put and
-//!   the manifest as the completeness marker.
+//!   store (no rename) the run store claims with a create-if-absent put and uploads
+//!   the manifest last as the completeness marker.
 
 use crate::bad_input;
 use crate::durable::{self, Owned, io_at};
 use crate::error::{Error, Result};
-use crate::outputs::manifest::Manifest;
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use crate::outputs::run_store::RunStore;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -209,65 +209,20 @@ fn remove_abandoned(job_dir: &Path) {
     }
 }
 
-/// Completed run folders of a job (with a manifest), oldest first by sequence number
-/// (runs written before sequence numbers first, by name): the last is the newest,
+/// Completed run folders of a job under `output` on disk, oldest first (the run
+/// store's `list`, for synchronous callers such as tests): the last is the newest,
 /// whatever the clock said.
 pub fn list_runs(output: &Path, job: &str) -> Vec<PathBuf> {
-    let mut runs: Vec<(u64, PathBuf)> = std::fs::read_dir(output.join(job))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            !e.file_name().to_string_lossy().starts_with('.')
-                && e.path().join("manifest.json").is_file()
-        })
-        .map(|e| {
-            let seq = e
-                .file_name()
-                .to_str()
-                .and_then(RunId::parse)
-                .map_or(0, |r| r.seq);
-            (seq, e.path())
-        })
-        .collect();
-    runs.sort();
-    runs.into_iter().map(|(_, p)| p).collect()
+    let runs = futures::executor::block_on(RunStore::local(output).list(job));
+    runs.unwrap_or_default()
+        .iter()
+        .map(|r| r.location())
+        .collect()
 }
 
 /// The newest complete run of a job.
 pub fn newest_run(output: &Path, job: &str) -> Option<PathBuf> {
     list_runs(output, job).pop()
-}
-
-/// The manifest of a complete run folder: readers of runs (the gate, commissioner
-/// views) start here.
-pub fn read_manifest(dir: &Path) -> Result<Manifest> {
-    let text = std::fs::read_to_string(dir.join("manifest.json")).map_err(|_| {
-        bad_input!(
-            "--run {}: not a complete run folder (no manifest.json)",
-            dir.display()
-        )
-    })?;
-    serde_json::from_str(&text)
-        .map_err(|e| bad_input!("--run {}: manifest.json is unreadable ({e})", dir.display()))
-}
-
-/// Register one Parquet file of a run folder as a table.
-pub async fn register_file(ctx: &SessionContext, name: &str, path: &Path) -> Result<()> {
-    if !path.exists() {
-        return Err(bad_input!(
-            "run folder: {} is missing; is this a complete run?",
-            path.display()
-        ));
-    }
-    ctx.register_parquet(
-        name,
-        path.to_string_lossy().as_ref(),
-        ParquetReadOptions::default(),
-    )
-    .await
-    .map_err(|e| damaged(path, e))?;
-    Ok(())
 }
 
 /// A run folder file that cannot be read as the run wrote it.
@@ -278,35 +233,6 @@ pub fn damaged(path: &Path, e: datafusion::error::DataFusionError) -> Error {
         e.strip_backtrace()
     )
     .with_source(e)
-}
-
-/// After a query of run folders failed on a Parquet decoding error, name the damaged
-/// file (decoding each Parquet file of the runs in turn); any other error as it is.
-pub async fn name_damaged_file(
-    dirs: &[&Path],
-    e: datafusion::error::DataFusionError,
-) -> std::result::Result<Error, datafusion::error::DataFusionError> {
-    if !crate::damage::caused_by_decoding(&e) {
-        return Err(e);
-    }
-    let Ok(ctx) = crate::session::new_context(&Default::default()) else {
-        return Err(e);
-    };
-    for dir in dirs {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|f| f.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-            .collect();
-        files.sort();
-        let urls = files.iter().map(|f| f.to_string_lossy().into_owned());
-        if let Some((file, err)) = crate::damage::first_damaged(&ctx, urls, None).await {
-            return Ok(damaged(Path::new(&file), err));
-        }
-    }
-    Err(e)
 }
 
 #[cfg(test)]

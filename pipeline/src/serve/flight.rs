@@ -21,7 +21,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::governance::audit::{self, Action, Record};
 use crate::governance::disclosure_control::{Guarded, Policy};
 use crate::governance::pseudonym::Key;
-use crate::outputs::run_folder::list_runs;
+use crate::outputs::run_store::RunStore;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
@@ -225,22 +225,17 @@ fn parse_seconds(s: &str, flag: &str) -> Result<Duration> {
 
 /// The newest complete run of each job under `dir` (`<job>/<run_id>/`), by job name.
 pub async fn newest_runs(dir: &Path, secret: &Key) -> Result<Vec<RunViews>> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
+    let store = RunStore::local(dir);
+    let jobs = store.jobs().await.map_err(|e| {
         bad_input!(
-            "--runs {}: cannot read it ({e}); give a job's output folder ([job] output)",
-            dir.display()
+            "--runs {}: cannot read it ({}); give a job's output folder ([job] output)",
+            dir.display(),
+            e.message
         )
     })?;
-    let mut jobs: Vec<String> = entries
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    jobs.sort();
     let mut runs: Vec<RunViews> = Vec::new();
     for job in jobs {
-        let Some(newest) = list_runs(dir, &job).pop() else {
+        let Some(newest) = store.latest(&job).await? else {
             continue;
         };
         let run = open_run(&newest, secret, &Policy::default()).await?;

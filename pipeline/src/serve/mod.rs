@@ -15,7 +15,7 @@ use crate::bad_input;
 use crate::error::{Error, Result};
 use crate::governance::disclosure_control::{self, Guarded, Policy};
 use crate::governance::pseudonym::Key;
-use crate::outputs::run_folder::{read_manifest, register_file};
+use crate::outputs::run_store::RunHandle;
 use crate::session::{SessionOptions, new_context};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -32,7 +32,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, ident, lit};
+use datafusion::prelude::{SessionConfig, SessionContext, ident, lit};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -74,7 +74,9 @@ impl CellKeyArg {
 pub struct RunViews {
     pub job: String,
     pub run_id: String,
+    /// Where the run is: its folder, or its URL in the run store.
     pub dir: PathBuf,
+    pub run: RunHandle,
     pub catalog: Catalog,
     schema: Arc<MemorySchemaProvider>,
 }
@@ -115,9 +117,15 @@ impl Commissioner {
     /// A session over these run folders; the first is the default schema. `secret`
     /// is the deployment's cell key secret (`--cell-key`).
     pub async fn open(runs: &[PathBuf], policy: Policy, secret: &Key) -> Result<Self> {
+        let runs: Vec<RunHandle> = runs.iter().map(|d| RunHandle::local(d)).collect();
+        Self::open_runs(&runs, policy, secret).await
+    }
+
+    /// A session over runs of any run store; the first is the default schema.
+    pub async fn open_runs(runs: &[RunHandle], policy: Policy, secret: &Key) -> Result<Self> {
         let mut opened = Vec::new();
-        for dir in runs {
-            opened.push(open_run(dir, secret, &policy).await?);
+        for run in runs {
+            opened.push(open_run(run, secret, &policy).await?);
         }
         Self::from_runs(opened, policy)
     }
@@ -148,6 +156,8 @@ impl Commissioner {
             .ok_or_else(|| Error::failed("no default catalog"))?;
         for r in &runs {
             catalog.register_schema(&schema_name(&r.job), r.schema.clone())?;
+            // Views read the run's files when a query runs, in this session.
+            r.run.attach(&ctx);
         }
         Ok(Self {
             ctx,
@@ -181,8 +191,8 @@ impl Commissioner {
     /// What a caller is told of a failure while running: a damaged run-folder file
     /// is named (a file name is no data); anything else says only a reference.
     async fn failed(&self, e: DataFusionError) -> Error {
-        let dirs: Vec<&Path> = self.runs.iter().map(|r| r.dir.as_path()).collect();
-        match crate::outputs::run_folder::name_damaged_file(&dirs, e).await {
+        let runs: Vec<&RunHandle> = self.runs.iter().map(|r| &r.run).collect();
+        match crate::outputs::run_store::name_damaged_file(&runs, e).await {
             Ok(named) => named,
             Err(e) => query_failed(&e),
         }
@@ -320,15 +330,15 @@ impl Commissioner {
 /// ones only as released values.
 /// A run folder that could not be read while opening it: a damaged file is named, as
 /// the run folder's error; anything else as it is.
-async fn opening_failed(dir: &Path, e: DataFusionError) -> Error {
-    match crate::outputs::run_folder::name_damaged_file(&[dir], e).await {
+async fn opening_failed(run: &RunHandle, e: DataFusionError) -> Error {
+    match crate::outputs::run_store::name_damaged_file(&[run], e).await {
         Ok(named) => named,
         Err(e) => e.into(),
     }
 }
 
-pub async fn open_run(dir: &Path, secret: &Key, policy: &Policy) -> Result<RunViews> {
-    let manifest = read_manifest(dir)?;
+pub async fn open_run(run: &RunHandle, secret: &Key, policy: &Policy) -> Result<RunViews> {
+    let manifest = run.manifest().await?;
     let base = new_context(&SessionOptions::default())?;
     for udf in crate::session::cell_key_udfs(secret) {
         base.register_udf(udf);
@@ -337,19 +347,14 @@ pub async fn open_run(dir: &Path, secret: &Key, policy: &Policy) -> Result<RunVi
         ("features", "features.parquet"),
         ("scores", "scores.parquet"),
     ] {
-        register_file(&base, name, &dir.join(file)).await?;
+        run.register(&base, name, file).await?;
     }
     // Cohort membership, long: (pseudo_id, cohort), from each cohort file.
     let mut membership: Option<DataFrame> = None;
     for cohort in manifest.cohorts.keys() {
-        let path = dir.join(format!("cohort_{cohort}.parquet"));
-        let df = base
-            .read_parquet(
-                path.to_string_lossy().as_ref(),
-                ParquetReadOptions::default(),
-            )
-            .await
-            .map_err(|e| crate::outputs::run_folder::damaged(&path, e))?
+        let df = run
+            .read_parquet(&base, &format!("cohort_{cohort}.parquet"))
+            .await?
             .select(vec![
                 ident("pseudo_id"),
                 lit(cohort.as_str()).alias("cohort"),
@@ -369,9 +374,8 @@ pub async fn open_run(dir: &Path, secret: &Key, policy: &Policy) -> Result<RunVi
         ("service_people", "service_people.parquet"),
         ("feedback_people", "feedback_people.parquet"),
     ] {
-        let path = dir.join(file);
-        if path.exists() {
-            register_file(&base, name, &path).await?;
+        if run.exists(file).await {
+            run.register(&base, name, file).await?;
         }
     }
     register_view(&base, "person", "views/person.sql").await?;
@@ -379,7 +383,7 @@ pub async fn open_run(dir: &Path, secret: &Key, policy: &Policy) -> Result<RunVi
     // per person.
     let person = match base.table("person").await?.cache().await {
         Ok(p) => p,
-        Err(e) => return Err(opening_failed(dir, e).await),
+        Err(e) => return Err(opening_failed(run, e).await),
     };
     base.deregister_table("person")?;
     base.register_table("person", person.into_view())?;
@@ -387,7 +391,7 @@ pub async fn open_run(dir: &Path, secret: &Key, policy: &Policy) -> Result<RunVi
     let schema = Arc::new(MemorySchemaProvider::new());
     let mut catalog = Catalog::default();
     for v in VIEWS {
-        if v.needs.iter().any(|f| !dir.join(f).exists()) {
+        if !has_all(run, v.needs).await {
             continue;
         }
         let table = register_view(&base, v.name, v.file).await?;
@@ -397,7 +401,7 @@ pub async fn open_run(dir: &Path, secret: &Key, policy: &Policy) -> Result<RunVi
             // Computed and protected once: a query reads only released rows.
             let rows = match base.table(v.name).await?.collect().await {
                 Ok(rows) => rows,
-                Err(e) => return Err(opening_failed(dir, e).await),
+                Err(e) => return Err(opening_failed(run, e).await),
             };
             let raw = datafusion::arrow::compute::concat_batches(&table.schema(), &rows)?;
             let released = disclosure_control::protect_view(
@@ -414,10 +418,21 @@ pub async fn open_run(dir: &Path, secret: &Key, policy: &Policy) -> Result<RunVi
     Ok(RunViews {
         job: manifest.job.clone(),
         run_id: manifest.run_id.clone(),
-        dir: dir.to_path_buf(),
+        dir: run.location(),
+        run: run.clone(),
         catalog,
         schema,
     })
+}
+
+/// Whether the run has every one of `files`.
+async fn has_all(run: &RunHandle, files: &[&str]) -> bool {
+    for f in files {
+        if !run.exists(f).await {
+            return false;
+        }
+    }
+    true
 }
 
 /// Plan a built-in view's SQL in the private session and register it there, so later
