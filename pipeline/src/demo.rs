@@ -80,18 +80,13 @@ pub async fn demo(out: &Path, patients: u64) -> Result<()> {
         m.optouts.patients_excluded, m.optouts.rows_excluded
     );
     println!("  rows quarantined: {quarantined} (see quarantine/ and manifest.json)");
+    let validation = first.metrics.validation();
     match m.validation_auc {
         Some(auc) => println!(
             "  risk model: validation AUC {auc:.3} (95% CI {:.3}-{:.3}), calibration slope {:.2}",
-            first.metrics["validation"]["auc_ci"][0]
-                .as_f64()
-                .unwrap_or(f64::NAN),
-            first.metrics["validation"]["auc_ci"][1]
-                .as_f64()
-                .unwrap_or(f64::NAN),
-            first.metrics["validation"]["calibration_slope"]
-                .as_f64()
-                .unwrap_or(f64::NAN),
+            validation.map_or(f64::NAN, |v| v.auc_ci[0]),
+            validation.map_or(f64::NAN, |v| v.auc_ci[1]),
+            validation.map_or(f64::NAN, |v| v.calibration_slope),
         ),
         None => println!("  risk model: scored with a saved model"),
     }

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 pub struct RunOutcome {
     pub dir: PathBuf,
     pub manifest: Manifest,
-    pub metrics: serde_json::Value,
+    pub metrics: crate::model::metrics::Metrics,
 }
 
 /// Checked, opted-out, validated inputs in a session: shared by `run` and `validate`.
@@ -135,15 +135,13 @@ async fn run_stages(job: &Job) -> Result<RunOutcome> {
             match &job.model.load {
                 Some(path) => {
                     let m = crate::model::load_model(path)?;
-                    let note = serde_json::json!({
-                        "score_only": true,
-                        "model": path.display().to_string(),
-                        "note": "scored with a saved model; its validation metrics are in the run that fitted it",
-                    });
+                    let note = crate::model::metrics::Metrics::score_only(path);
                     Ok::<_, crate::error::Error>((m, note))
                 }
                 None => {
-                    let t = crate::model::train(&ctx, &sql, job.as_of, &job.extra_features, &job.model).await?;
+                    let t =
+                        crate::model::train(&ctx, &sql, job.as_of, &job.extra_features, &job.model)
+                            .await?;
                     Ok((t.model, t.metrics))
                 }
             }
@@ -192,7 +190,7 @@ async fn run_stages(job: &Job) -> Result<RunOutcome> {
         outputs.push("service_people.parquet".to_string());
     }
     folder.write("model.json", &serde_json::to_vec_pretty(&model)?)?;
-    folder.write("metrics.json", &serde_json::to_vec_pretty(&metrics)?)?;
+    folder.write("metrics.json", &metrics.to_json()?)?;
     outputs.extend([
         "scores.parquet".to_string(),
         "model.json".into(),
@@ -320,7 +318,7 @@ async fn run_stages(job: &Job) -> Result<RunOutcome> {
         tiers: tier_sizes,
         feedback,
         feedback_excluded,
-        validation_auc: metrics["validation"]["auc"].as_f64(),
+        validation_auc: metrics.validation_auc(),
         outputs,
         timings_ms: progress.timings_ms.clone(),
     };

@@ -4,22 +4,27 @@
 //! quintile), then risks, tiers and reasons for everyone in the population at `A`.
 //! The statistics are `riskstrat_models`; this module only moves columns.
 
+pub mod metrics;
+mod score;
 pub mod terms;
+
+pub use score::{risk_expr, risk_of, score};
 
 use crate::bad_input;
 use crate::error::{Error, Result};
 use crate::sql::{Params, SqlSource};
 use chrono::{Days, NaiveDate};
 use datafusion::arrow::array::{
-    Array, ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
 };
 use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::common::JoinType;
 use datafusion::prelude::{DataFrame, Expr, SessionContext, cast, coalesce, ident, lit};
+use metrics::{Counts, FitMetrics, Metrics, Validation};
 use riskstrat_models::logistic::{Design, Fit, FitOptions, fit};
-use riskstrat_models::metrics::{Evaluation, evaluate};
-use riskstrat_models::tiers::{Tier, assign};
+use riskstrat_models::metrics::evaluate;
+use riskstrat_models::tiers::Tier;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -117,26 +122,8 @@ impl ModelFile {
     }
 }
 
-/// The model's risk as an expression over a features table, for scoring inside
-/// DataFusion (the outcomes stage scores whole populations at many dates).
-pub fn risk_expr(model: &ModelFile, features: &DataFrame) -> Result<Expr> {
-    let fields: Vec<(String, DataType)> = features
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| (f.name().clone(), f.data_type().clone()))
-        .collect();
-    let beta = model.coefficient_vector()?;
-    let mut lp = lit(beta[0]);
-    for (k, t) in model.features.iter().enumerate() {
-        let e = terms::expr(t, &fields)
-            .ok_or_else(|| bad_input!("model.json: '{t}' is not a term of this feature table"))?;
-        lp = lp + lit(beta[k + 1]) * e;
-    }
-    Ok(lit(1.0) / (lit(1.0) + datafusion::functions::math::expr_fn::exp(lit(0.0) - lp)))
-}
-
-/// Columns collected for the model: ids, design terms, and what subgroups need.
+/// Columns collected for fitting and evaluating the model: ids, design terms, the
+/// outcome, and what subgroups need.
 struct Columns {
     ids: Vec<String>,
     x: Vec<Vec<f64>>,
@@ -146,40 +133,32 @@ struct Columns {
     imd: Vec<Option<i32>>,
 }
 
-async fn collect_columns(
-    df: DataFrame,
-    term_names: &[String],
-    outcome: Option<&str>,
-) -> Result<Columns> {
-    let fields: Vec<(String, DataType)> = df
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| (f.name().clone(), f.data_type().clone()))
-        .collect();
+/// A Float64 column's values; `what` names it in errors (a null is bad input).
+fn floats(batch: &RecordBatch, name: &str, what: &str) -> Result<Vec<f64>> {
+    let a = batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<Float64Array>().cloned())
+        .ok_or_else(|| Error::failed(format!("{what} is not Float64")))?;
+    if a.null_count() > 0 {
+        return Err(bad_input!(
+            "[model] features: '{what}' is null for {} people; give it a default in its SQL",
+            a.null_count()
+        ));
+    }
+    Ok(a.values().to_vec())
+}
+
+async fn collect_columns(df: DataFrame, term_names: &[String], outcome: &str) -> Result<Columns> {
     let mut select: Vec<Expr> = vec![
         ident("pseudo_id"),
         ident("sex"),
         cast(ident("age"), DataType::Int64).alias("age"),
         cast(ident("imd_decile"), DataType::Int32).alias("imd_decile"),
     ];
-    for (k, t) in term_names.iter().enumerate() {
-        let e = terms::expr(t, &fields).ok_or_else(|| {
-            bad_input!(
-                "[model] features: '{t}' is not a numeric feature or a model term (sex_female, imd_decile, or one of: {})",
-                crate::features::registry::FEATURES
-                    .iter()
-                    .filter(|f| f.kind != crate::features::registry::Kind::Attribute)
-                    .map(|f| f.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })?;
+    for (k, e) in score::term_exprs(&df, term_names)?.into_iter().enumerate() {
         select.push(e.alias(format!("__t{k}")));
     }
-    if let Some(o) = outcome {
-        select.push(cast(ident(o), DataType::Float64).alias("__y"));
-    }
+    select.push(cast(ident(outcome), DataType::Float64).alias("__y"));
     let batches = df.select(select)?.collect().await?;
     let schema = batches
         .first()
@@ -190,18 +169,15 @@ async fn collect_columns(
     } else {
         concat_batches(&schema, &batches)?
     };
-    let n = batch.num_rows();
-    let mut cols = Columns {
-        ids: Vec::with_capacity(n),
-        x: Vec::new(),
-        y: Vec::new(),
-        sex: Vec::new(),
-        age: Vec::new(),
-        imd: Vec::new(),
-    };
-    if n == 0 {
-        cols.x = vec![Vec::new(); term_names.len()];
-        return Ok(cols);
+    if batch.num_rows() == 0 {
+        return Ok(Columns {
+            ids: Vec::new(),
+            x: vec![Vec::new(); term_names.len()],
+            y: Vec::new(),
+            sex: Vec::new(),
+            age: Vec::new(),
+            imd: Vec::new(),
+        });
     }
     let strings = |name: &str| {
         batch
@@ -209,49 +185,29 @@ async fn collect_columns(
             .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
     };
     let ids = strings("pseudo_id").ok_or_else(|| Error::failed("pseudo_id is not Utf8"))?;
-    cols.ids = ids
-        .iter()
-        .map(|v| v.unwrap_or_default().to_string())
-        .collect();
-    cols.sex = strings("sex")
-        .map(|s| s.iter().map(|v| v.map(String::from)).collect())
-        .unwrap_or_default();
-    cols.age = batch
-        .column_by_name("age")
-        .and_then(|c| {
-            c.as_any()
-                .downcast_ref::<Int64Array>()
-                .map(|a| a.iter().map(|v| v.unwrap_or(-1)).collect())
-        })
-        .unwrap_or_default();
-    cols.imd = batch
-        .column_by_name("imd_decile")
-        .and_then(|c| {
-            c.as_any()
-                .downcast_ref::<Int32Array>()
-                .map(|a| a.iter().collect())
-        })
-        .unwrap_or_default();
-    let floats = |name: &str, what: &str| -> Result<Vec<f64>> {
-        let a = batch
-            .column_by_name(name)
-            .and_then(|c| c.as_any().downcast_ref::<Float64Array>().cloned())
-            .ok_or_else(|| Error::failed(format!("{what} is not Float64")))?;
-        if a.null_count() > 0 {
-            return Err(bad_input!(
-                "[model] features: '{what}' is null for {} people; give it a default in its SQL",
-                a.null_count()
-            ));
-        }
-        Ok(a.values().to_vec())
-    };
-    for (k, t) in term_names.iter().enumerate() {
-        cols.x.push(floats(&format!("__t{k}"), t)?);
-    }
-    if outcome.is_some() {
-        cols.y = floats("__y", "outcome")?;
-    }
-    Ok(cols)
+    Ok(Columns {
+        ids: ids
+            .iter()
+            .map(|v| v.unwrap_or_default().to_string())
+            .collect(),
+        x: (0..term_names.len())
+            .map(|k| floats(&batch, &format!("__t{k}"), &term_names[k]))
+            .collect::<Result<_>>()?,
+        y: floats(&batch, "__y", "outcome")?,
+        sex: strings("sex")
+            .map(|s| s.iter().map(|v| v.map(String::from)).collect())
+            .unwrap_or_default(),
+        age: batch
+            .column_by_name("age")
+            .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+            .map(|a| a.iter().map(|v| v.unwrap_or(-1)).collect())
+            .unwrap_or_default(),
+        imd: batch
+            .column_by_name("imd_decile")
+            .and_then(|c| c.as_any().downcast_ref::<Int32Array>())
+            .map(|a| a.iter().collect())
+            .unwrap_or_default(),
+    })
 }
 
 /// The contract's split: validation when the first 8 hex digits of pseudo_id, as an
@@ -265,7 +221,7 @@ pub fn is_validation(pseudo_id: &str) -> bool {
 
 pub struct Trained {
     pub model: ModelFile,
-    pub metrics: serde_json::Value,
+    pub metrics: Metrics,
 }
 
 /// What `outcome.sql` returns: the people with the outcome, and its value.
@@ -297,7 +253,7 @@ pub async fn train(
         "__outcome",
         coalesce(vec![ident("emergency_admission_next_12m"), lit(0i64)]),
     )?;
-    let cols = collect_columns(df, &config.terms, Some("__outcome")).await?;
+    let cols = collect_columns(df, &config.terms, "__outcome").await?;
 
     let (train_rows, valid_rows): (Vec<usize>, Vec<usize>) =
         (0..cols.ids.len()).partition(|&i| !is_validation(&cols.ids[i]));
@@ -325,50 +281,63 @@ pub async fn train(
         );
     }
 
-    let risk_of = |rows: &[usize]| -> Vec<f64> {
-        rows.iter()
-            .map(|&i| fitted.predict(&cols.x.iter().map(|c| c[i]).collect::<Vec<_>>()))
-            .collect()
-    };
-    let eval = |rows: &[usize]| -> serde_json::Value {
+    let validation = |rows: &[usize]| {
         let y = pick(&cols.y, rows);
-        let p = risk_of(rows);
+        let p: Vec<f64> = rows
+            .iter()
+            .map(|&i| fitted.predict(&cols.x.iter().map(|c| c[i]).collect::<Vec<_>>()))
+            .collect();
         match evaluate(&y, &p) {
-            Ok(e) => serde_json::to_value::<Evaluation>(e).unwrap_or_default(),
-            Err(e) => {
-                serde_json::json!({"n": rows.len(), "events": y.iter().sum::<f64>() as usize, "error": e.to_string()})
-            }
+            Ok(e) => Validation::Evaluated(e),
+            Err(e) => Validation::Failed {
+                n: rows.len(),
+                events: y.iter().sum::<f64>() as usize,
+                error: e.to_string(),
+            },
         }
     };
-    let validation = eval(&valid_rows);
-    let mut subgroups = serde_json::Map::new();
-    for (kind, key) in [("sex", 0usize), ("age_band", 1), ("imd_quintile", 2)] {
-        let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for &i in &valid_rows {
-            let g = match key {
-                0 => cols.sex[i].clone().unwrap_or_else(|| "unknown".into()),
-                1 => age_band(cols.age[i]).to_string(),
-                _ => cols.imd[i].map_or("unknown".to_string(), |d| ((d + 1) / 2).to_string()),
-            };
-            groups.entry(g).or_default().push(i);
-        }
-        let obj: serde_json::Map<String, serde_json::Value> = groups
-            .iter()
-            .map(|(g, rows)| (g.clone(), eval(rows)))
-            .collect();
-        subgroups.insert(kind.to_string(), serde_json::Value::Object(obj));
-    }
-    let metrics = serde_json::json!({
-        "t0": t0.to_string(),
-        "outcome": "emergency_admission_next_12m over [T0, A)",
-        "training": {"n": train_rows.len(), "events": y_train.iter().sum::<f64>() as usize},
-        "validation": validation,
-        "subgroups": subgroups,
-    });
+    let metrics = FitMetrics {
+        t0: t0.to_string(),
+        outcome: "emergency_admission_next_12m over [T0, A)".into(),
+        training: Counts {
+            n: train_rows.len(),
+            events: y_train.iter().sum::<f64>() as usize,
+        },
+        validation: validation(&valid_rows),
+        subgroups: subgroups(&cols, &valid_rows)
+            .into_iter()
+            .map(|(kind, groups)| {
+                let by_group = groups.iter().map(|(g, rows)| (g.clone(), validation(rows)));
+                (kind.to_string(), by_group.collect())
+            })
+            .collect(),
+    };
     Ok(Trained {
         model: ModelFile::from_fit(&fitted, t0, as_of, config.l2, &config.tiers),
-        metrics,
+        metrics: Metrics::Fitted(Box::new(metrics)),
     })
+}
+
+/// The validation rows of each subgroup: by sex, age band and IMD quintile.
+fn subgroups(
+    cols: &Columns,
+    valid_rows: &[usize],
+) -> Vec<(&'static str, BTreeMap<String, Vec<usize>>)> {
+    let group_of = |key: usize, i: usize| match key {
+        0 => cols.sex[i].clone().unwrap_or_else(|| "unknown".into()),
+        1 => age_band(cols.age[i]).to_string(),
+        _ => cols.imd[i].map_or("unknown".to_string(), |d| ((d + 1) / 2).to_string()),
+    };
+    [("sex", 0usize), ("age_band", 1), ("imd_quintile", 2)]
+        .into_iter()
+        .map(|(kind, key)| {
+            let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+            for &i in valid_rows {
+                groups.entry(group_of(key, i)).or_default().push(i);
+            }
+            (kind, groups)
+        })
+        .collect()
 }
 
 pub fn age_band(age: i64) -> &'static str {
@@ -377,81 +346,6 @@ pub fn age_band(age: i64) -> &'static str {
     const LABELS: [&str; AGE_BAND_STARTS.len()] =
         ["0-17", "18-44", "45-64", "65-74", "75-84", "85+"];
     LABELS[age_band(age.clamp(0, i64::from(i32::MAX)) as i32) as usize]
-}
-
-/// Risk, tier and the three largest contributions `coefficient x (value - mean)` for
-/// everyone in `features` (the population at A).
-pub async fn score(
-    features: DataFrame,
-    model: &ModelFile,
-    tiers: &[Tier],
-) -> Result<(RecordBatch, BTreeMap<String, u64>)> {
-    let beta = model.coefficient_vector()?;
-    let cols = collect_columns(features, &model.features, None).await?;
-    let n = cols.ids.len();
-    let p = model.features.len();
-    let means: Vec<f64> = cols
-        .x
-        .iter()
-        .map(|c| c.iter().sum::<f64>() / n.max(1) as f64)
-        .collect();
-    let mut risk = Vec::with_capacity(n);
-    let mut reasons: [Vec<Option<String>>; 3] = Default::default();
-    let mut amounts: [Vec<Option<f64>>; 3] = Default::default();
-    let mut contrib = vec![(0usize, 0.0f64); p];
-    for i in 0..n {
-        let mut lp = beta[0];
-        for k in 0..p {
-            let v = cols.x[k][i];
-            lp += beta[k + 1] * v;
-            contrib[k] = (k, beta[k + 1] * (v - means[k]));
-        }
-        risk.push(riskstrat_models::logistic::sigmoid(lp));
-        contrib.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        for r in 0..3 {
-            // Only features that raise this person's risk are reasons.
-            let c = contrib.get(r).filter(|c| c.1 > 0.0);
-            reasons[r].push(c.map(|c| model.features[c.0].clone()));
-            amounts[r].push(c.map(|c| c.1));
-        }
-    }
-    let ids: Vec<&str> = cols.ids.iter().map(String::as_str).collect();
-    let tier_of = assign(&risk, &ids, tiers);
-    let mut sizes: BTreeMap<String, u64> = tiers.iter().map(|t| (t.name.clone(), 0)).collect();
-    let tiers: Vec<&str> = tier_of.iter().map(|&t| tiers[t].name.as_str()).collect();
-    for t in &tiers {
-        *sizes.get_mut(*t).expect("tier") += 1;
-    }
-    let mut fields = vec![
-        Field::new("pseudo_id", DataType::Utf8, false),
-        Field::new("risk", DataType::Float64, false),
-        Field::new("tier", DataType::Utf8, false),
-    ];
-    let mut arrays: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(ids)),
-        Arc::new(Float64Array::from(risk)),
-        Arc::new(StringArray::from(tiers)),
-    ];
-    for r in 0..3 {
-        fields.push(Field::new(
-            format!("reason_{}", r + 1),
-            DataType::Utf8,
-            true,
-        ));
-        fields.push(Field::new(
-            format!("reason_{}_contribution", r + 1),
-            DataType::Float64,
-            true,
-        ));
-        arrays.push(Arc::new(StringArray::from(std::mem::take(&mut reasons[r]))));
-        arrays.push(Arc::new(Float64Array::from(std::mem::take(
-            &mut amounts[r],
-        ))));
-    }
-    Ok((
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?,
-        sizes,
-    ))
 }
 
 pub fn load_model(path: &std::path::Path) -> Result<ModelFile> {
