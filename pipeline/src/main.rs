@@ -321,7 +321,8 @@ async fn dispatch(command: Command) -> Result<()> {
             let mut progress = riskstrat::progress::Progress::new();
             let report = async {
                 let loaded = riskstrat::run::load(&job, &mut progress, None).await?;
-                riskstrat::quality::report(&loaded, job.as_of).await
+                riskstrat::quality::report(&loaded.ctx, &loaded.inputs, &loaded.counts, job.as_of)
+                    .await
             }
             .await;
             let report = match report {

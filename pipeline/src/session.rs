@@ -225,7 +225,18 @@ pub fn cell_key_udfs(
     ]
 }
 
-/// `age_band(age)`: the bands of the model's subgroups (`model::age_band`), for views.
+/// The label of an age's band: the bands of the service evaluation's matching
+/// (`riskstrat_models::index_matching::AGE_BAND_STARTS`), used for the model's
+/// subgroups and, through the `age_band` UDF, for the views. One set of bands, labelled
+/// here only.
+pub fn age_band(age: i64) -> &'static str {
+    use riskstrat_models::index_matching::{AGE_BAND_STARTS, age_band};
+    const LABELS: [&str; AGE_BAND_STARTS.len()] =
+        ["0-17", "18-44", "45-64", "65-74", "75-84", "85+"];
+    LABELS[age_band(age.clamp(0, i64::from(i32::MAX)) as i32) as usize]
+}
+
+/// `age_band(age)`: [`age_band`] as a UDF, for views.
 fn age_band_udf() -> datafusion::logical_expr::ScalarUDF {
     create_udf(
         "age_band",
@@ -239,7 +250,7 @@ fn age_band_udf() -> datafusion::logical_expr::ScalarUDF {
                 .as_any()
                 .downcast_ref::<datafusion::arrow::array::Int64Array>()
                 .expect("cast to Int64");
-            let out: StringArray = a.iter().map(|v| v.map(crate::model::age_band)).collect();
+            let out: StringArray = a.iter().map(|v| v.map(age_band)).collect();
             Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
         }),
     )

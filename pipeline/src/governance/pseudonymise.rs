@@ -19,11 +19,11 @@ use crate::durable::{self, io_at};
 use crate::error::{Error, Result};
 use crate::governance::optouts::{self, OptOuts, RawPersonTable};
 use crate::governance::pseudonym::{Key, normalise_nhs_number, pseudo_id};
+use crate::governance::vault::IDENTITY_COLUMNS;
 use crate::governance::{refuse_inside, vault};
-use crate::ingest::contract::{EXTRACT_TABLES, IDENTITY_COLUMNS, OPTOUTS, PATIENTS};
+use crate::ingest::contract::{EXTRACT_TABLES, OPTOUTS, PATIENTS, table_path};
 use crate::ingest::read_extract;
 use crate::session::{SessionOptions, new_context};
-use crate::synth::table_path;
 use datafusion::arrow::array::{Array, ArrayRef, StringArray};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::JoinType;
@@ -351,7 +351,7 @@ pub async fn pseudonymise(req: &Request<'_>) -> Result<Summary> {
         if table.name == PATIENTS.name {
             // Kept for the vault; dropped before anything reaches the analysts.
             columns.push(call(&ctx, "nhs_number", ident("nhs_number"))?.alias("nhs_number"));
-            columns.extend(IDENTITY_COLUMNS.iter().map(|c| ident(c.name)));
+            columns.extend(IDENTITY_COLUMNS.iter().map(|c| ident(c.0)));
         }
         let pseudonymised = df.filter(col("reason").is_null())?.select(columns)?;
         summary.tables.insert(table.name.to_string(), s);
