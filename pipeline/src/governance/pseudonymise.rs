@@ -23,6 +23,7 @@ use crate::governance::vault::IDENTITY_COLUMNS;
 use crate::governance::{refuse_inside, vault};
 use crate::ingest::contract::{EXTRACT_TABLES, OPTOUTS, PATIENTS, table_path};
 use crate::ingest::read_extract;
+use crate::session::functions::udf_over_strings;
 use crate::session::{SessionOptions, new_context};
 use datafusion::arrow::array::{Array, ArrayRef, StringArray};
 use datafusion::arrow::datatypes::DataType;
@@ -30,7 +31,7 @@ use datafusion::common::JoinType;
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::execution::FunctionRegistry;
 use datafusion::functions_aggregate::expr_fn::count;
-use datafusion::logical_expr::{ColumnarValue, Expr, ScalarUDF, Volatility, create_udf};
+use datafusion::logical_expr::{Expr, ScalarUDF};
 use datafusion::prelude::{DataFrame, SessionContext, col, ident, lit};
 use futures::StreamExt;
 use serde::Serialize;
@@ -111,27 +112,16 @@ fn string_udf(
     name: &str,
     f: impl Fn(Option<&str>) -> Option<String> + Send + Sync + 'static,
 ) -> ScalarUDF {
-    create_udf(
-        name,
-        vec![DataType::Utf8],
-        DataType::Utf8,
-        Volatility::Immutable,
-        Arc::new(move |args: &[ColumnarValue]| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let s = arrays[0]
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .expect("declared over Utf8");
-            let mut seen: HashMap<Option<&str>, Option<String>> = HashMap::new();
-            let out: StringArray = (0..s.len())
-                .map(|i| {
-                    let v = s.is_valid(i).then(|| s.value(i));
-                    seen.entry(v).or_insert_with(|| f(v)).clone()
-                })
-                .collect();
-            Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
-        }),
-    )
+    udf_over_strings(name, DataType::Utf8, move |s| {
+        let mut seen: HashMap<Option<&str>, Option<String>> = HashMap::new();
+        let out: StringArray = (0..s.len())
+            .map(|i| {
+                let v = s.is_valid(i).then(|| s.value(i));
+                seen.entry(v).or_insert_with(|| f(v)).clone()
+            })
+            .collect();
+        Arc::new(out) as ArrayRef
+    })
 }
 
 fn call(ctx: &SessionContext, udf: &str, arg: Expr) -> Result<Expr> {
@@ -483,6 +473,7 @@ async fn reasons(ctx: &SessionContext, file: &Path) -> Result<BTreeMap<String, u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::logical_expr::ColumnarValue;
 
     fn apply(udf: &ScalarUDF, values: Vec<Option<&str>>) -> Vec<Option<String>> {
         let n = values.len();

@@ -1,27 +1,24 @@
-//! The DataFusion session riskstrat runs in: configuration (memory pool, spill folder,
-//! parallelism), its functions and its reference tables. `register_functions` is the
-//! one place that adds UDFs and reference data, so that an in-process run, a Ballista
-//! scheduler and its executors can all call it.
+//! The DataFusion session riskstrat runs in: its configuration (memory pool, spill
+//! folder, parallelism) here, its functions in `functions.rs` and its reference tables
+//! in `reference.rs`. `register_functions` is the one place that adds UDFs and
+//! reference data, so that an in-process run, a Ballista scheduler and its executors
+//! can all call it.
 //!
 //! Person-level tables are not registered here: only `ingest::register_inputs` does
 //! that, and it always goes through `governance::optouts`.
 
+pub mod functions;
+pub mod reference;
+
 use crate::error::Result;
-use crate::ingest::contract::{ELECTIVE_METHODS, EMERGENCY_METHODS, OTHER_VALID_METHODS};
-use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Int32Array, RecordBatch, StringArray,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::catalog::MemTable;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub const LTC_BNF_GROUPS_CSV: &str = include_str!("../../data/reference/ltc_bnf_groups.csv");
-pub const CHARLSON_CSV: &str = include_str!("../../data/reference/charlson_quan2005_icd10.csv");
+pub use functions::{cell_key_udfs, is_pseudo_id};
+pub use reference::{CHARLSON_CSV, LTC_BNF_GROUPS_CSV, PrefixLookup, age_band, parse_csv};
 
 #[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
@@ -76,299 +73,16 @@ pub fn new_context(opts: &SessionOptions) -> Result<SessionContext> {
 
 /// UDFs and reference tables. Idempotent per session.
 pub fn register_functions(ctx: &SessionContext) -> Result<()> {
-    ctx.register_udf(is_pseudo_id_udf());
-    ctx.register_udf(age_band_udf());
+    ctx.register_udf(functions::is_pseudo_id_udf());
+    ctx.register_udf(functions::age_band_udf());
     // ltc_group(bnf_code), charlson_condition(icd10_code): the reference lists as lookups.
-    ctx.register_udf(PrefixLookup::ltc_groups()?.udf("ltc_group"));
-    ctx.register_udf(PrefixLookup::charlson()?.udf("charlson_condition"));
-    register_reference_tables(ctx)
-}
-
-/// A code list as a prefix lookup: a code's category is the one whose prefix it starts
-/// with. Prefixes of different categories must not nest, so that a code has at most
-/// one category and counting distinct categories counts them exactly.
-#[derive(Debug, Clone)]
-pub struct PrefixLookup {
-    by_prefix: std::collections::HashMap<String, String>,
-    /// Distinct prefix lengths, longest first.
-    lengths: Vec<usize>,
-}
-
-impl PrefixLookup {
-    /// From (category, prefix) pairs; `what` names the list in errors.
-    pub fn new(pairs: &[(String, String)], what: &str) -> Result<Self> {
-        for (ca, pa) in pairs {
-            for (cb, pb) in pairs {
-                if ca != cb && pa.starts_with(pb.as_str()) {
-                    return Err(crate::error::Error::failed(format!(
-                        "{what}: prefix {pa} ({ca}) lies inside prefix {pb} ({cb}): a code would be in two categories"
-                    )));
-                }
-            }
-        }
-        let mut lengths: Vec<usize> = pairs.iter().map(|p| p.1.len()).collect();
-        lengths.sort_unstable_by(|a, b| b.cmp(a));
-        lengths.dedup();
-        Ok(Self {
-            by_prefix: pairs.iter().map(|(c, p)| (p.clone(), c.clone())).collect(),
-            lengths,
-        })
-    }
-
-    pub fn ltc_groups() -> Result<Self> {
-        let rows = parse_csv(LTC_BNF_GROUPS_CSV);
-        if let Some(r) = rows.iter().find(|r| r[1].len() > 9) {
-            // features/prescriptions.sql matches groups on 9-character substances.
-            return Err(crate::error::Error::failed(format!(
-                "ltc_bnf_groups.csv: prefix {} is longer than a chemical substance (9 characters)",
-                r[1]
-            )));
-        }
-        let pairs: Vec<_> = rows
-            .into_iter()
-            .map(|r| (r[0].clone(), r[1].clone()))
-            .collect();
-        Self::new(&pairs, "ltc_bnf_groups.csv")
-    }
-
-    pub fn charlson() -> Result<Self> {
-        let pairs: Vec<_> = parse_csv(CHARLSON_CSV)
-            .into_iter()
-            .map(|r| (r[0].clone(), r[3].clone()))
-            .collect();
-        Self::new(&pairs, "charlson_quan2005_icd10.csv")
-    }
-
-    pub fn category(&self, code: &str) -> Option<&str> {
-        self.lengths
-            .iter()
-            .filter_map(|&n| code.get(..n))
-            .find_map(|p| self.by_prefix.get(p).map(String::as_str))
-    }
-
-    /// `name(code)` as a UDF: the category of the code, or NULL.
-    fn udf(self, name: &str) -> datafusion::logical_expr::ScalarUDF {
-        create_udf(
-            name,
-            vec![DataType::Utf8],
-            DataType::Utf8,
-            Volatility::Immutable,
-            Arc::new(move |args: &[ColumnarValue]| {
-                let arrays = ColumnarValue::values_to_arrays(args)?;
-                let s = arrays[0]
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .expect("declared over Utf8");
-                let out: StringArray = s.iter().map(|v| v.and_then(|c| self.category(c))).collect();
-                Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
-            }),
-        )
-    }
-}
-
-/// `is_pseudo_id(s)`: 32 lowercase hex characters, as the contract defines a pseudonym.
-/// A UDF rather than a regex: it runs on every event row.
-fn is_pseudo_id_udf() -> datafusion::logical_expr::ScalarUDF {
-    create_udf(
-        "is_pseudo_id",
-        vec![DataType::Utf8],
-        DataType::Boolean,
-        Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let s = arrays[0]
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .expect("is_pseudo_id is declared over Utf8");
-            let out: BooleanArray = s.iter().map(|v| v.map(is_pseudo_id)).collect();
-            Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
-        }),
-    )
-}
-
-/// `cell_record_key(pseudo_id)` and `cell_magnitude_key(pseudo_id)`: each person's
-/// record keys for the cell key method, keyed by the deployment's secret. Registered
-/// only in the private session that builds commissioner views, never in a run's.
-pub fn cell_key_udfs(
-    secret: &crate::governance::pseudonym::Key,
-) -> Vec<datafusion::logical_expr::ScalarUDF> {
-    let make = |name: &str, second: bool| {
-        let secret = secret.clone();
-        create_udf(
-            name,
-            vec![DataType::Utf8],
-            DataType::Int64,
-            Volatility::Immutable,
-            Arc::new(move |args: &[ColumnarValue]| {
-                let arrays = ColumnarValue::values_to_arrays(args)?;
-                let ids = datafusion::arrow::compute::cast(&arrays[0], &DataType::Utf8)?;
-                let ids = ids
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .expect("cast to Utf8");
-                let out: datafusion::arrow::array::Int64Array = ids
-                    .iter()
-                    .map(|id| {
-                        id.map(|id| {
-                            let (k, m) = crate::governance::cell_key::record_keys(&secret, id);
-                            if second { m } else { k }
-                        })
-                    })
-                    .collect();
-                Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
-            }),
-        )
-    };
-    vec![
-        make("cell_record_key", false),
-        make("cell_magnitude_key", true),
-    ]
-}
-
-/// The label of an age's band: the bands of the service evaluation's matching
-/// (`riskstrat_models::index_matching::AGE_BAND_STARTS`), used for the model's
-/// subgroups and, through the `age_band` UDF, for the views. One set of bands, labelled
-/// here only.
-pub fn age_band(age: i64) -> &'static str {
-    use riskstrat_models::index_matching::{AGE_BAND_STARTS, age_band};
-    const LABELS: [&str; AGE_BAND_STARTS.len()] =
-        ["0-17", "18-44", "45-64", "65-74", "75-84", "85+"];
-    LABELS[age_band(age.clamp(0, i64::from(i32::MAX)) as i32) as usize]
-}
-
-/// `age_band(age)`: [`age_band`] as a UDF, for views.
-fn age_band_udf() -> datafusion::logical_expr::ScalarUDF {
-    create_udf(
-        "age_band",
-        vec![DataType::Int64],
-        DataType::Utf8,
-        Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let a = datafusion::arrow::compute::cast(&arrays[0], &DataType::Int64)?;
-            let a = a
-                .as_any()
-                .downcast_ref::<datafusion::arrow::array::Int64Array>()
-                .expect("cast to Int64");
-            let out: StringArray = a.iter().map(|v| v.map(age_band)).collect();
-            Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
-        }),
-    )
-}
-
-pub fn is_pseudo_id(s: &str) -> bool {
-    s.len() == 32
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-fn register_reference_tables(ctx: &SessionContext) -> Result<()> {
-    let ltc = parse_csv(LTC_BNF_GROUPS_CSV);
-    let batch = RecordBatch::try_from_iter(vec![
-        ("ltc_group", strings(ltc.iter().map(|r| r[0].as_str()))),
-        ("bnf_prefix", strings(ltc.iter().map(|r| r[1].as_str()))),
-    ])?;
-    register_batch(ctx, "ltc_bnf_groups", batch)?;
-
-    let ch = parse_csv(CHARLSON_CSV);
-    let weights: Int32Array = ch.iter().map(|r| r[2].parse::<i32>().ok()).collect();
-    let batch = RecordBatch::try_from_iter(vec![
-        ("condition", strings(ch.iter().map(|r| r[0].as_str()))),
-        ("description", strings(ch.iter().map(|r| r[1].as_str()))),
-        ("weight", Arc::new(weights) as ArrayRef),
-        ("icd10_prefix", strings(ch.iter().map(|r| r[3].as_str()))),
-    ])?;
-    register_batch(ctx, "charlson_codes", batch)?;
-
-    let methods: Vec<(&str, &str)> = EMERGENCY_METHODS
-        .iter()
-        .map(|m| (*m, "emergency"))
-        .chain(ELECTIVE_METHODS.iter().map(|m| (*m, "elective")))
-        .chain(OTHER_VALID_METHODS.iter().map(|m| (*m, "other")))
-        .collect();
-    let batch = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![
-            Field::new("code", DataType::Utf8, false),
-            Field::new("category", DataType::Utf8, false),
-        ])),
-        vec![
-            strings(methods.iter().map(|m| m.0)),
-            strings(methods.iter().map(|m| m.1)),
-        ],
-    )?;
-    register_batch(ctx, "admission_methods", batch)?;
-    Ok(())
-}
-
-fn register_batch(ctx: &SessionContext, name: &str, batch: RecordBatch) -> Result<()> {
-    let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
-    ctx.register_table(name, Arc::new(table))?;
-    Ok(())
-}
-
-fn strings<'a>(it: impl Iterator<Item = &'a str>) -> ArrayRef {
-    Arc::new(it.map(Some).collect::<StringArray>())
-}
-
-/// The reference CSVs are simple (no quoted commas): header skipped, fields trimmed.
-pub fn parse_csv(text: &str) -> Vec<Vec<String>> {
-    text.lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.split(',').map(|f| f.trim().to_string()).collect())
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pseudo_id_shape() {
-        assert!(is_pseudo_id("0123456789abcdef0123456789abcdef"));
-        assert!(!is_pseudo_id("0123456789ABCDEF0123456789abcdef"));
-        assert!(!is_pseudo_id("0123456789abcdef0123456789abcde"));
-        assert!(!is_pseudo_id("0123456789abcdef0123456789abcdeg"));
-    }
-
-    #[test]
-    fn ltc_groups_match_by_prefix_of_any_length() {
-        let p = PrefixLookup::ltc_groups().unwrap();
-        assert_eq!(p.category("0601023A0AAABAB"), Some("diabetes"));
-        assert_eq!(p.category("0407020A0AAAAAA"), Some("chronic_pain"));
-        assert_eq!(p.category("0407010H0AAAAAA"), None);
-        assert_eq!(p.category("0304010G0AAAAAA"), None);
-        assert_eq!(p.category("0212000B0AAABAB"), Some("cardiovascular"));
-        assert_eq!(p.category("06"), None);
-    }
-
-    #[test]
-    fn charlson_conditions_match_by_prefix() {
-        let p = PrefixLookup::charlson().unwrap();
-        assert_eq!(p.category("K704"), Some("msld"));
-        assert_eq!(p.category("K703"), Some("mld"));
-        assert_eq!(p.category("C787"), Some("metacanc"));
-        assert_eq!(p.category("C18"), Some("canc"));
-        assert_eq!(p.category("I2"), None);
-    }
-
-    #[test]
-    fn nested_prefixes_of_different_categories_are_refused() {
-        let pairs = [
-            ("a".to_string(), "I2".to_string()),
-            ("b".to_string(), "I21".to_string()),
-        ];
-        assert!(PrefixLookup::new(&pairs, "test").is_err());
-    }
-
-    #[test]
-    fn reference_tables_load_whole() {
-        assert_eq!(parse_csv(LTC_BNF_GROUPS_CSV).len(), 16);
-        let ch = parse_csv(CHARLSON_CSV);
-        assert_eq!(ch.len(), 289);
-        assert!(
-            ch.iter()
-                .all(|r| r.len() == 4 && r[2].parse::<i32>().is_ok())
-        );
-    }
+    ctx.register_udf(functions::prefix_lookup_udf(
+        PrefixLookup::ltc_groups()?,
+        "ltc_group",
+    ));
+    ctx.register_udf(functions::prefix_lookup_udf(
+        PrefixLookup::charlson()?,
+        "charlson_condition",
+    ));
+    reference::register_reference_tables(ctx)
 }
