@@ -33,8 +33,8 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tonic::{Request, Status};
 use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::{Request, Status};
 
 /// What `riskstrat serve` serves, and how (its command line is parsed in `main`).
 pub struct ServeConfig {
