@@ -40,8 +40,13 @@ pub struct OutcomesSection {
     pub candidates: usize,
 }
 
+/// Candidate comparison patients kept per enrolled patient (nearest on bed days in
+/// the exact cell), before the final choice on risk: the default of
+/// `[outcomes] candidates`.
+pub const CANDIDATES: usize = 150;
+
 fn candidates() -> usize {
-    crate::outcomes::CANDIDATES
+    CANDIDATES
 }
 
 fn yes() -> bool {
@@ -68,6 +73,43 @@ pub struct ModelSection {
     pub load: Option<String>,
     /// Risk tiers as cumulative shares, highest risk first; the last must reach 1.
     pub tiers: Option<Vec<TierSpec>>,
+}
+
+/// The contract's default model: its twelve design terms (`model::terms`).
+pub const DEFAULT_TERMS: &[&str] = &[
+    "age",
+    "sex_female",
+    "imd_decile",
+    "gp_appts_12m",
+    "other_appts_12m",
+    "home_visits_12m",
+    "dna_12m",
+    "distinct_drugs_12m",
+    "ltc_groups_12m",
+    "emergency_admissions_12m",
+    "emergency_bed_days_12m",
+    "charlson_score",
+];
+
+/// What the job says about the model, checked (`[model]`).
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub terms: Vec<String>,
+    pub l2: f64,
+    /// Score with a saved `model.json` instead of fitting.
+    pub load: Option<PathBuf>,
+    pub tiers: Vec<riskstrat_models::tiers::Tier>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            terms: DEFAULT_TERMS.iter().map(|s| s.to_string()).collect(),
+            l2: 0.0,
+            load: None,
+            tiers: riskstrat_models::tiers::default_tiers(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -156,7 +198,7 @@ pub struct Job {
     pub evaluate_services: bool,
     pub outcomes_candidates: usize,
     pub resources: ResourcesSection,
-    pub model: crate::model::ModelConfig,
+    pub model: ModelConfig,
     pub source: PathBuf,
 }
 
@@ -346,7 +388,7 @@ impl Job {
             ));
         }
 
-        let mut model = crate::model::ModelConfig::default();
+        let mut model = ModelConfig::default();
         if let Some(f) = &file.model.features {
             if f.is_empty() {
                 return Err(bad_input!(

@@ -1,6 +1,6 @@
 //! The layers of ARCHITECTURE.md, checked: each module's `crate::` imports (outside its
-//! tests) may name only its own layer or those below. The known exceptions are listed;
-//! the list must shrink as they are removed (issue #11), and nothing may join it.
+//! tests) may name only its own layer or those below, with no exceptions; and only the
+//! synthetic-data commands import `synth`.
 
 /// Layers bottom up; a module is in the layer of its longest matching prefix.
 const LAYERS: &[(&str, &[&str])] = &[
@@ -50,14 +50,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// Imports across layers that exist today, as `module -> import`.
-const KNOWN_EXCEPTIONS: &[&str] = &[
-    "governance/vault -> ingest/contract",
-    "job -> model",
-    "job -> outcomes",
-    "quality -> run",
-    "session -> model",
-];
+/// The modules that may import `synth` (synthetic data): itself and the commands that
+/// make or check synthetic data. No production module may.
+const SYNTH_USERS: &[&str] = &["synth", "main", "demo", "outcomes_check"];
 
 fn layer(module: &str) -> usize {
     LAYERS
@@ -80,8 +75,9 @@ fn imported(path: &str, modules: &[String]) -> String {
     }
 }
 
-#[test]
-fn no_module_imports_from_a_layer_above_its_own() {
+/// Every module of `src` (`a/b` for `src/a/b.rs` or `src/a/b/mod.rs`) with the
+/// `crate::` paths its code outside its tests names, as module paths.
+fn imports() -> Vec<(String, Vec<String>)> {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     let mut stack = vec![src.clone()];
@@ -101,32 +97,59 @@ fn no_module_imports_from_a_layer_above_its_own() {
         m.strip_suffix("/mod").map(str::to_string).unwrap_or(m)
     };
     let modules: Vec<String> = files.iter().map(|p| module_of(p)).collect();
+    files
+        .iter()
+        .zip(&modules)
+        .filter(|(_, m)| *m != "layers")
+        .map(|(p, m)| {
+            let text = std::fs::read_to_string(p).unwrap();
+            let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+            let to = crate_paths(code)
+                .iter()
+                .map(|path| imported(path, &modules))
+                .collect();
+            (m.clone(), to)
+        })
+        .collect()
+}
+
+#[test]
+fn no_module_imports_from_a_layer_above_its_own() {
     let mut found = std::collections::BTreeSet::new();
-    for (p, m) in files.iter().zip(&modules) {
-        if m == "layers" {
-            continue;
-        }
-        let text = std::fs::read_to_string(p).unwrap();
-        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
-        for path in crate_paths(code) {
-            let to = imported(&path, &modules);
-            if layer(&to) > layer(m) {
+    for (m, to) in imports() {
+        for to in to {
+            if layer(&to) > layer(&m) {
                 found.insert(format!("{m} -> {to}"));
             }
         }
     }
-    let known: std::collections::BTreeSet<String> =
-        KNOWN_EXCEPTIONS.iter().map(|s| s.to_string()).collect();
-    let new: Vec<_> = found.difference(&known).collect();
-    let gone: Vec<_> = known.difference(&found).collect();
     assert!(
-        new.is_empty(),
-        "imports from a layer above (see ARCHITECTURE.md): {new:?}"
+        found.is_empty(),
+        "imports from a layer above (see ARCHITECTURE.md): {found:?}"
     );
+}
+
+#[test]
+fn no_production_module_imports_synth() {
+    let found: Vec<String> = imports()
+        .into_iter()
+        .filter(|(m, _)| !SYNTH_USERS.contains(&m.as_str()))
+        .filter(|(_, to)| to.iter().any(|t| t == "synth" || t.starts_with("synth/")))
+        .map(|(m, _)| m)
+        .collect();
     assert!(
-        gone.is_empty(),
-        "these exceptions are gone: remove them from KNOWN_EXCEPTIONS and ARCHITECTURE.md: {gone:?}"
+        found.is_empty(),
+        "only {SYNTH_USERS:?} may import synth (synthetic data); these do: {found:?}"
     );
+}
+
+#[test]
+fn the_layer_of_a_module_is_its_longest_prefix() {
+    assert_eq!(layer("governance/optouts"), 1);
+    assert_eq!(layer("governance/gate"), 4);
+    assert_eq!(layer("ingest/contract"), 2);
+    assert_eq!(layer("job"), 2);
+    assert_eq!(layer("model/terms"), 3);
 }
 
 /// Every `crate::x::y` in a text, as `x::y`; `crate::{x, y::z}` gives `x` and `y::z`.

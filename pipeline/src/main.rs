@@ -5,7 +5,8 @@ use clap::{Parser, Subcommand};
 use riskstrat::error::{Error, Result};
 use riskstrat::job::{Job, parse_date};
 use riskstrat::synth::{SynthOptions, generate};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -21,114 +22,22 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Synthesise a population, run the default job on it, and say where to look.
-    Demo {
-        /// Folder for the synthetic data and the runs.
-        #[arg(long, default_value = "demo")]
-        out: PathBuf,
-        #[arg(long, default_value_t = 50_000)]
-        patients: u64,
-    },
+    Demo(DemoArgs),
     /// Write a synthetic population in the contract's pseudonymised tables, and a job file.
-    Synth {
-        #[arg(long)]
-        patients: u64,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// The extract date A (YYYY-MM-DD): history runs up to the day before.
-        #[arg(long)]
-        as_of: String,
-        #[arg(long)]
-        out: PathBuf,
-        /// Write identifiable extracts (NHS numbers, names, addresses), keys and a
-        /// care-team registry instead, for showing the gate's whole flow.
-        #[arg(long)]
-        identifiable: bool,
-        /// The services' true effects, as rate ratios of emergency admissions while
-        /// enrolled (e.g. VW01=0.8,CM01=1.0; default: no effect). Written with the
-        /// truth to truth/service_effects.json, which `run` never reads.
-        #[arg(long, default_value = "")]
-        service_effect: String,
-    },
+    Synth(SynthArgs),
     /// Run a job: validate, compute features and cohorts, write a run folder.
-    Run {
-        job: PathBuf,
-        /// Override the job's as_of date (YYYY-MM-DD).
-        #[arg(long)]
-        as_of: Option<String>,
-        #[command(flatten)]
-        no_keys: NoKeys,
-    },
+    Run(RunArgs),
     /// The data-quality report of a job's inputs, without running it.
-    Validate {
-        job: PathBuf,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        no_keys: NoKeys,
-    },
+    Validate(ValidateArgs),
     /// Identifiable extracts -> pseudonymised tables for the analysts + the encrypted
     /// identity vault (the gate operator; needs both keys).
-    Pseudonymise {
-        /// The pseudonymisation key file.
-        #[arg(long)]
-        key: PathBuf,
-        /// Folder of identifiable extracts (<table>.parquet or <table>/ for each table).
-        #[arg(long = "in")]
-        input: PathBuf,
-        /// Folder for the pseudonymised tables (replaced whole).
-        #[arg(long)]
-        out: PathBuf,
-        /// The identity vault to write (encrypted Parquet).
-        #[arg(long)]
-        vault: PathBuf,
-        /// The vault key file.
-        #[arg(long)]
-        vault_key: PathBuf,
-        /// Gate-side folder for rows whose NHS number fails [default: beside the vault].
-        #[arg(long)]
-        quarantine: Option<PathBuf>,
-    },
+    Pseudonymise(PseudonymiseArgs),
     /// The gate: a cohort's list, with names, for one care team under an approval.
-    Reidentify {
-        /// The run folder the cohort comes from.
-        #[arg(long)]
-        run: PathBuf,
-        #[arg(long)]
-        cohort: String,
-        #[arg(long)]
-        team: String,
-        /// The team member asking (audited).
-        #[arg(long)]
-        requester: String,
-        #[arg(long)]
-        vault: PathBuf,
-        #[arg(long)]
-        vault_key: PathBuf,
-        #[arg(long)]
-        teams: PathBuf,
-        #[arg(long)]
-        audit: PathBuf,
-        /// The list to write: FILE.csv and FILE.parquet.
-        #[arg(long)]
-        out: PathBuf,
-    },
+    Reidentify(ReidentifyArgs),
     /// Print the feature registry as a Markdown table.
     Features,
     /// A commissioner query on a run's views, through disclosure control.
-    Query {
-        /// The run folder.
-        #[arg(long)]
-        run: PathBuf,
-        #[arg(long, value_enum, default_value = "table")]
-        format: riskstrat::serve::render::Format,
-        /// One SELECT over the views (see `riskstrat views`).
-        sql: String,
-        #[command(flatten)]
-        cell_key: riskstrat::serve::CellKeyArg,
-        #[command(flatten)]
-        no_keys: NoKeys,
-    },
+    Query(QueryArgs),
     /// Write a new random key file (64 hex characters, owner-only): a cell key
     /// secret, a pseudonymisation key or a vault key.
     Keygen { file: PathBuf },
@@ -136,25 +45,9 @@ enum Command {
     Views,
     /// Serve the newest run of each job to commissioners over Arrow Flight SQL
     /// (bearer tokens, disclosure control, audited, per-query limits).
-    Serve(riskstrat::serve::flight::ServeArgs),
+    Serve(ServeArgs),
     /// Approve a care team to receive a cohort (the gate operator; recorded in the audit log).
-    Approve {
-        #[arg(long)]
-        team: String,
-        #[arg(long)]
-        cohort: String,
-        #[arg(long)]
-        purpose: String,
-        /// Last day the approval holds (YYYY-MM-DD).
-        #[arg(long)]
-        expires: String,
-        #[arg(long)]
-        approver: String,
-        #[arg(long)]
-        teams: PathBuf,
-        #[arg(long)]
-        audit: PathBuf,
-    },
+    Approve(ApproveArgs),
     /// Care teams' feedback on the people they were sent.
     Feedback {
         #[command(subcommand)]
@@ -165,6 +58,176 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Folder for the synthetic data and the runs.
+    #[arg(long, default_value = "demo")]
+    out: PathBuf,
+    #[arg(long, default_value_t = 50_000)]
+    patients: u64,
+}
+
+#[derive(clap::Args)]
+struct SynthArgs {
+    #[arg(long)]
+    patients: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The extract date A (YYYY-MM-DD): history runs up to the day before.
+    #[arg(long)]
+    as_of: String,
+    #[arg(long)]
+    out: PathBuf,
+    /// Write identifiable extracts (NHS numbers, names, addresses), keys and a
+    /// care-team registry instead, for showing the gate's whole flow.
+    #[arg(long)]
+    identifiable: bool,
+    /// The services' true effects, as rate ratios of emergency admissions while
+    /// enrolled (e.g. VW01=0.8,CM01=1.0; default: no effect). Written with the
+    /// truth to truth/service_effects.json, which `run` never reads.
+    #[arg(long, default_value = "")]
+    service_effect: String,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    job: PathBuf,
+    /// Override the job's as_of date (YYYY-MM-DD).
+    #[arg(long)]
+    as_of: Option<String>,
+    #[command(flatten)]
+    no_keys: NoKeys,
+}
+
+#[derive(clap::Args)]
+struct ValidateArgs {
+    job: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    no_keys: NoKeys,
+}
+
+#[derive(clap::Args)]
+struct PseudonymiseArgs {
+    /// The pseudonymisation key file.
+    #[arg(long)]
+    key: PathBuf,
+    /// Folder of identifiable extracts (<table>.parquet or <table>/ for each table).
+    #[arg(long = "in")]
+    input: PathBuf,
+    /// Folder for the pseudonymised tables (replaced whole).
+    #[arg(long)]
+    out: PathBuf,
+    /// The identity vault to write (encrypted Parquet).
+    #[arg(long)]
+    vault: PathBuf,
+    /// The vault key file.
+    #[arg(long)]
+    vault_key: PathBuf,
+    /// Gate-side folder for rows whose NHS number fails [default: beside the vault].
+    #[arg(long)]
+    quarantine: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ReidentifyArgs {
+    /// The run folder the cohort comes from.
+    #[arg(long)]
+    run: PathBuf,
+    #[arg(long)]
+    cohort: String,
+    #[arg(long)]
+    team: String,
+    /// The team member asking (audited).
+    #[arg(long)]
+    requester: String,
+    #[arg(long)]
+    vault: PathBuf,
+    #[arg(long)]
+    vault_key: PathBuf,
+    #[arg(long)]
+    teams: PathBuf,
+    #[arg(long)]
+    audit: PathBuf,
+    /// The list to write: FILE.csv and FILE.parquet.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct QueryArgs {
+    /// The run folder.
+    #[arg(long)]
+    run: PathBuf,
+    #[arg(long, value_enum, default_value = "table")]
+    format: riskstrat::serve::render::Format,
+    /// One SELECT over the views (see `riskstrat views`).
+    sql: String,
+    #[command(flatten)]
+    cell_key: riskstrat::serve::CellKeyArg,
+    #[command(flatten)]
+    no_keys: NoKeys,
+}
+
+#[derive(clap::Args)]
+struct ApproveArgs {
+    #[arg(long)]
+    team: String,
+    #[arg(long)]
+    cohort: String,
+    #[arg(long)]
+    purpose: String,
+    /// Last day the approval holds (YYYY-MM-DD).
+    #[arg(long)]
+    expires: String,
+    #[arg(long)]
+    approver: String,
+    #[arg(long)]
+    teams: PathBuf,
+    #[arg(long)]
+    audit: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// A job output folder ([job] output) holding <job>/<run_id>/ run folders; the
+    /// newest complete run of each job is served, one schema per job.
+    #[arg(long)]
+    runs: PathBuf,
+    /// The access file: [[token]] entries (sha256, name, role, jobs).
+    #[arg(long)]
+    access: PathBuf,
+    /// host:port to listen on; port 0 picks a free port (the bound address is printed).
+    #[arg(long)]
+    listen: String,
+    /// The query audit log [default: RUNS/serve-audit.jsonl].
+    #[arg(long)]
+    audit: Option<PathBuf>,
+    /// TLS certificate chain (PEM); with --tls-key, clients connect with TLS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Seconds a query may take, planning and running, from when it gets a slot.
+    #[arg(long, default_value = "30")]
+    query_timeout: String,
+    /// Memory one query may reserve (e.g. 512MiB), its answer included; beyond it the
+    /// query fails.
+    #[arg(long, default_value = "1GiB")]
+    query_memory: String,
+    /// Queries that may run at once, each on a thread of its own; others wait for a slot.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    max_concurrent_queries: u32,
+    /// Seconds a query may wait for a slot before it is refused as busy.
+    #[arg(long, default_value = "10")]
+    queue_timeout: String,
+    #[command(flatten)]
+    cell_key: riskstrat::serve::CellKeyArg,
 }
 
 /// Keys belong to the gate. These options exist only to refuse them clearly.
@@ -197,28 +260,31 @@ impl NoKeys {
 #[derive(Subcommand)]
 enum FeedbackCommand {
     /// Pseudonymise a team's returned list (CSV: nhs_number, outcome) into FEEDBACK_DIR.
-    Import {
-        #[arg(long)]
-        team: String,
-        /// The team member importing it (audited).
-        #[arg(long)]
-        importer: String,
-        #[arg(long = "in")]
-        input: PathBuf,
-        /// The pseudonymisation key file.
-        #[arg(long)]
-        key: PathBuf,
-        #[arg(long)]
-        teams: PathBuf,
-        #[arg(long)]
-        audit: PathBuf,
-        /// Folder of pseudonymised feedback, named as `feedback` under a job's [inputs].
-        #[arg(long)]
-        out: PathBuf,
-        /// The day the team recorded these outcomes (YYYY-MM-DD) [default: today].
-        #[arg(long)]
-        recorded: Option<String>,
-    },
+    Import(ImportArgs),
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    #[arg(long)]
+    team: String,
+    /// The team member importing it (audited).
+    #[arg(long)]
+    importer: String,
+    #[arg(long = "in")]
+    input: PathBuf,
+    /// The pseudonymisation key file.
+    #[arg(long)]
+    key: PathBuf,
+    #[arg(long)]
+    teams: PathBuf,
+    #[arg(long)]
+    audit: PathBuf,
+    /// Folder of pseudonymised feedback, named as `feedback` under a job's [inputs].
+    #[arg(long)]
+    out: PathBuf,
+    /// The day the team recorded these outcomes (YYYY-MM-DD) [default: today].
+    #[arg(long)]
+    recorded: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -266,286 +332,333 @@ fn main() {
     }
 }
 
+/// Each command is one call to its entry function below.
 async fn dispatch(command: Command) -> Result<()> {
     match command {
-        Command::Synth {
-            patients,
-            seed,
-            as_of,
-            out,
-            identifiable,
-            service_effect,
-        } => {
-            let as_of = parse_date(&as_of, "--as-of")?;
-            let opts = SynthOptions {
-                patients,
-                seed,
-                as_of,
-                out,
-                identifiable,
-                service_effects: riskstrat::synth::ServiceEffects::parse(&service_effect)?,
-            };
-            let s = tokio::task::spawn_blocking(move || generate(&opts))
-                .await
-                .map_err(|e| Error::failed(e.to_string()).with_source(e))??;
-            println!(
-                "wrote {} patients, {} appointments, {} prescriptions, {} admissions, {} opt-out rows, {} service enrolments",
-                s.patients, s.appointments, s.prescriptions, s.admissions, s.optouts, s.services
-            );
-            println!("{}", s.job_file.display());
+        Command::Demo(a) => riskstrat::demo::demo(&a.out, a.patients).await,
+        Command::Synth(a) => synth(a).await,
+        Command::Run(a) => run(a).await,
+        Command::Validate(a) => validate(a).await,
+        Command::Pseudonymise(a) => pseudonymise(a).await,
+        Command::Reidentify(a) => reidentify(a).await,
+        Command::Features => {
+            print!("{}", riskstrat::features::registry::markdown());
+            Ok(())
         }
-        Command::Run {
-            job,
-            as_of,
-            no_keys,
-        } => {
-            no_keys.refuse("run")?;
-            let job = Job::load(&job, as_of.as_deref())?;
-            let outcome = riskstrat::run::run(&job).await?;
-            let m = &outcome.manifest;
-            eprintln!(
-                "population {} at {}; cohorts: {}",
-                m.population,
-                m.as_of,
-                m.cohorts
-                    .iter()
-                    .map(|(k, v)| format!("{k} {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            println!("{}", outcome.dir.display());
+        Command::Query(a) => query(a).await,
+        Command::Keygen { file } => keygen(&file),
+        Command::Views => {
+            print!("{}", riskstrat::serve::views::markdown());
+            Ok(())
         }
-        Command::Validate { job, json, no_keys } => {
-            no_keys.refuse("validate")?;
-            let job = Job::load(&job, None)?;
-            let mut progress = riskstrat::progress::Progress::new();
-            let report = async {
-                let loaded = riskstrat::run::load(&job, &mut progress, None).await?;
-                riskstrat::quality::report(&loaded, job.as_of).await
-            }
-            .await;
-            let report = match report {
-                Ok(r) => r,
-                Err(e) => return Err(riskstrat::ingest::name_damaged_input(&job.inputs, e).await),
-            };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", report.to_text());
-            }
-        }
-        Command::Pseudonymise {
-            key,
-            input,
-            out,
-            vault,
-            vault_key,
-            quarantine,
-        } => {
-            use riskstrat::governance::pseudonymise::{Request, pseudonymise};
-            let s = pseudonymise(&Request {
-                input: &input,
-                out: &out,
-                key_path: &key,
-                vault: &vault,
-                vault_key_path: &vault_key,
-                quarantine: quarantine.as_deref(),
-            })
-            .await?;
-            for (table, t) in &s.tables {
-                let q: Vec<String> = t
-                    .quarantined
-                    .iter()
-                    .map(|(r, n)| format!("{r} {n}"))
-                    .collect();
-                println!(
-                    "{table}: {} rows read, {} written, {} withheld (opt-outs), {} quarantined{}",
-                    t.rows_read,
-                    t.rows_written,
-                    t.rows_withheld_optout,
-                    t.quarantined.values().sum::<u64>(),
-                    if q.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", q.join(", "))
-                    }
-                );
-            }
-            println!("vault: {} people", s.vault_patients);
-            if s.quarantined_total() > 0 {
-                println!("quarantine (gate side): {}", s.quarantine_dir.display());
-            }
-            println!("{}", out.display());
-        }
-        Command::Reidentify {
-            run,
-            cohort,
-            team,
-            requester,
-            vault,
-            vault_key,
-            teams,
-            audit,
-            out,
-        } => {
-            use riskstrat::governance::gate::{Request, reidentify};
-            let registry = riskstrat::governance::teams::Registry::load(&teams)?;
-            let r = reidentify(&Request {
-                run: &run,
-                cohort: &cohort,
-                team: &team,
-                requester: &requester,
-                vault: &vault,
-                vault_key_path: &vault_key,
-                registry: &registry,
-                audit_log: &audit,
-                out: &out,
-                today: chrono::Utc::now().date_naive(),
-            })
-            .await?;
-            println!(
-                "released {} people of cohort {cohort} to team {team} (audit record {})",
-                r.patients, r.audit_seq
-            );
-            if r.not_in_vault > 0 {
-                println!(
-                    "  {} cohort members at the team's practices are not in the vault (opted out since, or not in this vault): not released",
-                    r.not_in_vault
-                );
-            }
-            println!("{}", r.csv.display());
-            println!("{}", r.parquet.display());
-        }
-        Command::Demo { out, patients } => riskstrat::demo::demo(&out, patients).await?,
-        Command::Features => print!("{}", riskstrat::features::registry::markdown()),
-        Command::Views => print!("{}", riskstrat::serve::views::markdown()),
-        Command::Serve(args) => riskstrat::serve::flight::serve(args).await?,
-        Command::Keygen { file } => {
-            if file.exists() {
-                return Err(riskstrat::bad_input!(
-                    "keygen {}: already exists; a key is never overwritten (remove it yourself if it is really unused)",
-                    file.display()
-                ));
-            }
-            riskstrat::governance::pseudonym::Key::random().write_file(&file)?;
-            eprintln!("wrote a new key to {} (owner-only)", file.display());
-        }
-        Command::Query {
-            run,
-            format,
-            sql,
-            cell_key,
-            no_keys,
-        } => {
-            no_keys.refuse("query")?;
-            let secret = cell_key.load(run.parent().unwrap_or(&run))?;
-            let policy = riskstrat::governance::disclosure_control::Policy::default();
-            let c = riskstrat::serve::Commissioner::open(&[run], policy, &secret).await?;
-            let answer = c.query(&sql).await?;
-            print!("{}", riskstrat::serve::render::render(&answer, format)?);
-        }
-        Command::Approve {
-            team,
-            cohort,
-            purpose,
-            expires,
-            approver,
-            teams,
-            audit,
-        } => {
-            use riskstrat::governance::teams::{Approval, Registry, approve};
-            let registry = Registry::load(&teams)?;
-            let approval = Approval {
-                team,
-                cohort,
-                purpose,
-                expires: parse_date(&expires, "--expires")?,
-                approver,
-            };
-            let r = approve(
-                &registry,
-                &audit,
-                &approval,
-                chrono::Utc::now().date_naive(),
-            )?;
-            println!(
-                "approved: team {} may receive cohort {} for {} until {} (audit record {})",
-                approval.team, approval.cohort, approval.purpose, approval.expires, r.seq
-            );
-        }
+        Command::Serve(a) => serve(a).await,
+        Command::Approve(a) => approve(a),
         Command::Feedback {
-            command:
-                FeedbackCommand::Import {
-                    team,
-                    importer,
-                    input,
-                    key,
-                    teams,
-                    audit,
-                    out,
-                    recorded,
-                },
-        } => {
-            use riskstrat::governance::feedback::{ImportRequest, import};
-            use riskstrat::governance::pseudonym::Key;
-            let registry = riskstrat::governance::teams::Registry::load(&teams)?;
-            let k = Key::read_file(&key)?;
-            let s = import(&ImportRequest {
-                team: &team,
-                importer: &importer,
-                input: &input,
-                key: &k,
-                key_path: &key,
-                registry: &registry,
-                out_dir: &out,
-                audit_log: &audit,
-                recorded: match recorded {
-                    Some(d) => parse_date(&d, "--recorded")?,
-                    None => chrono::Utc::now().date_naive(),
-                },
-            })?;
-            let outcomes: Vec<String> = s
-                .by_outcome
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect();
-            println!(
-                "imported {} of {} rows from team {team}: {}",
-                s.imported,
-                s.rows,
-                outcomes.join(", ")
-            );
-            for (line, reason) in &s.rejected {
-                println!("  line {line} not imported: {reason}");
-            }
-            println!("{}", s.file.display());
-        }
+            command: FeedbackCommand::Import(a),
+        } => feedback_import(a),
         Command::Audit {
             command: AuditCommand::Verify { log },
-        } => {
-            let records = riskstrat::governance::audit::check(&log)
-                .map_err(|e| Error::failed(e.message.clone()).with_source(e))?
-                .map_err(|d| Error::failed(format!("audit log {}: {d}", log.display())))?;
-            let last = records
-                .last()
-                .map_or(riskstrat::governance::audit::GENESIS, |r| r.sha256.as_str());
-            println!(
-                "{}: {} records, chain intact; last sha256 {last}",
-                log.display(),
-                records.len()
-            );
-        }
+        } => audit_verify(&log),
         Command::Audit {
             command: AuditCommand::Repair { log, operator },
-        } => match riskstrat::governance::audit::repair(&log, &operator)? {
-            None => println!("{}: chain intact; nothing to repair", log.display()),
-            Some(r) => println!(
-                "{}: removed an incomplete last record ({} bytes); the repair is audit record {}",
-                log.display(),
-                r.removed_bytes,
-                r.record.seq
-            ),
+        } => audit_repair(&log, &operator),
+    }
+}
+
+/// `synth`: a synthetic population and its job file; prints the counts and the job
+/// file's path.
+async fn synth(a: SynthArgs) -> Result<()> {
+    let as_of = parse_date(&a.as_of, "--as-of")?;
+    let opts = SynthOptions {
+        patients: a.patients,
+        seed: a.seed,
+        as_of,
+        out: a.out,
+        identifiable: a.identifiable,
+        service_effects: riskstrat::synth::ServiceEffects::parse(&a.service_effect)?,
+    };
+    let s = tokio::task::spawn_blocking(move || generate(&opts))
+        .await
+        .map_err(|e| Error::failed(e.to_string()).with_source(e))??;
+    println!(
+        "wrote {} patients, {} appointments, {} prescriptions, {} admissions, {} opt-out rows, {} service enrolments",
+        s.patients, s.appointments, s.prescriptions, s.admissions, s.optouts, s.services
+    );
+    println!("{}", s.job_file.display());
+    Ok(())
+}
+
+/// `run`: one run of a job; prints the run folder, the population and cohorts to
+/// stderr.
+async fn run(a: RunArgs) -> Result<()> {
+    a.no_keys.refuse("run")?;
+    let job = Job::load(&a.job, a.as_of.as_deref())?;
+    let outcome = riskstrat::run::run(&job).await?;
+    let m = &outcome.manifest;
+    eprintln!(
+        "population {} at {}; cohorts: {}",
+        m.population,
+        m.as_of,
+        m.cohorts
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("{}", outcome.dir.display());
+    Ok(())
+}
+
+/// `validate`: the data-quality report of a job's inputs, as text or JSON.
+async fn validate(a: ValidateArgs) -> Result<()> {
+    a.no_keys.refuse("validate")?;
+    let job = Job::load(&a.job, None)?;
+    let mut progress = riskstrat::progress::Progress::new();
+    let report = async {
+        let loaded = riskstrat::run::load(&job, &mut progress, None).await?;
+        riskstrat::quality::report(&loaded.ctx, &loaded.inputs, &loaded.counts, job.as_of).await
+    }
+    .await;
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => return Err(riskstrat::ingest::name_damaged_input(&job.inputs, e).await),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(())
+}
+
+/// `pseudonymise` (the gate operator): identifiable extracts to pseudonymised tables
+/// and the vault; prints counts per table, never an identifier.
+async fn pseudonymise(a: PseudonymiseArgs) -> Result<()> {
+    use riskstrat::governance::pseudonymise::{Request, pseudonymise};
+    let s = pseudonymise(&Request {
+        input: &a.input,
+        out: &a.out,
+        key_path: &a.key,
+        vault: &a.vault,
+        vault_key_path: &a.vault_key,
+        quarantine: a.quarantine.as_deref(),
+    })
+    .await?;
+    for (table, t) in &s.tables {
+        let q: Vec<String> = t
+            .quarantined
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        println!(
+            "{table}: {} rows read, {} written, {} withheld (opt-outs), {} quarantined{}",
+            t.rows_read,
+            t.rows_written,
+            t.rows_withheld_optout,
+            t.quarantined.values().sum::<u64>(),
+            if q.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", q.join(", "))
+            }
+        );
+    }
+    println!("vault: {} people", s.vault_patients);
+    if s.quarantined_total() > 0 {
+        println!("quarantine (gate side): {}", s.quarantine_dir.display());
+    }
+    println!("{}", a.out.display());
+    Ok(())
+}
+
+/// `reidentify` (the gate): a cohort's list with names for one team under an
+/// approval; prints counts and the files written.
+async fn reidentify(a: ReidentifyArgs) -> Result<()> {
+    use riskstrat::governance::gate::{Request, reidentify};
+    let registry = riskstrat::governance::teams::Registry::load(&a.teams)?;
+    let (cohort, team) = (&a.cohort, &a.team);
+    let r = reidentify(&Request {
+        run: &a.run,
+        cohort,
+        team,
+        requester: &a.requester,
+        vault: &a.vault,
+        vault_key_path: &a.vault_key,
+        registry: &registry,
+        audit_log: &a.audit,
+        out: &a.out,
+        today: chrono::Utc::now().date_naive(),
+    })
+    .await?;
+    println!(
+        "released {} people of cohort {cohort} to team {team} (audit record {})",
+        r.patients, r.audit_seq
+    );
+    if r.not_in_vault > 0 {
+        println!(
+            "  {} cohort members at the team's practices are not in the vault (opted out since, or not in this vault): not released",
+            r.not_in_vault
+        );
+    }
+    println!("{}", r.csv.display());
+    println!("{}", r.parquet.display());
+    Ok(())
+}
+
+/// `serve`: the newest run of each job over Flight SQL, under the query limits
+/// given.
+async fn serve(a: ServeArgs) -> Result<()> {
+    let limits = riskstrat::serve::limits::Limits {
+        time: parse_seconds(&a.query_timeout, "--query-timeout")?,
+        memory: match riskstrat::job::parse_bytes(&a.query_memory) {
+            Ok(0) => return Err(riskstrat::bad_input!("--query-memory must be more than 0")),
+            Ok(n) => n,
+            Err(e) => return Err(e.context("--query-memory")),
         },
+        memory_text: a.query_memory.clone(),
+        concurrent: a.max_concurrent_queries as usize,
+        queue: parse_seconds(&a.queue_timeout, "--queue-timeout")?,
+    };
+    riskstrat::serve::flight::serve(riskstrat::serve::flight::ServeConfig {
+        runs: a.runs,
+        access: a.access,
+        listen: a.listen,
+        audit: a.audit,
+        tls: a.tls_cert.zip(a.tls_key),
+        limits,
+        cell_key: a.cell_key,
+    })
+    .await
+}
+
+/// Seconds above 0, for a flag.
+fn parse_seconds(s: &str, flag: &str) -> Result<Duration> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite() && *x > 0.0)
+        .and_then(|x| Duration::try_from_secs_f64(x).ok())
+        .ok_or_else(|| {
+            riskstrat::bad_input!("{flag} {s}: give a number of seconds above 0, e.g. 30")
+        })
+}
+
+/// `keygen`: a new random key file; never overwrites one.
+fn keygen(file: &Path) -> Result<()> {
+    if file.exists() {
+        return Err(riskstrat::bad_input!(
+            "keygen {}: already exists; a key is never overwritten (remove it yourself if it is really unused)",
+            file.display()
+        ));
+    }
+    riskstrat::governance::pseudonym::Key::random().write_file(file)?;
+    eprintln!("wrote a new key to {} (owner-only)", file.display());
+    Ok(())
+}
+
+/// `query`: one commissioner query on a run, through disclosure control.
+async fn query(a: QueryArgs) -> Result<()> {
+    a.no_keys.refuse("query")?;
+    let run = a.run;
+    let secret = a.cell_key.load(run.parent().unwrap_or(&run))?;
+    let policy = riskstrat::governance::disclosure_control::Policy::default();
+    let c = riskstrat::serve::Commissioner::open(&[run], policy, &secret).await?;
+    let answer = c.query(&a.sql).await?;
+    print!("{}", riskstrat::serve::render::render(&answer, a.format)?);
+    Ok(())
+}
+
+/// `approve` (the gate operator): a team may receive a cohort for a purpose until a
+/// day; recorded in the audit log.
+fn approve(a: ApproveArgs) -> Result<()> {
+    use riskstrat::governance::teams::{Approval, Registry, approve};
+    let registry = Registry::load(&a.teams)?;
+    let approval = Approval {
+        team: a.team,
+        cohort: a.cohort,
+        purpose: a.purpose,
+        expires: parse_date(&a.expires, "--expires")?,
+        approver: a.approver,
+    };
+    let r = approve(
+        &registry,
+        &a.audit,
+        &approval,
+        chrono::Utc::now().date_naive(),
+    )?;
+    println!(
+        "approved: team {} may receive cohort {} for {} until {} (audit record {})",
+        approval.team, approval.cohort, approval.purpose, approval.expires, r.seq
+    );
+    Ok(())
+}
+
+/// `feedback import` (the gate): a team's returned list, pseudonymised; prints
+/// counts by outcome and the lines not imported.
+fn feedback_import(a: ImportArgs) -> Result<()> {
+    use riskstrat::governance::feedback::{ImportRequest, import};
+    use riskstrat::governance::pseudonym::Key;
+    let registry = riskstrat::governance::teams::Registry::load(&a.teams)?;
+    let k = Key::read_file(&a.key)?;
+    let team = &a.team;
+    let s = import(&ImportRequest {
+        team,
+        importer: &a.importer,
+        input: &a.input,
+        key: &k,
+        key_path: &a.key,
+        registry: &registry,
+        out_dir: &a.out,
+        audit_log: &a.audit,
+        recorded: match a.recorded {
+            Some(d) => parse_date(&d, "--recorded")?,
+            None => chrono::Utc::now().date_naive(),
+        },
+    })?;
+    let outcomes: Vec<String> = s
+        .by_outcome
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    println!(
+        "imported {} of {} rows from team {team}: {}",
+        s.imported,
+        s.rows,
+        outcomes.join(", ")
+    );
+    for (line, reason) in &s.rejected {
+        println!("  line {line} not imported: {reason}");
+    }
+    println!("{}", s.file.display());
+    Ok(())
+}
+
+/// `audit verify`: exit 0 with the record count if the chain is intact, else 1.
+fn audit_verify(log: &Path) -> Result<()> {
+    let records = riskstrat::governance::audit::check(log)
+        .map_err(|e| Error::failed(e.message.clone()).with_source(e))?
+        .map_err(|d| Error::failed(format!("audit log {}: {d}", log.display())))?;
+    let last = records
+        .last()
+        .map_or(riskstrat::governance::audit::GENESIS, |r| r.sha256.as_str());
+    println!(
+        "{}: {} records, chain intact; last sha256 {last}",
+        log.display(),
+        records.len()
+    );
+    Ok(())
+}
+
+/// `audit repair`: removes a last record torn by a failed write, and records that.
+fn audit_repair(log: &Path, operator: &str) -> Result<()> {
+    match riskstrat::governance::audit::repair(log, operator)? {
+        None => println!("{}: chain intact; nothing to repair", log.display()),
+        Some(r) => println!(
+            "{}: removed an incomplete last record ({} bytes); the repair is audit record {}",
+            log.display(),
+            r.removed_bytes,
+            r.record.seq
+        ),
     }
     Ok(())
 }

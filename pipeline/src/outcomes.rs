@@ -59,10 +59,9 @@ use std::sync::Arc;
 /// The outcomes evaluated, as named in `service_outcomes`.
 pub const OUTCOMES: &[&str] = &["emergency_admissions", "bed_days"];
 
-/// Candidate comparison patients kept per enrolled patient (nearest on bed days in
-/// the exact cell), before the final choice on risk: the default of
-/// `[outcomes] candidates`.
-pub const CANDIDATES: usize = 150;
+/// Candidate comparison patients kept per enrolled patient: the default of
+/// `[outcomes] candidates`, defined with the job's settings.
+pub use crate::job::CANDIDATES;
 /// The view of `sql/outcomes/emergency_spells.sql` that the stage's queries read.
 /// Random eligible people per enrolled patient, for balance before matching.
 pub const REFERENCE: usize = 3;

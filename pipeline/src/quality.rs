@@ -4,11 +4,11 @@
 
 use crate::error::Result;
 use crate::ingest::contract::{self, ColType};
-use crate::run::Loaded;
+use crate::ingest::{Inputs, validate::TableCounts};
 use datafusion::arrow::array::{Array, Date32Array, Int64Array};
 use datafusion::functions_aggregate::count::count_all;
 use datafusion::functions_aggregate::expr_fn::{count, max, min};
-use datafusion::prelude::{Expr, ident};
+use datafusion::prelude::{Expr, SessionContext, ident};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -34,12 +34,17 @@ pub struct TableQuality {
     pub date_ranges: BTreeMap<String, (Option<String>, Option<String>)>,
 }
 
-pub async fn report(loaded: &Loaded, as_of: chrono::NaiveDate) -> Result<QualityReport> {
+/// The report over a session in which `inputs` are registered (checked, opted-out,
+/// validated), with the validation's `counts` per table.
+pub async fn report(
+    ctx: &SessionContext,
+    inputs: &Inputs,
+    counts: &BTreeMap<String, TableCounts>,
+    as_of: chrono::NaiveDate,
+) -> Result<QualityReport> {
     let mut tables = Vec::new();
     for table in contract::PERSON_TABLES {
-        let (Some(input), Some(counts)) =
-            (loaded.inputs.get(table.name), loaded.counts.get(table.name))
-        else {
+        let (Some(input), Some(counts)) = (inputs.get(table.name), counts.get(table.name)) else {
             continue;
         };
         // One pass: count(*), count(col) per column, min/max per date column.
@@ -51,8 +56,7 @@ pub async fn report(loaded: &Loaded, as_of: chrono::NaiveDate) -> Result<Quality
                 aggs.push(max(ident(c.name)).alias(format!("max_{}", c.name)));
             }
         }
-        let batches = loaded
-            .ctx
+        let batches = ctx
             .table(crate::ingest::tables::input(table.name))
             .await?
             .aggregate(vec![], aggs)?

@@ -56,7 +56,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{Column, ScalarValue};
 use datafusion::functions_aggregate::expr_fn::{count, max, sum};
 use datafusion::logical_expr::{
-    Aggregate, BinaryExpr, Expr, LogicalPlan, Operator, expr::InList, when,
+    Aggregate, BinaryExpr, Expr, LogicalPlan, Operator, expr::AggregateFunction, expr::InList, when,
 };
 use datafusion::prelude::{abs, lit};
 use std::collections::BTreeSet;
@@ -545,18 +545,86 @@ fn guard_aggregate(
     views: &dyn ViewRoles,
     names: Vec<String>,
 ) -> Checked<Guarded> {
+    refuse_having(above)?;
+    let mut dims = BTreeSet::new();
+    let (view, table) = person_view(&agg.input, views, &mut dims)?;
+    group_dimensions(agg, &view, views, &mut dims)?;
+    for d in views.always_cut_by(&view) {
+        dims.insert(d.to_string());
+    }
+
+    // The new aggregate: the keys, then what each released aggregate is computed
+    // from.
+    let n_keys = agg.group_expr.len();
+    let mut inputs = ProtectionInputs {
+        n_keys,
+        exprs: Vec::new(),
+    };
+    let people = inputs.add(count(lit(1i64)));
+    let people_key = inputs.add(sum(record_key()));
+    let mut kinds = Vec::with_capacity(agg.aggr_expr.len());
+    for e in &agg.aggr_expr {
+        let (name, f) = allowed_aggregate(e)?;
+        let people_count = Output::Count {
+            n: people,
+            key: people_key,
+        };
+        let is_measure = |c: &Column| views.role(&view, &c.name) == Some(Role::Measure);
+        kinds.push(aggregate_output(
+            (e, &name, &f.params.args),
+            people_count,
+            is_measure,
+            agg,
+            &mut inputs,
+        )?);
+    }
+    let plan = LogicalPlan::Aggregate(
+        Aggregate::try_new(agg.input.clone(), agg.group_expr.clone(), inputs.exprs)
+            .map_err(plan_error)?,
+    );
+    let at_bottom = |i: usize| -> Output {
+        if i < n_keys {
+            Output::Key { col: i }
+        } else {
+            kinds[i - n_keys]
+        }
+    };
+    let (outputs, order, offset, fetch) = trace(above, names.len(), at_bottom)?;
+    Ok(Guarded {
+        plan,
+        names,
+        outputs,
+        people,
+        people_key,
+        grouped: n_keys > 0,
+        order,
+        offset,
+        fetch,
+        partition: Some((table, dims.into_iter().collect())),
+    })
+}
+
+/// No filter above the aggregate: HAVING would single out small groups.
+fn refuse_having(above: &[&LogicalPlan]) -> Checked<()> {
     if above.iter().any(|n| matches!(n, LogicalPlan::Filter(_))) {
         return refuse(
             "having",
             "HAVING (or a filter on aggregated results) is not allowed: it would single out small groups",
         );
     }
-    let mut dims = BTreeSet::new();
-    let (view, table) = person_view(&agg.input, views, &mut dims)?;
-    let role = |c: &Column| views.role(&view, &c.name);
+    Ok(())
+}
+
+/// The grouping keys: dimensions of the view as they are, added to `dims`.
+fn group_dimensions(
+    agg: &Aggregate,
+    view: &str,
+    views: &dyn ViewRoles,
+    dims: &mut BTreeSet<String>,
+) -> Checked<()> {
     for g in &agg.group_expr {
         match g {
-            Expr::Column(c) if role(c) == Some(Role::Dimension) => {
+            Expr::Column(c) if views.role(view, &c.name) == Some(Role::Dimension) => {
                 dims.insert(c.name.clone());
             }
             Expr::Column(c) => {
@@ -582,139 +650,138 @@ fn guard_aggregate(
             }
         }
     }
-    for d in views.always_cut_by(&view) {
-        dims.insert(d.to_string());
-    }
+    Ok(())
+}
 
-    // The new aggregate: the keys, then what each released aggregate is computed
-    // from. `at` is the index of an aggregate expression in the new plan's output.
-    let n_keys = agg.group_expr.len();
-    let mut exprs: Vec<Expr> = Vec::new();
-    let mut add = |e: Expr| -> usize {
-        let name = format!("__p{}", exprs.len());
-        exprs.push(e.alias(name));
-        n_keys + exprs.len() - 1
-    };
-    let record_key = || Expr::Column(Column::new_unqualified(RECORD_KEY));
-    let magnitude_key = || Expr::Column(Column::new_unqualified(MAGNITUDE_KEY));
-    let people = add(count(lit(1i64)));
-    let people_key = add(sum(record_key()));
-    let input_schema = agg.input.schema();
-    let mut kinds = Vec::with_capacity(agg.aggr_expr.len());
-    for e in &agg.aggr_expr {
-        let inner = match e {
-            Expr::Alias(a) => a.expr.as_ref(),
-            e => e,
-        };
-        let Expr::AggregateFunction(f) = inner else {
-            return refuse(
-                "aggregate",
-                format!("`{}` is not an allowed aggregate", e.schema_name()),
-            );
-        };
-        let name = f.func.name().to_ascii_lowercase();
-        let p = &f.params;
-        if !["count", "sum", "avg"].contains(&name.as_str()) {
-            return refuse(
-                "aggregate",
-                format!(
-                    "{name} is not allowed: use count(*), sum or avg (min, max, medians, percentiles and lists would show individuals)"
-                ),
-            );
-        }
-        if p.distinct || p.filter.is_some() || !p.order_by.is_empty() {
-            return refuse(
-                "aggregate",
-                format!("{name} with DISTINCT, FILTER or ORDER BY is not allowed"),
-            );
-        }
-        let kind = match (name.as_str(), p.args.as_slice()) {
-            ("count", [Expr::Literal(v, _)]) if !v.is_null() => Output::Count {
-                n: people,
-                key: people_key,
-            },
-            ("count", _) => {
-                return refuse(
-                    "aggregate",
-                    "count people with count(*); filter with WHERE on dimensions",
-                );
-            }
-            (_, [Expr::Column(c)]) if role(c) == Some(Role::Measure) => {
-                let whole = input_schema
-                    .field_with_name(c.relation.as_ref(), &c.name)
-                    .map(|f| f.data_type().is_integer())
-                    .unwrap_or(false);
-                let m = || Expr::Column(c.clone());
-                let present = || m().is_not_null();
-                let s = add(sum(m()));
-                let top = add(max(abs(m())));
-                let key = add(sum(magnitude_key()));
-                let n = add(count(m()));
-                let nkey = add(sum(when(present(), record_key())
-                    .end()
-                    .map_err(plan_error)?));
-                if name == "sum" {
-                    Output::Sum {
-                        sum: s,
-                        top,
-                        key,
-                        n,
-                        nkey,
-                        whole,
-                    }
-                } else {
-                    Output::Mean {
-                        sum: s,
-                        top,
-                        key,
-                        n,
-                        nkey,
-                    }
-                }
-            }
-            (_, [Expr::Column(c)]) => {
-                return refuse(
-                    "aggregate",
-                    format!(
-                        "{name}({}) is not allowed: sum and avg take a measure of the view",
-                        c.name
-                    ),
-                );
-            }
-            _ => {
-                return refuse(
-                    "aggregate",
-                    format!(
-                        "{name} takes one view column as it is, not `{}`",
-                        e.schema_name()
-                    ),
-                );
-            }
-        };
-        kinds.push(kind);
+/// The aggregate expressions of the guarded plan, after its `n_keys` keys: `add`
+/// gives the index of an expression in the new plan's output.
+struct ProtectionInputs {
+    n_keys: usize,
+    exprs: Vec<Expr>,
+}
+
+impl ProtectionInputs {
+    fn add(&mut self, e: Expr) -> usize {
+        let name = format!("__p{}", self.exprs.len());
+        self.exprs.push(e.alias(name));
+        self.n_keys + self.exprs.len() - 1
     }
-    let plan = LogicalPlan::Aggregate(
-        Aggregate::try_new(agg.input.clone(), agg.group_expr.clone(), exprs).map_err(plan_error)?,
-    );
-    let at_bottom = |i: usize| -> Output {
-        if i < n_keys {
-            Output::Key { col: i }
-        } else {
-            kinds[i - n_keys]
-        }
+}
+
+fn record_key() -> Expr {
+    Expr::Column(Column::new_unqualified(RECORD_KEY))
+}
+
+fn magnitude_key() -> Expr {
+    Expr::Column(Column::new_unqualified(MAGNITUDE_KEY))
+}
+
+/// An aggregate a commissioner may ask for: count, sum or avg, plain. Its lowercase
+/// name and the function.
+fn allowed_aggregate(e: &Expr) -> Checked<(String, &AggregateFunction)> {
+    let inner = match e {
+        Expr::Alias(a) => a.expr.as_ref(),
+        e => e,
     };
-    let (outputs, order, offset, fetch) = trace(above, names.len(), at_bottom)?;
-    Ok(Guarded {
-        plan,
-        names,
-        outputs,
-        people,
-        people_key,
-        grouped: n_keys > 0,
-        order,
-        offset,
-        fetch,
-        partition: Some((table, dims.into_iter().collect())),
+    let Expr::AggregateFunction(f) = inner else {
+        return refuse(
+            "aggregate",
+            format!("`{}` is not an allowed aggregate", e.schema_name()),
+        );
+    };
+    let name = f.func.name().to_ascii_lowercase();
+    let p = &f.params;
+    if !["count", "sum", "avg"].contains(&name.as_str()) {
+        return refuse(
+            "aggregate",
+            format!(
+                "{name} is not allowed: use count(*), sum or avg (min, max, medians, percentiles and lists would show individuals)"
+            ),
+        );
+    }
+    if p.distinct || p.filter.is_some() || !p.order_by.is_empty() {
+        return refuse(
+            "aggregate",
+            format!("{name} with DISTINCT, FILTER or ORDER BY is not allowed"),
+        );
+    }
+    Ok((name, f))
+}
+
+/// What an allowed aggregate `e` (`name` over `args`) releases: count(*) is
+/// `people_count`, the people of the row; sum and avg of a measure of the view add
+/// what their protection needs.
+fn aggregate_output(
+    (e, name, args): (&Expr, &str, &[Expr]),
+    people_count: Output,
+    is_measure: impl Fn(&Column) -> bool,
+    agg: &Aggregate,
+    inputs: &mut ProtectionInputs,
+) -> Checked<Output> {
+    match (name, args) {
+        ("count", [Expr::Literal(v, _)]) if !v.is_null() => Ok(people_count),
+        ("count", _) => refuse(
+            "aggregate",
+            "count people with count(*); filter with WHERE on dimensions",
+        ),
+        (_, [Expr::Column(c)]) if is_measure(c) => measure_output(name, c, agg, inputs),
+        (_, [Expr::Column(c)]) => refuse(
+            "aggregate",
+            format!(
+                "{name}({}) is not allowed: sum and avg take a measure of the view",
+                c.name
+            ),
+        ),
+        _ => refuse(
+            "aggregate",
+            format!(
+                "{name} takes one view column as it is, not `{}`",
+                e.schema_name()
+            ),
+        ),
+    }
+}
+
+/// sum or avg of the measure `c`: its true sum, largest contribution, magnitude key,
+/// contributors and their key, for the protection of the answer.
+fn measure_output(
+    name: &str,
+    c: &Column,
+    agg: &Aggregate,
+    inputs: &mut ProtectionInputs,
+) -> Checked<Output> {
+    let whole = agg
+        .input
+        .schema()
+        .field_with_name(c.relation.as_ref(), &c.name)
+        .map(|f| f.data_type().is_integer())
+        .unwrap_or(false);
+    let m = || Expr::Column(c.clone());
+    let present = || m().is_not_null();
+    let s = inputs.add(sum(m()));
+    let top = inputs.add(max(abs(m())));
+    let key = inputs.add(sum(magnitude_key()));
+    let n = inputs.add(count(m()));
+    let nkey = inputs.add(sum(when(present(), record_key())
+        .end()
+        .map_err(plan_error)?));
+    Ok(if name == "sum" {
+        Output::Sum {
+            sum: s,
+            top,
+            key,
+            n,
+            nkey,
+            whole,
+        }
+    } else {
+        Output::Mean {
+            sum: s,
+            top,
+            key,
+            n,
+            nkey,
+        }
     })
 }
 
@@ -970,45 +1037,81 @@ pub fn protect(
     policy: &Policy,
     schema: &SchemaRef,
 ) -> Result<RecordBatch> {
-    let table = PTable::standard();
     let batch = compute::concat_batches(schema, batches)?;
-    let rows = batch.num_rows();
-    if g.outputs
-        .iter()
-        .all(|o| matches!(o, Output::Key { .. } | Output::Released { .. }))
-        && g.partition.is_none()
-    {
+    if already_released(g) {
         // Rows of a pre-aggregated view: released already, sorted and limited by the plan.
         return Ok(batch);
     }
-    let int = |i: usize| -> Result<Int64Array> {
-        let a = cast::cast(batch.column(i), &DataType::Int64)?;
+    let true_rows = TrueRows {
+        batch: &batch,
+        rows: batch.num_rows(),
+        policy,
+        table: PTable::standard(),
+    };
+    let people = true_rows.released(g.people, g.people_key)?;
+    let mut fields = Vec::with_capacity(g.outputs.len());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(g.outputs.len());
+    for (o, name) in g.outputs.iter().zip(&g.names) {
+        let (field, column) = true_rows.protect_output(*o, name, &people)?;
+        fields.push(field);
+        columns.push(column);
+    }
+    let out = released_batch(fields, columns, true_rows.rows)?;
+    let out = small_cells_hidden(out, g, &people, true_rows.rows)?;
+    order_and_limit(out, g)
+}
+
+/// Whether every output of `g` is a key or a value released when its view was opened
+/// (a pre-aggregated view read as it is).
+fn already_released(g: &Guarded) -> bool {
+    g.outputs
+        .iter()
+        .all(|o| matches!(o, Output::Key { .. } | Output::Released { .. }))
+        && g.partition.is_none()
+}
+
+/// The guarded plan's rows of true values, and what protecting them needs.
+struct TrueRows<'a> {
+    batch: &'a RecordBatch,
+    rows: usize,
+    policy: &'a Policy,
+    table: PTable,
+}
+
+impl TrueRows<'_> {
+    fn int(&self, i: usize) -> Result<Int64Array> {
+        let a = cast::cast(self.batch.column(i), &DataType::Int64)?;
         Ok(a.as_any()
             .downcast_ref::<Int64Array>()
             .expect("cast to Int64")
             .clone())
-    };
-    let float = |i: usize| -> Result<Float64Array> {
-        let a = cast::cast(batch.column(i), &DataType::Float64)?;
+    }
+
+    fn float(&self, i: usize) -> Result<Float64Array> {
+        let a = cast::cast(self.batch.column(i), &DataType::Float64)?;
         Ok(a.as_any()
             .downcast_ref::<Float64Array>()
             .expect("cast to Float64")
             .clone())
-    };
-    let released = |n: usize, key: usize| -> Result<Vec<i64>> {
-        let (n, key) = (int(n)?, int(key)?);
-        Ok((0..rows)
+    }
+
+    /// The released count of column `n` with its cell key in column `key`, per row.
+    fn released(&self, n: usize, key: usize) -> Result<Vec<i64>> {
+        let (n, key) = (self.int(n)?, self.int(key)?);
+        Ok((0..self.rows)
             .map(|r| {
                 let count = if n.is_null(r) { 0 } else { n.value(r) };
                 let k = if key.is_null(r) { 0 } else { key.value(r) };
-                policy.release_count(count, k, &table)
+                self.policy.release_count(count, k, &self.table)
             })
             .collect())
-    };
-    let people = released(g.people, g.people_key)?;
-    let sum_of = |s: usize, top: usize, key: usize| -> Result<Vec<Option<f64>>> {
-        let (s, top, key) = (float(s)?, float(top)?, int(key)?);
-        Ok((0..rows)
+    }
+
+    /// The perturbed sum of column `s` (largest contribution `top`, magnitude key
+    /// `key`), per row.
+    fn sum_of(&self, s: usize, top: usize, key: usize) -> Result<Vec<Option<f64>>> {
+        let (s, top, key) = (self.float(s)?, self.float(top)?, self.int(key)?);
+        Ok((0..self.rows)
             .map(|r| {
                 (!s.is_null(r)).then(|| {
                     cell_key::perturb_sum(
@@ -1019,18 +1122,20 @@ pub fn protect(
                 })
             })
             .collect())
-    };
-    let mut fields = Vec::with_capacity(g.outputs.len());
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(g.outputs.len());
-    for (o, name) in g.outputs.iter().zip(&g.names) {
+    }
+
+    /// The released column of output `o`, named `name`; rows whose released `people`
+    /// are 0 are small.
+    fn protect_output(&self, o: Output, name: &str, people: &[i64]) -> Result<(Field, ArrayRef)> {
         let small = |r: usize| people[r] == 0;
-        let (field, column): (Field, ArrayRef) = match *o {
-            Output::Key { col } => {
-                let c = batch.column(col).clone();
+        let rows = self.rows;
+        Ok(match o {
+            Output::Key { col } | Output::Released { col, .. } => {
+                let c = self.batch.column(col).clone();
                 (Field::new(name, c.data_type().clone(), true), c)
             }
             Output::Count { n, key } => {
-                let v = released(n, key)?;
+                let v = self.released(n, key)?;
                 let out: Int64Array = (0..rows)
                     .map(|r| Some(if small(r) { 0 } else { v[r] }))
                     .collect();
@@ -1044,25 +1149,15 @@ pub fn protect(
                 nkey,
                 whole,
             } => {
-                let s = sum_of(sum, top, key)?;
-                let n = released(n, nkey)?;
+                let s = self.sum_of(sum, top, key)?;
+                let n = self.released(n, nkey)?;
                 let value = |r: usize| -> Option<f64> {
                     if small(r) || n[r] == 0 {
                         return None;
                     }
                     s[r]
                 };
-                if whole {
-                    let out: Int64Array = (0..rows)
-                        .map(|r| value(r).map(|v| round_to(v.round() as i64, policy.round_to)))
-                        .collect();
-                    (Field::new(name, DataType::Int64, true), Arc::new(out))
-                } else {
-                    let out: Float64Array = (0..rows)
-                        .map(|r| value(r).map(|v| significant(v, 3)))
-                        .collect();
-                    (Field::new(name, DataType::Float64, true), Arc::new(out))
-                }
+                self.sum_column(name, whole, value)
             }
             Output::Mean {
                 sum,
@@ -1071,8 +1166,8 @@ pub fn protect(
                 n,
                 nkey,
             } => {
-                let s = sum_of(sum, top, key)?;
-                let n = released(n, nkey)?;
+                let s = self.sum_of(sum, top, key)?;
+                let n = self.released(n, nkey)?;
                 let out: Float64Array = (0..rows)
                     .map(|r| {
                         if small(r) || n[r] == 0 {
@@ -1084,7 +1179,7 @@ pub fn protect(
                 (Field::new(name, DataType::Float64, true), Arc::new(out))
             }
             Output::Ratio { num, den } => {
-                let (a, b) = (released(num.0, num.1)?, released(den.0, den.1)?);
+                let (a, b) = (self.released(num.0, num.1)?, self.released(den.0, den.1)?);
                 let out: Float64Array = (0..rows)
                     .map(|r| {
                         (!small(r) && b[r] > 0).then(|| significant(a[r] as f64 / b[r] as f64, 3))
@@ -1092,23 +1187,41 @@ pub fn protect(
                     .collect();
                 (Field::new(name, DataType::Float64, true), Arc::new(out))
             }
-            Output::Released { col, .. } => {
-                let c = batch.column(col).clone();
-                (Field::new(name, c.data_type().clone(), true), c)
-            }
             Output::Statistic { col } => {
-                let v = float(col)?;
+                let v = self.float(col)?;
                 let out: Float64Array = (0..rows)
                     .map(|r| (!small(r) && !v.is_null(r)).then(|| significant(v.value(r), 3)))
                     .collect();
                 (Field::new(name, DataType::Float64, true), Arc::new(out))
             }
-        };
-        fields.push(field);
-        columns.push(column);
+        })
     }
+
+    /// A released sum: rounded to the policy's step when `whole`, else to 3 s.f.
+    fn sum_column(
+        &self,
+        name: &str,
+        whole: bool,
+        value: impl Fn(usize) -> Option<f64>,
+    ) -> (Field, ArrayRef) {
+        if whole {
+            let out: Int64Array = (0..self.rows)
+                .map(|r| value(r).map(|v| round_to(v.round() as i64, self.policy.round_to)))
+                .collect();
+            (Field::new(name, DataType::Int64, true), Arc::new(out))
+        } else {
+            let out: Float64Array = (0..self.rows)
+                .map(|r| value(r).map(|v| significant(v, 3)))
+                .collect();
+            (Field::new(name, DataType::Float64, true), Arc::new(out))
+        }
+    }
+}
+
+/// The released columns as one batch of `rows` rows (an answer may have no columns).
+fn released_batch(fields: Vec<Field>, columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
     let out_schema = Arc::new(Schema::new(fields));
-    let mut out = if columns.is_empty() {
+    Ok(if columns.is_empty() {
         RecordBatch::try_new_with_options(
             out_schema,
             columns,
@@ -1116,14 +1229,23 @@ pub fn protect(
         )?
     } else {
         RecordBatch::try_new(out_schema, columns)?
-    };
-    // A small cell looks like an empty one: in a grouped answer, it has no row.
+    })
+}
+
+/// A small cell looks like an empty one: in a grouped answer it has no row; an
+/// ungrouped aggregate over no rows still has its one row (counts 0, the rest null).
+fn small_cells_hidden(
+    out: RecordBatch,
+    g: &Guarded,
+    people: &[i64],
+    rows: usize,
+) -> Result<RecordBatch> {
     if g.grouped {
         let keep: datafusion::arrow::array::BooleanArray =
             people.iter().map(|&p| Some(p > 0)).collect();
-        out = compute::filter_record_batch(&out, &keep)?;
-    } else if rows == 0 {
-        // An ungrouped aggregate always has its one row.
+        return Ok(compute::filter_record_batch(&out, &keep)?);
+    }
+    if rows == 0 {
         let cols: Vec<ArrayRef> = out
             .schema()
             .fields()
@@ -1134,9 +1256,9 @@ pub fn protect(
                 _ => new_null_array(f.data_type(), 1),
             })
             .collect();
-        out = RecordBatch::try_new(out.schema(), cols)?;
+        return Ok(RecordBatch::try_new(out.schema(), cols)?);
     }
-    order_and_limit(out, g)
+    Ok(out)
 }
 
 /// ORDER BY and LIMIT on released values, ties kept in a stable order.

@@ -19,18 +19,19 @@ use crate::durable::{self, io_at};
 use crate::error::{Error, Result};
 use crate::governance::optouts::{self, OptOuts, RawPersonTable};
 use crate::governance::pseudonym::{Key, normalise_nhs_number, pseudo_id};
+use crate::governance::vault::IDENTITY_COLUMNS;
 use crate::governance::{refuse_inside, vault};
-use crate::ingest::contract::{EXTRACT_TABLES, IDENTITY_COLUMNS, OPTOUTS, PATIENTS};
+use crate::ingest::contract::{EXTRACT_TABLES, OPTOUTS, PATIENTS, table_path};
 use crate::ingest::read_extract;
+use crate::session::functions::udf_over_strings;
 use crate::session::{SessionOptions, new_context};
-use crate::synth::table_path;
 use datafusion::arrow::array::{Array, ArrayRef, StringArray};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::JoinType;
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::execution::FunctionRegistry;
 use datafusion::functions_aggregate::expr_fn::count;
-use datafusion::logical_expr::{ColumnarValue, Expr, ScalarUDF, Volatility, create_udf};
+use datafusion::logical_expr::{Expr, ScalarUDF};
 use datafusion::prelude::{DataFrame, SessionContext, col, ident, lit};
 use futures::StreamExt;
 use serde::Serialize;
@@ -111,27 +112,16 @@ fn string_udf(
     name: &str,
     f: impl Fn(Option<&str>) -> Option<String> + Send + Sync + 'static,
 ) -> ScalarUDF {
-    create_udf(
-        name,
-        vec![DataType::Utf8],
-        DataType::Utf8,
-        Volatility::Immutable,
-        Arc::new(move |args: &[ColumnarValue]| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let s = arrays[0]
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .expect("declared over Utf8");
-            let mut seen: HashMap<Option<&str>, Option<String>> = HashMap::new();
-            let out: StringArray = (0..s.len())
-                .map(|i| {
-                    let v = s.is_valid(i).then(|| s.value(i));
-                    seen.entry(v).or_insert_with(|| f(v)).clone()
-                })
-                .collect();
-            Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
-        }),
-    )
+    udf_over_strings(name, DataType::Utf8, move |s| {
+        let mut seen: HashMap<Option<&str>, Option<String>> = HashMap::new();
+        let out: StringArray = (0..s.len())
+            .map(|i| {
+                let v = s.is_valid(i).then(|| s.value(i));
+                seen.entry(v).or_insert_with(|| f(v)).clone()
+            })
+            .collect();
+        Arc::new(out) as ArrayRef
+    })
 }
 
 fn call(ctx: &SessionContext, udf: &str, arg: Expr) -> Result<Expr> {
@@ -351,7 +341,7 @@ pub async fn pseudonymise(req: &Request<'_>) -> Result<Summary> {
         if table.name == PATIENTS.name {
             // Kept for the vault; dropped before anything reaches the analysts.
             columns.push(call(&ctx, "nhs_number", ident("nhs_number"))?.alias("nhs_number"));
-            columns.extend(IDENTITY_COLUMNS.iter().map(|c| ident(c.name)));
+            columns.extend(IDENTITY_COLUMNS.iter().map(|c| ident(c.0)));
         }
         let pseudonymised = df.filter(col("reason").is_null())?.select(columns)?;
         summary.tables.insert(table.name.to_string(), s);
@@ -483,6 +473,7 @@ async fn reasons(ctx: &SessionContext, file: &Path) -> Result<BTreeMap<String, u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::logical_expr::ColumnarValue;
 
     fn apply(udf: &ScalarUDF, values: Vec<Option<&str>>) -> Vec<Option<String>> {
         let n = values.len();

@@ -6,7 +6,6 @@
 use crate::bad_input;
 use crate::error::Result;
 use crate::governance::pseudonym::Key;
-use crate::ingest::contract::IDENTITY_COLUMNS;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::parquet::arrow::ArrowWriter;
@@ -19,6 +18,18 @@ use datafusion::parquet::file::properties::WriterProperties;
 use std::path::Path;
 use std::sync::Arc;
 
+/// Identity columns of the identifiable `patients` extract, as (name, type, doc). They
+/// go into the identity vault and nowhere else; the contract's identifiable schema
+/// (`ingest::contract`) takes them from here.
+pub const IDENTITY_COLUMNS: &[(&str, DataType, &str)] = &[
+    ("given_name", DataType::Utf8, ""),
+    ("family_name", DataType::Utf8, ""),
+    ("date_of_birth", DataType::Date32, ""),
+    ("address", DataType::Utf8, "one line"),
+    ("postcode", DataType::Utf8, ""),
+    ("phone", DataType::Utf8, ""),
+];
+
 /// pseudo_id, nhs_number (ten digits), the identity columns, practice_code.
 pub fn schema() -> SchemaRef {
     let mut fields = vec![
@@ -28,7 +39,7 @@ pub fn schema() -> SchemaRef {
     fields.extend(
         IDENTITY_COLUMNS
             .iter()
-            .map(|c| Field::new(c.name, c.ty.arrow(), true)),
+            .map(|(name, ty, _)| Field::new(*name, ty.clone(), true)),
     );
     fields.push(Field::new("practice_code", DataType::Utf8, true));
     Arc::new(Schema::new(fields))

@@ -43,6 +43,13 @@ impl ColType {
         }
     }
 
+    /// The contract type whose Arrow type is `ty`, if any.
+    pub fn of(ty: &DataType) -> Option<ColType> {
+        [Utf8, Int32, Float64, Date32, Utf8List]
+            .into_iter()
+            .find(|c| &c.arrow() == ty)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ColType::Utf8 => "Utf8",
@@ -240,16 +247,17 @@ pub fn table(name: &str) -> Option<&'static Table> {
     TABLES.iter().find(|t| t.name == name)
 }
 
-/// Identity columns of the identifiable `patients` extract. They go into the identity
-/// vault and nowhere else.
-pub const IDENTITY_COLUMNS: &[Column] = &[
-    col("given_name", Utf8, true, ""),
-    col("family_name", Utf8, true, ""),
-    col("date_of_birth", Date32, true, ""),
-    col("address", Utf8, true, "one line"),
-    col("postcode", Utf8, true, ""),
-    col("phone", Utf8, true, ""),
-];
+/// Identity columns of the identifiable `patients` extract: the identity vault's
+/// (`governance::vault`), which they go into and nowhere else.
+pub fn identity_columns() -> Vec<Column> {
+    crate::governance::vault::IDENTITY_COLUMNS
+        .iter()
+        .map(|(name, ty, doc)| {
+            let ty = ColType::of(ty).expect("identity columns have contract types");
+            col(name, ty, true, doc)
+        })
+        .collect()
+}
 
 /// The tables an identifiable extract holds (the input of `pseudonymise`). Feedback
 /// is not among them: it arrives through `feedback import`.
@@ -265,7 +273,7 @@ pub const EXTRACT_TABLES: &[Table] = &[
 impl Table {
     /// The columns of this table's identifiable extract: `nhs_number` (Utf8, as the
     /// source system writes it) in place of `pseudo_id`; patients also carry
-    /// [`IDENTITY_COLUMNS`].
+    /// the [`identity_columns`].
     pub fn identifiable_columns(&self) -> Vec<Column> {
         let mut cols: Vec<Column> = self
             .columns
@@ -276,7 +284,7 @@ impl Table {
             })
             .collect();
         if self.name == PATIENTS.name {
-            cols.extend_from_slice(IDENTITY_COLUMNS);
+            cols.extend(identity_columns());
         }
         cols
     }
@@ -293,6 +301,15 @@ fn schema_of(columns: &[Column]) -> SchemaRef {
             .map(|c| Field::new(c.name, c.ty.arrow(), true))
             .collect::<Vec<_>>(),
     ))
+}
+
+/// Where `synth` and `pseudonymise` put each table under their output folder: the
+/// big event tables as folders of files, the others as one file.
+pub fn table_path(table: &str) -> String {
+    match table {
+        "appointments" | "prescriptions" | "admissions" => format!("{table}/"),
+        _ => format!("{table}.parquet"),
+    }
 }
 
 /// Admission methods by the NHS Data Dictionary, as the contract groups them.

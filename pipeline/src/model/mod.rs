@@ -30,26 +30,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// What the job says about the model.
-#[derive(Debug, Clone)]
-pub struct ModelConfig {
-    pub terms: Vec<String>,
-    pub l2: f64,
-    /// Score with a saved `model.json` instead of fitting.
-    pub load: Option<PathBuf>,
-    pub tiers: Vec<Tier>,
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        Self {
-            terms: terms::DEFAULT_TERMS.iter().map(|s| s.to_string()).collect(),
-            l2: 0.0,
-            load: None,
-            tiers: riskstrat_models::tiers::default_tiers(),
-        }
-    }
-}
+/// What the job says about the model (parsed with the job file).
+pub use crate::job::ModelConfig;
 
 /// `model.json`: enough to score again (coefficients in `features` order) and to
 /// read the fit. Only `features` and `coefficients` are needed to score.
@@ -340,13 +322,8 @@ fn subgroups(
         .collect()
 }
 
-pub fn age_band(age: i64) -> &'static str {
-    use riskstrat_models::index_matching::{AGE_BAND_STARTS, age_band};
-    // One set of bands for subgroups, views and the service evaluation's matching.
-    const LABELS: [&str; AGE_BAND_STARTS.len()] =
-        ["0-17", "18-44", "45-64", "65-74", "75-84", "85+"];
-    LABELS[age_band(age.clamp(0, i64::from(i32::MAX)) as i32) as usize]
-}
+/// The age-band labels of the subgroups: one set, labelled in the data layer.
+pub use crate::session::age_band;
 
 pub fn load_model(path: &std::path::Path) -> Result<ModelFile> {
     let text = std::fs::read_to_string(path)

@@ -6,20 +6,8 @@ use crate::features::registry::{FEATURES, Kind};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::{Expr, cast, coalesce, ident, lit, when};
 
-pub const DEFAULT_TERMS: &[&str] = &[
-    "age",
-    "sex_female",
-    "imd_decile",
-    "gp_appts_12m",
-    "other_appts_12m",
-    "home_visits_12m",
-    "dna_12m",
-    "distinct_drugs_12m",
-    "ltc_groups_12m",
-    "emergency_admissions_12m",
-    "emergency_bed_days_12m",
-    "charlson_score",
-];
+/// The contract's default terms, defined with the job's settings.
+pub use crate::job::DEFAULT_TERMS;
 
 /// The Float64 expression for a term over the features table, or None if the name
 /// is neither a recoded term nor a numeric feature column in `columns`.

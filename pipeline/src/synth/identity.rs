@@ -203,7 +203,7 @@ fn to_nhs(
 }
 
 /// given_name, family_name, date_of_birth, address, postcode, phone for each patients
-/// row, in the order of `contract::IDENTITY_COLUMNS`. The same person always gets
+/// row, in the order of `vault::IDENTITY_COLUMNS`. The same person always gets
 /// the same identity (a duplicate row repeats it).
 fn identities(
     ids: &StringArray,

@@ -298,14 +298,7 @@ fn write_gate_files(opts: &SynthOptions, world: &World) -> Result<()> {
     Ok(())
 }
 
-/// Where `synth` and `pseudonymise` put each table under their output folder: the
-/// big event tables as folders of files, the others as one file.
-pub fn table_path(table: &str) -> String {
-    match table {
-        "appointments" | "prescriptions" | "admissions" => format!("{table}/"),
-        _ => format!("{table}.parquet"),
-    }
-}
+pub use crate::ingest::contract::table_path;
 
 /// A job file over tables laid out by [`table_path`] under `data` (relative to the
 /// job file).
