@@ -75,9 +75,9 @@ fn imported(path: &str, modules: &[String]) -> String {
     }
 }
 
-/// Every module of `src` (`a/b` for `src/a/b.rs` or `src/a/b/mod.rs`) with the
-/// `crate::` paths its code outside its tests names, as module paths.
-fn imports() -> Vec<(String, Vec<String>)> {
+/// Every module of `src` (`a/b` for `src/a/b.rs` or `src/a/b/mod.rs`) but this one,
+/// with its code outside its tests.
+fn sources() -> Vec<(String, String)> {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     let mut stack = vec![src.clone()];
@@ -96,14 +96,25 @@ fn imports() -> Vec<(String, Vec<String>)> {
         let m = rel.to_string_lossy().replace('\\', "/");
         m.strip_suffix("/mod").map(str::to_string).unwrap_or(m)
     };
-    let modules: Vec<String> = files.iter().map(|p| module_of(p)).collect();
     files
         .iter()
-        .zip(&modules)
-        .filter(|(_, m)| *m != "layers")
-        .map(|(p, m)| {
+        .map(|p| {
             let text = std::fs::read_to_string(p).unwrap();
             let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+            (module_of(p), code.to_string())
+        })
+        .filter(|(m, _)| m != "layers")
+        .collect()
+}
+
+/// Every module with the `crate::` paths its code outside its tests names, as module
+/// paths.
+fn imports() -> Vec<(String, Vec<String>)> {
+    let sources = sources();
+    let modules: Vec<String> = sources.iter().map(|(m, _)| m.clone()).collect();
+    sources
+        .iter()
+        .map(|(m, code)| {
             let to = crate_paths(code)
                 .iter()
                 .map(|path| imported(path, &modules))
@@ -111,6 +122,57 @@ fn imports() -> Vec<(String, Vec<String>)> {
             (m.clone(), to)
         })
         .collect()
+}
+
+/// Functions that are tables of data, not logic: long by nature.
+const DATA_TABLES: &[&str] = &[];
+
+/// Each function outside tests (`module::name`) with its length in lines, from its
+/// `fn` line to the closing brace at the same indentation.
+fn function_lengths(module: &str, code: &str) -> Vec<(String, usize)> {
+    let lines: Vec<&str> = code.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let t = line.trim_start();
+        let indent = line.len() - t.len();
+        let t = t.strip_prefix("pub(crate) ").or(t.strip_prefix("pub ")).unwrap_or(t);
+        let t = t.strip_prefix("async ").unwrap_or(t);
+        let Some(rest) = t.strip_prefix("fn ") else {
+            continue;
+        };
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let close = format!("{}}}", " ".repeat(indent));
+        if let Some(end) = lines[i..].iter().position(|l| l.starts_with(&close)) {
+            out.push((format!("{module}::{name}"), end + 1));
+        }
+    }
+    out
+}
+
+#[test]
+fn no_function_is_over_100_lines() {
+    let long: Vec<String> = sources()
+        .iter()
+        .flat_map(|(m, code)| function_lengths(m, code))
+        .filter(|(name, n)| *n > 100 && !DATA_TABLES.contains(&name.as_str()))
+        .map(|(name, n)| format!("{name} ({n} lines)"))
+        .collect();
+    assert!(
+        long.is_empty(),
+        "functions over 100 lines (split them into steps with names): {long:?}"
+    );
+}
+
+#[test]
+fn function_lengths_are_counted_to_the_closing_brace() {
+    let code = "fn a() {\n    1\n}\n    pub async fn b(\n        x: u8,\n    ) {\n    }\n";
+    assert_eq!(
+        function_lengths("m", code),
+        vec![("m::a".to_string(), 3), ("m::b".to_string(), 4)]
+    );
 }
 
 #[test]
