@@ -71,6 +71,68 @@ fn four_runs_started_at_one_moment_give_four_complete_runs() {
     assert_eq!(names.len(), 4, "{names:?}");
 }
 
+/// A run in-process with a clock the test sets: the run id, the folder's name and the
+/// manifest's times come from that clock, and every stage is timed in the manifest
+/// with every file it wrote listed.
+#[test]
+fn a_run_reads_its_times_from_the_clock_it_is_given() {
+    use riskstrat::clock::Clock;
+    let dir = scratch("store_set_clock");
+    let job_file = small_dataset().write(&dir, "2026-04-01");
+    let job = riskstrat::job::Job::load(&job_file, None).unwrap();
+    let t = chrono::DateTime::parse_from_rfc3339("2031-05-06T07:08:09Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let out = block_on(riskstrat::run::run_with(&job, Clock::starting_at(t))).unwrap();
+    let m = &out.manifest;
+    assert!(m.run_id.starts_with("20310506T070809Z-"), "{}", m.run_id);
+    assert_eq!(
+        out.dir.file_name().unwrap().to_str(),
+        Some(m.run_id.as_str())
+    );
+    assert!(m.started_utc >= t && m.started_utc - t < chrono::Duration::seconds(2));
+    assert!(m.finished_utc >= m.started_utc);
+    assert!(m.finished_utc - t < chrono::Duration::minutes(5));
+    for stage in [
+        "ingest", "validate", "features", "model", "score", "cohorts",
+    ] {
+        assert!(
+            m.timings_ms.contains_key(stage),
+            "{stage}: {:?}",
+            m.timings_ms
+        );
+    }
+    let mut on_disk: Vec<String> = walk(&out.dir)
+        .into_iter()
+        .map(|p| {
+            p.strip_prefix(&out.dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let mut listed = m.outputs.clone();
+    on_disk.sort();
+    listed.sort();
+    assert_eq!(
+        listed, on_disk,
+        "the manifest lists exactly the run's files"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// Write the local run folder `run` as a new run of `store` through its writer (the
 /// object-store commit: claim, upload, manifest last), the manifest's run id and
 /// sequence number the new run's.

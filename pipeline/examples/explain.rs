@@ -8,8 +8,9 @@ use riskstrat::sql::{Params, SqlSource};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let job = Job::load(std::path::Path::new(&args[1]), None)?;
-    let mut progress = riskstrat::progress::Progress::new();
-    let loaded = riskstrat::run::load(&job, &mut progress, None).await?;
+    let rc =
+        riskstrat::run::context::RunContext::checking(&job, riskstrat::clock::Clock::system())?;
+    riskstrat::run::stages::load(&rc).await?;
     let sql = SqlSource {
         override_dir: job.sql_dir.clone(),
     };
@@ -29,7 +30,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for f in files {
         let text = sql.get(&f)?;
         let start = std::time::Instant::now();
-        let df = riskstrat::sql::query(&loaded.ctx, &text, &params).await?;
+        let df = riskstrat::sql::query(&rc.ctx, &text, &params).await?;
         let plan = df.explain(false, true)?.collect().await?;
         println!("== {f}: {:.2} s", start.elapsed().as_secs_f64());
         println!(

@@ -6,6 +6,7 @@
 //! (opt-outs, pseudonyms, the vault, the gate, audit, feedback, disclosure control),
 //! [`serve`] (commissioner views and queries). Supporting: [`job`], [`session`], [`sql`], [`synth`].
 
+pub mod clock;
 pub mod damage;
 pub mod demo;
 pub mod durable;

@@ -2,6 +2,7 @@
 //! bad input.
 
 use clap::{Parser, Subcommand};
+use riskstrat::clock::Clock;
 use riskstrat::error::{Error, Result};
 use riskstrat::job::{Job, parse_date};
 use riskstrat::synth::{SynthOptions, generate};
@@ -413,10 +414,10 @@ async fn run(a: RunArgs) -> Result<()> {
 async fn validate(a: ValidateArgs) -> Result<()> {
     a.no_keys.refuse("validate")?;
     let job = Job::load(&a.job, None)?;
-    let mut progress = riskstrat::progress::Progress::new();
     let report = async {
-        let loaded = riskstrat::run::load(&job, &mut progress, None).await?;
-        riskstrat::quality::report(&loaded.ctx, &loaded.inputs, &loaded.counts, job.as_of).await
+        let rc = riskstrat::run::context::RunContext::checking(&job, Clock::system())?;
+        let loaded = riskstrat::run::stages::load(&rc).await?;
+        riskstrat::quality::report(&rc.ctx, &loaded.inputs, &loaded.counts, job.as_of).await
     }
     .await;
     let report = match report {

@@ -5,11 +5,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::IsTerminal;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Shared by a run's stages (`stage` takes `&self`, so a stage's work may borrow the
+/// rest of the run context while it is timed).
 #[derive(Default)]
 pub struct Progress {
-    pub timings_ms: BTreeMap<String, u64>,
+    timings_ms: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Progress {
@@ -18,7 +21,7 @@ impl Progress {
     }
 
     /// Run one stage, showing it while it runs and recording how long it took.
-    pub async fn stage<T>(&mut self, name: &str, fut: impl Future<Output = T>) -> T {
+    pub async fn stage<T>(&self, name: &str, fut: impl Future<Output = T>) -> T {
         let start = Instant::now();
         let bar = spinner(name);
         if bar.is_none() {
@@ -30,8 +33,17 @@ impl Progress {
             bar.finish_and_clear();
         }
         tracing::info!("{name} done in {:.2} s", elapsed.as_secs_f64());
-        *self.timings_ms.entry(name.to_string()).or_default() += elapsed.as_millis() as u64;
+        let mut t = self.timings_ms.lock().unwrap_or_else(|p| p.into_inner());
+        *t.entry(name.to_string()).or_default() += elapsed.as_millis() as u64;
         out
+    }
+
+    /// Milliseconds per stage (a stage run twice adds up).
+    pub fn timings_ms(&self) -> BTreeMap<String, u64> {
+        self.timings_ms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 

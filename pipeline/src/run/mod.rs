@@ -1,0 +1,124 @@
+//! `run`: one run of a job, as the list of its stages (`stages.rs`), each a function
+//! from the run context (`context.rs`) to a typed output; the manifest is assembled from
+//! those outputs. Everything is written into a staging folder that becomes the run
+//! folder only when the whole run has succeeded, the manifest last.
+
+pub mod context;
+pub mod stages;
+
+use crate::clock::Clock;
+use crate::error::Result;
+use crate::ingest::{self, contract};
+use crate::job::Job;
+use crate::model::metrics::Metrics;
+use crate::outputs::manifest::{InputSummary, Manifest, OptOutCounts, row_counts};
+use crate::outputs::report;
+use context::RunContext;
+use stages::{Cohorts, Features, Feedback, Loaded, Scored, Trained};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub struct RunOutcome {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub metrics: Metrics,
+}
+
+/// Run a job on the wall clock.
+pub async fn run(job: &Job) -> Result<RunOutcome> {
+    run_with(job, Clock::system()).await
+}
+
+/// Run a job with the times (run id, manifest) read from `clock`.
+pub async fn run_with(job: &Job, clock: Clock) -> Result<RunOutcome> {
+    match run_stages(job, clock).await {
+        // A damaged data page surfaces in whichever stage reads it first: name the file.
+        Err(e) => Err(ingest::name_damaged_input(&job.inputs, e).await),
+        ok => ok,
+    }
+}
+
+async fn run_stages(job: &Job, clock: Clock) -> Result<RunOutcome> {
+    let rc = RunContext::claim(job, clock).await?;
+    let loaded = stages::load(&rc).await?;
+    let features = stages::features(&rc).await?;
+    let trained = stages::model(&rc).await?;
+    let scored = stages::score(&rc, &trained).await?;
+    let services_report = stages::service_evaluation(&rc, &trained, &scored).await?;
+    stages::model_files(&rc, &trained)?;
+    let feedback = stages::feedback(&rc).await?;
+    let cohorts = stages::cohorts(&rc, &feedback).await?;
+    let manifest = manifest(
+        &rc, &loaded, &features, &trained, &scored, &feedback, &cohorts,
+    );
+    // An input rewritten while the run read it could mix old and new data.
+    crate::faults::point("run.before_recheck");
+    ingest::recheck::unchanged(&rc.ctx, &loaded.inputs).await?;
+    rc.write(
+        "report.html",
+        report::render(&manifest, &services_report).as_bytes(),
+    )?;
+    // The manifest last: it marks the run complete.
+    rc.write("manifest.json", &serde_json::to_vec_pretty(&manifest)?)?;
+    let dir = rc.into_folder()?.commit().await?;
+    Ok(RunOutcome {
+        dir,
+        manifest,
+        metrics: trained.metrics,
+    })
+}
+
+/// The manifest, from the stages' outputs.
+fn manifest(
+    rc: &RunContext<'_>,
+    loaded: &Loaded,
+    features: &Features,
+    trained: &Trained,
+    scored: &Scored,
+    feedback: &Feedback,
+    cohorts: &Cohorts,
+) -> Manifest {
+    let job = rc.job;
+    let mut rows = BTreeMap::new();
+    let mut optouts = OptOutCounts::default();
+    for (table, c) in &loaded.counts {
+        let read = loaded.inputs.get(table).map(|t| t.rows).unwrap_or(0);
+        let r = row_counts(read, c);
+        optouts.rows_excluded += r.excluded_optout;
+        if table == contract::PATIENTS.name {
+            optouts.patients_excluded = r.excluded_optout;
+        }
+        rows.insert(table.clone(), r);
+    }
+    // Written after the manifest is assembled, but part of the run.
+    let mut outputs = rc.outputs();
+    outputs.extend(["report.html".into(), "manifest.json".into()]);
+    Manifest {
+        riskstrat_version: env!("CARGO_PKG_VERSION").into(),
+        datafusion_version: datafusion::DATAFUSION_VERSION.into(),
+        job: job.name.clone(),
+        job_file: job.source.display().to_string(),
+        run_id: rc.run_id().map(ToString::to_string).unwrap_or_default(),
+        seq: rc.run_id().map(|id| id.seq),
+        as_of: job.as_of,
+        started_utc: rc.started,
+        finished_utc: rc.clock.now(),
+        inputs: loaded
+            .inputs
+            .tables
+            .iter()
+            .map(InputSummary::from_input)
+            .collect(),
+        rows,
+        optouts,
+        population: features.population,
+        features: features.names.clone(),
+        cohorts: cohorts.sizes.clone(),
+        tiers: scored.tier_sizes.clone(),
+        feedback: feedback.outcomes.clone(),
+        feedback_excluded: cohorts.feedback_excluded.clone(),
+        validation_auc: trained.metrics.validation_auc(),
+        outputs,
+        timings_ms: rc.progress.timings_ms(),
+    }
+}

@@ -1,0 +1,302 @@
+//! The stages of a run, each a function from the run context to a typed output. The
+//! relational work is in the modules they call (`ingest`, `features`, `model`,
+//! `outcomes`, the SQL in `sql/`); a stage decides what goes into the run folder.
+
+use super::context::RunContext;
+use crate::bad_input;
+use crate::error::{Error, Result};
+use crate::ingest::{self, contract, tables, validate};
+use crate::job::CohortSpec;
+use crate::model::ModelFile;
+use crate::model::metrics::Metrics;
+use crate::outputs::{write_batch, write_parquet};
+use crate::sql::SqlText;
+use datafusion::arrow::array::Float64Array;
+use datafusion::common::JoinType;
+use datafusion::prelude::{DataFrame, ParquetReadOptions, ident};
+use std::collections::BTreeMap;
+
+/// Checked, opted-out, validated inputs, registered in the context's session.
+pub struct Loaded {
+    pub inputs: ingest::Inputs,
+    pub counts: BTreeMap<String, validate::TableCounts>,
+}
+
+/// Ingest and validate. In a run, quarantined rows are written in the same pass that
+/// counts them.
+pub async fn load(rc: &RunContext<'_>) -> Result<Loaded> {
+    let job = rc.job;
+    let inputs = rc
+        .progress
+        .stage(
+            "ingest",
+            ingest::register_inputs(&rc.ctx, &job.inputs, job.allow_empty_optouts),
+        )
+        .await?;
+    let counts = rc
+        .progress
+        .stage("validate", async {
+            let tables = validate::register_valid(&rc.ctx, &rc.sql, &rc.params).await?;
+            let mut counts = BTreeMap::new();
+            for t in tables {
+                let name = format!("quarantine/{}.parquet", t.name);
+                let c = validate::check(&rc.ctx, t.name, rc.path(&name).as_deref()).await?;
+                if rc.path(&name).is_some() && c.quarantined_total() > 0 {
+                    rc.record(&name);
+                }
+                counts.insert(t.name.to_string(), c);
+            }
+            Ok::<_, Error>(counts)
+        })
+        .await?;
+    Ok(Loaded { inputs, counts })
+}
+
+/// The feature table at `A`, one row per person of the population.
+pub struct Features {
+    pub population: u64,
+    pub names: Vec<String>,
+}
+
+/// `features.parquet`, registered as `features` for the stages after.
+pub async fn features(rc: &RunContext<'_>) -> Result<Features> {
+    let path = rc.file("features.parquet")?;
+    let population = rc
+        .progress
+        .stage("features", async {
+            let df =
+                crate::features::plan(&rc.ctx, &rc.sql, &rc.params, &rc.job.extra_features).await?;
+            write_parquet(df, &path).await
+        })
+        .await?;
+    rc.ctx
+        .register_parquet(
+            tables::FEATURES,
+            path.to_string_lossy().as_ref(),
+            ParquetReadOptions::default(),
+        )
+        .await?;
+    let names = rc
+        .ctx
+        .table(tables::FEATURES)
+        .await?
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| n != "pseudo_id")
+        .collect();
+    Ok(Features { population, names })
+}
+
+/// The model the run scores with: trained at `T0` and evaluated, or loaded (score-only).
+pub struct Trained {
+    pub model: ModelFile,
+    pub metrics: Metrics,
+}
+
+pub async fn model(rc: &RunContext<'_>) -> Result<Trained> {
+    let job = rc.job;
+    rc.progress
+        .stage("model", async {
+            match &job.model.load {
+                Some(path) => Ok(Trained {
+                    model: crate::model::load_model(path)?,
+                    metrics: Metrics::score_only(path),
+                }),
+                None => {
+                    let t = crate::model::train(
+                        &rc.ctx,
+                        &rc.sql,
+                        job.as_of,
+                        &job.extra_features,
+                        &job.model,
+                    )
+                    .await?;
+                    Ok(Trained {
+                        model: t.model,
+                        metrics: t.metrics,
+                    })
+                }
+            }
+        })
+        .await
+}
+
+/// Everyone's risk, reasons and tier at `A`.
+pub struct Scored {
+    pub tier_sizes: BTreeMap<String, u64>,
+    /// Every person's risk, the reference the service evaluation ranks against.
+    pub risk: Vec<f64>,
+}
+
+/// `scores.parquet`, registered as `scores` for the cohorts.
+pub async fn score(rc: &RunContext<'_>, trained: &Trained) -> Result<Scored> {
+    let path = rc.file("scores.parquet")?;
+    rc.progress
+        .stage("score", async {
+            let features = rc.ctx.table(tables::FEATURES).await?;
+            let (batch, tier_sizes) =
+                crate::model::score(features, &trained.model, &rc.job.model.tiers).await?;
+            write_batch(&path, &batch)?;
+            let risk = batch
+                .column_by_name("risk")
+                .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+                .map(|r| r.values().to_vec())
+                .unwrap_or_default();
+            rc.ctx.register_batch(tables::SCORES, batch)?;
+            Ok(Scored { tier_sizes, risk })
+        })
+        .await
+}
+
+/// The service evaluation's section of the report, when the job evaluates services and
+/// has a services table (else empty).
+pub async fn service_evaluation(
+    rc: &RunContext<'_>,
+    trained: &Trained,
+    scored: &Scored,
+) -> Result<String> {
+    if !rc.job.evaluate_services || !rc.ctx.table_exist(contract::SERVICES.name)? {
+        return Ok(String::new());
+    }
+    rc.progress
+        .stage("outcomes", async {
+            let e = crate::outcomes::evaluate(
+                &rc.ctx,
+                &rc.sql,
+                &rc.params,
+                &rc.job.extra_features,
+                &trained.model,
+                &scored.risk,
+                rc.job.outcomes_candidates,
+            )
+            .await?;
+            write_batch(&rc.file("service_outcomes.parquet")?, &e.outcomes)?;
+            write_batch(&rc.file("service_balance.parquet")?, &e.balance)?;
+            write_batch(&rc.file("service_people.parquet")?, &e.people)?;
+            Ok(e.report)
+        })
+        .await
+}
+
+/// `model.json` and `metrics.json`.
+pub fn model_files(rc: &RunContext<'_>, trained: &Trained) -> Result<()> {
+    rc.write("model.json", &serde_json::to_vec_pretty(&trained.model)?)?;
+    rc.write("metrics.json", &trained.metrics.to_json()?)
+}
+
+/// What care teams fed back, when the job has a feedback table.
+#[derive(Default)]
+pub struct Feedback {
+    /// People a team marked declined or not appropriate lately: kept out of cohorts.
+    pub exclusions: Option<DataFrame>,
+    /// Feedback outcomes by kind, for the manifest.
+    pub outcomes: BTreeMap<String, u64>,
+}
+
+/// `feedback_people.parquet`, and who is kept out of cohorts.
+pub async fn feedback(rc: &RunContext<'_>) -> Result<Feedback> {
+    if !rc.ctx.table_exist(contract::FEEDBACK.name)? {
+        return Ok(Feedback::default());
+    }
+    let people =
+        crate::sql::query(&rc.ctx, &rc.sql.get("feedback_outcomes.sql")?, &rc.params).await?;
+    write_parquet(people, &rc.file("feedback_people.parquet")?).await?;
+    let exclusions =
+        crate::sql::query(&rc.ctx, &rc.sql.get("feedback_exclusions.sql")?, &rc.params)
+            .await?
+            .cache()
+            .await?;
+    Ok(Feedback {
+        exclusions: Some(exclusions),
+        outcomes: crate::outputs::manifest::feedback_outcomes(&rc.ctx, rc.job.as_of).await?,
+    })
+}
+
+/// Each cohort's size, and how many feedback kept out of it.
+#[derive(Default)]
+pub struct Cohorts {
+    pub sizes: BTreeMap<String, u64>,
+    pub feedback_excluded: BTreeMap<String, u64>,
+}
+
+/// `cohort_<name>.parquet` for each of the job's cohorts.
+pub async fn cohorts(rc: &RunContext<'_>, feedback: &Feedback) -> Result<Cohorts> {
+    rc.progress
+        .stage("cohorts", async {
+            let mut out = Cohorts::default();
+            for spec in &rc.job.cohorts {
+                let text = match spec {
+                    CohortSpec::Builtin(n) => rc.sql.get(&format!("cohorts/{n}.sql"))?,
+                    CohortSpec::File(p) => crate::sql::read_file(p)?,
+                };
+                let (members, excluded) = cohort_members(rc, &text, feedback).await?;
+                if let Some(n) = excluded {
+                    out.feedback_excluded.insert(spec.name(), n);
+                }
+                let name = format!("cohort_{}.parquet", spec.name());
+                let n = write_parquet(members, &rc.file(&name)?)
+                    .await
+                    .map_err(|e| crate::sql::run_time_error(&text.origin, e))?;
+                out.sizes.insert(spec.name(), n);
+            }
+            Ok(out)
+        })
+        .await
+}
+
+/// A cohort's SQL, checked, limited to the population at `A` and with the people
+/// feedback keeps out removed (and how many that was, when there is feedback).
+async fn cohort_members(
+    rc: &RunContext<'_>,
+    text: &SqlText,
+    feedback: &Feedback,
+) -> Result<(DataFrame, Option<u64>)> {
+    let df = crate::sql::query(&rc.ctx, text, &rc.params).await?;
+    if !df.schema().has_column_with_unqualified_name("pseudo_id") {
+        return Err(bad_input!(
+            "{}: a cohort must return a pseudo_id column",
+            text.origin
+        ));
+    }
+    crate::sql::check_columns(&df, &text.origin, &[("pseudo_id", crate::sql::Kind::Text)])?;
+    // Only people in the population at A can be in a cohort, whatever the SQL read.
+    let population = rc
+        .ctx
+        .table(tables::FEATURES)
+        .await?
+        .select(vec![ident("pseudo_id").alias("__member")])?;
+    let df = df.join(
+        population,
+        JoinType::LeftSemi,
+        &["pseudo_id"],
+        &["__member"],
+        None,
+    )?;
+    let Some(ex) = &feedback.exclusions else {
+        return Ok((df, None));
+    };
+    let ex = ex
+        .clone()
+        .select(vec![ident("pseudo_id").alias("__excluded")])?;
+    let hit = df.clone().join(
+        ex.clone(),
+        JoinType::LeftSemi,
+        &["pseudo_id"],
+        &["__excluded"],
+        None,
+    )?;
+    let n = hit
+        .count()
+        .await
+        .map_err(|e| crate::sql::run_time_error(&text.origin, e.into()))?;
+    let df = df.join(
+        ex,
+        JoinType::LeftAnti,
+        &["pseudo_id"],
+        &["__excluded"],
+        None,
+    )?;
+    Ok((df, Some(n as u64)))
+}
