@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The service evaluation at scale: synth N people (default 1,000,000), then the whole
 # default job with the evaluation on and off, printing wall time, peak memory and the
-# outcomes stage's time from the manifest. BIN defaults to the release binary.
+# service evaluation stage's time from the manifest. BIN defaults to the release binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-1000000}

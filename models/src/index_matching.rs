@@ -11,7 +11,7 @@
 //! Everything here works on small per-person arrays of emergency spells; the
 //! relational work (who, which spells, risk at each index date) is done by the caller.
 
-use crate::outcomes::logit_of;
+use crate::service_evaluation::logit_of;
 
 /// Days are days since 1970-01-01 (Arrow Date32).
 pub type Day = i32;

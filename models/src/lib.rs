@@ -7,7 +7,7 @@ pub mod index_matching;
 pub mod linalg;
 pub mod logistic;
 pub mod metrics;
-pub mod outcomes;
+pub mod service_evaluation;
 pub mod tiers;
 
 use std::fmt;

@@ -5,7 +5,7 @@
 //! (`make_outcomes.py` says how to rerun it).
 
 use riskstrat_models::index_matching::{Choice, match_in_lists, smd};
-use riskstrat_models::outcomes::{
+use riskstrat_models::service_evaluation::{
     Candidate, Windows, caliper, difference_in_differences, difference_in_differences_clustered,
     match_nearest, switch_adjusted,
 };
@@ -214,7 +214,7 @@ fn list_matching_matches_a_plain_loop() {
     }
 }
 
-fn check_did(r: &Value, d: &riskstrat_models::outcomes::Did) {
+fn check_did(r: &Value, d: &riskstrat_models::service_evaluation::Did) {
     for source in ["numpy", "statsmodels"] {
         let e = &r[source];
         assert_eq!(d.n_treated as u64, e["n_treated"].as_u64().unwrap());

@@ -8,7 +8,7 @@
 //! `truth/service_effects.json`. Prints each run, then the table the README quotes,
 //! and each criterion with PASS or FAIL; exits 1 if one on emergency admissions fails.
 
-use riskstrat::outcomes_check::{run_seed, summarise, table};
+use riskstrat::service_evaluation_check::{run_seed, summarise, table};
 use riskstrat::synth::ServiceEffects;
 
 #[tokio::main]

@@ -12,9 +12,10 @@
 //! Nothing identifying is printed: counts and paths only.
 
 use crate::error::{Error, Result};
-use crate::governance::{feedback, gate, pseudonymise, teams};
+use crate::governance::teams;
 use crate::job::Job;
 use crate::synth::{IDENTIFIABLE_DIR, KEYS_DIR, PSEUDONYMISED_DIR, SynthOptions, generate};
+use crate::{feedback, gate, pseudonymise};
 use chrono::NaiveDate;
 use std::path::Path;
 

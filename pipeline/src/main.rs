@@ -435,7 +435,7 @@ async fn validate(a: ValidateArgs) -> Result<()> {
 /// `pseudonymise` (the gate operator): identifiable extracts to pseudonymised tables
 /// and the vault; prints counts per table, never an identifier.
 async fn pseudonymise(a: PseudonymiseArgs) -> Result<()> {
-    use riskstrat::governance::pseudonymise::{Request, pseudonymise};
+    use riskstrat::pseudonymise::{Request, pseudonymise};
     let s = pseudonymise(&Request {
         input: &a.input,
         out: &a.out,
@@ -475,7 +475,7 @@ async fn pseudonymise(a: PseudonymiseArgs) -> Result<()> {
 /// `reidentify` (the gate): a cohort's list with names for one team under an
 /// approval; prints counts and the files written.
 async fn reidentify(a: ReidentifyArgs) -> Result<()> {
-    use riskstrat::governance::gate::{Request, reidentify};
+    use riskstrat::gate::{Request, reidentify};
     let registry = riskstrat::governance::teams::Registry::load(&a.teams)?;
     let (cohort, team) = (&a.cohort, &a.team);
     let r = reidentify(&Request {
@@ -597,7 +597,7 @@ fn approve(a: ApproveArgs) -> Result<()> {
 /// `feedback import` (the gate): a team's returned list, pseudonymised; prints
 /// counts by outcome and the lines not imported.
 fn feedback_import(a: ImportArgs) -> Result<()> {
-    use riskstrat::governance::feedback::{ImportRequest, import};
+    use riskstrat::feedback::{ImportRequest, import};
     use riskstrat::governance::pseudonym::Key;
     let registry = riskstrat::governance::teams::Registry::load(&a.teams)?;
     let k = Key::read_file(&a.key)?;

@@ -1,24 +1,20 @@
 //! Information governance: the rules that protect people, each small and separate.
+//! The gate's workflows that use them are at the top of the crate (`crate::pseudonymise`,
+//! `crate::gate`, `crate::feedback`).
 //!
 //! - `optouts`: the one opt-out rule.
 //! - `pseudonym`: NHS number checks, pseudonyms and key files.
-//! - `pseudonymise`: identifiable extracts -> pseudonymised tables + vault (gate side).
 //! - `vault`: the encrypted identity vault.
 //! - `teams`: the care-team registry and approvals.
-//! - `gate`: re-identification, for one care team, under an approval.
 //! - `audit`: the hash-chained log of every approval, release, refusal and import.
-//! - `feedback`: care teams' outcomes back into pseudonymised data.
 //! - `cell_key`: record keys, cell keys and the perturbation table (the cell key method).
 //! - `disclosure_control`: what a commissioner's query may return.
 
 pub mod audit;
 pub mod cell_key;
 pub mod disclosure_control;
-pub mod feedback;
-pub mod gate;
 pub mod optouts;
 pub mod pseudonym;
-pub mod pseudonymise;
 pub mod teams;
 pub mod vault;
 

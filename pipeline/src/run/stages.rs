@@ -161,8 +161,8 @@ pub async fn service_evaluation(
         return Ok(String::new());
     }
     rc.progress
-        .stage("outcomes", async {
-            let e = crate::outcomes::evaluate(
+        .stage("service_evaluation", async {
+            let e = crate::service_evaluation::evaluate(
                 &rc.ctx,
                 &rc.sql,
                 &rc.params,

@@ -49,7 +49,7 @@ use riskstrat_models::index_matching::{
     Choice, Enrolled, History, Person, Population, Spell, bed_day_distance,
     match_in_lists_weighted, smd,
 };
-use riskstrat_models::outcomes::{
+use riskstrat_models::service_evaluation::{
     Did, Windows, caliper, difference_in_differences_clustered, switch_adjusted,
 };
 use std::collections::HashMap;
