@@ -135,7 +135,10 @@ fn function_lengths(module: &str, code: &str) -> Vec<(String, usize)> {
     for (i, line) in lines.iter().enumerate() {
         let t = line.trim_start();
         let indent = line.len() - t.len();
-        let t = t.strip_prefix("pub(crate) ").or(t.strip_prefix("pub ")).unwrap_or(t);
+        let t = t
+            .strip_prefix("pub(crate) ")
+            .or(t.strip_prefix("pub "))
+            .unwrap_or(t);
         let t = t.strip_prefix("async ").unwrap_or(t);
         let Some(rest) = t.strip_prefix("fn ") else {
             continue;
