@@ -104,7 +104,7 @@ async fn synthesise(out: &Path, patients: u64, as_of: NaiveDate) -> Result<Synth
         .map_err(|e| Error::failed(e.to_string()).with_source(e))?
 }
 
-/// 1. The gate pseudonymises the extracts into the analysts' tables and the vault.
+/// Step 1: the gate pseudonymises the extracts into the analysts' tables and the vault.
 async fn gate_pseudonymises(places: &Places, as_of: NaiveDate) -> Result<()> {
     std::fs::create_dir_all(&places.gate)?;
     let p = pseudonymise::pseudonymise(&pseudonymise::Request {
@@ -126,7 +126,7 @@ async fn gate_pseudonymises(places: &Places, as_of: NaiveDate) -> Result<()> {
     Ok(())
 }
 
-/// 2. The analyst runs the job: the population, the model, its tiers and cohorts.
+/// Step 2: the analyst runs the job (the population, the model, its tiers and cohorts).
 async fn analyst_runs(job_file: &Path) -> Result<RunOutcome> {
     let job = Job::load(job_file, None)?;
     eprintln!("running job {} ...", job_file.display());
@@ -165,8 +165,8 @@ async fn analyst_runs(job_file: &Path) -> Result<RunOutcome> {
     Ok(first)
 }
 
-/// 3-4. The gate operator approves the team for the cohort; the care team asks the
-/// gate for its list, with names.
+/// Steps 3-4: the gate operator approves the team for the cohort; the care team asks
+/// the gate for its list, with names.
 async fn team_gets_its_list(
     places: &Places,
     registry: &teams::Registry,
@@ -206,7 +206,7 @@ async fn team_gets_its_list(
     Ok(release)
 }
 
-/// 5. The team returns what happened to the first few people on its list; the
+/// Step 5: the team returns what happened to the first few people on its list; the
 /// feedback is imported, pseudonymised.
 fn team_gives_feedback(
     places: &Places,
@@ -244,7 +244,7 @@ fn team_gives_feedback(
     Ok(())
 }
 
-/// 6. The analyst runs again, reading the feedback: people who declined or were
+/// Step 6: the analyst runs again, reading the feedback: people who declined or were
 /// judged not appropriate are left out of the cohort.
 async fn analyst_runs_with_feedback(places: &Places, as_of: NaiveDate) -> Result<RunOutcome> {
     let job_file = places.out.join("job-with-feedback.toml");
@@ -266,7 +266,7 @@ async fn analyst_runs_with_feedback(places: &Places, as_of: NaiveDate) -> Result
     Ok(second)
 }
 
-/// 7. What a commissioner sees of the run: service outcomes, aggregates through
+/// Step 7: what a commissioner sees of the run: service outcomes, aggregates through
 /// disclosure control.
 async fn commissioner_sees_outcomes(places: &Places, run: &Path) -> Result<()> {
     let commissioner = crate::serve::Commissioner::open(
