@@ -12,12 +12,16 @@
 //! Nothing identifying is printed: counts and paths only.
 
 use crate::error::{Error, Result};
+use crate::gate::{self, Release};
 use crate::governance::teams;
 use crate::job::Job;
-use crate::synth::{IDENTIFIABLE_DIR, KEYS_DIR, PSEUDONYMISED_DIR, SynthOptions, generate};
-use crate::{feedback, gate, pseudonymise};
+use crate::run::RunOutcome;
+use crate::synth::{
+    IDENTIFIABLE_DIR, KEYS_DIR, PSEUDONYMISED_DIR, SynthOptions, SynthSummary, generate,
+};
+use crate::{feedback, pseudonymise};
 use chrono::NaiveDate;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The demo's fixed extract date and seed, so that every demo shows the same numbers.
 pub const DEMO_AS_OF: (i32, u32, u32) = (2026, 4, 1);
@@ -31,6 +35,59 @@ const COHORT: &str = "complex_needs";
 pub async fn demo(out: &Path, patients: u64) -> Result<()> {
     let as_of = NaiveDate::from_ymd_opt(DEMO_AS_OF.0, DEMO_AS_OF.1, DEMO_AS_OF.2).unwrap();
     let today = chrono::Utc::now().date_naive();
+    let synthetic = synthesise(out, patients, as_of).await?;
+    let places = Places::new(out);
+    // 1. The gate pseudonymises the extracts.
+    gate_pseudonymises(&places, as_of).await?;
+    // 2. The analyst runs the job.
+    let first = analyst_runs(&synthetic.job_file).await?;
+    // 3-4. The gate operator approves; the care team asks the gate for its list.
+    let registry = teams::Registry::load(&out.join("teams.toml"))?;
+    let release = team_gets_its_list(&places, &registry, &first.dir, today).await?;
+    // 5. The team says what happened to its first few patients.
+    team_gives_feedback(&places, &registry, &release, as_of)?;
+    // 6. The run again, now reading the feedback.
+    let second = analyst_runs_with_feedback(&places, as_of).await?;
+    // 7. What a commissioner sees: aggregates through disclosure control.
+    commissioner_sees_outcomes(&places, &second.dir).await?;
+    let records = crate::governance::audit::read(&places.audit_log)?;
+    println!(
+        "  audit log: {} records, chain intact ({})",
+        records.len(),
+        places.audit_log.display()
+    );
+    println!("  report: {}", second.dir.join("report.html").display());
+    println!("{}", second.dir.display());
+    Ok(())
+}
+
+/// Where the demo's roles keep what they hold, under its output folder.
+struct Places {
+    out: PathBuf,
+    /// The keys synth made for the gate: pseudonym, vault and cell keys.
+    keys: PathBuf,
+    /// The gate's own folder, with the identity vault and the audit log.
+    gate: PathBuf,
+    vault: PathBuf,
+    audit_log: PathBuf,
+}
+
+impl Places {
+    fn new(out: &Path) -> Self {
+        let gate = out.join("gate");
+        Places {
+            out: out.to_path_buf(),
+            keys: out.join(KEYS_DIR),
+            vault: gate.join("vault.parquet"),
+            audit_log: gate.join("audit.jsonl"),
+            gate,
+        }
+    }
+}
+
+/// The synthetic population's identifiable extracts, and the default job over their
+/// pseudonymised tables.
+async fn synthesise(out: &Path, patients: u64, as_of: NaiveDate) -> Result<SynthSummary> {
     let opts = SynthOptions {
         patients,
         seed: DEMO_SEED,
@@ -43,21 +100,20 @@ pub async fn demo(out: &Path, patients: u64) -> Result<()> {
         "synthesising {patients} identifiable patients into {} ...",
         out.join(IDENTIFIABLE_DIR).display()
     );
-    let s = tokio::task::spawn_blocking(move || generate(&opts))
+    tokio::task::spawn_blocking(move || generate(&opts))
         .await
-        .map_err(|e| Error::failed(e.to_string()).with_source(e))??;
+        .map_err(|e| Error::failed(e.to_string()).with_source(e))?
+}
 
-    // 1. The gate pseudonymises the extracts.
-    let keys = out.join(KEYS_DIR);
-    let gate_dir = out.join("gate");
-    std::fs::create_dir_all(&gate_dir)?;
-    let vault = gate_dir.join("vault.parquet");
+/// Step 1: the gate pseudonymises the extracts into the analysts' tables and the vault.
+async fn gate_pseudonymises(places: &Places, as_of: NaiveDate) -> Result<()> {
+    std::fs::create_dir_all(&places.gate)?;
     let p = pseudonymise::pseudonymise(&pseudonymise::Request {
-        input: &out.join(IDENTIFIABLE_DIR),
-        out: &out.join(PSEUDONYMISED_DIR),
-        key_path: &keys.join("pseudonym.key"),
-        vault: &vault,
-        vault_key_path: &keys.join("vault.key"),
+        input: &places.out.join(IDENTIFIABLE_DIR),
+        out: &places.out.join(PSEUDONYMISED_DIR),
+        key_path: &places.keys.join("pseudonym.key"),
+        vault: &places.vault,
+        vault_key_path: &places.keys.join("vault.key"),
         quarantine: None,
     })
     .await?;
@@ -68,10 +124,13 @@ pub async fn demo(out: &Path, patients: u64) -> Result<()> {
         p.quarantined_total(),
         p.vault_patients
     );
+    Ok(())
+}
 
-    // 2. The analyst runs the job.
-    let job = Job::load(&s.job_file, None)?;
-    eprintln!("running job {} ...", s.job_file.display());
+/// Step 2: the analyst runs the job (the population, the model, its tiers and cohorts).
+async fn analyst_runs(job_file: &Path) -> Result<RunOutcome> {
+    let job = Job::load(job_file, None)?;
+    eprintln!("running job {} ...", job_file.display());
     let first = crate::run::run(&job).await?;
     let m = &first.manifest;
     let quarantined: u64 = m.rows.values().map(|r| r.quarantined).sum();
@@ -104,13 +163,20 @@ pub async fn demo(out: &Path, patients: u64) -> Result<()> {
             100.0 * *n as f64 / m.population.max(1) as f64
         );
     }
+    Ok(first)
+}
 
-    // 3-4. The gate operator approves; the care team asks the gate for its list.
-    let registry = teams::Registry::load(&out.join("teams.toml"))?;
-    let audit_log = gate_dir.join("audit.jsonl");
+/// Steps 3-4: the gate operator approves the team for the cohort; the care team asks
+/// the gate for its list, with names.
+async fn team_gets_its_list(
+    places: &Places,
+    registry: &teams::Registry,
+    run: &Path,
+    today: NaiveDate,
+) -> Result<Release> {
     teams::approve(
-        &registry,
-        &audit_log,
+        registry,
+        &places.audit_log,
         &teams::Approval {
             team: TEAM.into(),
             cohort: COHORT.into(),
@@ -121,15 +187,15 @@ pub async fn demo(out: &Path, patients: u64) -> Result<()> {
         today,
     )?;
     let release = gate::reidentify(&gate::Request {
-        run: &first.dir,
+        run,
         cohort: COHORT,
         team: TEAM,
         requester: REQUESTER,
-        vault: &vault,
-        vault_key_path: &keys.join("vault.key"),
-        registry: &registry,
-        audit_log: &audit_log,
-        out: &out.join("lists").join(format!("{TEAM}-{COHORT}")),
+        vault: &places.vault,
+        vault_key_path: &places.keys.join("vault.key"),
+        registry,
+        audit_log: &places.audit_log,
+        out: &places.out.join("lists").join(format!("{TEAM}-{COHORT}")),
         today,
     })
     .await?;
@@ -138,9 +204,22 @@ pub async fn demo(out: &Path, patients: u64) -> Result<()> {
         release.patients,
         release.csv.display()
     );
+    Ok(release)
+}
 
-    // 5. The team says what happened to its first few patients.
-    let returned = out.join("lists").join(format!("{TEAM}-feedback.csv"));
+/// Step 5: the team returns what happened to the first few people on its list; the
+/// feedback is imported, pseudonymised.
+fn team_gives_feedback(
+    places: &Places,
+    registry: &teams::Registry,
+    release: &Release,
+    as_of: NaiveDate,
+) -> Result<()> {
+    let keys = &places.keys;
+    let returned = places
+        .out
+        .join("lists")
+        .join(format!("{TEAM}-feedback.csv"));
     std::fs::write(&returned, team_feedback(&release.csv)?)?;
     let f = feedback::import(&feedback::ImportRequest {
         team: TEAM,
@@ -148,9 +227,9 @@ pub async fn demo(out: &Path, patients: u64) -> Result<()> {
         input: &returned,
         key: &crate::governance::pseudonym::Key::read_file(&keys.join("pseudonym.key"))?,
         key_path: &keys.join("pseudonym.key"),
-        registry: &registry,
-        out_dir: &out.join("feedback"),
-        audit_log: &audit_log,
+        registry,
+        out_dir: &places.out.join("feedback"),
+        audit_log: &places.audit_log,
         recorded: as_of,
     })?;
     let outcomes: Vec<String> = f
@@ -163,9 +242,13 @@ pub async fn demo(out: &Path, patients: u64) -> Result<()> {
         f.imported,
         outcomes.join(", ")
     );
+    Ok(())
+}
 
-    // 6. The run again, now reading the feedback.
-    let job_file = out.join("job-with-feedback.toml");
+/// Step 6: the analyst runs again, reading the feedback: people who declined or were
+/// judged not appropriate are left out of the cohort.
+async fn analyst_runs_with_feedback(places: &Places, as_of: NaiveDate) -> Result<RunOutcome> {
+    let job_file = places.out.join("job-with-feedback.toml");
     std::fs::write(
         &job_file,
         crate::synth::sample_job_with(as_of, &format!("{PSEUDONYMISED_DIR}/"), Some("feedback/")),
@@ -181,11 +264,16 @@ pub async fn demo(out: &Path, patients: u64) -> Result<()> {
         "  next run: cohort {COHORT} {} people; {excluded} left out after declining or being judged not appropriate",
         second.manifest.cohorts.get(COHORT).copied().unwrap_or(0)
     );
-    // 7. What a commissioner sees: aggregates through disclosure control.
+    Ok(second)
+}
+
+/// Step 7: what a commissioner sees of the run: service outcomes, aggregates through
+/// disclosure control.
+async fn commissioner_sees_outcomes(places: &Places, run: &Path) -> Result<()> {
     let commissioner = crate::serve::Commissioner::open(
-        std::slice::from_ref(&second.dir),
+        &[run.to_path_buf()],
         crate::governance::disclosure_control::Policy::default(),
-        &crate::governance::pseudonym::Key::read_file(&keys.join("cell.key"))?,
+        &crate::governance::pseudonym::Key::read_file(&places.keys.join("cell.key"))?,
     )
     .await?;
     let answer = commissioner
@@ -205,14 +293,6 @@ pub async fn demo(out: &Path, patients: u64) -> Result<()> {
             f[0], f[2], f[3], f[4], f[5], f[6], f[7], f[8]
         );
     }
-    let records = crate::governance::audit::read(&audit_log)?;
-    println!(
-        "  audit log: {} records, chain intact ({})",
-        records.len(),
-        audit_log.display()
-    );
-    println!("  report: {}", second.dir.join("report.html").display());
-    println!("{}", second.dir.display());
     Ok(())
 }
 

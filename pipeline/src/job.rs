@@ -248,205 +248,25 @@ impl Job {
         Self::parse(&text, path, as_of_override)
     }
 
+    /// Parse and check a job file's text, section by section, in the order the checks
+    /// have always run (the first problem found is the one reported).
     pub fn parse(text: &str, path: &Path, as_of_override: Option<&str>) -> Result<Job> {
         let file: JobFile = toml::from_str(text)
             .map_err(|e| bad_input!("job file {}: {}", path.display(), e.to_string().trim_end()))?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let resolve = |s: &str| -> PathBuf {
-            let p = Path::new(s);
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            }
-        };
-        let ctx = |key: &str| format!("job file {}: {key}", path.display());
-
-        let name = file.job.name.trim().to_string();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(bad_input!(
-                "{}: '{}' must be letters, digits, '-' or '_' (it names the output folder)",
-                ctx("[job] name"),
-                file.job.name
-            ));
-        }
-        let as_of = match as_of_override.or(file.job.as_of.as_deref()) {
-            Some(s) => parse_date(
-                s,
-                &ctx(if as_of_override.is_some() {
-                    "--as-of"
-                } else {
-                    "[job] as_of"
-                }),
-            )?,
-            None => chrono::Utc::now().date_naive(),
-        };
-
-        let mut inputs = BTreeMap::new();
-        for (table, loc) in &file.inputs {
-            if crate::ingest::contract::table(table).is_none() {
-                let known: Vec<_> = crate::ingest::contract::TABLES
-                    .iter()
-                    .map(|t| t.name)
-                    .collect();
-                return Err(bad_input!(
-                    "{}: unknown input '{table}'; the tables are {}",
-                    ctx("[inputs]"),
-                    known.join(", ")
-                ));
-            }
-            let loc = if is_url(loc) {
-                loc.clone()
-            } else {
-                resolve(loc).to_string_lossy().into_owned()
-            };
-            inputs.insert(table.clone(), loc);
-        }
-        for t in crate::ingest::contract::TABLES
-            .iter()
-            .filter(|t| t.required)
-        {
-            if !inputs.contains_key(t.name) {
-                return Err(bad_input!(
-                    "{}: the required input '{}' is missing; add `{} = \"path/to/{}.parquet\"`",
-                    ctx("[inputs]"),
-                    t.name,
-                    t.name,
-                    t.name
-                ));
-            }
-        }
-
-        let output = file
-            .job
-            .output
-            .strip_prefix("file://")
-            .map(str::to_string)
-            .unwrap_or(file.job.output.clone());
-        if is_url(&output) {
-            return Err(bad_input!(
-                "{}: '{}': run folders are written to a local folder or file:// URL in this build",
-                ctx("[job] output"),
-                file.job.output
-            ));
-        }
-
-        let mut cohorts = Vec::new();
-        for c in &file.cohorts.include {
-            let spec = if c.ends_with(".sql") {
-                let p = resolve(c);
-                if !p.is_file() {
-                    return Err(bad_input!(
-                        "{}: cohort file {} does not exist",
-                        ctx("[cohorts] include"),
-                        p.display()
-                    ));
-                }
-                CohortSpec::File(p)
-            } else if crate::sql::builtin(&format!("cohorts/{c}.sql")).is_some() {
-                CohortSpec::Builtin(c.clone())
-            } else {
-                return Err(bad_input!(
-                    "{}: '{c}' is neither a built-in cohort ({}) nor a path ending in .sql",
-                    ctx("[cohorts] include"),
-                    crate::sql::builtin_cohorts().join(", ")
-                ));
-            };
-            if cohorts.iter().any(|x: &CohortSpec| x.name() == spec.name()) {
-                return Err(bad_input!(
-                    "{}: two cohorts are named '{}'",
-                    ctx("[cohorts] include"),
-                    spec.name()
-                ));
-            }
-            cohorts.push(spec);
-        }
-
-        let mut extra_features = Vec::new();
-        for f in &file.features.extra {
-            let p = resolve(f);
-            if !p.is_file() {
-                return Err(bad_input!(
-                    "{}: feature file {} does not exist",
-                    ctx("[features] extra"),
-                    p.display()
-                ));
-            }
-            extra_features.push(p);
-        }
-        if let Some(m) = &file.resources.memory_limit {
-            parse_bytes(m).map_err(|e| e.context(ctx("[resources] memory_limit")))?;
-        }
-        if file.resources.target_partitions == Some(0) {
-            return Err(bad_input!(
-                "{}: must be at least 1",
-                ctx("[resources] target_partitions")
-            ));
-        }
-
-        let mut model = ModelConfig::default();
-        if let Some(f) = &file.model.features {
-            if f.is_empty() {
-                return Err(bad_input!(
-                    "{}: name at least one feature",
-                    ctx("[model] features")
-                ));
-            }
-            model.terms = f.clone();
-        }
-        if let Some(l2) = file.model.l2 {
-            if !(l2 >= 0.0 && l2.is_finite()) {
-                return Err(bad_input!(
-                    "{}: {l2} must be zero or more",
-                    ctx("[model] l2")
-                ));
-            }
-            model.l2 = l2;
-        }
-        if let Some(t) = &file.model.tiers {
-            let tiers: Vec<_> = t
-                .iter()
-                .map(|t| riskstrat_models::tiers::Tier {
-                    name: t.name.clone(),
-                    up_to: t.up_to,
-                })
-                .collect();
-            riskstrat_models::tiers::validate(&tiers)
-                .map_err(|e| bad_input!("{}: {e}", ctx("[model] tiers")))?;
-            model.tiers = tiers;
-        }
-        if let Some(l) = &file.model.load {
-            let p = resolve(l);
-            if !p.is_file() {
-                return Err(bad_input!(
-                    "{}: {} does not exist",
-                    ctx("[model] load"),
-                    p.display()
-                ));
-            }
-            model.load = Some(p);
-        }
-
-        let sql_dir = file.job.sql_dir.as_deref().map(resolve);
-        if let Some(d) = &sql_dir
-            && !d.is_dir()
-        {
-            // Otherwise the built-in SQL would run instead: a typo would change the run.
-            return Err(bad_input!(
-                "{}: {} is not a folder; fix the path or remove the setting to use the built-in SQL",
-                ctx("[job] sql_dir"),
-                d.display()
-            ));
-        }
-
+        let at = JobPath::new(path);
+        let name = job_name(&file.job, &at)?;
+        let as_of = as_of_date(&file.job, as_of_override, &at)?;
+        let inputs = input_locations(&file.inputs, &at)?;
+        let output = output_folder(&file.job, &at)?;
+        let cohorts = cohort_specs(&file.cohorts, &at)?;
+        let extra_features = extra_feature_files(&file.features, &at)?;
+        check_resources(&file.resources, &at)?;
+        let model = model_config(&file.model, &at)?;
+        let sql_dir = sql_folder(&file.job, &at)?;
         Ok(Job {
             name,
             as_of,
-            output: resolve(&output),
+            output,
             sql_dir,
             allow_empty_optouts: file.job.allow_empty_optouts,
             inputs,
@@ -460,6 +280,256 @@ impl Job {
             source: path.to_path_buf(),
         })
     }
+}
+
+/// Where a job file is: relative paths in it are resolved against its folder, and
+/// errors name the file and the setting.
+struct JobPath<'a> {
+    file: &'a Path,
+    folder: PathBuf,
+}
+
+impl<'a> JobPath<'a> {
+    fn new(file: &'a Path) -> Self {
+        let folder = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        JobPath { file, folder }
+    }
+
+    fn resolve(&self, s: &str) -> PathBuf {
+        let p = Path::new(s);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.folder.join(p)
+        }
+    }
+
+    /// The start of an error about a setting: "job file <path>: <key>".
+    fn ctx(&self, key: &str) -> String {
+        format!("job file {}: {key}", self.file.display())
+    }
+}
+
+/// `[job] name`: it names the output folder.
+fn job_name(job: &JobSection, at: &JobPath) -> Result<String> {
+    let name = job.name.trim().to_string();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(bad_input!(
+            "{}: '{}' must be letters, digits, '-' or '_' (it names the output folder)",
+            at.ctx("[job] name"),
+            job.name
+        ));
+    }
+    Ok(name)
+}
+
+/// `--as-of`, else `[job] as_of`, else today.
+fn as_of_date(job: &JobSection, as_of_override: Option<&str>, at: &JobPath) -> Result<NaiveDate> {
+    Ok(match as_of_override.or(job.as_of.as_deref()) {
+        Some(s) => parse_date(
+            s,
+            &at.ctx(if as_of_override.is_some() {
+                "--as-of"
+            } else {
+                "[job] as_of"
+            }),
+        )?,
+        None => chrono::Utc::now().date_naive(),
+    })
+}
+
+/// `[inputs]`: contract tables only, every required one present; paths resolved,
+/// URLs kept as they are.
+fn input_locations(
+    given: &BTreeMap<String, String>,
+    at: &JobPath,
+) -> Result<BTreeMap<String, String>> {
+    let mut inputs = BTreeMap::new();
+    for (table, loc) in given {
+        if crate::ingest::contract::table(table).is_none() {
+            let known: Vec<_> = crate::ingest::contract::TABLES
+                .iter()
+                .map(|t| t.name)
+                .collect();
+            return Err(bad_input!(
+                "{}: unknown input '{table}'; the tables are {}",
+                at.ctx("[inputs]"),
+                known.join(", ")
+            ));
+        }
+        let loc = if is_url(loc) {
+            loc.clone()
+        } else {
+            at.resolve(loc).to_string_lossy().into_owned()
+        };
+        inputs.insert(table.clone(), loc);
+    }
+    for t in crate::ingest::contract::TABLES
+        .iter()
+        .filter(|t| t.required)
+    {
+        if !inputs.contains_key(t.name) {
+            return Err(bad_input!(
+                "{}: the required input '{}' is missing; add `{} = \"path/to/{}.parquet\"`",
+                at.ctx("[inputs]"),
+                t.name,
+                t.name,
+                t.name
+            ));
+        }
+    }
+    Ok(inputs)
+}
+
+/// `[job] output`: a local folder or `file://` URL, resolved.
+fn output_folder(job: &JobSection, at: &JobPath) -> Result<PathBuf> {
+    let output = job
+        .output
+        .strip_prefix("file://")
+        .map(str::to_string)
+        .unwrap_or(job.output.clone());
+    if is_url(&output) {
+        return Err(bad_input!(
+            "{}: '{}': run folders are written to a local folder or file:// URL in this build",
+            at.ctx("[job] output"),
+            job.output
+        ));
+    }
+    Ok(at.resolve(&output))
+}
+
+/// `[cohorts] include`: built-in cohort names or `.sql` files that exist, no two of
+/// the same name.
+fn cohort_specs(section: &CohortsSection, at: &JobPath) -> Result<Vec<CohortSpec>> {
+    let mut cohorts = Vec::new();
+    for c in &section.include {
+        let spec = if c.ends_with(".sql") {
+            let p = at.resolve(c);
+            if !p.is_file() {
+                return Err(bad_input!(
+                    "{}: cohort file {} does not exist",
+                    at.ctx("[cohorts] include"),
+                    p.display()
+                ));
+            }
+            CohortSpec::File(p)
+        } else if crate::sql::builtin(&format!("cohorts/{c}.sql")).is_some() {
+            CohortSpec::Builtin(c.clone())
+        } else {
+            return Err(bad_input!(
+                "{}: '{c}' is neither a built-in cohort ({}) nor a path ending in .sql",
+                at.ctx("[cohorts] include"),
+                crate::sql::builtin_cohorts().join(", ")
+            ));
+        };
+        if cohorts.iter().any(|x: &CohortSpec| x.name() == spec.name()) {
+            return Err(bad_input!(
+                "{}: two cohorts are named '{}'",
+                at.ctx("[cohorts] include"),
+                spec.name()
+            ));
+        }
+        cohorts.push(spec);
+    }
+    Ok(cohorts)
+}
+
+/// `[features] extra`: feature SQL files that exist.
+fn extra_feature_files(section: &FeaturesSection, at: &JobPath) -> Result<Vec<PathBuf>> {
+    let mut extra_features = Vec::new();
+    for f in &section.extra {
+        let p = at.resolve(f);
+        if !p.is_file() {
+            return Err(bad_input!(
+                "{}: feature file {} does not exist",
+                at.ctx("[features] extra"),
+                p.display()
+            ));
+        }
+        extra_features.push(p);
+    }
+    Ok(extra_features)
+}
+
+/// `[resources]`: a memory limit that reads as a size, at least one partition.
+fn check_resources(section: &ResourcesSection, at: &JobPath) -> Result<()> {
+    if let Some(m) = &section.memory_limit {
+        parse_bytes(m).map_err(|e| e.context(at.ctx("[resources] memory_limit")))?;
+    }
+    if section.target_partitions == Some(0) {
+        return Err(bad_input!(
+            "{}: must be at least 1",
+            at.ctx("[resources] target_partitions")
+        ));
+    }
+    Ok(())
+}
+
+/// `[model]`: the contract's default model with what the job changes, checked.
+fn model_config(section: &ModelSection, at: &JobPath) -> Result<ModelConfig> {
+    let mut model = ModelConfig::default();
+    if let Some(f) = &section.features {
+        if f.is_empty() {
+            return Err(bad_input!(
+                "{}: name at least one feature",
+                at.ctx("[model] features")
+            ));
+        }
+        model.terms = f.clone();
+    }
+    if let Some(l2) = section.l2 {
+        if !(l2 >= 0.0 && l2.is_finite()) {
+            return Err(bad_input!(
+                "{}: {l2} must be zero or more",
+                at.ctx("[model] l2")
+            ));
+        }
+        model.l2 = l2;
+    }
+    if let Some(t) = &section.tiers {
+        let tiers: Vec<_> = t
+            .iter()
+            .map(|t| riskstrat_models::tiers::Tier {
+                name: t.name.clone(),
+                up_to: t.up_to,
+            })
+            .collect();
+        riskstrat_models::tiers::validate(&tiers)
+            .map_err(|e| bad_input!("{}: {e}", at.ctx("[model] tiers")))?;
+        model.tiers = tiers;
+    }
+    if let Some(l) = &section.load {
+        let p = at.resolve(l);
+        if !p.is_file() {
+            return Err(bad_input!(
+                "{}: {} does not exist",
+                at.ctx("[model] load"),
+                p.display()
+            ));
+        }
+        model.load = Some(p);
+    }
+    Ok(model)
+}
+
+/// `[job] sql_dir`: a folder that exists, resolved.
+fn sql_folder(job: &JobSection, at: &JobPath) -> Result<Option<PathBuf>> {
+    let sql_dir = job.sql_dir.as_deref().map(|d| at.resolve(d));
+    if let Some(d) = &sql_dir
+        && !d.is_dir()
+    {
+        // Otherwise the built-in SQL would run instead: a typo would change the run.
+        return Err(bad_input!(
+            "{}: {} is not a folder; fix the path or remove the setting to use the built-in SQL",
+            at.ctx("[job] sql_dir"),
+            d.display()
+        ));
+    }
+    Ok(sql_dir)
 }
 
 /// "4GiB", "512MiB", "2G", "1000000" -> bytes.

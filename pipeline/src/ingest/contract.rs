@@ -99,126 +99,103 @@ const fn col(name: &'static str, ty: ColType, nullable: bool, doc: &'static str)
 
 use ColType::*;
 
+#[rustfmt::skip]
 pub const PATIENTS: Table = Table {
-    name: "patients",
-    required: true,
-    event_date: None,
+    name: "patients", required: true, event_date: None,
     columns: &[
-        col("pseudo_id", Utf8, false, "unique person key"),
-        col("year_of_birth", Int32, false, ""),
-        col("sex", Utf8, false, "F, M or U"),
-        col(
-            "practice_code",
-            Utf8,
-            false,
-            "ODS code of the registered practice",
-        ),
-        col("lsoa_code", Utf8, true, "LSOA 2021 code"),
-        col("imd_decile", Int32, true, "1 = most deprived .. 10"),
-        col("registration_start", Date32, false, ""),
-        col("registration_end", Date32, true, "null while registered"),
-        col("date_of_death", Date32, true, "null if alive"),
+        //  name                   type      nullable  doc
+        col("pseudo_id",           Utf8,     false,    "unique person key"),
+        col("year_of_birth",       Int32,    false,    ""),
+        col("sex",                 Utf8,     false,    "F, M or U"),
+        col("practice_code",       Utf8,     false,    "ODS code of the registered practice"),
+        col("lsoa_code",           Utf8,     true,     "LSOA 2021 code"),
+        col("imd_decile",          Int32,    true,     "1 = most deprived .. 10"),
+        col("registration_start",  Date32,   false,    ""),
+        col("registration_end",    Date32,   true,     "null while registered"),
+        col("date_of_death",       Date32,   true,     "null if alive"),
     ],
 };
 
+#[rustfmt::skip]
 pub const APPOINTMENTS: Table = Table {
-    name: "appointments",
-    required: true,
-    event_date: Some("appointment_date"),
+    name: "appointments", required: true, event_date: Some("appointment_date"),
     columns: &[
-        col("pseudo_id", Utf8, false, ""),
-        col("appointment_date", Date32, false, ""),
-        col("hcp_type", Utf8, false, "GP, Other Practice staff, Unknown"),
-        col(
-            "appt_mode",
-            Utf8,
-            false,
-            "Face-to-Face, Home Visit, Telephone, Video/Online, Unknown",
-        ),
-        col("appt_status", Utf8, false, "Attended, DNA, Unknown"),
+        //  name                   type      nullable  doc
+        col("pseudo_id",           Utf8,     false,    ""),
+        col("appointment_date",    Date32,   false,    ""),
+        col("hcp_type",            Utf8,     false,    "GP, Other Practice staff, Unknown"),
+        col("appt_mode",           Utf8,     false,
+            "Face-to-Face, Home Visit, Telephone, Video/Online, Unknown"),
+        col("appt_status",         Utf8,     false,    "Attended, DNA, Unknown"),
     ],
 };
 
+#[rustfmt::skip]
 pub const PRESCRIPTIONS: Table = Table {
-    name: "prescriptions",
-    required: true,
-    event_date: Some("issue_date"),
+    name: "prescriptions", required: true, event_date: Some("issue_date"),
     columns: &[
-        col("pseudo_id", Utf8, false, ""),
-        col("issue_date", Date32, false, ""),
-        col(
-            "bnf_code",
-            Utf8,
-            false,
-            "15-character BNF presentation code",
-        ),
-        col("items", Int32, false, ""),
-        col("quantity", Float64, true, ""),
-        col("nic", Float64, true, "net ingredient cost, pounds"),
+        //  name                   type      nullable  doc
+        col("pseudo_id",           Utf8,     false,    ""),
+        col("issue_date",          Date32,   false,    ""),
+        col("bnf_code",            Utf8,     false,    "15-character BNF presentation code"),
+        col("items",               Int32,    false,    ""),
+        col("quantity",            Float64,  true,     ""),
+        col("nic",                 Float64,  true,     "net ingredient cost, pounds"),
     ],
 };
 
+#[rustfmt::skip]
 pub const ADMISSIONS: Table = Table {
-    name: "admissions",
-    required: true,
-    event_date: Some("admission_date"),
+    name: "admissions", required: true, event_date: Some("admission_date"),
     columns: &[
-        col("pseudo_id", Utf8, false, ""),
-        col("spell_id", Utf8, false, "unique"),
-        col("provider_code", Utf8, true, ""),
-        col("admission_date", Date32, false, ""),
-        col("discharge_date", Date32, true, "null while in hospital"),
-        col("admission_method", Utf8, false, "NHS Data Dictionary code"),
-        col("primary_diagnosis", Utf8, true, "ICD-10"),
-        col(
-            "secondary_diagnoses",
-            Utf8List,
-            true,
-            "ICD-10, may be empty",
-        ),
-        col("spell_cost", Float64, true, "tariff cost, pounds"),
+        //  name                   type      nullable  doc
+        col("pseudo_id",           Utf8,     false,    ""),
+        col("spell_id",            Utf8,     false,    "unique"),
+        col("provider_code",       Utf8,     true,     ""),
+        col("admission_date",      Date32,   false,    ""),
+        col("discharge_date",      Date32,   true,     "null while in hospital"),
+        col("admission_method",    Utf8,     false,    "NHS Data Dictionary code"),
+        col("primary_diagnosis",   Utf8,     true,     "ICD-10"),
+        col("secondary_diagnoses", Utf8List, true,     "ICD-10, may be empty"),
+        col("spell_cost",          Float64,  true,     "tariff cost, pounds"),
     ],
 };
 
+#[rustfmt::skip]
 pub const OPTOUTS: Table = Table {
-    name: "optouts",
-    required: true,
-    event_date: None,
+    name: "optouts", required: true, event_date: None,
     columns: &[
-        col("pseudo_id", Utf8, false, ""),
-        col("optout_type", Utf8, true, "type1, ndoo, local"),
-        col("recorded_date", Date32, true, ""),
+        //  name                   type      nullable  doc
+        col("pseudo_id",           Utf8,     false,    ""),
+        col("optout_type",         Utf8,     true,     "type1, ndoo, local"),
+        col("recorded_date",       Date32,   true,     ""),
     ],
 };
 
+#[rustfmt::skip]
 pub const SERVICES: Table = Table {
-    name: "services",
-    required: false,
-    event_date: Some("start_date"),
+    name: "services", required: false, event_date: Some("start_date"),
     columns: &[
-        col("pseudo_id", Utf8, false, ""),
-        col("service_code", Utf8, false, "e.g. VW01 virtual ward"),
-        col("start_date", Date32, false, ""),
-        col("end_date", Date32, true, "may be null"),
+        //  name                   type      nullable  doc
+        col("pseudo_id",           Utf8,     false,    ""),
+        col("service_code",        Utf8,     false,    "e.g. VW01 virtual ward"),
+        col("start_date",          Date32,   false,    ""),
+        col("end_date",            Date32,   true,     "may be null"),
     ],
 };
 
 /// Care teams' feedback, pseudonymised by `riskstrat feedback import`.
+#[rustfmt::skip]
 pub const FEEDBACK: Table = Table {
-    name: "feedback",
-    required: false,
-    event_date: Some("recorded_date"),
+    name: "feedback", required: false, event_date: Some("recorded_date"),
     columns: &[
-        col("pseudo_id", Utf8, false, ""),
-        col("team", Utf8, false, "care-team id"),
-        col(
-            "outcome",
-            Utf8,
-            false,
-            "reviewed, enrolled, declined, not_appropriate, deceased, moved_away",
-        ),
-        col("service_code", Utf8, true, "for enrolled: the service"),
-        col("recorded_date", Date32, false, "the day it was imported"),
+        //  name                   type      nullable  doc
+        col("pseudo_id",           Utf8,     false,    ""),
+        col("team",                Utf8,     false,    "care-team id"),
+        col("outcome",             Utf8,     false,
+            "reviewed, enrolled, declined, not_appropriate, deceased, moved_away"),
+        col("service_code",        Utf8,     true,     "for enrolled: the service"),
+        col("recorded_date",       Date32,   false,    "the day it was imported"),
     ],
 };
 

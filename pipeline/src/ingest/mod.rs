@@ -214,52 +214,12 @@ async fn read_table(
     location: &str,
 ) -> Result<(InputTable, DataFrame)> {
     let what = format!("input {name} ({location})");
-    let Listed {
-        url,
-        store,
-        ext,
-        metas,
-    } = list_files(ctx, &what, location).await?;
-
-    // Footers read here go into the session's metadata cache: the scans reuse them.
-    let cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
-    let mut files = Vec::with_capacity(metas.len());
+    let listed = list_files(ctx, &what, location).await?;
+    let mut files = Vec::with_capacity(listed.metas.len());
     let mut table_fields: Option<Vec<Field>> = None;
     let mut found_types = BTreeMap::new();
-    for meta in &metas {
-        let file = format!("{}", meta.location);
-        let unreadable = |e: &dyn std::fmt::Display| {
-            bad_input!(
-                "{what}: file {file} is not a readable Parquet file ({e}); it may be truncated or another format: replace it with a complete Parquet file"
-            )
-        };
-        let metadata = match DFParquetMetadata::new(store.as_ref(), meta)
-            .with_file_metadata_cache(Some(cache.clone()))
-            .fetch_metadata()
-            .await
-        {
-            Ok(m) => m,
-            Err(e) => {
-                return Err(refuse_secret(store.as_ref(), meta, &what, &file)
-                    .await
-                    .unwrap_or_else(|| unreadable(&e)));
-            }
-        };
-        let fm = metadata.file_metadata();
-        let schema = parquet_to_arrow_schema(fm.schema_descr(), fm.key_value_metadata())
-            .map_err(|e| unreadable(&e))?;
-        let rows = fm.num_rows().max(0) as u64;
-        let fields = check_schema(columns, &schema, &file, &what)?;
-        check_int32_range(
-            ctx,
-            columns,
-            &fields,
-            &metadata,
-            &listed_url(&url, meta),
-            &file,
-            &what,
-        )
-        .await?;
+    for meta in &listed.metas {
+        let (file, fields) = check_file(ctx, columns, &listed, meta, &what).await?;
         match &table_fields {
             None => {
                 for f in &fields {
@@ -267,46 +227,13 @@ async fn read_table(
                 }
                 table_fields = Some(fields);
             }
-            Some(first) => {
-                for (a, b) in first.iter().zip(&fields) {
-                    if a.data_type() != b.data_type() {
-                        return Err(bad_input!(
-                            "{what}: file {file}, column '{}' is {} but earlier files have {}; write every file with the same types",
-                            a.name(),
-                            b.data_type(),
-                            a.data_type()
-                        ));
-                    }
-                }
-            }
+            Some(first) => same_types(first, &fields, &what, &file.path)?,
         }
-        let mut h = Sha256::new();
-        h.update(format!(
-            "{}|{}|{}|{:?}",
-            meta.location, meta.size, meta.last_modified, meta.e_tag
-        ));
-        files.push(InputFile {
-            path: file,
-            bytes: meta.size,
-            rows,
-            modified: meta.last_modified.to_rfc3339(),
-            fingerprint: hex::encode(h.finalize()),
-        });
+        files.push(file);
     }
     let rows = files.iter().map(|f| f.rows).sum();
-
-    let schema = Arc::new(Schema::new(table_fields.expect("at least one file")));
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(ext);
-    let config = ListingTableConfig::new(url)
-        .with_listing_options(options)
-        .with_schema(schema);
-    let provider = ListingTable::try_new(config)?;
-    let df = ctx.read_table(Arc::new(provider))?.select(
-        columns
-            .iter()
-            .map(|c| cast(ident(c.name), c.ty.arrow()).alias(c.name))
-            .collect::<Vec<_>>(),
-    )?;
+    let fields = table_fields.expect("at least one file");
+    let df = open_listed(ctx, listed, fields, columns)?;
     Ok((
         InputTable {
             table: name,
@@ -317,6 +244,98 @@ async fn read_table(
         },
         df,
     ))
+}
+
+/// Read one listed file's footer and check its schema against the contract (and the
+/// Int64 values of Int32 columns): the file as the manifest records it, and its
+/// fields as found. Footers read here go into the session's metadata cache: the scans
+/// reuse them.
+async fn check_file(
+    ctx: &SessionContext,
+    columns: &[Column],
+    listed: &Listed,
+    meta: &object_store::ObjectMeta,
+    what: &str,
+) -> Result<(InputFile, Vec<Field>)> {
+    let store = listed.store.as_ref();
+    let cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
+    let file = format!("{}", meta.location);
+    let unreadable = |e: &dyn std::fmt::Display| {
+        bad_input!(
+            "{what}: file {file} is not a readable Parquet file ({e}); it may be truncated or another format: replace it with a complete Parquet file"
+        )
+    };
+    let metadata = match DFParquetMetadata::new(store, meta)
+        .with_file_metadata_cache(Some(cache))
+        .fetch_metadata()
+        .await
+    {
+        Ok(m) => m,
+        Err(e) => {
+            return Err(refuse_secret(store, meta, what, &file)
+                .await
+                .unwrap_or_else(|| unreadable(&e)));
+        }
+    };
+    let fm = metadata.file_metadata();
+    let schema = parquet_to_arrow_schema(fm.schema_descr(), fm.key_value_metadata())
+        .map_err(|e| unreadable(&e))?;
+    let rows = fm.num_rows().max(0) as u64;
+    let fields = check_schema(columns, &schema, &file, what)?;
+    let url = listed_url(&listed.url, meta);
+    check_int32_range(ctx, columns, &fields, &metadata, &url, &file, what).await?;
+    let mut h = Sha256::new();
+    h.update(format!(
+        "{}|{}|{}|{:?}",
+        meta.location, meta.size, meta.last_modified, meta.e_tag
+    ));
+    let input = InputFile {
+        path: file,
+        bytes: meta.size,
+        rows,
+        modified: meta.last_modified.to_rfc3339(),
+        fingerprint: hex::encode(h.finalize()),
+    };
+    Ok((input, fields))
+}
+
+/// Every file of an input must have the types of the first.
+fn same_types(first: &[Field], fields: &[Field], what: &str, file: &str) -> Result<()> {
+    for (a, b) in first.iter().zip(fields) {
+        if a.data_type() != b.data_type() {
+            return Err(bad_input!(
+                "{what}: file {file}, column '{}' is {} but earlier files have {}; write every file with the same types",
+                a.name(),
+                b.data_type(),
+                a.data_type()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The listed files as one table of the found types, its columns cast to the
+/// contract's.
+fn open_listed(
+    ctx: &SessionContext,
+    listed: Listed,
+    fields: Vec<Field>,
+    columns: &[Column],
+) -> Result<DataFrame> {
+    let schema = Arc::new(Schema::new(fields));
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(listed.ext);
+    let config = ListingTableConfig::new(listed.url)
+        .with_listing_options(options)
+        .with_schema(schema);
+    let provider = ListingTable::try_new(config)?;
+    let df = ctx.read_table(Arc::new(provider))?.select(
+        columns
+            .iter()
+            .map(|c| cast(ident(c.name), c.ty.arrow()).alias(c.name))
+            .collect::<Vec<_>>(),
+    )?;
+    Ok(df)
 }
 
 /// A URL for one listed file, readable on its own.

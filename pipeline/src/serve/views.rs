@@ -45,35 +45,52 @@ const fn count(key: &'static str) -> Role {
     Role::Count { key }
 }
 
+/// What person-level views share: one row per person, read only through aggregates,
+/// by the dimensions of a person. Each view in `VIEWS` sets its own name, file and doc.
+const PERSON_LEVEL: View = View {
+    name: "",
+    file: "",
+    person_level: true,
+    dimensions: PERSON_DIMENSIONS,
+    always_cut_by: &[],
+    people: None,
+    columns: &[],
+    needs: &[],
+    doc: "",
+};
+
+/// What pre-aggregated views share: nothing but that they are not person-level; each
+/// in `VIEWS` sets its dimensions, people count, columns and what it needs.
+const PRE_AGGREGATED: View = View {
+    name: "",
+    file: "",
+    person_level: false,
+    dimensions: &[],
+    always_cut_by: &[],
+    people: None,
+    columns: &[],
+    needs: &[],
+    doc: "",
+};
+
 pub const VIEWS: &[View] = &[
     View {
         name: "people",
         file: "views/people.sql",
-        person_level: true,
-        dimensions: PERSON_DIMENSIONS,
-        always_cut_by: &[],
-        people: None,
-        columns: &[],
-        needs: &[],
         doc: "one row per person in the population at A, read only through count(*), sum and avg: dimensions practice_code, lsoa_code, imd_decile, imd_quintile, age_band, sex, tier, emergency_admissions_band (0, 1, 2, 3+), polypharmacy_band (0-4, 5-9, 10+ drugs), ltc_band (0, 1, 2, 3+ groups), gp_appts_band (0, 1-4, 5-9, 10+); measures risk, age and every numeric feature",
+        ..PERSON_LEVEL
     },
     View {
         name: "cohort_people",
         file: "views/cohort_people.sql",
-        person_level: true,
-        dimensions: PERSON_DIMENSIONS,
         always_cut_by: &["cohort"],
-        people: None,
-        columns: &[],
-        needs: &[],
         doc: "one row per person and cohort they are in: the dimensions and measures of people plus cohort",
+        ..PERSON_LEVEL
     },
     View {
         name: "cohort_summary",
         file: "views/cohort_summary.sql",
-        person_level: false,
         dimensions: &["cohort", "practice_code", "tier"],
-        always_cut_by: &[],
         people: Some("people"),
         columns: &[
             ("people", count("__people_key")),
@@ -91,15 +108,13 @@ pub const VIEWS: &[View] = &[
             ("__risk_top", Role::Hidden),
             ("__risk_key", Role::Hidden),
         ],
-        needs: &[],
         doc: "people and mean risk by cohort, practice and tier (rows of fewer than 8 people are left out)",
+        ..PRE_AGGREGATED
     },
     View {
         name: "service_outcomes",
         file: "views/service_outcomes.sql",
-        person_level: false,
         dimensions: &["service_code", "outcome"],
-        always_cut_by: &[],
         people: Some("treated"),
         columns: &[
             ("enrolled", count("__enrolled_key")),
@@ -133,13 +148,12 @@ pub const VIEWS: &[View] = &[
         ],
         needs: &["service_outcomes.parquet", "service_people.parquet"],
         doc: "per service and outcome (emergency admissions, bed days): rates per 1,000 person-years before and after the start, for the enrolled and matched comparison patients, the match rate, the difference in differences with its 95% interval, the placebo difference in differences on the year before, the largest standardised mean difference of the matching variables before and after matching, and warning flags (low match rate, imbalance, pre-trend)",
+        ..PRE_AGGREGATED
     },
     View {
         name: "feedback_outcomes",
         file: "views/feedback_outcomes.sql",
-        person_level: false,
         dimensions: &["team", "outcome", "service_code"],
-        always_cut_by: &[],
         people: Some("people"),
         columns: &[
             ("people", count("__people_key")),
@@ -147,6 +161,7 @@ pub const VIEWS: &[View] = &[
         ],
         needs: &["feedback_people.parquet"],
         doc: "care teams' recorded outcomes up to A: people by team, outcome and service",
+        ..PRE_AGGREGATED
     },
 ];
 

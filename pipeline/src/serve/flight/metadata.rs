@@ -2,38 +2,84 @@
 //! table types) answered per caller, and the SQL info they read first.
 
 use super::Caller;
+use super::auth::caller;
 use super::service::{DoGetStream, batch_stream, flight_info};
 use crate::serve::{CATALOG, RunViews, schema_name};
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::{
-    CommandGetCatalogs, CommandGetDbSchemas, CommandGetTableTypes, CommandGetTables,
-    ProstMessageExt, SqlInfo, SqlNullOrdering, SqlSupportedCaseSensitivity,
+    CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes,
+    CommandGetTables, ProstMessageExt, SqlInfo, SqlNullOrdering, SqlSupportedCaseSensitivity,
     SqlSupportedTransaction,
 };
-use arrow_flight::{FlightDescriptor, FlightInfo};
-use datafusion::arrow::datatypes::Schema;
+use arrow_flight::{FlightDescriptor, FlightInfo, Ticket};
+use datafusion::arrow::datatypes::SchemaRef;
 use prost::Message;
 use std::sync::LazyLock;
 use tonic::{Request, Response, Status};
 
+/// A catalog metadata command, answered per caller: the schema of its answer, and
+/// the answer itself. Its flight info's ticket is the command itself.
+pub(super) trait MetadataCommand: ProstMessageExt {
+    fn schema(self) -> SchemaRef;
+    fn rows(self, request: &Request<Ticket>) -> Result<Response<DoGetStream>, Status>;
+}
+
+impl MetadataCommand for CommandGetCatalogs {
+    fn schema(self) -> SchemaRef {
+        self.into_builder().schema()
+    }
+    fn rows(self, request: &Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+        catalogs(self, &*caller(request)?)
+    }
+}
+
+impl MetadataCommand for CommandGetDbSchemas {
+    fn schema(self) -> SchemaRef {
+        self.into_builder().schema()
+    }
+    fn rows(self, request: &Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+        schemas(self, &*caller(request)?)
+    }
+}
+
+impl MetadataCommand for CommandGetTables {
+    fn schema(self) -> SchemaRef {
+        self.into_builder().schema()
+    }
+    fn rows(self, request: &Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+        tables(self, &*caller(request)?)
+    }
+}
+
+impl MetadataCommand for CommandGetTableTypes {
+    fn schema(self) -> SchemaRef {
+        self.into_builder().schema()
+    }
+    fn rows(self, _request: &Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+        table_types(self)
+    }
+}
+
+impl MetadataCommand for CommandGetSqlInfo {
+    fn schema(self) -> SchemaRef {
+        self.into_builder(&SQL_INFO).schema()
+    }
+    fn rows(self, _request: &Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+        batch_stream(self.into_builder(&SQL_INFO).build())
+    }
+}
+
 /// The flight info of a metadata command: its ticket is the command itself.
 pub(super) fn info(
-    command: &impl ProstMessageExt,
-    schema: &Schema,
+    command: impl MetadataCommand,
     request: Request<FlightDescriptor>,
 ) -> Result<Response<FlightInfo>, Status> {
-    flight_info(
-        command.as_any().encode_to_vec(),
-        schema,
-        request.into_inner(),
-    )
+    let ticket = command.as_any().encode_to_vec();
+    flight_info(ticket, &command.schema(), request.into_inner())
 }
 
 /// The catalog, if the caller sees any run.
-pub(super) fn catalogs(
-    query: CommandGetCatalogs,
-    caller: &Caller,
-) -> Result<Response<DoGetStream>, Status> {
+fn catalogs(query: CommandGetCatalogs, caller: &Caller) -> Result<Response<DoGetStream>, Status> {
     let mut b = query.into_builder();
     if caller.commissioner.is_some() {
         b.append(CATALOG);
@@ -42,10 +88,7 @@ pub(super) fn catalogs(
 }
 
 /// One schema per job the caller sees.
-pub(super) fn schemas(
-    query: CommandGetDbSchemas,
-    caller: &Caller,
-) -> Result<Response<DoGetStream>, Status> {
+fn schemas(query: CommandGetDbSchemas, caller: &Caller) -> Result<Response<DoGetStream>, Status> {
     let mut b = query.into_builder();
     for r in runs_of(caller) {
         b.append(CATALOG, schema_name(&r.job));
@@ -54,10 +97,7 @@ pub(super) fn schemas(
 }
 
 /// The views of the caller's runs, as tables of their visible columns.
-pub(super) fn tables(
-    query: CommandGetTables,
-    caller: &Caller,
-) -> Result<Response<DoGetStream>, Status> {
+fn tables(query: CommandGetTables, caller: &Caller) -> Result<Response<DoGetStream>, Status> {
     let mut b = query.into_builder();
     for r in runs_of(caller) {
         for (view, schema) in &r.catalog.views {
@@ -77,7 +117,7 @@ pub(super) fn tables(
 }
 
 /// Every table here is a view.
-pub(super) fn table_types(query: CommandGetTableTypes) -> Result<Response<DoGetStream>, Status> {
+fn table_types(query: CommandGetTableTypes) -> Result<Response<DoGetStream>, Status> {
     let mut b = query.into_builder();
     b.append("VIEW");
     batch_stream(b.build())
@@ -88,7 +128,7 @@ fn runs_of(caller: &Caller) -> &[RunViews] {
 }
 
 /// What generic clients ask before they browse or query (JDBC's DatabaseMetaData).
-pub(super) static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
+static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
     let mut b = SqlInfoDataBuilder::new();
     b.append(SqlInfo::FlightSqlServerName, "riskstrat");
     b.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));

@@ -4,7 +4,7 @@
 
 use super::Caller;
 use super::auth::caller;
-use super::metadata;
+use super::metadata::{self, MetadataCommand};
 use crate::error::{Error, ErrorKind};
 use crate::governance::audit::{self, Action, Record};
 use crate::governance::disclosure_control::Guarded;
@@ -31,6 +31,7 @@ use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use futures::future::BoxFuture;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use std::pin::Pin;
@@ -173,19 +174,27 @@ impl Service {
             })
     }
 
+    /// The flight info of the query whose SQL is `handle`, for the caller of `request`:
+    /// its protected schema (planned and guarded, not run) and the ticket to fetch its
+    /// rows with.
     async fn info(
         &self,
-        caller: &Arc<Caller>,
-        sql: &str,
+        request: Request<FlightDescriptor>,
+        handle: &[u8],
         ticket: Vec<u8>,
-        descriptor: FlightDescriptor,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = self.schema(caller, sql).await?;
-        flight_info(ticket, &schema, descriptor)
+        let caller = caller(&request)?;
+        let schema = self.schema(&caller, utf8(handle)?).await?;
+        flight_info(ticket, &schema, request.into_inner())
     }
 
-    async fn rows(&self, caller: &Arc<Caller>, sql: &str) -> Result<Response<DoGetStream>, Status> {
-        let a = self.answer(caller, sql).await?;
+    /// The rows of the query whose SQL is `handle`, for the caller of `request`.
+    async fn rows(
+        &self,
+        request: &Request<Ticket>,
+        handle: &[u8],
+    ) -> Result<Response<DoGetStream>, Status> {
+        let a = self.answer(&caller(request)?, utf8(handle)?).await?;
         Ok(stream(a.schema, a.batches))
     }
 }
@@ -259,6 +268,38 @@ pub(super) fn batch_stream(
     Ok(stream(batch.schema(), vec![batch]))
 }
 
+/// The trait's two methods for each catalog metadata command (a
+/// `metadata::MetadataCommand`): its flight info, and its rows. `#[tonic::async_trait]`
+/// does not look inside macros, so the methods are written as it writes an `async fn`:
+/// returning a boxed future.
+macro_rules! metadata_commands {
+    ($($command:ident => $info:ident, $do_get:ident;)*) => {$(
+        fn $info<'s, 'f>(
+            &'s self,
+            query: $command,
+            request: Request<FlightDescriptor>,
+        ) -> BoxFuture<'f, Result<Response<FlightInfo>, Status>>
+        where
+            's: 'f,
+            Self: 'f,
+        {
+            Box::pin(async move { metadata::info(query, request) })
+        }
+
+        fn $do_get<'s, 'f>(
+            &'s self,
+            query: $command,
+            request: Request<Ticket>,
+        ) -> BoxFuture<'f, Result<Response<<Self as FlightService>::DoGetStream>, Status>>
+        where
+            's: 'f,
+            Self: 'f,
+        {
+            Box::pin(async move { query.rows(&request) })
+        }
+    )*};
+}
+
 #[tonic::async_trait]
 impl FlightSqlService for Service {
     type FlightService = Service;
@@ -285,17 +326,11 @@ impl FlightSqlService for Service {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         no_transactions(&query.transaction_id)?;
-        let caller = caller(&request)?;
         let ticket = TicketStatementQuery {
             statement_handle: query.query.clone().into_bytes().into(),
         };
-        self.info(
-            &caller,
-            &query.query,
-            ticket.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
-        .await
+        let ticket = ticket.as_any().encode_to_vec();
+        self.info(request, query.query.as_bytes(), ticket).await
     }
 
     async fn do_get_statement(
@@ -303,8 +338,7 @@ impl FlightSqlService for Service {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.rows(&caller(&request)?, utf8(&ticket.statement_handle)?)
-            .await
+        self.rows(&request, &ticket.statement_handle).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -338,15 +372,9 @@ impl FlightSqlService for Service {
         cmd: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = caller(&request)?;
-        let sql = utf8(&cmd.prepared_statement_handle)?.to_string();
-        self.info(
-            &caller,
-            &sql,
-            cmd.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
-        .await
+        let ticket = cmd.as_any().encode_to_vec();
+        self.info(request, &cmd.prepared_statement_handle, ticket)
+            .await
     }
 
     async fn do_get_prepared_statement(
@@ -354,8 +382,7 @@ impl FlightSqlService for Service {
         cmd: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.rows(&caller(&request)?, utf8(&cmd.prepared_statement_handle)?)
-            .await
+        self.rows(&request, &cmd.prepared_statement_handle).await
     }
 
     async fn do_put_prepared_statement_query(
@@ -394,90 +421,12 @@ impl FlightSqlService for Service {
 
     // Catalog metadata (`metadata.rs`): the ticket is the command itself, answered per
     // caller.
-
-    async fn get_flight_info_catalogs(
-        &self,
-        query: CommandGetCatalogs,
-        request: Request<FlightDescriptor>,
-    ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.into_builder().schema();
-        metadata::info(&query, &schema, request)
-    }
-
-    async fn do_get_catalogs(
-        &self,
-        query: CommandGetCatalogs,
-        request: Request<Ticket>,
-    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        metadata::catalogs(query, &*caller(&request)?)
-    }
-
-    async fn get_flight_info_schemas(
-        &self,
-        query: CommandGetDbSchemas,
-        request: Request<FlightDescriptor>,
-    ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
-        metadata::info(&query, &schema, request)
-    }
-
-    async fn do_get_schemas(
-        &self,
-        query: CommandGetDbSchemas,
-        request: Request<Ticket>,
-    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        metadata::schemas(query, &*caller(&request)?)
-    }
-
-    async fn get_flight_info_tables(
-        &self,
-        query: CommandGetTables,
-        request: Request<FlightDescriptor>,
-    ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
-        metadata::info(&query, &schema, request)
-    }
-
-    async fn do_get_tables(
-        &self,
-        query: CommandGetTables,
-        request: Request<Ticket>,
-    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        metadata::tables(query, &*caller(&request)?)
-    }
-
-    async fn get_flight_info_table_types(
-        &self,
-        query: CommandGetTableTypes,
-        request: Request<FlightDescriptor>,
-    ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.into_builder().schema();
-        metadata::info(&query, &schema, request)
-    }
-
-    async fn do_get_table_types(
-        &self,
-        query: CommandGetTableTypes,
-        _request: Request<Ticket>,
-    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        metadata::table_types(query)
-    }
-
-    async fn get_flight_info_sql_info(
-        &self,
-        query: CommandGetSqlInfo,
-        request: Request<FlightDescriptor>,
-    ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder(&metadata::SQL_INFO).schema();
-        metadata::info(&query, &schema, request)
-    }
-
-    async fn do_get_sql_info(
-        &self,
-        query: CommandGetSqlInfo,
-        _request: Request<Ticket>,
-    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        batch_stream(query.into_builder(&metadata::SQL_INFO).build())
+    metadata_commands! {
+        CommandGetCatalogs => get_flight_info_catalogs, do_get_catalogs;
+        CommandGetDbSchemas => get_flight_info_schemas, do_get_schemas;
+        CommandGetTables => get_flight_info_tables, do_get_tables;
+        CommandGetTableTypes => get_flight_info_table_types, do_get_table_types;
+        CommandGetSqlInfo => get_flight_info_sql_info, do_get_sql_info;
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
