@@ -8,7 +8,8 @@
 //! Names come from short lists, phones from Ofcom's range reserved for drama
 //! (07700 900000-900999), postcodes and streets are made up: nothing here is anyone.
 
-use super::{ChunkOut, synthetic_nhs_number};
+use super::chunk::ChunkOut;
+use super::{seed_key, synthetic_nhs_number};
 use crate::error::Result;
 use crate::governance::pseudonym::{Key, pseudo_id};
 use crate::ingest::contract::{self, Table};
@@ -128,18 +129,12 @@ const LETTERS: &[u8] = b"ABDEFGHJLNPQRSTUWXYZ";
 /// The vault key of a synthetic population, derived from the seed like its
 /// pseudonymisation key. Real keys are random.
 pub fn synthetic_vault_key(seed: u64) -> Key {
-    let mut h = Sha256::new();
-    h.update(b"riskstrat synthetic vault key v1");
-    h.update(seed.to_le_bytes());
-    Key::from_bytes(h.finalize().into())
+    seed_key(b"riskstrat synthetic vault key v1", seed)
 }
 
 /// The cell key secret of a synthetic deployment (commissioner answers' perturbation).
 pub fn synthetic_cell_key(seed: u64) -> Key {
-    let mut h = Sha256::new();
-    h.update(b"riskstrat synthetic cell key v1");
-    h.update(seed.to_le_bytes());
-    Key::from_bytes(h.finalize().into())
+    seed_key(b"riskstrat synthetic cell key v1", seed)
 }
 
 /// An index beyond any synthetic person (at most 50 million), stable per string.
@@ -185,11 +180,7 @@ fn to_nhs(
     table: &Table,
     people: &HashMap<String, u64>,
 ) -> Result<RecordBatch> {
-    let ids = batch
-        .column(0)
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .expect("pseudo_id is Utf8");
+    let ids: &StringArray = column(batch, 0);
     let nhs: StringArray = ids
         .iter()
         .map(|v| v.map(|id| nhs_for(id, people)))
@@ -202,6 +193,15 @@ fn to_nhs(
     Ok(RecordBatch::try_new(table.identifiable_schema(), columns)?)
 }
 
+/// Column `i` of a batch `synth` built, as the array type it was built as.
+fn column<T: Array + 'static>(batch: &RecordBatch, i: usize) -> &T {
+    batch
+        .column(i)
+        .as_any()
+        .downcast_ref::<T>()
+        .expect("the type synth built the column as")
+}
+
 /// given_name, family_name, date_of_birth, address, postcode, phone for each patients
 /// row, in the order of `vault::IDENTITY_COLUMNS`. The same person always gets
 /// the same identity (a duplicate row repeats it).
@@ -210,11 +210,7 @@ fn identities(
     batch: &RecordBatch,
     people: &HashMap<String, u64>,
 ) -> Vec<ArrayRef> {
-    let yob = batch
-        .column(1)
-        .as_any()
-        .downcast_ref::<Int32Array>()
-        .expect("year_of_birth is Int32");
+    let yob: &Int32Array = column(batch, 1);
     let mut given = StringBuilder::new();
     let mut family = StringBuilder::new();
     let mut dob = Date32Builder::new();
