@@ -142,10 +142,12 @@ fn function_lengths(module: &str, code: &str) -> Vec<(String, usize)> {
     for (i, line) in lines.iter().enumerate() {
         let t = line.trim_start();
         let indent = line.len() - t.len();
-        let t = t
-            .strip_prefix("pub(crate) ")
-            .or(t.strip_prefix("pub "))
-            .unwrap_or(t);
+        // `pub`, `pub(crate)`, `pub(super)`, `pub(in path)`.
+        let t = match t.strip_prefix("pub") {
+            Some(r) if r.starts_with('(') => r.split_once(") ").map_or(t, |(_, r)| r),
+            Some(r) => r.strip_prefix(' ').unwrap_or(t),
+            None => t,
+        };
         let t = t.strip_prefix("async ").unwrap_or(t);
         let Some(rest) = t.strip_prefix("fn ") else {
             continue;
@@ -178,10 +180,15 @@ fn no_function_is_over_100_lines() {
 
 #[test]
 fn function_lengths_are_counted_to_the_closing_brace() {
-    let code = "fn a() {\n    1\n}\n    pub async fn b(\n        x: u8,\n    ) {\n    }\n";
+    let code = "fn a() {\n    1\n}\n    pub async fn b(\n        x: u8,\n    ) {\n    }\n\
+                pub(super) fn c() {\n}\n";
     assert_eq!(
         function_lengths("m", code),
-        vec![("m::a".to_string(), 3), ("m::b".to_string(), 4)]
+        vec![
+            ("m::a".to_string(), 3),
+            ("m::b".to_string(), 4),
+            ("m::c".to_string(), 2)
+        ]
     );
 }
 

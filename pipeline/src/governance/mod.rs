@@ -1,6 +1,6 @@
 //! Information governance: the rules that protect people, each small and separate.
-//! The gate's workflows that use them are at the top of the crate (`crate::pseudonymise`,
-//! `crate::gate`, `crate::feedback`).
+//! The gate's workflows that apply them (`pseudonymise.rs`, `gate.rs`, `feedback.rs`)
+//! are at the top of the crate, beside `run` and `serve`.
 //!
 //! - `optouts`: the one opt-out rule.
 //! - `pseudonym`: NHS number checks, pseudonyms and key files.
