@@ -86,32 +86,75 @@ pub struct ImportRequest<'a> {
 /// Import one team's returned list. The audit record is written before the
 /// pseudonymised file is put in place; if the audit cannot be written, nothing is.
 pub fn import(req: &ImportRequest) -> Result<ImportSummary> {
+    check_importer(req)?;
+    let (out_dir, _lock) = prepare_out_dir(req)?;
+    let bytes = std::fs::read(req.input)
+        .map_err(|e| bad_input!("--in {}: cannot read it ({e})", req.input.display()))?;
+    let (batch, mut summary) = pseudonymised_rows(req, &bytes)?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ");
+    let name = format!("feedback-{}-{stamp}.parquet", req.team);
+    let tmp = out_dir.join(format!(".{name}.tmp"));
+    crate::outputs::write_batch(&tmp, &batch)?;
+    durable::sync_tree(&tmp)?;
+    let audited = audit::append(
+        req.audit_log,
+        Record {
+            actor: req.importer.to_string(),
+            action: audit::Action::FeedbackImport,
+            team: Some(req.team.to_string()),
+            patients: Some(summary.imported as u64),
+            file_sha256: Some(hex::encode(Sha256::digest(&bytes))),
+            detail: Some(format!(
+                "rows={} rejected={}",
+                summary.rows,
+                summary.rejected.len()
+            )),
+            ..Default::default()
+        },
+    );
+    if let Err(e) = audited {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::failed(format!("nothing imported: {e}")).with_source(e));
+    }
+    summary.file = out_dir.join(name);
+    std::fs::rename(&tmp, &summary.file).map_err(io_at(&summary.file, "renaming into place"))?;
+    durable::sync_dir(&out_dir)?;
+    Ok(summary)
+}
+
+/// The team exists and the importer is one of its members (a refusal is audited).
+fn check_importer(req: &ImportRequest) -> Result<()> {
     let team = req
         .registry
         .team(req.team)
         .ok_or_else(|| bad_input!("--team {}: no such team in the registry", req.team))?;
-    if !team.members.iter().any(|m| m == req.importer) {
-        audit::append(
-            req.audit_log,
-            Record {
-                actor: req.importer.to_string(),
-                action: audit::Action::Refuse,
-                team: Some(req.team.to_string()),
-                detail: Some("feedback import: importer is not a member of the team".into()),
-                ..Default::default()
-            },
-        )?;
-        return Err(bad_input!(
-            "--importer {}: not a member of team {} (refusal audited)",
-            req.importer,
-            req.team
-        ));
+    if team.members.iter().any(|m| m == req.importer) {
+        return Ok(());
     }
+    audit::append(
+        req.audit_log,
+        Record {
+            actor: req.importer.to_string(),
+            action: audit::Action::Refuse,
+            team: Some(req.team.to_string()),
+            detail: Some("feedback import: importer is not a member of the team".into()),
+            ..Default::default()
+        },
+    )?;
+    Err(bad_input!(
+        "--importer {}: not a member of team {} (refusal audited)",
+        req.importer,
+        req.team
+    ))
+}
+
+/// The output folder, made and locked for this importer, cleared of what a killed one
+/// left; the key must not sit inside it.
+fn prepare_out_dir(req: &ImportRequest) -> Result<(PathBuf, durable::TargetLock)> {
     std::fs::create_dir_all(req.out_dir)
         .map_err(|e| bad_input!("--out {}: cannot create it ({e})", req.out_dir.display()))?;
     let out_dir = req.out_dir.canonicalize()?;
-    // One importer into this folder at a time; what a killed one left goes now.
-    let _lock = durable::lock_target(&out_dir)?;
+    let lock = durable::lock_target(&out_dir)?;
     for e in std::fs::read_dir(&out_dir)
         .map_err(io_at(&out_dir, "reading"))?
         .flatten()
@@ -130,10 +173,13 @@ pub fn import(req: &ImportRequest) -> Result<ImportSummary> {
             out_dir.display()
         ));
     }
+    Ok((out_dir, lock))
+}
 
-    let bytes = std::fs::read(req.input)
-        .map_err(|e| bad_input!("--in {}: cannot read it ({e})", req.input.display()))?;
-    let text = String::from_utf8(bytes.clone())
+/// The returned CSV as the contract's `feedback` rows (NHS numbers pseudonymised at
+/// once), with the lines not imported and why.
+fn pseudonymised_rows(req: &ImportRequest, bytes: &[u8]) -> Result<(RecordBatch, ImportSummary)> {
+    let text = std::str::from_utf8(bytes)
         .map_err(|_| bad_input!("--in {}: not UTF-8 text (CSV)", req.input.display()))?;
     let mut lines = text.lines();
     let header: Vec<String> = csv_fields(lines.next().unwrap_or(""))
@@ -147,7 +193,6 @@ pub fn import(req: &ImportRequest) -> Result<ImportSummary> {
             req.input.display()
         ));
     };
-
     let mut summary = ImportSummary::default();
     let (mut ids, mut outcomes, mut services) = (Vec::new(), Vec::new(), Vec::new());
     for (i, line) in lines.enumerate() {
@@ -175,7 +220,6 @@ pub fn import(req: &ImportRequest) -> Result<ImportSummary> {
         services.push(service);
     }
     summary.imported = ids.len();
-
     let day = crate::sql::date32(req.recorded);
     let n = ids.len();
     let batch = RecordBatch::try_new(
@@ -188,35 +232,7 @@ pub fn import(req: &ImportRequest) -> Result<ImportSummary> {
             Arc::new(Date32Array::from(vec![day; n])),
         ],
     )?;
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ");
-    let name = format!("feedback-{}-{stamp}.parquet", req.team);
-    let tmp = out_dir.join(format!(".{name}.tmp"));
-    crate::outputs::write_batch(&tmp, &batch)?;
-    durable::sync_tree(&tmp)?;
-    let audited = audit::append(
-        req.audit_log,
-        Record {
-            actor: req.importer.to_string(),
-            action: audit::Action::FeedbackImport,
-            team: Some(req.team.to_string()),
-            patients: Some(summary.imported as u64),
-            file_sha256: Some(hex::encode(Sha256::digest(&bytes))),
-            detail: Some(format!(
-                "rows={} rejected={}",
-                summary.rows,
-                summary.rejected.len()
-            )),
-            ..Default::default()
-        },
-    );
-    if let Err(e) = audited {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::failed(format!("nothing imported: {e}")));
-    }
-    summary.file = out_dir.join(name);
-    std::fs::rename(&tmp, &summary.file).map_err(io_at(&summary.file, "renaming into place"))?;
-    durable::sync_dir(&out_dir)?;
-    Ok(summary)
+    Ok((batch, summary))
 }
 
 #[cfg(test)]

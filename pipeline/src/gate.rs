@@ -19,7 +19,7 @@ use crate::durable::{self, io_at};
 use crate::error::{Error, Result};
 use crate::governance::audit::{self, Record};
 use crate::governance::pseudonym::Key;
-use crate::governance::teams::{DIRECT_CARE, Registry, approvals};
+use crate::governance::teams::{Approval, DIRECT_CARE, Registry, Team, approvals};
 use crate::governance::{refuse_inside, vault};
 use crate::outputs::manifest::Manifest;
 use crate::outputs::run_store::RunHandle;
@@ -101,31 +101,137 @@ pub async fn reidentify(req: &Request<'_>) -> Result<Release> {
 }
 
 /// Release a list from `run`, a run of any run store (`req.run` names it for the
-/// `--out` check).
+/// `--out` check). The checks run in the order the module's documentation lists.
 pub async fn reidentify_from(req: &Request<'_>, run: &RunHandle) -> Result<Release> {
-    let csv = req.out.with_extension("csv");
-    let parquet = req.out.with_extension("parquet");
-    for p in [&csv, &parquet] {
-        refuse_inside(p, req.run, "--out")?;
-    }
-    if let Some(parent) = csv.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| {
-            bad_input!(
-                "--out {}: cannot create its folder ({e})",
-                req.out.display()
-            )
-        })?;
-    }
-    // One writer of this list at a time; what a killed one left (hidden copies with
-    // names) goes now.
-    let _lock = durable::lock_target(&csv)?;
-    for p in [&csv, &parquet] {
-        for tmp in durable::hidden_siblings(p, "tmp") {
-            durable::remove(&tmp).map_err(io_at(&tmp, "removing"))?;
+    let out = Out::prepare(req)?;
+    // 1-3: who asks, and whether they may.
+    let (team, approval) = authorise(req)?;
+    // 4: the vault opens only with its key.
+    let vault_rows =
+        match Key::read_file(req.vault_key_path).and_then(|k| vault::read(req.vault, &k)) {
+            Ok(rows) => rows,
+            Err(e) => {
+                return Err(refuse(
+                    req,
+                    None,
+                    "vault key does not open the vault",
+                    e.message,
+                ));
+            }
+        };
+    // 5: the run and its cohort.
+    let (manifest, cohort_file) = match open_run(run, req.cohort).await {
+        Ok(x) => x,
+        Err(message) => return Err(refuse(req, None, "no such run or cohort", message)),
+    };
+    let rows = release_rows(run, &manifest, &cohort_file, vault_rows, &team.practices).await?;
+    let (list, not_in_vault) = only_in_vault(rows)?;
+    out.publish(req, &manifest, &approval, &list, not_in_vault)
+}
+
+/// The list's two files, their folder made, held by this writer alone.
+struct Out {
+    csv: PathBuf,
+    parquet: PathBuf,
+    _lock: durable::TargetLock,
+}
+
+impl Out {
+    fn prepare(req: &Request) -> Result<Self> {
+        let csv = req.out.with_extension("csv");
+        let parquet = req.out.with_extension("parquet");
+        for p in [&csv, &parquet] {
+            refuse_inside(p, req.run, "--out")?;
         }
+        if let Some(parent) = csv.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                bad_input!(
+                    "--out {}: cannot create its folder ({e})",
+                    req.out.display()
+                )
+            })?;
+        }
+        // One writer of this list at a time; what a killed one left (hidden copies with
+        // names) goes now.
+        let lock = durable::lock_target(&csv)?;
+        for p in [&csv, &parquet] {
+            for tmp in durable::hidden_siblings(p, "tmp") {
+                durable::remove(&tmp).map_err(io_at(&tmp, "removing"))?;
+            }
+        }
+        Ok(Self {
+            csv,
+            parquet,
+            _lock: lock,
+        })
     }
 
-    // 1-3: who asks, and whether they may.
+    /// Written beside their final names, audited, then put in place: no audit record,
+    /// no list.
+    fn publish(
+        self,
+        req: &Request,
+        manifest: &Manifest,
+        approval: &Approval,
+        list: &[RecordBatch],
+        not_in_vault: u64,
+    ) -> Result<Release> {
+        let patients: u64 = list.iter().map(|b| b.num_rows() as u64).sum();
+        let (csv, parquet) = (&self.csv, &self.parquet);
+        let tmp_csv = hidden(csv);
+        let tmp_parquet = hidden(parquet);
+        let audited = write_list(&tmp_csv, &tmp_parquet, list).and_then(|_| {
+            audit::append(
+                req.audit_log,
+                Record {
+                    actor: req.requester.to_string(),
+                    action: audit::Action::Reidentify,
+                    team: Some(req.team.to_string()),
+                    purpose: Some(DIRECT_CARE.into()),
+                    run: Some(manifest.run_id.clone()),
+                    cohort: Some(req.cohort.to_string()),
+                    patients: Some(patients),
+                    file_sha256: Some(sha256_of(&tmp_csv)?),
+                    detail: Some(format!(
+                        "parquet_sha256={} not_in_vault={not_in_vault}",
+                        sha256_of(&tmp_parquet)?,
+                    )),
+                    approver: Some(approval.approver.clone()),
+                    expires: Some(approval.expires),
+                    ..Default::default()
+                },
+            )
+        });
+        let record = match audited {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp_csv);
+                let _ = std::fs::remove_file(&tmp_parquet);
+                return Err(
+                    Error::failed(format!("nothing released: {}", e.message)).with_source(e)
+                );
+            }
+        };
+        crate::faults::point("reidentify.before_rename");
+        std::fs::rename(&tmp_csv, csv).map_err(io_at(csv, "renaming into place"))?;
+        crate::faults::point("reidentify.between_renames");
+        std::fs::rename(&tmp_parquet, parquet).map_err(io_at(parquet, "renaming into place"))?;
+        if let Some(parent) = csv.parent().filter(|p| !p.as_os_str().is_empty()) {
+            durable::sync_dir(parent)?;
+        }
+        Ok(Release {
+            patients,
+            not_in_vault,
+            csv: self.csv,
+            parquet: self.parquet,
+            audit_seq: record.seq,
+        })
+    }
+}
+
+/// Checks 1-3: the team exists, the requester is a member, and an approval in the
+/// intact audit log covers this team, cohort and purpose today.
+fn authorise<'r>(req: &Request<'r>) -> Result<(&'r Team, Approval)> {
     let Some(team) = req.registry.team(req.team) else {
         return Err(refuse(
             req,
@@ -154,53 +260,43 @@ pub async fn reidentify_from(req: &Request<'_>, run: &RunHandle) -> Result<Relea
     } else {
         Vec::new()
     };
-    let Some(approval) = approved
+    if let Some(a) = approved
         .iter()
         .rev()
         .find(|a| a.covers(req.team, req.cohort, DIRECT_CARE, req.today))
-    else {
-        let lapsed = approved
-            .iter()
-            .any(|a| a.team == req.team && a.cohort == req.cohort && a.purpose == DIRECT_CARE);
-        let why = if lapsed {
-            "approval expired"
-        } else {
-            "no approval for this team and cohort"
-        };
-        return Err(refuse(
-            req,
-            None,
-            why,
-            format!(
-                "team {} has no current {DIRECT_CARE} approval for cohort {} ({why}); ask the gate operator to run `riskstrat approve`",
-                req.team, req.cohort
-            ),
-        ));
+    {
+        return Ok((team, a.clone()));
+    }
+    let lapsed = approved
+        .iter()
+        .any(|a| a.team == req.team && a.cohort == req.cohort && a.purpose == DIRECT_CARE);
+    let why = if lapsed {
+        "approval expired"
+    } else {
+        "no approval for this team and cohort"
     };
+    Err(refuse(
+        req,
+        None,
+        why,
+        format!(
+            "team {} has no current {DIRECT_CARE} approval for cohort {} ({why}); ask the gate operator to run `riskstrat approve`",
+            req.team, req.cohort
+        ),
+    ))
+}
 
-    // 4: the vault opens only with its key.
-    let vault_rows =
-        match Key::read_file(req.vault_key_path).and_then(|k| vault::read(req.vault, &k)) {
-            Ok(rows) => rows,
-            Err(e) => {
-                return Err(refuse(
-                    req,
-                    None,
-                    "vault key does not open the vault",
-                    e.message,
-                ));
-            }
-        };
-
-    // 5: the run and its cohort.
-    let (manifest, cohort_file) = match open_run(run, req.cohort).await {
-        Ok(x) => x,
-        Err(message) => return Err(refuse(req, None, "no such run or cohort", message)),
-    };
-
+/// `sql/gate/release.sql` over the run's cohort, features and scores, the vault and the
+/// team's practices: the list's rows, each marked whether its person is in the vault.
+async fn release_rows(
+    run: &RunHandle,
+    manifest: &Manifest,
+    cohort_file: &str,
+    vault_rows: Vec<RecordBatch>,
+    practices: &[String],
+) -> Result<Vec<RecordBatch>> {
     let ctx = new_context(&SessionOptions::default())?;
-    let as_of = manifest.as_of;
-    run.register(&ctx, "cohort", &cohort_file).await?;
+    run.register(&ctx, "cohort", cohort_file).await?;
     run.register(&ctx, "features", "features.parquet").await?;
     run.register(&ctx, "scores", "scores.parquet").await?;
     ctx.register_table(
@@ -211,13 +307,13 @@ pub async fn reidentify_from(req: &Request<'_>, run: &RunHandle) -> Result<Relea
         "team_practices",
         RecordBatch::try_from_iter(vec![(
             "practice_code",
-            Arc::new(StringArray::from(team.practices.clone())) as _,
+            Arc::new(StringArray::from(practices.to_vec())) as _,
         )])?,
     )?;
     let df = crate::sql::query(
         &ctx,
         &crate::sql::fixed("gate/release.sql")?,
-        &Params::at(as_of),
+        &Params::at(manifest.as_of),
     )
     .await?;
     let schema = Arc::new(df.schema().as_arrow().clone());
@@ -225,57 +321,7 @@ pub async fn reidentify_from(req: &Request<'_>, run: &RunHandle) -> Result<Relea
     if rows.is_empty() {
         rows.push(RecordBatch::new_empty(schema));
     }
-    let (list, not_in_vault) = only_in_vault(rows)?;
-    let patients: u64 = list.iter().map(|b| b.num_rows() as u64).sum();
-
-    // Written beside their final names, audited, then put in place.
-    let tmp_csv = hidden(&csv);
-    let tmp_parquet = hidden(&parquet);
-    let written = write_list(&tmp_csv, &tmp_parquet, &list);
-    let audited = written.and_then(|_| {
-        audit::append(
-            req.audit_log,
-            Record {
-                actor: req.requester.to_string(),
-                action: audit::Action::Reidentify,
-                team: Some(req.team.to_string()),
-                purpose: Some(DIRECT_CARE.into()),
-                run: Some(manifest.run_id.clone()),
-                cohort: Some(req.cohort.to_string()),
-                patients: Some(patients),
-                file_sha256: Some(sha256_of(&tmp_csv)?),
-                detail: Some(format!(
-                    "parquet_sha256={} not_in_vault={not_in_vault}",
-                    sha256_of(&tmp_parquet)?,
-                )),
-                approver: Some(approval.approver.clone()),
-                expires: Some(approval.expires),
-                ..Default::default()
-            },
-        )
-    });
-    let record = match audited {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp_csv);
-            let _ = std::fs::remove_file(&tmp_parquet);
-            return Err(Error::failed(format!("nothing released: {}", e.message)).with_source(e));
-        }
-    };
-    crate::faults::point("reidentify.before_rename");
-    std::fs::rename(&tmp_csv, &csv).map_err(io_at(&csv, "renaming into place"))?;
-    crate::faults::point("reidentify.between_renames");
-    std::fs::rename(&tmp_parquet, &parquet).map_err(io_at(&parquet, "renaming into place"))?;
-    if let Some(parent) = csv.parent().filter(|p| !p.as_os_str().is_empty()) {
-        durable::sync_dir(parent)?;
-    }
-    Ok(Release {
-        patients,
-        not_in_vault,
-        csv,
-        parquet,
-        audit_seq: record.seq,
-    })
+    Ok(rows)
 }
 
 /// Split off the rows whose person is not in the vault (release.sql's `in_vault`).

@@ -21,7 +21,7 @@ use crate::governance::optouts::{self, OptOuts, RawPersonTable};
 use crate::governance::pseudonym::{Key, normalise_nhs_number, pseudo_id};
 use crate::governance::vault::IDENTITY_COLUMNS;
 use crate::governance::{refuse_inside, vault};
-use crate::ingest::contract::{EXTRACT_TABLES, OPTOUTS, PATIENTS, table_path};
+use crate::ingest::contract::{EXTRACT_TABLES, OPTOUTS, PATIENTS, Table, table_path};
 use crate::ingest::read_extract;
 use crate::session::functions::udf_over_strings;
 use crate::session::{SessionOptions, new_context};
@@ -314,47 +314,73 @@ pub async fn pseudonymise(req: &Request<'_>) -> Result<Summary> {
             }
             continue;
         };
-        let (found, df) = read_extract(&ctx, table, &location.to_string_lossy()).await?;
-        let mut s = TableSummary {
-            rows_read: found.rows,
-            ..Default::default()
-        };
-        let df = df.with_column(
-            "reason",
-            call(&ctx, "nhs_number_problem", ident("nhs_number"))?,
-        )?;
-        let bad = df.clone().filter(col("reason").is_not_null())?;
-        let qfile = qdir.join(format!("{}.parquet", table.name));
-        if crate::outputs::write_parquet(bad, &qfile).await? > 0 {
-            durable::owner_only(&qfile)?;
-            s.quarantined = reasons(&ctx, &qfile).await?;
-        } else {
-            std::fs::remove_file(&qfile)?;
-        }
-        let mut columns = Vec::new();
-        for c in table.columns {
-            columns.push(match c.name {
-                "pseudo_id" => call(&ctx, "pseudonymise", ident("nhs_number"))?.alias("pseudo_id"),
-                name => ident(name),
-            });
-        }
-        if table.name == PATIENTS.name {
-            // Kept for the vault; dropped before anything reaches the analysts.
-            columns.push(call(&ctx, "nhs_number", ident("nhs_number"))?.alias("nhs_number"));
-            columns.extend(IDENTITY_COLUMNS.iter().map(|c| ident(c.0)));
-        }
-        let pseudonymised = df.filter(col("reason").is_null())?.select(columns)?;
+        let (s, df) = pseudonymised_table(&ctx, table, &location, &qdir).await?;
         summary.tables.insert(table.name.to_string(), s);
-        tables.insert(table.name, pseudonymised);
+        tables.insert(table.name, df);
     }
+    let vault = staged.path(req.vault);
+    write_tables(tables, &out, &vault, &vault_key, &mut summary).await?;
+    let summary_file = out.join(SUMMARY_FILE);
+    std::fs::write(&summary_file, serde_json::to_vec_pretty(&summary)?)
+        .map_err(io_at(&summary_file, "writing"))?;
+    staged.commit()?;
+    Ok(summary)
+}
 
-    // The pseudonymised opt-out list: written as is, and applied to everything else.
+/// One extract: rows with a bad NHS number to the gate-side quarantine, the rest with
+/// their pseudo_id (and, for patients, the identity the vault keeps).
+async fn pseudonymised_table(
+    ctx: &SessionContext,
+    table: &'static Table,
+    location: &Path,
+    qdir: &Path,
+) -> Result<(TableSummary, DataFrame)> {
+    let (found, df) = read_extract(ctx, table, &location.to_string_lossy()).await?;
+    let mut s = TableSummary {
+        rows_read: found.rows,
+        ..Default::default()
+    };
+    let df = df.with_column(
+        "reason",
+        call(ctx, "nhs_number_problem", ident("nhs_number"))?,
+    )?;
+    let bad = df.clone().filter(col("reason").is_not_null())?;
+    let qfile = qdir.join(format!("{}.parquet", table.name));
+    if crate::outputs::write_parquet(bad, &qfile).await? > 0 {
+        durable::owner_only(&qfile)?;
+        s.quarantined = reasons(ctx, &qfile).await?;
+    } else {
+        std::fs::remove_file(&qfile)?;
+    }
+    let mut columns = Vec::new();
+    for c in table.columns {
+        columns.push(match c.name {
+            "pseudo_id" => call(ctx, "pseudonymise", ident("nhs_number"))?.alias("pseudo_id"),
+            name => ident(name),
+        });
+    }
+    if table.name == PATIENTS.name {
+        // Kept for the vault; dropped before anything reaches the analysts.
+        columns.push(call(ctx, "nhs_number", ident("nhs_number"))?.alias("nhs_number"));
+        columns.extend(IDENTITY_COLUMNS.iter().map(|c| ident(c.0)));
+    }
+    Ok((s, df.filter(col("reason").is_null())?.select(columns)?))
+}
+
+/// The analysts' tables and the vault: the pseudonymised opt-out list is written as
+/// is and applied to every other table first.
+async fn write_tables(
+    mut tables: BTreeMap<&'static str, DataFrame>,
+    out: &Path,
+    vault: &Path,
+    vault_key: &Key,
+    summary: &mut Summary,
+) -> Result<()> {
     let optout_list = tables.remove(OPTOUTS.name).expect("optouts is required");
     let path = out.join(table_path(OPTOUTS.name));
     let n = crate::outputs::write_parquet(optout_list.clone(), &path).await?;
     summary.tables.get_mut(OPTOUTS.name).unwrap().rows_written = n;
     let optout_list = OptOuts::new(optout_list);
-
     for (name, df) in tables {
         let df = optouts::apply(RawPersonTable::new(df), &optout_list)?;
         let contract = crate::ingest::contract::table(name).expect("an extract table");
@@ -371,16 +397,10 @@ pub async fn pseudonymise(req: &Request<'_>) -> Result<Summary> {
         let quarantined: u64 = s.quarantined.values().sum();
         s.rows_withheld_optout = s.rows_read - quarantined - n;
         if name == PATIENTS.name {
-            let path = staged.path(req.vault);
-            summary.vault_patients = write_vault(df, &path, &vault_key).await?;
+            summary.vault_patients = write_vault(df, vault, vault_key).await?;
         }
     }
-
-    let summary_file = out.join(SUMMARY_FILE);
-    std::fs::write(&summary_file, serde_json::to_vec_pretty(&summary)?)
-        .map_err(io_at(&summary_file, "writing"))?;
-    staged.commit()?;
-    Ok(summary)
+    Ok(())
 }
 
 /// The vault: one row per person with exactly one patients row (duplicates are
