@@ -387,7 +387,7 @@ fn run_killed_part_way_leaves_no_run_folder() {
     let o = run_job(&job);
     assert!(o.status.success(), "{}", stderr(&o));
     let job_dir = data.join("runs/complex-needs");
-    let earlier = riskstrat::outputs::run_folder::list_runs(&data.join("runs"), "complex-needs");
+    let earlier = list_runs(&data.join("runs"), "complex-needs");
     assert_eq!(earlier.len(), 1);
     let before = snapshot(&earlier[0]);
 
@@ -410,15 +410,12 @@ fn run_killed_part_way_leaves_no_run_folder() {
         !status.success(),
         "the run finished before it could be killed"
     );
-    assert_eq!(
-        riskstrat::outputs::run_folder::list_runs(&data.join("runs"), "complex-needs"),
-        earlier
-    );
+    assert_eq!(list_runs(&data.join("runs"), "complex-needs"), earlier);
     assert_eq!(snapshot(&earlier[0]), before);
 
     let o = run_job(&job);
     assert!(o.status.success(), "{}", stderr(&o));
-    let after = riskstrat::outputs::run_folder::list_runs(&data.join("runs"), "complex-needs");
+    let after = list_runs(&data.join("runs"), "complex-needs");
     assert_eq!(after.len(), 2);
     let leftovers: Vec<_> = std::fs::read_dir(&job_dir)
         .unwrap()

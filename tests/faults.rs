@@ -8,7 +8,6 @@ mod common;
 
 use common::*;
 use riskstrat::governance::audit;
-use riskstrat::outputs::run_folder::list_runs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};

@@ -139,17 +139,55 @@ fn cases() -> Vec<Case> {
             replacing("outcomes/in_service.sql", "'none' AS bed_days_in_service"),
             "bed_days_in_service",
         ),
+        case(
+            "feedback_exclusions.sql",
+            replacing("feedback_exclusions.sql", "CAST(1 AS BIGINT) AS pseudo_id"),
+            "pseudo_id",
+        ),
+        case(
+            "feedback_outcomes.sql",
+            replacing("feedback_outcomes.sql", "CAST(2 AS INT) AS outcome"),
+            "outcome",
+        ),
     ]
+}
+
+/// Two people's feedback from one team (one declined), so the feedback SQL runs.
+fn write_feedback(dir: &Path) {
+    use datafusion::arrow::array::{ArrayRef, Date32Array, RecordBatch, StringArray};
+    use riskstrat::ingest::contract::FEEDBACK;
+    use std::sync::Arc;
+    let day = riskstrat::sql::date32(chrono::NaiveDate::from_ymd_opt(2026, 2, 1).unwrap());
+    let batch = RecordBatch::try_new(
+        FEEDBACK.schema(),
+        vec![
+            Arc::new(StringArray::from(vec![pid("p1"), pid("p2")])) as ArrayRef,
+            Arc::new(StringArray::from(vec!["T01", "T01"])),
+            Arc::new(StringArray::from(vec!["declined", "enrolled"])),
+            Arc::new(StringArray::from(vec![None, Some("VW01")])),
+            Arc::new(Date32Array::from(vec![day, day])),
+        ],
+    )
+    .unwrap();
+    riskstrat::outputs::write_batch(&dir.join("feedback.parquet"), &batch).unwrap();
 }
 
 /// The small data set's job with `sql_dir = "sql"` holding `c`'s file.
 fn job_with(dir: &Path, c: &Case) -> std::path::PathBuf {
     let job = small_dataset().write(dir, "2026-04-01");
-    let mut text = std::fs::read_to_string(&job).unwrap().replacen(
-        "output = \"runs\"",
-        "output = \"runs\"\nsql_dir = \"sql\"",
-        1,
-    );
+    write_feedback(dir);
+    let mut text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replacen(
+            "output = \"runs\"",
+            "output = \"runs\"\nsql_dir = \"sql\"",
+            1,
+        )
+        .replacen(
+            "services = \"services.parquet\"",
+            "services = \"services.parquet\"\nfeedback = \"feedback.parquet\"",
+            1,
+        );
     if c.train {
         text = text.replacen("load = \"model.json\"\n", "", 1);
     }
@@ -197,4 +235,9 @@ fn unchanged_copies_of_the_builtin_files_pass_the_checks() {
     let o = run_job(&job);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(runs(&dir).len(), 1);
+    // The feedback SQL ran: p1 declined, so the manifest counts its feedback.
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(runs(&dir)[0].join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(m["feedback"]["declined"], 1, "{m}");
 }

@@ -479,7 +479,18 @@ pub fn cell_key() -> (PathBuf, riskstrat::governance::pseudonym::Key) {
 
 /// Complete run folders of the job `test-job` (what `Dataset::write` names it), oldest first.
 pub fn runs(dir: &Path) -> Vec<PathBuf> {
-    riskstrat::outputs::run_folder::list_runs(&dir.join("runs"), "test-job")
+    list_runs(&dir.join("runs"), "test-job")
+}
+
+/// Complete run folders of a job under `output`, oldest first, through the run store
+/// (an error reading them fails the test).
+pub fn list_runs(output: &Path, job: &str) -> Vec<PathBuf> {
+    let store = riskstrat::outputs::run_store::RunStore::local(output);
+    futures::executor::block_on(store.list(job))
+        .unwrap()
+        .iter()
+        .map(|r| r.location())
+        .collect()
 }
 
 /// Twenty people with one event of each kind; p0 has opted out.

@@ -209,22 +209,6 @@ fn remove_abandoned(job_dir: &Path) {
     }
 }
 
-/// Completed run folders of a job under `output` on disk, oldest first (the run
-/// store's `list`, for synchronous callers such as tests): the last is the newest,
-/// whatever the clock said.
-pub fn list_runs(output: &Path, job: &str) -> Vec<PathBuf> {
-    let runs = futures::executor::block_on(RunStore::local(output).list(job));
-    runs.unwrap_or_default()
-        .iter()
-        .map(|r| r.location())
-        .collect()
-}
-
-/// The newest complete run of a job.
-pub fn newest_run(output: &Path, job: &str) -> Option<PathBuf> {
-    list_runs(output, job).pop()
-}
-
 /// A run folder file that cannot be read as the run wrote it.
 pub fn damaged(path: &Path, e: datafusion::error::DataFusionError) -> Error {
     bad_input!(
@@ -283,8 +267,15 @@ mod tests {
         // The clock jumped back a year before the third run: it is still the newest.
         let c =
             commit_with_seq(RunFolder::create(&tmp, "job", at("2025-01-01T00:00:00Z")).unwrap());
-        assert_eq!(list_runs(&tmp, "job"), vec![a_dir, b_dir, c.clone()]);
-        assert_eq!(newest_run(&tmp, "job"), Some(c));
+        let store = crate::outputs::run_store::RunStore::local(&tmp);
+        let listed: Vec<PathBuf> = futures::executor::block_on(store.list("job"))
+            .unwrap()
+            .iter()
+            .map(|r| r.location())
+            .collect();
+        assert_eq!(listed, vec![a_dir, b_dir, c.clone()]);
+        let newest = futures::executor::block_on(store.latest("job")).unwrap();
+        assert_eq!(newest.map(|r| r.location()), Some(c));
         std::fs::remove_dir_all(&tmp).unwrap();
     }
 

@@ -10,7 +10,7 @@ use crate::job::CohortSpec;
 use crate::model::ModelFile;
 use crate::model::metrics::Metrics;
 use crate::outputs::{write_batch, write_parquet};
-use crate::sql::SqlText;
+use crate::sql::{Kind, SqlText, check_columns};
 use datafusion::arrow::array::Float64Array;
 use datafusion::common::JoinType;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, ident};
@@ -195,19 +195,28 @@ pub struct Feedback {
     pub outcomes: BTreeMap<String, u64>,
 }
 
+/// What `feedback_outcomes.sql` returns: the commissioner view `feedback_outcomes`
+/// counts these columns.
+const FEEDBACK_PEOPLE: &[(&str, Kind)] = &[
+    ("team", Kind::Text),
+    ("outcome", Kind::Text),
+    ("service_code", Kind::Text),
+    ("pseudo_id", Kind::Text),
+];
+
 /// `feedback_people.parquet`, and who is kept out of cohorts.
 pub async fn feedback(rc: &RunContext<'_>) -> Result<Feedback> {
     if !rc.ctx.table_exist(contract::FEEDBACK.name)? {
         return Ok(Feedback::default());
     }
-    let people =
-        crate::sql::query(&rc.ctx, &rc.sql.get("feedback_outcomes.sql")?, &rc.params).await?;
+    let text = rc.sql.get("feedback_outcomes.sql")?;
+    let people = crate::sql::query(&rc.ctx, &text, &rc.params).await?;
+    check_columns(&people, &text.origin, FEEDBACK_PEOPLE)?;
     write_parquet(people, &rc.file("feedback_people.parquet")?).await?;
-    let exclusions =
-        crate::sql::query(&rc.ctx, &rc.sql.get("feedback_exclusions.sql")?, &rc.params)
-            .await?
-            .cache()
-            .await?;
+    let text = rc.sql.get("feedback_exclusions.sql")?;
+    let exclusions = crate::sql::query(&rc.ctx, &text, &rc.params).await?;
+    check_columns(&exclusions, &text.origin, &[("pseudo_id", Kind::Text)])?;
+    let exclusions = exclusions.cache().await?;
     Ok(Feedback {
         exclusions: Some(exclusions),
         outcomes: crate::outputs::manifest::feedback_outcomes(&rc.ctx, rc.job.as_of).await?,
@@ -260,7 +269,7 @@ async fn cohort_members(
             text.origin
         ));
     }
-    crate::sql::check_columns(&df, &text.origin, &[("pseudo_id", crate::sql::Kind::Text)])?;
+    check_columns(&df, &text.origin, &[("pseudo_id", Kind::Text)])?;
     // Only people in the population at A can be in a cohort, whatever the SQL read.
     let population = rc
         .ctx
