@@ -20,7 +20,6 @@
 use crate::bad_input;
 use crate::durable::{self, Owned, io_at};
 use crate::error::{Error, Result};
-use crate::outputs::run_store::RunStore;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -240,6 +239,16 @@ mod tests {
         rf.commit().unwrap()
     }
 
+    /// Complete runs of a job, oldest first, through the run store.
+    fn list_runs(output: &Path, job: &str) -> Vec<PathBuf> {
+        let store = crate::outputs::run_store::RunStore::local(output);
+        futures::executor::block_on(store.list(job))
+            .unwrap()
+            .iter()
+            .map(|r| r.location())
+            .collect()
+    }
+
     #[test]
     fn uncommitted_run_leaves_nothing() {
         let tmp = scratch("drop");
@@ -267,13 +276,8 @@ mod tests {
         // The clock jumped back a year before the third run: it is still the newest.
         let c =
             commit_with_seq(RunFolder::create(&tmp, "job", at("2025-01-01T00:00:00Z")).unwrap());
+        assert_eq!(list_runs(&tmp, "job"), vec![a_dir, b_dir, c.clone()]);
         let store = crate::outputs::run_store::RunStore::local(&tmp);
-        let listed: Vec<PathBuf> = futures::executor::block_on(store.list("job"))
-            .unwrap()
-            .iter()
-            .map(|r| r.location())
-            .collect();
-        assert_eq!(listed, vec![a_dir, b_dir, c.clone()]);
         let newest = futures::executor::block_on(store.latest("job")).unwrap();
         assert_eq!(newest.map(|r| r.location()), Some(c));
         std::fs::remove_dir_all(&tmp).unwrap();
