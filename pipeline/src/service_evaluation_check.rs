@@ -3,7 +3,7 @@
 //! difference in differences with `truth/service_effects.json`, over many seeds:
 //! the mean error and its Monte Carlo standard error, and how often the 95% interval
 //! covers the truth. `pipeline/examples/service_eval_check.rs` runs the full check
-//! and prints the table the README quotes; `tests/outcomes.rs` a reduced one.
+//! and prints the table the README quotes; `tests/service_evaluation.rs` a reduced one.
 
 use crate::error::{Error, Result};
 use crate::job::Job;
