@@ -301,7 +301,7 @@ pub async fn pseudonymise(req: &Request<'_>) -> Result<Summary> {
         quarantine_dir: quarantine.clone(),
         ..Default::default()
     };
-    for table in EXTRACT_TABLES {
+    for table in EXTRACT_TABLES.iter() {
         let Some(location) = locate(req.input, table.name) else {
             if table.required {
                 return Err(bad_input!(

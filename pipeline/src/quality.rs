@@ -43,7 +43,7 @@ pub async fn report(
     as_of: chrono::NaiveDate,
 ) -> Result<QualityReport> {
     let mut tables = Vec::new();
-    for table in contract::PERSON_TABLES {
+    for table in contract::PERSON_TABLES.iter() {
         let (Some(input), Some(counts)) = (inputs.get(table.name), counts.get(table.name)) else {
             continue;
         };

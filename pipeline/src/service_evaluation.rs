@@ -346,7 +346,7 @@ async fn risk_at_index(
     let shifted =
         SessionContext::new_with_config_rt(ctx.copied_config(), ctx.runtime_env().clone());
     crate::session::register_functions(&shifted)?;
-    for table in [PATIENTS, APPOINTMENTS, PRESCRIPTIONS, ADMISSIONS] {
+    for table in [&PATIENTS, &APPOINTMENTS, &PRESCRIPTIONS, &ADMISSIONS] {
         let path = format!("outcomes/shifted_{}.sql", table.name);
         let columns: Vec<(&str, Kind)> = table
             .columns

@@ -68,7 +68,7 @@ pub async fn register_inputs(
 ) -> Result<Inputs> {
     let mut found = Vec::new();
     let mut raw = BTreeMap::new();
-    for table in contract::TABLES {
+    for table in contract::TABLES.iter() {
         let Some(location) = inputs.get(table.name) else {
             if table.required {
                 return Err(bad_input!(
@@ -177,7 +177,7 @@ pub async fn name_damaged_input(inputs: &BTreeMap<String, String>, e: Error) -> 
     let Ok(ctx) = crate::session::new_context(&Default::default()) else {
         return e;
     };
-    for table in contract::TABLES {
+    for table in contract::TABLES.iter() {
         let Some(location) = inputs.get(table.name) else {
             continue;
         };

@@ -33,7 +33,7 @@ pub async fn register_valid(
     params: &Params,
 ) -> Result<Vec<&'static Table>> {
     let mut done = Vec::new();
-    for table in PERSON_TABLES {
+    for table in PERSON_TABLES.iter() {
         if !ctx.table_exist(tables::input(table.name))? {
             continue;
         }

@@ -14,6 +14,7 @@ use crate::ingest::contract::{self, Table, table_path};
 use datafusion::arrow::array::RecordBatch;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use std::sync::LazyLock;
 
 pub(super) struct ChunkOut {
     pub(super) people: u64,
@@ -27,14 +28,16 @@ pub(super) struct ChunkOut {
 }
 
 /// The tables of a chunk, in the order of `ChunkOut`'s fields.
-pub(super) const TABLES: [&Table; 6] = [
-    &contract::PATIENTS,
-    &contract::APPOINTMENTS,
-    &contract::PRESCRIPTIONS,
-    &contract::ADMISSIONS,
-    &contract::OPTOUTS,
-    &contract::SERVICES,
-];
+pub(super) static TABLES: LazyLock<[&Table; 6]> = LazyLock::new(|| {
+    [
+        &contract::PATIENTS,
+        &contract::APPOINTMENTS,
+        &contract::PRESCRIPTIONS,
+        &contract::ADMISSIONS,
+        &contract::OPTOUTS,
+        &contract::SERVICES,
+    ]
+});
 
 impl ChunkOut {
     /// The tables written as one file for the whole population, with their batches.
