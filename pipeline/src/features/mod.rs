@@ -108,6 +108,16 @@ pub async fn plan(
     Ok(df.select(select)?)
 }
 
+/// The columns of a per-person table but its key, `pseudo_id`, in order.
+pub fn non_key_columns(df: &DataFrame) -> Vec<String> {
+    df.schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| n != "pseudo_id")
+        .collect()
+}
+
 /// What a feature SQL file computing `wanted` must return: pseudo_id as text, and
 /// each of its counts and sums as a number.
 fn feature_types(wanted: &[&'static str]) -> Vec<(&'static str, Kind)> {
@@ -131,13 +141,7 @@ async fn one_row_per_person(part: &DataFrame, origin: &str) -> Result<()> {
     use datafusion::functions_aggregate::count::count_all;
     use datafusion::functions_aggregate::expr_fn::{count, max, sum};
     use datafusion::prelude::{col, lit, when};
-    let others: Vec<String> = part
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .filter(|n| n != "pseudo_id")
-        .collect();
+    let others = non_key_columns(part);
     let mut per_person = vec![count_all().alias("__rows")];
     per_person.extend(
         others

@@ -40,8 +40,9 @@ pub async fn load(rc: &RunContext<'_>) -> Result<Loaded> {
             let mut counts = BTreeMap::new();
             for t in tables {
                 let name = format!("quarantine/{}.parquet", t.name);
-                let c = validate::check(&rc.ctx, t.name, rc.path(&name).as_deref()).await?;
-                if rc.path(&name).is_some() && c.quarantined_total() > 0 {
+                let path = rc.path(&name);
+                let c = validate::check(&rc.ctx, t.name, path.as_deref()).await?;
+                if path.is_some() && c.quarantined_total() > 0 {
                     rc.record(&name);
                 }
                 counts.insert(t.name.to_string(), c);
@@ -76,16 +77,7 @@ pub async fn features(rc: &RunContext<'_>) -> Result<Features> {
             ParquetReadOptions::default(),
         )
         .await?;
-    let names = rc
-        .ctx
-        .table(tables::FEATURES)
-        .await?
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .filter(|n| n != "pseudo_id")
-        .collect();
+    let names = crate::features::non_key_columns(&rc.ctx.table(tables::FEATURES).await?);
     Ok(Features { population, names })
 }
 
