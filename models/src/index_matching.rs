@@ -412,6 +412,45 @@ pub fn smd(treated: &[f64], controls: &[f64]) -> Option<f64> {
     }
 }
 
+/// [`smd`] with the controls weighted (e.g. by entropy balancing): the controls'
+/// weighted mean, and their weighted variance with the reliability-weights
+/// correction `Σw - Σw²/Σw` (the `n - 1` of [`smd`] when every weight is 1).
+pub fn smd_weighted(treated: &[f64], controls: &[f64], weights: &[f64]) -> Option<f64> {
+    if treated.len() < 2 || controls.len() < 2 || weights.len() != controls.len() {
+        return None;
+    }
+    let n = treated.len() as f64;
+    let mt = treated.iter().sum::<f64>() / n;
+    let vt = treated.iter().map(|v| (v - mt).powi(2)).sum::<f64>() / (n - 1.0);
+    let (sw, sw2) = weights
+        .iter()
+        .fold((0.0, 0.0), |(a, b), w| (a + w, b + w * w));
+    let mc = controls
+        .iter()
+        .zip(weights)
+        .map(|(x, w)| w * x)
+        .sum::<f64>()
+        / sw;
+    let denom = sw - sw2 / sw;
+    if !(sw > 0.0 && denom > 0.0) {
+        return None;
+    }
+    let vc = controls
+        .iter()
+        .zip(weights)
+        .map(|(x, w)| w * (x - mc).powi(2))
+        .sum::<f64>()
+        / denom;
+    let sd = ((vt + vc) / 2.0).sqrt();
+    if sd > 0.0 {
+        Some((mt - mc) / sd)
+    } else if mt == mc {
+        Some(0.0)
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,5 +652,10 @@ mod tests {
         assert_eq!(smd(&[1.0, 1.0], &[1.0, 1.0]), Some(0.0));
         assert_eq!(smd(&[1.0, 1.0], &[2.0, 2.0]), None);
         assert_eq!(smd(&[1.0], &[2.0, 2.0]), None);
+        let (t, c) = ([1.0, 2.0, 3.0, 5.0], [0.0, 1.0, 2.0, 4.0]);
+        assert_eq!(smd_weighted(&t, &c, &[1.0; 4]), smd(&t, &c));
+        // Integer weights act as repeated rows in the mean.
+        let w = smd_weighted(&t, &c, &[2.0, 1.0, 1.0, 1.0]).unwrap();
+        assert!(w > smd(&t, &c).unwrap());
     }
 }

@@ -3,6 +3,7 @@
 //! evaluation (matching, difference in differences). Checked against independent
 //! references (statsmodels, scikit-learn): see `tests/`.
 
+pub mod balancing;
 pub mod index_matching;
 pub mod linalg;
 pub mod logistic;

@@ -222,23 +222,41 @@ pub struct Did {
     pub ci_high: f64,
 }
 
-/// A group's per-day rates and total days in each period.
+/// A group's per-day rates and total days in each period, each person weighted by
+/// an analysis weight (1 unless the controls are reweighted, see
+/// [`crate::balancing`]): rates are weighted ratio estimators.
 struct Group {
     rate_before: f64,
     days_before: f64,
     rate_after: f64,
     days_after: f64,
+    weights: Vec<f64>,
 }
 
 impl Group {
     fn new(people: &[Windows], name: &str) -> Result<Self> {
+        Self::weighted(people, None, name)
+    }
+
+    fn weighted(people: &[Windows], weights: Option<&[f64]>, name: &str) -> Result<Self> {
         if people.is_empty() {
             return Err(ModelError::Invalid(format!(
                 "difference in differences: the {name} group is empty"
             )));
         }
+        let weights = match weights {
+            None => vec![1.0; people.len()],
+            Some(w) if w.len() == people.len() && w.iter().all(|v| v.is_finite() && *v >= 0.0) => {
+                w.to_vec()
+            }
+            Some(_) => {
+                return Err(ModelError::Invalid(format!(
+                    "difference in differences: the {name} group needs one finite, non-negative weight per row"
+                )));
+            }
+        };
         let (mut eb, mut db, mut ea, mut da) = (0.0, 0.0, 0.0, 0.0);
-        for (i, w) in people.iter().enumerate() {
+        for (i, (w, k)) in people.iter().zip(&weights).enumerate() {
             let v = [w.events_before, w.days_before, w.events_after, w.days_after];
             if v.iter().any(|x| !x.is_finite() || *x < 0.0) {
                 return Err(ModelError::Invalid(format!(
@@ -253,10 +271,10 @@ impl Group {
                     "difference in differences: {name} person {i} has events in a period with no person-time: {w:?}"
                 )));
             }
-            eb += w.events_before;
-            db += w.days_before;
-            ea += w.events_after;
-            da += w.days_after;
+            eb += k * w.events_before;
+            db += k * w.days_before;
+            ea += k * w.events_after;
+            da += k * w.days_after;
         }
         for (days, period) in [(db, "before"), (da, "after")] {
             if days <= 0.0 {
@@ -270,15 +288,29 @@ impl Group {
             days_before: db,
             rate_after: ea / da,
             days_after: da,
+            weights,
         })
     }
 
     /// Each person's influence on (rate after - rate before), per day.
     fn influences<'a>(&'a self, people: &'a [Windows]) -> impl Iterator<Item = f64> + 'a {
-        people.iter().map(|w| {
-            (w.events_after - self.rate_after * w.days_after) / self.days_after
-                - (w.events_before - self.rate_before * w.days_before) / self.days_before
+        people.iter().zip(&self.weights).map(|(w, k)| {
+            k * ((w.events_after - self.rate_after * w.days_after) / self.days_after
+                - (w.events_before - self.rate_before * w.days_before) / self.days_before)
         })
+    }
+
+    /// Events per follow-up day of `x` (one count per person), and each person's
+    /// influence on it.
+    fn follow_up_rate(&self, people: &[Windows], x: &[f64]) -> (f64, Vec<f64>) {
+        let rate = x.iter().zip(&self.weights).map(|(x, k)| k * x).sum::<f64>() / self.days_after;
+        let z = people
+            .iter()
+            .zip(x)
+            .zip(&self.weights)
+            .map(|((w, x), k)| k * (x - rate * w.days_after) / self.days_after)
+            .collect();
+        (rate, z)
     }
 }
 
@@ -306,33 +338,80 @@ pub fn difference_in_differences_clustered(
     controls: &[Windows],
     control_cluster: &[u64],
 ) -> Result<Did> {
-    if treated.len() != treated_cluster.len() || controls.len() != control_cluster.len() {
-        return Err(ModelError::Invalid(
-            "difference in differences: one cluster id per row is needed".into(),
-        ));
+    difference_in_differences_weighted(
+        &Arm::new(treated, treated_cluster),
+        &Arm::new(controls, control_cluster),
+    )
+}
+
+/// One arm (the enrolled, or their comparison patients) of one service's matched
+/// comparison: a row per episode.
+#[derive(Debug, Clone, Copy)]
+pub struct Arm<'a> {
+    pub windows: &'a [Windows],
+    /// The person of each row (the variance's cluster).
+    pub cluster: &'a [u64],
+    /// Each row's analysis weight (`None`: 1 each), e.g. the entropy-balancing weights
+    /// of the controls. The variance takes the weights as fixed.
+    pub weight: Option<&'a [f64]>,
+    /// Per row, its follow-up events while enrolled in each of the services evaluated
+    /// together (`in_service[r][k]`: service `k`); empty when not needed.
+    pub in_service: &'a [Vec<f64>],
+}
+
+impl<'a> Arm<'a> {
+    /// Unweighted, with no in-service counts.
+    pub fn new(windows: &'a [Windows], cluster: &'a [u64]) -> Self {
+        Self {
+            windows,
+            cluster,
+            weight: None,
+            in_service: &[],
+        }
     }
-    let t = Group::new(treated, "treated")?;
-    let c = Group::new(controls, "control")?;
+
+    fn group(&self, name: &str) -> Result<Group> {
+        if self.windows.len() != self.cluster.len() {
+            return Err(ModelError::Invalid(
+                "difference in differences: one cluster id per row is needed".into(),
+            ));
+        }
+        Group::weighted(self.windows, self.weight, name)
+    }
+}
+
+/// Person-clustered sums of influences, squared and summed in cluster order (so that
+/// the result does not depend on hashing): the linearisation variance.
+fn clustered_variance(rows: impl Iterator<Item = (u64, f64)>) -> f64 {
+    let mut sums: std::collections::BTreeMap<u64, f64> = std::collections::BTreeMap::new();
+    for (k, z) in rows {
+        *sums.entry(k).or_default() += z;
+    }
+    sums.values().map(|v| v * v).sum()
+}
+
+/// [`difference_in_differences_clustered`] with analysis weights: each rate is the
+/// weighted ratio estimator, and each row's influence is its weight times its
+/// unweighted one over the weighted person-time (the weights taken as fixed).
+pub fn difference_in_differences_weighted(treated: &Arm, controls: &Arm) -> Result<Did> {
+    let t = treated.group("treated")?;
+    let c = controls.group("control")?;
     let treated_before = t.rate_before * PER_1000_PY;
     let treated_after = t.rate_after * PER_1000_PY;
     let control_before = c.rate_before * PER_1000_PY;
     let control_after = c.rate_after * PER_1000_PY;
     let did = (treated_after - treated_before) - (control_after - control_before);
-    let mut sums: std::collections::HashMap<u64, f64> = std::collections::HashMap::new();
-    for (z, k) in t.influences(treated).zip(treated_cluster) {
-        *sums.entry(*k).or_default() += z;
-    }
-    for (z, k) in c.influences(controls).zip(control_cluster) {
-        *sums.entry(*k).or_default() -= z;
-    }
-    // Summed in cluster order so that the result does not depend on hashing.
-    let mut keys: Vec<&u64> = sums.keys().collect();
-    keys.sort();
-    let var: f64 = keys.iter().map(|k| sums[*k].powi(2)).sum();
-    let se = var.sqrt() * PER_1000_PY;
+    let rows = (t.influences(treated.windows).zip(treated.cluster))
+        .map(|(z, k)| (*k, z))
+        .chain(
+            c.influences(controls.windows)
+                .zip(controls.cluster)
+                .map(|(z, k)| (*k, -z)),
+        );
+    let se = clustered_variance(rows).sqrt() * PER_1000_PY;
     Ok(Did {
-        n_treated: treated.len(),
-        n_control: controls.len(),
+        n_treated: treated.windows.len(),
+        n_control: controls.windows.len(),
         treated_before,
         treated_after,
         control_before,
@@ -347,15 +426,10 @@ pub fn difference_in_differences_clustered(
 /// [`difference_in_differences_clustered`] adjusted for comparison patients who are
 /// enrolled themselves during their follow-up year (risk-set matching keeps them, as
 /// it must: dropping or censoring them selects on the admissions that lead to
-/// referral). As in the rank-preserving structural models used for treatment
-/// switching (Robins & Tsiatis 1991; NICE DSU TSD 16), the service multiplies the
-/// admission rate by the same unknown ratio for whoever is enrolled, so the DiD of the
-/// untreated outcomes is zero; solving that for the ratio gives the effect on the
-/// enrolled over their follow-up, `D x T / (T - C)`, where `D` is the plain DiD and
-/// `T`, `C` are the treated's and the controls' admissions while enrolled in the
-/// service, per follow-up day (`*_in`: each row's count). With no control enrolled
-/// (`C = 0`) it is the plain DiD. Variance by the delta method on the same clustered
-/// linearisation. An error when `T <= C` (no contrast in time enrolled).
+/// referral), for one service: [`switch_adjusted_services`] with this service alone,
+/// `D x T / (T - C)` where `D` is the plain DiD and `T`, `C` are the treated's and the
+/// controls' admissions while enrolled in the service per follow-up day (`*_in`:
+/// each row's count).
 pub fn switch_adjusted(
     treated: &[Windows],
     treated_in: &[f64],
@@ -369,56 +443,179 @@ pub fn switch_adjusted(
             "switching adjustment: one in-service count per row is needed".into(),
         ));
     }
-    let plain =
-        difference_in_differences_clustered(treated, treated_cluster, controls, control_cluster)?;
-    let (t, c) = (
-        Group::new(treated, "treated")?,
-        Group::new(controls, "control")?,
-    );
-    let per_day = |x: &[f64], g: &Group| x.iter().sum::<f64>() / g.days_after;
-    let (tin, cin) = (per_day(treated_in, &t), per_day(controls_in, &c));
-    if tin <= cin {
+    let one = |x: &[f64]| -> Vec<Vec<f64>> { x.iter().map(|v| vec![*v]).collect() };
+    let (t_in, c_in) = (one(treated_in), one(controls_in));
+    let arms = [(
+        Arm {
+            in_service: &t_in,
+            ..Arm::new(treated, treated_cluster)
+        },
+        Arm {
+            in_service: &c_in,
+            ..Arm::new(controls, control_cluster)
+        },
+    )];
+    switch_adjusted_services(&arms).pop().expect("one service")
+}
+
+/// One service's pieces of the switching adjustment.
+struct SwitchFit {
+    plain: Did,
+    groups: [Group; 2],
+    /// Per arm, its in-service events per follow-up day in each service.
+    rates: [Vec<f64>; 2],
+}
+
+fn switch_fit(s: usize, n: usize, (t, c): &(Arm, Arm)) -> Result<SwitchFit> {
+    let plain = difference_in_differences_weighted(t, c)?;
+    let groups = [t.group("treated")?, c.group("control")?];
+    let mut rates = [vec![0.0; n], vec![0.0; n]];
+    for (a, arm) in [t, c].into_iter().enumerate() {
+        if arm.in_service.len() != arm.windows.len() || arm.in_service.iter().any(|r| r.len() != n)
+        {
+            return Err(ModelError::Invalid(format!(
+                "switching adjustment: each row needs its in-service counts in each of the {n} services"
+            )));
+        }
+        for (k, rate) in rates[a].iter_mut().enumerate() {
+            let x: Vec<f64> = arm.in_service.iter().map(|r| r[k]).collect();
+            *rate = groups[a].follow_up_rate(arm.windows, &x).0;
+        }
+    }
+    if rates[0][s] <= rates[1][s] {
         return Err(ModelError::Invalid(
             "switching adjustment: the enrolled had no more admissions while enrolled than their controls, so the effect cannot be separated".into(),
         ));
     }
-    let d = plain.did / PER_1000_PY;
-    let est = d * tin / (tin - cin);
-    let (g_d, g_t, g_c) = (
-        tin / (tin - cin),
-        -d * cin / (tin - cin).powi(2),
-        d * tin / (tin - cin).powi(2),
-    );
-    let mut sums: std::collections::HashMap<u64, f64> = std::collections::HashMap::new();
-    for (((z, w), x), k) in t
-        .influences(treated)
-        .zip(treated)
-        .zip(treated_in)
-        .zip(treated_cluster)
-    {
-        let z_in = (x - tin * w.days_after) / t.days_after;
-        *sums.entry(*k).or_default() += g_d * z + g_t * z_in;
-    }
-    for (((z, w), x), k) in c
-        .influences(controls)
-        .zip(controls)
-        .zip(controls_in)
-        .zip(control_cluster)
-    {
-        let z_in = (x - cin * w.days_after) / c.days_after;
-        *sums.entry(*k).or_default() += -g_d * z + g_c * z_in;
-    }
-    let mut keys: Vec<&u64> = sums.keys().collect();
-    keys.sort();
-    let se = keys.iter().map(|k| sums[*k].powi(2)).sum::<f64>().sqrt() * PER_1000_PY;
-    let did = est * PER_1000_PY;
-    Ok(Did {
-        did,
-        se,
-        ci_low: did - Z_975 * se,
-        ci_high: did + Z_975 * se,
-        ..plain
+    Ok(SwitchFit {
+        plain,
+        groups,
+        rates,
     })
+}
+
+/// The inverse of a small square matrix (rows), by Gauss-Jordan with partial
+/// pivoting; `None` when singular.
+fn invert(m: &[Vec<f64>]) -> Option<Vec<Vec<f64>>> {
+    let n = m.len();
+    let mut a: Vec<Vec<f64>> = m
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut row = r.clone();
+            row.extend((0..n).map(|j| f64::from(u8::from(i == j))));
+            row
+        })
+        .collect();
+    let scale = m.iter().flatten().fold(0.0f64, |x, v| x.max(v.abs()));
+    for col in 0..n {
+        let p = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if !(a[p][col].abs() > 1e-12 * scale) {
+            return None;
+        }
+        a.swap(col, p);
+        let d = a[col][col];
+        a[col].iter_mut().for_each(|v| *v /= d);
+        for i in (0..n).filter(|&i| i != col) {
+            let f = a[i][col];
+            let pivot = a[col].clone();
+            a[i].iter_mut().zip(&pivot).for_each(|(v, p)| *v -= f * p);
+        }
+    }
+    Some(a.into_iter().map(|r| r[n..].to_vec()).collect())
+}
+
+/// The difference in differences of every service evaluated together, each adjusted
+/// for comparison patients who spend part of their follow-up in any service (the
+/// evaluated one or another), each service with its own effect.
+///
+/// As in the rank-preserving structural models used for treatment switching (Robins &
+/// Tsiatis 1991; NICE DSU TSD 16), service `k` multiplies the admission rate of
+/// whoever is enrolled in it by an unknown ratio `psi_k`, so that a share
+/// `theta_k = 1 - 1/psi_k` of the admissions while enrolled in `k` is its effect, and
+/// the DiD of the untreated outcomes is zero. For service `s` with plain DiD `D_s` and
+/// `T_sk`, `C_sk` its treated's and controls' admissions while enrolled in service `k`
+/// per follow-up day, that gives `D_s = sum_k theta_k (T_sk - C_sk)`: one linear
+/// equation per service, solved jointly (`theta = M^-1 D`, `M_sk = T_sk - C_sk`; the
+/// fixed point of estimating each service's effect with the others' subtracted from
+/// its arms). The effect on the enrolled of `s` over their follow-up is
+/// `theta_s T_ss`; with one service it is `D x T / (T - C)`, and with no control
+/// enrolled anywhere the plain DiD. Time in two services at once counts for both
+/// (the product of the ratios is taken as the sum of the shares: exact to first
+/// order).
+///
+/// Variance by the delta method on the person-clustered linearisation of every rate
+/// involved (a person may be a row of several services' arms; their influences are
+/// summed before squaring), weights taken as fixed. A service whose arms cannot be
+/// estimated (empty, no person-time, or `T_ss <= C_ss`) gets its error and is left
+/// out of the system (its share taken as 0); a singular system fails every service.
+pub fn switch_adjusted_services(services: &[(Arm, Arm)]) -> Vec<Result<Did>> {
+    let n = services.len();
+    let fits: Vec<Result<SwitchFit>> = services
+        .iter()
+        .enumerate()
+        .map(|(s, arms)| switch_fit(s, n, arms))
+        .collect();
+    let ok: Vec<usize> = (0..n).filter(|&s| fits[s].is_ok()).collect();
+    let fit = |s: usize| fits[s].as_ref().expect("estimable");
+    let m: Vec<Vec<f64>> = ok
+        .iter()
+        .map(|&s| {
+            ok.iter()
+                .map(|&k| fit(s).rates[0][k] - fit(s).rates[1][k])
+                .collect()
+        })
+        .collect();
+    let minv = invert(&m);
+    let mut out: Vec<Result<Did>> = fits
+        .iter()
+        .map(|f| match f {
+            Err(e) => Err(e.clone()),
+            Ok(_) => Err(ModelError::Singular(
+                "switching adjustment: the services' contrasts in time enrolled are linearly dependent".into(),
+            )),
+        })
+        .collect();
+    let Some(minv) = minv else { return out };
+    let d: Vec<f64> = ok.iter().map(|&s| fit(s).plain.did / PER_1000_PY).collect();
+    let theta: Vec<f64> = minv
+        .iter()
+        .map(|r| r.iter().zip(&d).map(|(a, b)| a * b).sum())
+        .collect();
+    for (a, &s) in ok.iter().enumerate() {
+        let t_ss = fit(s).rates[0][s];
+        let mut rows = Vec::new();
+        for (b, &q) in ok.iter().enumerate() {
+            let f = fit(q);
+            for (arm, (sign, x)) in [(1.0, &services[q].0), (-1.0, &services[q].1)]
+                .into_iter()
+                .enumerate()
+            {
+                let g = &f.groups[arm];
+                let z: Vec<f64> = g.influences(x.windows).collect();
+                let mut infl: Vec<f64> = z.iter().map(|z| t_ss * minv[a][b] * sign * z).collect();
+                for (j, &k) in ok.iter().enumerate() {
+                    let counts: Vec<f64> = x.in_service.iter().map(|r| r[k]).collect();
+                    let (_, z_in) = g.follow_up_rate(x.windows, &counts);
+                    let own = if arm == 0 && q == s { theta[a] } else { 0.0 };
+                    let coef =
+                        -t_ss * minv[a][b] * sign * theta[j] + if k == s { own } else { 0.0 };
+                    infl.iter_mut().zip(&z_in).for_each(|(v, z)| *v += coef * z);
+                }
+                rows.extend(x.cluster.iter().copied().zip(infl));
+            }
+        }
+        let se = clustered_variance(rows.into_iter()).sqrt() * PER_1000_PY;
+        let did = theta[a] * t_ss * PER_1000_PY;
+        out[s] = Ok(Did {
+            did,
+            se,
+            ci_low: did - Z_975 * se,
+            ci_high: did + Z_975 * se,
+            ..fit(s).plain.clone()
+        });
+    }
+    out
 }
 
 #[cfg(test)]
@@ -668,5 +865,77 @@ mod tests {
         let half = switch_adjusted(&t, &[1.0, 2.0], &tk, &c, &[1.5, 0.0], &ck).unwrap();
         assert!((half.did - plain.did * 2.0).abs() < 1e-9, "{half:?}");
         assert!(switch_adjusted(&t, &[1.0, 0.0], &tk, &c, &[1.0, 0.0], &ck).is_err());
+    }
+
+    #[test]
+    fn joint_adjustment_subtracts_each_services_own_effect_from_the_controls() {
+        // Two services: A's controls spend time in B, B's in A. Built so that the
+        // untreated outcomes have no DiD and theta_A = 0.5, theta_B = 0.25.
+        // Service A: T_AA = 2, C_AB = 1 per row-year; B: T_BB = 4, C_BA = 1.
+        // D_A = 0.5 x 2 - 0.25 x 1 = 0.75; D_B = 0.25 x 4 - 0.5 x 1 = 0.5 (per row-year).
+        let y = DAYS_PER_YEAR;
+        let rows = |after: f64| vec![w(1.0, y, after, y), w(1.0, y, after, y)];
+        let (ta, ca) = (rows(1.75), rows(1.0));
+        let (tb, cb) = (rows(1.5), rows(1.0));
+        let (ka, kb) = ([0u64, 1], [2u64, 3]);
+        let (kc, kd) = ([4u64, 5], [6u64, 7]);
+        let ia_t = vec![vec![2.0, 0.0]; 2];
+        let ia_c = vec![vec![0.0, 1.0]; 2];
+        let ib_t = vec![vec![0.0, 4.0]; 2];
+        let ib_c = vec![vec![1.0, 0.0]; 2];
+        let arm = |x: &'static [Windows], k: &'static [u64], i: &'static [Vec<f64>]| Arm {
+            in_service: i,
+            ..Arm::new(x, k)
+        };
+        let leak = |v: Vec<Windows>| -> &'static [Windows] { Box::leak(v.into_boxed_slice()) };
+        let leak_in = |v: Vec<Vec<f64>>| -> &'static [Vec<f64>] { Box::leak(v.into_boxed_slice()) };
+        let leak_k = |v: [u64; 2]| -> &'static [u64] { Box::leak(Box::new(v)) };
+        let services = [
+            (
+                arm(leak(ta), leak_k(ka), leak_in(ia_t)),
+                arm(leak(ca), leak_k(kb), leak_in(ia_c)),
+            ),
+            (
+                arm(leak(tb), leak_k(kc), leak_in(ib_t)),
+                arm(leak(cb), leak_k(kd), leak_in(ib_c)),
+            ),
+        ];
+        let out = switch_adjusted_services(&services);
+        let (a, b) = (out[0].as_ref().unwrap(), out[1].as_ref().unwrap());
+        // Effects on the enrolled: theta_A T_AA = 1, theta_B T_BB = 1 per person-year.
+        assert!((a.did - 1000.0).abs() < 1e-9, "{a:?}");
+        assert!((b.did - 1000.0).abs() < 1e-9, "{b:?}");
+        // Each service alone (the other's time in its controls ignored) is biased.
+        let alone = switch_adjusted_services(
+            &services[..1]
+                .iter()
+                .map(|(t, c)| {
+                    let one = |i: &[Vec<f64>]| -> &'static [Vec<f64>] {
+                        Box::leak(
+                            i.iter()
+                                .map(|r| vec![r[0]])
+                                .collect::<Vec<_>>()
+                                .into_boxed_slice(),
+                        )
+                    };
+                    (
+                        Arm {
+                            in_service: one(t.in_service),
+                            ..*t
+                        },
+                        Arm {
+                            in_service: one(c.in_service),
+                            ..*c
+                        },
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
+        assert!((alone[0].as_ref().unwrap().did - 750.0).abs() < 1e-9);
+        // A service that cannot be estimated is left out, the other still is.
+        let broken = [services[0], (services[1].1, services[1].0)];
+        let out = switch_adjusted_services(&broken);
+        assert!(out[1].is_err());
+        assert!((out[0].as_ref().unwrap().did - 750.0).abs() < 1e-9);
     }
 }
