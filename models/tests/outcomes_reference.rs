@@ -2,12 +2,17 @@
 //! O(n m) greedy matching loop in Python, and the difference in differences both from
 //! numpy formulas and from a statsmodels Poisson GLM (identity link, cluster-robust by
 //! person), and the switching adjustment (delta method) the same two ways. The fixture and the script that made it are in `tests/fixtures/`
-//! (`make_outcomes.py` says how to rerun it).
+//! (`make_outcomes.py` says how to rerun it). Two services evaluated together
+//! (`outcomes_services.csv`): entropy-balancing weights against scipy, the weighted
+//! SMDs and DiD against numpy and statsmodels, and the joint switching adjustment
+//! (controls' time in either service) against numpy and statsmodels delta methods.
 
-use riskstrat_models::index_matching::{Choice, match_in_lists, smd};
+use riskstrat_models::balancing::entropy_balance;
+use riskstrat_models::index_matching::{Choice, match_in_lists, smd, smd_weighted};
 use riskstrat_models::service_evaluation::{
-    Candidate, Windows, caliper, difference_in_differences, difference_in_differences_clustered,
-    match_nearest, switch_adjusted,
+    Arm, Candidate, Windows, caliper, difference_in_differences,
+    difference_in_differences_clustered, difference_in_differences_weighted, match_nearest,
+    switch_adjusted, switch_adjusted_services,
 };
 use serde_json::Value;
 
@@ -237,4 +242,133 @@ fn check_did(r: &Value, d: &riskstrat_models::service_evaluation::Did) {
             );
         }
     }
+}
+
+/// One arm of one service in `outcomes_services.csv`.
+#[derive(Default)]
+struct ServiceArm {
+    windows: Vec<Windows>,
+    cluster: Vec<u64>,
+    x: Vec<[f64; 3]>,
+    in_service: Vec<Vec<f64>>,
+}
+
+fn load_services() -> Vec<[ServiceArm; 2]> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let text = std::fs::read_to_string(dir.join("outcomes_services.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "service,treated,events_before,days_before,events_after,days_after,x1,x2,x3,in_0,in_1,cluster"
+    );
+    let mut out: Vec<[ServiceArm; 2]> = vec![Default::default(), Default::default()];
+    for line in lines {
+        let v: Vec<f64> = line.split(',').map(|x| x.parse().unwrap()).collect();
+        let arm = &mut out[v[0] as usize][usize::from(v[1] == 0.0)];
+        arm.windows.push(Windows {
+            events_before: v[2],
+            days_before: v[3],
+            events_after: v[4],
+            days_after: v[5],
+        });
+        arm.x.push([v[6], v[7], v[8]]);
+        arm.in_service.push(vec![v[9], v[10]]);
+        arm.cluster.push(v[11] as u64);
+    }
+    out
+}
+
+#[test]
+fn balancing_weights_and_joint_switching_match_python_references() {
+    let (_, r) = load();
+    let r = &r["services"];
+    let services = load_services();
+    let floats = |v: &Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let weights: Vec<Vec<f64>> = (0..2).map(|s| floats(&r["eb_weights"][s])).collect();
+    for (s, [t, c]) in services.iter().enumerate() {
+        // Entropy balancing: the same weights as scipy's BFGS on the dual.
+        let means: Vec<f64> = (0..3)
+            .map(|j| t.x.iter().map(|x| x[j]).sum::<f64>() / t.x.len() as f64)
+            .collect();
+        let b = entropy_balance(&means, &c.x, None).unwrap();
+        assert!(b.converged);
+        for (k, (got, want)) in b.weights.iter().zip(&weights[s]).enumerate() {
+            close(&format!("service {s} weight {k}"), *got, *want, 1e-6);
+        }
+        for (j, name) in ["x1", "x2", "x3"].iter().enumerate() {
+            let (tx, cx): (Vec<f64>, Vec<f64>) = (
+                t.x.iter().map(|x| x[j]).collect(),
+                c.x.iter().map(|x| x[j]).collect(),
+            );
+            let e = &r["smd_weighted"][s][name];
+            let before = smd_weighted(&tx, &cx, &vec![1.0; cx.len()]).unwrap();
+            close(
+                &format!("smd {s} {name} before"),
+                before,
+                e["before"].as_f64().unwrap(),
+                1e-9,
+            );
+            close(
+                &format!("smd {s} {name} unweighted"),
+                before,
+                smd(&tx, &cx).unwrap(),
+                1e-12,
+            );
+            let after = smd_weighted(&tx, &cx, &weights[s]).unwrap();
+            assert!(after.abs() < 1e-9 && e["after"].as_f64().unwrap().abs() < 1e-9);
+        }
+    }
+    // The DiD with the reference weights, and the joint switching adjustment.
+    let arms: Vec<(Arm, Arm)> = services
+        .iter()
+        .zip(&weights)
+        .map(|([t, c], w)| {
+            (
+                Arm {
+                    in_service: &t.in_service,
+                    ..Arm::new(&t.windows, &t.cluster)
+                },
+                Arm {
+                    weight: Some(w),
+                    in_service: &c.in_service,
+                    ..Arm::new(&c.windows, &c.cluster)
+                },
+            )
+        })
+        .collect();
+    let joint = switch_adjusted_services(&arms);
+    for (s, (t, c)) in arms.iter().enumerate() {
+        let d = difference_in_differences_weighted(t, c).unwrap();
+        check_did(&json_pair(&r["did_weighted"], s), &d);
+        let sw = joint[s].as_ref().unwrap();
+        for source in ["numpy", "statsmodels"] {
+            let e = &r["switch_joint"][source][s];
+            for (name, got) in [
+                ("did", sw.did),
+                ("se", sw.se),
+                ("ci_low", sw.ci_low),
+                ("ci_high", sw.ci_high),
+            ] {
+                // 1e-7: the references' gradient is by finite differences.
+                close(
+                    &format!("switch_joint {s} {source} {name}"),
+                    got,
+                    e[name].as_f64().unwrap(),
+                    1e-7,
+                );
+            }
+        }
+        assert!((sw.did - d.did).abs() > 0.05 * d.did.abs());
+    }
+}
+
+/// `{numpy: [..], statsmodels: [..]}` -> `{numpy: ..[s], statsmodels: ..[s]}`.
+fn json_pair(v: &Value, s: usize) -> Value {
+    serde_json::json!({"numpy": v["numpy"][s], "statsmodels": v["statsmodels"][s]})
 }
