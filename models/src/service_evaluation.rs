@@ -234,10 +234,6 @@ struct Group {
 }
 
 impl Group {
-    fn new(people: &[Windows], name: &str) -> Result<Self> {
-        Self::weighted(people, None, name)
-    }
-
     fn weighted(people: &[Windows], weights: Option<&[f64]>, name: &str) -> Result<Self> {
         if people.is_empty() {
             return Err(ModelError::Invalid(format!(

@@ -45,12 +45,13 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::prelude::{DataFrame, SessionContext, ident};
+use riskstrat_models::balancing::entropy_balance;
 use riskstrat_models::index_matching::{
     Choice, Enrolled, History, Person, Population, Spell, bed_day_distance,
-    match_in_lists_weighted, smd,
+    match_in_lists_weighted, smd, smd_weighted,
 };
 use riskstrat_models::service_evaluation::{
-    Did, Windows, caliper, difference_in_differences_clustered, switch_adjusted,
+    Arm, Did, Windows, caliper, difference_in_differences_weighted, switch_adjusted_services,
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -101,44 +102,62 @@ pub const BALANCE_VARIABLES: [&str; VARIABLES] = [
 const VARIABLES: usize = 11;
 
 pub fn schema() -> SchemaRef {
-    let f = |n: &str, t: DataType| Field::new(n, t, true);
-    Arc::new(Schema::new(vec![
-        f("service_code", DataType::Utf8),
-        f("outcome", DataType::Utf8),
-        f("enrolled", DataType::Int64),
-        f("treated", DataType::Int64),
-        f("controls", DataType::Int64),
-        f("match_rate", DataType::Float64),
-        f("treated_before", DataType::Float64),
-        f("treated_after", DataType::Float64),
-        f("control_before", DataType::Float64),
-        f("control_after", DataType::Float64),
-        f("did", DataType::Float64),
-        f("did_ci_low", DataType::Float64),
-        f("did_ci_high", DataType::Float64),
-        f("placebo_did", DataType::Float64),
-        f("placebo_ci_low", DataType::Float64),
-        f("placebo_ci_high", DataType::Float64),
-        f("max_smd_before", DataType::Float64),
-        f("max_smd_after", DataType::Float64),
-        f("warning_low_match_rate", DataType::Int64),
-        f("warning_imbalance", DataType::Int64),
-        f("warning_pre_trend", DataType::Int64),
-        f("warnings", DataType::Utf8),
-    ]))
+    nullable_fields(&[
+        (DataType::Utf8, &["service_code", "outcome"]),
+        (DataType::Int64, &["enrolled", "treated", "controls"]),
+        (
+            DataType::Float64,
+            &[
+                "match_rate",
+                "treated_before",
+                "treated_after",
+                "control_before",
+                "control_after",
+                "did",
+                "did_ci_low",
+                "did_ci_high",
+                "placebo_did",
+                "placebo_ci_low",
+                "placebo_ci_high",
+                "max_smd_before",
+                "max_smd_after",
+            ],
+        ),
+        (
+            DataType::Int64,
+            &[
+                "warning_low_match_rate",
+                "warning_imbalance",
+                "warning_pre_trend",
+            ],
+        ),
+        (DataType::Utf8, &["warnings"]),
+    ])
 }
 
 pub fn balance_schema() -> SchemaRef {
-    let f = |n: &str, t: DataType| Field::new(n, t, true);
-    Arc::new(Schema::new(vec![
-        f("service_code", DataType::Utf8),
-        f("variable", DataType::Utf8),
-        f("treated_mean", DataType::Float64),
-        f("reference_mean", DataType::Float64),
-        f("control_mean", DataType::Float64),
-        f("smd_before", DataType::Float64),
-        f("smd_after", DataType::Float64),
-    ]))
+    nullable_fields(&[
+        (DataType::Utf8, &["service_code", "variable"]),
+        (
+            DataType::Float64,
+            &[
+                "treated_mean",
+                "reference_mean",
+                "control_mean",
+                "smd_before",
+                "smd_after",
+            ],
+        ),
+    ])
+}
+
+/// A schema of nullable fields, given as runs of names of one type.
+fn nullable_fields(runs: &[(DataType, &[&str])]) -> SchemaRef {
+    let fields: Vec<Field> = runs
+        .iter()
+        .flat_map(|(t, names)| names.iter().map(move |n| Field::new(*n, t.clone(), true)))
+        .collect();
+    Arc::new(Schema::new(fields))
 }
 
 /// `service_outcomes`, `service_balance` and `service_people`.
@@ -392,29 +411,39 @@ struct Episode {
     treated: bool,
     person: usize,
     start: i32,
+    /// The analysis weight: 1 for the enrolled, the entropy-balancing weight for a
+    /// comparison patient (see [`balance_controls`]).
+    weight: f64,
 }
 
-/// What `outcomes/windows.sql` returns, per episode.
-const WINDOW_COLUMNS: &[(&str, Kind)] = &[
-    ("episode", Kind::Integer),
-    ("days_placebo", Kind::Number),
-    ("days_before", Kind::Number),
-    ("days_after", Kind::Number),
-    ("admissions_placebo", Kind::Number),
-    ("admissions_before", Kind::Number),
-    ("admissions_after", Kind::Number),
-    ("bed_days_placebo", Kind::Number),
-    ("bed_days_before", Kind::Number),
-    ("bed_days_after", Kind::Number),
+/// What `outcomes/windows.sql` returns, per episode besides its number: person-time
+/// and counts of each period, all numbers.
+const WINDOW_NUMBERS: [&str; 9] = [
+    "days_placebo",
+    "days_before",
+    "days_after",
+    "admissions_placebo",
+    "admissions_before",
+    "admissions_after",
+    "bed_days_placebo",
+    "bed_days_before",
+    "bed_days_after",
 ];
+
+fn window_columns() -> Vec<(&'static str, Kind)> {
+    std::iter::once(("episode", Kind::Integer))
+        .chain(WINDOW_NUMBERS.map(|n| (n, Kind::Number)))
+        .collect()
+}
 
 /// Per episode: [placebo as "before" and before as "after", before and after], for
 /// emergency admissions and bed days.
 struct EpisodeWindows {
     main: [Windows; 2],
     placebo: [Windows; 2],
-    /// Of `main`'s events after the start, those while enrolled in the service.
-    in_service: [f64; 2],
+    /// Of `main`'s events after the start, those while enrolled in each service
+    /// (in the order of `services`).
+    in_service: [Vec<f64>; 2],
 }
 
 async fn windows(
@@ -464,10 +493,10 @@ async fn windows(
         .map(|_| EpisodeWindows {
             main: [zero; 2],
             placebo: [zero; 2],
-            in_service: [0.0; 2],
+            in_service: [vec![0.0; services.len()], vec![0.0; services.len()]],
         })
         .collect();
-    let (df, origin) = planned(ctx, sql, params, "outcomes/windows.sql", WINDOW_COLUMNS).await?;
+    let (df, origin) = planned(ctx, sql, params, "outcomes/windows.sql", &window_columns()).await?;
     for b in df.collect().await? {
         let ep = int(&b, "episode", DataType::Int64)?;
         let ep = ep.as_any().downcast_ref::<Int64Array>().expect("Int64");
@@ -496,8 +525,24 @@ async fn windows(
             }
         }
     }
+    in_service(ctx, sql, params, services, &mut out).await?;
+    ctx.deregister_table(EPISODES)?;
+    Ok(out)
+}
+
+/// Each episode's follow-up events while enrolled in each service
+/// (`outcomes/in_service.sql`, over the `episodes` table [`windows`] registers).
+async fn in_service(
+    ctx: &SessionContext,
+    sql: &SqlSource,
+    params: &Params,
+    services: &[String],
+    out: &mut [EpisodeWindows],
+) -> Result<()> {
+    let n = out.len();
     let in_service = [
         ("episode", Kind::Integer),
+        ("service_code", Kind::Text),
         ("admissions_in_service", Kind::Number),
         ("bed_days_in_service", Kind::Number),
     ];
@@ -509,12 +554,18 @@ async fn windows(
             floats(&b, "admissions_in_service")?,
             floats(&b, "bed_days_in_service")?,
         );
+        let code = utf8(&b, "service_code")?;
         for r in 0..b.num_rows() {
-            out[episode_of(ep, r, n, &origin)?].in_service = [a.value(r), d.value(r)];
+            // Services not evaluated (no enrolment in the window) have no effect to
+            // subtract: their time counts as untreated.
+            if let Some(k) = services.iter().position(|s| s == code.value(r)) {
+                let w = &mut out[episode_of(ep, r, n, &origin)?];
+                w.in_service[0][k] += a.value(r);
+                w.in_service[1][k] += d.value(r);
+            }
         }
     }
-    ctx.deregister_table(EPISODES)?;
-    Ok(out)
+    Ok(())
 }
 
 /// The matching variables of one episode.
@@ -737,6 +788,7 @@ fn match_service(
     // Nearest on |logit risk difference| / 0.2 + the covariate distance (in SDs),
     // within the caliper on risk: `width` is 0.2 SD of logit risk.
     let chosen = match_in_lists_weighted(&scores, &lists, width, width);
+    let first = episodes.len();
     let vars = |person: usize, day: i32| variables_at(people, risks, person, day);
     let mut groups: Groups = Default::default();
     for (k, t) in p.treated.iter().enumerate() {
@@ -758,11 +810,42 @@ fn match_service(
                     treated,
                     person,
                     start: t.day,
+                    weight: 1.0,
                 });
             }
         }
     }
+    balance_controls(&groups, &mut episodes[first..]);
     groups
+}
+
+/// Entropy balancing of one service's matched controls (Hainmueller 2012): weights on
+/// `episodes`' comparison patients (in the order of `groups[3]`) under which their
+/// weighted means of every matching variable equal the matched enrolled patients'
+/// means. Matching alone cannot reach balance where the candidate pool is thin (the
+/// crisis that triggers referral is rare); the weights are used in the DiD, its
+/// placebo and the SMDs after matching. When a target cannot be reached (too few
+/// controls, or an enrolled mean outside theirs) the controls stay unweighted.
+fn balance_controls(groups: &Groups, episodes: &mut [Episode]) {
+    let [_, _, matched, controls] = groups;
+    if matched.is_empty() {
+        return;
+    }
+    let targets: Vec<f64> = (0..VARIABLES)
+        .map(|v| matched.iter().map(|r| r[v]).sum::<f64>() / matched.len() as f64)
+        .collect();
+    let Ok(b) = entropy_balance(&targets, controls, None) else {
+        return;
+    };
+    // Weights that miss a target are no solution: keep the matched controls
+    // unweighted, and let the SMDs and the imbalance warning say so.
+    if !b.converged {
+        tracing::debug!("outcomes: entropy balancing could not reach every target");
+        return;
+    }
+    for (e, w) in episodes.iter_mut().filter(|e| !e.treated).zip(b.weights) {
+        e.weight = w;
+    }
 }
 
 /// Evaluate every service. `population_risk` holds the risks at `A` (the caliper's
@@ -834,7 +917,7 @@ pub async fn evaluate(
     let windows = windows(ctx, sql, params, &episodes, &ids, &services).await?;
     step("windows");
     ctx.deregister_table(EMERGENCY_SPELLS)?;
-    let (balance_rows, max_smd) = balance(&services, &groups);
+    let (balance_rows, max_smd) = balance(&services, &groups, &episodes);
     let rows = outcome_rows(&services, &plans, &episodes, &windows, &max_smd);
     Ok(Evaluation {
         outcomes: to_batch(&rows)?,
@@ -845,15 +928,29 @@ pub async fn evaluate(
 }
 
 /// Per service, one row per matching variable: treated (all scored) against the
-/// reference people before matching, matched treated against their controls after;
-/// and the largest |SMD| before and after.
-fn balance(services: &[String], groups: &[Groups]) -> (Vec<BalanceRow>, Vec<MaxSmd>) {
+/// reference people before matching, matched treated against their controls after
+/// (the controls weighted by entropy balancing); and the largest |SMD| before and
+/// after.
+fn balance(
+    services: &[String],
+    groups: &[Groups],
+    episodes: &[Episode],
+) -> (Vec<BalanceRow>, Vec<MaxSmd>) {
     let mut rows = Vec::new();
     let mut max_smd = Vec::new();
     let col =
         |rows: &[[f64; VARIABLES]], v: usize| -> Vec<f64> { rows.iter().map(|r| r[v]).collect() };
-    let mean = |x: &[f64]| (!x.is_empty()).then(|| x.iter().sum::<f64>() / x.len() as f64);
+    let mean = |x: &[f64], w: &[f64]| {
+        (!x.is_empty())
+            .then(|| x.iter().zip(w).map(|(x, w)| x * w).sum::<f64>() / w.iter().sum::<f64>())
+    };
     for (s, [treated_all, reference, matched, controls]) in groups.iter().enumerate() {
+        let weights: Vec<f64> = episodes
+            .iter()
+            .filter(|e| e.service == s && !e.treated)
+            .map(|e| e.weight)
+            .collect();
+        let ones = |x: &[f64]| vec![1.0; x.len()];
         let (mut before, mut after): MaxSmd = (None, None);
         for (v, name) in BALANCE_VARIABLES.into_iter().enumerate() {
             let (t, r, m, c) = (
@@ -862,15 +959,15 @@ fn balance(services: &[String], groups: &[Groups]) -> (Vec<BalanceRow>, Vec<MaxS
                 col(matched, v),
                 col(controls, v),
             );
-            let (b, a) = (smd(&t, &r), smd(&m, &c));
+            let (b, a) = (smd(&t, &r), smd_weighted(&m, &c, &weights));
             before = max_abs(before, b);
             after = max_abs(after, a);
             rows.push(BalanceRow {
                 service: services[s].clone(),
                 variable: name,
-                treated_mean: mean(&t),
-                reference_mean: mean(&r),
-                control_mean: mean(&c),
+                treated_mean: mean(&t, &ones(&t)),
+                reference_mean: mean(&r, &ones(&r)),
+                control_mean: mean(&c, &weights),
                 smd_before: b,
                 smd_after: a,
             });
@@ -887,6 +984,81 @@ type MaxSmd = (Option<f64>, Option<f64>);
 /// enrolled, their controls].
 type Groups = [Vec<[f64; VARIABLES]>; 4];
 
+/// One arm of one service's episodes, for outcome `k` (`placebo`: the year before
+/// against the year before that).
+struct ArmRows {
+    windows: Vec<Windows>,
+    cluster: Vec<u64>,
+    weight: Vec<f64>,
+    in_service: Vec<Vec<f64>>,
+}
+
+impl ArmRows {
+    fn new(
+        episodes: &[Episode],
+        windows: &[EpisodeWindows],
+        s: usize,
+        treated: bool,
+        k: usize,
+        placebo: bool,
+    ) -> Self {
+        let mut out = ArmRows {
+            windows: Vec::new(),
+            cluster: Vec::new(),
+            weight: Vec::new(),
+            in_service: Vec::new(),
+        };
+        for (e, w) in episodes
+            .iter()
+            .zip(windows)
+            .filter(|(e, _)| e.service == s && e.treated == treated)
+        {
+            out.windows
+                .push(if placebo { w.placebo[k] } else { w.main[k] });
+            out.cluster.push(e.person as u64);
+            out.weight.push(e.weight);
+            out.in_service.push(w.in_service[k].clone());
+        }
+        out
+    }
+
+    fn arm(&self) -> Arm<'_> {
+        Arm {
+            weight: Some(&self.weight),
+            in_service: &self.in_service,
+            ..Arm::new(&self.windows, &self.cluster)
+        }
+    }
+}
+
+/// Per service and outcome, the DiD adjusted for comparison patients' time in every
+/// service ([`switch_adjusted_services`], all services jointly) and the placebo DiD,
+/// both with the controls' entropy-balancing weights.
+fn estimates(
+    n_services: usize,
+    episodes: &[Episode],
+    windows: &[EpisodeWindows],
+) -> Vec<[(Option<Did>, Option<Did>); 2]> {
+    let mut out = vec![[(None, None), (None, None)]; n_services];
+    for k in 0..OUTCOMES.len() {
+        let rows = |placebo: bool| -> Vec<[ArmRows; 2]> {
+            (0..n_services)
+                .map(|s| [true, false].map(|t| ArmRows::new(episodes, windows, s, t, k, placebo)))
+                .collect()
+        };
+        let (main, placebo) = (rows(false), rows(true));
+        let arms: Vec<(Arm, Arm)> = main.iter().map(|[t, c]| (t.arm(), c.arm())).collect();
+        for (s, d) in switch_adjusted_services(&arms).into_iter().enumerate() {
+            let [t, c] = &placebo[s];
+            out[s][k] = (
+                d.ok(),
+                difference_in_differences_weighted(&t.arm(), &c.arm()).ok(),
+            );
+        }
+    }
+    out
+}
+
 /// One row per service and outcome.
 fn outcome_rows(
     services: &[String],
@@ -895,6 +1067,7 @@ fn outcome_rows(
     windows: &[EpisodeWindows],
     max_smd: &[MaxSmd],
 ) -> Vec<Row> {
+    let estimates = estimates(services.len(), episodes, windows);
     let mut rows: Vec<Row> = Vec::new();
     for (s, name) in services.iter().enumerate() {
         let p = &plans[s];
@@ -905,32 +1078,7 @@ fn outcome_rows(
         let match_rate = (p.enrolled > 0).then(|| matched as f64 / p.enrolled as f64);
         let (smd_before, smd_after) = max_smd[s];
         for (k, outcome) in OUTCOMES.iter().enumerate() {
-            let pick = |treated: bool, placebo: bool| -> (Vec<Windows>, Vec<u64>) {
-                episodes
-                    .iter()
-                    .zip(windows)
-                    .filter(|(e, _)| e.service == s && e.treated == treated)
-                    .map(|(e, w)| {
-                        let w = if placebo { w.placebo[k] } else { w.main[k] };
-                        (w, e.person as u64)
-                    })
-                    .unzip()
-            };
-            let in_service = |treated: bool| -> Vec<f64> {
-                episodes
-                    .iter()
-                    .zip(windows)
-                    .filter(|(e, _)| e.service == s && e.treated == treated)
-                    .map(|(_, w)| w.in_service[k])
-                    .collect()
-            };
-            let ((t, tc), (c, cc)) = (pick(true, false), pick(false, false));
-            // Comparison patients enrolled later receive the service too: the
-            // switching adjustment, which is the plain DiD when none is.
-            let main =
-                switch_adjusted(&t, &in_service(true), &tc, &c, &in_service(false), &cc).ok();
-            let ((t, tc), (c, cc)) = (pick(true, true), pick(false, true));
-            let placebo = difference_in_differences_clustered(&t, &tc, &c, &cc).ok();
+            let (main, placebo) = estimates[s][k].clone();
             let mut warnings = Vec::new();
             if match_rate.is_none_or(|r| r < MIN_MATCH_RATE) {
                 warnings.push(Warning::LowMatchRate);
@@ -1097,10 +1245,18 @@ struct BalanceRow {
     smd_after: Option<f64>,
 }
 
+/// A nullable Float64 column, one value per row.
+fn float_column<R>(rows: &[R], g: impl Fn(&R) -> Option<f64>) -> ArrayRef {
+    Arc::new(Float64Array::from(rows.iter().map(g).collect::<Vec<_>>()))
+}
+
+/// A Utf8 column, one value per row.
+fn text_column<'a, R>(rows: &'a [R], g: impl Fn(&'a R) -> &'a str) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(rows.iter().map(g)))
+}
+
 fn to_batch(rows: &[Row]) -> Result<RecordBatch> {
-    let f = |g: &dyn Fn(&Row) -> Option<f64>| -> ArrayRef {
-        Arc::new(Float64Array::from(rows.iter().map(g).collect::<Vec<_>>()))
-    };
+    let f = |g: &dyn Fn(&Row) -> Option<f64>| float_column(rows, g);
     let i = |g: &dyn Fn(&Row) -> i64| -> ArrayRef {
         Arc::new(Int64Array::from_iter_values(rows.iter().map(g)))
     };
@@ -1111,15 +1267,18 @@ fn to_batch(rows: &[Row]) -> Result<RecordBatch> {
     };
     let did = |g: fn(&Did) -> f64| f(&move |r: &Row| r.did.as_ref().map(g));
     let placebo = |g: fn(&Did) -> f64| f(&move |r: &Row| r.placebo.as_ref().map(g));
+    let warnings: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let w: Vec<&str> = r.warnings.iter().map(|w| w.text()).collect();
+            w.join(",")
+        })
+        .collect();
     Ok(RecordBatch::try_new(
         schema(),
         vec![
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.service.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.outcome),
-            )),
+            text_column(rows, |r| r.service.as_str()),
+            text_column(rows, |r| r.outcome),
             i(&|r| r.enrolled),
             i(&|r| r.treated),
             i(&|r| r.controls),
@@ -1139,35 +1298,22 @@ fn to_batch(rows: &[Row]) -> Result<RecordBatch> {
             flag(Warning::LowMatchRate),
             flag(Warning::Imbalance),
             flag(Warning::PreTrend),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| {
-                r.warnings
-                    .iter()
-                    .map(|w| w.text())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            }))),
+            text_column(&warnings, String::as_str),
         ],
     )?)
 }
 
 fn balance_batch(rows: &[BalanceRow]) -> Result<RecordBatch> {
-    let f = |g: &dyn Fn(&BalanceRow) -> Option<f64>| -> ArrayRef {
-        Arc::new(Float64Array::from(rows.iter().map(g).collect::<Vec<_>>()))
-    };
     Ok(RecordBatch::try_new(
         balance_schema(),
         vec![
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.service.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.variable),
-            )),
-            f(&|r| r.treated_mean),
-            f(&|r| r.reference_mean),
-            f(&|r| r.control_mean),
-            f(&|r| r.smd_before),
-            f(&|r| r.smd_after),
+            text_column(rows, |r| r.service.as_str()),
+            text_column(rows, |r| r.variable),
+            float_column(rows, |r| r.treated_mean),
+            float_column(rows, |r| r.reference_mean),
+            float_column(rows, |r| r.control_mean),
+            float_column(rows, |r| r.smd_before),
+            float_column(rows, |r| r.smd_after),
         ],
     )?)
 }
