@@ -67,6 +67,18 @@ fn close(what: &str, got: f64, want: f64, rel: f64) {
     );
 }
 
+/// An estimate (`did`, `se`, `ci_low`, `ci_high`) against each reference
+/// implementation's values (`expected(source)`).
+fn check_sources<'a>(label: &str, got: [f64; 4], expected: impl Fn(&str) -> &'a Value, rel: f64) {
+    for source in ["numpy", "statsmodels"] {
+        let e = expected(source);
+        for (name, got) in ["did", "se", "ci_low", "ci_high"].into_iter().zip(got) {
+            let want = e[name].as_f64().unwrap();
+            close(&format!("{label} {source} {name}"), got, want, rel);
+        }
+    }
+}
+
 #[test]
 fn matching_and_did_match_python_references() {
     let (people, r) = load();
@@ -129,22 +141,13 @@ fn matching_and_did_match_python_references() {
     let t_in: Vec<f64> = pairs.iter().map(|&(i, _)| people[i].events_in).collect();
     let c_in: Vec<f64> = pairs.iter().map(|&(_, j)| people[j].events_in).collect();
     let sw = switch_adjusted(&t, &t_in, &tk, &c, &c_in, &ck).unwrap();
-    for source in ["numpy", "statsmodels"] {
-        let e = &r["switch_adjusted"][source];
-        for (name, got) in [
-            ("did", sw.did),
-            ("se", sw.se),
-            ("ci_low", sw.ci_low),
-            ("ci_high", sw.ci_high),
-        ] {
-            close(
-                &format!("switch_adjusted {source} {name}"),
-                got,
-                e[name].as_f64().unwrap(),
-                1e-9,
-            );
-        }
-    }
+    let got = [sw.did, sw.se, sw.ci_low, sw.ci_high];
+    check_sources(
+        "switch_adjusted",
+        got,
+        |source| &r["switch_adjusted"][source],
+        1e-9,
+    );
     assert!(
         (sw.did - dc.did).abs() > 0.05 * dc.did.abs(),
         "the fixture's enrolled controls change the estimate"
@@ -347,23 +350,10 @@ fn balancing_weights_and_joint_switching_match_python_references() {
         let d = difference_in_differences_weighted(t, c).unwrap();
         check_did(&json_pair(&r["did_weighted"], s), &d);
         let sw = joint[s].as_ref().unwrap();
-        for source in ["numpy", "statsmodels"] {
-            let e = &r["switch_joint"][source][s];
-            for (name, got) in [
-                ("did", sw.did),
-                ("se", sw.se),
-                ("ci_low", sw.ci_low),
-                ("ci_high", sw.ci_high),
-            ] {
-                // 1e-7: the references' gradient is by finite differences.
-                close(
-                    &format!("switch_joint {s} {source} {name}"),
-                    got,
-                    e[name].as_f64().unwrap(),
-                    1e-7,
-                );
-            }
-        }
+        // 1e-7: the references' gradient is by finite differences.
+        let got = [sw.did, sw.se, sw.ci_low, sw.ci_high];
+        let label = format!("switch_joint {s}");
+        check_sources(&label, got, |source| &r["switch_joint"][source][s], 1e-7);
         assert!((sw.did - d.did).abs() > 0.05 * d.did.abs());
     }
 }

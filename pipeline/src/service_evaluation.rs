@@ -70,6 +70,10 @@ pub const REFERENCE: usize = 3;
 pub const MIN_MATCH_RATE: f64 = 0.8;
 /// At or above this |SMD| after matching, a variable is out of balance (Austin 2009).
 pub const MAX_SMD: f64 = 0.1;
+/// Matched controls needed per matching variable before they are reweighted by
+/// entropy balancing (about the events-per-variable rule of thumb for regression
+/// models; see [`balance_controls`]).
+pub const MIN_CONTROLS_PER_VARIABLE: usize = 20;
 
 /// Fixes the random order of candidates, so that a run can be repeated exactly.
 const SEED: u64 = 0x5e41_ce5e;
@@ -826,9 +830,15 @@ fn match_service(
 /// crisis that triggers referral is rare); the weights are used in the DiD, its
 /// placebo and the SMDs after matching. When a target cannot be reached (too few
 /// controls, or an enrolled mean outside theirs) the controls stay unweighted.
+///
+/// With fewer than [`MIN_CONTROLS_PER_VARIABLE`] matched controls per balanced
+/// variable the weights fit the sample's noise rather than its imbalance (at 130
+/// pairs they made a service with no effect look like a reduction of half the
+/// baseline rate), so a small service is evaluated on matching alone, and its SMDs
+/// and the imbalance warning say what is left.
 fn balance_controls(groups: &Groups, episodes: &mut [Episode]) {
     let [_, _, matched, controls] = groups;
-    if matched.is_empty() {
+    if matched.is_empty() || controls.len() < MIN_CONTROLS_PER_VARIABLE * VARIABLES {
         return;
     }
     let targets: Vec<f64> = (0..VARIABLES)
