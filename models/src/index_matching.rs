@@ -224,79 +224,119 @@ impl<'a> Population<'a> {
     /// `seed`). People with emergency use are found through their spells; for episodes
     /// with none in the year, candidates are drawn at random from the same sex and age
     /// band. A person may be a candidate of several episodes.
+    ///
+    /// The episodes are searched in parallel, one share per core; the result does not
+    /// depend on how they are shared.
     pub fn candidates(&self, enrolled: &[Enrolled], k: usize, seed: u64) -> Vec<Vec<usize>> {
-        let mut seen = vec![usize::MAX; self.people.len()];
-        enrolled
-            .iter()
-            .enumerate()
-            .map(|(e, t)| {
-                let tp = &self.people[t.person];
-                let th = tp.history(t.day);
-                let tc = cell(tp, &th, t.day);
-                let mut found: Vec<(f64, u64, usize)> = Vec::new();
-                let mut consider = |q: usize, found: &mut Vec<(f64, u64, usize)>| {
-                    if q == t.person || seen[q] == e {
-                        return;
-                    }
-                    seen[q] = e;
-                    let p = &self.people[q];
-                    if !p.eligible_control(t.day) {
-                        return;
-                    }
-                    let h = p.history(t.day);
-                    if cell(p, &h, t.day) == tc {
-                        let tie = mix(&[seed, e as u64, q as u64]);
-                        found.push((bed_day_distance(&th, &h), tie, q));
-                    }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.candidates_in_shares(enrolled, k, seed, threads)
+    }
+
+    fn candidates_in_shares(
+        &self,
+        enrolled: &[Enrolled],
+        k: usize,
+        seed: u64,
+        threads: usize,
+    ) -> Vec<Vec<usize>> {
+        let share = enrolled.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let searches: Vec<_> = enrolled
+                .chunks(share)
+                .enumerate()
+                .map(|(c, chunk)| {
+                    scope.spawn(move || {
+                        let mut seen = vec![usize::MAX; self.people.len()];
+                        chunk
+                            .iter()
+                            .enumerate()
+                            .map(|(i, t)| self.candidates_of(c * share + i, t, k, seed, &mut seen))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            searches
+                .into_iter()
+                .flat_map(|s| s.join().expect("candidate search"))
+                .collect()
+        })
+    }
+
+    /// The candidates of episode `e` (see [`Population::candidates`]); `seen` marks the
+    /// people already considered for it.
+    fn candidates_of(
+        &self,
+        e: usize,
+        t: &Enrolled,
+        k: usize,
+        seed: u64,
+        seen: &mut [usize],
+    ) -> Vec<usize> {
+        let tp = &self.people[t.person];
+        let th = tp.history(t.day);
+        let tc = cell(tp, &th, t.day);
+        let mut found: Vec<(f64, u64, usize)> = Vec::new();
+        let mut consider = |q: usize, found: &mut Vec<(f64, u64, usize)>| {
+            if q == t.person || seen[q] == e {
+                return;
+            }
+            seen[q] = e;
+            let p = &self.people[q];
+            if !p.eligible_control(t.day) {
+                return;
+            }
+            let h = p.history(t.day);
+            if cell(p, &h, t.day) == tc {
+                let tie = mix(&[seed, e as u64, q as u64]);
+                found.push((bed_day_distance(&th, &h), tie, q));
+            }
+        };
+        let yobs = Self::years_of_birth(tc.age_band, t.day);
+        if tc.admissions_365d > 0 {
+            // Their spells in the window that decides the cell.
+            let (from, to) = if tc.admissions_90d > 0 {
+                (t.day - 90, t.day)
+            } else {
+                (t.day - 365, t.day - 90)
+            };
+            for yob in yobs {
+                let Some(v) = self.spells_by_sex_yob.get(&(tc.sex, yob)) else {
+                    continue;
                 };
-                let yobs = Self::years_of_birth(tc.age_band, t.day);
-                if tc.admissions_365d > 0 {
-                    // Their spells in the window that decides the cell.
-                    let (from, to) = if tc.admissions_90d > 0 {
-                        (t.day - 90, t.day)
-                    } else {
-                        (t.day - 365, t.day - 90)
-                    };
-                    for yob in yobs {
-                        let Some(v) = self.spells_by_sex_yob.get(&(tc.sex, yob)) else {
-                            continue;
-                        };
-                        let a = v.partition_point(|s| s.0 < from);
-                        let b = v.partition_point(|s| s.0 < to);
-                        for &(_, q) in &v[a..b] {
-                            consider(q, &mut found);
-                        }
-                    }
-                } else {
-                    let groups: Vec<&Vec<usize>> = yobs
-                        .filter_map(|y| self.by_sex_yob.get(&(tc.sex, y)))
-                        .collect();
-                    let total: usize = groups.iter().map(|g| g.len()).sum();
-                    // Most people have no emergency use: a few draws find k of them.
-                    let tries = 50 * k;
-                    for n in 0..tries {
-                        if total == 0 || found.len() >= k {
-                            break;
-                        }
-                        let mut r = (mix(&[seed, e as u64, n as u64, 1]) % total as u64) as usize;
-                        let mut q = None;
-                        for g in &groups {
-                            if r < g.len() {
-                                q = Some(g[r]);
-                                break;
-                            }
-                            r -= g.len();
-                        }
-                        if let Some(q) = q {
-                            consider(q, &mut found);
-                        }
-                    }
+                let a = v.partition_point(|s| s.0 < from);
+                let b = v.partition_point(|s| s.0 < to);
+                for &(_, q) in &v[a..b] {
+                    consider(q, &mut found);
                 }
-                found.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-                found.truncate(k);
-                found.into_iter().map(|(_, _, q)| q).collect()
-            })
-            .collect()
+            }
+        } else {
+            let groups: Vec<&Vec<usize>> = yobs
+                .filter_map(|y| self.by_sex_yob.get(&(tc.sex, y)))
+                .collect();
+            let total: usize = groups.iter().map(|g| g.len()).sum();
+            // Most people have no emergency use: a few draws find k of them.
+            let tries = 50 * k;
+            for n in 0..tries {
+                if total == 0 || found.len() >= k {
+                    break;
+                }
+                let mut r = (mix(&[seed, e as u64, n as u64, 1]) % total as u64) as usize;
+                let mut q = None;
+                for g in &groups {
+                    if r < g.len() {
+                        q = Some(g[r]);
+                        break;
+                    }
+                    r -= g.len();
+                }
+                if let Some(q) = q {
+                    consider(q, &mut found);
+                }
+            }
+        }
+        found.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        found.truncate(k);
+        found.into_iter().map(|(_, _, q)| q).collect()
     }
 
     /// `r` people eligible as controls at each episode's day, drawn at random from the
@@ -558,6 +598,31 @@ mod tests {
             pop.candidates(&[Enrolled { person: 6, day }], 5, 1),
             vec![Vec::<usize>::new()]
         );
+    }
+
+    #[test]
+    fn candidates_do_not_depend_on_how_the_search_is_shared() {
+        let day = 20_000;
+        let people: Vec<Person> = (0..200i32)
+            .map(|i| {
+                let spells: Vec<(Day, f64)> = (0..i % 4)
+                    .map(|j| (day - 10 - 37 * j - i, (i % 7) as f64))
+                    .collect();
+                person((i % 2) as u8, 1950 + i % 5, &spells)
+            })
+            .collect();
+        let pop = Population::new(&people);
+        let enrolled: Vec<Enrolled> = (0..40)
+            .map(|i| Enrolled {
+                person: i * 5,
+                day: day + (i as i32 % 3),
+            })
+            .collect();
+        let one = pop.candidates_in_shares(&enrolled, 6, 7, 1);
+        assert!(one.iter().filter(|c| !c.is_empty()).count() > 20, "{one:?}");
+        for threads in [2, 3, 7, 64] {
+            assert_eq!(pop.candidates_in_shares(&enrolled, 6, 7, threads), one);
+        }
     }
 
     #[test]
