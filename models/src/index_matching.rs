@@ -442,6 +442,13 @@ pub fn smd(treated: &[f64], controls: &[f64]) -> Option<f64> {
     }
     let (mt, vt) = mv(treated);
     let (mc, vc) = mv(controls);
+    standardised_difference((mt, vt), (mc, vc))
+}
+
+/// The difference in means over the root of the mean of the two variances, from each
+/// group's (mean, variance): 0 when both are constant and equal, `None` when constant
+/// and different.
+fn standardised_difference((mt, vt): (f64, f64), (mc, vc): (f64, f64)) -> Option<f64> {
     let sd = ((vt + vc) / 2.0).sqrt();
     if sd > 0.0 {
         Some((mt - mc) / sd)
@@ -481,14 +488,7 @@ pub fn smd_weighted(treated: &[f64], controls: &[f64], weights: &[f64]) -> Optio
         .map(|(x, w)| w * (x - mc).powi(2))
         .sum::<f64>()
         / denom;
-    let sd = ((vt + vc) / 2.0).sqrt();
-    if sd > 0.0 {
-        Some((mt - mc) / sd)
-    } else if mt == mc {
-        Some(0.0)
-    } else {
-        None
-    }
+    standardised_difference((mt, vt), (mc, vc))
 }
 
 #[cfg(test)]
