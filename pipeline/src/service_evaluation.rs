@@ -44,7 +44,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::prelude::{DataFrame, SessionContext, ident};
+use datafusion::prelude::{DataFrame, SessionContext, col, ident};
 use riskstrat_models::balancing::entropy_balance;
 use riskstrat_models::index_matching::{
     Choice, Enrolled, History, Person, Population, Spell, bed_day_distance,
@@ -284,25 +284,33 @@ async fn histories(
                 .clone())
         };
         let (admitted, bed_days) = (list("admitted")?, list("bed_days")?);
+        // Each list's values cast once for the whole batch, not once per person.
+        let d = cast(admitted.values(), &DataType::Date32)?;
+        let d = d.as_any().downcast_ref::<Date32Array>().expect("Date32");
+        let n = cast(bed_days.values(), &DataType::Float64)?;
+        let n = n.as_any().downcast_ref::<Float64Array>().expect("Float64");
         let opt = |a: &Date32Array, r: usize| (!a.is_null(r)).then(|| a.value(r));
         for r in 0..b.num_rows() {
             let mut spells = Vec::new();
             if !admitted.is_null(r) {
-                let d = cast(&admitted.value(r), &DataType::Date32)?;
-                let d = d.as_any().downcast_ref::<Date32Array>().expect("Date32");
-                let n = cast(&bed_days.value(r), &DataType::Float64)?;
-                let n = n.as_any().downcast_ref::<Float64Array>().expect("Float64");
-                if bed_days.is_null(r) || n.len() != d.len() {
+                let (from, to) = (admitted.value_offsets()[r], admitted.value_offsets()[r + 1]);
+                if bed_days.is_null(r) || bed_days.value_length(r) != to - from {
                     return Err(crate::bad_input!(
                         "{origin}: admitted and bed_days must be lists of the same length"
                     ));
                 }
-                spells = (0..d.len())
+                let at = bed_days.value_offsets()[r] - from;
+                spells = (from..to)
                     .map(|k| Spell {
-                        admitted: d.value(k),
-                        bed_days: n.value(k),
+                        admitted: d.value(k as usize),
+                        bed_days: n.value((k + at) as usize),
                     })
                     .collect();
+                spells.sort_by(|a: &Spell, b: &Spell| {
+                    a.admitted
+                        .cmp(&b.admitted)
+                        .then(a.bed_days.total_cmp(&b.bed_days))
+                });
             }
             ids.push(id.value(r).to_string());
             people.push(Person {
@@ -364,11 +372,23 @@ async fn risk_at_index(
             }))),
         ),
     ])?;
-    let _ = ctx.deregister_table(INDEX_EPISODES)?;
-    ctx.register_batch(INDEX_EPISODES, batch)?;
-    let shifted =
-        SessionContext::new_with_config_rt(ctx.copied_config(), ctx.runtime_env().clone());
-    crate::session::register_functions(&shifted)?;
+    let session = || {
+        let s = SessionContext::new_with_config_rt(ctx.copied_config(), ctx.runtime_env().clone());
+        crate::session::register_functions(&s).map(|_| s)
+    };
+    // The episodes' people only: a filter on pseudo_id that DataFusion pushes below
+    // validation to the scans wherever that gives the same rows, so that the joins
+    // and rules of validation run on their rows rather than on every event.
+    let people = episodes.iter().map(|(p, _)| ids[*p].clone()).collect();
+    let theirs = crate::session::functions::member_of_udf("in_episodes", people)
+        .call(vec![col("pseudo_id")]);
+    let restricted = session()?;
+    for table in [&PATIENTS, &APPOINTMENTS, &PRESCRIPTIONS, &ADMISSIONS] {
+        let df = ctx.table(table.name).await?.filter(theirs.clone())?;
+        restricted.register_table(table.name, df.into_view())?;
+    }
+    restricted.register_batch(INDEX_EPISODES, batch)?;
+    let shifted = session()?;
     for table in [&PATIENTS, &APPOINTMENTS, &PRESCRIPTIONS, &ADMISSIONS] {
         let path = format!("outcomes/shifted_{}.sql", table.name);
         let columns: Vec<(&str, Kind)> = table
@@ -376,7 +396,7 @@ async fn risk_at_index(
             .iter()
             .map(|c| (c.name, Kind::Contract(c.ty)))
             .collect();
-        let (df, _) = planned(ctx, sql, params, &path, &columns).await?;
+        let (df, _) = planned(&restricted, sql, params, &path, &columns).await?;
         shifted.register_table(table.name, df.into_view())?;
     }
     let features = crate::features::plan(&shifted, sql, params, extra).await?;
@@ -404,7 +424,6 @@ async fn risk_at_index(
             }
         }
     }
-    ctx.deregister_table(INDEX_EPISODES)?;
     Ok((out, covariates))
 }
 
