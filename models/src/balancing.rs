@@ -36,6 +36,73 @@ pub fn entropy_balance<R: AsRef<[f64]>>(
     controls: &[R],
     base: Option<&[f64]>,
 ) -> Result<Balanced> {
+    let (q, z) = prepared(targets, controls, base)?;
+    let s = solve(&q, &z, 0.0);
+    Ok(s.balanced(TOLERANCE))
+}
+
+/// The minimiser of the ridge-penalised dual `log Σ q exp(λ'z) + (δ/2)|λ|²` with
+/// `δ = penalty`: weights nearer to `base` than exact balance, leaving each variable
+/// an imbalance of `-δλ` (in the controls' SDs). `converged`: Newton converged.
+pub fn entropy_balance_penalised<R: AsRef<[f64]>>(
+    targets: &[f64],
+    controls: &[R],
+    base: Option<&[f64]>,
+    penalty: f64,
+) -> Result<Balanced> {
+    let (q, z) = prepared(targets, controls, base)?;
+    Ok(solve(&q, &z, penalty).balanced(f64::INFINITY))
+}
+
+/// Approximate balancing: weights under which every balanced variable's weighted mean
+/// is within `tolerance` SDs (the controls' SD) of its target, as near to `base` as
+/// the ridge-penalised dual ([`entropy_balance_penalised`]) gets: the largest penalty
+/// (a bisection on its logarithm) that keeps every imbalance within the tolerance.
+/// Exact balance on few controls fits their noise (each constraint met by leaning on
+/// a handful of people); a tolerance of a fraction of the SMD threshold keeps the
+/// weights even. `converged` is false when even exact balance is out of reach.
+pub fn entropy_balance_within<R: AsRef<[f64]>>(
+    targets: &[f64],
+    controls: &[R],
+    base: Option<&[f64]>,
+    tolerance: f64,
+) -> Result<Balanced> {
+    let (q, z) = prepared(targets, controls, base)?;
+    let within = |s: &Solution| s.converged && s.worst() <= tolerance;
+    let unweighted = solve(&q, &z, f64::INFINITY);
+    if within(&unweighted) {
+        return Ok(unweighted.balanced(tolerance));
+    }
+    let exact = solve(&q, &z, 0.0);
+    if !within(&exact) {
+        return Ok(exact.balanced(TOLERANCE));
+    }
+    let (mut lo, mut hi) = (-8.0_f64, 4.0_f64);
+    let mut best = exact;
+    let mut iterations = best.iterations;
+    for _ in 0..40 {
+        let mid = 0.5 * (lo + hi);
+        let s = solve(&q, &z, 10f64.powf(mid));
+        iterations += s.iterations;
+        if within(&s) {
+            lo = mid;
+            best = s;
+        } else {
+            hi = mid;
+        }
+        if hi - lo < 1e-3 {
+            break;
+        }
+    }
+    best.iterations = iterations;
+    Ok(best.balanced(tolerance))
+}
+
+fn prepared<R: AsRef<[f64]>>(
+    targets: &[f64],
+    controls: &[R],
+    base: Option<&[f64]>,
+) -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
     let n = controls.len();
     let p = targets.len();
     if n == 0 || controls.iter().any(|r| r.as_ref().len() != p) {
@@ -49,29 +116,82 @@ pub fn entropy_balance<R: AsRef<[f64]>>(
             "entropy balancing: one positive base weight per control is needed".into(),
         ));
     }
-    let z = standardised(targets, controls)?;
+    Ok((q, standardised(targets, controls)?))
+}
+
+/// The minimiser of the dual with ridge `penalty` (infinite: the base weights).
+struct Solution {
+    /// Normalised to sum to 1.
+    weights: Vec<f64>,
+    /// Weighted mean of each standardised variable minus its target.
+    imbalance: Vec<f64>,
+    converged: bool,
+    iterations: usize,
+}
+
+impl Solution {
+    fn worst(&self) -> f64 {
+        self.imbalance.iter().fold(0.0, |m, v| m.max(v.abs()))
+    }
+
+    /// `converged` as [`Balanced`] means it: every imbalance within `tolerance`.
+    fn balanced(self, tolerance: f64) -> Balanced {
+        let n = self.weights.len() as f64;
+        Balanced {
+            converged: self.converged && self.worst() <= tolerance.max(TOLERANCE),
+            weights: self.weights.iter().map(|v| v * n).collect(),
+            iterations: self.iterations,
+        }
+    }
+}
+
+fn solve(q: &[f64], z: &[Vec<f64>], penalty: f64) -> Solution {
     let k = z.first().map_or(0, Vec::len);
     let mut lambda = vec![0.0; k];
-    let (mut w, mut f) = weights_at(&q, &z, &lambda);
+    let (mut w, mut f) = weights_at(q, z, &lambda);
+    if penalty.is_infinite() {
+        let (g, _) = moments(&w, z, k);
+        return Solution {
+            weights: w,
+            imbalance: g,
+            converged: true,
+            iterations: 0,
+        };
+    }
+    let ridge = |l: &[f64]| 0.5 * penalty * l.iter().map(|v| v * v).sum::<f64>();
+    f += ridge(&lambda);
     let mut iterations = 0;
     let mut converged = false;
-    while iterations < MAX_ITERATIONS {
-        let (g, h) = moments(&w, &z, k);
-        if g.iter().all(|v| v.abs() < TOLERANCE) {
+    let mut imbalance;
+    loop {
+        let (g, mut h) = moments(&w, z, k);
+        imbalance = g.clone();
+        let grad: Vec<f64> = g
+            .iter()
+            .zip(&lambda)
+            .map(|(g, l)| g + penalty * l)
+            .collect();
+        if grad.iter().all(|v| v.abs() < TOLERANCE) {
             converged = true;
             break;
         }
+        if iterations == MAX_ITERATIONS {
+            break;
+        }
         iterations += 1;
-        let Some(step) = newton_step(&g, h) else {
+        for a in 0..k {
+            h[(a, a)] += penalty;
+        }
+        let Some(step) = newton_step(&grad, h) else {
             break;
         };
-        // Backtracking (Armijo) on the dual; no acceptable step means no progress.
-        let slope: f64 = g.iter().zip(&step).map(|(a, b)| a * b).sum();
+        let slope: f64 = grad.iter().zip(&step).map(|(a, b)| a * b).sum();
         let mut t = 1.0;
         let mut moved = false;
         while t >= 1e-10 {
             let trial: Vec<f64> = lambda.iter().zip(&step).map(|(l, s)| l + t * s).collect();
-            let (tw, tf) = weights_at(&q, &z, &trial);
+            let (tw, tf) = weights_at(q, z, &trial);
+            let tf = tf + ridge(&trial);
             if tf.is_finite() && tw.iter().all(|v| v.is_finite()) && tf <= f + 1e-4 * t * slope {
                 (lambda, w, f) = (trial, tw, tf);
                 moved = true;
@@ -83,16 +203,14 @@ pub fn entropy_balance<R: AsRef<[f64]>>(
             break;
         }
     }
-    let scale = n as f64;
-    Ok(Balanced {
-        weights: w.iter().map(|v| v * scale).collect(),
+    Solution {
+        weights: w,
+        imbalance,
         converged,
         iterations,
-    })
+    }
 }
 
-/// The controls' variables minus the targets over their SD among the controls, the
-/// constant ones left out.
 fn standardised<R: AsRef<[f64]>>(targets: &[f64], controls: &[R]) -> Result<Vec<Vec<f64>>> {
     let n = controls.len() as f64;
     let mut keep = Vec::new();
@@ -218,6 +336,46 @@ mod tests {
         let b = entropy_balance(&m0, &controls, None).unwrap();
         assert!(b.converged && b.iterations == 0);
         assert!(b.weights.iter().all(|w| (w - 1.0).abs() < 1e-12));
+    }
+
+    #[test]
+    fn approximate_balance_stops_at_the_tolerance() {
+        let controls: Vec<[f64; 2]> = (0..40)
+            .map(|i| {
+                [
+                    f64::from(i % 8),
+                    f64::from((i * 7) % 5) + 0.5 * f64::from(i % 3),
+                ]
+            })
+            .collect();
+        let sd = |j: usize| {
+            let m = controls.iter().map(|r| r[j]).sum::<f64>() / 40.0;
+            (controls.iter().map(|r| (r[j] - m).powi(2)).sum::<f64>() / 40.0).sqrt()
+        };
+        let targets = [4.2, 2.9];
+        let worst = |w: &[f64]| {
+            let m = weighted_means(&controls, w);
+            (0..2)
+                .map(|j| ((m[j] - targets[j]) / sd(j)).abs())
+                .fold(0.0, f64::max)
+        };
+        let exact = entropy_balance(&targets, &controls, None).unwrap();
+        let spread = |w: &[f64]| w.iter().map(|v| (v - 1.0).powi(2)).sum::<f64>();
+        for tolerance in [0.02, 0.1] {
+            let b = entropy_balance_within(&targets, &controls, None, tolerance).unwrap();
+            assert!(b.converged, "{b:?}");
+            let w = worst(&b.weights);
+            // Within the tolerance, and at it: no more weighting than it takes.
+            assert!(w <= tolerance && w > 0.99 * tolerance, "{tolerance}: {w}");
+            assert!(spread(&b.weights) < spread(&exact.weights));
+        }
+        // Already within the tolerance: equal weights.
+        let m0 = weighted_means(&controls, &[1.0; 40]);
+        let b = entropy_balance_within(&m0, &controls, None, 0.05).unwrap();
+        assert!(b.converged && b.weights.iter().all(|w| (w - 1.0).abs() < 1e-12));
+        // Out of reach: not converged, as exact balancing says.
+        let b = entropy_balance_within(&[40.0, 2.9], &controls, None, 0.05).unwrap();
+        assert!(!b.converged);
     }
 
     #[test]

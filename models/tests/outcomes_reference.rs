@@ -7,7 +7,7 @@
 //! SMDs and DiD against numpy and statsmodels, and the joint switching adjustment
 //! (controls' time in either service) against numpy and statsmodels delta methods.
 
-use riskstrat_models::balancing::entropy_balance;
+use riskstrat_models::balancing::{entropy_balance, entropy_balance_penalised};
 use riskstrat_models::index_matching::{Choice, match_in_lists, smd, smd_weighted};
 use riskstrat_models::service_evaluation::{
     Arm, Candidate, Windows, caliper, difference_in_differences,
@@ -303,6 +303,20 @@ fn balancing_weights_and_joint_switching_match_python_references() {
         assert!(b.converged);
         for (k, (got, want)) in b.weights.iter().zip(&weights[s]).enumerate() {
             close(&format!("service {s} weight {k}"), *got, *want, 1e-6);
+        }
+        // Approximate balancing: the ridge-penalised dual, as scipy minimises it.
+        for case in r["eb_ridge"][s].as_array().unwrap() {
+            let penalty = case["penalty"].as_f64().unwrap();
+            let b = entropy_balance_penalised(&means, &c.x, None, penalty).unwrap();
+            assert!(b.converged);
+            for (k, (got, want)) in b.weights.iter().zip(floats(&case["weights"])).enumerate() {
+                close(
+                    &format!("service {s} penalty {penalty} weight {k}"),
+                    *got,
+                    want,
+                    1e-6,
+                );
+            }
         }
         for (j, name) in ["x1", "x2", "x3"].iter().enumerate() {
             let (tx, cx): (Vec<f64>, Vec<f64>) = (

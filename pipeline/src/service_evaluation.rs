@@ -45,7 +45,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::prelude::{DataFrame, SessionContext, col, ident};
-use riskstrat_models::balancing::entropy_balance;
+use riskstrat_models::balancing::entropy_balance_within;
 use riskstrat_models::index_matching::{
     Choice, Enrolled, History, Person, Population, Spell, bed_day_distance,
     match_in_lists_weighted, smd, smd_weighted,
@@ -70,10 +70,15 @@ pub const REFERENCE: usize = 3;
 pub const MIN_MATCH_RATE: f64 = 0.8;
 /// At or above this |SMD| after matching, a variable is out of balance (Austin 2009).
 pub const MAX_SMD: f64 = 0.1;
-/// Matched controls needed per matching variable before they are reweighted by
-/// entropy balancing (about the events-per-variable rule of thumb for regression
-/// models; see [`balance_controls`]).
-pub const MIN_CONTROLS_PER_VARIABLE: usize = 20;
+/// How far (in SDs) approximate balancing may leave each matching variable's weighted
+/// mean from the enrolled patients' mean: half of [`MAX_SMD`], so that what is left
+/// is well under the threshold that warns (see [`balance_controls`]).
+pub const BALANCE_TOLERANCE: f64 = 0.05;
+/// Matched controls needed per matching variable before they are weighted (the
+/// lower end of the events-per-variable rules of thumb): fewer fit their noise, and
+/// through the joint switching adjustment one tiny service's weights move the others'
+/// estimates (see [`balance_controls`]).
+pub const MIN_CONTROLS_PER_VARIABLE: usize = 5;
 
 /// Fixes the random order of candidates, so that a run can be repeated exactly.
 const SEED: u64 = 0x5e41_ce5e;
@@ -842,19 +847,23 @@ fn match_service(
     groups
 }
 
-/// Entropy balancing of one service's matched controls (Hainmueller 2012): weights on
-/// `episodes`' comparison patients (in the order of `groups[3]`) under which their
-/// weighted means of every matching variable equal the matched enrolled patients'
-/// means. Matching alone cannot reach balance where the candidate pool is thin (the
-/// crisis that triggers referral is rare); the weights are used in the DiD, its
-/// placebo and the SMDs after matching. When a target cannot be reached (too few
-/// controls, or an enrolled mean outside theirs) the controls stay unweighted.
+/// Approximate entropy balancing of one service's matched controls (Hainmueller
+/// 2012, with a tolerance rather than exact constraints, as Zubizarreta's 2015 stable
+/// balancing weights have): weights on `episodes`'
+/// comparison patients (in the order of `groups[3]`) under which their weighted mean
+/// of every matching variable is within [`BALANCE_TOLERANCE`] SDs of the matched
+/// enrolled patients' mean. Matching alone cannot reach balance where the candidate
+/// pool is thin (the crisis that triggers referral is rare); the weights are used in
+/// the DiD, its placebo and the SMDs after matching. When no weights can reach the
+/// tolerance (an enrolled mean outside the controls') they stay unweighted.
 ///
-/// With fewer than [`MIN_CONTROLS_PER_VARIABLE`] matched controls per balanced
-/// variable the weights fit the sample's noise rather than its imbalance (at 130
-/// pairs they made a service with no effect look like a reduction of half the
-/// baseline rate), so a small service is evaluated on matching alone, and its SMDs
-/// and the imbalance warning say what is left.
+/// Exact balance (no tolerance) fits the noise of a small sample: with about 130
+/// pairs it made a service with no effect look like a reduction of a quarter of the
+/// baseline rate (-149.8 per 1,000 person-years at 25,000 people; -76.1, within its
+/// sampling error, with the tolerance). Below [`MIN_CONTROLS_PER_VARIABLE`] even
+/// approximate weights lean on a few people (10 controls weighted to balance 11
+/// variables made the other service's estimate +11,235 in one seed), so a very small
+/// service is evaluated on matching alone, and its SMDs and warning say what is left.
 fn balance_controls(groups: &Groups, episodes: &mut [Episode]) {
     let [_, _, matched, controls] = groups;
     if matched.is_empty() || controls.len() < MIN_CONTROLS_PER_VARIABLE * VARIABLES {
@@ -863,7 +872,7 @@ fn balance_controls(groups: &Groups, episodes: &mut [Episode]) {
     let targets: Vec<f64> = (0..VARIABLES)
         .map(|v| matched.iter().map(|r| r[v]).sum::<f64>() / matched.len() as f64)
         .collect();
-    let Ok(b) = entropy_balance(&targets, controls, None) else {
+    let Ok(b) = entropy_balance_within(&targets, controls, None, BALANCE_TOLERANCE) else {
         return;
     };
     // Weights that miss a target are no solution: keep the matched controls
