@@ -395,8 +395,15 @@ fn a_service_with_no_effect_is_not_reported_as_harm() {
     for seed in 1..=4 {
         let dir = scratch(&format!("outcomes_null_{seed}"));
         all.extend(
-            rt.block_on(run_seed(&dir, 25_000, seed, d("2026-04-01"), &effects))
-                .unwrap(),
+            rt.block_on(run_seed(
+                &dir,
+                25_000,
+                seed,
+                d("2026-04-01"),
+                &effects,
+                None,
+            ))
+            .unwrap(),
         );
     }
     let summaries = summarise(&all);
@@ -431,7 +438,14 @@ fn service_evaluation_recovers_known_effects() {
     for seed in 1..=4 {
         let dir = scratch(&format!("outcomes_check_{seed}"));
         let rs = rt
-            .block_on(run_seed(&dir, 50_000, seed, d("2026-04-01"), &effects))
+            .block_on(run_seed(
+                &dir,
+                50_000,
+                seed,
+                d("2026-04-01"),
+                &effects,
+                None,
+            ))
             .unwrap();
         all.extend(rs);
     }

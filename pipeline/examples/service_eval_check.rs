@@ -2,6 +2,7 @@
 //!
 //!     cargo run --release -p riskstrat --example service_eval_check -- \
 //!         [--seeds 20] [--patients 100000] [--effects VW01=1.0,CM01=0.8] [--out DIR]
+//!         [--candidates N]   (default: the job's default, `[outcomes] candidates`)
 //!
 //! For each seed: `synth` with the services' true effects, the default job with the
 //! evaluation, and each service's difference in differences against
@@ -26,6 +27,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let effects_text = arg("--effects", "VW01=1.0,CM01=0.8");
     let effects = ServiceEffects::parse(&effects_text)?;
     let out = std::path::PathBuf::from(arg("--out", "/tmp/riskstrat-service-eval-check"));
+    let candidates: Option<usize> = args
+        .iter()
+        .position(|a| a == "--candidates")
+        .map(|_| arg("--candidates", "").parse())
+        .transpose()?;
     let as_of = chrono::NaiveDate::from_ymd_opt(2026, 4, 1).unwrap();
     println!("{seeds} seeds x {patients} people, effects {effects_text}, A = {as_of}");
     println!(
@@ -35,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for seed in 1..=seeds {
         let dir = out.join(format!("seed-{seed}"));
         let t = std::time::Instant::now();
-        let rs = run_seed(&dir, patients, seed, as_of, &effects).await?;
+        let rs = run_seed(&dir, patients, seed, as_of, &effects, candidates).await?;
         let secs = t.elapsed().as_secs_f64();
         for r in &rs {
             println!(

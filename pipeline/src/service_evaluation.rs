@@ -75,9 +75,9 @@ pub const MAX_SMD: f64 = 0.1;
 /// is well under the threshold that warns (see [`balance_controls`]).
 pub const BALANCE_TOLERANCE: f64 = 0.05;
 /// Matched controls needed per matching variable before they are weighted (the
-/// lower end of the events-per-variable rules of thumb): fewer fit their noise, and
-/// through the joint switching adjustment one tiny service's weights move the others'
-/// estimates (see [`balance_controls`]).
+/// lower end of the events-per-variable rules of thumb; a precaution: on synthetic
+/// data every service under it had about 10 pairs, and the estimates were the same
+/// with or without it). See [`balance_controls`].
 pub const MIN_CONTROLS_PER_VARIABLE: usize = 5;
 
 /// Fixes the random order of candidates, so that a run can be repeated exactly.
@@ -861,9 +861,8 @@ fn match_service(
 /// pairs it made a service with no effect look like a reduction of a quarter of the
 /// baseline rate (-149.8 per 1,000 person-years at 25,000 people; -76.1, within its
 /// sampling error, with the tolerance). Below [`MIN_CONTROLS_PER_VARIABLE`] even
-/// approximate weights lean on a few people (10 controls weighted to balance 11
-/// variables made the other service's estimate +11,235 in one seed), so a very small
-/// service is evaluated on matching alone, and its SMDs and warning say what is left.
+/// approximate weights would lean on a few people, so a very small service is
+/// evaluated on matching alone, and its SMDs and warning say what is left.
 fn balance_controls(groups: &Groups, episodes: &mut [Episode]) {
     let [_, _, matched, controls] = groups;
     if matched.is_empty() || controls.len() < MIN_CONTROLS_PER_VARIABLE * VARIABLES {

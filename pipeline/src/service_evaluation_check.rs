@@ -46,6 +46,7 @@ pub async fn run_seed(
     seed: u64,
     as_of: NaiveDate,
     effects: &ServiceEffects,
+    candidates: Option<usize>,
 ) -> Result<Vec<SeedResult>> {
     let opts = SynthOptions {
         patients,
@@ -59,7 +60,10 @@ pub async fn run_seed(
         .await
         .map_err(|e| Error::failed(e.to_string()).with_source(e))??;
     let truth: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(TRUTH_FILE))?)?;
-    let job = Job::load(&summary.job_file, None)?;
+    let mut job = Job::load(&summary.job_file, None)?;
+    if let Some(c) = candidates {
+        job.outcomes_candidates = c;
+    }
     let run = crate::run::run(&job).await?;
     let mut out = Vec::new();
     for b in read(&run.dir.join("service_outcomes.parquet"))? {
