@@ -176,6 +176,14 @@ pub struct Population<'a> {
     by_sex_yob: std::collections::HashMap<(u8, i32), Vec<usize>>,
     /// (sex, year of birth) -> (admission day, person), sorted.
     spells_by_sex_yob: std::collections::HashMap<(u8, i32), Vec<(Day, usize)>>,
+    /// (sex, year of birth) -> (discharge day, person), sorted: a cell of recent
+    /// discharge is found from these in a window of 28 or 62 days.
+    discharges_by_sex_yob: std::collections::HashMap<(u8, i32), Vec<(Day, usize)>>,
+}
+
+/// The discharge day of a spell, as [`Person::history`] counts days since it.
+fn discharged(s: &Spell) -> Day {
+    s.admitted + s.bed_days.round() as i32
 }
 
 /// An enrolled patient's episode to match: who, and their start day.
@@ -190,6 +198,8 @@ impl<'a> Population<'a> {
         let mut by_sex_yob: std::collections::HashMap<(u8, i32), Vec<usize>> = Default::default();
         let mut spells_by_sex_yob: std::collections::HashMap<(u8, i32), Vec<(Day, usize)>> =
             Default::default();
+        let mut discharges_by_sex_yob: std::collections::HashMap<(u8, i32), Vec<(Day, usize)>> =
+            Default::default();
         for (i, p) in people.iter().enumerate() {
             by_sex_yob
                 .entry((p.sex, p.year_of_birth))
@@ -199,14 +209,22 @@ impl<'a> Population<'a> {
                 .entry((p.sex, p.year_of_birth))
                 .or_default();
             v.extend(p.spells.iter().map(|s| (s.admitted, i)));
+            let v = discharges_by_sex_yob
+                .entry((p.sex, p.year_of_birth))
+                .or_default();
+            v.extend(p.spells.iter().map(|s| (discharged(s), i)));
         }
-        for v in spells_by_sex_yob.values_mut() {
+        for v in spells_by_sex_yob
+            .values_mut()
+            .chain(discharges_by_sex_yob.values_mut())
+        {
             v.sort_unstable();
         }
         Self {
             people,
             by_sex_yob,
             spells_by_sex_yob,
+            discharges_by_sex_yob,
         }
     }
 
@@ -293,14 +311,17 @@ impl<'a> Population<'a> {
         };
         let yobs = Self::years_of_birth(tc.age_band, t.day);
         if tc.admissions_365d > 0 {
-            // Their spells in the window that decides the cell.
-            let (from, to) = if tc.admissions_90d > 0 {
-                (t.day - 90, t.day)
-            } else {
-                (t.day - 365, t.day - 90)
+            // Everyone in the cell has a spell in the window that decides it: their
+            // last discharge for a recent one (recency bands 2 and 3: 0-28 and
+            // 29-90 days before), else their admissions in the 90 or 365 days.
+            let (index, from, to) = match tc.recency {
+                2 => (&self.discharges_by_sex_yob, t.day - 28, t.day + 1),
+                3 => (&self.discharges_by_sex_yob, t.day - 90, t.day - 28),
+                _ if tc.admissions_90d > 0 => (&self.spells_by_sex_yob, t.day - 90, t.day),
+                _ => (&self.spells_by_sex_yob, t.day - 365, t.day - 90),
             };
             for yob in yobs {
-                let Some(v) = self.spells_by_sex_yob.get(&(tc.sex, yob)) else {
+                let Some(v) = index.get(&(tc.sex, yob)) else {
                     continue;
                 };
                 let a = v.partition_point(|s| s.0 < from);
@@ -623,6 +644,59 @@ mod tests {
         for threads in [2, 3, 7, 64] {
             assert_eq!(pop.candidates_in_shares(&enrolled, 6, 7, threads), one);
         }
+    }
+
+    /// Every person in the cell, however the search finds them: the candidates are
+    /// the brute-force search's (everyone eligible in the cell, nearest on bed days).
+    #[test]
+    fn candidates_are_the_nearest_of_everyone_in_the_cell() {
+        let day = 20_000;
+        let people: Vec<Person> = (0..600i32)
+            .map(|i| {
+                let spells: Vec<(Day, f64)> = (0..i % 5)
+                    .map(|j| {
+                        (
+                            day - 1 - (i * 13 + j * 71) % 400,
+                            ((i + j) % 9) as f64 * 3.0,
+                        )
+                    })
+                    .collect();
+                person((i % 2) as u8, 1940 + i % 7, &spells)
+            })
+            .collect();
+        let pop = Population::new(&people);
+        let enrolled: Vec<Enrolled> = (0..119)
+            .map(|i| Enrolled {
+                person: i * 5 + 1 + i % 4,
+                day: day + (i as i32 % 4),
+            })
+            .collect();
+        let k = 4;
+        let got = pop.candidates_in_shares(&enrolled, k, 9, 1);
+        let mut bands = std::collections::BTreeSet::new();
+        for (e, t) in enrolled.iter().enumerate() {
+            let tp = &people[t.person];
+            let th = tp.history(t.day);
+            let tc = cell(tp, &th, t.day);
+            bands.insert(tc.recency);
+            let mut all: Vec<(f64, u64, usize)> = (0..people.len())
+                .filter(|&q| q != t.person && people[q].eligible_control(t.day))
+                .filter(|&q| cell(&people[q], &people[q].history(t.day), t.day) == tc)
+                .map(|q| {
+                    let h = people[q].history(t.day);
+                    (bed_day_distance(&th, &h), mix(&[9, e as u64, q as u64]), q)
+                })
+                .collect();
+            if tc.admissions_365d == 0 {
+                // Drawn at random from the sex and band: checked elsewhere.
+                continue;
+            }
+            all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let want: Vec<usize> = all.into_iter().take(k).map(|x| x.2).collect();
+            assert_eq!(got[e], want, "episode {e}, cell {tc:?}");
+        }
+        // Every way of finding a cell was exercised.
+        assert!([1, 2, 3, 4].iter().all(|b| bands.contains(b)), "{bands:?}");
     }
 
     #[test]
