@@ -44,7 +44,8 @@ pub struct OutcomesSection {
 /// the exact cell), before the final choice on risk: the default of
 /// `[outcomes] candidates`. 30 gives the same estimates as 150 within sampling error
 /// (30 seeds of 100,000 people: errors +4.6 and +46.8 per 1,000 person-years against
-/// +6.7 and +55.4; match rates within 1 point) in 58% of the time at 1,000,000 people.
+/// +6.7 and +55.4; match rates within 1 point) in about 60% of the time at 1,000,000
+/// people.
 pub const CANDIDATES: usize = 30;
 
 fn candidates() -> usize {
