@@ -311,17 +311,22 @@ pub fn weighted_means<R: AsRef<[f64]>>(rows: &[R], weights: &[f64]) -> Vec<f64> 
 mod tests {
     use super::*;
 
-    #[test]
-    fn weighted_means_hit_the_targets() {
-        // Controls on a grid; targets inside their range.
-        let controls: Vec<[f64; 2]> = (0..40)
+    /// Two variables over 40 controls, neither in balance with the targets used.
+    fn forty_controls() -> Vec<[f64; 2]> {
+        (0..40)
             .map(|i| {
                 [
                     f64::from(i % 8),
                     f64::from((i * 7) % 5) + 0.5 * f64::from(i % 3),
                 ]
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn weighted_means_hit_the_targets() {
+        // Controls on a grid; targets inside their range.
+        let controls = forty_controls();
         let targets = [4.2, 2.9];
         let b = entropy_balance(&targets, &controls, None).unwrap();
         assert!(b.converged, "{b:?}");
@@ -340,14 +345,7 @@ mod tests {
 
     #[test]
     fn approximate_balance_stops_at_the_tolerance() {
-        let controls: Vec<[f64; 2]> = (0..40)
-            .map(|i| {
-                [
-                    f64::from(i % 8),
-                    f64::from((i * 7) % 5) + 0.5 * f64::from(i % 3),
-                ]
-            })
-            .collect();
+        let controls = forty_controls();
         let sd = |j: usize| {
             let m = controls.iter().map(|r| r[j]).sum::<f64>() / 40.0;
             (controls.iter().map(|r| (r[j] - m).powi(2)).sum::<f64>() / 40.0).sqrt()
