@@ -185,6 +185,7 @@ fn solve(q: &[f64], z: &[Vec<f64>], penalty: f64) -> Solution {
         let Some(step) = newton_step(&grad, h) else {
             break;
         };
+        // Backtracking (Armijo) on the dual; no acceptable step means no progress.
         let slope: f64 = grad.iter().zip(&step).map(|(a, b)| a * b).sum();
         let mut t = 1.0;
         let mut moved = false;
@@ -211,6 +212,8 @@ fn solve(q: &[f64], z: &[Vec<f64>], penalty: f64) -> Solution {
     }
 }
 
+/// The controls' variables minus the targets over their SD among the controls, the
+/// constant ones left out.
 fn standardised<R: AsRef<[f64]>>(targets: &[f64], controls: &[R]) -> Result<Vec<Vec<f64>>> {
     let n = controls.len() as f64;
     let mut keep = Vec::new();

@@ -681,10 +681,10 @@ mod tests {
             bands.insert(tc.recency);
             let mut all: Vec<(f64, u64, usize)> = (0..people.len())
                 .filter(|&q| q != t.person && people[q].eligible_control(t.day))
-                .filter(|&q| cell(&people[q], &people[q].history(t.day), t.day) == tc)
-                .map(|q| {
+                .filter_map(|q| {
                     let h = people[q].history(t.day);
-                    (bed_day_distance(&th, &h), mix(&[9, e as u64, q as u64]), q)
+                    (cell(&people[q], &h, t.day) == tc)
+                        .then(|| (bed_day_distance(&th, &h), mix(&[9, e as u64, q as u64]), q))
                 })
                 .collect();
             if tc.admissions_365d == 0 {

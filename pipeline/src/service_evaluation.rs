@@ -849,10 +849,9 @@ fn match_service(
 
 /// Approximate entropy balancing of one service's matched controls (Hainmueller
 /// 2012, with a tolerance rather than exact constraints, as Zubizarreta's 2015 stable
-/// balancing weights have): weights on `episodes`'
-/// comparison patients (in the order of `groups[3]`) under which their weighted mean
-/// of every matching variable is within [`BALANCE_TOLERANCE`] SDs of the matched
-/// enrolled patients' mean. Matching alone cannot reach balance where the candidate
+/// balancing weights have): weights on `episodes`' comparison patients (in the order
+/// of `groups[3]`) under which their weighted mean of every matching variable is
+/// within [`BALANCE_TOLERANCE`] SDs of the matched enrolled patients' mean. Matching alone cannot reach balance where the candidate
 /// pool is thin (the crisis that triggers referral is rare); the weights are used in
 /// the DiD, its placebo and the SMDs after matching. When no weights can reach the
 /// tolerance (an enrolled mean outside the controls') they stay unweighted.

@@ -7,24 +7,27 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use std::sync::Arc;
 
-/// A UDF of one Utf8 argument returning `returns`: `f` maps the argument's values to
-/// the result's array.
+/// A UDF of one string argument returning `returns`: `f` maps the argument's values
+/// to the result's array. Declared over Utf8View, the type tables are read as, so
+/// that the strings are not copied to be tested (a Utf8 argument is cast to views).
 pub fn udf_over_strings(
     name: &str,
     returns: DataType,
-    f: impl Fn(&StringArray) -> ArrayRef + Send + Sync + 'static,
+    f: impl Fn(&StringViewArray) -> ArrayRef + Send + Sync + 'static,
 ) -> ScalarUDF {
     create_udf(
         name,
-        vec![DataType::Utf8],
+        vec![DataType::Utf8View],
         returns,
         Volatility::Immutable,
         Arc::new(move |args: &[ColumnarValue]| {
             let arrays = ColumnarValue::values_to_arrays(args)?;
-            let s = arrays[0]
+            // A no-op for the views the planner passes; a direct call may pass Utf8.
+            let views = datafusion::arrow::compute::cast(&arrays[0], &DataType::Utf8View)?;
+            let s = views
                 .as_any()
-                .downcast_ref::<StringArray>()
-                .expect("declared over Utf8");
+                .downcast_ref::<StringViewArray>()
+                .expect("cast to Utf8View");
             Ok(ColumnarValue::Array(f(s)))
         }),
     )
@@ -44,23 +47,11 @@ pub fn prefix_lookup_udf(lookup: PrefixLookup, name: &str) -> ScalarUDF {
 /// `name(s)`: whether `s` is one of `set`. A filter on a set of people that
 /// DataFusion can push below joins to a table's scan (an IN list of hundreds of
 /// thousands of literals is planned and evaluated far more slowly).
-/// Over Utf8View, the type tables are read as: no copy of the strings to test.
 pub fn member_of_udf(name: &str, set: std::collections::HashSet<String>) -> ScalarUDF {
-    create_udf(
-        name,
-        vec![DataType::Utf8View],
-        DataType::Boolean,
-        Volatility::Immutable,
-        Arc::new(move |args: &[ColumnarValue]| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let s = arrays[0]
-                .as_any()
-                .downcast_ref::<StringViewArray>()
-                .expect("declared over Utf8View");
-            let out: BooleanArray = s.iter().map(|v| v.map(|v| set.contains(v))).collect();
-            Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
-        }),
-    )
+    udf_over_strings(name, DataType::Boolean, move |s| {
+        let out: BooleanArray = s.iter().map(|v| v.map(|v| set.contains(v))).collect();
+        Arc::new(out) as ArrayRef
+    })
 }
 
 /// `is_pseudo_id(s)`: 32 lowercase hex characters, as the contract defines a pseudonym.
