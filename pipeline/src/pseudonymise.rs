@@ -114,11 +114,9 @@ fn string_udf(
 ) -> ScalarUDF {
     udf_over_strings(name, DataType::Utf8, move |s| {
         let mut seen: HashMap<Option<&str>, Option<String>> = HashMap::new();
-        let out: StringArray = (0..s.len())
-            .map(|i| {
-                let v = s.is_valid(i).then(|| s.value(i));
-                seen.entry(v).or_insert_with(|| f(v)).clone()
-            })
+        let out: StringArray = s
+            .iter()
+            .map(|v| seen.entry(v).or_insert_with(|| f(v)).clone())
             .collect();
         Arc::new(out) as ArrayRef
     })

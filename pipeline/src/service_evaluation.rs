@@ -44,6 +44,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::HashSet;
 use datafusion::prelude::{DataFrame, SessionContext, col, ident};
 use riskstrat_models::balancing::entropy_balance_within;
 use riskstrat_models::index_matching::{
@@ -336,10 +337,33 @@ async fn histories(
     Ok((ids, people))
 }
 
+/// A session over `people`'s rows only: each input table behind a filter on pseudo_id
+/// that DataFusion pushes below validation to the scans wherever that gives the same
+/// rows, so that the joins and rules of validation run on their rows rather than on
+/// every event (a 72,000-literal `IN` list instead took minutes to plan).
+async fn restricted_to(ctx: &SessionContext, people: HashSet<String>) -> Result<SessionContext> {
+    let theirs = crate::session::functions::member_of_udf("in_episodes", people)
+        .call(vec![col("pseudo_id")]);
+    let restricted = session_like(ctx)?;
+    for table in [&PATIENTS, &APPOINTMENTS, &PRESCRIPTIONS, &ADMISSIONS] {
+        let df = ctx.table(table.name).await?.filter(theirs.clone())?;
+        restricted.register_table(table.name, df.into_view())?;
+    }
+    Ok(restricted)
+}
+
+/// An empty session with `ctx`'s configuration, memory pool and functions.
+fn session_like(ctx: &SessionContext) -> Result<SessionContext> {
+    let s = SessionContext::new_with_config_rt(ctx.copied_config(), ctx.runtime_env().clone());
+    crate::session::register_functions(&s)?;
+    Ok(s)
+}
+
 /// Risk at each episode's own index date: the run's feature SQL, in a session of its
 /// own whose person tables are the episodes' rows with dates moved to `A`.
+/// `restricted` is [`restricted_to`] the episodes' people.
 async fn risk_at_index(
-    ctx: &SessionContext,
+    restricted: &SessionContext,
     sql: &SqlSource,
     params: &Params,
     extra: &[PathBuf],
@@ -365,6 +389,18 @@ async fn risk_at_index(
             Arc::new(Date32Array::from_iter_values(episodes.iter().map(|e| e.1))),
         ),
         (
+            "year_start",
+            Arc::new(Date32Array::from_iter_values(
+                episodes.iter().map(|e| e.1 - 365),
+            )),
+        ),
+        (
+            "two_years_start",
+            Arc::new(Date32Array::from_iter_values(
+                episodes.iter().map(|e| e.1 - 730),
+            )),
+        ),
+        (
             "shift_days",
             Arc::new(Int32Array::from_iter_values(
                 episodes.iter().map(|e| a - e.1),
@@ -377,23 +413,8 @@ async fn risk_at_index(
             }))),
         ),
     ])?;
-    let session = || {
-        let s = SessionContext::new_with_config_rt(ctx.copied_config(), ctx.runtime_env().clone());
-        crate::session::register_functions(&s).map(|_| s)
-    };
-    // The episodes' people only: a filter on pseudo_id that DataFusion pushes below
-    // validation to the scans wherever that gives the same rows, so that the joins
-    // and rules of validation run on their rows rather than on every event.
-    let people = episodes.iter().map(|(p, _)| ids[*p].clone()).collect();
-    let theirs = crate::session::functions::member_of_udf("in_episodes", people)
-        .call(vec![col("pseudo_id")]);
-    let restricted = session()?;
-    for table in [&PATIENTS, &APPOINTMENTS, &PRESCRIPTIONS, &ADMISSIONS] {
-        let df = ctx.table(table.name).await?.filter(theirs.clone())?;
-        restricted.register_table(table.name, df.into_view())?;
-    }
     restricted.register_batch(INDEX_EPISODES, batch)?;
-    let shifted = session()?;
+    let shifted = session_like(restricted)?;
     for table in [&PATIENTS, &APPOINTMENTS, &PRESCRIPTIONS, &ADMISSIONS] {
         let path = format!("outcomes/shifted_{}.sql", table.name);
         let columns: Vec<(&str, Kind)> = table
@@ -401,7 +422,7 @@ async fn risk_at_index(
             .iter()
             .map(|c| (c.name, Kind::Contract(c.ty)))
             .collect();
-        let (df, _) = planned(&restricted, sql, params, &path, &columns).await?;
+        let (df, _) = planned(restricted, sql, params, &path, &columns).await?;
         shifted.register_table(table.name, df.into_view())?;
     }
     let features = crate::features::plan(&shifted, sql, params, extra).await?;
@@ -429,6 +450,7 @@ async fn risk_at_index(
             }
         }
     }
+    restricted.deregister_table(INDEX_EPISODES)?;
     Ok((out, covariates))
 }
 
@@ -751,8 +773,18 @@ async fn risks(
             }
         }
     }
+    let people: HashSet<String> = index_episodes
+        .iter()
+        .map(|(p, _)| ids[*p].clone())
+        .collect();
+    tracing::debug!(
+        "outcomes: {} index episodes of {} people",
+        index_episodes.len(),
+        people.len()
+    );
+    let theirs = restricted_to(ctx, people).await?;
     let (risk, covariates) =
-        risk_at_index(ctx, sql, params, extra, model, &index_episodes, ids).await?;
+        risk_at_index(&theirs, sql, params, extra, model, &index_episodes, ids).await?;
     let mut sd = [0.0; 4];
     for (j, v) in sd.iter_mut().enumerate() {
         let x: Vec<f64> = covariates

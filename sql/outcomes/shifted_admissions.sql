@@ -14,5 +14,5 @@ SELECT
   a.spell_cost
 FROM admissions a
 JOIN index_episodes e ON e.pseudo_id = a.pseudo_id
-WHERE a.admission_date >= e.index_date - INTERVAL '730 days'
+WHERE a.admission_date >= e.two_years_start
   AND a.admission_date < e.index_date

@@ -8,5 +8,5 @@ SELECT
   a.appt_status
 FROM appointments a
 JOIN index_episodes e ON e.pseudo_id = a.pseudo_id
-WHERE a.appointment_date >= e.index_date - INTERVAL '365 days'
+WHERE a.appointment_date >= e.year_start
   AND a.appointment_date < e.index_date

@@ -1,9 +1,12 @@
 -- Service outcome evaluation, step 3 (risk at each index date, in one pass): the
--- patients of `index_episodes(episode, pseudo_id, index_date, shift_days, year_shift)`
--- (enrolled patients at their start date, and their candidate comparison patients at
--- the same date), one row per episode, with every date moved forward by shift_days
--- ($as_of - index_date) and year_of_birth by year_shift, so that the feature SQL run
--- "at $as_of" over these tables gives each episode's features at its own index date.
+-- patients of `index_episodes(episode, pseudo_id, index_date, year_start,
+-- two_years_start, shift_days, year_shift)` (enrolled patients at their start date, and
+-- their candidate comparison patients at the same date), one row per episode, with
+-- every date moved forward by shift_days ($as_of - index_date) and year_of_birth by
+-- year_shift, so that the feature SQL run "at $as_of" over these tables gives each
+-- episode's features at its own index date. year_start and two_years_start are the
+-- index date less 365 and 730 days, given as dates so that the event joins compare
+-- dates instead of doing date arithmetic on every event row.
 SELECT
   CAST(e.episode AS VARCHAR) AS pseudo_id,
   p.year_of_birth + e.year_shift AS year_of_birth,

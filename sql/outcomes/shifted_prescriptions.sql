@@ -9,5 +9,5 @@ SELECT
   r.nic
 FROM prescriptions r
 JOIN index_episodes e ON e.pseudo_id = r.pseudo_id
-WHERE r.issue_date >= e.index_date - INTERVAL '365 days'
+WHERE r.issue_date >= e.year_start
   AND r.issue_date < e.index_date
