@@ -6,6 +6,7 @@
 //! (opt-outs, pseudonyms, the vault, the gate, audit, feedback, disclosure control),
 //! [`serve`] (commissioner views and queries). Supporting: [`job`], [`session`], [`sql`], [`synth`].
 
+pub mod changes;
 pub mod clock;
 pub mod damage;
 pub mod demo;
@@ -16,6 +17,7 @@ pub mod features;
 pub mod feedback;
 pub mod gate;
 pub mod governance;
+pub mod history;
 pub mod ingest;
 pub mod job;
 #[cfg(test)]

@@ -54,6 +54,10 @@ enum Command {
         #[command(subcommand)]
         command: FeedbackCommand,
     },
+    /// A job's runs, oldest first: population, cohorts, model checks, changes.
+    History(HistoryArgs),
+    /// Entrants, leavers and tier transitions of each cohort between two runs of a job.
+    Diff(DiffArgs),
     /// The audit log of disclosures and approvals.
     Audit {
         #[command(subcommand)]
@@ -172,6 +176,27 @@ struct QueryArgs {
     cell_key: riskstrat::serve::CellKeyArg,
     #[command(flatten)]
     no_keys: NoKeys,
+}
+
+#[derive(clap::Args)]
+struct HistoryArgs {
+    /// The job's folder of runs: the job's `output` folder and its name
+    /// (OUTPUT_DIR/JOB).
+    job_runs: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct DiffArgs {
+    /// The earlier run folder.
+    run_a: PathBuf,
+    /// The later run folder.
+    run_b: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -354,6 +379,8 @@ async fn dispatch(command: Command) -> Result<()> {
         }
         Command::Serve(a) => serve(a).await,
         Command::Approve(a) => approve(a),
+        Command::History(a) => history(a).await,
+        Command::Diff(a) => diff(a).await,
         Command::Feedback {
             command: FeedbackCommand::Import(a),
         } => feedback_import(a),
@@ -364,6 +391,62 @@ async fn dispatch(command: Command) -> Result<()> {
             command: AuditCommand::Repair { log, operator },
         } => audit_repair(&log, &operator),
     }
+}
+
+/// `history OUTPUT_DIR/JOB`: the job's complete runs, oldest first.
+async fn history(a: HistoryArgs) -> Result<()> {
+    let (Some(dir), Some(job)) = (
+        a.job_runs.parent(),
+        a.job_runs.file_name().and_then(|n| n.to_str()),
+    ) else {
+        return Err(Error::bad_input(format!(
+            "history: {} is not OUTPUT_DIR/JOB (a job's folder of runs)",
+            a.job_runs.display()
+        )));
+    };
+    if !a.job_runs.is_dir() {
+        return Err(Error::bad_input(format!(
+            "history: {} is not a folder; give the job's output folder and its name, \
+             as in runs/complex-needs",
+            a.job_runs.display()
+        )));
+    }
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let store = riskstrat::outputs::run_store::RunStore::local(dir);
+    let rows = riskstrat::history::history(&store, job).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", riskstrat::history::render(&rows));
+    }
+    Ok(())
+}
+
+/// `diff RUN_A RUN_B`: each cohort's changes from the earlier run to the later.
+async fn diff(a: DiffArgs) -> Result<()> {
+    let (earlier, later) = (complete_run(&a.run_a).await?, complete_run(&a.run_b).await?);
+    let diffs = riskstrat::changes::diff(&earlier, &later).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&diffs)?);
+    } else {
+        print!("{}", riskstrat::changes::render(&diffs));
+    }
+    Ok(())
+}
+
+async fn complete_run(p: &Path) -> Result<riskstrat::outputs::run_store::RunHandle> {
+    let run = riskstrat::outputs::run_store::RunHandle::local(p);
+    if !run.exists("manifest.json").await {
+        return Err(Error::bad_input(format!(
+            "diff: {} is not a complete run folder (no manifest.json)",
+            p.display()
+        )));
+    }
+    Ok(run)
 }
 
 /// `synth`: a synthetic population and its job file; prints the counts and the job

@@ -51,6 +51,7 @@ builtin_files!(
     "outcomes/shifted_admissions.sql",
     "outcomes/windows.sql",
     "outcomes/in_service.sql",
+    "changes.sql",
 );
 
 pub fn builtin(path: &str) -> Option<&'static str> {

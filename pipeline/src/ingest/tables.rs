@@ -29,7 +29,13 @@ pub const INDEX_EPISODES: &str = "index_episodes";
 /// The service evaluation's: matched episodes, whose windows are counted.
 pub const EPISODES: &str = "episodes";
 
-/// The gate's (`sql/gate/release.sql`): the cohort asked for.
+/// `sql/changes.sql`'s: the previous run's file of the cohort compared (the current
+/// one is [`COHORT`]) and its scores.
+pub const PREVIOUS_COHORT: &str = "previous_cohort";
+pub const PREVIOUS_SCORES: &str = "previous_scores";
+
+/// The gate's (`sql/gate/release.sql`) and `sql/changes.sql`'s: the cohort asked
+/// for, or this run's cohort compared.
 pub const COHORT: &str = "cohort";
 /// The gate's: the identity vault's rows.
 pub const VAULT: &str = "vault";
@@ -48,6 +54,9 @@ mod tests {
             ("validate/patients.sql", input_patients.as_str()),
             ("cohorts/complex_needs.sql", FEATURES),
             ("cohorts/complex_needs.sql", SCORES),
+            ("changes.sql", COHORT),
+            ("changes.sql", PREVIOUS_COHORT),
+            ("changes.sql", PREVIOUS_SCORES),
             ("outcomes/histories.sql", EMERGENCY_SPELLS),
             ("outcomes/shifted_patients.sql", INDEX_EPISODES),
             ("outcomes/windows.sql", EPISODES),

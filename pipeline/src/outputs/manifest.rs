@@ -41,12 +41,31 @@ pub struct Manifest {
     pub feedback_excluded: BTreeMap<String, u64>,
     /// The model's AUC on the validation split (absent when scoring with a saved model).
     pub validation_auc: Option<f64>,
+    /// Its calibration slope there (absent when scoring with a saved model, and in
+    /// runs written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_calibration_slope: Option<f64>,
+    /// The run each cohort's changes (`changes_<cohort>.parquet`) were computed
+    /// against: the job's previous complete run. Absent for a job's first run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compared_with: Option<String>,
+    /// Per cohort compared: entered, left and stayed since `compared_with`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub changes: BTreeMap<String, ChangeCounts>,
     pub outputs: Vec<String>,
     pub timings_ms: BTreeMap<String, u64>,
 }
 
+/// One cohort's changes since the previous run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeCounts {
+    pub entered: u64,
+    pub left: u64,
+    pub stayed: u64,
+}
+
 /// A date as `YYYY-MM-DD`, the text manifests have always held.
-mod iso_date {
+pub(crate) mod iso_date {
     use chrono::NaiveDate;
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 

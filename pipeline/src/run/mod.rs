@@ -14,7 +14,7 @@ use crate::model::metrics::Metrics;
 use crate::outputs::manifest::{InputSummary, Manifest, OptOutCounts, row_counts};
 use crate::outputs::report;
 use context::RunContext;
-use stages::{Cohorts, Features, Feedback, Loaded, Scored, Trained};
+use stages::{Changes, Cohorts, Features, Feedback, Loaded, Scored, Trained};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -48,8 +48,9 @@ async fn run_stages(job: &Job, clock: Clock) -> Result<RunOutcome> {
     stages::model_files(&rc, &trained)?;
     let feedback = stages::feedback(&rc).await?;
     let cohorts = stages::cohorts(&rc, &feedback).await?;
+    let changes = stages::changes(&rc).await?;
     let manifest = manifest(
-        &rc, &loaded, &features, &trained, &scored, &feedback, &cohorts,
+        &rc, &loaded, &features, &trained, &scored, &feedback, &cohorts, changes,
     );
     // An input rewritten while the run read it could mix old and new data.
     crate::faults::point("run.before_recheck");
@@ -77,6 +78,7 @@ fn manifest(
     scored: &Scored,
     feedback: &Feedback,
     cohorts: &Cohorts,
+    changes: Changes,
 ) -> Manifest {
     let job = rc.job;
     let mut rows = BTreeMap::new();
@@ -118,6 +120,13 @@ fn manifest(
         feedback: feedback.outcomes.clone(),
         feedback_excluded: cohorts.feedback_excluded.clone(),
         validation_auc: trained.metrics.validation_auc(),
+        validation_calibration_slope: trained
+            .metrics
+            .validation()
+            .map(|e| e.calibration_slope)
+            .filter(|s| s.is_finite()),
+        compared_with: changes.compared_with,
+        changes: changes.counts,
         outputs,
         timings_ms: rc.progress.timings_ms(),
     }

@@ -9,6 +9,8 @@ use crate::ingest::{self, contract, tables, validate};
 use crate::job::CohortSpec;
 use crate::model::ModelFile;
 use crate::model::metrics::Metrics;
+use crate::outputs::manifest::ChangeCounts;
+use crate::outputs::run_store::RunStore;
 use crate::outputs::{write_batch, write_parquet};
 use crate::sql::{Kind, SqlText, check_columns};
 use datafusion::arrow::array::Float64Array;
@@ -242,6 +244,51 @@ pub async fn cohorts(rc: &RunContext<'_>, feedback: &Feedback) -> Result<Cohorts
                     .map_err(|e| crate::sql::run_time_error(&text.origin, e))?;
                 out.sizes.insert(spec.name(), n);
             }
+            Ok(out)
+        })
+        .await
+}
+
+/// Each cohort against the job's previous complete run (see [`crate::changes`]).
+#[derive(Default)]
+pub struct Changes {
+    pub compared_with: Option<String>,
+    pub counts: BTreeMap<String, ChangeCounts>,
+}
+
+pub async fn changes(rc: &RunContext<'_>) -> Result<Changes> {
+    rc.progress
+        .stage("changes", async {
+            let store = RunStore::local(&rc.job.output);
+            let Some((previous, id)) =
+                crate::changes::previous_run(&store, &rc.job.name, rc.job.as_of).await?
+            else {
+                return Ok(Changes::default());
+            };
+            if !crate::changes::register_previous(&rc.ctx, &previous).await? {
+                return Ok(Changes::default());
+            }
+            let mut out = Changes {
+                compared_with: Some(id),
+                counts: BTreeMap::new(),
+            };
+            for spec in &rc.job.cohorts {
+                let name = spec.name();
+                let current = rc
+                    .path(&format!("cohort_{name}.parquet"))
+                    .ok_or_else(|| Error::failed("internal: changes are computed only in a run"))?;
+                let file = crate::changes::file_name(&name);
+                let Some(path) = rc.path(&file) else { continue };
+                let counts = crate::changes::compare(
+                    &rc.ctx, &rc.sql, &rc.params, &previous, &name, &current, &path,
+                )
+                .await?;
+                if let Some(c) = counts {
+                    rc.record(&file);
+                    out.counts.insert(name, c);
+                }
+            }
+            rc.ctx.deregister_table(tables::PREVIOUS_SCORES)?;
             Ok(out)
         })
         .await

@@ -1,0 +1,271 @@
+//! Scheduled cohort jobs, end to end through the binary: a job's runs month after
+//! month, entrants and leavers against an independent set difference of the cohort
+//! files, `diff` and `history`, and the opt-out rule across runs.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// Forty people. Person k < 12 has two emergency admissions 30 k days after
+/// 2025-01-05, person 12 two in January 2026 and person 13 two in February 2026; no one
+/// else has any. With the hand-written model, those with two admissions in the year
+/// before `A` are the top of the risk ranking and in `complex_needs` (two or more
+/// emergency admissions), so each month one person leaves and one enters:
+/// 2026-01-01 {0..11}, 2026-02-01 {1..12}, 2026-03-01 {2..13}.
+fn monthly_dataset() -> Dataset {
+    let mut ds = Dataset::default();
+    for k in 0..40 {
+        let n = format!("m{k}");
+        ds.patients.push(Patient::new(&n));
+        ds.appointments.push(Appt {
+            id: Some(pid(&n)),
+            date: d("2025-06-01"),
+            hcp: "GP",
+            mode: "Face-to-Face",
+            status: "Attended",
+        });
+        ds.prescriptions.push(Rx {
+            id: Some(pid(&n)),
+            date: d("2025-06-01"),
+            bnf: "0601023A0AAABAB",
+            items: 1,
+            nic: 1.0,
+        });
+    }
+    let first = |k: i64| match k {
+        0..12 => d("2025-01-05") + chrono::Duration::days(30 * k),
+        12 => d("2026-01-10"),
+        _ => d("2026-02-10"),
+    };
+    // Someone opted out long ago: an extract always has some.
+    ds.optouts.push((pid("m39"), "type1", d("2020-01-01")));
+    for k in 0..14 {
+        for (j, offset) in [0, 3].into_iter().enumerate() {
+            let day = first(k) + chrono::Duration::days(offset);
+            ds.admissions.push(Spell {
+                id: pid(&format!("m{k}")),
+                spell: format!("S{k}-{j}"),
+                date: day,
+                discharge: Some(day + chrono::Duration::days(1)),
+                method: "21",
+                primary: Some("J189"),
+                secondary: vec![],
+                cost: 100.0,
+            });
+        }
+    }
+    ds
+}
+
+fn run_at(job: &Path, as_of: &str) {
+    let o = riskstrat()
+        .args(["run", job.to_str().unwrap(), "--as-of", as_of])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "run at {as_of}: {}", stderr(&o));
+}
+
+fn ids(path: &Path) -> BTreeSet<String> {
+    pseudo_ids(path).into_iter().collect()
+}
+
+fn people(ks: impl IntoIterator<Item = usize>) -> BTreeSet<String> {
+    ks.into_iter().map(|k| pid(&format!("m{k}"))).collect()
+}
+
+/// The rows of a changes file with the given change.
+fn changed(path: &Path, change: &str) -> BTreeSet<String> {
+    use datafusion::arrow::array::{Array, StringArray};
+    let mut out = BTreeSet::new();
+    for b in read_parquet(path) {
+        let col = |n: &str| {
+            b.column_by_name(n)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .clone()
+        };
+        let (p, c) = (col("pseudo_id"), col("change"));
+        for r in 0..b.num_rows() {
+            assert!(c.is_valid(r));
+            if c.value(r) == change {
+                out.insert(p.value(r).to_string());
+            }
+        }
+    }
+    out
+}
+
+fn manifest(run: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn entrants_and_leavers_are_the_set_difference_of_the_cohort_files() {
+    let dir = scratch("changes-monthly");
+    let ds = monthly_dataset();
+    let job = ds.write(&dir, "2026-01-01");
+    run_at(&job, "2026-01-01");
+    run_at(&job, "2026-02-01");
+    // Person 5 opts out between the second run and the third.
+    let mut ds = ds;
+    ds.optouts.push((pid("m5"), "type1", d("2026-02-15")));
+    ds.write(&dir, "2026-01-01");
+    run_at(&job, "2026-03-01");
+    let runs = runs(&dir);
+    assert_eq!(runs.len(), 3);
+    let cohort = |r: &Path| ids(&r.join("cohort_complex_needs.parquet"));
+    let c: Vec<_> = runs.iter().map(|r| cohort(r)).collect();
+    // The data do what they were built to do, so the comparisons below mean something.
+    assert_eq!(c[0], people(0..12));
+    assert_eq!(c[1], people(1..13));
+    assert_eq!(c[2], people((2..14).filter(|&k| k != 5)));
+
+    // The first run has nothing to compare with.
+    assert!(!runs[0].join("changes_complex_needs.parquet").exists());
+    assert!(manifest(&runs[0]).get("changes").is_none());
+    for i in 1..3 {
+        let file = runs[i].join("changes_complex_needs.parquet");
+        let (before, now) = (&c[i - 1], &c[i]);
+        let opted_out = if i == 2 { people([5]) } else { BTreeSet::new() };
+        let entered: BTreeSet<_> = now.difference(before).cloned().collect();
+        let left: BTreeSet<_> = before
+            .difference(now)
+            .filter(|p| !opted_out.contains(*p))
+            .cloned()
+            .collect();
+        let stayed: BTreeSet<_> = now.intersection(before).cloned().collect();
+        assert_eq!(changed(&file, "entered"), entered, "run {i}");
+        assert_eq!(changed(&file, "left"), left, "run {i}");
+        assert_eq!(changed(&file, "stayed"), stayed, "run {i}");
+        assert_eq!(entered.len(), 1);
+        assert_eq!(left.len(), 1);
+        let m = manifest(&runs[i]);
+        let counts = &m["changes"]["complex_needs"];
+        assert_eq!(counts["entered"], entered.len() as u64);
+        assert_eq!(counts["left"], left.len() as u64);
+        assert_eq!(counts["stayed"], stayed.len() as u64);
+        assert_eq!(
+            m["compared_with"],
+            manifest(&runs[i - 1])["run_id"],
+            "each run is compared with the one before"
+        );
+        assert!(
+            m["outputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o == "changes_complex_needs.parquet")
+        );
+    }
+    // Regression (opt-outs across runs): the person who opted out after the second run
+    // is in no file of the third, though the second run's cohort held them.
+    assert_no_ids_in(&runs[2], &people([5]).into_iter().collect());
+
+    // diff of consecutive runs reads the changes file; of runs two apart it computes
+    // them, over the later run's population (person 5 is not in it).
+    let diff = |a: &Path, b: &Path| -> serde_json::Value {
+        let o = riskstrat()
+            .args(["diff", a.to_str().unwrap(), b.to_str().unwrap(), "--json"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v[0].clone()
+    };
+    let d12 = diff(&runs[1], &runs[2]);
+    assert_eq!(d12["cohort"], "complex_needs");
+    assert_eq!(
+        (
+            d12["entered"].clone(),
+            d12["left"].clone(),
+            d12["stayed"].clone()
+        ),
+        (1.into(), 1.into(), 10.into())
+    );
+    let d02 = diff(&runs[0], &runs[2]);
+    assert_eq!(
+        (
+            d02["entered"].clone(),
+            d02["left"].clone(),
+            d02["stayed"].clone()
+        ),
+        (2.into(), 2.into(), 9.into())
+    );
+    // Tier transitions and practices count the same people.
+    let total = |key: &str, field: &str| -> u64 {
+        match &d02[key] {
+            serde_json::Value::Array(a) => a.iter().map(|t| t[field].as_u64().unwrap()).sum(),
+            serde_json::Value::Object(o) => o
+                .values()
+                .map(|c| {
+                    ["entered", "left", "stayed"]
+                        .iter()
+                        .map(|f| c[*f].as_u64().unwrap())
+                        .sum::<u64>()
+                })
+                .sum(),
+            _ => panic!("{key}"),
+        }
+    };
+    assert_eq!(total("transitions", "people"), 13);
+    assert_eq!(total("by_practice", ""), 13);
+
+    // history lists the three runs, oldest first, with their changes.
+    let o = riskstrat()
+        .args([
+            "history",
+            dir.join("runs/test-job").to_str().unwrap(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let h: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let as_of: Vec<_> = h.iter().map(|r| r["as_of"].as_str().unwrap()).collect();
+    assert_eq!(as_of, ["2026-01-01", "2026-02-01", "2026-03-01"]);
+    assert!(h.iter().all(|r| r["status"] == "complete"));
+    assert_eq!(h[2]["cohorts"]["complex_needs"], 11);
+    assert_eq!(h[2]["changes"]["complex_needs"]["left"], 1);
+    assert_eq!(h[1]["compared_with"], h[0]["run_id"]);
+}
+
+/// A backfill of an earlier month, run after a later one, is compared with the month
+/// before it, not with the newest run.
+#[test]
+fn an_earlier_month_is_compared_with_the_month_before_it() {
+    let dir = scratch("changes-backfilled");
+    let job = monthly_dataset().write(&dir, "2026-01-01");
+    run_at(&job, "2026-01-01");
+    run_at(&job, "2026-03-01");
+    run_at(&job, "2026-02-01");
+    let runs = runs(&dir);
+    let (jan, feb) = (manifest(&runs[0]), manifest(&runs[2]));
+    assert_eq!(feb["as_of"], "2026-02-01");
+    assert_eq!(feb["compared_with"], jan["run_id"]);
+    assert_eq!(feb["changes"]["complex_needs"]["entered"], 1);
+}
+
+#[test]
+fn history_and_diff_name_what_is_wrong() {
+    let dir = scratch("changes-errors");
+    for args in [
+        vec![
+            "history".to_string(),
+            dir.join("no-such-job").display().to_string(),
+        ],
+        vec![
+            "diff".to_string(),
+            dir.display().to_string(),
+            dir.display().to_string(),
+        ],
+    ] {
+        let o = riskstrat().args(&args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let e = stderr(&o);
+        assert!(e.contains(&dir.display().to_string()), "{e}");
+    }
+}
