@@ -269,3 +269,182 @@ fn history_and_diff_name_what_is_wrong() {
         assert!(e.contains(&dir.display().to_string()), "{e}");
     }
 }
+
+/// The monthly dataset's job with a schedule: 02:00 London time on the 1st.
+fn scheduled_job(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let job = monthly_dataset().write(dir, "2026-01-01");
+    let mut text = std::fs::read_to_string(&job).unwrap();
+    text.push_str(&format!(
+        "[schedule]\ncron = \"0 2 1 * *\"\ntimezone = \"Europe/London\"\n{extra}"
+    ));
+    std::fs::write(&job, text).unwrap();
+    job
+}
+
+fn backfill(job: &Path, fault: Option<&str>) -> std::process::Output {
+    let mut c = riskstrat();
+    c.args([
+        "backfill",
+        job.to_str().unwrap(),
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-03-31",
+    ]);
+    if let Some(f) = fault {
+        c.env("RISKSTRAT_FAULT", f);
+    }
+    c.output().unwrap()
+}
+
+fn attempts(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("runs/test-job/.schedule.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_backfill_runs_each_tick_once() {
+    let dir = scratch("backfill-once");
+    let job = scheduled_job(&dir, "");
+    let o = backfill(&job, None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let runs = runs(&dir);
+    let ticks: Vec<_> = runs.iter().map(|r| manifest(r)["tick"].clone()).collect();
+    assert_eq!(
+        ticks,
+        [
+            "2026-01-01T02:00:00Z",
+            "2026-02-01T02:00:00Z",
+            "2026-03-01T02:00:00Z"
+        ]
+    );
+    let as_of: Vec<_> = runs.iter().map(|r| manifest(r)["as_of"].clone()).collect();
+    assert_eq!(as_of, ["2026-01-01", "2026-02-01", "2026-03-01"]);
+    // The runs are the months of the first test: each compared with the one before.
+    assert_eq!(manifest(&runs[2])["changes"]["complex_needs"]["entered"], 1);
+
+    // Again: nothing new.
+    let o = backfill(&job, None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(common::runs(&dir).len(), 3);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.matches("already run").count(), 3, "{out}");
+    assert_eq!(
+        attempts(&dir).len(),
+        3,
+        "the second backfill made no attempt"
+    );
+
+    let o = riskstrat()
+        .args([
+            "history",
+            dir.join("runs/test-job").to_str().unwrap(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let h: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(h.len(), 3);
+    assert_eq!(h[1]["tick"], "2026-02-01T02:00:00Z");
+}
+
+/// A failed attempt is retried and recorded; a tick that fails every attempt is in the
+/// history as failed, the other ticks still run, and the next backfill runs only it.
+#[test]
+fn failed_ticks_are_retried_recorded_and_run_by_the_next_backfill() {
+    let dir = scratch("backfill-retries");
+    let job = scheduled_job(&dir, "retries = 1\n");
+    let o = backfill(&job, Some("run.start=fail:1"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = attempts(&dir);
+    let first: Vec<_> = a
+        .iter()
+        .filter(|a| a["tick"] == "2026-01-01T02:00:00Z")
+        .map(|a| {
+            (
+                a["attempt"].as_u64().unwrap(),
+                a["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(first, [(1, "failed"), (2, "complete")]);
+    assert_eq!(runs(&dir).len(), 3);
+
+    let dir = scratch("backfill-fails");
+    let job = scheduled_job(&dir, "");
+    let o = backfill(&job, Some("run.start=fail:1"));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("1 of 3 ticks failed"), "{}", stderr(&o));
+    assert_eq!(runs(&dir).len(), 2);
+    let o = riskstrat()
+        .args([
+            "history",
+            dir.join("runs/test-job").to_str().unwrap(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let h: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let status: Vec<_> = h
+        .iter()
+        .map(|r| (r["as_of"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        status,
+        [
+            ("2026-01-01", "failed"),
+            ("2026-02-01", "complete"),
+            ("2026-03-01", "complete")
+        ]
+    );
+    let o = backfill(&job, None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.matches("\tran\t").count(), 1, "{out}");
+    assert_eq!(runs(&dir).len(), 3);
+}
+
+/// Two processes never run one job's ticks at once.
+#[test]
+fn a_second_backfill_of_the_same_job_is_refused_while_one_runs() {
+    let dir = scratch("backfill-lease");
+    let job = scheduled_job(&dir, "");
+    std::fs::create_dir_all(dir.join("runs/test-job")).unwrap();
+    let lock = std::fs::File::create(dir.join("runs/test-job/.schedule.lock")).unwrap();
+    lock.try_lock().unwrap();
+    let o = backfill(&job, None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("another riskstrat schedule or backfill"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(runs(&dir).is_empty());
+    drop(lock);
+    assert!(backfill(&job, None).status.success());
+}
+
+#[test]
+fn a_bad_schedule_names_the_setting() {
+    let dir = scratch("backfill-bad");
+    for (extra, what) in [
+        ("missed = \"sometimes\"\n", "missed"),
+        ("every = \"month\"\n", "every"),
+    ] {
+        let job = scheduled_job(&dir, extra);
+        let o = backfill(&job, None);
+        assert_eq!(o.status.code(), Some(2), "{extra}");
+        assert!(stderr(&o).contains(what), "{}", stderr(&o));
+    }
+    let job = monthly_dataset().write(&dir, "2026-01-01");
+    let o = backfill(&job, None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("no [schedule] section"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -8,7 +8,9 @@
 //!   `/path.reached` first so the test knows where it is), or computes for 50 ms
 //!   without yielding (`spin:50`, a stand-in for an expensive step: serve's limit tests
 //!   make every batch of a query this costly; `spin:50:/path` only while `/path`
-//!   exists, so a test can turn it off).
+//!   exists, so a test can turn it off); `fail:N` makes the point's first N passes in
+//!   this process fail as a run that failed would (`failure`), for the retries of
+//!   schedules.
 
 use chrono::{DateTime, Utc};
 
@@ -60,6 +62,8 @@ pub fn point(name: &str) {
                 while !path.exists() {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
+            } else if action.starts_with("fail:") {
+                // Handled by `failure`.
             } else if let Some(spin) = action.strip_prefix("spin:") {
                 let (ms, gate) = match spin.split_once(':') {
                     Some((ms, path)) => (ms, Some(std::path::Path::new(path))),
@@ -80,4 +84,35 @@ pub fn point(name: &str) {
     }
     #[cfg(not(debug_assertions))]
     let _ = name;
+}
+
+/// At a point named in `RISKSTRAT_FAULT` as `name=fail:N`: an error for each of the
+/// first N passes in this process, then none. Always none in release builds.
+pub fn failure(name: &str) -> Option<String> {
+    #[cfg(debug_assertions)]
+    {
+        use std::sync::Mutex;
+        static PASSES: Mutex<Vec<(String, u32)>> = Mutex::new(Vec::new());
+        let spec = std::env::var("RISKSTRAT_FAULT").ok()?;
+        let n: u32 = spec.split(',').find_map(|item| {
+            let (at, action) = item.split_once('=')?;
+            (at == name).then(|| action.strip_prefix("fail:")?.parse().ok())?
+        })?;
+        let mut passes = PASSES.lock().unwrap_or_else(|p| p.into_inner());
+        let k = match passes.iter().position(|(p, _)| p == name) {
+            Some(k) => k,
+            None => {
+                passes.push((name.to_string(), 0));
+                passes.len() - 1
+            }
+        };
+        passes[k].1 += 1;
+        return (passes[k].1 <= n)
+            .then(|| format!("injected failure {} of {n} at {name}", passes[k].1));
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        let _ = name;
+        None
+    }
 }

@@ -3,30 +3,22 @@
 use crate::error::Result;
 use crate::outputs::manifest::ChangeCounts;
 use crate::outputs::run_store::RunStore;
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::path::Path;
 
-/// How a run ended. Only complete runs leave a run folder; the scheduler's record of
-/// failed and skipped ticks is for the schedules that come later (issue 13).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    Complete,
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Complete => "complete",
-        }
-    }
-}
+/// How a run ended: complete runs are their run folders; failed and skipped ticks
+/// are in the scheduler's record (`.schedule.jsonl`).
+pub use crate::scheduler::AttemptStatus as RunStatus;
 
 /// One run of a job.
 #[derive(Debug, Clone, Serialize)]
 pub struct HistoryRow {
-    pub run_id: String,
+    /// None for a tick that has no complete run.
+    pub run_id: Option<String>,
+    /// The scheduled tick, for runs made by `schedule` or `backfill`.
+    pub tick: Option<String>,
     #[serde(with = "crate::outputs::manifest::iso_date")]
     pub as_of: NaiveDate,
     pub status: RunStatus,
@@ -39,25 +31,59 @@ pub struct HistoryRow {
     pub changes: BTreeMap<String, ChangeCounts>,
 }
 
-/// The complete runs of `job` in `store`, oldest first (by sequence number).
-pub async fn history(store: &RunStore, job: &str) -> Result<Vec<HistoryRow>> {
-    let mut rows = Vec::new();
-    for run in store.list(job).await? {
+/// The runs of `job` under `output`, oldest first: its complete runs, and the
+/// scheduled ticks that failed every attempt or were skipped (from the scheduler's
+/// record), by when they started.
+pub async fn history(output: &Path, job: &str) -> Result<Vec<HistoryRow>> {
+    let mut rows: Vec<(DateTime<Utc>, HistoryRow)> = Vec::new();
+    let mut ticks_done = std::collections::BTreeSet::new();
+    for run in RunStore::local(output).list(job).await? {
         let m = run.manifest().await?;
-        rows.push(HistoryRow {
-            run_id: m.run_id,
-            as_of: m.as_of,
-            status: RunStatus::Complete,
-            population: m.population,
-            cohorts: m.cohorts,
-            validation_auc: m.validation_auc,
-            calibration_slope: m.validation_calibration_slope,
-            duration_s: (m.finished_utc - m.started_utc).num_milliseconds() as f64 / 1000.0,
-            compared_with: m.compared_with,
-            changes: m.changes,
-        });
+        ticks_done.extend(m.tick.clone());
+        rows.push((
+            m.started_utc,
+            HistoryRow {
+                run_id: Some(m.run_id),
+                tick: m.tick,
+                as_of: m.as_of,
+                status: RunStatus::Complete,
+                population: m.population,
+                cohorts: m.cohorts,
+                validation_auc: m.validation_auc,
+                calibration_slope: m.validation_calibration_slope,
+                duration_s: (m.finished_utc - m.started_utc).num_milliseconds() as f64 / 1000.0,
+                compared_with: m.compared_with,
+                changes: m.changes,
+            },
+        ));
     }
-    Ok(rows)
+    // A tick's last attempt, when no attempt made a complete run.
+    let mut last: BTreeMap<String, crate::scheduler::Attempt> = BTreeMap::new();
+    for a in crate::scheduler::attempts(output, job)? {
+        if !ticks_done.contains(&a.tick) && a.status != RunStatus::Complete {
+            last.insert(a.tick.clone(), a);
+        }
+    }
+    for (_, a) in last {
+        rows.push((
+            a.started_utc,
+            HistoryRow {
+                run_id: None,
+                tick: Some(a.tick),
+                as_of: a.as_of,
+                status: a.status,
+                population: 0,
+                cohorts: BTreeMap::new(),
+                validation_auc: None,
+                calibration_slope: None,
+                duration_s: (a.finished_utc - a.started_utc).num_milliseconds() as f64 / 1000.0,
+                compared_with: None,
+                changes: BTreeMap::new(),
+            },
+        ));
+    }
+    rows.sort_by_key(|(t, _)| *t);
+    Ok(rows.into_iter().map(|(_, r)| r).collect())
 }
 
 /// The text table `riskstrat history` prints.
@@ -77,7 +103,7 @@ pub fn render(rows: &[HistoryRow]) -> String {
         let _ = writeln!(
             s,
             "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{:.1}\t{}",
-            r.run_id,
+            r.run_id.as_deref().unwrap_or("-"),
             r.as_of,
             r.status.as_str(),
             r.population,

@@ -23,6 +23,7 @@ pub struct JobFile {
     pub model: ModelSection,
     #[serde(default)]
     pub outcomes: OutcomesSection,
+    pub schedule: Option<crate::schedule::ScheduleSection>,
 }
 
 /// The service outcome evaluation (the `outcomes` stage), run when there is a
@@ -203,6 +204,11 @@ pub struct Job {
     pub resources: ResourcesSection,
     pub model: ModelConfig,
     pub source: PathBuf,
+    /// `[schedule]`, checked (`schedule`, `backfill`).
+    pub schedule: Option<crate::schedule::Schedule>,
+    /// The scheduled tick this run is for (set by the scheduler, never by the file):
+    /// its key goes into the manifest so that a tick is run once.
+    pub tick: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,6 +272,11 @@ impl Job {
         check_resources(&file.resources, &at)?;
         let model = model_config(&file.model, &at)?;
         let sql_dir = sql_folder(&file.job, &at)?;
+        let schedule = file
+            .schedule
+            .as_ref()
+            .map(|s| crate::schedule::Schedule::parse(s, &at.ctx("[schedule]")))
+            .transpose()?;
         Ok(Job {
             name,
             as_of,
@@ -281,6 +292,8 @@ impl Job {
             resources: file.resources,
             model,
             source: path.to_path_buf(),
+            schedule,
+            tick: None,
         })
     }
 }

@@ -29,7 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "governance/vault",
         ],
     ),
-    ("data", &["ingest", "session", "sql", "job"]),
+    ("data", &["ingest", "session", "sql", "job", "schedule"]),
     (
         "stages",
         &[
@@ -51,6 +51,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "synth",
             "gate",
             "history",
+            "scheduler",
             "pseudonymise",
             "feedback",
             "main",

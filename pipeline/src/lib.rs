@@ -28,6 +28,8 @@ pub mod progress;
 pub mod pseudonymise;
 pub mod quality;
 pub mod run;
+pub mod schedule;
+pub mod scheduler;
 pub mod serve;
 pub mod service_evaluation;
 pub mod service_evaluation_check;

@@ -58,6 +58,9 @@ enum Command {
     History(HistoryArgs),
     /// Entrants, leavers and tier transitions of each cohort between two runs of a job.
     Diff(DiffArgs),
+    /// Run every tick of a job's [schedule] between two dates, oldest first (ticks
+    /// that already have a complete run are not run again).
+    Backfill(BackfillArgs),
     /// The audit log of disclosures and approvals.
     Audit {
         #[command(subcommand)]
@@ -186,6 +189,17 @@ struct HistoryArgs {
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::Args)]
+struct BackfillArgs {
+    job: PathBuf,
+    /// First day (YYYY-MM-DD, the schedule's local date).
+    #[arg(long)]
+    from: String,
+    /// Last day (YYYY-MM-DD), included.
+    #[arg(long)]
+    to: String,
 }
 
 #[derive(clap::Args)]
@@ -381,6 +395,7 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Approve(a) => approve(a),
         Command::History(a) => history(a).await,
         Command::Diff(a) => diff(a).await,
+        Command::Backfill(a) => backfill(a).await,
         Command::Feedback {
             command: FeedbackCommand::Import(a),
         } => feedback_import(a),
@@ -416,12 +431,36 @@ async fn history(a: HistoryArgs) -> Result<()> {
     } else {
         dir
     };
-    let store = riskstrat::outputs::run_store::RunStore::local(dir);
-    let rows = riskstrat::history::history(&store, job).await?;
+    let rows = riskstrat::history::history(dir, job).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         print!("{}", riskstrat::history::render(&rows));
+    }
+    Ok(())
+}
+
+/// `backfill JOB --from --to`: one line per tick; exit 1 when a tick failed every
+/// attempt (the others still ran).
+async fn backfill(a: BackfillArgs) -> Result<()> {
+    let from = parse_date(&a.from, "--from")?;
+    let to = parse_date(&a.to, "--to")?;
+    let r = riskstrat::scheduler::backfill(&a.job, from, to, Clock::system()).await?;
+    for (tick, run) in &r.already {
+        println!("{tick}\talready run\t{run}");
+    }
+    for (tick, run) in &r.ran {
+        println!("{tick}\tran\t{run}");
+    }
+    for (tick, _) in &r.failed {
+        println!("{tick}\tfailed (see the job's .schedule.jsonl)");
+    }
+    if let Some((tick, e)) = r.failed.last() {
+        return Err(Error::failed(format!(
+            "backfill: {} of {} ticks failed every attempt; the last, {tick}: {e}",
+            r.failed.len(),
+            r.failed.len() + r.ran.len() + r.already.len()
+        )));
     }
     Ok(())
 }

@@ -18,6 +18,9 @@ pub struct Manifest {
     /// Absent in runs written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// The scheduled tick the run was for (`schedule`, `backfill`), its run key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tick: Option<String>,
     /// The population date `A`, as `YYYY-MM-DD`.
     #[serde(with = "iso_date")]
     pub as_of: NaiveDate,
@@ -81,7 +84,7 @@ pub(crate) mod iso_date {
 
 /// A time as RFC 3339 in UTC (`DateTime::to_rfc3339`), the text manifests have always
 /// held; read back from any RFC 3339 offset.
-mod rfc3339 {
+pub(crate) mod rfc3339 {
     use chrono::{DateTime, Utc};
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 

@@ -40,6 +40,9 @@ pub async fn run_with(job: &Job, clock: Clock) -> Result<RunOutcome> {
 
 async fn run_stages(job: &Job, clock: Clock) -> Result<RunOutcome> {
     let rc = RunContext::claim(job, clock).await?;
+    if let Some(e) = crate::faults::failure("run.start") {
+        return Err(crate::error::Error::failed(e));
+    }
     let loaded = stages::load(&rc).await?;
     let features = stages::features(&rc).await?;
     let trained = stages::model(&rc).await?;
@@ -102,6 +105,7 @@ fn manifest(
         job_file: job.source.display().to_string(),
         run_id: rc.run_id().map(ToString::to_string).unwrap_or_default(),
         seq: rc.run_id().map(|id| id.seq),
+        tick: job.tick.clone(),
         as_of: job.as_of,
         started_utc: rc.started,
         finished_utc: rc.clock.now(),

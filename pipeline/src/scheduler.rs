@@ -1,0 +1,232 @@
+//! Running a job's scheduled ticks. `backfill` runs every tick of a date range, oldest
+//! first. A tick's run key is the job and the tick's instant; the manifest of its run
+//! holds the key, so a tick with a complete run is never run again. One process at a
+//! time runs a job's ticks (an exclusive lock on `<output>/<job>/.schedule.lock`), and
+//! every attempt, failed or not, is appended to `<output>/<job>/.schedule.jsonl`.
+
+use crate::clock::Clock;
+use crate::error::{Error, ErrorKind, Result};
+use crate::job::Job;
+use crate::outputs::run_store::RunStore;
+use crate::schedule::{Schedule, Tick};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How one attempt at a tick ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptStatus {
+    Complete,
+    Failed,
+    Skipped,
+}
+
+impl AttemptStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptStatus::Complete => "complete",
+            AttemptStatus::Failed => "failed",
+            AttemptStatus::Skipped => "skipped",
+        }
+    }
+}
+
+/// One line of `.schedule.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Attempt {
+    pub tick: String,
+    #[serde(with = "crate::outputs::manifest::iso_date")]
+    pub as_of: NaiveDate,
+    /// 1 for the first attempt at a tick.
+    pub attempt: u32,
+    pub status: AttemptStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(with = "crate::outputs::manifest::rfc3339")]
+    pub started_utc: DateTime<Utc>,
+    #[serde(with = "crate::outputs::manifest::rfc3339")]
+    pub finished_utc: DateTime<Utc>,
+}
+
+/// The attempts log of a job's ticks.
+pub fn log_path(output: &Path, job: &str) -> PathBuf {
+    output.join(job).join(".schedule.jsonl")
+}
+
+/// Every attempt recorded for a job, in the order made. A last line torn by a crash
+/// is ignored.
+pub fn attempts(output: &Path, job: &str) -> Result<Vec<Attempt>> {
+    let path = log_path(output, job);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(crate::durable::io_at(&path, "reading")(e)),
+    };
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+fn record(output: &Path, job: &str, a: &Attempt) -> Result<()> {
+    let path = log_path(output, job);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(crate::durable::io_at(&path, "opening"))?;
+    let mut line = serde_json::to_vec(a)?;
+    line.push(b'\n');
+    f.write_all(&line)
+        .and_then(|_| f.sync_data())
+        .map_err(crate::durable::io_at(&path, "appending to"))
+}
+
+/// What a backfill did, tick by tick.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Ticks run to a complete run: (tick key, run id).
+    pub ran: Vec<(String, String)>,
+    /// Ticks that already had a complete run: (tick key, run id).
+    pub already: Vec<(String, String)>,
+    /// Ticks that failed every attempt: (tick key, last error).
+    pub failed: Vec<(String, String)>,
+}
+
+/// `riskstrat backfill JOB --from --to`: every tick of the job's schedule from the
+/// start of local day `from` to the end of `to`, oldest first, with `A` the tick's
+/// local date.
+pub async fn backfill(
+    job_file: &Path,
+    from: NaiveDate,
+    to: NaiveDate,
+    clock: Clock,
+) -> Result<Report> {
+    let job = Job::load(job_file, None)?;
+    let schedule = schedule_of(&job)?;
+    if from > to {
+        return Err(crate::bad_input!(
+            "backfill: --from {from} is after --to {to}; give the earlier date first"
+        ));
+    }
+    let _lease = lease(&job)?;
+    let mut done = completed_ticks(&job).await?;
+    let mut report = Report::default();
+    for tick in schedule.ticks(from, to)? {
+        if let Some(run_id) = done.get(&tick.key()) {
+            report.already.push((tick.key(), run_id.clone()));
+            continue;
+        }
+        match run_tick(job_file, &job, &schedule, tick, clock).await {
+            Ok(run_id) => {
+                done.insert(tick.key(), run_id.clone());
+                report.ran.push((tick.key(), run_id));
+            }
+            // Every later tick would fail the same way: stop, having recorded it.
+            Err(e) if e.kind == ErrorKind::BadInput => return Err(e),
+            Err(e) => report.failed.push((tick.key(), e.message)),
+        }
+    }
+    Ok(report)
+}
+
+fn schedule_of(job: &Job) -> Result<Schedule> {
+    job.schedule.clone().ok_or_else(|| {
+        crate::bad_input!(
+            "job file {}: no [schedule] section; add one, e.g. [schedule] cron = \"0 2 1 * *\"",
+            job.source.display()
+        )
+    })
+}
+
+/// The job's lease: one scheduler or backfill at a time.
+fn lease(job: &Job) -> Result<crate::durable::TargetLock> {
+    let dir = job.output.join(&job.name);
+    std::fs::create_dir_all(&dir).map_err(crate::durable::io_at(&dir, "creating"))?;
+    crate::durable::lock_target(&dir.join("schedule")).map_err(|_| {
+        Error::failed(format!(
+            "job {}: another riskstrat schedule or backfill is running its ticks now ({} is locked); wait for it to finish",
+            job.name,
+            dir.join(".schedule.lock").display()
+        ))
+    })
+}
+
+/// Tick key -> run id, of the job's complete runs made for a tick.
+async fn completed_ticks(job: &Job) -> Result<BTreeMap<String, String>> {
+    let mut done = BTreeMap::new();
+    for run in RunStore::local(&job.output).list(&job.name).await? {
+        let m = run.manifest().await?;
+        if let Some(t) = m.tick {
+            done.insert(t, m.run_id);
+        }
+    }
+    Ok(done)
+}
+
+/// Run one tick, with the schedule's retries (waiting 1, 2, 4 ... s between them);
+/// each attempt is recorded. Bad input is not retried.
+async fn run_tick(
+    job_file: &Path,
+    job: &Job,
+    schedule: &Schedule,
+    tick: Tick,
+    clock: Clock,
+) -> Result<String> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let started = clock.now();
+        let result = async {
+            let mut j = Job::load(job_file, Some(&tick.as_of.to_string()))?;
+            j.tick = Some(tick.key());
+            crate::run::run_with(&j, clock).await
+        }
+        .await;
+        let (status, run_id, error) = match &result {
+            Ok(o) => (
+                AttemptStatus::Complete,
+                Some(o.manifest.run_id.clone()),
+                None,
+            ),
+            Err(e) => (AttemptStatus::Failed, None, Some(e.message.clone())),
+        };
+        record(
+            &job.output,
+            &job.name,
+            &Attempt {
+                tick: tick.key(),
+                as_of: tick.as_of,
+                attempt,
+                status,
+                run_id: run_id.clone(),
+                error,
+                started_utc: started,
+                finished_utc: clock.now(),
+            },
+        )?;
+        match result {
+            Ok(o) => return Ok(o.manifest.run_id),
+            Err(e) if e.kind == ErrorKind::BadInput || attempt > schedule.retries => {
+                tracing::warn!("tick {}: attempt {attempt} failed: {}", tick.key(), e);
+                return Err(e);
+            }
+            Err(e) => {
+                let wait = Duration::from_secs(1 << (attempt - 1).min(10));
+                tracing::warn!(
+                    "tick {}: attempt {attempt} failed ({}); retrying in {} s",
+                    tick.key(),
+                    e,
+                    wait.as_secs()
+                );
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
