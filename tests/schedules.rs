@@ -448,3 +448,163 @@ fn a_bad_schedule_names_the_setting() {
         stderr(&o)
     );
 }
+
+// --- `riskstrat schedule`, on a clock the tests set (and speed up) ---
+
+/// A scheduler of `job` whose clock starts at `start` and runs `speed` times faster.
+fn scheduler(jobs: &[&Path], start: &str, speed: u64, fault: Option<&str>) -> std::process::Child {
+    let mut c = riskstrat();
+    c.arg("schedule");
+    for j in jobs {
+        c.arg(j);
+    }
+    c.env("RISKSTRAT_CLOCK", start)
+        .env("RISKSTRAT_CLOCK_SPEED", speed.to_string())
+        .env("RISKSTRAT_LOG", "riskstrat=info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if let Some(f) = fault {
+        c.env("RISKSTRAT_FAULT", f);
+    }
+    c.spawn().unwrap()
+}
+
+/// SIGTERM, then the exit status and stderr.
+fn stop(child: std::process::Child) -> (Option<i32>, String) {
+    // SAFETY: kill(2) on a child we own.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn ticks_of(dir: &Path) -> Vec<String> {
+    runs(dir)
+        .iter()
+        .map(|r| manifest(r)["tick"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Two schedulers of one job, on a clock running ten days a second from 29 December:
+/// the January, February and March ticks each run once, in order, and SIGTERM ends
+/// both cleanly.
+#[test]
+fn two_schedulers_run_each_monthly_tick_once() {
+    let dir = scratch("schedule-monthly");
+    let job = scheduled_job(&dir, "");
+    let a = scheduler(&[&job], "2025-12-29T00:00:00Z", 864_000, None);
+    let b = scheduler(&[&job], "2025-12-29T00:00:00Z", 864_000, None);
+    wait_for("three runs", || runs(&dir).len() >= 3);
+    let (ca, ea) = stop(a);
+    let (cb, eb) = stop(b);
+    assert_eq!((ca, cb), (Some(0), Some(0)), "{ea}\n{eb}");
+    let ticks = ticks_of(&dir);
+    assert_eq!(
+        ticks[..3],
+        [
+            "2026-01-01T02:00:00Z",
+            "2026-02-01T02:00:00Z",
+            "2026-03-01T02:00:00Z"
+        ]
+    );
+    let unique: BTreeSet<_> = ticks.iter().collect();
+    assert_eq!(unique.len(), ticks.len(), "a tick ran twice: {ticks:?}");
+    assert!(
+        ea.contains("complete, run") || eb.contains("complete, run"),
+        "{ea}\n{eb}"
+    );
+}
+
+/// Down from after January's run until 15 March: February and March were missed.
+#[test]
+fn missed_ticks_are_handled_as_the_job_says() {
+    for (missed, ran, skipped) in [
+        ("latest", vec!["2026-03-01"], vec!["2026-02-01"]),
+        ("all", vec!["2026-02-01", "2026-03-01"], vec![]),
+        ("skip", vec![], vec!["2026-02-01", "2026-03-01"]),
+    ] {
+        let dir = scratch(&format!("schedule-missed-{missed}"));
+        let job = scheduled_job(&dir, &format!("missed = \"{missed}\"\n"));
+        let o = riskstrat()
+            .args([
+                "backfill",
+                job.to_str().unwrap(),
+                "--from",
+                "2026-01-01",
+                "--to",
+                "2026-01-01",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let s = scheduler(&[&job], "2026-03-15T00:00:00Z", 1, None);
+        let expected_runs = 1 + ran.len();
+        let expected_lines = 1 + ran.len() + skipped.len();
+        wait_for("the missed ticks", || {
+            runs(&dir).len() >= expected_runs
+                && std::fs::read_to_string(dir.join("runs/test-job/.schedule.jsonl"))
+                    .map(|t| {
+                        t.lines().filter(|l| !l.contains("\"started\"")).count() >= expected_lines
+                    })
+                    .unwrap_or(false)
+        });
+        let (code, err) = stop(s);
+        assert_eq!(code, Some(0), "{err}");
+        let h = riskstrat()
+            .args([
+                "history",
+                dir.join("runs/test-job").to_str().unwrap(),
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        let h: Vec<serde_json::Value> = serde_json::from_slice(&h.stdout).unwrap();
+        let with = |status: &str| -> Vec<String> {
+            h.iter()
+                .filter(|r| r["status"] == status && r["as_of"] != "2026-01-01")
+                .map(|r| r["as_of"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(with("complete"), ran, "{missed}");
+        let mut s = with("skipped");
+        s.sort();
+        assert_eq!(s, skipped, "{missed}");
+    }
+}
+
+/// A scheduler killed in the middle of January's run, restarted: the tick runs once.
+#[test]
+fn a_scheduler_killed_mid_run_runs_the_tick_once_after_restart() {
+    let dir = scratch("schedule-killed");
+    let job = scheduled_job(&dir, "");
+    let s = scheduler(
+        &[&job],
+        "2026-01-01T01:59:59Z",
+        1,
+        Some("run.before_recheck=kill"),
+    );
+    let out = s.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), None, "killed by the fault");
+    assert!(runs(&dir).is_empty());
+    // Restarted later the same night: the interrupted tick runs again, once.
+    let s = scheduler(&[&job], "2026-01-01T03:00:00Z", 1, None);
+    wait_for("the rerun", || !runs(&dir).is_empty());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (code, err) = stop(s);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(ticks_of(&dir), ["2026-01-01T02:00:00Z"]);
+    assert!(err.contains("interrupted"), "{err}");
+}

@@ -64,6 +64,16 @@ pub struct TargetLock {
 }
 
 pub fn lock_target(target: &Path) -> Result<TargetLock, Error> {
+    try_lock_target(target)?.ok_or_else(|| {
+        Error::failed(format!(
+            "{}: another riskstrat command is writing it now; wait for it to finish",
+            target.display()
+        ))
+    })
+}
+
+/// [`lock_target`], or `None` while another process holds it.
+pub fn try_lock_target(target: &Path) -> Result<Option<TargetLock>, Error> {
     let name = target.file_name().unwrap_or_default().to_string_lossy();
     let path = target.with_file_name(format!(".{name}.lock"));
     let lock = OpenOptions::new()
@@ -73,11 +83,8 @@ pub fn lock_target(target: &Path) -> Result<TargetLock, Error> {
         .open(&path)
         .map_err(io_at(&path, "creating the lock file"))?;
     match lock.try_lock() {
-        Ok(()) => Ok(TargetLock { _lock: lock }),
-        Err(TryLockError::WouldBlock) => Err(Error::failed(format!(
-            "{}: another riskstrat command is writing it now; wait for it to finish",
-            target.display()
-        ))),
+        Ok(()) => Ok(Some(TargetLock { _lock: lock })),
+        Err(TryLockError::WouldBlock) => Ok(None),
         Err(TryLockError::Error(e)) => Err(io_at(&path, "locking")(e)),
     }
 }

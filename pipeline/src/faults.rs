@@ -3,6 +3,8 @@
 //!
 //! - `RISKSTRAT_CLOCK=2020-01-01T00:00:00Z`: the wall clock starts at that instant (and
 //!   runs on from there), so a test can jump the clock; read here and nowhere else.
+//!   `RISKSTRAT_CLOCK_SPEED=N` makes it run N times faster, so that a test sees months
+//!   of a schedule's ticks in seconds.
 //! - `RISKSTRAT_FAULT=point=kill,other=wait:/path,third=spin:50`: at a named point the
 //!   process SIGKILLs itself (`kill`), waits until `/path` exists (`wait:`, writing
 //!   `/path.reached` first so the test knows where it is), or computes for 50 ms
@@ -27,10 +29,30 @@ pub fn now() -> DateTime<Utc> {
             Some((t.with_timezone(&Utc), std::time::Instant::now()))
         });
         if let Some((start, at)) = *FAKE {
-            return start + at.elapsed();
+            let elapsed = at.elapsed().mul_f64(clock_speed());
+            return start + chrono::Duration::from_std(elapsed).unwrap_or(chrono::TimeDelta::MAX);
         }
     }
     Utc::now()
+}
+
+/// How many times faster than real time the clock runs (1 but in tests).
+pub fn clock_speed() -> f64 {
+    #[cfg(debug_assertions)]
+    {
+        use std::sync::LazyLock;
+        static SPEED: LazyLock<f64> = LazyLock::new(|| {
+            std::env::var("RISKSTRAT_CLOCK_SPEED").map_or(1.0, |s| {
+                s.parse()
+                    .ok()
+                    .filter(|v: &f64| *v >= 1.0)
+                    .unwrap_or_else(|| panic!("RISKSTRAT_CLOCK_SPEED={s}: a number >= 1"))
+            })
+        });
+        *SPEED
+    }
+    #[cfg(not(debug_assertions))]
+    1.0
 }
 
 /// A named point where the fault suite may kill, pause or slow the process.

@@ -60,7 +60,9 @@ pub async fn history(output: &Path, job: &str) -> Result<Vec<HistoryRow>> {
     // A tick's last attempt, when no attempt made a complete run.
     let mut last: BTreeMap<String, crate::scheduler::Attempt> = BTreeMap::new();
     for a in crate::scheduler::attempts(output, job)? {
-        if !ticks_done.contains(&a.tick) && a.status != RunStatus::Complete {
+        if !ticks_done.contains(&a.tick)
+            && matches!(a.status, RunStatus::Failed | RunStatus::Skipped)
+        {
             last.insert(a.tick.clone(), a);
         }
     }

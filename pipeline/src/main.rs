@@ -58,6 +58,12 @@ enum Command {
     History(HistoryArgs),
     /// Entrants, leavers and tier transitions of each cohort between two runs of a job.
     Diff(DiffArgs),
+    /// Run jobs at the ticks of their [schedule]s until SIGTERM (logs to stderr).
+    Schedule {
+        /// Job files, each with a [schedule] section.
+        #[arg(required = true)]
+        jobs: Vec<PathBuf>,
+    },
     /// Run every tick of a job's [schedule] between two dates, oldest first (ticks
     /// that already have a complete run are not run again).
     Backfill(BackfillArgs),
@@ -396,6 +402,7 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::History(a) => history(a).await,
         Command::Diff(a) => diff(a).await,
         Command::Backfill(a) => backfill(a).await,
+        Command::Schedule { jobs } => riskstrat::scheduler::schedule(&jobs, Clock::system()).await,
         Command::Feedback {
             command: FeedbackCommand::Import(a),
         } => feedback_import(a),

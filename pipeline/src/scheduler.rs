@@ -1,25 +1,33 @@
-//! Running a job's scheduled ticks. `backfill` runs every tick of a date range, oldest
-//! first. A tick's run key is the job and the tick's instant; the manifest of its run
-//! holds the key, so a tick with a complete run is never run again. One process at a
-//! time runs a job's ticks (an exclusive lock on `<output>/<job>/.schedule.lock`), and
-//! every attempt, failed or not, is appended to `<output>/<job>/.schedule.jsonl`.
+//! Running a job's scheduled ticks: `schedule` runs them as the clock reaches them,
+//! `backfill` every tick of a date range, oldest first. A tick's run key is the job
+//! and the tick's instant; the manifest of its run holds the key, so a tick with a
+//! complete run is never run again. One process at a time runs a job's ticks (an
+//! exclusive lock on `<output>/<job>/.schedule.lock`: `backfill` holds it throughout,
+//! `schedule` for each tick, so two schedulers of one job take turns and the second
+//! finds each tick already handled), and every attempt, failed or not, is appended to
+//! `<output>/<job>/.schedule.jsonl`, with a `started` line before each run so that a
+//! scheduler restarted after a crash runs the interrupted tick again.
 
 use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::Job;
 use crate::outputs::run_store::RunStore;
-use crate::schedule::{Schedule, Tick};
+use crate::schedule::{Missed, Schedule, Tick};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// How one attempt at a tick ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptStatus {
+    /// A run begun (no run folder yet); followed by how it ended unless the process died.
+    Started,
     Complete,
     Failed,
     Skipped,
@@ -28,6 +36,7 @@ pub enum AttemptStatus {
 impl AttemptStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            AttemptStatus::Started => "started",
             AttemptStatus::Complete => "complete",
             AttemptStatus::Failed => "failed",
             AttemptStatus::Skipped => "skipped",
@@ -147,15 +156,19 @@ fn schedule_of(job: &Job) -> Result<Schedule> {
 
 /// The job's lease: one scheduler or backfill at a time.
 fn lease(job: &Job) -> Result<crate::durable::TargetLock> {
-    let dir = job.output.join(&job.name);
-    std::fs::create_dir_all(&dir).map_err(crate::durable::io_at(&dir, "creating"))?;
-    crate::durable::lock_target(&dir.join("schedule")).map_err(|_| {
+    try_lease(job)?.ok_or_else(|| {
         Error::failed(format!(
             "job {}: another riskstrat schedule or backfill is running its ticks now ({} is locked); wait for it to finish",
             job.name,
-            dir.join(".schedule.lock").display()
+            job.output.join(&job.name).join(".schedule.lock").display()
         ))
     })
+}
+
+fn try_lease(job: &Job) -> Result<Option<crate::durable::TargetLock>> {
+    let dir = job.output.join(&job.name);
+    std::fs::create_dir_all(&dir).map_err(crate::durable::io_at(&dir, "creating"))?;
+    crate::durable::try_lock_target(&dir.join("schedule"))
 }
 
 /// Tick key -> run id, of the job's complete runs made for a tick.
@@ -183,6 +196,21 @@ async fn run_tick(
     loop {
         attempt += 1;
         let started = clock.now();
+        let mark = |status, run_id, error| Attempt {
+            tick: tick.key(),
+            as_of: tick.as_of,
+            attempt,
+            status,
+            run_id,
+            error,
+            started_utc: started,
+            finished_utc: clock.now(),
+        };
+        record(
+            &job.output,
+            &job.name,
+            &mark(AttemptStatus::Started, None, None),
+        )?;
         let result = async {
             let mut j = Job::load(job_file, Some(&tick.as_of.to_string()))?;
             j.tick = Some(tick.key());
@@ -197,20 +225,7 @@ async fn run_tick(
             ),
             Err(e) => (AttemptStatus::Failed, None, Some(e.message.clone())),
         };
-        record(
-            &job.output,
-            &job.name,
-            &Attempt {
-                tick: tick.key(),
-                as_of: tick.as_of,
-                attempt,
-                status,
-                run_id: run_id.clone(),
-                error,
-                started_utc: started,
-                finished_utc: clock.now(),
-            },
-        )?;
+        record(&job.output, &job.name, &mark(status, run_id, error))?;
         match result {
             Ok(o) => return Ok(o.manifest.run_id),
             Err(e) if e.kind == ErrorKind::BadInput || attempt > schedule.retries => {
@@ -229,4 +244,184 @@ async fn run_tick(
             }
         }
     }
+}
+
+/// `riskstrat schedule JOB...`: run each job's ticks as the clock reaches them, until
+/// SIGTERM or SIGINT (a run under way is finished first). At start, for each job, a
+/// tick whose run was interrupted (a `started` line and nothing after it) runs again,
+/// and the ticks that passed since the job's last recorded tick are handled as its
+/// `missed` says.
+pub async fn schedule(job_files: &[PathBuf], clock: Clock) -> Result<()> {
+    let mut jobs = Vec::new();
+    for f in job_files {
+        let job = Job::load(f, None)?;
+        let schedule = schedule_of(&job)?;
+        jobs.push((f.clone(), job, schedule));
+    }
+    let stop = stop_on_signal()?;
+    let started = clock.now();
+    let mut after = Vec::new();
+    for (file, job, schedule) in &jobs {
+        tracing::info!(
+            "job {}: schedule \"{}\" in {}",
+            job.name,
+            schedule.pattern,
+            schedule.timezone
+        );
+        let log = attempts(&job.output, &job.name)?;
+        let done = completed_ticks(job).await?;
+        let last = log
+            .iter()
+            .map(|a| a.tick.clone())
+            .chain(done.keys().cloned())
+            .max();
+        for a in &log {
+            let interrupted = a.status == AttemptStatus::Started
+                && !log.iter().any(|b| {
+                    b.tick == a.tick && b.attempt == a.attempt && b.status != AttemptStatus::Started
+                });
+            if interrupted && !stop.load(Ordering::SeqCst) {
+                if let Some(tick) = parse_tick(&a.tick, a.as_of) {
+                    tracing::info!(
+                        "job {}: tick {}: interrupted; running it again",
+                        job.name,
+                        a.tick
+                    );
+                    run_due(file, job, schedule, tick, clock, &stop).await?;
+                }
+            }
+        }
+        let baseline = last
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .map_or(started, |t| t.min(started));
+        let missed = schedule.ticks_between(baseline, started);
+        let run: Vec<Tick> = match schedule.missed {
+            Missed::All => missed.clone(),
+            Missed::Latest => missed.last().copied().into_iter().collect(),
+            Missed::Skip => Vec::new(),
+        };
+        for t in &missed {
+            if !run.contains(t) {
+                skip(job, *t, clock)?;
+            }
+        }
+        for t in run {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            run_due(file, job, schedule, t, clock, &stop).await?;
+        }
+        after.push(started);
+    }
+    // A fast test clock needs short naps to see each tick near its time.
+    let nap = if crate::faults::clock_speed() > 1.0 {
+        Duration::from_millis(10)
+    } else {
+        Duration::from_secs(1)
+    };
+    while !stop.load(Ordering::SeqCst) {
+        let now = clock.now();
+        for (k, (file, job, schedule)) in jobs.iter().enumerate() {
+            for t in schedule.ticks_between(after[k], now) {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                run_due(file, job, schedule, t, clock, &stop).await?;
+                after[k] = t.at;
+            }
+            after[k] = after[k].max(now);
+        }
+        tokio::time::sleep(nap).await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn parse_tick(key: &str, as_of: NaiveDate) -> Option<Tick> {
+    let at = DateTime::parse_from_rfc3339(key).ok()?.with_timezone(&Utc);
+    Some(Tick { at, as_of })
+}
+
+fn skip(job: &Job, tick: Tick, clock: Clock) -> Result<()> {
+    tracing::info!("job {}: tick {}: missed, skipped", job.name, tick.key());
+    let now = clock.now();
+    record(
+        &job.output,
+        &job.name,
+        &Attempt {
+            tick: tick.key(),
+            as_of: tick.as_of,
+            attempt: 0,
+            status: AttemptStatus::Skipped,
+            run_id: None,
+            error: None,
+            started_utc: now,
+            finished_utc: now,
+        },
+    )
+}
+
+/// Run a due tick under the job's lease (waiting for another scheduler's run to end),
+/// unless it has been handled: a complete run, a skip, or every attempt failed.
+/// A failed tick is logged and the scheduler goes on; bad input ends it.
+async fn run_due(
+    file: &Path,
+    job: &Job,
+    schedule: &Schedule,
+    tick: Tick,
+    clock: Clock,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let _lease = loop {
+        if let Some(l) = try_lease(job)? {
+            break l;
+        }
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let key = tick.key();
+    if completed_ticks(job).await?.contains_key(&key) {
+        return Ok(());
+    }
+    let log = attempts(&job.output, &job.name)?;
+    let mine = || log.iter().filter(|a| a.tick == key);
+    let failed = mine().filter(|a| a.status == AttemptStatus::Failed).count();
+    if mine().any(|a| a.status == AttemptStatus::Skipped) || failed > schedule.retries as usize {
+        return Ok(());
+    }
+    match run_tick(file, job, schedule, tick, clock).await {
+        Ok(run_id) => {
+            tracing::info!("job {}: tick {key}: complete, run {run_id}", job.name);
+            Ok(())
+        }
+        Err(e) if e.kind == ErrorKind::BadInput => Err(e),
+        Err(e) => {
+            tracing::error!("job {}: tick {key}: failed every attempt: {e}", job.name);
+            Ok(())
+        }
+    }
+}
+
+/// A flag set by SIGTERM or SIGINT.
+fn stop_on_signal() -> Result<Arc<AtomicBool>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| Error::failed(format!("cannot listen for SIGTERM: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| Error::failed(format!("cannot listen for SIGINT: {e}")))?;
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("stopping: the run under way, if any, finishes first");
+        flag.store(true, Ordering::SeqCst);
+    });
+    Ok(stop)
 }
