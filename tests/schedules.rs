@@ -17,22 +17,7 @@ use std::path::Path;
 fn monthly_dataset() -> Dataset {
     let mut ds = Dataset::default();
     for k in 0..40 {
-        let n = format!("m{k}");
-        ds.patients.push(Patient::new(&n));
-        ds.appointments.push(Appt {
-            id: Some(pid(&n)),
-            date: d("2025-06-01"),
-            hcp: "GP",
-            mode: "Face-to-Face",
-            status: "Attended",
-        });
-        ds.prescriptions.push(Rx {
-            id: Some(pid(&n)),
-            date: d("2025-06-01"),
-            bnf: "0601023A0AAABAB",
-            items: 1,
-            nic: 1.0,
-        });
+        ds.add_patient_with_a_visit(&format!("m{k}"));
     }
     let first = |k: i64| match k {
         0..12 => d("2025-01-05") + chrono::Duration::days(30 * k),
@@ -215,16 +200,7 @@ fn entrants_and_leavers_are_the_set_difference_of_the_cohort_files() {
     assert_eq!(total("by_practice", ""), 13);
 
     // history lists the three runs, oldest first, with their changes.
-    let o = riskstrat()
-        .args([
-            "history",
-            dir.join("runs/test-job").to_str().unwrap(),
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let h: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let h = history(&dir);
     let as_of: Vec<_> = h.iter().map(|r| r["as_of"].as_str().unwrap()).collect();
     assert_eq!(as_of, ["2026-01-01", "2026-02-01", "2026-03-01"]);
     assert!(h.iter().all(|r| r["status"] == "complete"));
@@ -297,12 +273,28 @@ fn backfill(job: &Path, fault: Option<&str>) -> std::process::Output {
     c.output().unwrap()
 }
 
+/// The scheduler's record of how attempts ended (not the `started` lines before them).
 fn attempts(dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(dir.join("runs/test-job/.schedule.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|a| a["status"] != "started")
         .collect()
+}
+
+/// `history --json` of the test job.
+fn history(dir: &Path) -> Vec<serde_json::Value> {
+    let o = riskstrat()
+        .args([
+            "history",
+            dir.join("runs/test-job").to_str().unwrap(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 #[test]
@@ -338,15 +330,7 @@ fn a_backfill_runs_each_tick_once() {
         "the second backfill made no attempt"
     );
 
-    let o = riskstrat()
-        .args([
-            "history",
-            dir.join("runs/test-job").to_str().unwrap(),
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let h: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let h = history(&dir);
     assert_eq!(h.len(), 3);
     assert_eq!(h[1]["tick"], "2026-02-01T02:00:00Z");
 }
@@ -379,15 +363,7 @@ fn failed_ticks_are_retried_recorded_and_run_by_the_next_backfill() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("1 of 3 ticks failed"), "{}", stderr(&o));
     assert_eq!(runs(&dir).len(), 2);
-    let o = riskstrat()
-        .args([
-            "history",
-            dir.join("runs/test-job").to_str().unwrap(),
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let h: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let h = history(&dir);
     let status: Vec<_> = h
         .iter()
         .map(|r| (r["as_of"].as_str().unwrap(), r["status"].as_str().unwrap()))
@@ -563,15 +539,7 @@ fn missed_ticks_are_handled_as_the_job_says() {
         });
         let (code, err) = stop(s);
         assert_eq!(code, Some(0), "{err}");
-        let h = riskstrat()
-            .args([
-                "history",
-                dir.join("runs/test-job").to_str().unwrap(),
-                "--json",
-            ])
-            .output()
-            .unwrap();
-        let h: Vec<serde_json::Value> = serde_json::from_slice(&h.stdout).unwrap();
+        let h = history(&dir);
         let with = |status: &str| -> Vec<String> {
             h.iter()
                 .filter(|r| r["status"] == status && r["as_of"] != "2026-01-01")

@@ -493,26 +493,34 @@ pub fn list_runs(output: &Path, job: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Twenty people with one event of each kind; p0 has opted out.
-pub fn small_dataset() -> Dataset {
-    let mut ds = Dataset::default();
-    for k in 0..20 {
-        let n = format!("p{k}");
-        ds.patients.push(Patient::new(&n));
-        ds.appointments.push(Appt {
-            id: Some(pid(&n)),
+impl Dataset {
+    /// A patient named `n` with one attended GP appointment and one prescription item
+    /// on 1 June 2025.
+    pub fn add_patient_with_a_visit(&mut self, n: &str) {
+        self.patients.push(Patient::new(n));
+        self.appointments.push(Appt {
+            id: Some(pid(n)),
             date: d("2025-06-01"),
             hcp: "GP",
             mode: "Face-to-Face",
             status: "Attended",
         });
-        ds.prescriptions.push(Rx {
-            id: Some(pid(&n)),
+        self.prescriptions.push(Rx {
+            id: Some(pid(n)),
             date: d("2025-06-01"),
             bnf: "0601023A0AAABAB",
             items: 1,
             nic: 1.0,
         });
+    }
+}
+
+/// Twenty people with one event of each kind; p0 has opted out.
+pub fn small_dataset() -> Dataset {
+    let mut ds = Dataset::default();
+    for k in 0..20 {
+        let n = format!("p{k}");
+        ds.add_patient_with_a_visit(&n);
         ds.admissions.push(Spell {
             id: pid(&n),
             spell: format!("S{k}"),
