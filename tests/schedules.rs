@@ -576,3 +576,83 @@ fn a_scheduler_killed_mid_run_runs_the_tick_once_after_restart() {
     assert_eq!(ticks_of(&dir), ["2026-01-01T02:00:00Z"]);
     assert!(err.contains("interrupted"), "{err}");
 }
+
+/// A webhook on 127.0.0.1: the body of every POST it receives.
+fn webhook() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/hook?token=s3cr3t-token",
+        listener.local_addr().unwrap()
+    );
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let got = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            got.lock().unwrap().push(String::from_utf8(body).unwrap());
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, bodies)
+}
+
+/// Each tick's summary reaches the webhook, failed or complete, with counts and no
+/// identifier, path or error text; the webhook's URL (with its token) is not logged.
+#[test]
+fn the_webhook_gets_each_ticks_counts_and_never_an_identifier() {
+    let dir = scratch("backfill-notify");
+    let (url, bodies) = webhook();
+    let job = scheduled_job(&dir, &format!("notify = \"{url}\"\n"));
+    let o = backfill(&job, Some("run.start=fail:1"));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let got: Vec<serde_json::Value> = bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    let status: Vec<_> = got
+        .iter()
+        .map(|s| (s["as_of"].as_str().unwrap(), s["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        status,
+        [
+            ("2026-01-01", "failed"),
+            ("2026-02-01", "complete"),
+            ("2026-03-01", "complete")
+        ]
+    );
+    assert_eq!(got[0]["error"], "failed");
+    assert_eq!(got[1]["cohorts"]["complex_needs"], 12);
+    assert_eq!(got[1]["population"], 40 - 1);
+    assert_eq!(got[2]["job"], "test-job");
+    let everything = bodies.lock().unwrap().join("\n");
+    for k in 0..40 {
+        assert!(
+            !everything.contains(&pid(&format!("m{k}"))),
+            "an identifier was sent"
+        );
+    }
+    assert!(
+        !everything.contains(dir.to_str().unwrap()),
+        "a path was sent"
+    );
+    assert!(!everything.contains("injected"), "an error's text was sent");
+    assert!(!stderr(&o).contains("s3cr3t"), "{}", stderr(&o));
+}

@@ -26,6 +26,8 @@ pub struct ScheduleSection {
     /// Attempts after a failed one, each recorded, with a doubling wait between them.
     #[serde(default)]
     pub retries: u32,
+    /// An http(s) URL that receives a JSON summary (counts only) of each tick.
+    pub notify: Option<String>,
 }
 
 fn utc() -> String {
@@ -57,6 +59,7 @@ pub struct Schedule {
     pub timezone: Tz,
     pub missed: Missed,
     pub retries: u32,
+    pub notify: Option<String>,
 }
 
 /// One tick: the instant it fires and the population date `A` it runs at.
@@ -108,12 +111,20 @@ impl Schedule {
                 s.retries
             ));
         }
+        if let Some(url) = &s.notify
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(bad_input!(
+                "{ctx} notify: not an http:// or https:// URL; give the webhook's URL"
+            ));
+        }
         Ok(Schedule {
             cron,
             pattern: s.cron.clone(),
             timezone,
             missed: s.missed,
             retries: s.retries,
+            notify: s.notify.clone(),
         })
     }
 
@@ -176,6 +187,7 @@ mod tests {
             as_of: tick(),
             missed: Missed::Latest,
             retries: 0,
+            notify: None,
         };
         Schedule::parse(&s, "[schedule]").unwrap()
     }
@@ -247,6 +259,7 @@ mod tests {
                 as_of: as_of.into(),
                 missed: Missed::Latest,
                 retries: 0,
+                notify: None,
             };
             let e = Schedule::parse(&s, "job file j.toml: [schedule]")
                 .unwrap_err()

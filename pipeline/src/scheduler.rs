@@ -11,6 +11,7 @@
 use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::Job;
+use crate::outputs::manifest::{ChangeCounts, Manifest};
 use crate::outputs::run_store::RunStore;
 use crate::schedule::{Missed, Schedule, Tick};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -193,8 +194,24 @@ async fn run_tick(
     clock: Clock,
 ) -> Result<String> {
     let mut attempt = 0;
+    let result = run_attempts(job_file, job, schedule, tick, clock, &mut attempt).await;
+    if let Some(url) = &schedule.notify {
+        notify(url, &Summary::of(job, tick, attempt, &result)).await;
+    }
+    result.map(|m| m.run_id)
+}
+
+async fn run_attempts(
+    job_file: &Path,
+    job: &Job,
+    schedule: &Schedule,
+    tick: Tick,
+    clock: Clock,
+    attempt: &mut u32,
+) -> Result<Manifest> {
     loop {
-        attempt += 1;
+        *attempt += 1;
+        let attempt = *attempt;
         let started = clock.now();
         let mark = |status, run_id, error| Attempt {
             tick: tick.key(),
@@ -227,7 +244,7 @@ async fn run_tick(
         };
         record(&job.output, &job.name, &mark(status, run_id, error))?;
         match result {
-            Ok(o) => return Ok(o.manifest.run_id),
+            Ok(o) => return Ok(o.manifest),
             Err(e) if e.kind == ErrorKind::BadInput || attempt > schedule.retries => {
                 tracing::warn!("tick {}: attempt {attempt} failed: {}", tick.key(), e);
                 return Err(e);
@@ -424,4 +441,88 @@ fn stop_on_signal() -> Result<Arc<AtomicBool>> {
         flag.store(true, Ordering::SeqCst);
     });
     Ok(stop)
+}
+
+/// What a schedule's webhook receives after each tick: counts and the tick's outcome,
+/// never a person's identifier, an error's text (it may quote an input) or a path.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub job: String,
+    pub tick: String,
+    #[serde(with = "crate::outputs::manifest::iso_date")]
+    pub as_of: NaiveDate,
+    pub status: AttemptStatus,
+    pub attempts: u32,
+    pub run_id: Option<String>,
+    pub population: Option<u64>,
+    pub cohorts: BTreeMap<String, u64>,
+    pub changes: BTreeMap<String, ChangeCounts>,
+    /// `bad_input` (exit code 2: the job or its inputs need fixing) or `failed`.
+    pub error: Option<&'static str>,
+}
+
+impl Summary {
+    fn of(job: &Job, tick: Tick, attempts: u32, result: &Result<Manifest>) -> Summary {
+        let mut s = Summary {
+            job: job.name.clone(),
+            tick: tick.key(),
+            as_of: tick.as_of,
+            status: AttemptStatus::Failed,
+            attempts,
+            run_id: None,
+            population: None,
+            cohorts: BTreeMap::new(),
+            changes: BTreeMap::new(),
+            error: None,
+        };
+        match result {
+            Ok(m) => {
+                s.status = AttemptStatus::Complete;
+                s.run_id = Some(m.run_id.clone());
+                s.population = Some(m.population);
+                s.cohorts = m.cohorts.clone();
+                s.changes = m.changes.clone();
+            }
+            Err(e) => {
+                s.error = Some(match e.kind {
+                    ErrorKind::BadInput => "bad_input",
+                    ErrorKind::Failed => "failed",
+                })
+            }
+        }
+        s
+    }
+}
+
+/// POST the summary as JSON, within 10 s. A webhook that fails is logged (without its
+/// URL, which may hold a token) and does not fail the tick.
+async fn notify(url: &str, summary: &Summary) {
+    let (url, body) = (url.to_string(), serde_json::to_vec(summary));
+    let Ok(body) = body else { return };
+    let sent = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .send(&body[..])
+            .map(|_| ())
+    })
+    .await;
+    match sent {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("the schedule's notify webhook failed: {}", kind_of(&e)),
+        Err(_) => tracing::warn!("the schedule's notify webhook failed"),
+    }
+}
+
+fn kind_of(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::StatusCode(c) => format!("HTTP status {c}"),
+        ureq::Error::Timeout(_) => "timed out".into(),
+        ureq::Error::Io(io) => format!("{}", io.kind()),
+        _ => "could not send".into(),
+    }
 }
