@@ -656,3 +656,79 @@ fn the_webhook_gets_each_ticks_counts_and_never_an_identifier() {
     assert!(!everything.contains("injected"), "an error's text was sent");
     assert!(!stderr(&o).contains("s3cr3t"), "{}", stderr(&o));
 }
+
+/// Commissioners see changes only through disclosure control: the `cohort_changes`
+/// view releases a row only for at least 8 people, as a multiple of 5 near the truth
+/// (an independent count of the changes file), and the handful who entered or left a
+/// cohort this month are not shown. Empty for a job's first run.
+#[test]
+fn commissioners_see_changes_only_in_protected_counts() {
+    use std::collections::BTreeMap;
+    let dir = scratch("changes-view");
+    let o = synth(&dir, 3000, 3);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let job = dir.join("job.toml");
+    for as_of in ["2026-03-01", "2026-04-01"] {
+        let o = riskstrat()
+            .args(["run", job.to_str().unwrap(), "--as-of", as_of])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let job_runs = list_runs(&dir.join("runs"), "complex-needs");
+    let query = |run: &Path| -> Vec<serde_json::Value> {
+        let o = riskstrat()
+            .args(["query", "--run", run.to_str().unwrap(), "--format", "json"])
+            .arg("SELECT * FROM cohort_changes")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    assert!(query(&job_runs[0]).is_empty());
+
+    let mut truth: BTreeMap<[String; 4], i64> = BTreeMap::new();
+    for b in read_parquet(&job_runs[1].join("changes_complex_needs.parquet")) {
+        let text = |n: &str, r: usize| {
+            let a = b.column_by_name(n).unwrap();
+            let a = a
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::StringArray>()
+                .unwrap();
+            use datafusion::arrow::array::Array;
+            if a.is_null(r) {
+                "none".to_string()
+            } else {
+                a.value(r).to_string()
+            }
+        };
+        for r in 0..b.num_rows() {
+            let key =
+                ["change", "practice_code", "previous_tier", "current_tier"].map(|c| text(c, r));
+            *truth.entry(key).or_default() += 1;
+        }
+    }
+    let released = query(&job_runs[1]);
+    assert!(!released.is_empty(), "some cells hold 8 or more people");
+    for row in &released {
+        let key = ["change", "practice_code", "previous_tier", "current_tier"]
+            .map(|c| row[c].as_str().unwrap().to_string());
+        let people = row["people"].as_i64().unwrap();
+        let true_count = truth[&key];
+        assert!(true_count >= 8, "{key:?}: {true_count} people released");
+        assert_eq!(people % 5, 0, "{key:?}");
+        assert!(
+            (people - true_count).abs() <= 5,
+            "{key:?}: {people} for {true_count}"
+        );
+    }
+    // Every cell of 8 or more is released; none smaller is.
+    let big = truth.values().filter(|&&n| n >= 8).count();
+    assert_eq!(released.len(), big);
+    let entered: i64 = truth
+        .iter()
+        .filter(|(k, _)| k[0] == "entered")
+        .map(|(_, n)| n)
+        .sum();
+    assert!(entered > 0, "people did enter the cohort");
+}

@@ -39,6 +39,7 @@ builtin_files!(
     "views/people.sql",
     "views/cohort_people.sql",
     "views/cohort_summary.sql",
+    "views/cohort_changes.sql",
     "views/service_outcomes.sql",
     "views/feedback_outcomes.sql",
     "feedback_outcomes.sql",

@@ -349,26 +349,17 @@ pub async fn open_run(run: &RunHandle, secret: &Key, policy: &Policy) -> Result<
     ] {
         run.register(&base, name, file).await?;
     }
-    // Cohort membership, long: (pseudo_id, cohort), from each cohort file.
-    let mut membership: Option<DataFrame> = None;
-    for cohort in manifest.cohorts.keys() {
-        let df = run
-            .read_parquet(&base, &format!("cohort_{cohort}.parquet"))
-            .await?
-            .select(vec![
-                ident("pseudo_id"),
-                lit(cohort.as_str()).alias("cohort"),
-            ])?;
-        membership = Some(match membership {
-            Some(m) => m.union(df)?,
-            None => df,
-        });
-    }
-    let membership = match membership {
-        Some(m) => m,
-        None => base.sql("SELECT CAST(NULL AS VARCHAR) AS pseudo_id, CAST(NULL AS VARCHAR) AS cohort WHERE false").await?,
-    };
+    // Cohort membership, long: (pseudo_id, cohort), from each cohort file; and each
+    // compared cohort's changes (sql/views/cohort_changes.sql).
+    let cohorts = manifest.cohorts.keys();
+    let files = cohorts.map(|c| (c.as_str(), format!("cohort_{c}.parquet")));
+    let membership = long_table(&base, run, files, &[]).await?;
     base.register_table("cohort_membership", membership.into_view())?;
+    let compared = manifest.changes.keys();
+    let files = compared.map(|c| (c.as_str(), crate::changes::file_name(c)));
+    let columns = ["change", "practice_code", "previous_tier", "current_tier"];
+    let changes = long_table(&base, run, files, &columns).await?;
+    base.register_table("cohort_change_rows", changes.into_view())?;
     for (name, file) in [
         ("service_outcomes_table", "service_outcomes.parquet"),
         ("service_people", "service_people.parquet"),
@@ -423,6 +414,37 @@ pub async fn open_run(run: &RunHandle, secret: &Key, policy: &Policy) -> Result<
         catalog,
         schema,
     })
+}
+
+/// Per cohort file of the run, its rows as (pseudo_id, cohort, `columns`...), one
+/// table of text columns for all of them (empty, typed, when there are none).
+async fn long_table(
+    base: &SessionContext,
+    run: &RunHandle,
+    files: impl Iterator<Item = (&str, String)>,
+    columns: &[&str],
+) -> Result<DataFrame> {
+    let mut all: Option<DataFrame> = None;
+    for (cohort, file) in files {
+        let mut select = vec![ident("pseudo_id"), lit(cohort).alias("cohort")];
+        select.extend(columns.iter().map(|c| ident(*c)));
+        let df = run.read_parquet(base, &file).await?.select(select)?;
+        all = Some(match all {
+            Some(a) => a.union(df)?,
+            None => df,
+        });
+    }
+    if let Some(a) = all {
+        return Ok(a);
+    }
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let fields: Vec<Field> = ["pseudo_id", "cohort"]
+        .iter()
+        .chain(columns)
+        .map(|c| Field::new(*c, DataType::Utf8, true))
+        .collect();
+    let empty = datafusion::arrow::array::RecordBatch::new_empty(Arc::new(Schema::new(fields)));
+    Ok(base.read_batch(empty)?)
 }
 
 /// Whether the run has every one of `files`.

@@ -112,6 +112,24 @@ pub const VIEWS: &[View] = &[
         ..PRE_AGGREGATED
     },
     View {
+        name: "cohort_changes",
+        file: "views/cohort_changes.sql",
+        dimensions: &[
+            "cohort",
+            "change",
+            "practice_code",
+            "previous_tier",
+            "current_tier",
+        ],
+        people: Some("people"),
+        columns: &[
+            ("people", count("__people_key")),
+            ("__people_key", Role::Hidden),
+        ],
+        doc: "people who entered, left or stayed in each cohort since the job's previous run, by cohort, change, practice and previous and current tier (rows of fewer than 8 people are left out; empty for a job's first run)",
+        ..PRE_AGGREGATED
+    },
+    View {
         name: "service_outcomes",
         file: "views/service_outcomes.sql",
         dimensions: &["service_code", "outcome"],
