@@ -732,3 +732,22 @@ fn commissioners_see_changes_only_in_protected_counts() {
         .sum();
     assert!(entered > 0, "people did enter the cohort");
 }
+
+/// Regression (a damaged old run): a run whose manifest.json no longer parses is left
+/// out of the comparison, the ticks run and the history, instead of failing every
+/// later run until someone deletes it by hand.
+#[test]
+fn a_damaged_old_manifest_does_not_stop_later_runs() {
+    let dir = scratch("changes-damaged");
+    let job = monthly_dataset().write(&dir, "2026-01-01");
+    run_at(&job, "2026-01-01");
+    run_at(&job, "2026-02-01");
+    let first = runs(&dir)[0].clone();
+    std::fs::write(first.join("manifest.json"), b"{ torn").unwrap();
+    run_at(&job, "2026-03-01");
+    let r = runs(&dir);
+    let m = manifest(&r[2]);
+    assert_eq!(m["compared_with"], manifest(&r[1])["run_id"]);
+    let h = history(&dir);
+    assert_eq!(h.len(), 2, "the damaged run is left out");
+}

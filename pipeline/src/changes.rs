@@ -67,7 +67,9 @@ pub async fn previous_run(
     let mut best: Option<(NaiveDate, RunHandle, String)> = None;
     // Oldest first: a later run with the same as_of replaces an earlier one.
     for run in store.list(job).await? {
-        let m = run.manifest().await?;
+        let Some(m) = crate::outputs::run_store::readable_manifest(&run).await else {
+            continue;
+        };
         if m.as_of <= as_of && best.as_ref().is_none_or(|b| m.as_of >= b.0) {
             best = Some((m.as_of, run, m.run_id));
         }

@@ -38,7 +38,9 @@ pub async fn history(output: &Path, job: &str) -> Result<Vec<HistoryRow>> {
     let mut rows: Vec<(DateTime<Utc>, HistoryRow)> = Vec::new();
     let mut ticks_done = std::collections::BTreeSet::new();
     for run in RunStore::local(output).list(job).await? {
-        let m = run.manifest().await?;
+        let Some(m) = crate::outputs::run_store::readable_manifest(&run).await else {
+            continue;
+        };
         ticks_done.extend(m.tick.clone());
         rows.push((
             m.started_utc,

@@ -176,7 +176,9 @@ fn try_lease(job: &Job) -> Result<Option<crate::durable::TargetLock>> {
 async fn completed_ticks(job: &Job) -> Result<BTreeMap<String, String>> {
     let mut done = BTreeMap::new();
     for run in RunStore::local(&job.output).list(&job.name).await? {
-        let m = run.manifest().await?;
+        let Some(m) = crate::outputs::run_store::readable_manifest(&run).await else {
+            continue;
+        };
         if let Some(t) = m.tick {
             done.insert(t, m.run_id);
         }

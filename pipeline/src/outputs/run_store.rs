@@ -526,6 +526,19 @@ impl RunHandle {
 
 /// After a query of runs failed on a Parquet decoding error, name the damaged file
 /// (decoding each Parquet file of the runs in turn); any other error as it is.
+/// A run's manifest for readers that go over all of a job's runs (the previous run,
+/// the ticks run, history): a run whose manifest cannot be read is left out with a
+/// warning, so that one damaged old run cannot stop every later run.
+pub async fn readable_manifest(run: &RunHandle) -> Option<Manifest> {
+    match run.manifest().await {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!("left out run {}: {e}", run.location().display());
+            None
+        }
+    }
+}
+
 pub async fn name_damaged_file(
     runs: &[&RunHandle],
     e: datafusion::error::DataFusionError,
