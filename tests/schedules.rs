@@ -62,26 +62,21 @@ fn people(ks: impl IntoIterator<Item = usize>) -> BTreeSet<String> {
 
 /// The rows of a changes file with the given change.
 fn changed(path: &Path, change: &str) -> BTreeSet<String> {
-    use datafusion::arrow::array::{Array, StringArray};
-    let mut out = BTreeSet::new();
-    for b in read_parquet(path) {
-        let col = |n: &str| {
-            b.column_by_name(n)
-                .unwrap()
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .unwrap()
-                .clone()
-        };
-        let (p, c) = (col("pseudo_id"), col("change"));
-        for r in 0..b.num_rows() {
-            assert!(c.is_valid(r));
-            if c.value(r) == change {
-                out.insert(p.value(r).to_string());
-            }
-        }
-    }
-    out
+    let changes = texts(path, "change");
+    assert!(changes.iter().all(Option::is_some));
+    let ids = texts(path, "pseudo_id");
+    ids.into_iter()
+        .zip(changes)
+        .filter(|(_, c)| c.as_deref() == Some(change))
+        .map(|(p, _)| p.unwrap())
+        .collect()
+}
+
+/// (as_of, status) of each row of `history --json` or each webhook summary.
+fn statuses(rows: &[serde_json::Value]) -> Vec<(&str, &str)> {
+    rows.iter()
+        .map(|r| (r["as_of"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect()
 }
 
 fn manifest(run: &Path) -> serde_json::Value {
@@ -364,12 +359,8 @@ fn failed_ticks_are_retried_recorded_and_run_by_the_next_backfill() {
     assert!(stderr(&o).contains("1 of 3 ticks failed"), "{}", stderr(&o));
     assert_eq!(runs(&dir).len(), 2);
     let h = history(&dir);
-    let status: Vec<_> = h
-        .iter()
-        .map(|r| (r["as_of"].as_str().unwrap(), r["status"].as_str().unwrap()))
-        .collect();
     assert_eq!(
-        status,
+        statuses(&h),
         [
             ("2026-01-01", "failed"),
             ("2026-02-01", "complete"),
@@ -626,12 +617,8 @@ fn the_webhook_gets_each_ticks_counts_and_never_an_identifier() {
         .iter()
         .map(|b| serde_json::from_str(b).unwrap())
         .collect();
-    let status: Vec<_> = got
-        .iter()
-        .map(|s| (s["as_of"].as_str().unwrap(), s["status"].as_str().unwrap()))
-        .collect();
     assert_eq!(
-        status,
+        statuses(&got),
         [
             ("2026-01-01", "failed"),
             ("2026-02-01", "complete"),
@@ -688,25 +675,12 @@ fn commissioners_see_changes_only_in_protected_counts() {
     assert!(query(&job_runs[0]).is_empty());
 
     let mut truth: BTreeMap<[String; 4], i64> = BTreeMap::new();
-    for b in read_parquet(&job_runs[1].join("changes_complex_needs.parquet")) {
-        let text = |n: &str, r: usize| {
-            let a = b.column_by_name(n).unwrap();
-            let a = a
-                .as_any()
-                .downcast_ref::<datafusion::arrow::array::StringArray>()
-                .unwrap();
-            use datafusion::arrow::array::Array;
-            if a.is_null(r) {
-                "none".to_string()
-            } else {
-                a.value(r).to_string()
-            }
-        };
-        for r in 0..b.num_rows() {
-            let key =
-                ["change", "practice_code", "previous_tier", "current_tier"].map(|c| text(c, r));
-            *truth.entry(key).or_default() += 1;
-        }
+    let file = job_runs[1].join("changes_complex_needs.parquet");
+    let columns =
+        ["change", "practice_code", "previous_tier", "current_tier"].map(|c| texts(&file, c));
+    for r in 0..columns[0].len() {
+        let key = [0, 1, 2, 3].map(|c| columns[c][r].clone().unwrap_or("none".into()));
+        *truth.entry(key).or_default() += 1;
     }
     let released = query(&job_runs[1]);
     assert!(!released.is_empty(), "some cells hold 8 or more people");

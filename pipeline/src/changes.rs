@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::ingest::tables::{COHORT, PREVIOUS_COHORT, PREVIOUS_SCORES};
 use crate::outputs::manifest::ChangeCounts;
 use crate::outputs::run_store::{RunHandle, RunStore};
-use crate::sql::{Kind, Params, SqlSource, check_columns};
+use crate::sql::{Kind, Params, SqlSource};
 use chrono::NaiveDate;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
@@ -140,10 +140,7 @@ async fn changes_frame(
         ctx.register_parquet(*t, url.as_str(), ParquetReadOptions::default())
             .await?;
     }
-    let text = sql.get("changes.sql")?;
-    let df = crate::sql::query(ctx, &text, params).await?;
-    check_columns(&df, &text.origin, &COLUMNS)?;
-    Ok((df, text.origin))
+    crate::sql::planned(ctx, sql, params, "changes.sql", &COLUMNS).await
 }
 
 /// Entered, left and stayed in a changes table.

@@ -37,7 +37,7 @@ use crate::error::Result;
 use crate::ingest::contract::{ADMISSIONS, APPOINTMENTS, PATIENTS, PRESCRIPTIONS};
 use crate::ingest::tables::{EMERGENCY_SPELLS, EPISODES, INDEX_EPISODES};
 use crate::model::{ModelFile, risk_expr};
-use crate::sql::{Kind, Params, SqlSource, check_columns, date32};
+use crate::sql::{Kind, Params, SqlSource, date32};
 use datafusion::arrow::array::{
     Array, ArrayRef, Date32Array, Float64Array, Int32Array, Int64Array, ListArray, RecordBatch,
     StringArray,
@@ -45,7 +45,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::HashSet;
-use datafusion::prelude::{DataFrame, SessionContext, col, ident};
+use datafusion::prelude::{SessionContext, col, ident};
 use riskstrat_models::balancing::entropy_balance_within;
 use riskstrat_models::index_matching::{
     Choice, Enrolled, History, Person, Population, Spell, bed_day_distance,
@@ -220,21 +220,6 @@ fn floats(b: &RecordBatch, name: &str) -> Result<Float64Array> {
         .clone())
 }
 
-/// Plan one of the evaluation's SQL files (a job may override them all) and check
-/// that it returns `columns` of their types: its origin comes back for later errors.
-async fn planned(
-    ctx: &SessionContext,
-    sql: &SqlSource,
-    params: &Params,
-    path: &str,
-    columns: &[(&str, Kind)],
-) -> Result<(DataFrame, String)> {
-    let text = sql.get(path)?;
-    let df = crate::sql::query(ctx, &text, params).await?;
-    check_columns(&df, &text.origin, columns)?;
-    Ok((df, text.origin))
-}
-
 /// The episode a row of `origin` is about, as an index into `n` episodes.
 fn episode_of(ep: &Int64Array, r: usize, n: usize, origin: &str) -> Result<usize> {
     let v = ep.value(r);
@@ -267,7 +252,8 @@ async fn histories(
 ) -> Result<(Vec<String>, Vec<Person>)> {
     let mut ids = Vec::new();
     let mut people = Vec::new();
-    let (df, origin) = planned(ctx, sql, params, "outcomes/histories.sql", HISTORY_COLUMNS).await?;
+    let (df, origin) =
+        crate::sql::planned(ctx, sql, params, "outcomes/histories.sql", HISTORY_COLUMNS).await?;
     for b in df.collect().await? {
         let id = utf8(&b, "pseudo_id")?;
         let sex = utf8(&b, "sex")?;
@@ -422,7 +408,7 @@ async fn risk_at_index(
             .iter()
             .map(|c| (c.name, Kind::Contract(c.ty)))
             .collect();
-        let (df, _) = planned(restricted, sql, params, &path, &columns).await?;
+        let (df, _) = crate::sql::planned(restricted, sql, params, &path, &columns).await?;
         shifted.register_table(table.name, df.into_view())?;
     }
     let features = crate::features::plan(&shifted, sql, params, extra).await?;
@@ -546,7 +532,8 @@ async fn windows(
             in_service: [vec![0.0; services.len()], vec![0.0; services.len()]],
         })
         .collect();
-    let (df, origin) = planned(ctx, sql, params, "outcomes/windows.sql", &window_columns()).await?;
+    let (df, origin) =
+        crate::sql::planned(ctx, sql, params, "outcomes/windows.sql", &window_columns()).await?;
     for b in df.collect().await? {
         let ep = int(&b, "episode", DataType::Int64)?;
         let ep = ep.as_any().downcast_ref::<Int64Array>().expect("Int64");
@@ -596,7 +583,8 @@ async fn in_service(
         ("admissions_in_service", Kind::Number),
         ("bed_days_in_service", Kind::Number),
     ];
-    let (df, origin) = planned(ctx, sql, params, "outcomes/in_service.sql", &in_service).await?;
+    let (df, origin) =
+        crate::sql::planned(ctx, sql, params, "outcomes/in_service.sql", &in_service).await?;
     for b in df.collect().await? {
         let ep = int(&b, "episode", DataType::Int64)?;
         let ep = ep.as_any().downcast_ref::<Int64Array>().expect("Int64");
@@ -648,7 +636,8 @@ async fn enrolments(
         ("pseudo_id", Kind::Text),
         ("start_date", Kind::Date),
     ];
-    let (df, _) = planned(ctx, sql, params, "outcomes/enrolments.sql", &columns).await?;
+    let (df, _) =
+        crate::sql::planned(ctx, sql, params, "outcomes/enrolments.sql", &columns).await?;
     for b in df
         .sort_by(vec![ident("service_code"), ident("pseudo_id")])?
         .collect()
@@ -941,7 +930,7 @@ pub async fn evaluate(
         ("bed_days", Kind::Number),
     ];
     let path = "outcomes/emergency_spells.sql";
-    let (spells, _) = planned(ctx, sql, params, path, &spell_columns).await?;
+    let (spells, _) = crate::sql::planned(ctx, sql, params, path, &spell_columns).await?;
     ctx.register_table(EMERGENCY_SPELLS, spells.into_view())?;
     let services: Vec<String> = enrolments
         .iter()

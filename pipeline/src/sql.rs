@@ -286,6 +286,21 @@ impl Kind {
 /// Refuse a query whose result lacks one of `columns` or has one of another type, as
 /// bad input naming its SQL file (`origin`): read as it is, such a column would fail
 /// far from its cause, or be misread. Checks the plan's schema only: nothing runs.
+/// A built-in (or overridden) SQL file planned with `params` and checked against the
+/// columns it must return, with its origin for errors.
+pub async fn planned(
+    ctx: &SessionContext,
+    sql: &SqlSource,
+    params: &Params,
+    path: &str,
+    columns: &[(&str, Kind)],
+) -> Result<(DataFrame, String)> {
+    let text = sql.get(path)?;
+    let df = query(ctx, &text, params).await?;
+    check_columns(&df, &text.origin, columns)?;
+    Ok((df, text.origin))
+}
+
 pub fn check_columns(df: &DataFrame, origin: &str, columns: &[(&str, Kind)]) -> Result<()> {
     let schema = df.schema();
     for (name, kind) in columns {

@@ -406,6 +406,22 @@ pub fn assert_no_ids_in(run: &Path, ids: &std::collections::HashSet<String>) {
     }
 }
 
+/// A text column of a Parquet file, in file order (None for nulls).
+pub fn texts(path: &Path, name: &str) -> Vec<Option<String>> {
+    use datafusion::arrow::array::StringArray;
+    read_parquet(path)
+        .iter()
+        .flat_map(|b| {
+            let s = b.column_by_name(name).expect("column");
+            let s = s
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("a Utf8 column");
+            s.iter().map(|v| v.map(String::from)).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// The `pseudo_id` column of a Parquet file, in file order.
 pub fn pseudo_ids(path: &Path) -> Vec<String> {
     use datafusion::arrow::array::StringArray;
