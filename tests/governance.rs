@@ -86,10 +86,33 @@ impl Flow {
         out: &str,
         vault_key: &Path,
     ) -> Output {
-        riskstrat()
-            .arg("reidentify")
+        self.gate(&self.run, team, requester, cohort, out, vault_key)
+            .output()
+            .unwrap()
+    }
+
+    /// `reidentify --changes` of `run`.
+    fn changes(&self, run: &Path, team: &str, requester: &str, out: &str) -> Output {
+        let vault_key = self.vault_key();
+        self.gate(run, team, requester, "complex_needs", out, &vault_key)
+            .arg("--changes")
+            .output()
+            .unwrap()
+    }
+
+    fn gate(
+        &self,
+        run: &Path,
+        team: &str,
+        requester: &str,
+        cohort: &str,
+        out: &str,
+        vault_key: &Path,
+    ) -> std::process::Command {
+        let mut c = riskstrat();
+        c.arg("reidentify")
             .arg("--run")
-            .arg(&self.run)
+            .arg(run)
             .args(["--cohort", cohort, "--team", team, "--requester", requester])
             .arg("--vault")
             .arg(self.vault())
@@ -100,9 +123,8 @@ impl Flow {
             .arg("--audit")
             .arg(self.audit())
             .arg("--out")
-            .arg(self.list(out))
-            .output()
-            .unwrap()
+            .arg(self.list(out));
+        c
     }
 
     /// The last audit record, which a refusal must have written.
@@ -342,6 +364,157 @@ fn append_optout(dir: &Path, nhs: &str) {
         w.write(b).unwrap();
     }
     w.close().unwrap();
+}
+
+/// NHS numbers of a run's cohort members at a team's practices (as the extract says),
+/// by the test's own HMAC of every NHS number in the extract.
+fn listed(f: &Flow, run: &Path, team: &str) -> HashSet<String> {
+    let key = riskstrat::governance::pseudonym::Key::read_file(&f.key()).unwrap();
+    let people = identifiable_people(&f.dir);
+    let by_pid: std::collections::HashMap<String, String> = people
+        .keys()
+        .map(|n| {
+            (
+                riskstrat::governance::pseudonym::pseudo_id(&key, n),
+                n.clone(),
+            )
+        })
+        .collect();
+    let practices = team_practices(&f.dir, team);
+    pseudo_ids(&run.join("cohort_complex_needs.parquet"))
+        .iter()
+        .map(|p| by_pid[p].clone())
+        .filter(|n| practices.contains(&people[n]))
+        .collect()
+}
+
+/// A change list's rows: (change, NHS number, address, tier, previous tier).
+fn change_rows(list: &Path) -> Vec<[String; 5]> {
+    let b = read_parquet(list);
+    let col = |c: &str| strings(&b, c);
+    let (change, nhs, address) = (col("change"), col("nhs_number"), col("address"));
+    let (tier, previous) = (col("tier"), col("previous_tier"));
+    (0..nhs.len())
+        .map(|i| {
+            [
+                change[i].clone(),
+                nhs[i].clone(),
+                address[i].clone(),
+                tier[i].clone(),
+                previous[i].clone(),
+            ]
+        })
+        .collect()
+}
+
+/// A care team's change list holds exactly who entered its list since its previous
+/// release and who left it, each row marked, audited with the release it was compared
+/// with; it is refused like any release without an approval, without an earlier
+/// release, or when the earlier release's run is gone.
+#[test]
+fn a_change_list_holds_the_teams_entrants_and_leavers_since_its_last_release() {
+    let f = flow("gov_changes", 30);
+    let o = riskstrat()
+        .args(["run", f.dir.join("job.toml").to_str().unwrap()])
+        .args(["--as-of", "2026-02-01"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let february = PathBuf::from(String::from_utf8_lossy(&o.stdout).lines().last().unwrap());
+
+    // Without an approval, --changes is refused like any release.
+    let o = f.changes(&f.run, "T01", "gp.north.1", "x");
+    assert_refused(&f, &o, "no approval for this team and cohort", "x");
+    f.approve("T01", "complex_needs");
+    // With no list sent yet there is nothing to compare with.
+    let o = f.changes(&f.run, "T01", "gp.north.1", "x");
+    assert_refused(&f, &o, "no earlier release to compare with", "x");
+
+    // February's whole list, then April's changes.
+    let o = f
+        .gate(
+            &february,
+            "T01",
+            "gp.north.1",
+            "complex_needs",
+            "feb",
+            &f.vault_key(),
+        )
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = f.last_record().seq;
+    // The earlier release's run must still be there.
+    let aside = f.dir.join("february-aside");
+    std::fs::rename(&february, &aside).unwrap();
+    let o = f.changes(&f.run, "T01", "gp.north.1", "x");
+    assert_refused(&f, &o, "earlier release's run not found", "x");
+    std::fs::rename(&aside, &february).unwrap();
+
+    let o = f.changes(&f.run, "T01", "gp.north.1", "apr");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = listed(&f, &february, "T01");
+    let now = listed(&f, &f.run, "T01");
+    let entered: HashSet<String> = now.difference(&before).cloned().collect();
+    let left: HashSet<String> = before.difference(&now).cloned().collect();
+    assert!(
+        entered.len() >= 3 && left.len() >= 3,
+        "too few to test: {} entered, {} left",
+        entered.len(),
+        left.len()
+    );
+    let rows = change_rows(&f.list("apr.parquet"));
+    let got = |c: &str| -> HashSet<String> {
+        rows.iter()
+            .filter(|r| r[0] == c)
+            .map(|r| r[1].clone())
+            .collect()
+    };
+    assert_eq!(got("entered"), entered);
+    assert_eq!(got("left"), left);
+    assert_eq!(rows.len(), entered.len() + left.len(), "each person once");
+    for r in &rows {
+        // Entrants carry the minimum fields and their tier now; leavers only what
+        // identifies them and the tier they had.
+        let entrant = r[0] == "entered";
+        assert_eq!(!r[2].is_empty(), entrant, "address of {}", r[0]);
+        assert_eq!(!r[3].is_empty(), entrant, "tier of {}", r[0]);
+        if !entrant {
+            assert!(!r[4].is_empty(), "a leaver's previous tier");
+        }
+    }
+    let header = std::fs::read_to_string(f.list("apr.csv")).unwrap();
+    assert!(
+        header.starts_with("change,nhs_number,given_name,family_name,date_of_birth,address,postcode,phone,practice_code,tier,reason_1,reason_2,reason_3,previous_tier\n"),
+        "{}",
+        header.lines().next().unwrap()
+    );
+    let r = f.last_record();
+    assert_eq!(r.action, "reidentify");
+    assert_eq!(r.compared_with, Some(first));
+    assert_eq!(r.patients, Some(rows.len() as u64));
+    let detail = r.detail.unwrap();
+    let feb_id = february.file_name().unwrap().to_string_lossy();
+    assert!(
+        detail.contains(&format!(
+            "changes_since_run={feb_id} entered={} left={}",
+            entered.len(),
+            left.len()
+        )),
+        "{detail}"
+    );
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains(&format!("{} entered, {} left", entered.len(), left.len())),
+        "{said}"
+    );
+
+    // The change list is now the team's previous release: asked again, nothing changed.
+    let changes_seq = r.seq;
+    let o = f.changes(&f.run, "T01", "gp.north.1", "apr-again");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(change_rows(&f.list("apr-again.parquet")).is_empty());
+    assert_eq!(f.last_record().compared_with, Some(changes_seq));
 }
 
 #[test]

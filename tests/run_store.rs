@@ -329,6 +329,7 @@ impl Gate {
             audit_log: &self.audit,
             out,
             today: chrono::Utc::now().date_naive(),
+            changes: false,
         }
     }
 }

@@ -197,6 +197,7 @@ async fn team_gets_its_list(
         audit_log: &places.audit_log,
         out: &places.out.join("lists").join(format!("{TEAM}-{COHORT}")),
         today,
+        changes: false,
     })
     .await?;
     println!(

@@ -13,6 +13,14 @@
 //! `pseudonymise`), with the minimum fields of `sql/gate/release.sql`. The audit
 //! record is written before the list is put in place; if it cannot be written,
 //! nothing is released. Every refusal is audited too, and is exit code 2.
+//!
+//! A change list (`changes`) passes the same checks and holds only what changed since
+//! the team's previous release of the cohort (the last `reidentify` record for this
+//! team and cohort in the audit log): the people who entered the team's list, with the
+//! same minimum fields, and those who left it, with only what identifies them
+//! (`sql/gate/changes.sql`). The previous list is recomputed from that release's run,
+//! which must sit beside this one; its record's `seq` goes into this one's
+//! `compared_with`. A team with no previous release gets its whole list first.
 
 use crate::bad_input;
 use crate::durable::{self, io_at};
@@ -29,6 +37,7 @@ use chrono::NaiveDate;
 use datafusion::arrow::array::{BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::catalog::MemTable;
+use datafusion::prelude::SessionContext;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,6 +54,8 @@ pub struct Request<'a> {
     /// The list's path without extension: `.csv` and `.parquet` are written.
     pub out: &'a Path,
     pub today: NaiveDate,
+    /// Release only the changes since the team's previous release of this cohort.
+    pub changes: bool,
 }
 
 #[derive(Debug)]
@@ -56,6 +67,25 @@ pub struct Release {
     pub csv: PathBuf,
     pub parquet: PathBuf,
     pub audit_seq: u64,
+    /// For a change list: what it was compared with and what changed.
+    pub changes: Option<Changes>,
+}
+
+/// A change list's comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// The audit `seq` of the team's previous release of the cohort.
+    pub compared_with: u64,
+    /// That release's run.
+    pub earlier_run: String,
+    pub entered: u64,
+    pub left: u64,
+}
+
+/// The team's previous release of the cohort: its audit record's `seq` and its run.
+struct Earlier {
+    seq: u64,
+    run: RunHandle,
 }
 
 /// Audit a refusal, then return it as bad input. If even the refusal cannot be
@@ -124,9 +154,86 @@ pub async fn reidentify_from(req: &Request<'_>, run: &RunHandle) -> Result<Relea
         Ok(x) => x,
         Err(message) => return Err(refuse(req, None, "no such run or cohort", message)),
     };
-    let rows = release_rows(run, &manifest, &cohort_file, vault_rows, &team.practices).await?;
+    let lists = Lists {
+        run,
+        manifest: &manifest,
+        cohort_file: &cohort_file,
+        practices: &team.practices,
+    };
+    let (rows, earlier) = if req.changes {
+        let earlier = match earlier_release(req, run).await {
+            Ok(e) => e,
+            Err((why, message)) => {
+                return Err(refuse(req, Some(&manifest.run_id), why, message));
+            }
+        };
+        (lists.changes(vault_rows, &earlier).await?, Some(earlier))
+    } else {
+        (lists.release(vault_rows).await?, None)
+    };
     let (list, not_in_vault) = only_in_vault(rows)?;
-    out.publish(req, &manifest, &approval, &list, not_in_vault)
+    let changes = earlier.map(|e| Changes {
+        compared_with: e.seq,
+        earlier_run: e.run.name().to_string(),
+        entered: count_change(&list, "entered"),
+        left: count_change(&list, "left"),
+    });
+    out.publish(req, &manifest, &approval, &list, not_in_vault, changes)
+}
+
+/// The last release of `req.cohort` to `req.team` in the (verified) audit log, and its
+/// run, found beside `run`; or why there is none to compare with.
+async fn earlier_release(
+    req: &Request<'_>,
+    run: &RunHandle,
+) -> std::result::Result<Earlier, (&'static str, String)> {
+    let records = audit::read(req.audit_log).map_err(|e| ("audit log unreadable", e.message))?;
+    let Some(last) = records.iter().rev().find(|r| {
+        r.action == audit::Action::Reidentify
+            && r.team.as_deref() == Some(req.team)
+            && r.cohort.as_deref() == Some(req.cohort)
+    }) else {
+        return Err((
+            "no earlier release to compare with",
+            format!(
+                "--changes: team {} has had no list of cohort {}; release its whole list first (reidentify without --changes)",
+                req.team, req.cohort
+            ),
+        ));
+    };
+    let run_id = last.run.as_deref().unwrap_or_default();
+    let plain =
+        !run_id.is_empty() && run_id != ".." && run_id != "." && !run_id.contains(['/', '\\']);
+    let earlier = run.sibling(run_id);
+    let found = plain
+        && matches!(earlier.manifest().await, Ok(m) if m.run_id == run_id && m.cohorts.contains_key(req.cohort));
+    if !found {
+        return Err((
+            "earlier release's run not found",
+            format!(
+                "--changes: the team's previous list of cohort {} (audit record {}) came from run {run_id:?}, which is not a complete run beside {} that made this cohort; restore that run folder, or release the whole list (reidentify without --changes)",
+                req.cohort,
+                last.seq,
+                run.location().display()
+            ),
+        ));
+    }
+    Ok(Earlier {
+        seq: last.seq,
+        run: earlier,
+    })
+}
+
+fn count_change(list: &[RecordBatch], change: &str) -> u64 {
+    list.iter()
+        .map(|b| {
+            b.column_by_name("change")
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .map_or(0, |c| {
+                    c.iter().filter(|v| *v == Some(change)).count() as u64
+                })
+        })
+        .sum()
 }
 
 /// The list's two files, their folder made, held by this writer alone.
@@ -175,6 +282,7 @@ impl Out {
         approval: &Approval,
         list: &[RecordBatch],
         not_in_vault: u64,
+        changes: Option<Changes>,
     ) -> Result<Release> {
         let patients: u64 = list.iter().map(|b| b.num_rows() as u64).sum();
         let (csv, parquet) = (&self.csv, &self.parquet);
@@ -193,11 +301,16 @@ impl Out {
                     patients: Some(patients),
                     file_sha256: Some(sha256_of(&tmp_csv)?),
                     detail: Some(format!(
-                        "parquet_sha256={} not_in_vault={not_in_vault}",
+                        "parquet_sha256={} not_in_vault={not_in_vault}{}",
                         sha256_of(&tmp_parquet)?,
+                        changes.as_ref().map_or(String::new(), |c| format!(
+                            " changes_since_run={} entered={} left={}",
+                            c.earlier_run, c.entered, c.left
+                        )),
                     )),
                     approver: Some(approval.approver.clone()),
                     expires: Some(approval.expires),
+                    compared_with: changes.as_ref().map(|c| c.compared_with),
                     ..Default::default()
                 },
             )
@@ -225,6 +338,7 @@ impl Out {
             csv: self.csv,
             parquet: self.parquet,
             audit_seq: record.seq,
+            changes,
         })
     }
 }
@@ -286,42 +400,83 @@ fn authorise<'r>(req: &Request<'r>) -> Result<(&'r Team, Approval)> {
     ))
 }
 
-/// `sql/gate/release.sql` over the run's cohort, features and scores, the vault and the
-/// team's practices: the list's rows, each marked whether its person is in the vault.
-async fn release_rows(
-    run: &RunHandle,
-    manifest: &Manifest,
-    cohort_file: &str,
-    vault_rows: Vec<RecordBatch>,
-    practices: &[String],
-) -> Result<Vec<RecordBatch>> {
-    let ctx = new_context(&SessionOptions::default())?;
-    run.register(&ctx, "cohort", cohort_file).await?;
-    run.register(&ctx, "features", "features.parquet").await?;
-    run.register(&ctx, "scores", "scores.parquet").await?;
-    ctx.register_table(
-        "vault",
-        Arc::new(MemTable::try_new(vault::schema(), vec![vault_rows])?),
-    )?;
-    ctx.register_batch(
-        "team_practices",
-        RecordBatch::try_from_iter(vec![(
-            "practice_code",
-            Arc::new(StringArray::from(practices.to_vec())) as _,
-        )])?,
-    )?;
-    let df = crate::sql::query(
-        &ctx,
-        &crate::sql::fixed("gate/release.sql")?,
-        &Params::at(manifest.as_of),
-    )
-    .await?;
-    let schema = Arc::new(df.schema().as_arrow().clone());
-    let mut rows = df.collect().await?;
-    if rows.is_empty() {
-        rows.push(RecordBatch::new_empty(schema));
+/// What the lists are made from: the run, its cohort and the team's practices.
+struct Lists<'a> {
+    run: &'a RunHandle,
+    manifest: &'a Manifest,
+    cohort_file: &'a str,
+    practices: &'a [String],
+}
+
+impl Lists<'_> {
+    /// `sql/gate/release.sql`: the team's whole list, each row marked whether its
+    /// person is in the vault.
+    async fn release(&self, vault_rows: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+        let ctx = self.context(vault_rows).await?;
+        self.query(&ctx, "gate/release.sql").await
     }
-    Ok(rows)
+
+    /// `sql/gate/changes.sql`: who entered and who left the team's list since the
+    /// earlier release.
+    async fn changes(
+        &self,
+        vault_rows: Vec<RecordBatch>,
+        earlier: &Earlier,
+    ) -> Result<Vec<RecordBatch>> {
+        let ctx = self.context(vault_rows).await?;
+        earlier
+            .run
+            .register(&ctx, "previous_features", "features.parquet")
+            .await?;
+        earlier
+            .run
+            .register(&ctx, "previous_scores", "scores.parquet")
+            .await?;
+        // The same cohort, so the same file name, in the earlier run.
+        earlier
+            .run
+            .register(&ctx, "previous_cohort", self.cohort_file)
+            .await?;
+        self.query(&ctx, "gate/changes.sql").await
+    }
+
+    /// A session holding the run's cohort, features and scores, the vault and the
+    /// team's practices.
+    async fn context(&self, vault_rows: Vec<RecordBatch>) -> Result<SessionContext> {
+        let ctx = new_context(&SessionOptions::default())?;
+        self.run.register(&ctx, "cohort", self.cohort_file).await?;
+        self.run
+            .register(&ctx, "features", "features.parquet")
+            .await?;
+        self.run.register(&ctx, "scores", "scores.parquet").await?;
+        ctx.register_table(
+            "vault",
+            Arc::new(MemTable::try_new(vault::schema(), vec![vault_rows])?),
+        )?;
+        ctx.register_batch(
+            "team_practices",
+            RecordBatch::try_from_iter(vec![(
+                "practice_code",
+                Arc::new(StringArray::from(self.practices.to_vec())) as _,
+            )])?,
+        )?;
+        Ok(ctx)
+    }
+
+    async fn query(&self, ctx: &SessionContext, file: &str) -> Result<Vec<RecordBatch>> {
+        let df = crate::sql::query(
+            ctx,
+            &crate::sql::fixed(file)?,
+            &Params::at(self.manifest.as_of),
+        )
+        .await?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let mut rows = df.collect().await?;
+        if rows.is_empty() {
+            rows.push(RecordBatch::new_empty(schema));
+        }
+        Ok(rows)
+    }
 }
 
 /// Split off the rows whose person is not in the vault (release.sql's `in_vault`).

@@ -170,6 +170,10 @@ struct ReidentifyArgs {
     /// The list to write: FILE.csv and FILE.parquet.
     #[arg(long)]
     out: PathBuf,
+    /// Only who entered and who left the team's list since its previous release of
+    /// the cohort (a `change` column says which).
+    #[arg(long)]
+    changes: bool,
 }
 
 #[derive(clap::Args)]
@@ -618,12 +622,19 @@ async fn reidentify(a: ReidentifyArgs) -> Result<()> {
         audit_log: &a.audit,
         out: &a.out,
         today: chrono::Utc::now().date_naive(),
+        changes: a.changes,
     })
     .await?;
-    println!(
-        "released {} people of cohort {cohort} to team {team} (audit record {})",
-        r.patients, r.audit_seq
-    );
+    match &r.changes {
+        None => println!(
+            "released {} people of cohort {cohort} to team {team} (audit record {})",
+            r.patients, r.audit_seq
+        ),
+        Some(c) => println!(
+            "released the changes to cohort {cohort} for team {team} since its list of audit record {} (run {}): {} entered, {} left (audit record {})",
+            c.compared_with, c.earlier_run, c.entered, c.left, r.audit_seq
+        ),
+    }
     if r.not_in_vault > 0 {
         println!(
             "  {} cohort members at the team's practices are not in the vault (opted out since, or not in this vault): not released",

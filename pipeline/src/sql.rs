@@ -35,6 +35,7 @@ builtin_files!(
     "cohorts/complex_needs.sql",
     "cohorts/high_cost.sql",
     "gate/release.sql",
+    "gate/changes.sql",
     "views/person.sql",
     "views/people.sql",
     "views/cohort_people.sql",

@@ -112,6 +112,11 @@ pub struct Record {
     /// Rows a query returned (after disclosure control).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
+    /// On a change list (`reidentify --changes`), the `seq` of the team's earlier
+    /// release it was compared with. Left out of the JSON when absent, so records
+    /// written before it existed keep their hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compared_with: Option<u64>,
     pub prev_sha256: String,
     /// SHA-256 of this record's JSON with this field empty.
     pub sha256: String,

@@ -63,6 +63,11 @@ mod tests {
             ("gate/release.sql", COHORT),
             ("gate/release.sql", VAULT),
             ("gate/release.sql", TEAM_PRACTICES),
+            ("gate/changes.sql", COHORT),
+            ("gate/changes.sql", PREVIOUS_COHORT),
+            ("gate/changes.sql", PREVIOUS_SCORES),
+            ("gate/changes.sql", VAULT),
+            ("gate/changes.sql", TEAM_PRACTICES),
         ] {
             let text = crate::sql::builtin(file).unwrap();
             assert!(

@@ -411,6 +411,21 @@ impl RunHandle {
         }
     }
 
+    /// Another run of the same job (a folder beside this one), by its id.
+    pub fn sibling(&self, run_id: &str) -> Self {
+        let mut parts: Vec<_> = self.prefix.parts().collect();
+        parts.pop();
+        Self {
+            store: self.store.clone(),
+            prefix: ObjPath::from_iter(parts).join(run_id),
+            name: run_id.to_string(),
+            local: self
+                .local
+                .as_ref()
+                .map(|d| d.parent().unwrap_or(d).join(run_id)),
+        }
+    }
+
     /// The run's id: its folder's name.
     pub fn name(&self) -> &str {
         &self.name
