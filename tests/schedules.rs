@@ -629,6 +629,7 @@ fn the_webhook_gets_each_ticks_counts_and_never_an_identifier() {
     assert_eq!(got[1]["cohorts"]["complex_needs"], 12);
     assert_eq!(got[1]["population"], 40 - 1);
     assert_eq!(got[2]["job"], "test-job");
+    assert!(got[1]["refit"].is_boolean(), "the drift verdict is sent");
     let everything = bodies.lock().unwrap().join("\n");
     for k in 0..40 {
         assert!(
@@ -724,4 +725,200 @@ fn a_damaged_old_manifest_does_not_stop_later_runs() {
     assert_eq!(m["compared_with"], manifest(&r[1])["run_id"]);
     let h = history(&dir);
     assert_eq!(h.len(), 2, "the damaged run is left out");
+}
+
+/// The temporal validation fixture's population (`tests/fixtures/temporal_validation`,
+/// made by `make_temporal.py`) as the contract's tables, with its saved model.
+fn temporal_fixture(dir: &Path) -> std::path::PathBuf {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/temporal_validation");
+    let csv = |name: &str| -> Vec<Vec<String>> {
+        std::fs::read_to_string(fixture.join(name))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').map(String::from).collect())
+            .collect()
+    };
+    let mut ds = Dataset::default();
+    for r in csv("people.csv") {
+        let mut p = Patient::new(&r[0]);
+        p.yob = r[1].parse().unwrap();
+        p.sex = if r[2] == "F" { "F" } else { "M" };
+        // Registered since birth or 2000, whichever is later.
+        p.start = d(&format!("{}-12-31", p.yob.max(1999)));
+        ds.patients.push(p);
+    }
+    for (k, r) in csv("events.csv").into_iter().enumerate() {
+        let day = d(&r[2]);
+        if r[1] == "gp" {
+            ds.appointments.push(Appt {
+                id: Some(pid(&r[0])),
+                date: day,
+                hcp: "GP",
+                mode: "Face-to-Face",
+                status: "Attended",
+            });
+        } else {
+            ds.admissions.push(Spell {
+                id: pid(&r[0]),
+                spell: format!("E{k}"),
+                date: day,
+                discharge: Some(day + chrono::Duration::days(2)),
+                method: "21",
+                primary: Some("J189"),
+                secondary: vec![],
+                cost: 1000.0,
+            });
+        }
+    }
+    // An extract always has prescriptions; the fixture's model reads none.
+    ds.prescriptions.push(Rx {
+        id: Some(pid("tv0")),
+        date: d("2024-01-01"),
+        bnf: "0601023A0AAABAB",
+        items: 1,
+        nic: 1.0,
+    });
+    // And opt-outs: here of someone who is not in the fixture, so its figures stand.
+    ds.optouts
+        .push((pid("not-in-the-fixture"), "type1", d("2020-01-01")));
+    let job = ds.write(dir, "2026-04-01");
+    std::fs::copy(fixture.join("model.json"), dir.join("model.json")).unwrap();
+    job
+}
+
+fn close(what: &str, got: f64, want: f64, tolerance: f64) {
+    assert!(
+        (got - want).abs() <= tolerance,
+        "{what}: riskstrat {got}, reference {want}"
+    );
+}
+
+/// A score-only run checks its saved model on the newest complete outcome year: the
+/// AUC equals scikit-learn's and the calibration statsmodels', the drift rule says to
+/// refit, and the run's summary, the manifest and history say so.
+#[test]
+fn a_saved_models_temporal_validation_matches_scikit_learn_and_statsmodels() {
+    let dir = scratch("temporal-validation");
+    let job = temporal_fixture(&dir);
+    let o = riskstrat()
+        .args(["run", job.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = std::path::PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    let want: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/fixtures/temporal_validation/expected.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("metrics.json")).unwrap()).unwrap();
+    let t = &metrics["temporal_validation"];
+    assert_eq!(t["t0"], "2025-04-01");
+    let v = &t["validation"];
+    assert_eq!(v["n"], want["n"]);
+    assert_eq!(v["events"], want["events"]);
+    for (ours, theirs, tol) in [
+        ("auc", "auc", 1e-12),
+        ("calibration_slope", "calibration_slope", 1e-6),
+        ("calibration_intercept", "calibration_intercept", 1e-6),
+    ] {
+        close(
+            ours,
+            v[ours].as_f64().unwrap(),
+            want[theirs].as_f64().unwrap(),
+            tol,
+        );
+    }
+    assert_eq!(t["fitted_auc"], want["fitted_auc"]);
+    assert_eq!(t["refit"], want["refit"]);
+    let reasons: Vec<&str> = t["refit_reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        (
+            reasons.iter().any(|r| r.starts_with("calibration slope")),
+            reasons.iter().any(|r| r.starts_with("AUC"))
+        ),
+        (
+            want["refit_because_slope"].as_bool().unwrap(),
+            want["refit_because_auc"].as_bool().unwrap()
+        )
+    );
+    let said = format!(
+        "refit: calibration slope {:.2} is outside 0.8-1.2",
+        want["calibration_slope"].as_f64().unwrap()
+    );
+    assert!(stderr(&o).contains(&said), "{}", stderr(&o));
+    let report = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(report.contains("<b>Refit</b>"), "the report says refit");
+    let h = history(&dir);
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0]["refit"], true);
+    close(
+        "history temporal_auc",
+        h[0]["temporal_auc"].as_f64().unwrap(),
+        want["auc"].as_f64().unwrap(),
+        1e-12,
+    );
+
+    // A model fitted on the same population and year, loaded: its temporal validation
+    // is its own validation (same people, same year), so nothing has drifted.
+    let text = std::fs::read_to_string(&job).unwrap();
+    let fit = "features = [\"age\", \"gp_appts_12m\", \"emergency_admissions_12m\"]\n";
+    std::fs::write(&job, text.replace("load = \"model.json\"\n", fit)).unwrap();
+    let o = riskstrat()
+        .args(["run", job.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fitted = std::path::PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    let fitted_metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fitted.join("metrics.json")).unwrap()).unwrap();
+    std::fs::write(
+        &job,
+        text.replace(
+            "load = \"model.json\"",
+            &format!(
+                "load = {:?}",
+                fitted.join("model.json").display().to_string()
+            ),
+        ),
+    )
+    .unwrap();
+    let o = riskstrat()
+        .args(["run", job.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let again = std::path::PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(again.join("metrics.json")).unwrap()).unwrap();
+    let t = &m["temporal_validation"];
+    let fitted_auc = fitted_metrics["validation"]["auc"].as_f64().unwrap();
+    close(
+        "same-year AUC",
+        t["validation"]["auc"].as_f64().unwrap(),
+        fitted_auc,
+        1e-9,
+    );
+    assert_eq!(t["fitted_auc"].as_f64(), Some(fitted_auc));
+    assert_eq!(t["refit"], false, "{t}");
+    assert!(!stderr(&o).contains("refit"), "{}", stderr(&o));
+    let h = history(&dir);
+    assert_eq!(h.len(), 3);
+    assert_eq!(
+        h[1]["temporal_auc"],
+        serde_json::Value::Null,
+        "a fitted run"
+    );
+    assert_eq!(h[2]["refit"], false);
 }

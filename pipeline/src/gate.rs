@@ -202,10 +202,8 @@ async fn earlier_release(
         ));
     };
     let run_id = last.run.as_deref().unwrap_or_default();
-    let plain =
-        !run_id.is_empty() && run_id != ".." && run_id != "." && !run_id.contains(['/', '\\']);
     let earlier = run.sibling(run_id);
-    let found = plain
+    let found = is_run_id(run_id)
         && matches!(earlier.manifest().await, Ok(m) if m.run_id == run_id && m.cohorts.contains_key(req.cohort));
     if !found {
         return Err((
@@ -222,6 +220,12 @@ async fn earlier_release(
         seq: last.seq,
         run: earlier,
     })
+}
+
+/// Whether an audited run id names a folder beside the run, not a path elsewhere: a
+/// run's manifest is the analyst's, and its id reaches the audit log from there.
+fn is_run_id(id: &str) -> bool {
+    !id.is_empty() && id != "." && id != ".." && !id.contains(['/', '\\'])
 }
 
 fn count_change(list: &[RecordBatch], change: &str) -> u64 {
@@ -538,4 +542,27 @@ fn write_list(csv: &Path, parquet: &Path, list: &[RecordBatch]) -> Result<()> {
 
 fn sha256_of(path: &Path) -> Result<String> {
     Ok(hex::encode(Sha256::digest(std::fs::read(path)?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An earlier release's run id from a crafted manifest cannot send the gate to
+    /// read another folder.
+    #[test]
+    fn an_audited_run_id_cannot_point_outside_the_job() {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../other-job/20260401T000000Z-1",
+            "a/b",
+            "a\\b",
+            "/etc",
+        ] {
+            assert!(!is_run_id(bad), "{bad:?}");
+        }
+        assert!(is_run_id("20260401T020000Z-000001"));
+    }
 }

@@ -29,6 +29,11 @@ pub struct HistoryRow {
     pub duration_s: f64,
     pub compared_with: Option<String>,
     pub changes: BTreeMap<String, ChangeCounts>,
+    /// A score-only run's temporal validation of its saved model: AUC, calibration
+    /// slope, and whether the drift rule says to refit.
+    pub temporal_auc: Option<f64>,
+    pub temporal_calibration_slope: Option<f64>,
+    pub refit: bool,
 }
 
 /// The runs of `job` under `output`, oldest first: its complete runs, and the
@@ -56,6 +61,12 @@ pub async fn history(output: &Path, job: &str) -> Result<Vec<HistoryRow>> {
                 duration_s: (m.finished_utc - m.started_utc).num_milliseconds() as f64 / 1000.0,
                 compared_with: m.compared_with,
                 changes: m.changes,
+                temporal_auc: m.temporal_validation.as_ref().and_then(|t| t.auc),
+                temporal_calibration_slope: m
+                    .temporal_validation
+                    .as_ref()
+                    .and_then(|t| t.calibration_slope),
+                refit: m.temporal_validation.is_some_and(|t| t.refit),
             },
         ));
     }
@@ -83,6 +94,9 @@ pub async fn history(output: &Path, job: &str) -> Result<Vec<HistoryRow>> {
                 duration_s: (a.finished_utc - a.started_utc).num_milliseconds() as f64 / 1000.0,
                 compared_with: None,
                 changes: BTreeMap::new(),
+                temporal_auc: None,
+                temporal_calibration_slope: None,
+                refit: false,
             },
         ));
     }
@@ -95,7 +109,7 @@ pub fn render(rows: &[HistoryRow]) -> String {
     use std::fmt::Write;
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
     let mut s = String::from(
-        "run_id\tas_of\tstatus\tpopulation\tcohorts\tvalidation_auc\tcalibration_slope\tduration_s\tchanges\n",
+        "run_id\tas_of\tstatus\tpopulation\tcohorts\tvalidation_auc\tcalibration_slope\ttemporal_auc\ttemporal_slope\tmodel\tduration_s\tchanges\n",
     );
     for r in rows {
         let cohorts: Vec<String> = r.cohorts.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -106,7 +120,7 @@ pub fn render(rows: &[HistoryRow]) -> String {
             .collect();
         let _ = writeln!(
             s,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{:.1}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{:.1}\t{}",
             r.run_id.as_deref().unwrap_or("-"),
             r.as_of,
             r.status.as_str(),
@@ -114,6 +128,9 @@ pub fn render(rows: &[HistoryRow]) -> String {
             cohorts.join(" "),
             opt(r.validation_auc),
             opt(r.calibration_slope),
+            opt(r.temporal_auc),
+            opt(r.temporal_calibration_slope),
+            if r.refit { "refit" } else { "-" },
             r.duration_s,
             if changes.is_empty() {
                 "-".to_string()

@@ -539,6 +539,18 @@ async fn run(a: RunArgs) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if let Some(t) = &m.temporal_validation {
+        let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+        eprintln!(
+            "saved model on the newest outcome year: AUC {} (fitted {}), calibration slope {}",
+            num(t.auc),
+            num(t.fitted_auc),
+            num(t.calibration_slope)
+        );
+        if t.refit {
+            eprintln!("refit: {}", t.refit_reasons.join("; "));
+        }
+    }
     println!("{}", outcome.dir.display());
     Ok(())
 }

@@ -459,6 +459,8 @@ pub struct Summary {
     pub population: Option<u64>,
     pub cohorts: BTreeMap<String, u64>,
     pub changes: BTreeMap<String, ChangeCounts>,
+    /// A score-only run whose saved model the drift rule says to refit.
+    pub refit: bool,
     /// `bad_input` (exit code 2: the job or its inputs need fixing) or `failed`.
     pub error: Option<&'static str>,
 }
@@ -475,6 +477,7 @@ impl Summary {
             population: None,
             cohorts: BTreeMap::new(),
             changes: BTreeMap::new(),
+            refit: false,
             error: None,
         };
         match result {
@@ -484,6 +487,7 @@ impl Summary {
                 s.population = Some(m.population);
                 s.cohorts = m.cohorts.clone();
                 s.changes = m.changes.clone();
+                s.refit = m.temporal_validation.as_ref().is_some_and(|t| t.refit);
             }
             Err(e) => {
                 s.error = Some(match e.kind {

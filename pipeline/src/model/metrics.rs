@@ -1,6 +1,7 @@
 //! `metrics.json`: the fitted model's metrics on the validation split (overall and by
 //! subgroup, `riskstrat_models::metrics::Evaluation` each), or, for a run that scored
-//! with a saved model, a note saying so.
+//! with a saved model, a note saying so and the saved model's temporal validation on
+//! the newest complete outcome year, with the drift rule that says when to refit.
 
 use crate::error::Result;
 use riskstrat_models::metrics::Evaluation;
@@ -50,17 +51,100 @@ pub struct ScoreOnly {
     pub score_only: bool,
     pub model: String,
     pub note: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temporal_validation: Option<TemporalValidation>,
+}
+
+/// The calibration slopes a model may drift to before it should be refitted.
+pub const SLOPE_RANGE: std::ops::RangeInclusive<f64> = 0.8..=1.2;
+/// How far the AUC may fall below the fitted model's before it should be refitted.
+pub const AUC_DROP: f64 = 0.03;
+
+/// A saved model on the newest complete outcome year (`[T0, A)`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TemporalValidation {
+    /// T0 = A - 365, as a date.
+    pub t0: String,
+    pub outcome: String,
+    /// On the contract's validation split: people no fit trains on.
+    pub validation: Validation,
+    /// The validation AUC of the run that fitted the model, if known.
+    pub fitted_auc: Option<f64>,
+    /// Whether the model should be refitted, and why (empty when not).
+    pub refit: bool,
+    pub refit_reasons: Vec<String>,
+}
+
+impl TemporalValidation {
+    /// With the drift rule applied: refit when the calibration slope leaves
+    /// [`SLOPE_RANGE`] or the AUC falls more than [`AUC_DROP`] below the fitted
+    /// model's. Metrics that could not be computed (no events) flag nothing.
+    pub fn new(t0: chrono::NaiveDate, validation: Validation, fitted_auc: Option<f64>) -> Self {
+        let mut reasons = Vec::new();
+        if let Validation::Evaluated(e) = &validation {
+            let slope = e.calibration_slope;
+            if slope.is_finite() && !SLOPE_RANGE.contains(&slope) {
+                reasons.push(format!(
+                    "calibration slope {slope:.2} is outside {:.1}-{:.1}",
+                    SLOPE_RANGE.start(),
+                    SLOPE_RANGE.end()
+                ));
+            }
+            if let Some(fitted) = fitted_auc.filter(|_| e.auc.is_finite()) {
+                // With a hair of tolerance: 0.80 - 0.77 is 0.030000000000000027.
+                if fitted - e.auc > AUC_DROP + 1e-12 {
+                    reasons.push(format!(
+                        "AUC {:.3} is {:.3} below the fitted model's {fitted:.3}",
+                        e.auc,
+                        fitted - e.auc
+                    ));
+                }
+            }
+        }
+        Self {
+            t0: t0.to_string(),
+            outcome: "emergency_admission_next_12m over [T0, A)".into(),
+            validation,
+            fitted_auc,
+            refit: !reasons.is_empty(),
+            refit_reasons: reasons,
+        }
+    }
+}
+
+impl Validation {
+    /// Every metric of outcomes `y` against risks `p`, or why not.
+    pub fn of(y: &[f64], p: &[f64]) -> Self {
+        match riskstrat_models::metrics::evaluate(y, p) {
+            Ok(e) => Validation::Evaluated(e),
+            Err(e) => Validation::Failed {
+                n: y.len(),
+                events: y.iter().sum::<f64>() as usize,
+                error: e.to_string(),
+            },
+        }
+    }
 }
 
 impl Metrics {
-    /// The note of a run that scored with the saved model at `path`.
-    pub fn score_only(path: &std::path::Path) -> Self {
+    /// The note of a run that scored with the saved model at `path`, with its
+    /// temporal validation.
+    pub fn score_only(path: &std::path::Path, temporal: Option<TemporalValidation>) -> Self {
         Metrics::ScoreOnly(ScoreOnly {
             score_only: true,
             model: path.display().to_string(),
             note: "scored with a saved model; its validation metrics are in the run that fitted it"
                 .into(),
+            temporal_validation: temporal,
         })
+    }
+
+    /// A score-only run's temporal validation.
+    pub fn temporal(&self) -> Option<&TemporalValidation> {
+        match self {
+            Metrics::ScoreOnly(s) => s.temporal_validation.as_ref(),
+            Metrics::Fitted(_) => None,
+        }
     }
 
     /// The metrics on the whole validation split, if the model was fitted and they
@@ -91,6 +175,54 @@ impl Metrics {
 mod tests {
     use super::*;
     use riskstrat_models::metrics::evaluate;
+
+    /// The drift rule, case by case: the slope's bounds are inside, the AUC may fall
+    /// by 0.03 exactly, and what could not be computed flags nothing.
+    #[test]
+    fn drift_rule_flags_a_slope_outside_0_8_to_1_2_or_an_auc_drop_over_0_03() {
+        let y: Vec<f64> = (0..200).map(|i| f64::from(i % 4 == 0)).collect();
+        let p: Vec<f64> = (0..200)
+            .map(|i| 0.1 + 0.1 * f64::from(i % 4 == 0) + (i % 11) as f64 / 20.0)
+            .collect();
+        let Validation::Evaluated(base) = Validation::of(&y, &p) else {
+            panic!("evaluates")
+        };
+        let t0 = chrono::NaiveDate::from_ymd_opt(2025, 4, 1).unwrap();
+        let with = |slope: f64, auc: f64| {
+            let mut e = base.clone();
+            e.calibration_slope = slope;
+            e.auc = auc;
+            Validation::Evaluated(e)
+        };
+        for (slope, auc, fitted, reasons) in [
+            (1.0, 0.80, Some(0.80), vec![]),
+            (0.8, 0.80, Some(0.83), vec![]),
+            (1.2, 0.77, Some(0.80), vec![]),
+            (0.79, 0.80, Some(0.80), vec!["calibration slope"]),
+            (1.21, 0.80, None, vec!["calibration slope"]),
+            (1.0, 0.769, Some(0.80), vec!["AUC"]),
+            (0.5, 0.70, Some(0.80), vec!["calibration slope", "AUC"]),
+            (f64::NAN, f64::NAN, Some(0.80), vec![]),
+        ] {
+            let t = TemporalValidation::new(t0, with(slope, auc), fitted);
+            let got: Vec<&str> = t
+                .refit_reasons
+                .iter()
+                .map(|r| {
+                    if r.starts_with("AUC") {
+                        "AUC"
+                    } else {
+                        "calibration slope"
+                    }
+                })
+                .collect();
+            assert_eq!(got, reasons, "slope {slope}, auc {auc}, fitted {fitted:?}");
+            assert_eq!(t.refit, !reasons.is_empty());
+        }
+        let failed = Validation::of(&[0.0, 0.0], &[0.1, 0.2]);
+        assert!(matches!(failed, Validation::Failed { .. }));
+        assert!(!TemporalValidation::new(t0, failed, Some(0.9)).refit);
+    }
 
     /// metrics.json is byte for byte what the untyped `json!` of earlier versions wrote.
     #[test]
@@ -152,7 +284,7 @@ mod tests {
             "model": "runs/a/model.json",
             "note": "scored with a saved model; its validation metrics are in the run that fitted it",
         });
-        let score_only = Metrics::score_only(path);
+        let score_only = Metrics::score_only(path, None);
         assert_eq!(
             score_only.to_json().unwrap(),
             serde_json::to_vec_pretty(&note).unwrap()

@@ -21,9 +21,8 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::common::JoinType;
 use datafusion::prelude::{DataFrame, Expr, SessionContext, cast, coalesce, ident, lit};
-use metrics::{Counts, FitMetrics, Metrics, Validation};
+use metrics::{Counts, FitMetrics, Metrics, TemporalValidation, Validation};
 use riskstrat_models::logistic::{Design, Fit, FitOptions, fit};
-use riskstrat_models::metrics::evaluate;
 use riskstrat_models::tiers::Tier;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -55,6 +54,10 @@ pub struct ModelFile {
     pub iterations: usize,
     pub l2: f64,
     pub tiers: Vec<Tier>,
+    /// The AUC on the validation split of the run that fitted it: what a score-only
+    /// run's temporal validation is compared with. None in model files written before
+    /// it existed (then the `metrics.json` beside the file is read).
+    pub validation_auc: Option<f64>,
 }
 
 impl ModelFile {
@@ -87,6 +90,7 @@ impl ModelFile {
             iterations: f.iterations,
             l2,
             tiers: tiers.to_vec(),
+            validation_auc: None,
         }
     }
 
@@ -212,15 +216,15 @@ const OUTCOME_COLUMNS: &[(&str, crate::sql::Kind)] = &[
     ("emergency_admission_next_12m", crate::sql::Kind::Number),
 ];
 
-/// Fit at T0 on the training split; metrics on the validation split.
-pub async fn train(
+/// Everyone in the population at `T0 = A - 365`: the model's terms at `T0` and the
+/// outcome over `[T0, A)`, the newest complete outcome year.
+async fn at_t0(
     ctx: &SessionContext,
     sql: &SqlSource,
-    as_of: NaiveDate,
+    t0: NaiveDate,
     extra: &[PathBuf],
-    config: &ModelConfig,
-) -> Result<Trained> {
-    let t0 = as_of - Days::new(365);
+    terms: &[String],
+) -> Result<Columns> {
     let params = Params::at(t0);
     let features = crate::features::plan(ctx, sql, &params, extra).await?;
     let text = sql.get("outcome.sql")?;
@@ -235,7 +239,19 @@ pub async fn train(
         "__outcome",
         coalesce(vec![ident("emergency_admission_next_12m"), lit(0i64)]),
     )?;
-    let cols = collect_columns(df, &config.terms, "__outcome").await?;
+    collect_columns(df, terms, "__outcome").await
+}
+
+/// Fit at T0 on the training split; metrics on the validation split.
+pub async fn train(
+    ctx: &SessionContext,
+    sql: &SqlSource,
+    as_of: NaiveDate,
+    extra: &[PathBuf],
+    config: &ModelConfig,
+) -> Result<Trained> {
+    let t0 = as_of - Days::new(365);
+    let cols = at_t0(ctx, sql, t0, extra, &config.terms).await?;
 
     let (train_rows, valid_rows): (Vec<usize>, Vec<usize>) =
         (0..cols.ids.len()).partition(|&i| !is_validation(&cols.ids[i]));
@@ -264,19 +280,11 @@ pub async fn train(
     }
 
     let validation = |rows: &[usize]| {
-        let y = pick(&cols.y, rows);
         let p: Vec<f64> = rows
             .iter()
             .map(|&i| fitted.predict(&cols.x.iter().map(|c| c[i]).collect::<Vec<_>>()))
             .collect();
-        match evaluate(&y, &p) {
-            Ok(e) => Validation::Evaluated(e),
-            Err(e) => Validation::Failed {
-                n: rows.len(),
-                events: y.iter().sum::<f64>() as usize,
-                error: e.to_string(),
-            },
-        }
+        Validation::of(&pick(&cols.y, rows), &p)
     };
     let metrics = FitMetrics {
         t0: t0.to_string(),
@@ -294,10 +302,48 @@ pub async fn train(
             })
             .collect(),
     };
-    Ok(Trained {
-        model: ModelFile::from_fit(&fitted, t0, as_of, config.l2, &config.tiers),
-        metrics: Metrics::Fitted(Box::new(metrics)),
-    })
+    let mut model = ModelFile::from_fit(&fitted, t0, as_of, config.l2, &config.tiers);
+    let metrics = Metrics::Fitted(Box::new(metrics));
+    model.validation_auc = metrics.validation_auc();
+    Ok(Trained { model, metrics })
+}
+
+/// A saved model on the newest complete outcome year: its risks at `T0 = A - 365`
+/// against the outcome over `[T0, A)`, on the contract's validation split (people no
+/// fit ever trains on), compared with the AUC of the run that fitted it.
+pub async fn temporal_validation(
+    ctx: &SessionContext,
+    sql: &SqlSource,
+    as_of: NaiveDate,
+    extra: &[PathBuf],
+    model: &ModelFile,
+    fitted_auc: Option<f64>,
+) -> Result<TemporalValidation> {
+    let t0 = as_of - Days::new(365);
+    let cols = at_t0(ctx, sql, t0, extra, &model.features).await?;
+    let beta = model.coefficient_vector()?;
+    let rows: Vec<usize> = (0..cols.ids.len())
+        .filter(|&i| is_validation(&cols.ids[i]))
+        .collect();
+    let p: Vec<f64> = rows
+        .iter()
+        .map(|&i| {
+            let lp = beta[0]
+                + cols
+                    .x
+                    .iter()
+                    .zip(&beta[1..])
+                    .map(|(c, b)| b * c[i])
+                    .sum::<f64>();
+            riskstrat_models::logistic::sigmoid(lp)
+        })
+        .collect();
+    let y: Vec<f64> = rows.iter().map(|&i| cols.y[i]).collect();
+    Ok(TemporalValidation::new(
+        t0,
+        Validation::of(&y, &p),
+        fitted_auc,
+    ))
 }
 
 /// The validation rows of each subgroup: by sex, age band and IMD quintile.
@@ -324,6 +370,16 @@ fn subgroups(
 
 /// The age-band labels of the subgroups: one set, labelled in the data layer.
 pub use crate::session::age_band;
+
+/// The validation AUC of the run that fitted a saved model: from the model file, or
+/// for model files written before it held it, from the `metrics.json` beside it.
+pub fn fitted_auc(model: &ModelFile, path: &std::path::Path) -> Option<f64> {
+    model.validation_auc.or_else(|| {
+        let text = std::fs::read_to_string(path.with_file_name("metrics.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v.pointer("/validation/auc")?.as_f64()
+    })
+}
 
 pub fn load_model(path: &std::path::Path) -> Result<ModelFile> {
     let text = std::fs::read_to_string(path)

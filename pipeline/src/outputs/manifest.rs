@@ -55,8 +55,41 @@ pub struct Manifest {
     /// Per cohort compared: entered, left and stayed since `compared_with`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub changes: BTreeMap<String, ChangeCounts>,
+    /// A score-only run's check of its saved model on the newest complete outcome
+    /// year (the whole of it is `metrics.json`'s `temporal_validation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temporal_validation: Option<TemporalSummary>,
     pub outputs: Vec<String>,
     pub timings_ms: BTreeMap<String, u64>,
+}
+
+/// The figures of a temporal validation that history and the summary show.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TemporalSummary {
+    pub auc: Option<f64>,
+    pub calibration_slope: Option<f64>,
+    pub calibration_intercept: Option<f64>,
+    pub fitted_auc: Option<f64>,
+    pub refit: bool,
+    pub refit_reasons: Vec<String>,
+}
+
+impl TemporalSummary {
+    pub fn of(t: &crate::model::metrics::TemporalValidation) -> Self {
+        let finite = |v: f64| Some(v).filter(|v| v.is_finite());
+        let e = match &t.validation {
+            crate::model::metrics::Validation::Evaluated(e) => Some(e),
+            crate::model::metrics::Validation::Failed { .. } => None,
+        };
+        Self {
+            auc: e.and_then(|e| finite(e.auc)),
+            calibration_slope: e.and_then(|e| finite(e.calibration_slope)),
+            calibration_intercept: e.and_then(|e| finite(e.calibration_intercept)),
+            fitted_auc: t.fitted_auc,
+            refit: t.refit,
+            refit_reasons: t.refit_reasons.clone(),
+        }
+    }
 }
 
 /// One cohort's changes since the previous run.

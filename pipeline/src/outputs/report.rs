@@ -60,7 +60,7 @@ pub fn render(m: &Manifest, services: &str) -> String {
 <h2>Cohorts</h2>
 <table><tr><th>cohort</th><th>people</th><th>share of population</th></tr>
 {cohorts}</table>
-<h2>Rows</h2>
+{model}<h2>Rows</h2>
 <table><tr><th>table</th><th>read</th><th>excluded (opt-out)</th><th>valid</th><th>quarantined</th><th>reasons</th></tr>
 {rows}</table>
 {services}<h2>Timings</h2>
@@ -77,5 +77,30 @@ pub fn render(m: &Manifest, services: &str) -> String {
         pop = m.population,
         oo_p = m.optouts.patients_excluded,
         oo_r = m.optouts.rows_excluded,
+        model = model_section(m),
+    )
+}
+
+/// A score-only run's temporal validation, and "refit" when its model has drifted.
+fn model_section(m: &Manifest) -> String {
+    let Some(t) = &m.temporal_validation else {
+        return String::new();
+    };
+    let num =
+        |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+    let verdict = if t.refit {
+        format!(
+            "<p><b>Refit</b> the model: {}.</p>",
+            esc(&t.refit_reasons.join("; "))
+        )
+    } else {
+        "<p>No drift: calibration slope within 0.8-1.2 and AUC within 0.03 of the fitted model's.</p>".to_string()
+    };
+    format!(
+        "<h2>Model</h2>\n<p>Scored with a saved model. Temporal validation on the newest complete outcome year: AUC {} (fitted model {}), calibration slope {}, intercept {}.</p>\n{verdict}\n",
+        num(t.auc, 3),
+        num(t.fitted_auc, 3),
+        num(t.calibration_slope, 2),
+        num(t.calibration_intercept, 2),
     )
 }

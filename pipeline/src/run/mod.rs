@@ -131,6 +131,10 @@ fn manifest(
             .filter(|s| s.is_finite()),
         compared_with: changes.compared_with,
         changes: changes.counts,
+        temporal_validation: trained
+            .metrics
+            .temporal()
+            .map(crate::outputs::manifest::TemporalSummary::of),
         outputs,
         timings_ms: rc.progress.timings_ms(),
     }

@@ -94,10 +94,22 @@ pub async fn model(rc: &RunContext<'_>) -> Result<Trained> {
     rc.progress
         .stage("model", async {
             match &job.model.load {
-                Some(path) => Ok(Trained {
-                    model: crate::model::load_model(path)?,
-                    metrics: Metrics::score_only(path),
-                }),
+                Some(path) => {
+                    let model = crate::model::load_model(path)?;
+                    let temporal = crate::model::temporal_validation(
+                        &rc.ctx,
+                        &rc.sql,
+                        job.as_of,
+                        &job.extra_features,
+                        &model,
+                        crate::model::fitted_auc(&model, path),
+                    )
+                    .await?;
+                    Ok(Trained {
+                        model,
+                        metrics: Metrics::score_only(path, Some(temporal)),
+                    })
+                }
                 None => {
                     let t = crate::model::train(
                         &rc.ctx,
