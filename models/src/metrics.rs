@@ -94,6 +94,16 @@ pub struct Calibration {
     pub intercept: f64,
     /// `b` in logit P(y) = a + b logit(p).
     pub slope: f64,
+    /// `a` in that same fit (with the slope free): with `slope`, the logistic
+    /// recalibration curve the report draws as the smoothed calibration curve.
+    pub slope_intercept: f64,
+}
+
+impl Calibration {
+    /// The observed risk the logistic recalibration fit gives for predicted risk `p`.
+    pub fn curve(&self, p: f64) -> f64 {
+        crate::logistic::sigmoid(self.slope_intercept + self.slope * logit(p))
+    }
 }
 
 fn logit(p: f64) -> f64 {
@@ -124,6 +134,7 @@ pub fn calibration(y: &[f64], p: &[f64]) -> Result<Calibration> {
     Ok(Calibration {
         intercept: citl.coefficients[0],
         slope: slope.coefficients[1],
+        slope_intercept: slope.coefficients[0],
     })
 }
 
@@ -199,6 +210,12 @@ pub struct TopK {
     pub flagged: usize,
     pub sensitivity: f64,
     pub ppv: f64,
+    /// Of those without the event, the share not flagged.
+    #[serde(default)]
+    pub specificity: f64,
+    /// Of those not flagged, the share without the event.
+    #[serde(default)]
+    pub npv: f64,
 }
 
 /// Flag the `ceil(share * n)` highest risks (ties by input order): what share of all
@@ -210,12 +227,111 @@ pub fn top_k(y: &[f64], p: &[f64], share: f64) -> TopK {
     idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
     let tp: f64 = idx[..k].iter().map(|&i| y[i]).sum();
     let events: f64 = y.iter().sum();
+    let non_events = n as f64 - events;
+    let (fp, fn_) = (k as f64 - tp, events - tp);
+    let tn = non_events - fp;
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     TopK {
         share,
         flagged: k,
-        sensitivity: if events > 0.0 { tp / events } else { f64::NAN },
-        ppv: if k > 0 { tp / k as f64 } else { f64::NAN },
+        sensitivity: ratio(tp, events),
+        ppv: ratio(tp, k as f64),
+        specificity: ratio(tn, non_events),
+        npv: ratio(tn, tn + fn_),
     }
+}
+
+/// The ROC curve as (false positive rate, true positive rate) points, from (0, 0) to
+/// (1, 1), one point per distinct risk (tied risks move together), thinned to at most
+/// `max_points` by keeping every k-th (always the last). The AUC of the full curve by
+/// the trapezoid rule equals the Mann-Whitney AUC.
+pub fn roc_points(y: &[f64], p: &[f64], max_points: usize) -> Vec<[f64; 2]> {
+    let mut idx: Vec<usize> = (0..y.len()).collect();
+    idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+    let events: f64 = y.iter().sum();
+    let non_events = y.len() as f64 - events;
+    if events == 0.0 || non_events == 0.0 {
+        return Vec::new();
+    }
+    let mut points = vec![[0.0, 0.0]];
+    let (mut tp, mut fp) = (0.0, 0.0);
+    for (k, &i) in idx.iter().enumerate() {
+        tp += y[i];
+        fp += 1.0 - y[i];
+        if idx.get(k + 1).is_none_or(|&next| p[next] != p[i]) {
+            points.push([fp / non_events, tp / events]);
+        }
+    }
+    let step = points.len().div_ceil(max_points.max(2));
+    let last = points.len() - 1;
+    points
+        .into_iter()
+        .enumerate()
+        .filter(|(k, _)| k % step == 0 || *k == last)
+        .map(|(_, pt)| pt)
+        .collect()
+}
+
+/// Predicted risks in `bins` equal-width bins over [0, max risk], counted separately
+/// for people with and without the event.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RiskHistogram {
+    /// `bins + 1` edges.
+    pub edges: Vec<f64>,
+    pub events: Vec<usize>,
+    pub non_events: Vec<usize>,
+}
+
+pub fn risk_histogram(y: &[f64], p: &[f64], bins: usize) -> RiskHistogram {
+    let top = p.iter().copied().fold(0.0, f64::max).max(f64::MIN_POSITIVE);
+    let width = top / bins as f64;
+    let mut h = RiskHistogram {
+        edges: (0..=bins).map(|k| width * k as f64).collect(),
+        events: vec![0; bins],
+        non_events: vec![0; bins],
+    };
+    for (yi, pi) in y.iter().zip(p) {
+        let b = ((pi / width) as usize).min(bins - 1);
+        if *yi == 1.0 {
+            h.events[b] += 1;
+        } else {
+            h.non_events[b] += 1;
+        }
+    }
+    h
+}
+
+/// Decision-curve analysis (Vickers & Elkin 2006) at one threshold probability `pt`:
+/// the net benefit of flagging people whose risk is at least `pt`, and of flagging
+/// everyone, as `TP/n - FP/n * pt / (1 - pt)`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct NetBenefit {
+    pub threshold: f64,
+    pub model: f64,
+    pub treat_all: f64,
+}
+
+pub fn net_benefit(y: &[f64], p: &[f64], thresholds: &[f64]) -> Vec<NetBenefit> {
+    let n = y.len() as f64;
+    let events: f64 = y.iter().sum();
+    thresholds
+        .iter()
+        .map(|&pt| {
+            let w = pt / (1.0 - pt);
+            let (mut tp, mut fp) = (0.0, 0.0);
+            for (yi, pi) in y.iter().zip(p) {
+                if *pi >= pt {
+                    tp += yi;
+                    fp += 1.0 - yi;
+                }
+            }
+            NetBenefit {
+                threshold: pt,
+                model: tp / n - fp / n * w,
+                treat_all: events / n - (n - events) / n * w,
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -230,7 +346,23 @@ pub struct Evaluation {
     pub hosmer_lemeshow: HosmerLemeshow,
     pub deciles: Vec<RiskGroup>,
     pub top: Vec<TopK>,
+    /// For the report's charts (absent in runs made before they were recorded).
+    #[serde(default)]
+    pub roc: Vec<[f64; 2]>,
+    #[serde(default)]
+    pub risk_histogram: Option<RiskHistogram>,
+    #[serde(default)]
+    pub net_benefit: Vec<NetBenefit>,
+    /// The logistic recalibration curve, (predicted, observed) at 40 risks from the
+    /// lowest to the highest prediction.
+    #[serde(default)]
+    pub calibration_curve: Vec<[f64; 2]>,
 }
+
+/// The thresholds of the decision curve: 1% to 50%.
+pub const NET_BENEFIT_THRESHOLDS: [f64; 12] = [
+    0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,
+];
 
 /// Every metric for one set of predictions.
 pub fn evaluate(y: &[f64], p: &[f64]) -> Result<Evaluation> {
@@ -247,12 +379,70 @@ pub fn evaluate(y: &[f64], p: &[f64]) -> Result<Evaluation> {
         hosmer_lemeshow: hosmer_lemeshow(y, p, 10)?,
         deciles: risk_groups(y, p, 10),
         top: [0.005, 0.05, 0.2].iter().map(|s| top_k(y, p, *s)).collect(),
+        roc: roc_points(y, p, 200),
+        risk_histogram: Some(risk_histogram(y, p, 20)),
+        net_benefit: net_benefit(y, p, &NET_BENEFIT_THRESHOLDS),
+        calibration_curve: {
+            let lo = p.iter().copied().fold(1.0, f64::min);
+            let hi = p.iter().copied().fold(0.0, f64::max);
+            (0..40)
+                .map(|k| {
+                    let x = lo + (hi - lo) * k as f64 / 39.0;
+                    [x, cal.curve(x)]
+                })
+                .collect()
+        },
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ROC curve's area by the trapezoid rule is the Mann-Whitney AUC (ties moved
+    /// together), and its points are the counts at each distinct risk.
+    #[test]
+    fn roc_points_trace_the_auc() {
+        let y = [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0];
+        let s = [0.9, 0.3, 0.6, 0.4, 0.4, 0.1, 0.8, 0.7, 0.2, 0.6];
+        let pts = roc_points(&y, &s, 100);
+        // Distinct risks 0.9 0.8 0.7 0.6(x2) 0.4(x2) 0.3 0.2 0.1, plus the origin.
+        assert_eq!(pts.len(), 9);
+        assert_eq!(pts[0], [0.0, 0.0]);
+        // Five events, five non-events: after 0.9 and 0.8 (events) and 0.7 (not).
+        assert_eq!(pts[3], [0.2, 0.4]);
+        // The two at 0.6 are both events; at 0.4 one of each.
+        assert_eq!(pts[4], [0.2, 0.8]);
+        assert_eq!(pts[5], [0.4, 1.0]);
+        assert_eq!(*pts.last().unwrap(), [1.0, 1.0]);
+        let area: f64 = pts
+            .windows(2)
+            .map(|w| (w[1][0] - w[0][0]) * (w[1][1] + w[0][1]) / 2.0)
+            .sum();
+        assert!((area - auc_delong(&y, &s).unwrap().auc).abs() < 1e-12);
+        assert!(roc_points(&y, &s, 3).len() <= 4);
+    }
+
+    /// Net benefit, sensitivity, specificity, PPV and NPV from hand counts.
+    #[test]
+    fn decision_curve_and_top_k_from_hand_counts() {
+        // 10 people, 4 events; risks descending with events at ranks 1, 2, 4, 7.
+        let y = [1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
+        let p = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05];
+        let nb = net_benefit(&y, &p, &[0.5]);
+        // Flagged at >= 0.5: 5 people, TP 3, FP 2; weight 1.
+        assert!((nb[0].model - (3.0 / 10.0 - 2.0 / 10.0)).abs() < 1e-15);
+        assert!((nb[0].treat_all - (0.4 - 0.6)).abs() < 1e-15);
+        let t = top_k(&y, &p, 0.3); // the top 3: TP 2, FP 1, FN 2, TN 5
+        assert_eq!(t.flagged, 3);
+        assert!((t.sensitivity - 0.5).abs() < 1e-15);
+        assert!((t.ppv - 2.0 / 3.0).abs() < 1e-15);
+        assert!((t.specificity - 5.0 / 6.0).abs() < 1e-15);
+        assert!((t.npv - 5.0 / 7.0).abs() < 1e-15);
+        let h = risk_histogram(&y, &p, 3);
+        assert_eq!(h.events, vec![0, 1, 3]);
+        assert_eq!(h.non_events, vec![3, 2, 1]);
+    }
 
     #[test]
     fn auc_counts_ties_as_half() {

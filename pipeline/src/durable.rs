@@ -35,6 +35,29 @@ pub fn io_at(path: &Path, doing: &str) -> impl FnOnce(io::Error) -> Error {
     }
 }
 
+/// Write a whole file so that readers see the old one or the new one, never a part:
+/// a hidden sibling, synced, renamed over it.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let written = File::create(&tmp)
+        .and_then(|mut f| {
+            io::Write::write_all(&mut f, bytes)?;
+            f.sync_all()
+        })
+        .map_err(io_at(&tmp, "writing"));
+    if let Err(e) = written
+        .and_then(|_| std::fs::rename(&tmp, path).map_err(io_at(path, "renaming into place")))
+    {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
 /// Flush a folder's entries (creations, renames, removals in it) to disk.
 pub fn sync_dir(dir: &Path) -> Result<(), Error> {
     File::open(dir)

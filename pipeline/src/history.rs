@@ -1,7 +1,7 @@
 //! `riskstrat history`: a job's runs, oldest first, from their manifests.
 
 use crate::error::Result;
-use crate::outputs::manifest::ChangeCounts;
+use crate::outputs::manifest::{ChangeCounts, Manifest};
 use crate::outputs::run_store::RunStore;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
@@ -47,28 +47,7 @@ pub async fn history(output: &Path, job: &str) -> Result<Vec<HistoryRow>> {
             continue;
         };
         ticks_done.extend(m.tick.clone());
-        rows.push((
-            m.started_utc,
-            HistoryRow {
-                run_id: Some(m.run_id),
-                tick: m.tick,
-                as_of: m.as_of,
-                status: RunStatus::Complete,
-                population: m.population,
-                cohorts: m.cohorts,
-                validation_auc: m.validation_auc,
-                calibration_slope: m.validation_calibration_slope,
-                duration_s: (m.finished_utc - m.started_utc).num_milliseconds() as f64 / 1000.0,
-                compared_with: m.compared_with,
-                changes: m.changes,
-                temporal_auc: m.temporal_validation.as_ref().and_then(|t| t.auc),
-                temporal_calibration_slope: m
-                    .temporal_validation
-                    .as_ref()
-                    .and_then(|t| t.calibration_slope),
-                refit: m.temporal_validation.is_some_and(|t| t.refit),
-            },
-        ));
+        rows.push((m.started_utc, row_of(&m)));
     }
     // A tick's last attempt, when no attempt made a complete run.
     let mut last: BTreeMap<String, crate::scheduler::Attempt> = BTreeMap::new();
@@ -102,6 +81,27 @@ pub async fn history(output: &Path, job: &str) -> Result<Vec<HistoryRow>> {
     }
     rows.sort_by_key(|(t, _)| *t);
     Ok(rows.into_iter().map(|(_, r)| r).collect())
+}
+
+/// A complete run's row, from its manifest.
+pub fn row_of(m: &Manifest) -> HistoryRow {
+    let temporal = m.temporal_validation.as_ref();
+    HistoryRow {
+        run_id: Some(m.run_id.clone()),
+        tick: m.tick.clone(),
+        as_of: m.as_of,
+        status: RunStatus::Complete,
+        population: m.population,
+        cohorts: m.cohorts.clone(),
+        validation_auc: m.validation_auc,
+        calibration_slope: m.validation_calibration_slope,
+        duration_s: (m.finished_utc - m.started_utc).num_milliseconds() as f64 / 1000.0,
+        compared_with: m.compared_with.clone(),
+        changes: m.changes.clone(),
+        temporal_auc: temporal.and_then(|t| t.auc),
+        temporal_calibration_slope: temporal.and_then(|t| t.calibration_slope),
+        refit: temporal.is_some_and(|t| t.refit),
+    }
 }
 
 /// The text table `riskstrat history` prints.

@@ -51,6 +51,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "synth",
             "gate",
             "history",
+            "report",
             "scheduler",
             "pseudonymise",
             "feedback",

@@ -27,6 +27,7 @@ pub mod outputs;
 pub mod progress;
 pub mod pseudonymise;
 pub mod quality;
+pub mod report;
 pub mod run;
 pub mod schedule;
 pub mod scheduler;

@@ -58,6 +58,9 @@ enum Command {
     History(HistoryArgs),
     /// Entrants, leavers and tier transitions of each cohort between two runs of a job.
     Diff(DiffArgs),
+    /// Write a run's report.html again, or the version for commissioners (built only
+    /// from what disclosure control releases).
+    Report(ReportArgs),
     /// Run jobs at the ticks of their [schedule]s until SIGTERM (logs to stderr).
     Schedule {
         /// Job files, each with a [schedule] section.
@@ -189,6 +192,29 @@ struct QueryArgs {
     cell_key: riskstrat::serve::CellKeyArg,
     #[command(flatten)]
     no_keys: NoKeys,
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// The run folder.
+    run: PathBuf,
+    /// Where to write the report [default: RUN_ID-report.html, or
+    /// RUN_ID-commissioners.html with --for commissioners, in the current folder].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Who the report is for.
+    #[arg(long = "for", value_enum, default_value = "analysts")]
+    audience: Audience,
+    #[command(flatten)]
+    cell_key: riskstrat::serve::CellKeyArg,
+    #[command(flatten)]
+    no_keys: NoKeys,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Audience {
+    Analysts,
+    Commissioners,
 }
 
 #[derive(clap::Args)]
@@ -405,6 +431,7 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Approve(a) => approve(a),
         Command::History(a) => history(a).await,
         Command::Diff(a) => diff(a).await,
+        Command::Report(a) => report(a).await,
         Command::Backfill(a) => backfill(a).await,
         Command::Schedule { jobs } => riskstrat::scheduler::schedule(&jobs, Clock::system()).await,
         Command::Feedback {
@@ -420,6 +447,47 @@ async fn dispatch(command: Command) -> Result<()> {
 }
 
 /// `history OUTPUT_DIR/JOB`: the job's complete runs, oldest first.
+/// `report`: a run's report, for analysts (every section, from the run folder and the
+/// job's history) or for commissioners (through disclosure control).
+async fn report(a: ReportArgs) -> Result<()> {
+    a.no_keys.refuse("report")?;
+    let handle = riskstrat::outputs::run_store::RunHandle::local(&a.run);
+    let manifest = handle.manifest().await?;
+    let id = manifest.run_id.clone();
+    let (html, name) = match a.audience {
+        Audience::Analysts => {
+            let job_dir = std::path::absolute(&a.run)?;
+            let job_dir = job_dir.parent().unwrap_or(&job_dir);
+            let history = match (
+                job_dir.parent(),
+                job_dir.file_name().and_then(|n| n.to_str()),
+            ) {
+                (Some(out), Some(job)) => riskstrat::history::history(out, job)
+                    .await
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            let inputs = riskstrat::report::gather(&handle, manifest, history).await?;
+            (
+                riskstrat::report::analyst(&inputs),
+                format!("{id}-report.html"),
+            )
+        }
+        Audience::Commissioners => {
+            let secret = a.cell_key.load(a.run.parent().unwrap_or(&a.run))?;
+            (
+                riskstrat::report::commissioners::render(&handle, &secret).await?,
+                format!("{id}-commissioners.html"),
+            )
+        }
+    };
+    let out = a.out.unwrap_or_else(|| PathBuf::from(name));
+    riskstrat::durable::write_file(&out, html.as_bytes())
+        .map_err(|e| Error::bad_input(format!("--out {}: {}", out.display(), e.message)))?;
+    println!("{}", out.display());
+    Ok(())
+}
+
 async fn history(a: HistoryArgs) -> Result<()> {
     let (Some(dir), Some(job)) = (
         a.job_runs.parent(),

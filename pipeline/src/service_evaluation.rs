@@ -176,8 +176,6 @@ pub struct Evaluation {
     pub balance: RecordBatch,
     /// The people behind each count (see [`people_batch`]).
     pub people: RecordBatch,
-    /// The evaluation and its balance as an HTML section of `report.html`.
-    pub report: String,
 }
 
 struct Enrolment {
@@ -980,7 +978,6 @@ pub async fn evaluate(
         outcomes: to_batch(&rows)?,
         balance: balance_batch(&balance_rows)?,
         people: people_batch(&enrolments, &services, &episodes, &ids)?,
-        report: report_html(&rows, &balance_rows),
     })
 }
 
@@ -1197,54 +1194,6 @@ fn people_batch(
         ("pseudo_id", Arc::new(StringArray::from(id)) as ArrayRef),
         ("group", Arc::new(StringArray::from(group)) as ArrayRef),
     ])?)
-}
-
-/// The report's section: per service and outcome the DiD, its placebo and warnings;
-/// per service and matching variable the means and SMDs before and after matching.
-/// Counts and statistics only.
-fn report_html(rows: &[Row], balance: &[BalanceRow]) -> String {
-    use crate::outputs::report::esc;
-    let num =
-        |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
-    let ci = |d: &Option<Did>| {
-        d.as_ref().map_or("-".to_string(), |d| {
-            format!("{:.1} ({:.1} to {:.1})", d.did, d.ci_low, d.ci_high)
-        })
-    };
-    let mut out = String::from(
-        "<h2>Service evaluation</h2>\n<p>Matched difference in differences per 1,000 person-years (risk-set matching at each start date; see the README). Placebo: the year before the start against the year before that.</p>\n<table><tr><th>service</th><th>outcome</th><th>enrolled</th><th>matched</th><th>match rate</th><th>DiD (95% CI)</th><th>placebo DiD (95% CI)</th><th>max |SMD| before</th><th>max |SMD| after</th><th>warnings</th></tr>\n",
-    );
-    for r in rows {
-        let warnings: Vec<&str> = r.warnings.iter().map(|w| w.text()).collect();
-        out.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            esc(&r.service),
-            r.outcome,
-            r.enrolled,
-            r.treated,
-            num(r.match_rate, 3),
-            ci(&r.did),
-            ci(&r.placebo),
-            num(r.smd_before, 3),
-            num(r.smd_after, 3),
-            warnings.join(", ")
-        ));
-    }
-    out.push_str("</table>\n<h3>Balance of the matching variables</h3>\n<table><tr><th>service</th><th>variable</th><th>enrolled mean</th><th>eligible mean (before matching)</th><th>matched controls mean</th><th>SMD before</th><th>SMD after</th></tr>\n");
-    for b in balance {
-        out.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            esc(&b.service),
-            b.variable,
-            num(b.treated_mean, 3),
-            num(b.reference_mean, 3),
-            num(b.control_mean, 3),
-            num(b.smd_before, 3),
-            num(b.smd_after, 3)
-        ));
-    }
-    out.push_str("</table>\n");
-    out
 }
 
 fn max_abs(a: Option<f64>, b: Option<f64>) -> Option<f64> {

@@ -12,7 +12,6 @@ use crate::ingest::{self, contract};
 use crate::job::Job;
 use crate::model::metrics::Metrics;
 use crate::outputs::manifest::{InputSummary, Manifest, OptOutCounts, row_counts};
-use crate::outputs::report;
 use context::RunContext;
 use stages::{Changes, Cohorts, Features, Feedback, Loaded, Scored, Trained};
 use std::collections::BTreeMap;
@@ -47,7 +46,7 @@ async fn run_stages(job: &Job, clock: Clock) -> Result<RunOutcome> {
     let features = stages::features(&rc).await?;
     let trained = stages::model(&rc).await?;
     let scored = stages::score(&rc, &trained).await?;
-    let services_report = stages::service_evaluation(&rc, &trained, &scored).await?;
+    stages::service_evaluation(&rc, &trained, &scored).await?;
     stages::model_files(&rc, &trained)?;
     let feedback = stages::feedback(&rc).await?;
     let cohorts = stages::cohorts(&rc, &feedback).await?;
@@ -58,10 +57,7 @@ async fn run_stages(job: &Job, clock: Clock) -> Result<RunOutcome> {
     // An input rewritten while the run read it could mix old and new data.
     crate::faults::point("run.before_recheck");
     ingest::recheck::unchanged(&rc.ctx, &loaded.inputs).await?;
-    rc.write(
-        "report.html",
-        report::render(&manifest, &services_report).as_bytes(),
-    )?;
+    rc.write("report.html", report_html(&rc, &manifest).await?.as_bytes())?;
     // The manifest last: it marks the run complete.
     rc.write("manifest.json", &serde_json::to_vec_pretty(&manifest)?)?;
     let dir = rc.into_folder()?.commit().await?;
@@ -70,6 +66,21 @@ async fn run_stages(job: &Job, clock: Clock) -> Result<RunOutcome> {
         manifest,
         metrics: trained.metrics,
     })
+}
+
+/// The run's report, from the staging folder as it stands (everything but the report
+/// and the manifest is written) and the job's earlier runs.
+async fn report_html(rc: &RunContext<'_>, manifest: &Manifest) -> Result<String> {
+    let staged = rc
+        .path("report.html")
+        .ok_or_else(|| crate::error::Error::failed("no run folder"))?;
+    let folder = crate::outputs::run_store::RunHandle::local(staged.parent().unwrap_or(&staged));
+    // History is for the reader; a job folder that cannot be listed leaves it out.
+    let history = crate::history::history(&rc.job.output, &rc.job.name)
+        .await
+        .unwrap_or_default();
+    let inputs = crate::report::gather(&folder, manifest.clone(), history).await?;
+    Ok(crate::report::analyst(&inputs))
 }
 
 /// The manifest, from the stages' outputs.

@@ -156,15 +156,15 @@ pub async fn score(rc: &RunContext<'_>, trained: &Trained) -> Result<Scored> {
         .await
 }
 
-/// The service evaluation's section of the report, when the job evaluates services and
-/// has a services table (else empty).
+/// The service evaluation's tables, when the job evaluates services and has a services
+/// table.
 pub async fn service_evaluation(
     rc: &RunContext<'_>,
     trained: &Trained,
     scored: &Scored,
-) -> Result<String> {
+) -> Result<()> {
     if !rc.job.evaluate_services || !rc.ctx.table_exist(contract::SERVICES.name)? {
-        return Ok(String::new());
+        return Ok(());
     }
     rc.progress
         .stage("service_evaluation", async {
@@ -181,7 +181,7 @@ pub async fn service_evaluation(
             write_batch(&rc.file("service_outcomes.parquet")?, &e.outcomes)?;
             write_batch(&rc.file("service_balance.parquet")?, &e.balance)?;
             write_batch(&rc.file("service_people.parquet")?, &e.people)?;
-            Ok(e.report)
+            Ok(())
         })
         .await
 }
