@@ -6,10 +6,19 @@ cd "$(dirname "$0")/.."
 # tests/serve.rs queries `riskstrat serve` with an independently written Flight SQL
 # client, Apache Arrow's Python ADBC driver, installed here from PyPI into a venv
 # (once; later runs reuse it).
+# tests/report.rs renders the report in Debian's Chromium, driven by Playwright from
+# PyPI into the same venv (Playwright's own browser download is never used).
 PYENV=target/pyenv
-if ! "$PYENV/bin/python" -c "import adbc_driver_flightsql, pyarrow" 2>/dev/null; then
+if ! "$PYENV/bin/python" -c "import adbc_driver_flightsql, pyarrow, playwright" 2>/dev/null; then
     python3 -m venv "$PYENV"
-    "$PYENV/bin/pip" install --quiet --disable-pip-version-check adbc-driver-flightsql pyarrow
+    "$PYENV/bin/pip" install --quiet --disable-pip-version-check adbc-driver-flightsql pyarrow playwright
+fi
+if [ ! -x /usr/bin/chromium ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get install -y --no-install-recommends chromium >/dev/null \
+        || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends chromium >/dev/null; }
 fi
 RISKSTRAT_PYTHON="$(pwd)/$PYENV/bin/python"
 export RISKSTRAT_PYTHON

@@ -352,6 +352,12 @@ pub fn history(inputs: &Inputs) -> String {
         c.line("calibration slope", PALETTE[1], false, &slope);
         s.push_str(&c.finish());
     }
+    s.push_str(&history_table(h));
+    section("history", "History", &s)
+}
+
+fn history_table(h: &[crate::history::HistoryRow]) -> String {
+    let mut s = String::new();
     s.push_str("<table id=\"history\"><tr><th>run</th><th>run_id</th><th>as of</th><th>population</th><th>cohorts</th><th>AUC</th><th>slope</th><th></th></tr>\n");
     for (k, r) in h.iter().enumerate() {
         let cohorts: Vec<String> = r
@@ -372,7 +378,7 @@ pub fn history(inputs: &Inputs) -> String {
         ));
     }
     s.push_str("</table>\n");
-    section("history", "History", &s)
+    s
 }
 
 /// The TRIPOD+AI items (Collins et al., BMJ 2024) a run can fill itself, and the rest

@@ -55,13 +55,17 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
         .map(|m| m * mag)
         .find(|s| *s >= raw)
         .unwrap_or(raw);
-    let mut out = Vec::new();
-    let mut t = (lo / step).ceil() * step;
-    while t <= hi + step * 1e-9 {
-        out.push(if t.abs() < step * 1e-9 { 0.0 } else { t });
-        t += step;
-    }
-    out
+    // From integer multiples, rounded to the step's digits, so 3 x 0.2 is 0.6.
+    let digits = (-step.log10().floor()).max(0.0) as i32 + 1;
+    let round = |v: f64| {
+        let m = 10f64.powi(digits);
+        (v * m).round() / m
+    };
+    let first = (lo / step).ceil() as i64;
+    (first..)
+        .map(|k| round(k as f64 * step))
+        .take_while(|t| *t <= hi + step * 1e-9)
+        .collect()
 }
 
 fn tick_label(v: f64) -> String {
