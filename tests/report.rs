@@ -206,8 +206,8 @@ fn the_reports_charts_hold_the_runs_metrics() {
         );
     }
 
-    // Service effects: service_outcomes.parquet's differences in differences.
-    let effects = marks(&html, "chart-services", "rect class=\"estimate\"");
+    // Service effects, one chart per outcome: service_outcomes.parquet's differences
+    // in differences.
     let outcomes = read_parquet(&run.join("service_outcomes.parquet"));
     let did: Vec<f64> = outcomes
         .iter()
@@ -217,12 +217,24 @@ fn the_reports_charts_hold_the_runs_metrics() {
                 .as_any()
                 .downcast_ref::<datafusion::arrow::array::Float64Array>()
                 .unwrap();
-            c.iter().flatten().collect::<Vec<_>>()
+            c.iter().map(|v| v.unwrap_or(f64::NAN)).collect::<Vec<_>>()
         })
         .collect();
-    assert_eq!(effects.len(), did.len());
-    for (e, d) in effects.iter().zip(&did) {
-        close(&e["data-row"], f(e, "data-estimate"), *d);
+    let names = texts(&run.join("service_outcomes.parquet"), "outcome");
+    let services = texts(&run.join("service_outcomes.parquet"), "service_code");
+    assert!(did.len() >= 2);
+    for (k, d) in did.iter().enumerate() {
+        let outcome = names[k].as_deref().unwrap();
+        let service = services[k].as_deref().unwrap();
+        let e = marks(
+            &html,
+            &format!("chart-services-{outcome}"),
+            "rect class=\"estimate\"",
+        )
+        .into_iter()
+        .find(|e| e["data-row"] == service)
+        .unwrap_or_else(|| panic!("{service} {outcome} is not drawn"));
+        close(&format!("{service} {outcome}"), f(&e, "data-estimate"), *d);
     }
 
     // History: the demo's two runs.

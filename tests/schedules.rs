@@ -859,7 +859,10 @@ fn a_saved_models_temporal_validation_matches_scikit_learn_and_statsmodels() {
     );
     assert!(stderr(&o).contains(&said), "{}", stderr(&o));
     let report = std::fs::read_to_string(run.join("report.html")).unwrap();
-    assert!(report.contains("<b>Refit</b>"), "the report says refit");
+    assert!(
+        report.contains("id=\"refit\">Refit the model: calibration slope"),
+        "the report says refit"
+    );
     let h = history(&dir);
     assert_eq!(h.len(), 1);
     assert_eq!(h[0]["refit"], true);

@@ -119,54 +119,14 @@ pub fn services(inputs: &Inputs) -> String {
     let mut s = String::from(
         "<p>Matched difference in differences per 1,000 person-years, enrolled against matched comparison patients (risk-set matching at each start date; see the README), with person-clustered 95% intervals. Hollow marks carry a warning (low match rate, imbalance after matching, or a pre-trend in the placebo year).</p>\n",
     );
-    if !rows.is_empty() {
-        let labels: Vec<String> = rows
+    let mut outcomes: Vec<&str> = rows.iter().map(|r| text(r, "outcome")).collect();
+    outcomes.dedup();
+    for outcome in outcomes {
+        let rows: Vec<_> = rows
             .iter()
-            .map(|r| {
-                format!(
-                    "{} {}",
-                    text(r, "service_code"),
-                    text(r, "outcome").replace('_', " ")
-                )
-            })
+            .filter(|r| text(r, "outcome") == outcome)
             .collect();
-        let lo = rows
-            .iter()
-            .filter_map(|r| num(r, "did_ci_low"))
-            .fold(0.0, f64::min);
-        let hi = rows
-            .iter()
-            .filter_map(|r| num(r, "did_ci_high"))
-            .fold(0.0, f64::max);
-        let pad = (hi - lo).max(1.0) * 0.05;
-        let mut c = Chart::new(
-            "chart-services",
-            "Service effects",
-            "The difference in differences of each service and outcome per 1,000 person-years with its 95% interval; left of zero the service reduced the outcome.",
-            (
-                "difference in differences per 1,000 person-years",
-                lo - pad,
-                hi + pad,
-            ),
-            YAxis::Rows(labels),
-        );
-        c.reference_x(0.0, "no effect");
-        for (k, r) in rows.iter().enumerate() {
-            let est = num(r, "did").unwrap_or(f64::NAN);
-            let ci = (
-                num(r, "did_ci_low").unwrap_or(est),
-                num(r, "did_ci_high").unwrap_or(est),
-            );
-            c.estimate(
-                "DiD",
-                PALETTE[0],
-                k,
-                est,
-                ci,
-                !text(r, "warnings").is_empty(),
-            );
-        }
-        s.push_str(&c.finish());
+        s.push_str(&service_effects(outcome, &rows));
     }
     s.push_str("<table id=\"service-table\"><tr><th>service</th><th>outcome</th><th>enrolled</th><th>matched</th><th>match rate</th><th>DiD (95% CI)</th><th>placebo DiD</th><th>warnings</th></tr>\n");
     for r in &inputs.services {
@@ -187,6 +147,54 @@ pub fn services(inputs: &Inputs) -> String {
     s.push_str("</table>\n");
     s.push_str(&balance(inputs));
     section("services", "Service evaluation", &s)
+}
+
+/// One outcome's differences in differences as a forest plot.
+fn service_effects(outcome: &str, rows: &[&&super::Row]) -> String {
+    let labels: Vec<String> = rows
+        .iter()
+        .map(|r| text(r, "service_code").to_string())
+        .collect();
+    let lo = rows
+        .iter()
+        .filter_map(|r| num(r, "did_ci_low"))
+        .fold(0.0, f64::min);
+    let hi = rows
+        .iter()
+        .filter_map(|r| num(r, "did_ci_high"))
+        .fold(0.0, f64::max);
+    let pad = (hi - lo).max(1.0) * 0.05;
+    let what = outcome.replace('_', " ");
+    let mut c = Chart::new(
+        &format!("chart-services-{outcome}"),
+        &format!("Service effects on {what}"),
+        &format!(
+            "The difference in differences of {what} per 1,000 person-years for each service, with its 95% interval; left of zero the service reduced them."
+        ),
+        (
+            "difference in differences per 1,000 person-years",
+            lo - pad,
+            hi + pad,
+        ),
+        YAxis::Rows(labels),
+    );
+    c.reference_x(0.0, "no effect");
+    for (k, r) in rows.iter().enumerate() {
+        let est = num(r, "did").unwrap_or(f64::NAN);
+        let ci = (
+            num(r, "did_ci_low").unwrap_or(est),
+            num(r, "did_ci_high").unwrap_or(est),
+        );
+        c.estimate(
+            "DiD",
+            PALETTE[0],
+            k,
+            est,
+            ci,
+            !text(r, "warnings").is_empty(),
+        );
+    }
+    c.finish()
 }
 
 /// Standardised mean differences before and after matching (a Love plot).
