@@ -9,9 +9,10 @@ cd "$(dirname "$0")/.."
 # tests/report.rs renders the report in Debian's Chromium, driven by Playwright from
 # PyPI into the same venv (Playwright's own browser download is never used).
 PYENV=target/pyenv
-if ! "$PYENV/bin/python" -c "import adbc_driver_flightsql, pyarrow, playwright" 2>/dev/null; then
+# tests/object_stores.rs runs moto's S3 server from the same venv on 127.0.0.1.
+if ! "$PYENV/bin/python" -c "import adbc_driver_flightsql, pyarrow, playwright, moto.server" 2>/dev/null; then
     python3 -m venv "$PYENV"
-    "$PYENV/bin/pip" install --quiet --disable-pip-version-check adbc-driver-flightsql pyarrow playwright
+    "$PYENV/bin/pip" install --quiet --disable-pip-version-check adbc-driver-flightsql pyarrow playwright "moto[server]"
 fi
 if [ ! -x /usr/bin/chromium ]; then
     SUDO=""
@@ -20,7 +21,19 @@ if [ ! -x /usr/bin/chromium ]; then
     $SUDO apt-get install -y --no-install-recommends chromium >/dev/null \
         || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends chromium >/dev/null; }
 fi
+if ! "$PYENV/bin/python" -c "import azure.storage.blob" 2>/dev/null; then
+    "$PYENV/bin/pip" install --quiet --disable-pip-version-check azure-storage-blob
+fi
 RISKSTRAT_PYTHON="$(pwd)/$PYENV/bin/python"
 export RISKSTRAT_PYTHON
+
+# tests/object_stores.rs runs Azurite (Microsoft's Azure Storage emulator) from npm.
+NODEENV=target/node
+if [ ! -x "$NODEENV/node_modules/.bin/azurite-blob" ]; then
+    mkdir -p "$NODEENV"
+    (cd "$NODEENV" && npm install --silent --no-audit --no-fund azurite@3 >/dev/null)
+fi
+RISKSTRAT_AZURITE="$(pwd)/$NODEENV/node_modules/.bin/azurite-blob"
+export RISKSTRAT_AZURITE
 
 cargo test --workspace --locked "$@"

@@ -265,17 +265,8 @@ fn gate_releases_exactly_the_teams_cohort_patients() {
 
     // Expected, independently: cohort pseudo_ids -> NHS numbers through the
     // Python-checked HMAC, kept if at a T01 practice and not opted out.
-    let key = riskstrat::governance::pseudonym::Key::read_file(&f.key()).unwrap();
     let people = identifiable_people(&f.dir);
-    let by_pid: std::collections::HashMap<String, String> = people
-        .keys()
-        .map(|n| {
-            (
-                riskstrat::governance::pseudonym::pseudo_id(&key, n),
-                n.clone(),
-            )
-        })
-        .collect();
+    let by_pid = nhs_by_pseudo_id(&f, &people);
     let practices = team_practices(&f.dir, "T01");
     let optouts = opted_out_nhs(&f.dir);
     let cohort: HashSet<String> = pseudo_ids(&f.run.join("cohort_complex_needs.parquet"))
@@ -366,12 +357,13 @@ fn append_optout(dir: &Path, nhs: &str) {
     w.close().unwrap();
 }
 
-/// NHS numbers of a run's cohort members at a team's practices (as the extract says),
-/// by the test's own HMAC of every NHS number in the extract.
-fn listed(f: &Flow, run: &Path, team: &str) -> HashSet<String> {
+/// Each NHS number of the extract by its pseudo_id, through the test's own HMAC.
+fn nhs_by_pseudo_id(
+    f: &Flow,
+    people: &std::collections::HashMap<String, String>,
+) -> std::collections::HashMap<String, String> {
     let key = riskstrat::governance::pseudonym::Key::read_file(&f.key()).unwrap();
-    let people = identifiable_people(&f.dir);
-    let by_pid: std::collections::HashMap<String, String> = people
+    people
         .keys()
         .map(|n| {
             (
@@ -379,7 +371,14 @@ fn listed(f: &Flow, run: &Path, team: &str) -> HashSet<String> {
                 n.clone(),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// NHS numbers of a run's cohort members at a team's practices (as the extract says),
+/// by the test's own HMAC of every NHS number in the extract.
+fn listed(f: &Flow, run: &Path, team: &str) -> HashSet<String> {
+    let people = identifiable_people(&f.dir);
+    let by_pid = nhs_by_pseudo_id(f, &people);
     let practices = team_practices(&f.dir, team);
     pseudo_ids(&run.join("cohort_complex_needs.parquet"))
         .iter()

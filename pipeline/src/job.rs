@@ -24,6 +24,9 @@ pub struct JobFile {
     #[serde(default)]
     pub outcomes: OutcomesSection,
     pub schedule: Option<crate::schedule::ScheduleSection>,
+    /// Non-secret options of the cloud stores the inputs are in.
+    #[serde(default)]
+    pub storage: crate::ingest::stores::StorageOptions,
 }
 
 /// The service outcome evaluation (the `outcomes` stage), run when there is a
@@ -209,6 +212,8 @@ pub struct Job {
     /// The scheduled tick this run is for (set by the scheduler, never by the file):
     /// its key goes into the manifest so that a tick is run once.
     pub tick: Option<String>,
+    /// `[storage]`: endpoint, region, allow_http of the inputs' cloud stores.
+    pub storage: crate::ingest::stores::StorageOptions,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,6 +241,25 @@ pub fn parse_date(s: &str, what: &str) -> Result<NaiveDate> {
     })
 }
 
+/// A job file's syntax or key error, by line and column, without quoting the line:
+/// a value put where it does not belong (a secret under `[storage]`) is not repeated.
+fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> crate::error::Error {
+    let at = e
+        .span()
+        .map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: ")
+        })
+        .unwrap_or_default();
+    bad_input!(
+        "job file {}: {at}{}",
+        path.display(),
+        e.message().trim_end()
+    )
+}
+
 /// A location is a URL when it has a scheme (`s3://`, `file://`); otherwise a path.
 pub fn is_url(s: &str) -> bool {
     s.split_once("://").is_some_and(|(scheme, _)| {
@@ -260,8 +284,7 @@ impl Job {
     /// Parse and check a job file's text, section by section, in the order the checks
     /// have always run (the first problem found is the one reported).
     pub fn parse(text: &str, path: &Path, as_of_override: Option<&str>) -> Result<Job> {
-        let file: JobFile = toml::from_str(text)
-            .map_err(|e| bad_input!("job file {}: {}", path.display(), e.to_string().trim_end()))?;
+        let file: JobFile = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
         let at = JobPath::new(path);
         let name = job_name(&file.job, &at)?;
         let as_of = as_of_date(&file.job, as_of_override, &at)?;
@@ -294,6 +317,7 @@ impl Job {
             source: path.to_path_buf(),
             schedule,
             tick: None,
+            storage: file.storage,
         })
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod contract;
 pub mod recheck;
+pub mod stores;
 pub mod tables;
 pub mod validate;
 
@@ -148,13 +149,19 @@ async fn list_files(ctx: &SessionContext, what: &str, location: &str) -> Result<
         ""
     };
     let state = ctx.state();
+    let cannot = |e: datafusion::error::DataFusionError| {
+        bad_input!(
+            "{what}: cannot list it: {}",
+            stores::explain(location, &e.to_string())
+        )
+    };
     let mut metas: Vec<_> = url
         .list_all_files(&state, store.as_ref(), ext)
         .await
-        .map_err(|e| bad_input!("{what}: cannot list it ({e})"))?
+        .map_err(cannot)?
         .try_collect()
         .await
-        .map_err(|e| bad_input!("{what}: cannot list it ({e})"))?;
+        .map_err(cannot)?;
     metas.sort_by(|a, b| a.location.cmp(&b.location));
     if metas.is_empty() {
         return Err(bad_input!("{what}: no .parquet files found there"));

@@ -94,7 +94,8 @@ pub async fn gather(
     let balance = table("service_balance.parquet").await?;
     let mut history: Vec<HistoryRow> = history
         .into_iter()
-        .filter(|h| h.as_of <= manifest.as_of)
+        // Complete runs only: a failed tick has no figures to draw.
+        .filter(|h| h.run_id.is_some() && h.as_of <= manifest.as_of)
         .collect();
     if !history
         .iter()

@@ -253,7 +253,8 @@ pub fn quality(inputs: &Inputs) -> String {
             .copied()
             .unwrap_or(0);
         let considered = r.read.saturating_sub(r.excluded_optout);
-        let linkage = if table == "patients" || considered == 0 {
+        // Opt-outs of people not registered here are expected, not a linkage failure.
+        let linkage = if table == "patients" || table == "optouts" || considered == 0 {
             "-".to_string()
         } else {
             format!(

@@ -28,6 +28,8 @@ pub struct Loaded {
 /// counts them.
 pub async fn load(rc: &RunContext<'_>) -> Result<Loaded> {
     let job = rc.job;
+    // Inputs in cloud stores are read through the store their URL names.
+    ingest::stores::register(&rc.ctx, job.inputs.values(), &job.storage)?;
     let inputs = rc
         .progress
         .stage(

@@ -1,0 +1,235 @@
+//! Cloud object stores for inputs: `s3://` (AWS S3 and compatible stores), `az://`,
+//! `abfs://` and `abfss://` (Azure Blob Storage), `gs://` (Google Cloud Storage), each
+//! through `object_store`'s own builder reading its environment the way the builder
+//! documents (`AWS_ACCESS_KEY_ID`, `AZURE_STORAGE_ACCOUNT_NAME`,
+//! `GOOGLE_SERVICE_ACCOUNT`, ...). A job's `[storage]` section holds only what is not
+//! secret (endpoint, region, allow_http); credentials never come from a job file, and
+//! no error here quotes an option's value.
+
+use crate::bad_input;
+use crate::error::Result;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::prelude::SessionContext;
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// `[storage]`: options every cloud input of the job shares. Secrets are refused by
+/// name (unknown keys are errors).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StorageOptions {
+    /// The store's endpoint (an S3-compatible service, an emulator, a private link).
+    pub endpoint: Option<String>,
+    /// The AWS region.
+    pub region: Option<String>,
+    /// Allow plain http to the endpoint (emulators on loopback only).
+    pub allow_http: Option<bool>,
+}
+
+/// The kinds of store a URL scheme names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cloud {
+    S3,
+    Azure,
+    Gcs,
+}
+
+impl Cloud {
+    pub fn of(scheme: &str) -> Option<Cloud> {
+        match scheme {
+            "s3" | "s3a" => Some(Cloud::S3),
+            "az" | "adl" | "azure" | "abfs" | "abfss" => Some(Cloud::Azure),
+            "gs" => Some(Cloud::Gcs),
+            _ => None,
+        }
+    }
+
+    /// The environment variables that hold this store's credentials, for error
+    /// messages (names only, never values).
+    pub fn credentials(self) -> &'static str {
+        match self {
+            Cloud::S3 => "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)",
+            Cloud::Azure => {
+                "AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY (or a SAS or service principal)"
+            }
+            Cloud::Gcs => "GOOGLE_SERVICE_ACCOUNT (or GOOGLE_APPLICATION_CREDENTIALS)",
+        }
+    }
+
+    /// Where the endpoint is set, for error messages.
+    pub fn endpoint_setting(self) -> &'static str {
+        match self {
+            Cloud::S3 => "[storage] endpoint or AWS_ENDPOINT",
+            Cloud::Azure => "[storage] endpoint or AZURE_STORAGE_ENDPOINT",
+            Cloud::Gcs => "[storage] endpoint or GOOGLE_SERVICE_ACCOUNT's gcs_base_url",
+        }
+    }
+}
+
+/// The store for one input URL (`s3://bucket/path`), built from the environment and
+/// `[storage]`.
+pub fn build(
+    location: &str,
+    opts: &StorageOptions,
+) -> Result<(ObjectStoreUrl, Arc<dyn ObjectStore>)> {
+    let (scheme, rest) = location
+        .split_once("://")
+        .ok_or_else(|| bad_input!("{location}: not a URL"))?;
+    let Some(cloud) = Cloud::of(scheme) else {
+        return Err(bad_input!(
+            "{location}: riskstrat reads local paths, file://, s3://, az:// (abfs://) and gs:// URLs, not '{scheme}'"
+        ));
+    };
+    let bucket = rest.split('/').next().unwrap_or_default();
+    let url = ObjectStoreUrl::parse(format!("{scheme}://{bucket}"))
+        .map_err(|e| bad_input!("{location}: not a valid URL ({e})"))?;
+    let failed = |e: object_store::Error| {
+        bad_input!(
+            "{location}: cannot set up its store ({}); check the bucket in the URL, {} and {}",
+            without_values(&e.to_string()),
+            cloud.endpoint_setting(),
+            cloud.credentials()
+        )
+    };
+    let store: Arc<dyn ObjectStore> = match cloud {
+        Cloud::S3 => {
+            let mut b = AmazonS3Builder::from_env().with_url(location);
+            if let Some(e) = &opts.endpoint {
+                b = b.with_endpoint(e);
+            }
+            if let Some(r) = &opts.region {
+                b = b.with_region(r);
+            }
+            if let Some(h) = opts.allow_http {
+                b = b.with_allow_http(h);
+            }
+            Arc::new(b.build().map_err(failed)?)
+        }
+        Cloud::Azure => {
+            let mut b = MicrosoftAzureBuilder::from_env().with_url(location);
+            if let Some(e) = &opts.endpoint {
+                b = b.with_endpoint(e.clone());
+            }
+            if let Some(h) = opts.allow_http {
+                b = b.with_allow_http(h);
+            }
+            Arc::new(b.build().map_err(failed)?)
+        }
+        Cloud::Gcs => {
+            let mut b = GoogleCloudStorageBuilder::from_env().with_url(location);
+            if opts.endpoint.is_some() || opts.region.is_some() {
+                return Err(bad_input!(
+                    "{location}: [storage] endpoint and region are for S3 and Azure; point GOOGLE_SERVICE_ACCOUNT at a service account file (with gcs_base_url for another endpoint)"
+                ));
+            }
+            if let Some(h) = opts.allow_http {
+                b = b.with_client_options(object_store::ClientOptions::new().with_allow_http(h));
+            }
+            Arc::new(b.build().map_err(failed)?)
+        }
+    };
+    Ok((url, store))
+}
+
+/// An object_store message without anything that looks like a credential value.
+pub fn without_values(message: &str) -> String {
+    message
+        .split_whitespace()
+        .map(|w| {
+            let long_token = w.len() >= 24
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+/=_-".contains(c));
+            if long_token { "[redacted]" } else { w }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What to fix when reading `location` failed with `error`: for a cloud URL, the
+/// setting that most likely needs fixing (the error's own text is kept, with anything
+/// that looks like a credential value removed); for a local path, the error as it is.
+pub fn explain(location: &str, error: &str) -> String {
+    let Some(cloud) = location.split_once("://").and_then(|(s, _)| Cloud::of(s)) else {
+        return error.to_string();
+    };
+    let e = error.to_ascii_lowercase();
+    let hint = if e.contains("nosuchbucket")
+        || e.contains("containernotfound")
+        || e.contains("bucket") && e.contains("not found")
+    {
+        "no such bucket or container: check the URL's bucket".to_string()
+    } else if e.contains("connection refused")
+        || e.contains("error sending request")
+        || e.contains("dns error")
+        || e.contains("timed out")
+        || e.contains("connect")
+    {
+        format!("cannot reach the store: check {}", cloud.endpoint_setting())
+    } else if e.contains("403")
+        || e.contains("401")
+        || e.contains("forbidden")
+        || e.contains("accessdenied")
+        || e.contains("invalidaccesskeyid")
+        || e.contains("signaturedoesnotmatch")
+        || e.contains("authoriz")
+        || e.contains("credential")
+    {
+        format!(
+            "the store refused the credentials: check {}",
+            cloud.credentials()
+        )
+    } else if e.contains("not found") || e.contains("404") || e.contains("nosuchkey") {
+        "no such object: check the path in the URL".to_string()
+    } else {
+        format!(
+            "check the URL, {} and {}",
+            cloud.endpoint_setting(),
+            cloud.credentials()
+        )
+    };
+    format!("{hint} ({})", without_values(error))
+}
+
+/// Register the store of every cloud input with `ctx`, so DataFusion reads them like
+/// local files.
+pub fn register<'a>(
+    ctx: &SessionContext,
+    locations: impl IntoIterator<Item = &'a String>,
+    opts: &StorageOptions,
+) -> Result<()> {
+    for location in locations {
+        let Some((scheme, _)) = location.split_once("://") else {
+            continue;
+        };
+        if scheme == "file" {
+            continue;
+        }
+        let (url, store) = build(location, opts)?;
+        ctx.register_object_store(url.as_ref(), store);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes_name_their_store_and_others_are_refused() {
+        assert_eq!(Cloud::of("s3"), Some(Cloud::S3));
+        assert_eq!(Cloud::of("abfss"), Some(Cloud::Azure));
+        assert_eq!(Cloud::of("gs"), Some(Cloud::Gcs));
+        let e = build("ftp://host/x", &StorageOptions::default()).unwrap_err();
+        assert!(e.message.contains("not 'ftp'"), "{}", e.message);
+    }
+
+    #[test]
+    fn long_tokens_are_redacted_from_messages() {
+        let m = without_values("signature wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY refused");
+        assert_eq!(m, "signature [redacted] refused");
+    }
+}
