@@ -250,7 +250,16 @@ fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> crate::error::Err
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;
             let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("line {line}, column {column}: ")
+            // The key (or section) of that line names the setting; its value is left out.
+            let key = text
+                .lines()
+                .nth(line - 1)
+                .and_then(|l| l.split('=').next())
+                .map(str::trim)
+                .filter(|k| !k.is_empty() && k.len() <= 64 && !k.contains(['"', '\'']))
+                .map(|k| format!(" ({k})"))
+                .unwrap_or_default();
+            format!("line {line}, column {column}{key}: ")
         })
         .unwrap_or_default();
     bad_input!(
@@ -598,6 +607,17 @@ pub fn parse_bytes(s: &str) -> Result<usize> {
 
 #[cfg(test)]
 mod tests {
+    /// A value put where it does not belong (a credential under `[storage]`) is not
+    /// repeated in the error, which still names the line and the key.
+    #[test]
+    fn job_file_errors_name_the_key_but_never_quote_the_value() {
+        let text = "[job]\nname = \"j\"\noutput = \"runs\"\n[inputs]\n[storage]\nsecret_access_key = \"wJalrXUtnFEMI-K7MDENG\"\n";
+        let e = Job::parse(text, Path::new("/jobs/j.toml"), None).unwrap_err();
+        assert!(!e.message.contains("wJalrXUtnFEMI"), "{}", e.message);
+        assert!(e.message.contains("line 6"), "{}", e.message);
+        assert!(e.message.contains("secret_access_key"), "{}", e.message);
+    }
+
     use super::*;
 
     const MINIMAL: &str = r#"
