@@ -14,6 +14,26 @@ use std::process::{Child, Command, Output};
 /// The secret the tests give riskstrat: it must never appear in any output.
 const SECRET: &str = "moto-test-secret-Zq8vPp3LmT5wR1";
 
+/// A port on 127.0.0.1 that nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Wait up to 10 s for an emulator to accept connections.
+fn wait_for(what: &str, port: u16) {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{what} did not start on port {port}");
+}
+
 /// A moto S3 server on 127.0.0.1, stopped when dropped.
 struct Moto {
     child: Child,
@@ -27,11 +47,7 @@ impl Moto {
             panic!("RISKSTRAT_PYTHON is not set: run ./scripts/test.sh, which installs moto into target/pyenv")
         });
         let server = Path::new(&python).with_file_name("moto_server");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut cmd = Command::new(&server);
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
@@ -43,13 +59,8 @@ impl Moto {
             .spawn()
             .unwrap_or_else(|e| panic!("{}: cannot start it ({e})", server.display()));
         let moto = Moto { child, port };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return moto;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        panic!("moto did not start on port {port}");
+        wait_for("moto", port);
+        moto
     }
 
     fn endpoint(&self) -> String {
@@ -275,11 +286,7 @@ impl Azurite {
         let bin = std::env::var("RISKSTRAT_AZURITE").unwrap_or_else(|_| {
             panic!("RISKSTRAT_AZURITE is not set: run ./scripts/test.sh, which installs azurite from npm into target/node")
         });
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let data = dir.join("azurite");
         std::fs::create_dir_all(&data).unwrap();
         let child = Command::new(&bin)
@@ -292,13 +299,8 @@ impl Azurite {
             .spawn()
             .unwrap_or_else(|e| panic!("{bin}: cannot start it ({e})"));
         let azurite = Azurite { child, port };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return azurite;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        panic!("azurite did not start on port {port}");
+        wait_for("azurite", port);
+        azurite
     }
 
     /// Upload with Microsoft's Python client (tests/python/azure_put.py).
