@@ -365,7 +365,18 @@ pub const NET_BENEFIT_THRESHOLDS: [f64; 12] = [
 ];
 
 /// Every metric for one set of predictions.
+/// The shares of the highest risks `evaluate` flags: the contract's default tiers' cut
+/// points.
+pub const TOP_SHARES: [f64; 3] = [0.005, 0.05, 0.2];
+
+/// Every metric for one set of predictions, with `top` at [`TOP_SHARES`].
 pub fn evaluate(y: &[f64], p: &[f64]) -> Result<Evaluation> {
+    evaluate_at(y, p, &TOP_SHARES)
+}
+
+/// Every metric for one set of predictions, with `top` at the given shares (a job's
+/// own tiers' cut points).
+pub fn evaluate_at(y: &[f64], p: &[f64], top_shares: &[f64]) -> Result<Evaluation> {
     let auc = auc_delong(y, p)?;
     let cal = calibration(y, p)?;
     Ok(Evaluation {
@@ -378,7 +389,7 @@ pub fn evaluate(y: &[f64], p: &[f64]) -> Result<Evaluation> {
         calibration_slope: cal.slope,
         hosmer_lemeshow: hosmer_lemeshow(y, p, 10)?,
         deciles: risk_groups(y, p, 10),
-        top: [0.005, 0.05, 0.2].iter().map(|s| top_k(y, p, *s)).collect(),
+        top: top_shares.iter().map(|s| top_k(y, p, *s)).collect(),
         roc: roc_points(y, p, 200),
         risk_histogram: Some(risk_histogram(y, p, 20)),
         net_benefit: net_benefit(y, p, &NET_BENEFIT_THRESHOLDS),

@@ -115,7 +115,13 @@ impl TemporalValidation {
 impl Validation {
     /// Every metric of outcomes `y` against risks `p`, or why not.
     pub fn of(y: &[f64], p: &[f64]) -> Self {
-        match riskstrat_models::metrics::evaluate(y, p) {
+        Self::at(y, p, &riskstrat_models::metrics::TOP_SHARES)
+    }
+
+    /// The same, with sensitivity, specificity, PPV and NPV when the highest `shares`
+    /// are flagged (the job's tiers' cut points).
+    pub fn at(y: &[f64], p: &[f64], shares: &[f64]) -> Self {
+        match riskstrat_models::metrics::evaluate_at(y, p, shares) {
             Ok(e) => Validation::Evaluated(e),
             Err(e) => Validation::Failed {
                 n: y.len(),

@@ -284,7 +284,7 @@ pub async fn train(
             .iter()
             .map(|&i| fitted.predict(&cols.x.iter().map(|c| c[i]).collect::<Vec<_>>()))
             .collect();
-        Validation::of(&pick(&cols.y, rows), &p)
+        Validation::at(&pick(&cols.y, rows), &p, &cut_points(&config.tiers))
     };
     let metrics = FitMetrics {
         t0: t0.to_string(),
@@ -341,9 +341,20 @@ pub async fn temporal_validation(
     let y: Vec<f64> = rows.iter().map(|&i| cols.y[i]).collect();
     Ok(TemporalValidation::new(
         t0,
-        Validation::of(&y, &p),
+        Validation::at(&y, &p, &cut_points(&model.tiers)),
         fitted_auc,
     ))
+}
+
+/// The tiers' cut points (cumulative shares below everyone), where the report shows
+/// sensitivity, specificity, PPV and NPV; the default tiers' when none are known.
+fn cut_points(tiers: &[Tier]) -> Vec<f64> {
+    let cuts: Vec<f64> = tiers.iter().map(|t| t.up_to).filter(|s| *s < 1.0).collect();
+    if cuts.is_empty() {
+        riskstrat_models::metrics::TOP_SHARES.to_vec()
+    } else {
+        cuts
+    }
 }
 
 /// The validation rows of each subgroup: by sex, age band and IMD quintile.
@@ -408,6 +419,20 @@ mod tests {
         assert!(!is_validation("ffffffff000000000000000000000000"));
         // 0x00000002 -> 2: validation.
         assert!(is_validation("00000002000000000000000000000000"));
+    }
+
+    #[test]
+    fn thresholds_are_the_tiers_cut_points() {
+        let tier = |name: &str, up_to: f64| Tier {
+            name: name.into(),
+            up_to,
+        };
+        let tiers = [tier("top", 0.01), tier("next", 0.1), tier("rest", 1.0)];
+        assert_eq!(cut_points(&tiers), vec![0.01, 0.1]);
+        assert_eq!(
+            cut_points(&[]),
+            riskstrat_models::metrics::TOP_SHARES.to_vec()
+        );
     }
 
     #[test]
