@@ -35,11 +35,17 @@ pub fn io_at(path: &Path, doing: &str) -> impl FnOnce(io::Error) -> Error {
     }
 }
 
+/// Where a file is staged before it is renamed into place: a hidden sibling named
+/// for this process (`.<name>.tmp-<pid>`, what `hidden_siblings(path, "tmp")` finds).
+pub fn staging_name(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
 /// Write a whole file so that readers see the old one or the new one, never a part:
 /// a hidden sibling, synced, renamed over it.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = staging_name(path);
     let written = File::create(&tmp)
         .and_then(|mut f| {
             io::Write::write_all(&mut f, bytes)?;

@@ -290,8 +290,8 @@ impl Out {
     ) -> Result<Release> {
         let patients: u64 = list.iter().map(|b| b.num_rows() as u64).sum();
         let (csv, parquet) = (&self.csv, &self.parquet);
-        let tmp_csv = hidden(csv);
-        let tmp_parquet = hidden(parquet);
+        let tmp_csv = durable::staging_name(csv);
+        let tmp_parquet = durable::staging_name(parquet);
         let audited = write_list(&tmp_csv, &tmp_parquet, list).and_then(|_| {
             audit::append(
                 req.audit_log,
@@ -501,11 +501,6 @@ fn only_in_vault(rows: Vec<RecordBatch>) -> Result<(Vec<RecordBatch>, u64)> {
         out.push(kept);
     }
     Ok((out, missing))
-}
-
-fn hidden(path: &Path) -> PathBuf {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
 /// The list as CSV and Parquet, owner-only: it names people.
