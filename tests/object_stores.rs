@@ -70,7 +70,14 @@ impl Moto {
     /// Make a bucket and put files in it (moto takes unsigned requests).
     fn put(&self, bucket: &str, files: &[(String, Vec<u8>)]) {
         let base = format!("{}/{bucket}", self.endpoint());
-        let _ = ureq::put(&base).send(&[][..]);
+        // The bucket (made once; moto may still be starting its handlers).
+        for attempt in 0.. {
+            match ureq::put(&base).send(&[][..]) {
+                Ok(_) | Err(ureq::Error::StatusCode(409)) => break,
+                Err(e) if attempt == 50 => panic!("making bucket {bucket}: {e}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        }
         for (key, bytes) in files {
             ureq::put(&format!("{base}/{key}"))
                 .send(&bytes[..])
@@ -157,15 +164,54 @@ fn assert_no_secret(o: &Output) {
     assert!(!all.contains(SECRET), "the secret was printed: {all}");
 }
 
-/// Sorted rows of a Parquet file, as text, for comparing runs.
-fn content(path: &Path) -> Vec<String> {
-    let mut rows: Vec<String> = riskstrat::report::rows(&read_parquet(path))
+/// The rows of a Parquet file, sorted, each a list of (column, value).
+fn content(path: &Path) -> Vec<Vec<(String, Option<String>)>> {
+    let mut rows: Vec<Vec<(String, Option<String>)>> = riskstrat::report::rows(&read_parquet(path))
         .unwrap()
         .into_iter()
-        .map(|r| format!("{r:?}"))
+        .map(|r| r.into_iter().collect())
         .collect();
-    rows.sort();
+    // Sorted by text with numbers to 6 digits, so last-bit differences keep the order.
+    let key = |r: &Vec<(String, Option<String>)>| {
+        let r: Vec<_> = r
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    v.as_deref().map(|v| match v.parse::<f64>() {
+                        Ok(x) if v.contains('.') => format!("{x:.5e}"),
+                        _ => v.to_string(),
+                    }),
+                )
+            })
+            .collect();
+        format!("{r:?}")
+    };
+    rows.sort_by_cached_key(key);
     rows
+}
+
+/// Two files hold the same rows: text equal, numbers to 1e-9 relative (two runs'
+/// parallel sums may differ in the last bits).
+fn assert_same_rows(a: &Path, b: &Path, name: &str) {
+    let (a, b) = (content(a), content(b));
+    assert_eq!(a.len(), b.len(), "{name}: rows");
+    for (x, y) in a.iter().zip(&b) {
+        let same = x.len() == y.len()
+            && x.iter().zip(y).all(|((k1, v1), (k2, v2))| {
+                k1 == k2
+                    && match (v1, v2) {
+                        (Some(p), Some(q)) => match (p.parse::<f64>(), q.parse::<f64>()) {
+                            (Ok(p), Ok(q)) => {
+                                (p - q).abs() <= 1e-9 * p.abs().max(q.abs()).max(1e-300)
+                            }
+                            _ => p == q,
+                        },
+                        (p, q) => p == q,
+                    }
+            });
+        assert!(same, "{name}: {x:?} != {y:?}");
+    }
 }
 
 /// Every Parquet file of one run holds what the other's does.
@@ -174,12 +220,7 @@ fn assert_same_run(local_run: &Path, cloud_run: &Path) {
     for f in walk(local_run) {
         let name = f.strip_prefix(local_run).unwrap();
         if f.extension().is_some_and(|e| e == "parquet") {
-            assert_eq!(
-                content(&f),
-                content(&cloud_run.join(name)),
-                "{}",
-                name.display()
-            );
+            assert_same_rows(&f, &cloud_run.join(name), &name.display().to_string());
             compared += 1;
         }
     }
@@ -260,6 +301,23 @@ fn cloud_errors_name_the_url_and_the_setting_and_never_the_secret() {
         &run(&job, &strict.endpoint()),
         "s3://extract-bucket/",
         "AWS_ACCESS_KEY_ID",
+    );
+
+    // Run folders for a bucket that does not exist.
+    let job = job_over(&dir, &local_job, &s3_inputs("extract-bucket"));
+    let text = std::fs::read_to_string(&job).unwrap();
+    std::fs::write(
+        &job,
+        text.replace(
+            "output = \"cloud-runs\"",
+            "output = \"s3://no-such-bucket/runs\"",
+        ),
+    )
+    .unwrap();
+    check(
+        &run(&job, &moto.endpoint()),
+        "s3://no-such-bucket/runs",
+        "bucket",
     );
 
     // A secret in the job file is refused by name.
@@ -354,4 +412,463 @@ fn a_job_over_an_azure_container_makes_the_same_run_as_over_local_copies() {
     assert!(o.status.success(), "{}", stderr(&o));
     let cloud_run = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
     assert_same_run(&local_run, &cloud_run);
+
+    // Run folders in a container: complete, and read back by `query`.
+    azurite.put("runs", &dir, &[]);
+    let text = std::fs::read_to_string(&job).unwrap();
+    std::fs::write(
+        &job,
+        text.replace("output = \"cloud-runs\"", "output = \"az://runs/monthly\""),
+    )
+    .unwrap();
+    let azure = |args: &[&str]| {
+        riskstrat()
+            .args(args)
+            .env("AZURE_STORAGE_USE_EMULATOR", "true")
+            .env(
+                "AZURITE_BLOB_STORAGE_URL",
+                format!("http://127.0.0.1:{}", azurite.port),
+            )
+            .env("IDENTITY_ENDPOINT", "http://127.0.0.1:9")
+            .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9")
+            .output()
+            .unwrap()
+    };
+    let o = azure(&["run", job.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let url = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(url.starts_with("az://runs/monthly/test-job/"), "{url}");
+    let (cell_key, _) = cell_key();
+    let sql = "SELECT sex, COUNT(*) AS n FROM people GROUP BY sex ORDER BY sex";
+    let key = cell_key.to_str().unwrap();
+    let from_azure = azure(&[
+        "query",
+        "--run",
+        &url,
+        "--format",
+        "csv",
+        "--cell-key",
+        key,
+        sql,
+    ]);
+    assert!(from_azure.status.success(), "{}", stderr(&from_azure));
+    let from_disk = azure(&[
+        "query",
+        "--run",
+        local_run.to_str().unwrap(),
+        "--format",
+        "csv",
+        "--cell-key",
+        key,
+        sql,
+    ]);
+    assert!(from_disk.status.success(), "{}", stderr(&from_disk));
+    assert_eq!(from_azure.stdout, from_disk.stdout);
+    assert!(String::from_utf8_lossy(&from_disk.stdout).starts_with("sex,n\n"));
+}
+
+impl Moto {
+    /// The keys under `prefix` in `bucket` (unsigned ListObjectsV2).
+    fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let url = format!("{}/{bucket}?list-type=2&prefix={prefix}", self.endpoint());
+        let xml = ureq::get(&url)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        xml.split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The bytes of one object (a signed GET: moto keeps signed uploads private).
+    fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        use object_store::ObjectStoreExt;
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_endpoint(self.endpoint())
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id("riskstrat-test")
+            .with_secret_access_key(SECRET)
+            .build()
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let got = store.get(&object_store::path::Path::from(key)).await;
+            got.unwrap_or_else(|e| panic!("getting {key}: {e}"))
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec()
+        })
+    }
+}
+
+/// `synth --identifiable` and `pseudonymise` in `dir`, the service evaluation off:
+/// the gate's files and a job file over the pseudonymised extract.
+fn gate_flow(dir: &Path) -> PathBuf {
+    let o = riskstrat()
+        .args([
+            "synth",
+            "--identifiable",
+            "--patients",
+            "3000",
+            "--seed",
+            "5",
+        ])
+        .args(["--as-of", "2026-04-01", "--out"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = riskstrat()
+        .arg("pseudonymise")
+        .arg("--key")
+        .arg(dir.join("keys/pseudonym.key"))
+        .arg("--in")
+        .arg(dir.join("identifiable"))
+        .arg("--out")
+        .arg(dir.join("pseudonymised"))
+        .arg("--vault")
+        .arg(dir.join("gate/vault.parquet"))
+        .arg("--vault-key")
+        .arg(dir.join("keys/vault.key"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let job = dir.join("job.toml");
+    let text = std::fs::read_to_string(&job).unwrap();
+    std::fs::write(&job, text + "\n[outcomes]\nevaluate = false\n").unwrap();
+    job
+}
+
+/// The same job file writing its runs to `output`.
+fn job_writing_to(job: &Path, output: &str, name: &str) -> PathBuf {
+    let text = std::fs::read_to_string(job).unwrap();
+    let to = job.with_file_name(name);
+    std::fs::write(
+        &to,
+        text.replace("output = \"runs\"", &format!("output = \"{output}\"")),
+    )
+    .unwrap();
+    to
+}
+
+/// riskstrat with the S3 settings for `moto`.
+fn s3(moto: &Moto) -> Command {
+    let mut cmd = riskstrat();
+    with_s3(&mut cmd, &moto.endpoint());
+    cmd
+}
+
+fn last_line(o: &Output) -> String {
+    assert!(o.status.success(), "{}", stderr(o));
+    assert_no_secret(o);
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The gate's release of the cohort for team T01 from `run` (a folder or a URL).
+fn release(moto: &Moto, dir: &Path, run: &str, out: &str) -> Output {
+    let registry = std::fs::read_to_string(dir.join("teams.toml")).unwrap();
+    let member = registry
+        .lines()
+        .find_map(|l| l.strip_prefix("members = [\""))
+        .and_then(|l| l.split('"').next())
+        .unwrap()
+        .to_string();
+    s3(moto)
+        .args(["reidentify", "--run", run, "--cohort", "complex_needs"])
+        .args(["--team", "T01", "--requester", &member])
+        .arg("--vault")
+        .arg(dir.join("gate/vault.parquet"))
+        .arg("--vault-key")
+        .arg(dir.join("keys/vault.key"))
+        .arg("--teams")
+        .arg(dir.join("teams.toml"))
+        .arg("--audit")
+        .arg(dir.join("gate/audit.jsonl"))
+        .arg("--out")
+        .arg(dir.join("lists").join(out))
+        .output()
+        .unwrap()
+}
+
+/// A run folder written to a bucket is the same run as one written to disk, and
+/// `query`, `reidentify`, `history` and `report` read it from the bucket.
+#[test]
+fn a_run_written_to_s3_is_read_by_query_reidentify_history_and_report() {
+    let moto = Moto::start(false);
+    moto.put("runs", &[]);
+    let dir = scratch("s3-output");
+    let job = gate_flow(&dir);
+    let local_run = last_line(&run_job(&job));
+    let cloud_job = job_writing_to(&job, "s3://runs/monthly", "cloud.toml");
+    let o = s3(&moto).args(["run"]).arg(&cloud_job).output().unwrap();
+    let cloud_run = last_line(&o);
+    let id = cloud_run
+        .strip_prefix("s3://runs/monthly/complex-needs/")
+        .unwrap_or_else(|| panic!("not a run URL: {cloud_run}"));
+
+    // File for file, the same content.
+    let local_run = PathBuf::from(local_run);
+    let keys = moto.keys("runs", &format!("monthly/complex-needs/{id}/"));
+    assert!(
+        keys.iter().any(|k| k.ends_with("/manifest.json")),
+        "{keys:?}"
+    );
+    let fetched = dir.join("fetched");
+    let mut compared = 0;
+    for f in walk(&local_run) {
+        let name = f
+            .strip_prefix(&local_run)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let key = format!("monthly/complex-needs/{id}/{name}");
+        assert!(keys.contains(&key), "{key} was not uploaded: {keys:?}");
+        if name.ends_with(".parquet") {
+            let copy = fetched.join(&name);
+            std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+            std::fs::write(&copy, moto.get("runs", &key)).unwrap();
+            assert_same_rows(&f, &copy, &name);
+            compared += 1;
+        }
+    }
+    assert!(compared >= 5, "{compared} files compared");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &moto.get("runs", &format!("monthly/complex-needs/{id}/manifest.json")),
+    )
+    .unwrap();
+    assert_eq!(manifest["run_id"], id);
+
+    // A commissioner's query: the same protected answer from the bucket as from disk.
+    let (cell_key, _) = cell_key();
+    let query = |run: &str| {
+        let o = s3(&moto)
+            .args(["query", "--run", run, "--format", "csv", "--cell-key"])
+            .arg(&cell_key)
+            .arg("SELECT tier, COUNT(*) AS n FROM people GROUP BY tier ORDER BY tier")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let answer = query(&cloud_run);
+    assert_eq!(answer, query(local_run.to_str().unwrap()));
+    assert!(answer.lines().count() >= 3, "{answer}");
+
+    // The gate releases the same list from the bucket's run as from the local one.
+    let o = riskstrat()
+        .args(["approve", "--team", "T01", "--cohort", "complex_needs"])
+        .args(["--purpose", "direct-care", "--expires", "2099-12-31"])
+        .args(["--approver", "caldicott.guardian", "--teams"])
+        .arg(dir.join("teams.toml"))
+        .arg("--audit")
+        .arg(dir.join("gate/audit.jsonl"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    last_line(&release(&moto, &dir, local_run.to_str().unwrap(), "local"));
+    last_line(&release(&moto, &dir, &cloud_run, "cloud"));
+    let local_list = std::fs::read_to_string(dir.join("lists/local.csv")).unwrap();
+    let cloud_list = std::fs::read_to_string(dir.join("lists/cloud.csv")).unwrap();
+    assert_eq!(local_list, cloud_list);
+    assert!(
+        local_list.lines().count() > 1,
+        "an empty list proves nothing"
+    );
+    let log = riskstrat::governance::audit::read(&dir.join("gate/audit.jsonl")).unwrap();
+    assert_eq!(log.last().unwrap().run.as_deref(), Some(id));
+
+    // History and the report read the bucket too.
+    let o = s3(&moto)
+        .args(["history", "--json", "s3://runs/monthly/complex-needs"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    assert_eq!(rows[0]["run_id"], id);
+    let report = dir.join("report.html");
+    let o = s3(&moto)
+        .args(["report", &cloud_run, "--out"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read_to_string(&report).unwrap().contains(id));
+
+    // A scheduled job writing to the bucket: each tick run once, with the scheduler's
+    // lock and attempts log on local disk beside the job file.
+    let text = std::fs::read_to_string(&cloud_job).unwrap();
+    std::fs::write(&cloud_job, text + "\n[schedule]\ncron = \"0 2 1 * *\"\n").unwrap();
+    let backfill = || {
+        s3(&moto)
+            .args(["backfill"])
+            .arg(&cloud_job)
+            .args(["--from", "2026-02-01", "--to", "2026-03-31"])
+            .output()
+            .unwrap()
+    };
+    let o = backfill();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout)
+            .matches("\tran\t")
+            .count(),
+        2
+    );
+    let o = backfill();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout)
+            .matches("already run")
+            .count(),
+        2
+    );
+    let log =
+        std::fs::read_to_string(dir.join(".riskstrat/complex-needs/.schedule.jsonl")).unwrap();
+    assert_eq!(log.matches("\"complete\"").count(), 2, "{log}");
+    assert!(!dir.join("s3:").exists());
+    let o = s3(&moto)
+        .args(["history", "--json", "s3://runs/monthly/complex-needs"])
+        .output()
+        .unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 3, "{rows}");
+}
+
+/// A run killed while uploading leaves no run that `history`, `query` or `serve`
+/// take as complete; the next run succeeds, and once the dead writer's upload has
+/// been idle an hour the next run removes it.
+#[test]
+fn a_run_killed_while_uploading_to_s3_leaves_no_complete_run() {
+    use std::os::unix::process::ExitStatusExt;
+    let moto = Moto::start(false);
+    moto.put("runs", &[]);
+    let dir = scratch("s3-killed");
+    let job = gate_flow(&dir);
+    let cloud_job = job_writing_to(&job, "s3://runs/monthly", "cloud.toml");
+    let job_runs = "s3://runs/monthly/complex-needs";
+    let history = || {
+        let o = s3(&moto)
+            .args(["history", "--json", job_runs])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    for point in ["run.upload", "run.before_rename"] {
+        let o = s3(&moto)
+            .args(["run"])
+            .arg(&cloud_job)
+            .env("RISKSTRAT_FAULT", format!("{point}=kill"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.signal(), Some(9), "{point}: {}", stderr(&o));
+        assert_eq!(history().as_array().unwrap().len(), 0, "{point}");
+    }
+    let dead = moto.keys("runs", "monthly/complex-needs/");
+    assert!(
+        dead.iter().any(|k| k.ends_with(".parquet")),
+        "the killed runs had uploaded files: {dead:?}"
+    );
+    assert!(!dead.iter().any(|k| k.ends_with("manifest.json")));
+    // Readers refuse the dead prefix.
+    let half = dead
+        .iter()
+        .find(|k| !k.contains("/.claims/"))
+        .unwrap()
+        .rsplitn(2, '/')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let (cell_key, _) = cell_key();
+    let o = s3(&moto)
+        .args(["query", "--run", &format!("s3://runs/{half}"), "--cell-key"])
+        .arg(&cell_key)
+        .arg("SELECT COUNT(*) FROM people")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a complete run"), "{}", stderr(&o));
+    let access = dir.join("access.toml");
+    std::fs::write(
+        &access,
+        format!(
+            "[[token]]\nsha256 = \"{}\"\nname = \"a\"\nrole = \"commissioner\"\njobs = [\"complex-needs\"]\n",
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+    let serve = || {
+        let mut c = s3(&moto);
+        c.args([
+            "serve",
+            "--runs",
+            "s3://runs/monthly",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--access")
+        .arg(&access)
+        .arg("--audit")
+        .arg(dir.join("serve-audit.jsonl"))
+        .arg("--cell-key")
+        .arg(&cell_key)
+        .env("RISKSTRAT_LOG", "warn,riskstrat=info");
+        c
+    };
+    let o = serve().output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no complete run"), "{}", stderr(&o));
+
+    // The next run is complete and takes a number of its own.
+    let run = last_line(&s3(&moto).args(["run"]).arg(&cloud_job).output().unwrap());
+    let rows = history();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    assert!(run.ends_with(rows[0]["run_id"].as_str().unwrap()));
+    assert!(run.ends_with("-000003"), "{run}");
+    // `serve` serves it from the bucket.
+    let log = dir.join("serve.log");
+    let mut child = serve()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.starts_with("listening on "), "{line}");
+    let served = std::fs::read_to_string(&log).unwrap();
+    assert!(served.contains(&format!("from run {run}")), "{served}");
+
+    // Two hours on, the dead uploads are removed by the next run of the job.
+    let later = (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
+    last_line(
+        &s3(&moto)
+            .args(["run"])
+            .arg(&cloud_job)
+            .env("RISKSTRAT_CLOCK", later)
+            .output()
+            .unwrap(),
+    );
+    let left = moto.keys("runs", &format!("{half}/"));
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(history().as_array().unwrap().len(), 2);
 }

@@ -125,9 +125,9 @@ async fn open_run(
     Ok((manifest, file))
 }
 
-/// Release a list from the run folder `req.run` on the local filesystem.
+/// Release a list from the run `req.run`: a folder, or a run's URL in an object store.
 pub async fn reidentify(req: &Request<'_>) -> Result<Release> {
-    reidentify_from(req, &RunHandle::local(req.run)).await
+    reidentify_from(req, &RunHandle::at(req.run)?).await
 }
 
 /// Release a list from `run`, a run of any run store (`req.run` names it for the

@@ -36,13 +36,13 @@ pub struct HistoryRow {
     pub refit: bool,
 }
 
-/// The runs of `job` under `output`, oldest first: its complete runs, and the
-/// scheduled ticks that failed every attempt or were skipped (from the scheduler's
-/// record), by when they started.
-pub async fn history(output: &Path, job: &str) -> Result<Vec<HistoryRow>> {
+/// The runs of `job` in `store`, oldest first: its complete runs, and the scheduled
+/// ticks that failed every attempt or were skipped (from the scheduler's record in
+/// the job's local `state` folder, when there is one), by when they started.
+pub async fn history(store: &RunStore, job: &str, state: Option<&Path>) -> Result<Vec<HistoryRow>> {
     let mut rows: Vec<(DateTime<Utc>, HistoryRow)> = Vec::new();
     let mut ticks_done = std::collections::BTreeSet::new();
-    for run in RunStore::local(output).list(job).await? {
+    for run in store.list(job).await? {
         let Some(m) = crate::outputs::run_store::readable_manifest(&run).await else {
             continue;
         };
@@ -51,7 +51,11 @@ pub async fn history(output: &Path, job: &str) -> Result<Vec<HistoryRow>> {
     }
     // A tick's last attempt, when no attempt made a complete run.
     let mut last: BTreeMap<String, crate::scheduler::Attempt> = BTreeMap::new();
-    for a in crate::scheduler::attempts(output, job)? {
+    let attempts = match state {
+        Some(dir) => crate::scheduler::attempts(dir)?,
+        None => Vec::new(),
+    };
+    for a in attempts {
         if !ticks_done.contains(&a.tick)
             && matches!(a.status, RunStatus::Failed | RunStatus::Skipped)
         {

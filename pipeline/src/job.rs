@@ -132,7 +132,8 @@ pub struct JobSection {
     pub name: String,
     /// `YYYY-MM-DD`; omitted means today.
     pub as_of: Option<String>,
-    /// Folder (or `file://` URL) under which run folders are written.
+    /// Folder (`file://` URL) or object store URL (`s3://bucket/runs`) under which
+    /// run folders are written.
     pub output: String,
     /// Folder whose SQL files override the built-in ones by relative path.
     pub sql_dir: Option<String>,
@@ -193,7 +194,7 @@ pub struct ResourcesSection {
 pub struct Job {
     pub name: String,
     pub as_of: NaiveDate,
-    pub output: PathBuf,
+    pub output: Output,
     pub sql_dir: Option<PathBuf>,
     pub allow_empty_optouts: bool,
     /// Input table name -> location (path or URL), as given, resolved if relative.
@@ -214,6 +215,37 @@ pub struct Job {
     pub tick: Option<String>,
     /// `[storage]`: endpoint, region, allow_http of the inputs' cloud stores.
     pub storage: crate::ingest::stores::StorageOptions,
+}
+
+/// `[job] output`: where the job's run folders are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// A local folder.
+    Folder(PathBuf),
+    /// An object store URL (`s3://bucket/runs`, `az://`, `gs://`). What must be local
+    /// (the scheduler's lock and its attempts log) is kept in `state`: the folder
+    /// `.riskstrat/` beside the job file.
+    Store { url: String, state: PathBuf },
+}
+
+impl Output {
+    /// The local folder of the job's scheduler state (its lock and attempts log):
+    /// `<output>/<job>` for a folder, `.riskstrat/<job>` beside the job file for a store.
+    pub fn state_dir(&self, job: &str) -> PathBuf {
+        match self {
+            Output::Folder(dir) => dir.join(job),
+            Output::Store { state, .. } => state.join(job),
+        }
+    }
+}
+
+impl std::fmt::Display for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Folder(dir) => write!(f, "{}", dir.display()),
+            Output::Store { url, .. } => f.write_str(url),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -434,21 +466,29 @@ fn input_locations(
     Ok(inputs)
 }
 
-/// `[job] output`: a local folder or `file://` URL, resolved.
-fn output_folder(job: &JobSection, at: &JobPath) -> Result<PathBuf> {
+/// `[job] output`: a local folder or `file://` URL, resolved; or an object store URL.
+fn output_folder(job: &JobSection, at: &JobPath) -> Result<Output> {
     let output = job
         .output
         .strip_prefix("file://")
         .map(str::to_string)
         .unwrap_or(job.output.clone());
-    if is_url(&output) {
+    if !is_url(&output) {
+        return Ok(Output::Folder(at.resolve(&output)));
+    }
+    let (scheme, rest) = output.split_once("://").unwrap_or_default();
+    let bucket = rest.split('/').next().unwrap_or_default();
+    if crate::ingest::stores::Cloud::of(scheme).is_none() || bucket.is_empty() {
         return Err(bad_input!(
-            "{}: '{}': run folders are written to a local folder or file:// URL in this build",
+            "{}: '{}': run folders are written to a local folder, a file:// URL or a bucket's URL (s3://, az://, abfs://, gs://, e.g. s3://bucket/runs)",
             at.ctx("[job] output"),
             job.output
         ));
     }
-    Ok(at.resolve(&output))
+    Ok(Output::Store {
+        url: output.trim_end_matches('/').to_string(),
+        state: at.folder.join(".riskstrat"),
+    })
 }
 
 /// `[cohorts] include`: built-in cohort names or `.sql` files that exist, no two of
@@ -639,7 +679,7 @@ optouts = "data/optouts.parquet"
         assert_eq!(job.name, "complex-needs");
         assert_eq!(job.as_of, NaiveDate::from_ymd_opt(2026, 4, 1).unwrap());
         assert_eq!(job.inputs["patients"], "/jobs/data/patients.parquet");
-        assert_eq!(job.output, PathBuf::from("/jobs/runs"));
+        assert_eq!(job.output, Output::Folder(PathBuf::from("/jobs/runs")));
         assert_eq!(
             job.cohorts,
             vec![CohortSpec::Builtin("complex_needs".into())]

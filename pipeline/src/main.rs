@@ -451,21 +451,19 @@ async fn dispatch(command: Command) -> Result<()> {
 /// job's history) or for commissioners (through disclosure control).
 async fn report(a: ReportArgs) -> Result<()> {
     a.no_keys.refuse("report")?;
-    let handle = riskstrat::outputs::run_store::RunHandle::local(&a.run);
+    let handle = riskstrat::outputs::run_store::RunHandle::at(&a.run)?;
     let manifest = handle.manifest().await?;
     let id = manifest.run_id.clone();
     let (html, name) = match a.audience {
         Audience::Analysts => {
-            let job_dir = std::path::absolute(&a.run)?;
-            let job_dir = job_dir.parent().unwrap_or(&job_dir);
-            let history = match (
-                job_dir.parent(),
-                job_dir.file_name().and_then(|n| n.to_str()),
-            ) {
-                (Some(out), Some(job)) => riskstrat::history::history(out, job)
-                    .await
-                    .unwrap_or_default(),
-                _ => Vec::new(),
+            // The job's other runs sit beside this one; without them, no history.
+            let history = match job_runs(a.run.parent().unwrap_or(&a.run)) {
+                Ok((store, job, state)) => {
+                    riskstrat::history::history(&store, &job, state.as_deref())
+                        .await
+                        .unwrap_or_default()
+                }
+                Err(_) => Vec::new(),
             };
             let inputs = riskstrat::report::gather(&handle, manifest, history).await?;
             (
@@ -488,21 +486,37 @@ async fn report(a: ReportArgs) -> Result<()> {
     Ok(())
 }
 
-async fn history(a: HistoryArgs) -> Result<()> {
-    let (Some(dir), Some(job)) = (
-        a.job_runs.parent(),
-        a.job_runs.file_name().and_then(|n| n.to_str()),
-    ) else {
-        return Err(Error::bad_input(format!(
-            "history: {} is not OUTPUT_DIR/JOB (a job's folder of runs)",
-            a.job_runs.display()
-        )));
+/// `OUTPUT/JOB` (a folder or a URL): the run store, the job's name and, for a local
+/// folder, the job's scheduler state (in that folder).
+fn job_runs(
+    p: &Path,
+) -> Result<(
+    riskstrat::outputs::run_store::RunStore,
+    String,
+    Option<PathBuf>,
+)> {
+    use riskstrat::outputs::run_store::{RunStore, store_url};
+    let text = p.to_string_lossy();
+    let text = text.trim_end_matches('/');
+    let not_job = || {
+        Error::bad_input(format!(
+            "{text} is not OUTPUT/JOB (a job's folder of runs); give the job's output folder and its name, as in runs/complex-needs or s3://bucket/runs/complex-needs"
+        ))
     };
-    if !a.job_runs.is_dir() {
+    if store_url(p).is_some() {
+        let (output, job) = text.rsplit_once('/').ok_or_else(not_job)?;
+        if !output.contains("://") || output.ends_with(':') || output.ends_with("://") {
+            return Err(not_job());
+        }
+        return Ok((RunStore::at(Path::new(output))?, job.to_string(), None));
+    }
+    let (Some(dir), Some(job)) = (p.parent(), p.file_name().and_then(|n| n.to_str())) else {
+        return Err(not_job());
+    };
+    if !p.is_dir() {
         return Err(Error::bad_input(format!(
-            "history: {} is not a folder; give the job's output folder and its name, \
-             as in runs/complex-needs",
-            a.job_runs.display()
+            "{} is not a folder; give the job's output folder and its name, as in runs/complex-needs",
+            p.display()
         )));
     }
     let dir = if dir.as_os_str().is_empty() {
@@ -510,7 +524,12 @@ async fn history(a: HistoryArgs) -> Result<()> {
     } else {
         dir
     };
-    let rows = riskstrat::history::history(dir, job).await?;
+    Ok((RunStore::local(dir), job.to_string(), Some(p.to_path_buf())))
+}
+
+async fn history(a: HistoryArgs) -> Result<()> {
+    let (store, job, state) = job_runs(&a.job_runs).map_err(|e| e.context("history"))?;
+    let rows = riskstrat::history::history(&store, &job, state.as_deref()).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
@@ -557,7 +576,7 @@ async fn diff(a: DiffArgs) -> Result<()> {
 }
 
 async fn complete_run(p: &Path) -> Result<riskstrat::outputs::run_store::RunHandle> {
-    let run = riskstrat::outputs::run_store::RunHandle::local(p);
+    let run = riskstrat::outputs::run_store::RunHandle::at(p)?;
     if !run.exists("manifest.json").await {
         return Err(Error::bad_input(format!(
             "diff: {} is not a complete run folder (no manifest.json)",

@@ -64,15 +64,16 @@ pub struct Attempt {
     pub finished_utc: DateTime<Utc>,
 }
 
-/// The attempts log of a job's ticks.
-pub fn log_path(output: &Path, job: &str) -> PathBuf {
-    output.join(job).join(".schedule.jsonl")
+/// The attempts log of a job's ticks, in its local state folder
+/// ([`crate::job::Output::state_dir`]).
+pub fn log_path(state: &Path) -> PathBuf {
+    state.join(".schedule.jsonl")
 }
 
 /// Every attempt recorded for a job, in the order made. A last line torn by a crash
 /// is ignored.
-pub fn attempts(output: &Path, job: &str) -> Result<Vec<Attempt>> {
-    let path = log_path(output, job);
+pub fn attempts(state: &Path) -> Result<Vec<Attempt>> {
+    let path = log_path(state);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -84,8 +85,8 @@ pub fn attempts(output: &Path, job: &str) -> Result<Vec<Attempt>> {
         .collect())
 }
 
-fn record(output: &Path, job: &str, a: &Attempt) -> Result<()> {
-    let path = log_path(output, job);
+fn record(state: &Path, a: &Attempt) -> Result<()> {
+    let path = log_path(state);
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -161,13 +162,13 @@ fn lease(job: &Job) -> Result<crate::durable::TargetLock> {
         Error::failed(format!(
             "job {}: another riskstrat schedule or backfill is running its ticks now ({} is locked); wait for it to finish",
             job.name,
-            job.output.join(&job.name).join(".schedule.lock").display()
+            job.output.state_dir(&job.name).join(".schedule.lock").display()
         ))
     })
 }
 
 fn try_lease(job: &Job) -> Result<Option<crate::durable::TargetLock>> {
-    let dir = job.output.join(&job.name);
+    let dir = job.output.state_dir(&job.name);
     std::fs::create_dir_all(&dir).map_err(crate::durable::io_at(&dir, "creating"))?;
     crate::durable::try_lock_target(&dir.join("schedule"))
 }
@@ -175,7 +176,10 @@ fn try_lease(job: &Job) -> Result<Option<crate::durable::TargetLock>> {
 /// Tick key -> run id, of the job's complete runs made for a tick.
 async fn completed_ticks(job: &Job) -> Result<BTreeMap<String, String>> {
     let mut done = BTreeMap::new();
-    for run in RunStore::local(&job.output).list(&job.name).await? {
+    for run in RunStore::of(&job.output, &job.storage)?
+        .list(&job.name)
+        .await?
+    {
         let Some(m) = crate::outputs::run_store::readable_manifest(&run).await else {
             continue;
         };
@@ -225,11 +229,8 @@ async fn run_attempts(
             started_utc: started,
             finished_utc: clock.now(),
         };
-        record(
-            &job.output,
-            &job.name,
-            &mark(AttemptStatus::Started, None, None),
-        )?;
+        let state = job.output.state_dir(&job.name);
+        record(&state, &mark(AttemptStatus::Started, None, None))?;
         let result = async {
             let mut j = Job::load(job_file, Some(&tick.as_of.to_string()))?;
             j.tick = Some(tick.key());
@@ -244,7 +245,7 @@ async fn run_attempts(
             ),
             Err(e) => (AttemptStatus::Failed, None, Some(e.message.clone())),
         };
-        record(&job.output, &job.name, &mark(status, run_id, error))?;
+        record(&state, &mark(status, run_id, error))?;
         match result {
             Ok(o) => return Ok(o.manifest),
             Err(e) if e.kind == ErrorKind::BadInput || attempt > schedule.retries => {
@@ -287,7 +288,7 @@ pub async fn schedule(job_files: &[PathBuf], clock: Clock) -> Result<()> {
             schedule.pattern,
             schedule.timezone
         );
-        let log = attempts(&job.output, &job.name)?;
+        let log = attempts(&job.output.state_dir(&job.name))?;
         let done = completed_ticks(job).await?;
         let last = log
             .iter()
@@ -367,8 +368,7 @@ fn skip(job: &Job, tick: Tick, clock: Clock) -> Result<()> {
     tracing::info!("job {}: tick {}: missed, skipped", job.name, tick.key());
     let now = clock.now();
     record(
-        &job.output,
-        &job.name,
+        &job.output.state_dir(&job.name),
         &Attempt {
             tick: tick.key(),
             as_of: tick.as_of,
@@ -406,7 +406,7 @@ async fn run_due(
     if completed_ticks(job).await?.contains_key(&key) {
         return Ok(());
     }
-    let log = attempts(&job.output, &job.name)?;
+    let log = attempts(&job.output.state_dir(&job.name))?;
     let mine = || log.iter().filter(|a| a.tick == key);
     let failed = mine().filter(|a| a.status == AttemptStatus::Failed).count();
     if mine().any(|a| a.status == AttemptStatus::Skipped) || failed > schedule.retries as usize {

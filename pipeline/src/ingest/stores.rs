@@ -149,6 +149,57 @@ pub fn without_values(message: &str) -> String {
         .join(" ")
 }
 
+/// What went wrong talking to a cloud store, from its error's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    NoBucket,
+    Unreachable,
+    Refused,
+    NoObject,
+    Other,
+}
+
+impl Problem {
+    pub fn of(error: &str) -> Problem {
+        let e = error.to_ascii_lowercase();
+        if e.contains("nosuchbucket")
+            || e.contains("containernotfound")
+            || e.contains("bucket") && e.contains("not found")
+        {
+            Problem::NoBucket
+        } else if e.contains("connection refused")
+            || e.contains("error sending request")
+            || e.contains("dns error")
+            || e.contains("timed out")
+            || e.contains("connect")
+        {
+            Problem::Unreachable
+        } else if e.contains("403")
+            || e.contains("401")
+            || e.contains("forbidden")
+            || e.contains("accessdenied")
+            || e.contains("invalidaccesskeyid")
+            || e.contains("signaturedoesnotmatch")
+            || e.contains("authoriz")
+            || e.contains("credential")
+        {
+            Problem::Refused
+        } else if e.contains("not found") || e.contains("404") || e.contains("nosuchkey") {
+            Problem::NoObject
+        } else {
+            Problem::Other
+        }
+    }
+
+    /// A setting of the job or the environment is wrong (not a passing fault).
+    pub fn is_setting(self) -> bool {
+        matches!(
+            self,
+            Problem::NoBucket | Problem::Unreachable | Problem::Refused
+        )
+    }
+}
+
 /// What to fix when reading `location` failed with `error`: for a cloud URL, the
 /// setting that most likely needs fixing (the error's own text is kept, with anything
 /// that looks like a credential value removed); for a local path, the error as it is.
@@ -156,40 +207,21 @@ pub fn explain(location: &str, error: &str) -> String {
     let Some(cloud) = location.split_once("://").and_then(|(s, _)| Cloud::of(s)) else {
         return error.to_string();
     };
-    let e = error.to_ascii_lowercase();
-    let hint = if e.contains("nosuchbucket")
-        || e.contains("containernotfound")
-        || e.contains("bucket") && e.contains("not found")
-    {
-        "no such bucket or container: check the URL's bucket".to_string()
-    } else if e.contains("connection refused")
-        || e.contains("error sending request")
-        || e.contains("dns error")
-        || e.contains("timed out")
-        || e.contains("connect")
-    {
-        format!("cannot reach the store: check {}", cloud.endpoint_setting())
-    } else if e.contains("403")
-        || e.contains("401")
-        || e.contains("forbidden")
-        || e.contains("accessdenied")
-        || e.contains("invalidaccesskeyid")
-        || e.contains("signaturedoesnotmatch")
-        || e.contains("authoriz")
-        || e.contains("credential")
-    {
-        format!(
+    let hint = match Problem::of(error) {
+        Problem::NoBucket => "no such bucket or container: check the URL's bucket".to_string(),
+        Problem::Unreachable => {
+            format!("cannot reach the store: check {}", cloud.endpoint_setting())
+        }
+        Problem::Refused => format!(
             "the store refused the credentials: check {}",
             cloud.credentials()
-        )
-    } else if e.contains("not found") || e.contains("404") || e.contains("nosuchkey") {
-        "no such object: check the path in the URL".to_string()
-    } else {
-        format!(
+        ),
+        Problem::NoObject => "no such object: check the path in the URL".to_string(),
+        Problem::Other => format!(
             "check the URL, {} and {}",
             cloud.endpoint_setting(),
             cloud.credentials()
-        )
+        ),
     };
     format!("{hint} ({})", without_values(error))
 }

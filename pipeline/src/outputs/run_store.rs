@@ -21,6 +21,8 @@
 
 use crate::bad_input;
 use crate::error::{Error, Result};
+use crate::ingest::stores::StorageOptions;
+use crate::job::Output;
 use crate::outputs::manifest::Manifest;
 use crate::outputs::run_folder::{RunFolder, RunId};
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -50,6 +52,8 @@ pub struct RunStore {
     /// Local scratch space where a run for a remote store is staged.
     staging: PathBuf,
     abandoned_after: Duration,
+    /// The store's URL as the user gave it (`s3://bucket/runs`), for messages.
+    remote: Option<String>,
 }
 
 /// One complete run of a store, for reading.
@@ -82,6 +86,13 @@ fn store_error(what: &str, e: object_store::Error) -> Error {
     Error::failed(format!("run store: {what}: {e}")).with_source(e)
 }
 
+/// `p` as an object store URL (`s3://bucket/runs`), if it is one (`file://` is not).
+pub fn store_url(p: &Path) -> Option<&str> {
+    let s = p.to_str()?;
+    let (scheme, _) = s.split_once("://")?;
+    crate::ingest::stores::Cloud::of(scheme).map(|_| s)
+}
+
 fn not_found(e: &object_store::Error) -> bool {
     matches!(e, object_store::Error::NotFound { .. })
 }
@@ -97,6 +108,7 @@ impl RunStore {
             local: Some(dir),
             staging: std::env::temp_dir().join("riskstrat-staging"),
             abandoned_after: ABANDONED_AFTER,
+            remote: None,
         }
     }
 
@@ -112,7 +124,53 @@ impl RunStore {
             local: None,
             staging: std::env::temp_dir().join("riskstrat-staging"),
             abandoned_after: ABANDONED_AFTER,
+            remote: None,
         })
+    }
+
+    /// The run store of a job's `[job] output`.
+    pub fn of(output: &Output, storage: &StorageOptions) -> Result<Self> {
+        match output {
+            Output::Folder(dir) => Ok(Self::local(dir)),
+            Output::Store { url, .. } => Self::at_url(url, storage),
+        }
+    }
+
+    /// Run folders under a folder or an object store URL given on the command line,
+    /// the store's settings from its environment variables.
+    pub fn at(location: &Path) -> Result<Self> {
+        match store_url(location) {
+            Some(url) => Self::at_url(url, &StorageOptions::default()),
+            None => Ok(Self::local(location)),
+        }
+    }
+
+    /// Run folders under `s3://bucket/prefix` (or `az://`, `gs://`).
+    fn at_url(url: &str, storage: &StorageOptions) -> Result<Self> {
+        let (store_url, store) = crate::ingest::stores::build(url, storage)?;
+        let rest = url.split_once("://").map_or("", |(_, r)| r);
+        let base = rest.split_once('/').map_or("", |(_, p)| p);
+        let mut s = Self::new(store, store_url.as_str(), base.trim_matches('/'))?;
+        s.remote = Some(url.trim_end_matches('/').to_string());
+        Ok(s)
+    }
+
+    /// An error from the store: for a cloud store, what to fix, named by URL, exit 2
+    /// when a setting is wrong (the bucket, the endpoint, the credentials).
+    fn error(&self, what: &str, e: object_store::Error) -> Error {
+        let Some(url) = &self.remote else {
+            return store_error(what, e);
+        };
+        let text = e.to_string();
+        let message = format!(
+            "run store {url}: {what}: {}",
+            crate::ingest::stores::explain(url, &text)
+        );
+        if crate::ingest::stores::Problem::of(&text).is_setting() {
+            Error::bad_input(message)
+        } else {
+            Error::failed(message)
+        }
     }
 
     /// Stage runs for a remote store in `dir` (default: the system's temporary folder).
@@ -125,6 +183,15 @@ impl RunStore {
     pub fn with_abandoned_after(mut self, after: Duration) -> Self {
         self.abandoned_after = after;
         self
+    }
+
+    /// The store for messages: its folder or its URL.
+    pub fn describe(&self) -> String {
+        match (&self.local, &self.remote) {
+            (Some(d), _) => d.display().to_string(),
+            (None, Some(u)) => u.clone(),
+            (None, None) => format!("{}{}", self.url.as_str(), self.base),
+        }
     }
 
     pub fn is_local(&self) -> bool {
@@ -144,7 +211,7 @@ impl RunStore {
                 .filter_map(|p| p.filename().map(str::to_string))
                 .collect()),
             Err(e) if not_found(&e) => Ok(Vec::new()),
-            Err(e) => Err(store_error(&format!("listing {prefix}"), e)),
+            Err(e) => Err(self.error(&format!("listing {prefix}"), e)),
         }
     }
 
@@ -246,7 +313,7 @@ impl RunStore {
             match self.store.put_opts(&at, body, PutMode::Create.into()).await {
                 Ok(_) => return Ok(id),
                 Err(object_store::Error::AlreadyExists { .. }) => seq += 1,
-                Err(e) => return Err(store_error(&format!("claiming {at}"), e)),
+                Err(e) => return Err(self.error(&format!("claiming {at}"), e)),
             }
         }
         Err(Error::failed(format!(
@@ -264,7 +331,7 @@ impl RunStore {
                 .filter_map(|o| o.location.filename()?.parse().ok())
                 .collect(),
             Err(e) if not_found(&e) => Vec::new(),
-            Err(e) => return Err(store_error(&format!("listing {claims}"), e)),
+            Err(e) => return Err(self.error(&format!("listing {claims}"), e)),
         };
         let runs = self.folders(&self.job_prefix(job)).await?;
         Ok(runs
@@ -279,7 +346,7 @@ impl RunStore {
     /// Remove the incomplete prefixes of writers that died mid-upload: no manifest,
     /// nothing written for `abandoned_after`.
     async fn remove_abandoned(&self, job: &str) -> Result<()> {
-        let now = chrono::Utc::now();
+        let now = crate::faults::now();
         for name in self.folders(&self.job_prefix(job)).await? {
             let run = self.handle(job, &name);
             if name.starts_with('.') || run.exists(MANIFEST).await {
@@ -290,7 +357,7 @@ impl RunStore {
                 .list(Some(&run.prefix))
                 .try_collect()
                 .await
-                .map_err(|e| store_error(&format!("listing {}", run.prefix), e))?;
+                .map_err(|e| self.error(&format!("listing {}", run.prefix), e))?;
             let newest = objects.iter().map(|o| o.last_modified).max();
             let idle = newest.map_or(Duration::MAX, |t| (now - t).to_std().unwrap_or_default());
             if idle < self.abandoned_after {
@@ -300,7 +367,7 @@ impl RunStore {
                 match self.store.delete(&o.location).await {
                     Ok(()) => {}
                     Err(e) if not_found(&e) => {}
-                    Err(e) => return Err(store_error(&format!("removing {}", o.location), e)),
+                    Err(e) => return Err(self.error(&format!("removing {}", o.location), e)),
                 }
             }
             tracing::info!("removed the incomplete run {name} of a writer that died");
@@ -380,17 +447,40 @@ async fn upload(store: &RunStore, run: &RunHandle, staging: &Path) -> Result<()>
                     .store
                     .head(l)
                     .await
-                    .map_err(|e| store_error("checking the upload", e))?;
+                    .map_err(|e| store.error("checking the upload", e))?;
             }
             crate::faults::point("run.before_rename");
         }
-        let bytes = std::fs::read(f).map_err(crate::durable::io_at(f, "reading"))?;
-        store
-            .store
-            .put(&at, PutPayload::from(bytes))
-            .await
-            .map_err(|e| store_error(&format!("writing {at}"), e))?;
+        put_file(store, f, &at).await?;
+        if locations.is_empty() {
+            crate::faults::point("run.upload");
+        }
         locations.push(at);
+    }
+    Ok(())
+}
+
+/// Stream one local file to the store: small files in one put, large ones as a
+/// multipart upload of 16 MiB parts, never the whole file in memory.
+async fn put_file(store: &RunStore, file: &Path, at: &ObjPath) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut src = tokio::fs::File::open(file)
+        .await
+        .map_err(crate::durable::io_at(file, "reading"))?;
+    let mut dst =
+        object_store::buffered::BufWriter::with_capacity(store.store.clone(), at.clone(), 16 << 20);
+    let copied = match tokio::io::copy(&mut src, &mut dst).await {
+        Ok(_) => dst.shutdown().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = copied {
+        let _ = dst.abort().await;
+        let e = match e.downcast::<object_store::Error>() {
+            Ok(e) => store.error(&format!("writing {at}"), e),
+            Err(e) => Error::failed(format!("run store {}: writing {at}: {e}", store.describe()))
+                .with_source(e),
+        };
+        return Err(e);
     }
     Ok(())
 }
@@ -409,6 +499,29 @@ impl RunHandle {
             local: Some(dir),
             store,
         }
+    }
+
+    /// A run named on the command line: its folder, or its URL in an object store
+    /// (`s3://bucket/runs/<job>/<run_id>`, the store's settings from its environment).
+    pub fn at(location: &Path) -> Result<Self> {
+        let Some(url) = store_url(location) else {
+            return Ok(Self::local(location));
+        };
+        let url = url.trim_end_matches('/');
+        let (parent, name) = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('/'))
+            .and_then(|_| url.rsplit_once('/'))
+            .ok_or_else(|| {
+                bad_input!("{url}: not a run's URL; give <output URL>/<job>/<run_id>")
+            })?;
+        let store = RunStore::at_url(parent, &StorageOptions::default())?;
+        Ok(Self {
+            prefix: store.base.clone().join(name),
+            name: name.to_string(),
+            local: None,
+            store,
+        })
     }
 
     /// Another run of the same job (a folder beside this one), by its id.
@@ -467,7 +580,7 @@ impl RunHandle {
         };
         bytes
             .map(|b| b.to_vec())
-            .map_err(|e| store_error(&format!("reading {at}"), e))
+            .map_err(|e| self.store.error(&format!("reading {at}"), e))
     }
 
     /// The manifest of the run: readers of runs (the gate, commissioner views) start

@@ -53,7 +53,7 @@ impl<'j> RunContext<'j> {
     /// A context for a run: claims the run's id and folder in the job's run store.
     pub async fn claim(job: &'j Job, clock: Clock) -> Result<Self> {
         let mut rc = Self::checking(job, clock)?;
-        let folder = RunStore::local(&job.output)
+        let folder = RunStore::of(&job.output, &job.storage)?
             .create(&job.name, rc.started)
             .await?;
         rc.folder = Some(folder);

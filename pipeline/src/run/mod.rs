@@ -76,9 +76,13 @@ async fn report_html(rc: &RunContext<'_>, manifest: &Manifest) -> Result<String>
         .ok_or_else(|| crate::error::Error::failed("no run folder"))?;
     let folder = crate::outputs::run_store::RunHandle::local(staged.parent().unwrap_or(&staged));
     // History is for the reader; a job folder that cannot be listed leaves it out.
-    let history = crate::history::history(&rc.job.output, &rc.job.name)
-        .await
-        .unwrap_or_default();
+    let state = rc.job.output.state_dir(&rc.job.name);
+    let history = match crate::outputs::run_store::RunStore::of(&rc.job.output, &rc.job.storage) {
+        Ok(store) => crate::history::history(&store, &rc.job.name, Some(&state))
+            .await
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
     let inputs = crate::report::gather(&folder, manifest.clone(), history).await?;
     Ok(crate::report::analyst(&inputs))
 }

@@ -273,7 +273,7 @@ pub struct Changes {
 pub async fn changes(rc: &RunContext<'_>) -> Result<Changes> {
     rc.progress
         .stage("changes", async {
-            let store = RunStore::local(&rc.job.output);
+            let store = RunStore::of(&rc.job.output, &rc.job.storage)?;
             let Some((previous, id)) =
                 crate::changes::previous_run(&store, &rc.job.name, rc.job.as_of).await?
             else {

@@ -93,7 +93,15 @@ pub async fn serve(args: ServeConfig) -> Result<()> {
     let audit_path = args
         .audit
         .clone()
-        .unwrap_or_else(|| args.runs.join("serve-audit.jsonl"));
+        .map(Ok)
+        .unwrap_or_else(|| {
+            if crate::outputs::run_store::store_url(&args.runs).is_some() {
+                return Err(bad_input!(
+                    "--audit: the query audit log is kept on local disk; with --runs in an object store, give --audit FILE"
+                ));
+            }
+            Ok(args.runs.join("serve-audit.jsonl"))
+        })?;
     let audit = Arc::new(audit::Writer::open(&audit_path).map_err(|e| e.context("--audit"))?);
     tracing::info!("auditing queries to {}", audit_path.display());
 
@@ -173,7 +181,7 @@ async fn shutdown() {
 
 /// The newest complete run of each job under `dir` (`<job>/<run_id>/`), by job name.
 pub async fn newest_runs(dir: &Path, secret: &Key) -> Result<Vec<RunViews>> {
-    let store = RunStore::local(dir);
+    let store = RunStore::at(dir)?;
     let jobs = store.jobs().await.map_err(|e| {
         bad_input!(
             "--runs {}: cannot read it ({}); give a job's output folder ([job] output)",

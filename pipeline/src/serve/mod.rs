@@ -114,10 +114,13 @@ pub fn query_failed(detail: &dyn std::fmt::Display) -> Error {
 }
 
 impl Commissioner {
-    /// A session over these run folders; the first is the default schema. `secret`
-    /// is the deployment's cell key secret (`--cell-key`).
+    /// A session over these runs (folders or run URLs); the first is the default
+    /// schema. `secret` is the deployment's cell key secret (`--cell-key`).
     pub async fn open(runs: &[PathBuf], policy: Policy, secret: &Key) -> Result<Self> {
-        let runs: Vec<RunHandle> = runs.iter().map(|d| RunHandle::local(d)).collect();
+        let runs: Vec<RunHandle> = runs
+            .iter()
+            .map(|d| RunHandle::at(d))
+            .collect::<Result<_>>()?;
         Self::open_runs(&runs, policy, secret).await
     }
 
