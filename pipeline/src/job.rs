@@ -687,6 +687,34 @@ optouts = "data/optouts.parquet"
     }
 
     #[test]
+    fn an_object_store_output_keeps_the_scheduler_state_beside_the_job_file() {
+        let text = MINIMAL.replace("output = \"runs\"", "output = \"s3://bucket/runs/\"");
+        let job = Job::parse(&text, Path::new("/jobs/j.toml"), None).unwrap();
+        assert_eq!(
+            job.output,
+            Output::Store {
+                url: "s3://bucket/runs".into(),
+                state: PathBuf::from("/jobs/.riskstrat"),
+            }
+        );
+        assert_eq!(
+            job.output.state_dir("complex-needs"),
+            PathBuf::from("/jobs/.riskstrat/complex-needs")
+        );
+        let local = Job::parse(MINIMAL, Path::new("/jobs/j.toml"), None).unwrap();
+        assert_eq!(
+            local.output.state_dir("complex-needs"),
+            PathBuf::from("/jobs/runs/complex-needs")
+        );
+        for bad in ["ftp://host/runs", "s3://", "https://example.org/runs"] {
+            let text = MINIMAL.replace("output = \"runs\"", &format!("output = \"{bad}\""));
+            let e = Job::parse(&text, Path::new("/jobs/j.toml"), None).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}");
+            assert!(e.message.contains("[job] output"), "{}", e.message);
+        }
+    }
+
+    #[test]
     fn as_of_override_wins() {
         let job = Job::parse(MINIMAL, Path::new("j.toml"), Some("2025-01-31")).unwrap();
         assert_eq!(job.as_of, NaiveDate::from_ymd_opt(2025, 1, 31).unwrap());
