@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 #[derive(Default)]
 pub struct Progress {
     timings_ms: Mutex<BTreeMap<String, u64>>,
+    peak_memory_mib: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Progress {
@@ -22,6 +23,7 @@ impl Progress {
 
     /// Run one stage, showing it while it runs and recording how long it took.
     pub async fn stage<T>(&self, name: &str, fut: impl Future<Output = T>) -> T {
+        reset_peak_memory();
         let start = Instant::now();
         let bar = spinner(name);
         if bar.is_none() {
@@ -35,7 +37,23 @@ impl Progress {
         tracing::info!("{name} done in {:.2} s", elapsed.as_secs_f64());
         let mut t = self.timings_ms.lock().unwrap_or_else(|p| p.into_inner());
         *t.entry(name.to_string()).or_default() += elapsed.as_millis() as u64;
+        if let Some(peak) = peak_memory_mib() {
+            let mut m = self
+                .peak_memory_mib
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let e = m.entry(name.to_string()).or_default();
+            *e = (*e).max(peak);
+        }
         out
+    }
+
+    /// The peak resident memory of each stage, in MiB (Linux only).
+    pub fn peak_memory_mib(&self) -> BTreeMap<String, u64> {
+        self.peak_memory_mib
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Milliseconds per stage (a stage run twice adds up).
@@ -45,6 +63,26 @@ impl Progress {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+}
+
+/// Start a new high-water mark of resident memory (Linux: `clear_refs` 5 resets
+/// `VmHWM` to the current resident size), so a stage's peak is its own.
+fn reset_peak_memory() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The high-water mark of resident memory since the last reset, in MiB.
+fn peak_memory_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib.div_ceil(1024))
 }
 
 pub fn interactive() -> bool {
@@ -75,4 +113,24 @@ pub fn bar(len: u64, msg: &str) -> Option<ProgressBar> {
     );
     bar.set_message(msg.to_string());
     Some(bar)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// Each stage's peak is its own: the high-water mark is reset at its start.
+    #[test]
+    fn a_stage_reports_its_own_peak_memory() {
+        let p = Progress::new();
+        futures::executor::block_on(p.stage("big", async {
+            let v = vec![1u8; 300 << 20];
+            std::hint::black_box(&v);
+        }));
+        futures::executor::block_on(p.stage("small", async {}));
+        let m = p.peak_memory_mib();
+        assert!(m["big"] >= 300, "{m:?}");
+        // (Other tests of this process allocate too, but not hundreds of MiB at once.)
+        assert!(m["small"] + 200 < m["big"], "{m:?}");
+    }
 }

@@ -110,7 +110,7 @@ impl ModelFile {
 
 /// Columns collected for fitting and evaluating the model: ids, design terms, the
 /// outcome, and what subgroups need.
-struct Columns {
+pub struct Columns {
     ids: Vec<String>,
     x: Vec<Vec<f64>>,
     y: Vec<f64>,
@@ -217,15 +217,16 @@ const OUTCOME_COLUMNS: &[(&str, crate::sql::Kind)] = &[
 ];
 
 /// Everyone in the population at `T0 = A - 365`: the model's terms at `T0` and the
-/// outcome over `[T0, A)`, the newest complete outcome year.
-async fn at_t0(
+/// outcome over `[T0, A)`, the newest complete outcome year. The run times this as
+/// its own stage (`features_t0`): it is feature work, the fit after it is not.
+pub async fn at_t0(
     ctx: &SessionContext,
     sql: &SqlSource,
-    t0: NaiveDate,
+    as_of: NaiveDate,
     extra: &[PathBuf],
     terms: &[String],
 ) -> Result<Columns> {
-    let params = Params::at(t0);
+    let params = Params::at(as_of - Days::new(365));
     let features = crate::features::plan(ctx, sql, &params, extra).await?;
     let text = sql.get("outcome.sql")?;
     let outcome = crate::sql::query(ctx, &text, &params).await?;
@@ -242,16 +243,10 @@ async fn at_t0(
     collect_columns(df, terms, "__outcome").await
 }
 
-/// Fit at T0 on the training split; metrics on the validation split.
-pub async fn train(
-    ctx: &SessionContext,
-    sql: &SqlSource,
-    as_of: NaiveDate,
-    extra: &[PathBuf],
-    config: &ModelConfig,
-) -> Result<Trained> {
+/// Fit at T0 on the training split of `cols` ([`at_t0`] with `config.terms`);
+/// metrics on the validation split.
+pub fn train(cols: &Columns, as_of: NaiveDate, config: &ModelConfig) -> Result<Trained> {
     let t0 = as_of - Days::new(365);
-    let cols = at_t0(ctx, sql, t0, extra, &config.terms).await?;
 
     let (train_rows, valid_rows): (Vec<usize>, Vec<usize>) =
         (0..cols.ids.len()).partition(|&i| !is_validation(&cols.ids[i]));
@@ -294,7 +289,7 @@ pub async fn train(
             events: y_train.iter().sum::<f64>() as usize,
         },
         validation: validation(&valid_rows),
-        subgroups: subgroups(&cols, &valid_rows)
+        subgroups: subgroups(cols, &valid_rows)
             .into_iter()
             .map(|(kind, groups)| {
                 let by_group = groups.iter().map(|(g, rows)| (g.clone(), validation(rows)));
@@ -311,16 +306,14 @@ pub async fn train(
 /// A saved model on the newest complete outcome year: its risks at `T0 = A - 365`
 /// against the outcome over `[T0, A)`, on the contract's validation split (people no
 /// fit ever trains on), compared with the AUC of the run that fitted it.
-pub async fn temporal_validation(
-    ctx: &SessionContext,
-    sql: &SqlSource,
+/// `cols` is [`at_t0`] with the model's features.
+pub fn temporal_validation(
+    cols: &Columns,
     as_of: NaiveDate,
-    extra: &[PathBuf],
     model: &ModelFile,
     fitted_auc: Option<f64>,
 ) -> Result<TemporalValidation> {
     let t0 = as_of - Days::new(365);
-    let cols = at_t0(ctx, sql, t0, extra, &model.features).await?;
     let beta = model.coefficient_vector()?;
     let rows: Vec<usize> = (0..cols.ids.len())
         .filter(|&i| is_validation(&cols.ids[i]))

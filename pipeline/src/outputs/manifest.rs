@@ -61,6 +61,10 @@ pub struct Manifest {
     pub temporal_validation: Option<TemporalSummary>,
     pub outputs: Vec<String>,
     pub timings_ms: BTreeMap<String, u64>,
+    /// The process's peak resident memory during each stage, in MiB (Linux; absent
+    /// elsewhere and in manifests of older runs).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub peak_memory_mib: BTreeMap<String, u64>,
 }
 
 /// The figures of a temporal validation that history and the summary show.

@@ -152,5 +152,6 @@ fn manifest(
             .map(crate::outputs::manifest::TemporalSummary::of),
         outputs,
         timings_ms: rc.progress.timings_ms(),
+        peak_memory_mib: rc.progress.peak_memory_mib(),
     }
 }

@@ -68,7 +68,7 @@ pub async fn features(rc: &RunContext<'_>) -> Result<Features> {
     let path = rc.file("features.parquet")?;
     let population = rc
         .progress
-        .stage("features", async {
+        .stage("features_a", async {
             let df =
                 crate::features::plan(&rc.ctx, &rc.sql, &rc.params, &rc.job.extra_features).await?;
             write_parquet(df, &path).await
@@ -91,36 +91,41 @@ pub struct Trained {
     pub metrics: Metrics,
 }
 
+/// The features at `T0` with the outcome (stage `features_t0`), then the fit and its
+/// metrics, or a saved model's check for drift (stage `model`).
 pub async fn model(rc: &RunContext<'_>) -> Result<Trained> {
     let job = rc.job;
+    let loaded = job
+        .model
+        .load
+        .as_ref()
+        .map(|path| crate::model::load_model(path).map(|m| (path, m)))
+        .transpose()?;
+    let terms = match &loaded {
+        Some((_, m)) => &m.features,
+        None => &job.model.terms,
+    };
+    let cols = rc
+        .progress
+        .stage(
+            "features_t0",
+            crate::model::at_t0(&rc.ctx, &rc.sql, job.as_of, &job.extra_features, terms),
+        )
+        .await?;
     rc.progress
         .stage("model", async {
-            match &job.model.load {
-                Some(path) => {
-                    let model = crate::model::load_model(path)?;
-                    let temporal = crate::model::temporal_validation(
-                        &rc.ctx,
-                        &rc.sql,
-                        job.as_of,
-                        &job.extra_features,
-                        &model,
-                        crate::model::fitted_auc(&model, path),
-                    )
-                    .await?;
+            match loaded {
+                Some((path, model)) => {
+                    let fitted_auc = crate::model::fitted_auc(&model, path);
+                    let temporal =
+                        crate::model::temporal_validation(&cols, job.as_of, &model, fitted_auc)?;
                     Ok(Trained {
                         model,
                         metrics: Metrics::score_only(path, Some(temporal)),
                     })
                 }
                 None => {
-                    let t = crate::model::train(
-                        &rc.ctx,
-                        &rc.sql,
-                        job.as_of,
-                        &job.extra_features,
-                        &job.model,
-                    )
-                    .await?;
+                    let t = crate::model::train(&cols, job.as_of, &job.model)?;
                     Ok(Trained {
                         model: t.model,
                         metrics: t.metrics,

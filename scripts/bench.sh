@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Speed and scale on one machine (issue 16). For each size in SIZES (default
+# "1000000"; e.g. SIZES="1000000 3000000 10000000"): synth the population once (cached
+# under DATA, default target/bench-data), run the default job with the service
+# evaluation off and on (EVAL="off on"), under [resources] memory_limit = MEMORY_LIMIT
+# when set, and print wall time, peak RSS and each stage's time from the manifest;
+# then DuckDB (from PyPI, into target/bench-env) computing the features at A on the
+# same files with the same number of threads, in the same run, and the ratio of
+# riskstrat's feature stages to it. BIN defaults to the release binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/riskstrat}
+SIZES=${SIZES:-1000000}
+EVAL=${EVAL:-off on}
+DATA=${DATA:-target/bench-data}
+THREADS=${THREADS:-$(nproc)}
+[ -x "$BIN" ] || { echo "no binary at $BIN: cargo build --release (or set BIN)" >&2; exit 2; }
+ENV=target/bench-env
+if [ ! -x "$ENV/bin/python" ] || ! "$ENV/bin/python" -c "import duckdb" 2>/dev/null; then
+    python3 -m venv "$ENV"
+    "$ENV/bin/pip" install --quiet duckdb
+fi
+echo "riskstrat: $("$BIN" --version 2>/dev/null || echo "$BIN"); duckdb $("$ENV/bin/python" -c 'import duckdb; print(duckdb.__version__)'); $THREADS threads; $(nproc) cores"
+for N in $SIZES; do
+    DIR="$DATA/$N"
+    if [ ! -f "$DIR/job.toml" ]; then
+        /usr/bin/time -f "synth $N: %e s, %M KiB peak" "$BIN" synth --patients "$N" --seed 1 --as-of 2026-04-01 --out "$DIR" >/dev/null
+    fi
+    for evaluate in $EVAL; do
+        JOB="$DIR/job-$evaluate.toml"
+        sed -e '/^\[outcomes\]/,$d' -e '/^\[resources\]/,$d' "$DIR/job.toml" > "$JOB"
+        printf '\n[outcomes]\nevaluate = %s\n' "$([ "$evaluate" = on ] && echo true || echo false)" >> "$JOB"
+        printf '\n[resources]\ntarget_partitions = %s\n' "$THREADS" >> "$JOB"
+        [ -n "${MEMORY_LIMIT:-}" ] && printf 'memory_limit = "%s"\n' "$MEMORY_LIMIT" >> "$JOB"
+        OUT="$DIR/run-$evaluate"
+        /usr/bin/time -f "%e %M" -o "$OUT.time" "$BIN" run "$JOB" > "$OUT.out" 2> "$OUT.err" \
+            || { tail -20 "$OUT.err"; exit 1; }
+        RUN=$(tail -1 "$OUT.out")
+        read -r WALL PEAK < "$OUT.time"
+        "$ENV/bin/python" - "$RUN/manifest.json" "$N" "$evaluate" "$WALL" "$PEAK" <<'EOF'
+import json, sys
+m = json.load(open(sys.argv[1]))
+n, evaluate, wall, peak = sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
+t = m["timings_ms"]
+mem = m.get("peak_memory_mib", {})
+print(f"{int(n):>11,} people, evaluation {evaluate}: {wall:.1f} s wall, {peak / 1048576:.2f} GiB peak RSS")
+for k, v in t.items():
+    extra = f", {mem[k]} MiB peak" if k in mem else ""
+    print(f"    {k:<22} {v / 1000:7.2f} s{extra}")
+features = sum(v for k, v in t.items() if "features" in k)
+print(f"    {'(stages named *features*)':<22} {features / 1000:7.2f} s")
+open(sys.argv[1] + ".features_ms", "w").write(str(features))
+EOF
+    done
+    # DuckDB: the features at A alone, on the same files, in the same run of this script.
+    "$ENV/bin/python" scripts/bench_duckdb.py "$DIR" 2026-04-01 "$THREADS" "$DIR/duckdb-features.parquet" "$RUN/features.parquet" | tee "$DIR/duckdb.out"
+    DUCK=$(awk '/duckdb features at A/ {print $5}' "$DIR/duckdb.out")
+    OURS=$(cat "$RUN/manifest.json.features_ms")
+    python3 -c "import sys; o=float(sys.argv[1])/1000; d=float(sys.argv[2]); print(f'    riskstrat feature stages {o:.2f} s / duckdb features at A {d:.2f} s = {o/d:.2f} (target at most 0.5)')" "$OURS" "$DUCK"
+done

@@ -1,0 +1,158 @@
+"""The features at A computed by DuckDB on the same Parquet files as riskstrat, for
+scripts/bench.sh: the yardstick of issue 16 ("the feature work of both dates in at most
+half the time DuckDB takes for the features at A alone").
+
+    python bench_duckdb.py DATA_DIR AS_OF THREADS OUT.parquet [RISKSTRAT_FEATURES.parquet]
+
+DATA_DIR is `riskstrat synth`'s output. The SQL below is sql/features/*.sql and
+sql/population.sql written for DuckDB: the same windows, filters and reference lists
+(data/reference/), with opted-out people removed as riskstrat's ingest does. Row rules
+(quarantine) are not applied: synth's data keeps to them. Prints the seconds taken and,
+given riskstrat's features.parquet of the same job, how many people's values agree.
+"""
+import os
+import sys
+import time
+
+import duckdb
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REFERENCE = os.path.join(HERE, "..", "data", "reference")
+EMERGENCY = ["21", "22", "23", "24", "25", "2A", "2B", "2C", "2D", "28"]
+ELECTIVE = ["11", "12", "13"]
+COMPARED = [
+    "gp_appts_12m", "other_appts_12m", "home_visits_12m", "dna_12m",
+    "rx_items_12m", "distinct_drugs_12m", "ltc_groups_12m",
+    "emergency_admissions_12m", "emergency_bed_days_12m", "elective_admissions_12m",
+    "charlson_score",
+]
+
+
+def features_sql(data, as_of):
+    def table(name):
+        folder = os.path.join(data, name)
+        if os.path.isdir(folder):
+            return f"read_parquet('{folder}/*.parquet')"
+        return f"read_parquet('{folder}.parquet')"
+
+    emergency = ", ".join(f"'{c}'" for c in EMERGENCY)
+    elective = ", ".join(f"'{c}'" for c in ELECTIVE)
+    a = f"DATE '{as_of}'"
+    w12 = f"({a} - INTERVAL 365 DAY)::DATE"
+    w24 = f"({a} - INTERVAL 730 DAY)::DATE"
+    return f"""
+WITH optouts AS (SELECT DISTINCT pseudo_id FROM {table('optouts')}),
+patients AS (
+  SELECT * FROM {table('patients')} p WHERE p.pseudo_id NOT IN (SELECT pseudo_id FROM optouts)
+),
+population AS (
+  SELECT pseudo_id, year_of_birth, sex FROM patients
+  WHERE registration_start <= {a}
+    AND (registration_end IS NULL OR registration_end >= {a})
+    AND (date_of_death IS NULL OR date_of_death >= {a})
+),
+appts AS (
+  SELECT pseudo_id,
+    count(*) FILTER (WHERE appt_status = 'Attended' AND hcp_type = 'GP') AS gp_appts_12m,
+    count(*) FILTER (WHERE appt_status = 'Attended' AND hcp_type = 'Other Practice staff') AS other_appts_12m,
+    count(*) FILTER (WHERE appt_status = 'Attended' AND appt_mode = 'Home Visit') AS home_visits_12m,
+    count(*) FILTER (WHERE appt_status = 'DNA') AS dna_12m
+  FROM {table('appointments')}
+  WHERE appointment_date >= {w12} AND appointment_date < {a}
+  GROUP BY pseudo_id
+),
+ltc AS (SELECT "group" AS ltc_group, bnf_prefix FROM read_csv('{REFERENCE}/ltc_bnf_groups.csv')),
+substances AS (
+  SELECT pseudo_id, substr(bnf_code, 1, 9) AS substance, sum(items) AS items, sum(nic) AS nic
+  FROM {table('prescriptions')}
+  WHERE issue_date >= {w12} AND issue_date < {a}
+  GROUP BY ALL
+),
+substance_groups AS (
+  SELECT s.substance, l.ltc_group
+  FROM (SELECT DISTINCT substance FROM substances) s
+  LEFT JOIN ltc l ON starts_with(s.substance, l.bnf_prefix)
+),
+rx_groups AS (
+  SELECT s.pseudo_id, g.ltc_group, sum(items) AS items, sum(nic) AS nic, count(*) AS substances
+  FROM substances s JOIN substance_groups g USING (substance)
+  GROUP BY ALL
+),
+rx AS (
+  SELECT pseudo_id, sum(items) AS rx_items_12m, sum(nic) AS rx_cost_12m,
+         sum(substances) AS distinct_drugs_12m, count(ltc_group) AS ltc_groups_12m
+  FROM rx_groups GROUP BY pseudo_id
+),
+adm AS (
+  SELECT pseudo_id,
+    count(*) FILTER (WHERE admission_method IN ({emergency})) AS emergency_admissions_12m,
+    sum(coalesce(discharge_date, {a}) - admission_date) FILTER (WHERE admission_method IN ({emergency})) AS emergency_bed_days_12m,
+    count(*) FILTER (WHERE admission_method IN ({elective})) AS elective_admissions_12m,
+    sum(spell_cost) AS admission_cost_12m
+  FROM {table('admissions')}
+  WHERE admission_date >= {w12} AND admission_date < {a}
+  GROUP BY pseudo_id
+),
+charlson_codes AS (SELECT * FROM read_csv('{REFERENCE}/charlson_quan2005_icd10.csv')),
+spells AS (
+  SELECT pseudo_id, primary_diagnosis, secondary_diagnoses FROM {table('admissions')}
+  WHERE admission_date >= {w24} AND admission_date < {a}
+),
+codes AS (
+  SELECT pseudo_id, upper(replace(primary_diagnosis, '.', '')) AS code FROM spells
+  UNION ALL
+  SELECT pseudo_id, upper(replace(unnest(secondary_diagnoses), '.', '')) AS code FROM spells
+),
+code_conditions AS (
+  SELECT c.code, w.condition, w.weight
+  FROM (SELECT DISTINCT code FROM codes) c
+  JOIN charlson_codes w ON starts_with(c.code, w.icd10_prefix)
+),
+conditions AS (
+  SELECT DISTINCT c.pseudo_id, k.condition, k.weight FROM codes c JOIN code_conditions k USING (code)
+),
+hierarchy AS (SELECT * FROM (VALUES ('msld', 'mld'), ('diabwc', 'diab'), ('metacanc', 'canc')) t(severe, mild)),
+charlson AS (
+  SELECT c.pseudo_id, sum(CASE WHEN s.pseudo_id IS NULL THEN c.weight ELSE 0 END) AS charlson_score
+  FROM conditions c
+  LEFT JOIN hierarchy h ON h.mild = c.condition
+  LEFT JOIN conditions s ON s.pseudo_id = c.pseudo_id AND s.condition = h.severe
+  GROUP BY c.pseudo_id
+)
+SELECT p.pseudo_id, year({a}) - p.year_of_birth AS age, (p.sex = 'F')::INT AS sex_female,
+  coalesce(gp_appts_12m, 0) AS gp_appts_12m, coalesce(other_appts_12m, 0) AS other_appts_12m,
+  coalesce(home_visits_12m, 0) AS home_visits_12m, coalesce(dna_12m, 0) AS dna_12m,
+  coalesce(rx_items_12m, 0) AS rx_items_12m, coalesce(rx_cost_12m, 0) AS rx_cost_12m,
+  coalesce(distinct_drugs_12m, 0) AS distinct_drugs_12m, coalesce(ltc_groups_12m, 0) AS ltc_groups_12m,
+  coalesce(emergency_admissions_12m, 0) AS emergency_admissions_12m,
+  coalesce(emergency_bed_days_12m, 0) AS emergency_bed_days_12m,
+  coalesce(elective_admissions_12m, 0) AS elective_admissions_12m,
+  coalesce(admission_cost_12m, 0) AS admission_cost_12m,
+  coalesce(charlson_score, 0) AS charlson_score
+FROM population p
+LEFT JOIN appts USING (pseudo_id)
+LEFT JOIN rx USING (pseudo_id)
+LEFT JOIN adm USING (pseudo_id)
+LEFT JOIN charlson USING (pseudo_id)
+"""
+
+
+def main(data, as_of, threads, out, riskstrat_features=None):
+    con = duckdb.connect()
+    con.execute(f"SET threads = {int(threads)}")
+    start = time.perf_counter()
+    con.execute(f"COPY ({features_sql(data, as_of)}) TO '{out}' (FORMAT parquet)")
+    seconds = time.perf_counter() - start
+    people = con.execute(f"SELECT count(*) FROM read_parquet('{out}')").fetchone()[0]
+    print(f"duckdb features at A: {seconds:.2f} s, {people} people, {threads} threads")
+    if riskstrat_features:
+        checks = " AND ".join(f"d.{c} = r.{c}" for c in COMPARED)
+        same, both = con.execute(
+            f"""SELECT count(*) FILTER (WHERE {checks}), count(*)
+                FROM read_parquet('{out}') d JOIN read_parquet('{riskstrat_features}') r USING (pseudo_id)"""
+        ).fetchone()
+        print(f"  agree with riskstrat on {same} of {both} people ({', '.join(COMPARED)})")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
