@@ -24,6 +24,10 @@ fi
 if ! "$PYENV/bin/python" -c "import azure.storage.blob" 2>/dev/null; then
     "$PYENV/bin/pip" install --quiet --disable-pip-version-check azure-storage-blob
 fi
+# ... and gcp-storage-emulator for GCS, behind tests/python/gcs_front.py (its XML API).
+if [ ! -x "$PYENV/bin/gcp-storage-emulator" ]; then
+    "$PYENV/bin/pip" install --quiet --disable-pip-version-check gcp-storage-emulator
+fi
 RISKSTRAT_PYTHON="$(pwd)/$PYENV/bin/python"
 export RISKSTRAT_PYTHON
 

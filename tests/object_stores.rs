@@ -1,7 +1,11 @@
-//! Inputs in cloud object stores, against real emulators on loopback, installed by the
-//! test command: `moto` in server mode for S3 (into target/pyenv) and `azurite` for
-//! Azure Blob Storage (from npm, into target/node). A job whose inputs are in a bucket
-//! or container makes the same run as over local copies; a missing bucket, a wrong
+//! Inputs and run folders in cloud object stores, against real emulators on loopback,
+//! installed by the test command: `moto` in server mode for S3 (into target/pyenv),
+//! `azurite` for Azure Blob Storage (from npm, into target/node) and
+//! `gcp-storage-emulator` for GCS (into target/pyenv; behind tests/python/gcs_front.py,
+//! as it speaks the JSON API and object_store the XML API). A job whose inputs are in a
+//! bucket or container makes the same run as over local copies; a run written to a
+//! bucket is read there by `query`, `reidentify`, `history`, `report` and `serve`; a
+//! run killed while uploading leaves no complete run; a missing bucket, a wrong
 //! endpoint, refused credentials and a missing object are each exit 2 naming the URL
 //! and the setting to fix, and no secret is printed.
 
@@ -871,4 +875,166 @@ fn a_run_killed_while_uploading_to_s3_leaves_no_complete_run() {
     let left = moto.keys("runs", &format!("{half}/"));
     assert!(left.is_empty(), "{left:?}");
     assert_eq!(history().as_array().unwrap().len(), 2);
+}
+
+/// gcp-storage-emulator (JSON API) behind tests/python/gcs_front.py (the XML API
+/// object_store speaks), both on 127.0.0.1, stopped when dropped.
+struct Gcs {
+    emulator: Child,
+    front: Child,
+    port: u16,
+    account: PathBuf,
+}
+
+impl Gcs {
+    fn start(dir: &Path) -> Gcs {
+        let python = std::env::var("RISKSTRAT_PYTHON").expect("RISKSTRAT_PYTHON");
+        let bin = Path::new(&python).with_file_name("gcp-storage-emulator");
+        let (emulator_port, port) = (free_port(), free_port());
+        let emulator = Command::new(&bin)
+            .args(["start", "--host", "127.0.0.1", "--port"])
+            .arg(emulator_port.to_string())
+            .args(["--in-memory", "-q"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: cannot start it ({e})", bin.display()));
+        wait_for("gcp-storage-emulator", emulator_port);
+        let front = Command::new(&python)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/gcs_front.py"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--emulator")
+            .arg(format!("http://127.0.0.1:{emulator_port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("gcs_front.py", port);
+        // A service account file pointing object_store at the front, without OAuth.
+        let account = dir.join("gcs-service-account.json");
+        std::fs::write(
+            &account,
+            format!(
+                r#"{{"gcs_base_url": "http://127.0.0.1:{port}", "disable_oauth": true, "client_email": "", "private_key": "", "private_key_id": ""}}"#
+            ),
+        )
+        .unwrap();
+        Gcs {
+            emulator,
+            front,
+            port,
+            account,
+        }
+    }
+
+    /// Make a bucket and put files in it, through the front (XML API).
+    fn put(&self, bucket: &str, files: &[(String, Vec<u8>)]) {
+        let base = format!("http://127.0.0.1:{}/{bucket}", self.port);
+        ureq::put(&base).send(&[][..]).unwrap();
+        for (key, bytes) in files {
+            ureq::put(&format!("{base}/{key}"))
+                .send(&bytes[..])
+                .unwrap_or_else(|e| panic!("putting {key}: {e}"));
+        }
+    }
+
+    fn riskstrat(&self, args: &[&str]) -> Output {
+        riskstrat()
+            .args(args)
+            .env("GOOGLE_SERVICE_ACCOUNT", &self.account)
+            .env("GCE_METADATA_HOST", "127.0.0.1:9")
+            .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9")
+            .env("IDENTITY_ENDPOINT", "http://127.0.0.1:9")
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Gcs {
+    fn drop(&mut self) {
+        for c in [&mut self.front, &mut self.emulator] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn a_job_over_a_gcs_bucket_makes_the_same_run_and_writes_runs_there() {
+    let dir = scratch("gcs");
+    let gcs = Gcs::start(&dir);
+    let (local_job, files) = dataset(&dir);
+    gcs.put("extract", &files);
+    gcs.put("runs", &[]);
+    let local = run_job(&local_job);
+    assert!(local.status.success(), "{}", stderr(&local));
+    let local_run = PathBuf::from(String::from_utf8_lossy(&local.stdout).trim());
+
+    // Inputs in the bucket: the same run as over local copies.
+    let inputs = s3_inputs("extract").replace("s3://", "gs://");
+    let job = job_over(&dir, &local_job, &inputs);
+    let o = gcs.riskstrat(&["run", job.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cloud_run = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    assert_same_run(&local_run, &cloud_run);
+
+    // Run folders in the bucket, twice: each claims its own number with a
+    // create-only put, and `query` and `history` read them there.
+    let text = std::fs::read_to_string(&job).unwrap();
+    std::fs::write(
+        &job,
+        text.replace("output = \"cloud-runs\"", "output = \"gs://runs/monthly\""),
+    )
+    .unwrap();
+    let mut urls = Vec::new();
+    for _ in 0..2 {
+        let o = gcs.riskstrat(&["run", job.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        urls.push(String::from_utf8_lossy(&o.stdout).trim().to_string());
+    }
+    assert!(
+        urls[0].ends_with("-000001") && urls[1].ends_with("-000002"),
+        "{urls:?}"
+    );
+    let claim = format!(
+        "http://127.0.0.1:{}/runs/monthly/test-job/.claims/000001",
+        gcs.port
+    );
+    let taken = ureq::put(&claim)
+        .header("x-goog-if-generation-match", "0")
+        .send(&b"x"[..]);
+    assert!(
+        matches!(taken, Err(ureq::Error::StatusCode(412))),
+        "{taken:?}"
+    );
+    let o = gcs.riskstrat(&["history", "--json", "gs://runs/monthly/test-job"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2, "{rows}");
+    let (cell_key, _) = cell_key();
+    let key = cell_key.to_str().unwrap();
+    let sql = "SELECT sex, COUNT(*) AS n FROM people GROUP BY sex ORDER BY sex";
+    let args = |run: &str| {
+        [
+            "query",
+            "--run",
+            run,
+            "--format",
+            "csv",
+            "--cell-key",
+            key,
+            sql,
+        ]
+        .map(str::to_string)
+    };
+    let from_gcs = gcs.riskstrat(&args(&urls[1]).each_ref().map(String::as_str));
+    let from_disk = gcs.riskstrat(
+        &args(local_run.to_str().unwrap())
+            .each_ref()
+            .map(String::as_str),
+    );
+    assert!(from_gcs.status.success(), "{}", stderr(&from_gcs));
+    assert!(from_disk.status.success(), "{}", stderr(&from_disk));
+    assert_eq!(from_gcs.stdout, from_disk.stdout);
 }
