@@ -111,7 +111,7 @@ fn with_s3(cmd: &mut Command, endpoint: &str) {
 }
 
 /// The small dataset written locally, and its files as (key under `extract/`, bytes),
-/// the appointments split into two files of a folder.
+/// the appointments in a hive-style partition folder.
 fn dataset(dir: &Path) -> (PathBuf, Vec<(String, Vec<u8>)>) {
     let job = small_dataset().write(dir, "2026-04-01");
     let mut files = Vec::new();
@@ -126,7 +126,11 @@ fn dataset(dir: &Path) -> (PathBuf, Vec<(String, Vec<u8>)>) {
         files.push((format!("extract/{t}.parquet"), bytes));
     }
     let appts = std::fs::read(dir.join("appointments.parquet")).unwrap();
-    files.push(("extract/appointments/part-0.parquet".into(), appts));
+    // A hive-style partition folder under the folder named as the input.
+    files.push((
+        "extract/appointments/year=2026/part-0.parquet".into(),
+        appts,
+    ));
     (job, files)
 }
 
@@ -149,7 +153,8 @@ fn s3_inputs(bucket: &str) -> String {
     format!(
         "patients = \"{}\"\nappointments = \"s3://{bucket}/extract/appointments/\"\nprescriptions = \"{}\"\nadmissions = \"{}\"\noptouts = \"{}\"\nservices = \"{}\"\n",
         at("patients"),
-        at("prescriptions"),
+        // A glob, as on local disk.
+        format!("s3://{bucket}/extract/prescri*.parquet"),
         at("admissions"),
         at("optouts"),
         at("services")

@@ -134,7 +134,7 @@ async fn list_files(ctx: &SessionContext, what: &str, location: &str) -> Result<
             "{what}: no such file or folder; fix the path under [inputs] in the job file"
         ));
     }
-    let url = ListingTableUrl::parse(location)
+    let url = stores::listing_url(location)
         .map_err(|e| bad_input!("{what}: not a valid path or URL ({e})"))?;
     let store = ctx.runtime_env().object_store(url.object_store()).map_err(|_| {
         bad_input!(

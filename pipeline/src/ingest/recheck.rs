@@ -4,7 +4,6 @@
 
 use super::{InputFile, Inputs};
 use crate::error::{Error, Result};
-use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
@@ -30,7 +29,7 @@ pub async fn unchanged(ctx: &SessionContext, inputs: &Inputs) -> Result<()> {
                 t.table, t.location
             ))
         };
-        let url = ListingTableUrl::parse(&t.location).map_err(|e| changed(e.to_string()))?;
+        let url = super::stores::listing_url(&t.location).map_err(|e| changed(e.to_string()))?;
         let store = ctx.runtime_env().object_store(url.object_store())?;
         let ext = if url.is_collection() || url.get_glob().is_some() {
             ".parquet"

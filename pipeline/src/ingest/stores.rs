@@ -8,6 +8,7 @@
 
 use crate::bad_input;
 use crate::error::Result;
+use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::SessionContext;
 use object_store::ObjectStore;
@@ -135,6 +136,29 @@ pub fn build(
     Ok((url, store))
 }
 
+/// An input's location as DataFusion lists it. A glob in a URL's path
+/// (`s3://bucket/extract/prescriptions-*.parquet`) is split off as DataFusion does
+/// for local paths, so globs behave the same on every store.
+pub fn listing_url(
+    location: &str,
+) -> std::result::Result<ListingTableUrl, datafusion::error::DataFusionError> {
+    let glob_at = location
+        .split_once("://")
+        .filter(|(scheme, _)| Cloud::of(scheme).is_some())
+        .and_then(|(scheme, rest)| {
+            let at = rest.find(['*', '?', '['])?;
+            Some(scheme.len() + 3 + rest[..at].rfind('/')? + 1)
+        });
+    let Some(at) = glob_at else {
+        return ListingTableUrl::parse(location);
+    };
+    let (base, pattern) = location.split_at(at);
+    let external = |e: String| datafusion::error::DataFusionError::External(e.into());
+    let base = url::Url::parse(base).map_err(|e| external(e.to_string()))?;
+    let pattern = glob::Pattern::new(pattern).map_err(|e| external(e.to_string()))?;
+    ListingTableUrl::try_new(base, Some(pattern))
+}
+
 /// An object_store message without anything that looks like a credential value.
 pub fn without_values(message: &str) -> String {
     message
@@ -257,6 +281,18 @@ mod tests {
         assert_eq!(Cloud::of("gs"), Some(Cloud::Gcs));
         let e = build("ftp://host/x", &StorageOptions::default()).unwrap_err();
         assert!(e.message.contains("not 'ftp'"), "{}", e.message);
+    }
+
+    #[test]
+    fn globs_in_cloud_urls_are_split_as_for_local_paths() {
+        let url = listing_url("s3://bucket/extract/rx-*.parquet").unwrap();
+        assert_eq!(url.as_str(), "s3://bucket/extract/");
+        assert_eq!(url.get_glob().as_ref().unwrap().as_str(), "rx-*.parquet");
+        let url = listing_url("gs://bucket/extract/2026-*/part-?.parquet").unwrap();
+        assert_eq!(url.as_str(), "gs://bucket/extract/");
+        assert!(url.get_glob().is_some());
+        let plain = listing_url("az://container/extract/").unwrap();
+        assert!(plain.get_glob().is_none() && plain.is_collection());
     }
 
     #[test]
