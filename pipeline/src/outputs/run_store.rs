@@ -768,6 +768,27 @@ mod tests {
         assert_eq!(store.jobs().await.unwrap(), vec!["job".to_string()]);
     }
 
+    /// A file above the 16 MiB part size goes up as a multipart upload and arrives
+    /// whole, byte for byte.
+    #[tokio::test]
+    async fn a_large_file_is_uploaded_in_parts_and_arrives_whole() {
+        let (store, _) = memory("large");
+        let w = start(&store).await;
+        let big: Vec<u8> = (0..(40u32 << 20) + 12_345)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(w.path("features.parquet"), &big).unwrap();
+        let id = w.run_id().to_string();
+        w.write(
+            "manifest.json",
+            format!("{{\"run_id\": \"{id}\"}}").as_bytes(),
+        )
+        .unwrap();
+        w.commit().await.unwrap();
+        let run = store.latest("job").await.unwrap().unwrap();
+        assert!(run.read("features.parquet").await.unwrap() == big);
+    }
+
     /// A prefix without a manifest is no run; once abandoned, the next run removes it,
     /// and its number is not taken again.
     #[tokio::test]
