@@ -388,6 +388,23 @@ impl Azurite {
     }
 }
 
+impl Azurite {
+    /// riskstrat pointed at this Azurite, the metadata endpoints at a closed port.
+    fn riskstrat(&self, args: &[&str]) -> Output {
+        riskstrat()
+            .args(args)
+            .env("AZURE_STORAGE_USE_EMULATOR", "true")
+            .env(
+                "AZURITE_BLOB_STORAGE_URL",
+                format!("http://127.0.0.1:{}", self.port),
+            )
+            .env("IDENTITY_ENDPOINT", "http://127.0.0.1:9")
+            .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9")
+            .output()
+            .unwrap()
+    }
+}
+
 impl Drop for Azurite {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -407,17 +424,8 @@ fn a_job_over_an_azure_container_makes_the_same_run_as_over_local_copies() {
 
     let inputs = s3_inputs("extract").replace("s3://", "az://");
     let job = job_over(&dir, &local_job, &inputs);
-    let o = riskstrat()
-        .args(["run", job.to_str().unwrap()])
-        .env("AZURE_STORAGE_USE_EMULATOR", "true")
-        .env(
-            "AZURITE_BLOB_STORAGE_URL",
-            format!("http://127.0.0.1:{}", azurite.port),
-        )
-        .env("IDENTITY_ENDPOINT", "http://127.0.0.1:9")
-        .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9")
-        .output()
-        .unwrap();
+    let azure = |args: &[&str]| azurite.riskstrat(args);
+    let o = azure(&["run", job.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let cloud_run = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
     assert_same_run(&local_run, &cloud_run);
@@ -430,19 +438,6 @@ fn a_job_over_an_azure_container_makes_the_same_run_as_over_local_copies() {
         text.replace("output = \"cloud-runs\"", "output = \"az://runs/monthly\""),
     )
     .unwrap();
-    let azure = |args: &[&str]| {
-        riskstrat()
-            .args(args)
-            .env("AZURE_STORAGE_USE_EMULATOR", "true")
-            .env(
-                "AZURITE_BLOB_STORAGE_URL",
-                format!("http://127.0.0.1:{}", azurite.port),
-            )
-            .env("IDENTITY_ENDPOINT", "http://127.0.0.1:9")
-            .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9")
-            .output()
-            .unwrap()
-    };
     let o = azure(&["run", job.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let url = String::from_utf8_lossy(&o.stdout).trim().to_string();
