@@ -44,6 +44,10 @@ m = json.load(open(sys.argv[1]))
 n, evaluate, wall, peak = sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
 t = m["timings_ms"]
 mem = m.get("peak_memory_mib", {})
+# Each stage resets the kernel's high-water mark (to measure its own peak), which the
+# rusage figure of /usr/bin/time then reflects only since the last reset: the run's
+# peak is the larger of it and every stage's.
+peak = max([peak] + [v * 1024 for v in mem.values()])
 print(f"{int(n):>11,} people, evaluation {evaluate}: {wall:.1f} s wall, {peak / 1048576:.2f} GiB peak RSS")
 for k, v in t.items():
     extra = f", {mem[k]} MiB peak" if k in mem else ""

@@ -16,5 +16,5 @@ for evaluate in true false; do
         || { cat "$DIR/run-$evaluate.err"; exit 1; }
     tail -1 "$DIR/run-$evaluate.err"
     RUN=$(tail -1 "$DIR/run-$evaluate.out")
-    python3 -c "import json,sys; t=json.load(open(sys.argv[1]))['timings_ms']; print('  stages (ms):', ', '.join(f'{k} {v}' for k,v in t.items()))" "$RUN/manifest.json"
+    python3 -c "import json,sys; t=json.load(open(sys.argv[1]))['timings_ms']; print('  stages (ms):', ', '.join(f'{k} {v}' for k,v in t.items())); m=json.load(open(sys.argv[1])).get('peak_memory_mib', {}); print('  peak RSS over the stages (what the run peaked at; time(1) sees only the last stage, as each stage resets the high-water mark):', max(m.values(), default=0), 'MiB')" "$RUN/manifest.json"
 done

@@ -66,7 +66,9 @@ impl Progress {
 }
 
 /// Start a new high-water mark of resident memory (Linux: `clear_refs` 5 resets
-/// `VmHWM` to the current resident size), so a stage's peak is its own.
+/// `VmHWM` to the current resident size), so a stage's peak is its own. The process's
+/// `getrusage` maximum (what `/usr/bin/time` prints) then covers only the time since
+/// the last reset: the run's peak is the largest of its stages'.
 fn reset_peak_memory() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }

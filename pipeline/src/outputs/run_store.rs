@@ -166,11 +166,12 @@ impl RunStore {
             "run store {url}: {what}: {}",
             crate::ingest::stores::explain(url, &text)
         );
-        if crate::ingest::stores::Problem::of(&text).is_setting() {
+        let error = if crate::ingest::stores::Problem::of(&text).is_setting() {
             Error::bad_input(message)
         } else {
             Error::failed(message)
-        }
+        };
+        error.with_source(e)
     }
 
     /// Stage runs for a remote store in `dir` (default: the system's temporary folder).
