@@ -560,21 +560,7 @@ fn killed_gate_commands_are_cleaned_up_at_their_next_start() {
         .output()
         .unwrap();
     ok(&o);
-    let pseudonymise = || {
-        let mut c = riskstrat();
-        c.arg("pseudonymise")
-            .arg("--key")
-            .arg(dir.join("keys/pseudonym.key"))
-            .arg("--in")
-            .arg(dir.join("identifiable"))
-            .arg("--out")
-            .arg(dir.join("pseudonymised"))
-            .arg("--vault")
-            .arg(dir.join("gate/vault.parquet"))
-            .arg("--vault-key")
-            .arg(dir.join("keys/vault.key"));
-        c
-    };
+    let pseudonymise = || common::pseudonymise(&dir);
     ok(&pseudonymise().output().unwrap());
     let hidden = |d: &Path| -> Vec<String> {
         std::fs::read_dir(d)

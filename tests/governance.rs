@@ -44,20 +44,7 @@ impl Flow {
     }
 
     fn pseudonymise(&self) -> Output {
-        riskstrat()
-            .arg("pseudonymise")
-            .arg("--key")
-            .arg(self.key())
-            .arg("--in")
-            .arg(self.dir.join("identifiable"))
-            .arg("--out")
-            .arg(self.dir.join("pseudonymised"))
-            .arg("--vault")
-            .arg(self.vault())
-            .arg("--vault-key")
-            .arg(self.vault_key())
-            .output()
-            .unwrap()
+        common::pseudonymise(&self.dir).output().unwrap()
     }
 
     fn approve(&self, team: &str, cohort: &str) {

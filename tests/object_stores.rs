@@ -532,20 +532,7 @@ fn gate_flow(dir: &Path) -> PathBuf {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = riskstrat()
-        .arg("pseudonymise")
-        .arg("--key")
-        .arg(dir.join("keys/pseudonym.key"))
-        .arg("--in")
-        .arg(dir.join("identifiable"))
-        .arg("--out")
-        .arg(dir.join("pseudonymised"))
-        .arg("--vault")
-        .arg(dir.join("gate/vault.parquet"))
-        .arg("--vault-key")
-        .arg(dir.join("keys/vault.key"))
-        .output()
-        .unwrap();
+    let o = pseudonymise(dir).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let job = dir.join("job.toml");
     let text = std::fs::read_to_string(&job).unwrap();

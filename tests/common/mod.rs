@@ -551,3 +551,21 @@ pub fn small_dataset() -> Dataset {
     ds.optouts.push((pid("p0"), "type1", d("2020-01-01")));
     ds
 }
+
+/// `pseudonymise` over what `synth --identifiable` wrote to `dir`: its extracts and
+/// keys, the vault under `gate/`, the pseudonymised tables under `pseudonymised/`.
+pub fn pseudonymise(dir: &Path) -> Command {
+    let mut c = riskstrat();
+    c.arg("pseudonymise")
+        .arg("--key")
+        .arg(dir.join("keys/pseudonym.key"))
+        .arg("--in")
+        .arg(dir.join("identifiable"))
+        .arg("--out")
+        .arg(dir.join("pseudonymised"))
+        .arg("--vault")
+        .arg(dir.join("gate/vault.parquet"))
+        .arg("--vault-key")
+        .arg(dir.join("keys/vault.key"));
+    c
+}

@@ -81,6 +81,16 @@ pub async fn serve(args: ServeConfig) -> Result<()> {
     let limits = args.limits.clone();
     let access = Access::load(&args.access)?;
     let secret = args.cell_key.load(&args.runs)?;
+    // Decided before any run is read: a bucket's runs never get the audit log.
+    let audit_path = match &args.audit {
+        Some(p) => p.clone(),
+        None if crate::outputs::run_store::store_url(&args.runs).is_some() => {
+            return Err(bad_input!(
+                "--audit: the query audit log is kept on local disk; with --runs in an object store, give --audit FILE"
+            ));
+        }
+        None => args.runs.join("serve-audit.jsonl"),
+    };
     let runs = newest_runs(&args.runs, &secret).await?;
     for r in &runs {
         tracing::info!(
@@ -90,18 +100,6 @@ pub async fn serve(args: ServeConfig) -> Result<()> {
         );
     }
     let callers = callers(&access, &runs)?;
-    let audit_path = args
-        .audit
-        .clone()
-        .map(Ok)
-        .unwrap_or_else(|| {
-            if crate::outputs::run_store::store_url(&args.runs).is_some() {
-                return Err(bad_input!(
-                    "--audit: the query audit log is kept on local disk; with --runs in an object store, give --audit FILE"
-                ));
-            }
-            Ok(args.runs.join("serve-audit.jsonl"))
-        })?;
     let audit = Arc::new(audit::Writer::open(&audit_path).map_err(|e| e.context("--audit"))?);
     tracing::info!("auditing queries to {}", audit_path.display());
 
