@@ -823,6 +823,23 @@ fn a_run_killed_while_uploading_to_s3_leaves_no_complete_run() {
     let o = serve().output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("no complete run"), "{}", stderr(&o));
+    // The query audit log never goes into the bucket: without --audit, refused.
+    let o = s3(&moto)
+        .args([
+            "serve",
+            "--runs",
+            "s3://runs/monthly",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--access")
+        .arg(&access)
+        .arg("--cell-key")
+        .arg(&cell_key)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--audit"), "{}", stderr(&o));
 
     // The next run is complete and takes a number of its own.
     let run = last_line(&s3(&moto).args(["run"]).arg(&cloud_job).output().unwrap());
