@@ -1,8 +1,10 @@
--- The population at $as_of: registered, alive, and (already, by construction of
--- `patients`) without any opt-out. Registration ending on $as_of, or death on
--- $as_of, still counts as in the population, as the contract says.
-SELECT pseudo_id, year_of_birth, sex, practice_code, lsoa_code, imd_decile
-FROM patients
-WHERE registration_start <= $as_of
-  AND (registration_end IS NULL OR registration_end >= $as_of)
-  AND (date_of_death IS NULL OR date_of_death >= $as_of)
+-- The population at each date of feature_dates (as_of): registered, alive, and
+-- (already, by construction of `patients`) without any opt-out. Registration ending
+-- on as_of, or death on as_of, still counts as in the population, as the contract
+-- says. One row per person and date.
+SELECT d.as_of, p.pseudo_id, p.year_of_birth, p.sex, p.practice_code, p.lsoa_code, p.imd_decile
+FROM patients p
+JOIN feature_dates d
+  ON p.registration_start <= d.as_of
+ AND (p.registration_end IS NULL OR p.registration_end >= d.as_of)
+ AND (p.date_of_death IS NULL OR p.date_of_death >= d.as_of)

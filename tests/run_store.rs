@@ -94,13 +94,7 @@ fn a_run_reads_its_times_from_the_clock_it_is_given() {
     assert!(m.finished_utc >= m.started_utc);
     assert!(m.finished_utc - t < chrono::Duration::minutes(5));
     for stage in [
-        "ingest",
-        "validate",
-        "features_a",
-        "features_t0",
-        "model",
-        "score",
-        "cohorts",
+        "ingest", "validate", "features", "model", "score", "cohorts",
     ] {
         assert!(
             m.timings_ms.contains_key(stage),

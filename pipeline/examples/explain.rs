@@ -15,6 +15,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         override_dir: job.sql_dir.clone(),
     };
     let params = Params::at(job.as_of);
+    // Both dates, as a run computes them.
+    riskstrat::features::register_dates(&rc.ctx, &[job.as_of, job.as_of - chrono::Days::new(365)])?;
     let files: Vec<String> = if args.len() > 2 {
         args[2..].to_vec()
     } else {

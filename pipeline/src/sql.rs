@@ -332,7 +332,7 @@ mod tests {
 
     #[test]
     fn every_builtin_is_embedded() {
-        assert!(builtin("population.sql").unwrap().contains("$as_of"));
+        assert!(builtin("outcome.sql").unwrap().contains("$as_of"));
         assert_eq!(builtin_cohorts(), vec!["complex_needs", "high_cost"]);
     }
 

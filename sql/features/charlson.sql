@@ -1,20 +1,20 @@
 -- Charlson comorbidity index over the primary and secondary diagnoses of valid
--- spells admitted in W24 = [$w24_start, $as_of), coded by Quan (2005) ICD-10
--- prefixes with the original Charlson weights (the table charlson_codes;
--- charlson_condition() looks a code up in it). Each condition counts once; a severe
--- form present scores its mild form 0.
+-- spells admitted in W24 = [w24_start, as_of), at each date of feature_dates, coded
+-- by Quan (2005) ICD-10 prefixes with the original Charlson weights (the table
+-- charlson_codes; charlson_condition() looks a code up in it). Each condition counts
+-- once; a severe form present scores its mild form 0.
 WITH spells AS (
-  SELECT pseudo_id, primary_diagnosis, secondary_diagnoses
-  FROM admissions
-  WHERE admission_date >= $w24_start AND admission_date < $as_of
+  SELECT d.as_of, a.pseudo_id, a.primary_diagnosis, a.secondary_diagnoses
+  FROM admissions a
+  JOIN feature_dates d ON a.admission_date >= d.w24_start AND a.admission_date < d.as_of
 ),
 codes AS (
-  SELECT pseudo_id, primary_diagnosis AS code FROM spells
+  SELECT as_of, pseudo_id, primary_diagnosis AS code FROM spells
   UNION ALL
-  SELECT pseudo_id, unnest(secondary_diagnoses) AS code FROM spells
+  SELECT as_of, pseudo_id, unnest(secondary_diagnoses) AS code FROM spells
 ),
 conditions AS (
-  SELECT DISTINCT c.pseudo_id, w.condition, w.weight
+  SELECT DISTINCT c.as_of, c.pseudo_id, w.condition, w.weight
   FROM codes c
   JOIN (SELECT DISTINCT condition, weight FROM charlson_codes) w
     ON w.condition = charlson_condition(upper(replace(c.code, '.', '')))
@@ -24,9 +24,11 @@ hierarchy AS (
   FROM (VALUES ('msld', 'mld'), ('diabwc', 'diab'), ('metacanc', 'canc'))
 )
 SELECT
+  c.as_of,
   c.pseudo_id,
   sum(CASE WHEN s.pseudo_id IS NULL THEN c.weight ELSE 0 END) AS charlson_score
 FROM conditions c
 LEFT JOIN hierarchy h ON h.mild = c.condition
-LEFT JOIN conditions s ON s.pseudo_id = c.pseudo_id AND s.condition = h.severe
-GROUP BY c.pseudo_id
+LEFT JOIN conditions s
+  ON s.as_of = c.as_of AND s.pseudo_id = c.pseudo_id AND s.condition = h.severe
+GROUP BY c.as_of, c.pseudo_id

@@ -1,26 +1,29 @@
--- Prescribing features over W12 = [$w12_start, $as_of), in one pass over prescriptions.
+-- Prescribing features over W12 = [w12_start, as_of), at each date of feature_dates,
+-- in one pass over prescriptions.
 --   distinct_drugs_12m: chemical substances (the first 9 characters of the BNF code)
 --   ltc_groups_12m: groups of reference/ltc_bnf_groups.csv (the table ltc_bnf_groups)
 --     matched by BNF prefix; ltc_group() looks a code up in that list. Its prefixes are
 --     at most 9 characters long, so a substance's group is its codes' group.
 -- Plain GROUP BYs, no count(DISTINCT): each level has one row per thing it counts.
 WITH substances AS (
-  SELECT pseudo_id, substr(bnf_code, 1, 9) AS substance, sum(items) AS items, sum(nic) AS nic
-  FROM prescriptions
-  WHERE issue_date >= $w12_start AND issue_date < $as_of
-  GROUP BY pseudo_id, substr(bnf_code, 1, 9)
+  SELECT d.as_of, p.pseudo_id, substr(p.bnf_code, 1, 9) AS substance,
+         sum(p.items) AS items, sum(p.nic) AS nic
+  FROM prescriptions p
+  JOIN feature_dates d ON p.issue_date >= d.w12_start AND p.issue_date < d.as_of
+  GROUP BY d.as_of, p.pseudo_id, substr(p.bnf_code, 1, 9)
 ),
 groups AS (
-  SELECT pseudo_id, ltc_group(substance) AS ltc_group, sum(items) AS items, sum(nic) AS nic,
-         count(*) AS substances
+  SELECT as_of, pseudo_id, ltc_group(substance) AS ltc_group, sum(items) AS items,
+         sum(nic) AS nic, count(*) AS substances
   FROM substances
-  GROUP BY pseudo_id, ltc_group(substance)
+  GROUP BY as_of, pseudo_id, ltc_group(substance)
 )
 SELECT
+  as_of,
   pseudo_id,
   sum(items)       AS rx_items_12m,
   sum(nic)         AS rx_cost_12m,
   sum(substances)  AS distinct_drugs_12m,
   count(ltc_group) AS ltc_groups_12m
 FROM groups
-GROUP BY pseudo_id
+GROUP BY as_of, pseudo_id

@@ -6,9 +6,13 @@ pub mod registry;
 
 use crate::bad_input;
 use crate::error::Result;
+use crate::ingest::tables;
 use crate::sql::{Kind, Params, SqlSource, check_columns};
+use chrono::NaiveDate;
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::JoinType;
-use datafusion::prelude::{DataFrame, Expr, SessionContext, ident};
+use datafusion::common::ScalarValue;
+use datafusion::prelude::{DataFrame, Expr, SessionContext, cast, ident, lit};
 use registry::{FEATURES, Source};
 use std::path::PathBuf;
 
@@ -19,8 +23,27 @@ pub async fn plan(
     params: &Params,
     extra: &[PathBuf],
 ) -> Result<DataFrame> {
+    let df = plan_at(ctx, sql, params, &[params.as_of], extra).await?;
+    let mut keep = vec![ident("pseudo_id")];
+    keep.extend(non_key_columns(&df).iter().map(ident));
+    Ok(df.select(keep)?)
+}
+
+/// Plan the feature table at every date of `dates` at once (`AS_OF`, then `pseudo_id`
+/// and the features): one row per person of the population at each date. The built-in
+/// SQL reads the dates from the table `feature_dates`, so each event table is scanned
+/// (and validated) once for all of them; a file that returns no `as_of` column (an
+/// analyst's, written for `$as_of`) is run at each date in turn instead.
+pub async fn plan_at(
+    ctx: &SessionContext,
+    sql: &SqlSource,
+    params: &Params,
+    dates: &[NaiveDate],
+    extra: &[PathBuf],
+) -> Result<DataFrame> {
+    register_dates(ctx, dates)?;
     let population = sql.get("population.sql")?;
-    let mut df = crate::sql::query(ctx, &population, params).await?;
+    let mut df = at_dates(ctx, &population, params, dates).await?;
     check_columns(
         &df,
         &population.origin,
@@ -54,14 +77,9 @@ pub async fn plan(
     }
 
     for (i, (text, wanted)) in texts.into_iter().enumerate() {
-        let part = crate::sql::query(ctx, &text, params).await?;
-        let names: Vec<String> = part
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        if !names.iter().any(|n| n == "pseudo_id") {
+        let part = at_dates(ctx, &text, params, dates).await?;
+        let names = non_key_columns(&part);
+        if !part.schema().has_column_with_unqualified_name("pseudo_id") {
             return Err(bad_input!(
                 "{}: must return a pseudo_id column",
                 text.origin
@@ -81,7 +99,7 @@ pub async fn plan(
         }
         let is_extra = wanted.is_empty();
         let mut keep = Vec::new();
-        for n in names.iter().filter(|n| *n != "pseudo_id") {
+        for n in &names {
             if is_extra {
                 if FEATURES.iter().any(|f| f.name == n)
                     || extra_columns.contains(n)
@@ -96,25 +114,88 @@ pub async fn plan(
             }
             keep.push(ident(n));
         }
-        let key = format!("__key{i}");
+        let (key, date) = (format!("__key{i}"), format!("__date{i}"));
         keep.push(ident("pseudo_id").alias(&key));
+        keep.push(ident(AS_OF).alias(&date));
         let part = part.select(keep)?;
-        df = df.join(part, JoinType::Left, &["pseudo_id"], &[key.as_str()], None)?;
+        df = df.join(
+            part,
+            JoinType::Left,
+            &[AS_OF, "pseudo_id"],
+            &[date.as_str(), key.as_str()],
+            None,
+        )?;
     }
 
-    let mut select: Vec<Expr> = vec![ident("pseudo_id")];
-    select.extend(FEATURES.iter().map(|f| f.expr(params).alias(f.name)));
+    let mut select: Vec<Expr> = vec![ident(AS_OF), ident("pseudo_id")];
+    select.extend(FEATURES.iter().map(|f| f.expr().alias(f.name)));
     select.extend(extra_columns.iter().map(ident));
     Ok(df.select(select)?)
 }
 
-/// The columns of a per-person table but its key, `pseudo_id`, in order.
+/// The date column of [`plan_at`]'s table and of the SQL it runs.
+pub const AS_OF: &str = "as_of";
+
+/// `feature_dates`: each date with the starts of its 12- and 24-month windows.
+pub fn register_dates(ctx: &SessionContext, dates: &[NaiveDate]) -> Result<()> {
+    use datafusion::arrow::array::{ArrayRef, Date32Array, RecordBatch};
+    use std::sync::Arc;
+    let column = |back: u64| -> ArrayRef {
+        Arc::new(Date32Array::from_iter_values(
+            dates
+                .iter()
+                .map(|d| crate::sql::date32(*d - chrono::Days::new(back))),
+        ))
+    };
+    let batch = RecordBatch::try_from_iter([
+        (AS_OF, column(0)),
+        ("w12_start", column(365)),
+        ("w24_start", column(730)),
+    ])?;
+    ctx.deregister_table(tables::FEATURE_DATES)?;
+    ctx.register_batch(tables::FEATURE_DATES, batch)?;
+    Ok(())
+}
+
+/// A population or feature file's rows at every date, with `as_of` as a Date32: as it
+/// returns them when it reads `feature_dates` (it returns `as_of`), or else run at
+/// each date with that date's `$as_of` and windows, one after another.
+async fn at_dates(
+    ctx: &SessionContext,
+    text: &crate::sql::SqlText,
+    params: &Params,
+    dates: &[NaiveDate],
+) -> Result<DataFrame> {
+    let first = crate::sql::query(ctx, text, params).await?;
+    if first.schema().has_column_with_unqualified_name(AS_OF) {
+        check_columns(&first, &text.origin, &[(AS_OF, Kind::Date)])?;
+        return Ok(first.with_column(AS_OF, cast(ident(AS_OF), DataType::Date32))?);
+    }
+    let mut all: Option<DataFrame> = None;
+    for d in dates {
+        let at = Params {
+            as_of: *d,
+            ..*params
+        };
+        let part = crate::sql::query(ctx, text, &at).await?;
+        let mut columns = vec![lit(ScalarValue::Date32(Some(crate::sql::date32(*d)))).alias(AS_OF)];
+        columns.extend(part.schema().fields().iter().map(|f| ident(f.name())));
+        let part = part.select(columns)?;
+        all = Some(match all {
+            None => part,
+            Some(all) => all.union(part)?,
+        });
+    }
+    all.ok_or_else(|| crate::error::Error::failed("features at no date"))
+}
+
+/// The columns of a per-person table but its keys, `pseudo_id` and `as_of`, in order.
 pub fn non_key_columns(df: &DataFrame) -> Vec<String> {
     df.schema()
         .fields()
         .iter()
         .map(|f| f.name().clone())
-        .filter(|n| n != "pseudo_id")
+        .filter(|n| n != "pseudo_id" && n != AS_OF)
         .collect()
 }
 
@@ -142,6 +223,11 @@ async fn one_row_per_person(part: &DataFrame, origin: &str) -> Result<()> {
     use datafusion::functions_aggregate::expr_fn::{count, max, sum};
     use datafusion::prelude::{col, lit, when};
     let others = non_key_columns(part);
+    // Rows per person at each date; a person counts once however many dates.
+    let mut keys = vec![ident("pseudo_id")];
+    if part.schema().has_column_with_unqualified_name(AS_OF) {
+        keys.push(ident(AS_OF));
+    }
     let mut per_person = vec![count_all().alias("__rows")];
     per_person.extend(
         others
@@ -154,10 +240,13 @@ async fn one_row_per_person(part: &DataFrame, origin: &str) -> Result<()> {
         sum(when(col("__rows").gt(lit(1i64)), lit(1i64)).otherwise(lit(0i64))?).alias("__people"),
     ];
     totals.extend((0..others.len()).map(|i| max(col(format!("__n{i}"))).alias(format!("__m{i}"))));
+    let mut most: Vec<Expr> = vec![max(col("__rows")).alias("__rows")];
+    most.extend((0..others.len()).map(|i| max(col(format!("__n{i}"))).alias(format!("__n{i}"))));
     let batches = part
         .clone()
         .filter(ident("pseudo_id").is_not_null())?
-        .aggregate(vec![ident("pseudo_id")], per_person)?
+        .aggregate(keys, per_person)?
+        .aggregate(vec![ident("pseudo_id")], most)?
         .aggregate(vec![], totals)?
         .collect()
         .await

@@ -2,8 +2,8 @@
 //! table's columns and types, the checks on feature SQL, the `riskstrat features`
 //! docs, and (through their names) the model's design matrix.
 
-use crate::sql::Params;
 use datafusion::arrow::datatypes::DataType;
+use datafusion::functions::expr_fn::date_part;
 use datafusion::prelude::{Expr, cast, coalesce, ident, lit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,16 +167,17 @@ impl Feature {
         }
     }
 
-    /// The column expression over the joined population and feature sources.
-    pub fn expr(&self, params: &Params) -> Expr {
+    /// The column expression over the joined population and feature sources, at the
+    /// date in their column `as_of`.
+    pub fn expr(&self) -> Expr {
         match (self.name, self.source) {
             ("age", _) => cast(
-                lit(chrono::Datelike::year(&params.as_of) as i64)
+                cast(date_part(lit("year"), ident("as_of")), DataType::Int64)
                     - cast(ident("year_of_birth"), DataType::Int64),
                 DataType::Int64,
             ),
             ("total_cost_12m", _) => {
-                by_name("rx_cost_12m").expr(params) + by_name("admission_cost_12m").expr(params)
+                by_name("rx_cost_12m").expr() + by_name("admission_cost_12m").expr()
             }
             (_, Population) => ident(self.name),
             (_, _) => match self.kind {

@@ -16,6 +16,10 @@ pub fn checked(table: &str) -> String {
     format!("checked_{table}")
 }
 
+/// The dates features are computed at, one row each (`as_of`, `w12_start`,
+/// `w24_start`): `A` and `T0` in a run, so that one pass over each event table serves
+/// both (`sql/features/*.sql`, `sql/population.sql`).
+pub const FEATURE_DATES: &str = "feature_dates";
 /// One row per person in the population at `A`, every feature (`features.parquet`).
 pub const FEATURES: &str = "features";
 /// Risk, tier and reasons per person (`scores.parquet`).
@@ -52,6 +56,8 @@ mod tests {
         let input_patients = input(super::super::contract::PATIENTS.name);
         for (file, name) in [
             ("validate/patients.sql", input_patients.as_str()),
+            ("population.sql", FEATURE_DATES),
+            ("features/appointments.sql", FEATURE_DATES),
             ("cohorts/complex_needs.sql", FEATURES),
             ("cohorts/complex_needs.sql", SCORES),
             ("changes.sql", COHORT),

@@ -18,16 +18,14 @@ use datafusion::arrow::array::{
     Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
 };
 use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::{DataType, Schema};
-use datafusion::common::JoinType;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{JoinType, ScalarValue};
 use datafusion::prelude::{DataFrame, Expr, SessionContext, cast, coalesce, ident, lit};
 use metrics::{Counts, FitMetrics, Metrics, TemporalValidation, Validation};
 use riskstrat_models::logistic::{Design, Fit, FitOptions, fit};
 use riskstrat_models::tiers::Tier;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
 
 /// What the job says about the model (parsed with the job file).
 pub use crate::job::ModelConfig;
@@ -134,66 +132,71 @@ fn floats(batch: &RecordBatch, name: &str, what: &str) -> Result<Vec<f64>> {
     Ok(a.values().to_vec())
 }
 
-async fn collect_columns(df: DataFrame, term_names: &[String], outcome: &str) -> Result<Columns> {
+/// The model's columns over a feature table with the outcome column `outcome`, named
+/// apart from the features (`__id`, `__sex`, `__age`, `__imd`, `__t<k>`, `__y`), for
+/// [`Columns::from_batches`].
+fn model_columns(df: &DataFrame, term_names: &[String], outcome: &str) -> Result<Vec<Expr>> {
     let mut select: Vec<Expr> = vec![
-        ident("pseudo_id"),
-        ident("sex"),
-        cast(ident("age"), DataType::Int64).alias("age"),
-        cast(ident("imd_decile"), DataType::Int32).alias("imd_decile"),
+        ident("pseudo_id").alias("__id"),
+        ident("sex").alias("__sex"),
+        cast(ident("age"), DataType::Int64).alias("__age"),
+        cast(ident("imd_decile"), DataType::Int32).alias("__imd"),
     ];
-    for (k, e) in score::term_exprs(&df, term_names)?.into_iter().enumerate() {
+    for (k, e) in score::term_exprs(df, term_names)?.into_iter().enumerate() {
         select.push(e.alias(format!("__t{k}")));
     }
     select.push(cast(ident(outcome), DataType::Float64).alias("__y"));
-    let batches = df.select(select)?.collect().await?;
-    let schema = batches
-        .first()
-        .map(|b| b.schema())
-        .unwrap_or_else(|| Arc::new(Schema::empty()));
-    let batch = if batches.is_empty() {
-        RecordBatch::new_empty(schema)
-    } else {
-        concat_batches(&schema, &batches)?
-    };
-    if batch.num_rows() == 0 {
-        return Ok(Columns {
-            ids: Vec::new(),
-            x: vec![Vec::new(); term_names.len()],
-            y: Vec::new(),
-            sex: Vec::new(),
-            age: Vec::new(),
-            imd: Vec::new(),
-        });
+    Ok(select)
+}
+
+impl Columns {
+    /// From batches with [`model_columns`] (other columns are ignored).
+    pub fn from_batches(batches: &[RecordBatch], term_names: &[String]) -> Result<Columns> {
+        let Some(first) = batches.first() else {
+            return Ok(Columns {
+                ids: Vec::new(),
+                x: vec![Vec::new(); term_names.len()],
+                y: Vec::new(),
+                sex: Vec::new(),
+                age: Vec::new(),
+                imd: Vec::new(),
+            });
+        };
+        let batch = concat_batches(&first.schema(), batches)?;
+        Self::from_batch(&batch, term_names)
     }
-    let strings = |name: &str| {
-        batch
-            .column_by_name(name)
-            .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
-    };
-    let ids = strings("pseudo_id").ok_or_else(|| Error::failed("pseudo_id is not Utf8"))?;
-    Ok(Columns {
-        ids: ids
-            .iter()
-            .map(|v| v.unwrap_or_default().to_string())
-            .collect(),
-        x: (0..term_names.len())
-            .map(|k| floats(&batch, &format!("__t{k}"), &term_names[k]))
-            .collect::<Result<_>>()?,
-        y: floats(&batch, "__y", "outcome")?,
-        sex: strings("sex")
-            .map(|s| s.iter().map(|v| v.map(String::from)).collect())
-            .unwrap_or_default(),
-        age: batch
-            .column_by_name("age")
-            .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-            .map(|a| a.iter().map(|v| v.unwrap_or(-1)).collect())
-            .unwrap_or_default(),
-        imd: batch
-            .column_by_name("imd_decile")
-            .and_then(|c| c.as_any().downcast_ref::<Int32Array>())
-            .map(|a| a.iter().collect())
-            .unwrap_or_default(),
-    })
+
+    fn from_batch(batch: &RecordBatch, term_names: &[String]) -> Result<Columns> {
+        let strings = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
+        };
+        let ids = strings("__id").ok_or_else(|| Error::failed("pseudo_id is not Utf8"))?;
+        Ok(Columns {
+            ids: ids
+                .iter()
+                .map(|v| v.unwrap_or_default().to_string())
+                .collect(),
+            x: (0..term_names.len())
+                .map(|k| floats(batch, &format!("__t{k}"), &term_names[k]))
+                .collect::<Result<_>>()?,
+            y: floats(batch, "__y", "outcome")?,
+            sex: strings("__sex")
+                .map(|s| s.iter().map(|v| v.map(String::from)).collect())
+                .unwrap_or_default(),
+            age: batch
+                .column_by_name("__age")
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+                .map(|a| a.iter().map(|v| v.unwrap_or(-1)).collect())
+                .unwrap_or_default(),
+            imd: batch
+                .column_by_name("__imd")
+                .and_then(|c| c.as_any().downcast_ref::<Int32Array>())
+                .map(|a| a.iter().collect())
+                .unwrap_or_default(),
+        })
+    }
 }
 
 /// The contract's split: validation when the first 8 hex digits of pseudo_id, as an
@@ -216,31 +219,49 @@ const OUTCOME_COLUMNS: &[(&str, crate::sql::Kind)] = &[
     ("emergency_admission_next_12m", crate::sql::Kind::Number),
 ];
 
-/// Everyone in the population at `T0 = A - 365`: the model's terms at `T0` and the
-/// outcome over `[T0, A)`, the newest complete outcome year. The run times this as
-/// its own stage (`features_t0`): it is feature work, the fit after it is not.
-pub async fn at_t0(
+/// The feature table `features` (at several dates, [`crate::features::plan_at`]) with,
+/// beside each row, the model's columns ([`Columns::from_batches`]) and the outcome
+/// over `[T0, A)` for the rows at `T0 = A - 365`, the newest complete outcome year.
+/// The run reads the rows at `A` and at `T0` from one pass (stage `features`).
+pub async fn with_t0_columns(
     ctx: &SessionContext,
     sql: &SqlSource,
+    features: DataFrame,
     as_of: NaiveDate,
-    extra: &[PathBuf],
     terms: &[String],
-) -> Result<Columns> {
-    let params = Params::at(as_of - Days::new(365));
-    let features = crate::features::plan(ctx, sql, &params, extra).await?;
+) -> Result<DataFrame> {
+    let t0 = as_of - Days::new(365);
+    let params = Params::at(t0);
     let text = sql.get("outcome.sql")?;
     let outcome = crate::sql::query(ctx, &text, &params).await?;
     crate::sql::check_columns(&outcome, &text.origin, OUTCOME_COLUMNS)?;
     let outcome = outcome.select(vec![
         ident("pseudo_id").alias("__o_id"),
-        ident("emergency_admission_next_12m"),
+        lit(ScalarValue::Date32(Some(crate::sql::date32(t0)))).alias("__o_date"),
+        ident("emergency_admission_next_12m").alias("__outcome_raw"),
     ])?;
-    let df = features.join(outcome, JoinType::Left, &["pseudo_id"], &["__o_id"], None)?;
+    let date = crate::features::AS_OF;
+    let df = features.join(
+        outcome,
+        JoinType::Left,
+        &[date, "pseudo_id"],
+        &["__o_date", "__o_id"],
+        None,
+    )?;
     let df = df.with_column(
         "__outcome",
-        coalesce(vec![ident("emergency_admission_next_12m"), lit(0i64)]),
+        coalesce(vec![ident("__outcome_raw"), lit(0i64)]),
     )?;
-    collect_columns(df, terms, "__outcome").await
+    let mut select: Vec<Expr> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name())
+        .filter(|n| !n.starts_with("__"))
+        .map(ident)
+        .collect();
+    select.extend(model_columns(&df, terms, "__outcome")?);
+    Ok(df.select(select)?)
 }
 
 /// Fit at T0 on the training split of `cols` ([`at_t0`] with `config.terms`);

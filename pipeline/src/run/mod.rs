@@ -43,8 +43,9 @@ async fn run_stages(job: &Job, clock: Clock) -> Result<RunOutcome> {
         return Err(crate::error::Error::failed(e));
     }
     let loaded = stages::load(&rc).await?;
-    let features = stages::features(&rc).await?;
-    let trained = stages::model(&rc).await?;
+    let saved = stages::saved_model(&rc)?;
+    let features = stages::features(&rc, saved.as_ref().map(|(_, m)| m)).await?;
+    let trained = stages::model(&rc, &features, saved).await?;
     let scored = stages::score(&rc, &trained).await?;
     stages::service_evaluation(&rc, &trained, &scored).await?;
     stages::model_files(&rc, &trained)?;

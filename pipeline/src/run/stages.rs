@@ -13,10 +13,14 @@ use crate::outputs::manifest::ChangeCounts;
 use crate::outputs::run_store::RunStore;
 use crate::outputs::{write_batch, write_parquet};
 use crate::sql::{Kind, SqlText, check_columns};
-use datafusion::arrow::array::Float64Array;
+use chrono::{Days, NaiveDate};
+use datafusion::arrow::array::{Date32Array, Float64Array, RecordBatch};
 use datafusion::common::JoinType;
+use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, ident};
+use futures::StreamExt;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// Checked, opted-out, validated inputs, registered in the context's session.
 pub struct Loaded {
@@ -57,21 +61,54 @@ pub async fn load(rc: &RunContext<'_>) -> Result<Loaded> {
     Ok(Loaded { inputs, counts })
 }
 
-/// The feature table at `A`, one row per person of the population.
+/// The feature table at `A`, one row per person of the population, and everyone in
+/// the population at `T0 = A - 365` with the model's columns.
 pub struct Features {
     pub population: u64,
     pub names: Vec<String>,
+    pub at_t0: crate::model::Columns,
 }
 
-/// `features.parquet`, registered as `features` for the stages after.
-pub async fn features(rc: &RunContext<'_>) -> Result<Features> {
+/// A saved model the job scores with (`[model] load`), read before the features: its
+/// terms are the columns the features stage keeps at `T0`.
+pub fn saved_model(rc: &RunContext<'_>) -> Result<Option<(PathBuf, ModelFile)>> {
+    rc.job
+        .model
+        .load
+        .as_ref()
+        .map(|path| crate::model::load_model(path).map(|m| (path.clone(), m)))
+        .transpose()
+}
+
+/// `features.parquet` (at `A`, registered as `features` for the stages after) and the
+/// model's columns at `T0`, from one plan over both dates: each event table is read
+/// once for both (stage `features`).
+pub async fn features(rc: &RunContext<'_>, saved: Option<&ModelFile>) -> Result<Features> {
     let path = rc.file("features.parquet")?;
-    let population = rc
+    let terms = match saved {
+        Some(m) => &m.features,
+        None => &rc.job.model.terms,
+    };
+    let (a, t0) = (rc.job.as_of, rc.job.as_of - Days::new(365));
+    let (population, at_t0) = rc
         .progress
-        .stage("features_a", async {
-            let df =
-                crate::features::plan(&rc.ctx, &rc.sql, &rc.params, &rc.job.extra_features).await?;
-            write_parquet(df, &path).await
+        .stage("features", async {
+            let df = crate::features::plan_at(
+                &rc.ctx,
+                &rc.sql,
+                &rc.params,
+                &[a, t0],
+                &rc.job.extra_features,
+            )
+            .await?;
+            let mut columns = vec!["pseudo_id".to_string()];
+            columns.extend(crate::features::non_key_columns(&df));
+            let df = crate::model::with_t0_columns(&rc.ctx, &rc.sql, df, a, terms).await?;
+            let (population, batches) = split_dates(df, a, &columns, &path).await?;
+            Ok::<_, Error>((
+                population,
+                crate::model::Columns::from_batches(&batches, terms)?,
+            ))
         })
         .await?;
     rc.ctx
@@ -82,7 +119,60 @@ pub async fn features(rc: &RunContext<'_>) -> Result<Features> {
         )
         .await?;
     let names = crate::features::non_key_columns(&rc.ctx.table(tables::FEATURES).await?);
-    Ok(Features { population, names })
+    Ok(Features {
+        population,
+        names,
+        at_t0,
+    })
+}
+
+/// One pass over the features at both dates: the rows at `a` (their `columns`) to
+/// Parquet at `path`, how many, and the other rows kept whole.
+async fn split_dates(
+    df: DataFrame,
+    a: NaiveDate,
+    columns: &[String],
+    path: &std::path::Path,
+) -> Result<(u64, Vec<RecordBatch>)> {
+    use datafusion::arrow::compute::{filter_record_batch, kernels::cmp::eq, not};
+    let at_a = Date32Array::new_scalar(crate::sql::date32(a));
+    let written = |e: datafusion::parquet::errors::ParquetError| {
+        Error::from(e).context(format!("writing {}", path.display()))
+    };
+    let mut stream = df.execute_stream().await?;
+    let (mut writer, mut n, mut others) = (None, 0u64, Vec::new());
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let date = batch
+            .column_by_name(crate::features::AS_OF)
+            .ok_or_else(|| Error::failed("features without their date"))?;
+        let is_a = eq(date, &at_a)?;
+        let rows = filter_record_batch(&batch, &is_a)?;
+        let indices = columns
+            .iter()
+            .map(|c| rows.schema().index_of(c))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let rows = rows.project(&indices)?;
+        if writer.is_none() {
+            let file = std::fs::File::create(path)
+                .map_err(|e| Error::from(e).context(format!("writing {}", path.display())))?;
+            writer = Some(ArrowWriter::try_new(file, rows.schema(), None).map_err(written)?);
+        }
+        n += rows.num_rows() as u64;
+        writer
+            .as_mut()
+            .expect("just made")
+            .write(&rows)
+            .map_err(written)?;
+        others.push(filter_record_batch(&batch, &not(&is_a)?)?);
+    }
+    match writer {
+        Some(w) => {
+            w.close().map_err(written)?;
+        }
+        None => return Err(Error::failed("the feature plan returned no batches")),
+    }
+    Ok((n, others))
 }
 
 /// The model the run scores with: trained at `T0` and evaluated, or loaded (score-only).
@@ -91,41 +181,28 @@ pub struct Trained {
     pub metrics: Metrics,
 }
 
-/// The features at `T0` with the outcome (stage `features_t0`), then the fit and its
-/// metrics, or a saved model's check for drift (stage `model`).
-pub async fn model(rc: &RunContext<'_>) -> Result<Trained> {
+/// The fit at `T0` and its metrics, or a saved model's check for drift (stage `model`).
+pub async fn model(
+    rc: &RunContext<'_>,
+    features: &Features,
+    saved: Option<(PathBuf, ModelFile)>,
+) -> Result<Trained> {
     let job = rc.job;
-    let loaded = job
-        .model
-        .load
-        .as_ref()
-        .map(|path| crate::model::load_model(path).map(|m| (path, m)))
-        .transpose()?;
-    let terms = match &loaded {
-        Some((_, m)) => &m.features,
-        None => &job.model.terms,
-    };
-    let cols = rc
-        .progress
-        .stage(
-            "features_t0",
-            crate::model::at_t0(&rc.ctx, &rc.sql, job.as_of, &job.extra_features, terms),
-        )
-        .await?;
+    let cols = &features.at_t0;
     rc.progress
         .stage("model", async {
-            match loaded {
+            match saved {
                 Some((path, model)) => {
-                    let fitted_auc = crate::model::fitted_auc(&model, path);
+                    let fitted_auc = crate::model::fitted_auc(&model, &path);
                     let temporal =
-                        crate::model::temporal_validation(&cols, job.as_of, &model, fitted_auc)?;
+                        crate::model::temporal_validation(cols, job.as_of, &model, fitted_auc)?;
                     Ok(Trained {
                         model,
-                        metrics: Metrics::score_only(path, Some(temporal)),
+                        metrics: Metrics::score_only(&path, Some(temporal)),
                     })
                 }
                 None => {
-                    let t = crate::model::train(&cols, job.as_of, &job.model)?;
+                    let t = crate::model::train(cols, job.as_of, &job.model)?;
                     Ok(Trained {
                         model: t.model,
                         metrics: t.metrics,
