@@ -241,3 +241,107 @@ fn unchanged_copies_of_the_builtin_files_pass_the_checks() {
             .unwrap();
     assert_eq!(m["feedback"]["declined"], 1, "{m}");
 }
+
+/// Every column of a per-person Parquet file, by pseudo_id: numbers as f64 (within
+/// 1e-9 relative of each other across runs: parallel float sums may differ in the
+/// last bit), anything else as text.
+fn by_person(path: &Path) -> std::collections::BTreeMap<String, Vec<(String, f64)>> {
+    use datafusion::arrow::array::{Array, Float64Array};
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::arrow::util::display::array_value_to_string;
+    let mut out = std::collections::BTreeMap::new();
+    for b in read_parquet(path) {
+        let ids = b.column_by_name("pseudo_id").unwrap();
+        for row in 0..b.num_rows() {
+            let mut values = Vec::new();
+            for (f, c) in b.schema().fields().iter().zip(b.columns()) {
+                let number = datafusion::arrow::compute::cast(c, &DataType::Float64)
+                    .ok()
+                    .filter(|_| f.data_type().is_numeric());
+                values.push(match number {
+                    Some(n) => {
+                        let n = n.as_any().downcast_ref::<Float64Array>().unwrap();
+                        (
+                            f.name().clone(),
+                            if n.is_null(row) {
+                                f64::NAN
+                            } else {
+                                n.value(row)
+                            },
+                        )
+                    }
+                    None => (
+                        format!("{}={}", f.name(), array_value_to_string(c, row).unwrap()),
+                        0.0,
+                    ),
+                });
+            }
+            out.insert(array_value_to_string(ids, row).unwrap(), values);
+        }
+    }
+    out
+}
+
+/// Regression: the built-in feature SQL became one pass over both of a run's dates
+/// (`feature_dates`); files written for one date (`$as_of`, no `as_of` column) are run
+/// at each date instead and must give the same features at A, the same model (fitted
+/// on the features at T0) and the same scores. The per-date files are the built-in
+/// SQL as it was before.
+#[test]
+fn per_date_sql_gives_the_same_features_model_and_scores_as_the_one_pass_builtin() {
+    let dir = scratch("sql_override_per_date");
+    let o = synth(&dir, 3000, 11);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let job = dir.join("job.toml");
+    let o = run_job(&job);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let per_date = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/per_date_sql");
+    let text = std::fs::read_to_string(&job).unwrap();
+    let text = text.replacen(
+        "output = \"runs\"",
+        &format!(
+            "output = \"runs\"\nsql_dir = {:?}",
+            per_date.display().to_string()
+        ),
+        1,
+    );
+    assert!(text.contains("sql_dir"), "{text}");
+    std::fs::write(&job, text).unwrap();
+    let o = run_job(&job);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let all = list_runs(&dir.join("runs"), "complex-needs");
+    assert_eq!(all.len(), 2);
+    for file in ["features.parquet", "scores.parquet"] {
+        let (one_pass, per_date) = (by_person(&all[0].join(file)), by_person(&all[1].join(file)));
+        assert!(one_pass.len() > 2000, "{file}: {} people", one_pass.len());
+        assert_eq!(
+            one_pass.keys().collect::<Vec<_>>(),
+            per_date.keys().collect::<Vec<_>>(),
+            "{file}: the same people"
+        );
+        for (id, row) in &one_pass {
+            for ((name, a), (other, b)) in row.iter().zip(&per_date[id]) {
+                assert_eq!(name, other, "{file}");
+                let same = (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-9 * a.abs().max(1.0);
+                assert!(same, "{file}: {name} differs ({a} and {b})");
+            }
+        }
+    }
+    let model = |run: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(run.join("model.json")).unwrap()).unwrap()
+    };
+    let (a, b) = (model(&all[0]), model(&all[1]));
+    assert_eq!(a["n_train"], b["n_train"]);
+    assert_eq!(a["events_train"], b["events_train"]);
+    assert!(a["n_train"].as_u64().unwrap() > 1500, "{a}");
+    for (term, value) in a["coefficients"].as_object().unwrap() {
+        let (x, y) = (
+            value.as_f64().unwrap(),
+            b["coefficients"][term].as_f64().unwrap(),
+        );
+        assert!(
+            (x - y).abs() <= 1e-6 * x.abs().max(1.0),
+            "{term}: {x} and {y}"
+        );
+    }
+}

@@ -236,12 +236,12 @@ async fn one_row_per_person(part: &DataFrame, origin: &str) -> Result<()> {
             .map(|(i, n)| count(ident(n)).alias(format!("__n{i}"))),
     );
     // Every per-column count is kept in the output, so no column is optimised away.
+    let mut most: Vec<Expr> = vec![max(col("__rows")).alias("__most")];
+    most.extend((0..others.len()).map(|i| max(col(format!("__n{i}"))).alias(format!("__m{i}"))));
     let mut totals = vec![
-        sum(when(col("__rows").gt(lit(1i64)), lit(1i64)).otherwise(lit(0i64))?).alias("__people"),
+        sum(when(col("__most").gt(lit(1i64)), lit(1i64)).otherwise(lit(0i64))?).alias("__people"),
     ];
-    totals.extend((0..others.len()).map(|i| max(col(format!("__n{i}"))).alias(format!("__m{i}"))));
-    let mut most: Vec<Expr> = vec![max(col("__rows")).alias("__rows")];
-    most.extend((0..others.len()).map(|i| max(col(format!("__n{i}"))).alias(format!("__n{i}"))));
+    totals.extend((0..others.len()).map(|i| max(col(format!("__m{i}"))).alias(format!("__t{i}"))));
     let batches = part
         .clone()
         .filter(ident("pseudo_id").is_not_null())?

@@ -17,7 +17,6 @@ use chrono::{Days, NaiveDate};
 use datafusion::arrow::array::{
     Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
 };
-use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{JoinType, ScalarValue};
 use datafusion::prelude::{DataFrame, Expr, SessionContext, cast, coalesce, ident, lit};
@@ -150,52 +149,52 @@ fn model_columns(df: &DataFrame, term_names: &[String], outcome: &str) -> Result
 }
 
 impl Columns {
-    /// From batches with [`model_columns`] (other columns are ignored).
+    /// From batches with [`model_columns`] (other columns are ignored), one after
+    /// another: never all of them copied into one.
     pub fn from_batches(batches: &[RecordBatch], term_names: &[String]) -> Result<Columns> {
-        let Some(first) = batches.first() else {
-            return Ok(Columns {
-                ids: Vec::new(),
-                x: vec![Vec::new(); term_names.len()],
-                y: Vec::new(),
-                sex: Vec::new(),
-                age: Vec::new(),
-                imd: Vec::new(),
-            });
+        let mut out = Columns {
+            ids: Vec::new(),
+            x: vec![Vec::new(); term_names.len()],
+            y: Vec::new(),
+            sex: Vec::new(),
+            age: Vec::new(),
+            imd: Vec::new(),
         };
-        let batch = concat_batches(&first.schema(), batches)?;
-        Self::from_batch(&batch, term_names)
+        for b in batches {
+            out.push(b, term_names)?;
+        }
+        Ok(out)
     }
 
-    fn from_batch(batch: &RecordBatch, term_names: &[String]) -> Result<Columns> {
+    fn push(&mut self, batch: &RecordBatch, term_names: &[String]) -> Result<()> {
         let strings = |name: &str| {
             batch
                 .column_by_name(name)
                 .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
         };
         let ids = strings("__id").ok_or_else(|| Error::failed("pseudo_id is not Utf8"))?;
-        Ok(Columns {
-            ids: ids
-                .iter()
-                .map(|v| v.unwrap_or_default().to_string())
-                .collect(),
-            x: (0..term_names.len())
-                .map(|k| floats(batch, &format!("__t{k}"), &term_names[k]))
-                .collect::<Result<_>>()?,
-            y: floats(batch, "__y", "outcome")?,
-            sex: strings("__sex")
-                .map(|s| s.iter().map(|v| v.map(String::from)).collect())
-                .unwrap_or_default(),
-            age: batch
-                .column_by_name("__age")
-                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-                .map(|a| a.iter().map(|v| v.unwrap_or(-1)).collect())
-                .unwrap_or_default(),
-            imd: batch
-                .column_by_name("__imd")
-                .and_then(|c| c.as_any().downcast_ref::<Int32Array>())
-                .map(|a| a.iter().collect())
-                .unwrap_or_default(),
-        })
+        self.ids
+            .extend(ids.iter().map(|v| v.unwrap_or_default().to_string()));
+        for (k, x) in self.x.iter_mut().enumerate() {
+            x.extend(floats(batch, &format!("__t{k}"), &term_names[k])?);
+        }
+        self.y.extend(floats(batch, "__y", "outcome")?);
+        if let Some(s) = strings("__sex") {
+            self.sex.extend(s.iter().map(|v| v.map(String::from)));
+        }
+        if let Some(a) = batch
+            .column_by_name("__age")
+            .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+        {
+            self.age.extend(a.iter().map(|v| v.unwrap_or(-1)));
+        }
+        if let Some(a) = batch
+            .column_by_name("__imd")
+            .and_then(|c| c.as_any().downcast_ref::<Int32Array>())
+        {
+            self.imd.extend(a.iter());
+        }
+        Ok(())
     }
 }
 

@@ -127,7 +127,7 @@ pub async fn features(rc: &RunContext<'_>, saved: Option<&ModelFile>) -> Result<
 }
 
 /// One pass over the features at both dates: the rows at `a` (their `columns`) to
-/// Parquet at `path`, how many, and the other rows kept whole.
+/// Parquet at `path`, how many, and the model's columns of the other rows.
 async fn split_dates(
     df: DataFrame,
     a: NaiveDate,
@@ -164,7 +164,11 @@ async fn split_dates(
             .expect("just made")
             .write(&rows)
             .map_err(written)?;
-        others.push(filter_record_batch(&batch, &not(&is_a)?)?);
+        // The model's columns only (named `__...`, `model::with_t0_columns`).
+        let model: Vec<usize> = (0..batch.num_columns())
+            .filter(|&i| batch.schema().field(i).name().starts_with("__"))
+            .collect();
+        others.push(filter_record_batch(&batch.project(&model)?, &not(&is_a)?)?);
     }
     match writer {
         Some(w) => {
