@@ -1,5 +1,5 @@
-//! The model stage: features and population at `T0 = A - 365`, the outcome over
-//! `[T0, A)`, the contract's training/validation split, a logistic regression fitted
+//! The model: its columns beside the features at `T0 = A - 365` (computed in the same
+//! pass as those at `A`, [`with_t0_columns`]) with the outcome over `[T0, A)`, the contract's training/validation split, a logistic regression fitted
 //! on training and evaluated on validation (overall and by sex, age band and IMD
 //! quintile), then risks, tiers and reasons for everyone in the population at `A`.
 //! The statistics are `riskstrat_models`; this module only moves columns.
@@ -105,13 +105,16 @@ impl ModelFile {
     }
 }
 
-/// Columns collected for fitting and evaluating the model: ids, design terms, the
-/// outcome, and what subgroups need.
+/// Columns collected for fitting and evaluating the model: which split each person is
+/// in, design terms, the outcome, and what subgroups need. Compact (a flag, not the
+/// pseudo_id; an index into `sexes`, not a string): at 10 million people every byte
+/// per person is 10 MB.
 pub struct Columns {
-    ids: Vec<String>,
+    validation: Vec<bool>,
     x: Vec<Vec<f64>>,
     y: Vec<f64>,
-    sex: Vec<Option<String>>,
+    sex: Vec<Option<u32>>,
+    sexes: Vec<String>,
     age: Vec<i64>,
     imd: Vec<Option<i32>>,
 }
@@ -153,10 +156,11 @@ impl Columns {
     /// another: never all of them copied into one.
     pub fn from_batches(batches: &[RecordBatch], term_names: &[String]) -> Result<Columns> {
         let mut out = Columns {
-            ids: Vec::new(),
+            validation: Vec::new(),
             x: vec![Vec::new(); term_names.len()],
             y: Vec::new(),
             sex: Vec::new(),
+            sexes: Vec::new(),
             age: Vec::new(),
             imd: Vec::new(),
         };
@@ -173,14 +177,23 @@ impl Columns {
                 .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
         };
         let ids = strings("__id").ok_or_else(|| Error::failed("pseudo_id is not Utf8"))?;
-        self.ids
-            .extend(ids.iter().map(|v| v.unwrap_or_default().to_string()));
+        self.validation
+            .extend(ids.iter().map(|v| is_validation(v.unwrap_or_default())));
         for (k, x) in self.x.iter_mut().enumerate() {
             x.extend(floats(batch, &format!("__t{k}"), &term_names[k])?);
         }
         self.y.extend(floats(batch, "__y", "outcome")?);
         if let Some(s) = strings("__sex") {
-            self.sex.extend(s.iter().map(|v| v.map(String::from)));
+            for v in s.iter() {
+                let index = v.map(|v| match self.sexes.iter().position(|k| k == v) {
+                    Some(k) => k as u32,
+                    None => {
+                        self.sexes.push(v.to_string());
+                        (self.sexes.len() - 1) as u32
+                    }
+                });
+                self.sex.push(index);
+            }
         }
         if let Some(a) = batch
             .column_by_name("__age")
@@ -269,7 +282,7 @@ pub fn train(cols: &Columns, as_of: NaiveDate, config: &ModelConfig) -> Result<T
     let t0 = as_of - Days::new(365);
 
     let (train_rows, valid_rows): (Vec<usize>, Vec<usize>) =
-        (0..cols.ids.len()).partition(|&i| !is_validation(&cols.ids[i]));
+        (0..cols.validation.len()).partition(|&i| !cols.validation[i]);
     let pick = |v: &[f64], rows: &[usize]| rows.iter().map(|&i| v[i]).collect::<Vec<f64>>();
     let x_train: Vec<Vec<f64>> = cols.x.iter().map(|c| pick(c, &train_rows)).collect();
     let y_train = pick(&cols.y, &train_rows);
@@ -335,8 +348,8 @@ pub fn temporal_validation(
 ) -> Result<TemporalValidation> {
     let t0 = as_of - Days::new(365);
     let beta = model.coefficient_vector()?;
-    let rows: Vec<usize> = (0..cols.ids.len())
-        .filter(|&i| is_validation(&cols.ids[i]))
+    let rows: Vec<usize> = (0..cols.validation.len())
+        .filter(|&i| cols.validation[i])
         .collect();
     let p: Vec<f64> = rows
         .iter()
@@ -376,7 +389,7 @@ fn subgroups(
     valid_rows: &[usize],
 ) -> Vec<(&'static str, BTreeMap<String, Vec<usize>>)> {
     let group_of = |key: usize, i: usize| match key {
-        0 => cols.sex[i].clone().unwrap_or_else(|| "unknown".into()),
+        0 => cols.sex[i].map_or("unknown".to_string(), |k| cols.sexes[k as usize].clone()),
         1 => age_band(cols.age[i]).to_string(),
         _ => cols.imd[i].map_or("unknown".to_string(), |d| ((d + 1) / 2).to_string()),
     };
