@@ -152,25 +152,21 @@ fn model_columns(df: &DataFrame, term_names: &[String], outcome: &str) -> Result
 }
 
 impl Columns {
-    /// From batches with [`model_columns`] (other columns are ignored), one after
-    /// another: never all of them copied into one.
-    pub fn from_batches(batches: &[RecordBatch], term_names: &[String]) -> Result<Columns> {
-        let mut out = Columns {
+    /// No one yet, with `terms` design terms.
+    pub fn new(terms: usize) -> Columns {
+        Columns {
             validation: Vec::new(),
-            x: vec![Vec::new(); term_names.len()],
+            x: vec![Vec::new(); terms],
             y: Vec::new(),
             sex: Vec::new(),
             sexes: Vec::new(),
             age: Vec::new(),
             imd: Vec::new(),
-        };
-        for b in batches {
-            out.push(b, term_names)?;
         }
-        Ok(out)
     }
 
-    fn push(&mut self, batch: &RecordBatch, term_names: &[String]) -> Result<()> {
+    /// The people of a batch with [`model_columns`] (other columns are ignored).
+    pub fn push(&mut self, batch: &RecordBatch, term_names: &[String]) -> Result<()> {
         let strings = |name: &str| {
             batch
                 .column_by_name(name)

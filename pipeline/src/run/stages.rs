@@ -21,6 +21,7 @@ use datafusion::prelude::{DataFrame, ParquetReadOptions, ident};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Checked, opted-out, validated inputs, registered in the context's session.
 pub struct Loaded {
@@ -104,11 +105,10 @@ pub async fn features(rc: &RunContext<'_>, saved: Option<&ModelFile>) -> Result<
             let mut columns = vec!["pseudo_id".to_string()];
             columns.extend(crate::features::non_key_columns(&df));
             let df = crate::model::with_t0_columns(&rc.ctx, &rc.sql, df, a, terms).await?;
-            let (population, batches) = split_dates(df, a, &columns, &path).await?;
-            Ok::<_, Error>((
-                population,
-                crate::model::Columns::from_batches(&batches, terms)?,
-            ))
+            let mut at_t0 = crate::model::Columns::new(terms.len());
+            let population =
+                split_dates(df, a, &columns, &path, |rows| at_t0.push(rows, terms)).await?;
+            Ok::<_, Error>((population, at_t0))
         })
         .await?;
     rc.ctx
@@ -127,56 +127,45 @@ pub async fn features(rc: &RunContext<'_>, saved: Option<&ModelFile>) -> Result<
 }
 
 /// One pass over the features at both dates: the rows at `a` (their `columns`) to
-/// Parquet at `path`, how many, and the model's columns of the other rows.
+/// Parquet at `path`, returning how many; the other rows' model columns (named
+/// `__...`, `model::with_t0_columns`) to `others`, batch by batch.
 async fn split_dates(
     df: DataFrame,
     a: NaiveDate,
     columns: &[String],
     path: &std::path::Path,
-) -> Result<(u64, Vec<RecordBatch>)> {
+    mut others: impl FnMut(&RecordBatch) -> Result<()>,
+) -> Result<u64> {
     use datafusion::arrow::compute::{filter_record_batch, kernels::cmp::eq, not};
     let at_a = Date32Array::new_scalar(crate::sql::date32(a));
-    let written = |e: datafusion::parquet::errors::ParquetError| {
-        Error::from(e).context(format!("writing {}", path.display()))
-    };
+    let written = |e: Error| e.context(format!("writing {}", path.display()));
     let mut stream = df.execute_stream().await?;
-    let (mut writer, mut n, mut others) = (None, 0u64, Vec::new());
+    let schema = stream.schema();
+    let date = schema.index_of(crate::features::AS_OF)?;
+    let feature_columns = columns
+        .iter()
+        .map(|c| schema.index_of(c))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let model_columns: Vec<usize> = (0..schema.fields().len())
+        .filter(|&i| schema.field(i).name().starts_with("__"))
+        .collect();
+    let file = std::fs::File::create(path).map_err(|e| written(e.into()))?;
+    let mut writer = ArrowWriter::try_new(file, Arc::new(schema.project(&feature_columns)?), None)
+        .map_err(|e| written(e.into()))?;
+    let mut n = 0u64;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
-        let date = batch
-            .column_by_name(crate::features::AS_OF)
-            .ok_or_else(|| Error::failed("features without their date"))?;
-        let is_a = eq(date, &at_a)?;
-        let rows = filter_record_batch(&batch, &is_a)?;
-        let indices = columns
-            .iter()
-            .map(|c| rows.schema().index_of(c))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let rows = rows.project(&indices)?;
-        if writer.is_none() {
-            let file = std::fs::File::create(path)
-                .map_err(|e| Error::from(e).context(format!("writing {}", path.display())))?;
-            writer = Some(ArrowWriter::try_new(file, rows.schema(), None).map_err(written)?);
-        }
+        let is_a = eq(batch.column(date), &at_a)?;
+        let rows = filter_record_batch(&batch.project(&feature_columns)?, &is_a)?;
         n += rows.num_rows() as u64;
-        writer
-            .as_mut()
-            .expect("just made")
-            .write(&rows)
-            .map_err(written)?;
-        // The model's columns only (named `__...`, `model::with_t0_columns`).
-        let model: Vec<usize> = (0..batch.num_columns())
-            .filter(|&i| batch.schema().field(i).name().starts_with("__"))
-            .collect();
-        others.push(filter_record_batch(&batch.project(&model)?, &not(&is_a)?)?);
+        writer.write(&rows).map_err(|e| written(e.into()))?;
+        others(&filter_record_batch(
+            &batch.project(&model_columns)?,
+            &not(&is_a)?,
+        )?)?;
     }
-    match writer {
-        Some(w) => {
-            w.close().map_err(written)?;
-        }
-        None => return Err(Error::failed("the feature plan returned no batches")),
-    }
-    Ok((n, others))
+    writer.close().map_err(|e| written(e.into()))?;
+    Ok(n)
 }
 
 /// The model the run scores with: trained at `T0` and evaluated, or loaded (score-only).
