@@ -619,32 +619,8 @@ fn killed_gate_commands_are_cleaned_up_at_their_next_start() {
         &log,
         "caldicott.guardian",
     ));
-    let registry = std::fs::read_to_string(dir.join("teams.toml")).unwrap();
-    let member = registry
-        .lines()
-        .find_map(|l| l.strip_prefix("members = [\""))
-        .and_then(|l| l.split('"').next())
-        .unwrap()
-        .to_string();
-    let reidentify = || {
-        let mut c = riskstrat();
-        c.arg("reidentify")
-            .arg("--run")
-            .arg(&run)
-            .args(["--cohort", "complex_needs", "--team", "T01", "--requester"])
-            .arg(&member)
-            .arg("--vault")
-            .arg(dir.join("gate/vault.parquet"))
-            .arg("--vault-key")
-            .arg(dir.join("keys/vault.key"))
-            .arg("--teams")
-            .arg(dir.join("teams.toml"))
-            .arg("--audit")
-            .arg(&log)
-            .arg("--out")
-            .arg(dir.join("lists/T01"));
-        c
-    };
+    let run = run.to_string_lossy().into_owned();
+    let reidentify = || release_t01(riskstrat(), &dir, &run, &log, &dir.join("lists/T01"));
     killed(
         &reidentify()
             .env("RISKSTRAT_FAULT", "reidentify.before_rename=kill")

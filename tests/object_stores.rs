@@ -571,26 +571,8 @@ fn last_line(o: &Output) -> String {
 
 /// The gate's release of the cohort for team T01 from `run` (a folder or a URL).
 fn release(moto: &Moto, dir: &Path, run: &str, out: &str) -> Output {
-    let registry = std::fs::read_to_string(dir.join("teams.toml")).unwrap();
-    let member = registry
-        .lines()
-        .find_map(|l| l.strip_prefix("members = [\""))
-        .and_then(|l| l.split('"').next())
-        .unwrap()
-        .to_string();
-    s3(moto)
-        .args(["reidentify", "--run", run, "--cohort", "complex_needs"])
-        .args(["--team", "T01", "--requester", &member])
-        .arg("--vault")
-        .arg(dir.join("gate/vault.parquet"))
-        .arg("--vault-key")
-        .arg(dir.join("keys/vault.key"))
-        .arg("--teams")
-        .arg(dir.join("teams.toml"))
-        .arg("--audit")
-        .arg(dir.join("gate/audit.jsonl"))
-        .arg("--out")
-        .arg(dir.join("lists").join(out))
+    let (audit, out) = (dir.join("gate/audit.jsonl"), dir.join("lists").join(out));
+    release_t01(s3(moto), dir, run, &audit, &out)
         .output()
         .unwrap()
 }
@@ -802,42 +784,29 @@ fn a_run_killed_while_uploading_to_s3_leaves_no_complete_run() {
         ),
     )
     .unwrap();
-    let serve = || {
+    // serve over the bucket's runs, without the audit log it needs.
+    let unaudited = || {
         let mut c = s3(&moto);
-        c.args([
-            "serve",
-            "--runs",
-            "s3://runs/monthly",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--access")
-        .arg(&access)
-        .arg("--audit")
-        .arg(dir.join("serve-audit.jsonl"))
-        .arg("--cell-key")
-        .arg(&cell_key)
-        .env("RISKSTRAT_LOG", "warn,riskstrat=info");
+        c.args(["serve", "--runs", "s3://runs/monthly"])
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--access")
+            .arg(&access)
+            .arg("--cell-key")
+            .arg(&cell_key);
+        c
+    };
+    let serve = || {
+        let mut c = unaudited();
+        c.arg("--audit")
+            .arg(dir.join("serve-audit.jsonl"))
+            .env("RISKSTRAT_LOG", "warn,riskstrat=info");
         c
     };
     let o = serve().output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("no complete run"), "{}", stderr(&o));
     // The query audit log never goes into the bucket: without --audit, refused.
-    let o = s3(&moto)
-        .args([
-            "serve",
-            "--runs",
-            "s3://runs/monthly",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--access")
-        .arg(&access)
-        .arg("--cell-key")
-        .arg(&cell_key)
-        .output()
-        .unwrap();
+    let o = unaudited().output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--audit"), "{}", stderr(&o));
 

@@ -552,6 +552,33 @@ pub fn small_dataset() -> Dataset {
     ds
 }
 
+/// `reidentify` of the cohort `complex_needs` from `run` (a folder or a URL) for team
+/// T01, asked by its first member in `dir/teams.toml`, with the vault and key that
+/// [`pseudonymise`] wrote under `dir`, auditing to `audit` and writing to `out`; the
+/// arguments are added to `c` (a `riskstrat()`, with whatever environment it needs).
+pub fn release_t01(mut c: Command, dir: &Path, run: &str, audit: &Path, out: &Path) -> Command {
+    let registry = std::fs::read_to_string(dir.join("teams.toml")).unwrap();
+    let member = registry
+        .lines()
+        .find_map(|l| l.strip_prefix("members = [\""))
+        .and_then(|l| l.split('"').next())
+        .unwrap()
+        .to_string();
+    c.args(["reidentify", "--run", run, "--cohort", "complex_needs"])
+        .args(["--team", "T01", "--requester", &member])
+        .arg("--vault")
+        .arg(dir.join("gate/vault.parquet"))
+        .arg("--vault-key")
+        .arg(dir.join("keys/vault.key"))
+        .arg("--teams")
+        .arg(dir.join("teams.toml"))
+        .arg("--audit")
+        .arg(audit)
+        .arg("--out")
+        .arg(out);
+    c
+}
+
 /// `pseudonymise` over what `synth --identifiable` wrote to `dir`: its extracts and
 /// keys, the vault under `gate/`, the pseudonymised tables under `pseudonymised/`.
 pub fn pseudonymise(dir: &Path) -> Command {
