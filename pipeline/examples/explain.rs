@@ -10,7 +10,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let job = Job::load(std::path::Path::new(&args[1]), None)?;
     let rc =
         riskstrat::run::context::RunContext::checking(&job, riskstrat::clock::Clock::system())?;
-    riskstrat::run::stages::load(&rc).await?;
+    riskstrat::run::stages::load(&rc, riskstrat::run::stages::Checks::Now).await?;
     let sql = SqlSource {
         override_dir: job.sql_dir.clone(),
     };

@@ -648,7 +648,7 @@ async fn validate(a: ValidateArgs) -> Result<()> {
     let job = Job::load(&a.job, None)?;
     let report = async {
         let rc = riskstrat::run::context::RunContext::checking(&job, Clock::system())?;
-        let loaded = riskstrat::run::stages::load(&rc).await?;
+        let loaded = riskstrat::run::stages::load(&rc, riskstrat::run::stages::Checks::Now).await?;
         riskstrat::quality::report(&rc.ctx, &loaded.inputs, &loaded.counts, job.as_of).await
     }
     .await;

@@ -128,6 +128,11 @@ pub static PERSON_TABLES: LazyLock<Vec<Table>> = LazyLock::new(|| tables_but(OPT
 /// is not among them: it arrives through `feedback import`.
 pub static EXTRACT_TABLES: LazyLock<Vec<Table>> = LazyLock::new(|| tables_but(FEEDBACK.name));
 
+/// The event tables: many rows per person, read by the features over their windows.
+pub fn is_event_table(t: &Table) -> bool {
+    [APPOINTMENTS.name, PRESCRIPTIONS.name, ADMISSIONS.name].contains(&t.name)
+}
+
 pub static PATIENTS: LazyLock<Table> = LazyLock::new(|| named("patients"));
 pub static APPOINTMENTS: LazyLock<Table> = LazyLock::new(|| named("appointments"));
 pub static PRESCRIPTIONS: LazyLock<Table> = LazyLock::new(|| named("prescriptions"));

@@ -6,6 +6,7 @@ pub mod contract;
 pub mod recheck;
 pub mod stores;
 pub mod tables;
+pub mod tee;
 pub mod validate;
 
 use crate::bad_input;

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::ingest::contract::{PATIENTS, PERSON_TABLES, Table};
 use crate::ingest::tables;
 use crate::sql::{Kind, Params, SqlSource, check_columns};
-use datafusion::prelude::{SessionContext, col, ident};
+use datafusion::prelude::{DataFrame, SessionContext, col, ident};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -82,7 +82,18 @@ pub async fn check(
         // Counting needs only the reasons: let DataFusion skip the other columns.
         None => df.select(vec![col("reason")])?,
     };
-    let mut stream = df.execute_stream().await?;
+    split(df, table, quarantine, None).await
+}
+
+/// [`check`] over `checked` (`checked_<table>` or some of its columns), also sending
+/// the valid rows to `valid` when given (`tee::Tee::drain`).
+pub(crate) async fn split(
+    checked: DataFrame,
+    table: &str,
+    quarantine: Option<&Path>,
+    mut valid: Option<&mut crate::ingest::tee::Feed>,
+) -> Result<TableCounts> {
+    let mut stream = checked.execute_stream().await?;
     let mut counts = TableCounts::default();
     let mut writer: Option<ArrowWriter<std::fs::File>> = None;
     while let Some(batch) = stream.next().await {
@@ -99,6 +110,9 @@ pub async fn check(
             .ok_or_else(not_text)?;
         counts.rows_after_optouts += batch.num_rows() as u64;
         counts.valid += reasons.null_count() as u64;
+        if let Some(feed) = valid.as_deref_mut() {
+            feed.send(&batch, &is_null(reasons)?).await?;
+        }
         if reasons.null_count() == batch.num_rows() {
             continue;
         }
@@ -131,7 +145,7 @@ pub async fn check(
 
 use crate::error::Error;
 use datafusion::arrow::array::{Array, StringArray};
-use datafusion::arrow::compute::{cast, filter, filter_record_batch, is_not_null};
+use datafusion::arrow::compute::{cast, filter, filter_record_batch, is_not_null, is_null};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::parquet::arrow::ArrowWriter;
 use futures::StreamExt;

@@ -42,9 +42,9 @@ async fn run_stages(job: &Job, clock: Clock) -> Result<RunOutcome> {
     if let Some(e) = crate::faults::failure("run.start") {
         return Err(crate::error::Error::failed(e));
     }
-    let loaded = stages::load(&rc).await?;
+    let mut loaded = stages::load(&rc, stages::Checks::WithFeatures).await?;
     let saved = stages::saved_model(&rc)?;
-    let features = stages::features(&rc, saved.as_ref().map(|(_, m)| m)).await?;
+    let features = stages::features(&rc, &mut loaded, saved.as_ref().map(|(_, m)| m)).await?;
     let trained = stages::model(&rc, &features, saved).await?;
     let scored = stages::score(&rc, &trained).await?;
     stages::service_evaluation(&rc, &trained, &scored).await?;

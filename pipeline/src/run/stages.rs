@@ -5,6 +5,7 @@
 use super::context::RunContext;
 use crate::bad_input;
 use crate::error::{Error, Result};
+use crate::ingest::tee::Tee;
 use crate::ingest::{self, contract, tables, validate};
 use crate::job::CohortSpec;
 use crate::model::ModelFile;
@@ -26,12 +27,24 @@ use std::sync::Arc;
 /// Checked, opted-out, validated inputs, registered in the context's session.
 pub struct Loaded {
     pub inputs: ingest::Inputs,
+    /// Each table's counts: complete after `validate`, or, for the tables it left to
+    /// the features ([`Checks::WithFeatures`]), after `features`.
     pub counts: BTreeMap<String, validate::TableCounts>,
+    tees: Vec<Tee>,
+}
+
+/// Where the event tables (appointments, prescriptions, admissions) are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checks {
+    /// In the stage `validate`, like every other table (the `validate` command).
+    Now,
+    /// In the stage `features`, in the same pass that feeds them (`ingest::tee`).
+    WithFeatures,
 }
 
 /// Ingest and validate. In a run, quarantined rows are written in the same pass that
 /// counts them.
-pub async fn load(rc: &RunContext<'_>) -> Result<Loaded> {
+pub async fn load(rc: &RunContext<'_>, checks: Checks) -> Result<Loaded> {
     let job = rc.job;
     // Inputs in cloud stores are read through the store their URL names.
     ingest::stores::register(&rc.ctx, job.inputs.values(), &job.storage)?;
@@ -42,24 +55,76 @@ pub async fn load(rc: &RunContext<'_>) -> Result<Loaded> {
             ingest::register_inputs(&rc.ctx, &job.inputs, job.allow_empty_optouts),
         )
         .await?;
-    let counts = rc
+    let (counts, tees) = rc
         .progress
         .stage("validate", async {
             let tables = validate::register_valid(&rc.ctx, &rc.sql, &rc.params).await?;
             let mut counts = BTreeMap::new();
+            let mut tees = Vec::new();
             for t in tables {
-                let name = format!("quarantine/{}.parquet", t.name);
-                let path = rc.path(&name);
-                let c = validate::check(&rc.ctx, t.name, path.as_deref()).await?;
-                if path.is_some() && c.quarantined_total() > 0 {
-                    rc.record(&name);
+                if checks == Checks::WithFeatures && contract::is_event_table(t) {
+                    let rows = inputs.get(t.name).map(|i| i.rows).unwrap_or(0);
+                    tees.push(Tee::install(&rc.ctx, t.name, rows).await?);
+                    continue;
                 }
+                let path = quarantine(rc, t.name);
+                let c = validate::check(&rc.ctx, t.name, path.as_deref()).await?;
+                record_quarantine(rc, t.name, &c);
                 counts.insert(t.name.to_string(), c);
             }
-            Ok::<_, Error>(counts)
+            Ok::<_, Error>((counts, tees))
         })
         .await?;
-    Ok(Loaded { inputs, counts })
+    Ok(Loaded {
+        inputs,
+        counts,
+        tees,
+    })
+}
+
+/// Where a table's quarantined rows go, when the run writes files.
+fn quarantine(rc: &RunContext<'_>, table: &str) -> Option<PathBuf> {
+    rc.path(&format!("quarantine/{table}.parquet"))
+}
+
+/// A quarantine file is part of the run only when it holds rows.
+fn record_quarantine(rc: &RunContext<'_>, table: &str, counts: &validate::TableCounts) {
+    let name = format!("quarantine/{table}.parquet");
+    if rc.path(&name).is_some() && counts.quarantined_total() > 0 {
+        rc.record(&name);
+    }
+}
+
+/// Run `work` (the plans that read the event tables) while the tees left by `load`
+/// validate those tables and feed it, then put the plain tables back; their counts go
+/// into `loaded`. A failed validation is the error reported, before the work's.
+async fn with_tees<T>(
+    rc: &RunContext<'_>,
+    loaded: &mut Loaded,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let tees = std::mem::take(&mut loaded.tees);
+    let closers: Vec<_> = tees.iter().map(Tee::closer).collect();
+    let work = async {
+        let result = work.await;
+        // Unblock any drain whose rows no plan took.
+        for c in closers {
+            c.close(&rc.ctx)?;
+        }
+        result
+    };
+    let drains = futures::future::join_all(tees.into_iter().map(|tee| async move {
+        let table = tee.table();
+        let path = quarantine(rc, table);
+        (table, tee.drain(path.as_deref()).await)
+    }));
+    let (result, drained) = futures::join!(work, drains);
+    for (table, counts) in drained {
+        let counts = counts?;
+        record_quarantine(rc, table, &counts);
+        loaded.counts.insert(table.to_string(), counts);
+    }
+    result
 }
 
 /// The feature table at `A`, one row per person of the population, and everyone in
@@ -84,7 +149,11 @@ pub fn saved_model(rc: &RunContext<'_>) -> Result<Option<(PathBuf, ModelFile)>> 
 /// `features.parquet` (at `A`, registered as `features` for the stages after) and the
 /// model's columns at `T0`, from one plan over both dates: each event table is read
 /// once for both (stage `features`).
-pub async fn features(rc: &RunContext<'_>, saved: Option<&ModelFile>) -> Result<Features> {
+pub async fn features(
+    rc: &RunContext<'_>,
+    loaded: &mut Loaded,
+    saved: Option<&ModelFile>,
+) -> Result<Features> {
     let path = rc.file("features.parquet")?;
     let terms = match saved {
         Some(m) => &m.features,
@@ -93,23 +162,26 @@ pub async fn features(rc: &RunContext<'_>, saved: Option<&ModelFile>) -> Result<
     let (a, t0) = (rc.job.as_of, rc.job.as_of - Days::new(365));
     let (population, at_t0) = rc
         .progress
-        .stage("features", async {
-            let df = crate::features::plan_at(
-                &rc.ctx,
-                &rc.sql,
-                &rc.params,
-                &[a, t0],
-                &rc.job.extra_features,
-            )
-            .await?;
-            let mut columns = vec!["pseudo_id".to_string()];
-            columns.extend(crate::features::non_key_columns(&df));
-            let df = crate::model::with_t0_columns(&rc.ctx, &rc.sql, df, a, terms).await?;
-            let mut at_t0 = crate::model::Columns::new(terms.len());
-            let population =
-                split_dates(df, a, &columns, &path, |rows| at_t0.push(rows, terms)).await?;
-            Ok::<_, Error>((population, at_t0))
-        })
+        .stage(
+            "features",
+            with_tees(rc, loaded, async {
+                let df = crate::features::plan_at(
+                    &rc.ctx,
+                    &rc.sql,
+                    &rc.params,
+                    &[a, t0],
+                    &rc.job.extra_features,
+                )
+                .await?;
+                let mut columns = vec!["pseudo_id".to_string()];
+                columns.extend(crate::features::non_key_columns(&df));
+                let df = crate::model::with_t0_columns(&rc.ctx, &rc.sql, df, a, terms).await?;
+                let mut at_t0 = crate::model::Columns::new(terms.len());
+                let population =
+                    split_dates(df, a, &columns, &path, |rows| at_t0.push(rows, terms)).await?;
+                Ok::<_, Error>((population, at_t0))
+            }),
+        )
         .await?;
     rc.ctx
         .register_parquet(

@@ -1,0 +1,440 @@
+//! One pass over an event table for both its validation and the features (issue 16).
+//!
+//! Without this, each event table is read, opted-out and validated twice: once to count
+//! and write its quarantine (`validate::check`), and again under the features, which
+//! read the valid rows. A [`Tee`] replaces the table `<table>` (its valid rows) with a
+//! source fed by the quarantine pass itself: [`Tee::drain`] runs `checked_<table>` once,
+//! writes the invalid rows to quarantine and sends the valid ones, batch by batch,
+//! through a bounded channel to whichever plan scans `<table>` first. Any later scan (a
+//! plan that reads the table twice, a stage after the features) reads the valid rows as
+//! before, so a query over `<table>` gives the same answer however it is written; only
+//! the first one is spared the second pass.
+//!
+//! The drain and the plan must run at the same time (the channel holds a few batches):
+//! `drain` and the plan are awaited together, and [`Tee::close`] drops a channel no
+//! plan took, so that a drain never waits on a reader that will not come.
+
+use crate::error::Result;
+use crate::ingest::tables;
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::common::stats::Precision;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Statistics, internal_err};
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use datafusion::prelude::{DataFrame, Expr, SessionContext};
+use futures::channel::mpsc;
+use futures::{SinkExt, StreamExt};
+use std::sync::{Arc, Mutex};
+
+type Batches = mpsc::Receiver<std::result::Result<RecordBatch, DataFusionError>>;
+type Slot = Arc<Mutex<Option<Batches>>>;
+
+/// Batches a drain may run ahead of the plan reading them.
+const AHEAD: usize = 4;
+
+/// An event table whose validation pass also feeds its first reader.
+pub struct Tee {
+    table: &'static str,
+    checked: DataFrame,
+    valid: Arc<dyn TableProvider>,
+    feed: Feed,
+    slot: Slot,
+}
+
+/// The sending end: the valid rows of each checked batch, as `<table>`'s schema.
+pub struct Feed {
+    schema: SchemaRef,
+    sender: Option<mpsc::Sender<std::result::Result<RecordBatch, DataFusionError>>>,
+}
+
+impl Feed {
+    /// Send `batch`'s rows where `valid` is true, projected onto the table's columns.
+    /// A reader that went away (a plan stopped early, or none took the rows) is not an
+    /// error: the quarantine pass goes on without it.
+    pub async fn send(
+        &mut self,
+        batch: &RecordBatch,
+        valid: &datafusion::arrow::array::BooleanArray,
+    ) -> Result<()> {
+        let Some(sender) = self.sender.as_mut() else {
+            return Ok(());
+        };
+        let columns = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| batch.schema().index_of(f.name()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let rows =
+            datafusion::arrow::compute::filter_record_batch(&batch.project(&columns)?, valid)?;
+        if rows.num_rows() == 0 {
+            return Ok(());
+        }
+        let rows = RecordBatch::try_new(self.schema.clone(), rows.columns().to_vec())?;
+        if sender.send(Ok(rows)).await.is_err() {
+            self.sender = None;
+        }
+        Ok(())
+    }
+}
+
+impl Tee {
+    /// Put a tee in place of `<table>` (registered by `validate::register_valid`), with
+    /// `rows` (the input's row count) as the optimiser's estimate of its size.
+    pub async fn install(ctx: &SessionContext, table: &'static str, rows: u64) -> Result<Tee> {
+        let checked = ctx.table(tables::checked(table)).await?;
+        let valid_df = ctx.table(table).await?;
+        let schema: SchemaRef = Arc::new(valid_df.schema().as_arrow().clone());
+        let valid = valid_df.into_view();
+        let (sender, receiver) = mpsc::channel(AHEAD);
+        let slot: Slot = Arc::new(Mutex::new(Some(receiver)));
+        ctx.deregister_table(table)?;
+        ctx.register_table(
+            table,
+            Arc::new(TeeTable {
+                table,
+                schema: schema.clone(),
+                slot: slot.clone(),
+                valid: valid.clone(),
+                rows: rows as usize,
+            }),
+        )?;
+        Ok(Tee {
+            table,
+            checked,
+            valid,
+            feed: Feed {
+                schema,
+                sender: Some(sender),
+            },
+            slot,
+        })
+    }
+
+    pub fn table(&self) -> &'static str {
+        self.table
+    }
+
+    /// The one pass: counts, quarantine (given a path) and the valid rows to the reader.
+    pub async fn drain(
+        mut self,
+        quarantine: Option<&std::path::Path>,
+    ) -> Result<crate::ingest::validate::TableCounts> {
+        let result = crate::ingest::validate::split(
+            self.checked,
+            self.table,
+            quarantine,
+            Some(&mut self.feed),
+        )
+        .await;
+        if result.is_err()
+            && let Some(mut sender) = self.feed.sender.take()
+        {
+            // The reader must not take a cut-short table for the whole of it.
+            let failed = format!("validation of {} failed", self.table);
+            let _ = sender.send(Err(DataFusionError::Execution(failed))).await;
+        }
+        result
+    }
+
+    /// A handle that, once the plans that could read the tee are done, drops a channel
+    /// none of them took, and puts the plain valid rows back under `<table>`.
+    pub fn closer(&self) -> Closer {
+        Closer {
+            table: self.table,
+            valid: self.valid.clone(),
+            slot: self.slot.clone(),
+        }
+    }
+}
+
+/// See [`Tee::closer`].
+pub struct Closer {
+    table: &'static str,
+    valid: Arc<dyn TableProvider>,
+    slot: Slot,
+}
+
+impl Closer {
+    pub fn close(self, ctx: &SessionContext) -> Result<()> {
+        drop(self.slot.lock().map(|mut s| s.take()));
+        ctx.deregister_table(self.table)?;
+        ctx.register_table(self.table, self.valid)?;
+        Ok(())
+    }
+}
+
+/// `<table>` while a tee is in place: the first scan gets the drain's rows, any other
+/// scan the valid rows computed again.
+#[derive(Debug)]
+struct TeeTable {
+    table: &'static str,
+    schema: SchemaRef,
+    slot: Slot,
+    valid: Arc<dyn TableProvider>,
+    rows: usize,
+}
+
+#[async_trait]
+impl TableProvider for TeeTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let taken = self.slot.lock().ok().and_then(|mut s| s.take());
+        match taken {
+            Some(receiver) => {
+                tracing::debug!("{}: read from its validation pass", self.table);
+                Ok(Arc::new(TeeExec::new(
+                    self.schema.clone(),
+                    projection.cloned(),
+                    receiver,
+                    self.rows,
+                )?))
+            }
+            None => {
+                tracing::debug!("{}: validated again for another reader", self.table);
+                self.valid.scan(state, projection, filters, limit).await
+            }
+        }
+    }
+}
+
+/// The leaf that reads a drain's channel: one partition, executed once.
+struct TeeExec {
+    projection: Option<Vec<usize>>,
+    receiver: Mutex<Option<Batches>>,
+    rows: usize,
+    properties: Arc<PlanProperties>,
+}
+
+impl TeeExec {
+    fn new(
+        schema: SchemaRef,
+        projection: Option<Vec<usize>>,
+        receiver: Batches,
+        rows: usize,
+    ) -> datafusion::error::Result<Self> {
+        let projected = match &projection {
+            Some(p) => Arc::new(schema.project(p)?),
+            None => schema,
+        };
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(projected),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(Self {
+            projection,
+            receiver: Mutex::new(Some(receiver)),
+            rows,
+            properties: Arc::new(properties),
+        })
+    }
+}
+
+impl std::fmt::Debug for TeeExec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TeeExec")
+    }
+}
+
+impl DisplayAs for TeeExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "TeeExec: rows of the validation pass")
+    }
+}
+
+impl ExecutionPlan for TeeExec {
+    fn name(&self) -> &str {
+        "TeeExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::error::Result<TreeNodeRecursion>,
+    ) -> datafusion::error::Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            internal_err!("TeeExec has no children")
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _: Arc<TaskContext>,
+    ) -> datafusion::error::Result<SendableRecordBatchStream> {
+        let receiver = self.receiver.lock().ok().and_then(|mut r| r.take());
+        let (0, Some(receiver)) = (partition, receiver) else {
+            return internal_err!("TeeExec: partition {partition} executed twice or unknown");
+        };
+        let projection = self.projection.clone();
+        let stream = receiver.map(move |batch| match &projection {
+            Some(p) => batch.and_then(|b| Ok(b.project(p)?)),
+            None => batch,
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema(),
+            stream,
+        )))
+    }
+
+    fn partition_statistics(&self, _: Option<usize>) -> datafusion::error::Result<Arc<Statistics>> {
+        // Without a size the optimiser could build a join's hash table from this side.
+        let mut stats = Statistics::new_unknown(&self.schema());
+        stats.num_rows = Precision::Inexact(self.rows);
+        Ok(Arc::new(stats))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
+    use datafusion::datasource::MemTable;
+    use std::time::Duration;
+
+    /// `checked_t` (`checked`, over `raw`: `batches` batches of 100 rows, every tenth
+    /// invalid) and `t` its valid rows, as `validate::register_valid` registers them.
+    async fn session(batches: i64, checked: &str) -> SessionContext {
+        let reason: ArrayRef = Arc::new(StringArray::from_iter(
+            (0..100).map(|i| (i % 10 == 0).then_some("bad")),
+        ));
+        let ctx = SessionContext::new();
+        let rows: Vec<RecordBatch> = (0..batches)
+            .map(|b| {
+                let v: ArrayRef =
+                    Arc::new(Int64Array::from_iter_values((0..100).map(|i| b * 100 + i)));
+                RecordBatch::try_from_iter([("v", v), ("reason", reason.clone())]).unwrap()
+            })
+            .collect();
+        let table = MemTable::try_new(rows[0].schema(), vec![rows]).unwrap();
+        ctx.register_table("raw", Arc::new(table)).unwrap();
+        let checked = ctx.sql(checked).await.unwrap();
+        ctx.register_table("checked_t", checked.into_view())
+            .unwrap();
+        let valid = ctx
+            .sql("SELECT v FROM checked_t WHERE reason IS NULL")
+            .await
+            .unwrap();
+        ctx.register_table("t", valid.into_view()).unwrap();
+        ctx
+    }
+
+    const CHECKED: &str = "SELECT v, reason FROM raw";
+
+    async fn sum(ctx: &SessionContext) -> Result<i64> {
+        let batches = ctx
+            .sql("SELECT sum(v) AS s FROM t")
+            .await?
+            .collect()
+            .await?;
+        let s = batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        Ok(s.value(0))
+    }
+
+    const WAIT: Duration = Duration::from_secs(20);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_reader_gets_the_drained_rows_and_a_second_the_same_rows_again() {
+        let ctx = session(50, CHECKED).await;
+        let tee = Tee::install(&ctx, "t", 5000).await.unwrap();
+        let closer = tee.closer();
+        let readers = async {
+            let first = sum(&ctx).await;
+            let second = sum(&ctx).await;
+            closer.close(&ctx).unwrap();
+            (first, second)
+        };
+        let ((first, second), counts) =
+            tokio::time::timeout(WAIT, async { futures::join!(readers, tee.drain(None)) })
+                .await
+                .expect("no deadlock");
+        let all: i64 = (0..5000).sum();
+        let bad: i64 = (0..5000).filter(|v| v % 10 == 0).sum();
+        assert_eq!(first.unwrap(), all - bad);
+        assert_eq!(second.unwrap(), all - bad);
+        let counts = counts.unwrap();
+        assert_eq!((counts.rows_after_optouts, counts.valid), (5000, 4500));
+        assert_eq!(counts.quarantined.get("bad"), Some(&500));
+        // After closing, the table is the plain valid rows again.
+        assert_eq!(sum(&ctx).await.unwrap(), all - bad);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_drain_no_plan_reads_finishes_once_closed() {
+        // Many more batches than the channel holds.
+        let ctx = session(200, CHECKED).await;
+        let tee = Tee::install(&ctx, "t", 20_000).await.unwrap();
+        let closer = tee.closer();
+        let work = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            closer.close(&ctx).unwrap();
+        };
+        let ((), counts) =
+            tokio::time::timeout(WAIT, async { futures::join!(work, tee.drain(None)) })
+                .await
+                .expect("no deadlock");
+        assert_eq!(counts.unwrap().valid, 18_000);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_validation_fails_its_reader_rather_than_cutting_the_table_short() {
+        // The checking fails at run time from the sixth batch on, after sending rows.
+        let failing = "SELECT v, CASE WHEN CAST(CASE WHEN v >= 500 THEN 'x' ELSE '1' END AS BIGINT) > 1 \
+                       THEN 'never' ELSE reason END AS reason FROM raw";
+        let ctx = session(10, failing).await;
+        let tee = Tee::install(&ctx, "t", 1000).await.unwrap();
+        let (read, drained) =
+            tokio::time::timeout(WAIT, async { futures::join!(sum(&ctx), tee.drain(None)) })
+                .await
+                .expect("no deadlock");
+        assert!(drained.is_err());
+        let e = read.expect_err("the reader fails too").to_string();
+        assert!(e.contains("validation of t failed"), "{e}");
+    }
+}
