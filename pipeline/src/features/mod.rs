@@ -53,28 +53,8 @@ pub async fn plan_at(
         one_row_per_person(&df, &population.origin).await?;
     }
 
-    let mut sources: Vec<&str> = Vec::new();
-    for f in FEATURES {
-        if let Source::Sql(s) = f.source
-            && !sources.contains(&s)
-        {
-            sources.push(s);
-        }
-    }
-    let mut texts = Vec::new();
-    for s in &sources {
-        let text = sql.get(&format!("features/{s}.sql"))?;
-        let wanted: Vec<&str> = FEATURES
-            .iter()
-            .filter(|f| f.source == Source::Sql(s))
-            .map(|f| f.name)
-            .collect();
-        texts.push((text, wanted));
-    }
+    let texts = sources(sql, extra)?;
     let mut extra_columns = Vec::new();
-    for p in extra {
-        texts.push((crate::sql::read_file(p)?, Vec::new()));
-    }
 
     for (i, (text, wanted)) in texts.into_iter().enumerate() {
         let part = at_dates(ctx, &text, params, dates).await?;
@@ -117,12 +97,15 @@ pub async fn plan_at(
         let (key, date) = (format!("__key{i}"), format!("__date{i}"));
         keep.push(ident("pseudo_id").alias(&key));
         keep.push(ident(AS_OF).alias(&date));
-        let part = part.select(keep)?;
-        df = df.join(
-            part,
-            JoinType::Left,
-            &[AS_OF, "pseudo_id"],
+        // The part is the join's build side and the population streams past it: a
+        // hash table per part (people with events), not the ever wider population
+        // collected again at each join, which under a memory limit ran out at
+        // 10,000,000 people (a hash join cannot spill).
+        df = part.select(keep)?.join(
+            df,
+            JoinType::Right,
             &[date.as_str(), key.as_str()],
+            &[AS_OF, "pseudo_id"],
             None,
         )?;
     }
@@ -131,6 +114,36 @@ pub async fn plan_at(
     select.extend(FEATURES.iter().map(|f| f.expr().alias(f.name)));
     select.extend(extra_columns.iter().map(ident));
     Ok(df.select(select)?)
+}
+
+/// Each feature SQL file with the registry's features it must return: the built-in
+/// (or overridden) files, then the job's extra files (which must return none of them).
+fn sources(
+    sql: &SqlSource,
+    extra: &[PathBuf],
+) -> Result<Vec<(crate::sql::SqlText, Vec<&'static str>)>> {
+    let mut sources: Vec<&str> = Vec::new();
+    for f in FEATURES {
+        if let Source::Sql(s) = f.source
+            && !sources.contains(&s)
+        {
+            sources.push(s);
+        }
+    }
+    let mut texts = Vec::new();
+    for s in &sources {
+        let text = sql.get(&format!("features/{s}.sql"))?;
+        let wanted: Vec<&str> = FEATURES
+            .iter()
+            .filter(|f| f.source == Source::Sql(s))
+            .map(|f| f.name)
+            .collect();
+        texts.push((text, wanted));
+    }
+    for p in extra {
+        texts.push((crate::sql::read_file(p)?, Vec::new()));
+    }
+    Ok(texts)
 }
 
 /// The date column of [`plan_at`]'s table and of the SQL it runs.

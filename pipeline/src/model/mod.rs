@@ -249,11 +249,12 @@ pub async fn with_t0_columns(
         ident("emergency_admission_next_12m").alias("__outcome_raw"),
     ])?;
     let date = crate::features::AS_OF;
-    let df = features.join(
-        outcome,
-        JoinType::Left,
-        &[date, "pseudo_id"],
+    // The outcome (the people admitted) is the build side; the features stream.
+    let df = outcome.join(
+        features,
+        JoinType::Right,
         &["__o_date", "__o_id"],
+        &[date, "pseudo_id"],
         None,
     )?;
     let df = df.with_column(
