@@ -55,6 +55,8 @@ pub struct Tee {
 /// The sending end: the valid rows of each checked batch, as `<table>`'s schema.
 pub struct Feed {
     schema: SchemaRef,
+    /// Where the table's columns are in a checked batch, found at the first batch.
+    columns: Option<Vec<usize>>,
     sender: Option<mpsc::Sender<std::result::Result<RecordBatch, DataFusionError>>>,
 }
 
@@ -70,14 +72,18 @@ impl Feed {
         let Some(sender) = self.sender.as_mut() else {
             return Ok(());
         };
-        let columns = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| batch.schema().index_of(f.name()))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let columns = match &mut self.columns {
+            Some(c) => c,
+            None => self.columns.insert(
+                self.schema
+                    .fields()
+                    .iter()
+                    .map(|f| batch.schema().index_of(f.name()))
+                    .collect::<std::result::Result<Vec<_>, _>>()?,
+            ),
+        };
         let rows =
-            datafusion::arrow::compute::filter_record_batch(&batch.project(&columns)?, valid)?;
+            datafusion::arrow::compute::filter_record_batch(&batch.project(columns)?, valid)?;
         if rows.num_rows() == 0 {
             return Ok(());
         }
@@ -116,6 +122,7 @@ impl Tee {
             valid,
             feed: Feed {
                 schema,
+                columns: None,
                 sender: Some(sender),
             },
             slot,

@@ -84,14 +84,17 @@ pub async fn load(rc: &RunContext<'_>, checks: Checks) -> Result<Loaded> {
 
 /// Where a table's quarantined rows go, when the run writes files.
 fn quarantine(rc: &RunContext<'_>, table: &str) -> Option<PathBuf> {
-    rc.path(&format!("quarantine/{table}.parquet"))
+    rc.path(&quarantine_name(table))
+}
+
+fn quarantine_name(table: &str) -> String {
+    format!("quarantine/{table}.parquet")
 }
 
 /// A quarantine file is part of the run only when it holds rows.
 fn record_quarantine(rc: &RunContext<'_>, table: &str, counts: &validate::TableCounts) {
-    let name = format!("quarantine/{table}.parquet");
-    if rc.path(&name).is_some() && counts.quarantined_total() > 0 {
-        rc.record(&name);
+    if quarantine(rc, table).is_some() && counts.quarantined_total() > 0 {
+        rc.record(&quarantine_name(table));
     }
 }
 
@@ -107,10 +110,10 @@ async fn with_tees<T>(
     let closers: Vec<_> = tees.iter().map(Tee::closer).collect();
     let work = async {
         let result = work.await;
-        // Unblock any drain whose rows no plan took.
-        for c in closers {
-            c.close(&rc.ctx)?;
-        }
+        // Unblock any drain whose rows no plan took: every closer runs, even after
+        // one fails, or a drain would wait for ever.
+        let closed: Vec<Result<()>> = closers.into_iter().map(|c| c.close(&rc.ctx)).collect();
+        closed.into_iter().collect::<Result<()>>()?;
         result
     };
     let drains = futures::future::join_all(tees.into_iter().map(|tee| async move {
