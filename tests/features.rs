@@ -885,6 +885,44 @@ async fn features_match_the_contract_at_every_edge() {
     assert_eq!(features.len(), expected_pop);
 }
 
+/// The run's integer person key (`patients.person`, carried by valid event rows for the
+/// features to group on) numbers one run's rows only: no file of the run holds it, and
+/// quarantine keeps exactly the input's columns and the reason.
+#[tokio::test]
+async fn the_runs_person_key_is_never_written_out() {
+    let (run, _) = run_cases().await;
+    let columns = |file: &Path| -> Vec<String> {
+        let batches = read_parquet(file);
+        let schema = batches.first().expect("rows").schema();
+        schema.fields().iter().map(|f| f.name().clone()).collect()
+    };
+    for table in ["patients", "appointments", "prescriptions", "admissions"] {
+        let mut want: Vec<String> = riskstrat::ingest::contract::TABLES
+            .iter()
+            .find(|t| t.name == table)
+            .expect("a contract table")
+            .columns
+            .iter()
+            .map(|c| c.name.to_string())
+            .collect();
+        want.push("reason".into());
+        let file = run.join(format!("quarantine/{table}.parquet"));
+        assert_eq!(columns(&file), want, "{}", file.display());
+    }
+    for entry in std::fs::read_dir(&run).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "parquet") && !read_parquet(&path).is_empty() {
+            assert!(
+                !columns(&path)
+                    .iter()
+                    .any(|c| c == riskstrat::ingest::contract::PERSON),
+                "{}",
+                path.display()
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn quarantine_and_manifest_account_for_every_row() {
     let (run, _) = run_cases().await;

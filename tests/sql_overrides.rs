@@ -73,9 +73,14 @@ fn cases() -> Vec<Case> {
             "pseudo_id",
         ),
         case(
+            "validate/appointments.sql",
+            without("validate/appointments.sql", "person"),
+            "person",
+        ),
+        case(
             "features/admissions.sql",
-            replacing("features/admissions.sql", "CAST(7 AS BIGINT) AS pseudo_id"),
-            "pseudo_id",
+            replacing("features/admissions.sql", "CAST('7' AS VARCHAR) AS person"),
+            "person",
         ),
         case(
             "features/prescriptions.sql",

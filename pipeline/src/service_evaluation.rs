@@ -34,7 +34,7 @@
 //! pre-aggregated: commissioners read them through disclosure control.
 
 use crate::error::Result;
-use crate::ingest::contract::{ADMISSIONS, APPOINTMENTS, PATIENTS, PRESCRIPTIONS};
+use crate::ingest::contract::{ADMISSIONS, APPOINTMENTS, PATIENTS, PERSON, PRESCRIPTIONS};
 use crate::ingest::tables::{EMERGENCY_SPELLS, EPISODES, INDEX_EPISODES};
 use crate::model::{ModelFile, risk_expr};
 use crate::sql::{Kind, Params, SqlSource, date32};
@@ -401,11 +401,13 @@ async fn risk_at_index(
     let shifted = session_like(restricted)?;
     for table in [&PATIENTS, &APPOINTMENTS, &PRESCRIPTIONS, &ADMISSIONS] {
         let path = format!("outcomes/shifted_{}.sql", table.name);
-        let columns: Vec<(&str, Kind)> = table
+        let mut columns: Vec<(&str, Kind)> = table
             .columns
             .iter()
             .map(|c| (c.name, Kind::Contract(c.ty)))
             .collect();
+        // The feature SQL groups on the person key: here, the episode.
+        columns.push((PERSON, Kind::Integer));
         let (df, _) = crate::sql::planned(restricted, sql, params, &path, &columns).await?;
         shifted.register_table(table.name, df.into_view())?;
     }

@@ -5,25 +5,26 @@
 --     matched by BNF prefix; ltc_group() looks a code up in that list. Its prefixes are
 --     at most 9 characters long, so a substance's group is its codes' group.
 -- Plain GROUP BYs, no count(DISTINCT): each level has one row per thing it counts.
+-- Keyed on `person`, the run's integer person key (see validate/patients.sql).
 WITH substances AS (
-  SELECT d.as_of, p.pseudo_id, substr(p.bnf_code, 1, 9) AS substance,
+  SELECT d.as_of, p.person, substr(p.bnf_code, 1, 9) AS substance,
          sum(p.items) AS items, sum(p.nic) AS nic
   FROM prescriptions p
   JOIN feature_dates d ON p.issue_date >= d.w12_start AND p.issue_date < d.as_of
-  GROUP BY d.as_of, p.pseudo_id, substr(p.bnf_code, 1, 9)
+  GROUP BY d.as_of, p.person, substr(p.bnf_code, 1, 9)
 ),
 groups AS (
-  SELECT as_of, pseudo_id, ltc_group(substance) AS ltc_group, sum(items) AS items,
+  SELECT as_of, person, ltc_group(substance) AS ltc_group, sum(items) AS items,
          sum(nic) AS nic, count(*) AS substances
   FROM substances
-  GROUP BY as_of, pseudo_id, ltc_group(substance)
+  GROUP BY as_of, person, ltc_group(substance)
 )
 SELECT
   as_of,
-  pseudo_id,
+  person,
   sum(items)       AS rx_items_12m,
   sum(nic)         AS rx_cost_12m,
   sum(substances)  AS distinct_drugs_12m,
   count(ltc_group) AS ltc_groups_12m
 FROM groups
-GROUP BY as_of, pseudo_id
+GROUP BY as_of, person

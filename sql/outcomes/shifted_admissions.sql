@@ -4,6 +4,7 @@
 -- recorded before A.
 SELECT
   CAST(e.episode AS VARCHAR) AS pseudo_id,
+  e.episode AS person,
   a.spell_id,
   a.provider_code,
   CAST(CAST(a.admission_date AS INT) + e.shift_days AS DATE) AS admission_date,

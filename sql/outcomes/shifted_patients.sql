@@ -9,6 +9,7 @@
 -- dates instead of doing date arithmetic on every event row.
 SELECT
   CAST(e.episode AS VARCHAR) AS pseudo_id,
+  e.episode AS person,
   p.year_of_birth + e.year_shift AS year_of_birth,
   p.sex,
   p.practice_code,

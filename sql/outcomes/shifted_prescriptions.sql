@@ -2,6 +2,7 @@
 -- forward by shift_days (see shifted_patients.sql).
 SELECT
   CAST(e.episode AS VARCHAR) AS pseudo_id,
+  e.episode AS person,
   CAST(CAST(r.issue_date AS INT) + e.shift_days AS DATE) AS issue_date,
   r.bnf_code,
   r.items,

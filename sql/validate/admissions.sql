@@ -1,8 +1,10 @@
 -- Row rules for admissions (hospital spells; see validate/patients.sql for the shape).
 -- A duplicated spell_id keeps no copy: every copy is quarantined.
 -- spell_cost may be null; when present it is finite and not negative.
+-- person: the patient's integer key in this run, which the feature SQL groups on.
 SELECT
   a.*,
+  p.person,
   CASE
     WHEN a.pseudo_id IS NULL                    THEN 'null_pseudo_id'
     WHEN NOT is_pseudo_id(a.pseudo_id)          THEN 'malformed_pseudo_id'
@@ -18,7 +20,7 @@ SELECT
     ELSE NULL
   END AS reason
 FROM input_admissions a
-LEFT JOIN (SELECT pseudo_id FROM patients) p ON a.pseudo_id = p.pseudo_id
+LEFT JOIN (SELECT pseudo_id, person FROM patients) p ON a.pseudo_id = p.pseudo_id
 LEFT JOIN (
   SELECT spell_id, count(*) AS copies FROM input_admissions GROUP BY spell_id
 ) d ON a.spell_id = d.spell_id

@@ -1,7 +1,9 @@
 -- Row rules for appointments (see validate/patients.sql for the shape).
 -- `patients` here is the valid patients: an event of anyone else is an orphan.
+-- person: the patient's integer key in this run, which the feature SQL groups on.
 SELECT
   a.*,
+  p.person,
   CASE
     WHEN a.pseudo_id IS NULL                    THEN 'null_pseudo_id'
     WHEN NOT is_pseudo_id(a.pseudo_id)          THEN 'malformed_pseudo_id'
@@ -11,4 +13,4 @@ SELECT
     ELSE NULL
   END AS reason
 FROM input_appointments a
-LEFT JOIN (SELECT pseudo_id FROM patients) p ON a.pseudo_id = p.pseudo_id
+LEFT JOIN (SELECT pseudo_id, person FROM patients) p ON a.pseudo_id = p.pseudo_id

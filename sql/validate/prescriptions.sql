@@ -1,8 +1,10 @@
 -- Row rules for prescriptions (see validate/patients.sql for the shape).
+-- person: the patient's integer key in this run, which the feature SQL groups on.
 -- quantity and nic may be null; when present they are finite and not negative
 -- (isnan first: NaN must not depend on how comparisons order it).
 SELECT
   r.*,
+  p.person,
   CASE
     WHEN r.pseudo_id IS NULL              THEN 'null_pseudo_id'
     WHEN NOT is_pseudo_id(r.pseudo_id)    THEN 'malformed_pseudo_id'
@@ -18,4 +20,4 @@ SELECT
     ELSE NULL
   END AS reason
 FROM input_prescriptions r
-LEFT JOIN (SELECT pseudo_id FROM patients) p ON r.pseudo_id = p.pseudo_id
+LEFT JOIN (SELECT pseudo_id, person FROM patients) p ON r.pseudo_id = p.pseudo_id

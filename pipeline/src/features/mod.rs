@@ -6,6 +6,7 @@ pub mod registry;
 
 use crate::bad_input;
 use crate::error::Result;
+use crate::ingest::contract::PERSON;
 use crate::ingest::tables;
 use crate::sql::{Kind, Params, SqlSource, check_columns};
 use chrono::NaiveDate;
@@ -50,7 +51,7 @@ pub async fn plan_at(
         &[("pseudo_id", Kind::Text), ("year_of_birth", Kind::Integer)],
     )?;
     if !population.builtin {
-        one_row_per_person(&df, &population.origin).await?;
+        one_row_per_person(&df, "pseudo_id", &population.origin).await?;
     }
 
     let texts = sources(sql, extra)?;
@@ -59,12 +60,7 @@ pub async fn plan_at(
     for (i, (text, wanted)) in texts.into_iter().enumerate() {
         let part = at_dates(ctx, &text, params, dates).await?;
         let names = non_key_columns(&part);
-        if !part.schema().has_column_with_unqualified_name("pseudo_id") {
-            return Err(bad_input!(
-                "{}: must return a pseudo_id column",
-                text.origin
-            ));
-        }
+        let on = person_key(&part, &df, &text.origin, &population.origin)?;
         for w in &wanted {
             if !names.iter().any(|n| n == w) {
                 return Err(bad_input!(
@@ -73,9 +69,9 @@ pub async fn plan_at(
                 ));
             }
         }
-        check_columns(&part, &text.origin, &feature_types(&wanted))?;
+        check_columns(&part, &text.origin, &feature_types(on, &wanted))?;
         if !text.builtin {
-            one_row_per_person(&part, &text.origin).await?;
+            one_row_per_person(&part, on, &text.origin).await?;
         }
         let is_extra = wanted.is_empty();
         let mut keep = Vec::new();
@@ -95,7 +91,7 @@ pub async fn plan_at(
             keep.push(ident(n));
         }
         let (key, date) = (format!("__key{i}"), format!("__date{i}"));
-        keep.push(ident("pseudo_id").alias(&key));
+        keep.push(ident(on).alias(&key));
         keep.push(ident(AS_OF).alias(&date));
         // The part is the join's build side and the population streams past it: a
         // hash table per part (people with events), not the ever wider population
@@ -105,7 +101,7 @@ pub async fn plan_at(
             df,
             JoinType::Right,
             &[date.as_str(), key.as_str()],
-            &[AS_OF, "pseudo_id"],
+            &[AS_OF, on],
             None,
         )?;
     }
@@ -202,20 +198,50 @@ async fn at_dates(
     all.ok_or_else(|| crate::error::Error::failed("features at no date"))
 }
 
-/// The columns of a per-person table but its keys, `pseudo_id` and `as_of`, in order.
+/// The columns of a per-person table but its keys, `pseudo_id`, `person` and `as_of`,
+/// in order.
 pub fn non_key_columns(df: &DataFrame) -> Vec<String> {
     df.schema()
         .fields()
         .iter()
         .map(|f| f.name().clone())
-        .filter(|n| n != "pseudo_id" && n != AS_OF)
+        .filter(|n| n != "pseudo_id" && n != PERSON && n != AS_OF)
         .collect()
 }
 
-/// What a feature SQL file computing `wanted` must return: pseudo_id as text, and
-/// each of its counts and sums as a number.
-fn feature_types(wanted: &[&'static str]) -> Vec<(&'static str, Kind)> {
-    let mut types = vec![("pseudo_id", Kind::Text)];
+/// The column a feature file's rows join the population on: the run's integer
+/// `person` key when the file returns it (the built-in files do), else `pseudo_id`
+/// (an analyst's file may use either).
+fn person_key(
+    part: &DataFrame,
+    population: &DataFrame,
+    origin: &str,
+    population_origin: &str,
+) -> Result<&'static str> {
+    let has = |df: &DataFrame, c: &str| df.schema().has_column_with_unqualified_name(c);
+    if has(part, PERSON) {
+        if !has(population, PERSON) {
+            return Err(bad_input!(
+                "{origin} returns person, the run's person key: {population_origin} must return it too (patients.person)"
+            ));
+        }
+        return Ok(PERSON);
+    }
+    if !has(part, "pseudo_id") {
+        return Err(bad_input!("{origin}: must return a pseudo_id column"));
+    }
+    Ok("pseudo_id")
+}
+
+/// What a feature SQL file computing `wanted` must return: its key (`pseudo_id` as
+/// text or `person` as an integer), and each of its counts and sums as a number.
+fn feature_types(on: &'static str, wanted: &[&'static str]) -> Vec<(&'static str, Kind)> {
+    let key = if on == PERSON {
+        Kind::Integer
+    } else {
+        Kind::Text
+    };
+    let mut types = vec![(on, key)];
     types.extend(
         FEATURES
             .iter()
@@ -230,14 +256,14 @@ fn feature_types(wanted: &[&'static str]) -> Vec<(&'static str, Kind)> {
 /// fit and every cohort. Runs the SQL once, evaluating every column it returns, so
 /// that a failure at run time (a cast the data does not fit) names the file too. The
 /// error gives a count of people, never who.
-async fn one_row_per_person(part: &DataFrame, origin: &str) -> Result<()> {
+async fn one_row_per_person(part: &DataFrame, on: &str, origin: &str) -> Result<()> {
     use datafusion::arrow::array::Array;
     use datafusion::functions_aggregate::count::count_all;
     use datafusion::functions_aggregate::expr_fn::{count, max, sum};
     use datafusion::prelude::{col, lit, when};
     let others = non_key_columns(part);
     // Rows per person at each date; a person counts once however many dates.
-    let mut keys = vec![ident("pseudo_id")];
+    let mut keys = vec![ident(on)];
     if part.schema().has_column_with_unqualified_name(AS_OF) {
         keys.push(ident(AS_OF));
     }
@@ -257,9 +283,9 @@ async fn one_row_per_person(part: &DataFrame, origin: &str) -> Result<()> {
     totals.extend((0..others.len()).map(|i| max(col(format!("__m{i}"))).alias(format!("__t{i}"))));
     let batches = part
         .clone()
-        .filter(ident("pseudo_id").is_not_null())?
+        .filter(ident(on).is_not_null())?
         .aggregate(keys, per_person)?
-        .aggregate(vec![ident("pseudo_id")], most)?
+        .aggregate(vec![ident(on)], most)?
         .aggregate(vec![], totals)?
         .collect()
         .await

@@ -129,6 +129,13 @@ pub static PERSON_TABLES: LazyLock<Vec<Table>> = LazyLock::new(|| tables_but(OPT
 pub static EXTRACT_TABLES: LazyLock<Vec<Table>> = LazyLock::new(|| tables_but(FEEDBACK.name));
 
 /// The event tables: many rows per person, read by the features over their windows.
+/// The run's integer person key: `patients.person`, numbered once per run when the
+/// valid patients are cached, and carried by each valid event row (the validation
+/// join to `patients` finds it). Feature SQL groups and joins on it instead of the
+/// 32-character pseudo_id. It numbers rows of one run only, is never written out, and
+/// means nothing outside the run.
+pub const PERSON: &str = "person";
+
 pub fn is_event_table(t: &Table) -> bool {
     [APPOINTMENTS.name, PRESCRIPTIONS.name, ADMISSIONS.name].contains(&t.name)
 }

@@ -4,9 +4,10 @@
 //! Opt-outs were applied before this runs, so quarantine never holds opted-out rows.
 
 use crate::error::Result;
-use crate::ingest::contract::{PATIENTS, PERSON_TABLES, Table};
+use crate::ingest::contract::{PATIENTS, PERSON, PERSON_TABLES, Table, is_event_table};
 use crate::ingest::tables;
 use crate::sql::{Kind, Params, SqlSource, check_columns};
+use datafusion::functions_window::expr_fn::row_number;
 use datafusion::prelude::{DataFrame, SessionContext, col, ident};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -45,21 +46,23 @@ pub async fn register_valid(
             .map(|c| (c.name, Kind::Contract(c.ty)))
             .collect();
         want.push(("reason", Kind::Text));
+        let keyed = is_event_table(table);
+        if keyed {
+            want.push((PERSON, Kind::Integer));
+        }
         check_columns(&checked, &text.origin, &want)?;
-        let columns = || {
-            table
-                .columns
-                .iter()
-                .map(|c| ident(c.name))
-                .collect::<Vec<_>>()
-        };
+        let mut columns: Vec<_> = table.columns.iter().map(|c| ident(c.name)).collect();
+        if keyed {
+            columns.push(ident(PERSON));
+        }
         let mut valid = checked
             .clone()
             .filter(col("reason").is_null())?
-            .select(columns())?;
+            .select(columns)?;
         if table.name == PATIENTS.name {
-            // Small (one row per person) and read by every other rule and stage.
-            valid = valid.cache().await?;
+            // Small (one row per person) and read by every other rule and stage; the
+            // person key numbered here, once, so that it is the same in every plan.
+            valid = valid.with_column(PERSON, row_number())?.cache().await?;
         }
         ctx.register_table(table.name, valid.into_view())?;
         ctx.register_table(tables::checked(table.name), checked.into_view())?;
@@ -118,6 +121,15 @@ pub(crate) async fn split(
         }
         let is_bad = is_not_null(reasons)?;
         let bad = filter_record_batch(&batch, &is_bad)?;
+        // The run's person key means nothing outside it: quarantine keeps the input's columns.
+        let bad = match bad.schema().index_of(PERSON) {
+            Ok(i) => {
+                let mut bad = bad;
+                bad.remove_column(i);
+                bad
+            }
+            Err(_) => bad,
+        };
         let bad_reasons = filter(reasons, &is_bad)?;
         let bad_reasons = bad_reasons
             .as_any()
