@@ -78,6 +78,11 @@ fn cases() -> Vec<Case> {
             "person",
         ),
         case(
+            "population.sql",
+            without("population.sql", "person"),
+            "person",
+        ),
+        case(
             "features/admissions.sql",
             replacing("features/admissions.sql", "CAST('7' AS VARCHAR) AS person"),
             "person",

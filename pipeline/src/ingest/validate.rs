@@ -85,7 +85,7 @@ async fn cache_in_pool(ctx: &SessionContext, df: DataFrame) -> Result<DataFrame>
         .flatten()
         .map(|b| b.get_array_memory_size())
         .sum();
-    let mut held = MemoryConsumer::new("cached patients").register(&ctx.runtime_env().memory_pool);
+    let held = MemoryConsumer::new("cached patients").register(&ctx.runtime_env().memory_pool);
     held.try_grow(bytes)?;
     // Held by the session, so reserved for as long as the table can be read.
     ctx.state_ref()
