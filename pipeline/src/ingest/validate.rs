@@ -77,7 +77,7 @@ pub async fn register_valid(
 async fn cache_in_pool(ctx: &SessionContext, df: DataFrame) -> Result<DataFrame> {
     use datafusion::datasource::MemTable;
     use datafusion::execution::memory_pool::MemoryConsumer;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
     let schema = Arc::new(df.schema().as_arrow().clone());
     let partitions = df.collect_partitioned().await?;
     let bytes = partitions
@@ -91,7 +91,7 @@ async fn cache_in_pool(ctx: &SessionContext, df: DataFrame) -> Result<DataFrame>
     ctx.state_ref()
         .write()
         .config_mut()
-        .set_extension(Arc::new(Mutex::new(held)));
+        .set_extension(Arc::new(held));
     let table = MemTable::try_new(schema, partitions)?;
     Ok(ctx.read_table(Arc::new(table))?)
 }
