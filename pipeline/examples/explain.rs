@@ -8,15 +8,16 @@ use riskstrat::sql::{Params, SqlSource};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let job = Job::load(std::path::Path::new(&args[1]), None)?;
-    let rc =
-        riskstrat::run::context::RunContext::checking(&job, riskstrat::clock::Clock::system())?;
+    let rc = riskstrat::run::context::RunContext::checking(&job, riskstrat::clock::Clock::system())
+        .await?;
     riskstrat::run::stages::load(&rc, riskstrat::run::stages::Checks::Now).await?;
     let sql = SqlSource {
         override_dir: job.sql_dir.clone(),
     };
     let params = Params::at(job.as_of);
     // Both dates, as a run computes them.
-    riskstrat::features::register_dates(&rc.ctx, &[job.as_of, job.as_of - chrono::Days::new(365)])?;
+    riskstrat::features::register_dates(&rc.ctx, &[job.as_of, job.as_of - chrono::Days::new(365)])
+        .await?;
     let files: Vec<String> = if args.len() > 2 {
         args[2..].to_vec()
     } else {

@@ -27,6 +27,26 @@ pub struct JobFile {
     /// Non-secret options of the cloud stores the inputs are in.
     #[serde(default)]
     pub storage: crate::ingest::stores::StorageOptions,
+    pub cluster: Option<ClusterSection>,
+}
+
+/// `[cluster]`: run the relational stages on an Apache Ballista cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// The scheduler, `df://HOST:PORT`.
+    pub scheduler: String,
+    /// Storage every process of the cluster reads and writes (an absolute path on a
+    /// shared file system, or an object store URL), for the tables a run builds.
+    pub scratch: String,
+}
+
+/// `[cluster]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    pub scheduler: String,
+    /// An absolute path or an object store URL.
+    pub scratch: String,
 }
 
 /// The service outcome evaluation (the `outcomes` stage), run when there is a
@@ -215,6 +235,8 @@ pub struct Job {
     pub tick: Option<String>,
     /// `[storage]`: endpoint, region, allow_http of the inputs' cloud stores.
     pub storage: crate::ingest::stores::StorageOptions,
+    /// `[cluster]`: where the relational stages run; `None` is in-process.
+    pub cluster: Option<Cluster>,
 }
 
 /// `[job] output`: where the job's run folders are written.
@@ -336,6 +358,11 @@ impl Job {
         check_resources(&file.resources, &at)?;
         let model = model_config(&file.model, &at)?;
         let sql_dir = sql_folder(&file.job, &at)?;
+        let cluster = file
+            .cluster
+            .as_ref()
+            .map(|c| cluster_settings(c, &file.inputs, &at))
+            .transpose()?;
         let schedule = file
             .schedule
             .as_ref()
@@ -359,6 +386,7 @@ impl Job {
             schedule,
             tick: None,
             storage: file.storage,
+            cluster,
         })
     }
 }
@@ -619,6 +647,48 @@ fn sql_folder(job: &JobSection, at: &JobPath) -> Result<Option<PathBuf>> {
         ));
     }
     Ok(sql_dir)
+}
+
+/// `[cluster]`: a `df://HOST:PORT` scheduler, scratch storage every process sees, and
+/// inputs every process can read: on a cluster the executors open the input files, so
+/// a path relative to the job file (which only the client can resolve) is refused.
+fn cluster_settings(
+    c: &ClusterSection,
+    inputs: &BTreeMap<String, String>,
+    at: &JobPath,
+) -> Result<Cluster> {
+    let port = c
+        .scheduler
+        .strip_prefix("df://")
+        .and_then(|hp| hp.rsplit_once(':'))
+        .filter(|(host, _)| !host.is_empty())
+        .and_then(|(_, port)| port.parse::<u16>().ok());
+    if port.is_none() {
+        return Err(bad_input!(
+            "{}: '{}' is not a scheduler address; write df://HOST:PORT (the --bind of `riskstrat cluster scheduler`)",
+            at.ctx("[cluster] scheduler"),
+            c.scheduler
+        ));
+    }
+    if !is_url(&c.scratch) && !Path::new(&c.scratch).is_absolute() {
+        return Err(bad_input!(
+            "{}: '{}' is a relative path; give an absolute path on storage every process of the cluster sees, or an object store URL",
+            at.ctx("[cluster] scratch"),
+            c.scratch
+        ));
+    }
+    for (table, loc) in inputs {
+        if !is_url(loc) && !Path::new(loc).is_absolute() {
+            return Err(bad_input!(
+                "{}: '{loc}' is a relative path, which the cluster's executors cannot resolve; give an absolute path on storage every process sees, or an object store URL",
+                at.ctx(&format!("[inputs] {table}"))
+            ));
+        }
+    }
+    Ok(Cluster {
+        scheduler: c.scheduler.clone(),
+        scratch: c.scratch.clone(),
+    })
 }
 
 /// "4GiB", "512MiB", "2G", "1000000" -> bytes.

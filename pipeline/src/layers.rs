@@ -53,6 +53,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "history",
             "report",
             "scheduler",
+            "cluster",
             "pseudonymise",
             "feedback",
             "main",
@@ -265,5 +266,39 @@ fn crate_paths_reads_plain_and_grouped_imports() {
     assert_eq!(
         crate_paths("use crate::a::b;\nuse crate::{c, d::e};\nlet x = crate::f(1);"),
         vec!["a::b", "c", "d::e", "f"]
+    );
+}
+
+/// What must not leave the gate never runs on a cluster (issue 17): the modules that
+/// hold keys, identities or answer commissioners cannot open a cluster session, and the
+/// cluster's modules import none of them.
+#[test]
+fn keys_vault_gate_and_disclosure_control_never_reach_a_cluster() {
+    const GATE_SIDE: &[&str] = &["governance", "gate", "pseudonymise", "serve", "feedback"];
+    const CLUSTER: &[&str] = &["cluster", "session/cluster"];
+    let is = |m: &str, set: &[&str]| {
+        set.iter()
+            .any(|s| m == *s || m.starts_with(&format!("{s}/")))
+    };
+    let mut crossings = Vec::new();
+    for (module, to) in imports() {
+        for t in &to {
+            let gate_to_cluster = is(&module, GATE_SIDE) && is(t, CLUSTER);
+            let cluster_to_gate = is(&module, CLUSTER) && is(t, GATE_SIDE);
+            if gate_to_cluster || cluster_to_gate {
+                crossings.push(format!("{module} -> {t}"));
+            }
+        }
+    }
+    assert!(crossings.is_empty(), "{crossings:?}");
+    // Not vacuous: the modules it names exist, and an import of the cluster's session
+    // is seen as one.
+    let modules: Vec<String> = sources().into_iter().map(|(m, _)| m).collect();
+    for m in CLUSTER.iter().chain(GATE_SIDE) {
+        assert!(modules.iter().any(|x| is(x, &[m])), "no module {m}");
+    }
+    assert_eq!(
+        imported("session::cluster::connect", &modules),
+        "session/cluster"
     );
 }

@@ -8,6 +8,7 @@
 
 pub mod changes;
 pub mod clock;
+pub mod cluster;
 pub mod damage;
 pub mod demo;
 pub mod durable;

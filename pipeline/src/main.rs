@@ -75,6 +75,55 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// An Apache Ballista cluster for jobs with a [cluster] section: its scheduler and
+    /// executors, each a process of this binary.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// The scheduler: plans jobs' queries into tasks for the executors. Prints a
+    /// `ready` line when it listens; GET /readyz on its port answers 200 once
+    /// --min-executors executors have registered.
+    Scheduler {
+        /// IP address and port to listen on (gRPC and /readyz).
+        #[arg(long)]
+        bind: std::net::SocketAddr,
+        /// Host name executors and clients reach it by (default: the bind address).
+        #[arg(long)]
+        external_host: Option<String>,
+        /// Executors /readyz waits for.
+        #[arg(long, default_value_t = 1)]
+        min_executors: usize,
+    },
+    /// An executor: runs tasks for the scheduler. Prints a `ready` line once it has
+    /// registered.
+    Executor {
+        /// The scheduler, HOST:PORT.
+        #[arg(long)]
+        scheduler: String,
+        /// IP address and port of its Arrow Flight data service.
+        #[arg(long)]
+        bind: std::net::SocketAddr,
+        /// Port of its gRPC service (on the bind address).
+        #[arg(long)]
+        grpc_port: u16,
+        /// Host name other processes reach it by (default: the bind address).
+        #[arg(long)]
+        external_host: Option<String>,
+        /// Folder for its shuffle files and spills (one per executor).
+        #[arg(long)]
+        work_dir: PathBuf,
+        /// Tasks run at once (default: the number of cores).
+        #[arg(long)]
+        concurrent_tasks: Option<usize>,
+        /// Its memory pool, e.g. 4GiB; tasks spill beyond it.
+        #[arg(long)]
+        memory_limit: Option<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -399,6 +448,8 @@ fn main() {
         .init();
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Deep plans recurse when a cluster encodes and decodes them.
+        .thread_stack_size(32 << 20)
         .build()
         .map_err(Error::from)
         .and_then(|rt| rt.block_on(dispatch(cli.command)));
@@ -443,6 +494,51 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Audit {
             command: AuditCommand::Repair { log, operator },
         } => audit_repair(&log, &operator),
+        Command::Cluster { command } => cluster(command).await,
+    }
+}
+
+/// `cluster scheduler|executor`: a process of a Ballista cluster, until stopped.
+async fn cluster(command: ClusterCommand) -> Result<()> {
+    use riskstrat::cluster::{ExecutorOptions, SchedulerOptions};
+    match command {
+        ClusterCommand::Scheduler {
+            bind,
+            external_host,
+            min_executors,
+        } => {
+            riskstrat::cluster::scheduler(SchedulerOptions {
+                bind,
+                external_host,
+                min_executors,
+            })
+            .await
+        }
+        ClusterCommand::Executor {
+            scheduler,
+            bind,
+            grpc_port,
+            external_host,
+            work_dir,
+            concurrent_tasks,
+            memory_limit,
+        } => {
+            let memory_limit = memory_limit
+                .as_deref()
+                .map(riskstrat::job::parse_bytes)
+                .transpose()
+                .map_err(|e| e.context("cluster executor --memory-limit"))?;
+            riskstrat::cluster::executor(ExecutorOptions {
+                scheduler,
+                bind,
+                grpc_port,
+                external_host,
+                work_dir,
+                concurrent_tasks,
+                memory_limit,
+            })
+            .await
+        }
     }
 }
 
@@ -647,9 +743,15 @@ async fn validate(a: ValidateArgs) -> Result<()> {
     a.no_keys.refuse("validate")?;
     let job = Job::load(&a.job, None)?;
     let report = async {
-        let rc = riskstrat::run::context::RunContext::checking(&job, Clock::system())?;
-        let loaded = riskstrat::run::stages::load(&rc, riskstrat::run::stages::Checks::Now).await?;
-        riskstrat::quality::report(&rc.ctx, &loaded.inputs, &loaded.counts, job.as_of).await
+        let rc = riskstrat::run::context::RunContext::checking(&job, Clock::system()).await?;
+        let report = async {
+            let loaded =
+                riskstrat::run::stages::load(&rc, riskstrat::run::stages::Checks::Now).await?;
+            riskstrat::quality::report(&rc.ctx, &loaded.inputs, &loaded.counts, job.as_of).await
+        }
+        .await;
+        riskstrat::session::cluster::clean(&rc.ctx).await?;
+        report
     }
     .await;
     let report = match report {

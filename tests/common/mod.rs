@@ -2,6 +2,8 @@
 //! writes Parquet files and a job file, so tests never depend on `synth`.
 #![allow(dead_code)]
 
+pub mod moto;
+
 use chrono::NaiveDate;
 use datafusion::arrow::array::{
     ArrayRef, Date32Builder, Float64Builder, Int32Builder, ListBuilder, RecordBatch, StringBuilder,

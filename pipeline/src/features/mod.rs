@@ -42,7 +42,7 @@ pub async fn plan_at(
     dates: &[NaiveDate],
     extra: &[PathBuf],
 ) -> Result<DataFrame> {
-    register_dates(ctx, dates)?;
+    register_dates(ctx, dates).await?;
     let population = sql.get("population.sql")?;
     let mut df = at_dates(ctx, &population, params, dates).await?;
     check_columns(
@@ -146,7 +146,7 @@ fn sources(
 pub const AS_OF: &str = "as_of";
 
 /// `feature_dates`: each date with the starts of its 12- and 24-month windows.
-pub fn register_dates(ctx: &SessionContext, dates: &[NaiveDate]) -> Result<()> {
+pub async fn register_dates(ctx: &SessionContext, dates: &[NaiveDate]) -> Result<()> {
     use datafusion::arrow::array::{ArrayRef, Date32Array, RecordBatch};
     use std::sync::Arc;
     let column = |back: u64| -> ArrayRef {
@@ -161,9 +161,7 @@ pub fn register_dates(ctx: &SessionContext, dates: &[NaiveDate]) -> Result<()> {
         ("w12_start", column(365)),
         ("w24_start", column(730)),
     ])?;
-    ctx.deregister_table(tables::FEATURE_DATES)?;
-    ctx.register_batch(tables::FEATURE_DATES, batch)?;
-    Ok(())
+    crate::session::cluster::register_batch(ctx, tables::FEATURE_DATES, batch).await
 }
 
 /// A population or feature file's rows at every date, with `as_of` as a Date32: as it

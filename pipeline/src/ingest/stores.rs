@@ -270,6 +270,38 @@ pub fn register<'a>(
     Ok(())
 }
 
+/// The object stores of a cluster process (`riskstrat cluster scheduler|executor`),
+/// which has no job file: any `file://` path, and each cloud bucket's store built on
+/// first use from the process's environment, as [`build`] builds an input's.
+#[derive(Debug, Default)]
+pub struct FromEnvironment {
+    known: datafusion::execution::object_store::DefaultObjectStoreRegistry,
+}
+
+impl datafusion::execution::object_store::ObjectStoreRegistry for FromEnvironment {
+    fn register_store(
+        &self,
+        url: &url::Url,
+        store: Arc<dyn ObjectStore>,
+    ) -> Option<Arc<dyn ObjectStore>> {
+        self.known.register_store(url, store)
+    }
+
+    fn deregister_store(&self, url: &url::Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
+        self.known.deregister_store(url)
+    }
+
+    fn get_store(&self, url: &url::Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
+        if let Ok(store) = self.known.get_store(url) {
+            return Ok(store);
+        }
+        let (base, store) = build(url.as_str(), &StorageOptions::default())
+            .map_err(|e| datafusion::error::DataFusionError::Execution(e.message))?;
+        self.known.register_store(base.as_ref(), store.clone());
+        Ok(store)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,38 +62,18 @@ pub async fn register_valid(
         if table.name == PATIENTS.name {
             // Small (one row per person) and read by every other rule and stage; the
             // person key numbered here, once, so that it is the same in every plan.
-            valid = cache_in_pool(ctx, valid.with_column(PERSON, row_number())?).await?;
+            valid = crate::session::cluster::cache(
+                ctx,
+                "cached patients",
+                valid.with_column(PERSON, row_number())?,
+            )
+            .await?;
         }
         ctx.register_table(table.name, valid.into_view())?;
         ctx.register_table(tables::checked(table.name), checked.into_view())?;
         done.push(table);
     }
     Ok(done)
-}
-
-/// `df` collected into memory, with its bytes reserved in the session's memory pool
-/// for the session's life: `[resources] memory_limit` then bounds the cached patients
-/// (about 110 bytes a person) as well as DataFusion's own work, which gets the rest.
-async fn cache_in_pool(ctx: &SessionContext, df: DataFrame) -> Result<DataFrame> {
-    use datafusion::datasource::MemTable;
-    use datafusion::execution::memory_pool::MemoryConsumer;
-    use std::sync::Arc;
-    let schema = Arc::new(df.schema().as_arrow().clone());
-    let partitions = df.collect_partitioned().await?;
-    let bytes = partitions
-        .iter()
-        .flatten()
-        .map(|b| b.get_array_memory_size())
-        .sum();
-    let held = MemoryConsumer::new("cached patients").register(&ctx.runtime_env().memory_pool);
-    held.try_grow(bytes)?;
-    // Held by the session, so reserved for as long as the table can be read.
-    ctx.state_ref()
-        .write()
-        .config_mut()
-        .set_extension(Arc::new(held));
-    let table = MemTable::try_new(schema, partitions)?;
-    Ok(ctx.read_table(Arc::new(table))?)
 }
 
 /// One pass over a table: how many rows survived opt-outs, why any were quarantined,
@@ -187,42 +167,3 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::parquet::arrow::ArrowWriter;
 use futures::StreamExt;
 use std::path::Path;
-
-#[cfg(test)]
-mod tests {
-    use super::cache_in_pool;
-    use crate::session::{SessionOptions, new_context};
-
-    fn options(limit: usize) -> SessionOptions {
-        SessionOptions {
-            memory_limit: Some(limit),
-            temp_dir: None,
-            target_partitions: Some(2),
-        }
-    }
-
-    /// The cached patients count against `memory_limit`: their bytes stay reserved in
-    /// the pool while the session lives, and a limit they do not fit in is an error.
-    #[tokio::test]
-    async fn cached_rows_are_reserved_in_the_memory_pool() {
-        let ctx = new_context(&options(64 << 20)).unwrap();
-        let df = ctx
-            .sql("SELECT v, repeat('x', 32) AS s FROM generate_series(1, 20000) AS t(v)")
-            .await
-            .unwrap();
-        let before = ctx.runtime_env().memory_pool.reserved();
-        let cached = cache_in_pool(&ctx, df).await.unwrap();
-        let held = ctx.runtime_env().memory_pool.reserved() - before;
-        assert!(held > 20_000 * 40, "{held} bytes reserved");
-        assert_eq!(cached.clone().count().await.unwrap(), 20_000);
-        assert_eq!(ctx.runtime_env().memory_pool.reserved() - before, held);
-
-        let small = new_context(&options(1 << 10)).unwrap();
-        let df = small
-            .sql("SELECT v, repeat('x', 32) AS s FROM generate_series(1, 20000) AS t(v)")
-            .await
-            .unwrap();
-        let err = cache_in_pool(&small, df).await.unwrap_err().to_string();
-        assert!(err.contains("cached patients"), "{err}");
-    }
-}

@@ -65,6 +65,14 @@ pub struct Manifest {
     /// elsewhere and in manifests of older runs).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub peak_memory_mib: BTreeMap<String, u64>,
+    /// Where the relational stages ran: "in-process", or the `df://` address of the
+    /// Ballista scheduler of the job's `[cluster]` (absent in older runs' manifests).
+    #[serde(default = "in_process")]
+    pub ran_on: String,
+}
+
+fn in_process() -> String {
+    "in-process".to_string()
 }
 
 /// The figures of a temporal validation that history and the summary show.

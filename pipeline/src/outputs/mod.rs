@@ -8,30 +8,43 @@ pub mod run_store;
 
 use crate::durable::io_at;
 use crate::error::{Error, Result};
-use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::prelude::DataFrame;
 use std::path::Path;
 
 /// Execute `df` into one Parquet file; returns the number of rows written.
 pub async fn write_parquet(df: DataFrame, path: &Path) -> Result<u64> {
-    let batches = df
-        .write_parquet(
-            &path.to_string_lossy(),
-            DataFrameWriteOptions::new().with_single_file_output(true),
-            None,
-        )
-        .await
-        .map_err(|e| written(path, e))?;
+    use datafusion::common::config::TableParquetOptions;
+    use datafusion::common::file_options::parquet_writer::ParquetWriterOptions;
+    use futures::StreamExt;
+    // Streamed into this process and written here, with the session's Parquet
+    // settings: on a cluster, a run's files are never written by an executor.
+    let mut options = TableParquetOptions {
+        global: df
+            .task_ctx()
+            .session_config()
+            .options()
+            .execution
+            .parquet
+            .clone(),
+        ..Default::default()
+    };
+    // ArrowWriter embeds the Arrow schema itself.
+    options.global.skip_arrow_metadata = true;
+    let props = ParquetWriterOptions::try_from(&options)?
+        .writer_options()
+        .clone();
+    let mut stream = df.execute_stream().await?;
+    let file = std::fs::File::create(path).map_err(io_at(path, "writing"))?;
+    let mut w =
+        datafusion::parquet::arrow::ArrowWriter::try_new(file, stream.schema(), Some(props))
+            .map_err(|e| written(path, e))?;
     let mut n = 0u64;
-    for b in batches {
-        if let Some(c) = b
-            .column(0)
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::UInt64Array>()
-        {
-            n += c.values().iter().sum::<u64>();
-        }
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        n += batch.num_rows() as u64;
+        w.write(&batch).map_err(|e| written(path, e))?;
     }
+    w.close().map_err(|e| written(path, e))?;
     Ok(n)
 }
 

@@ -30,11 +30,17 @@ pub struct RunContext<'j> {
 }
 
 impl<'j> RunContext<'j> {
-    /// A context that reads and checks the inputs and writes nothing.
-    pub fn checking(job: &'j Job, clock: Clock) -> Result<Self> {
+    /// A context that reads and checks the inputs and writes nothing. Its session runs
+    /// in-process, or on the job's `[cluster]`.
+    pub async fn checking(job: &'j Job, clock: Clock) -> Result<Self> {
+        let opts = SessionOptions::from_job(&job.resources)?;
+        let ctx = match &job.cluster {
+            None => new_context(&opts)?,
+            Some(c) => crate::session::cluster::connect(&opts, &c.scheduler, &c.scratch).await?,
+        };
         Ok(Self {
             job,
-            ctx: new_context(&SessionOptions::from_job(&job.resources)?)?,
+            ctx,
             sql: SqlSource {
                 override_dir: job.sql_dir.clone(),
             },
@@ -52,7 +58,7 @@ impl<'j> RunContext<'j> {
 
     /// A context for a run: claims the run's id and folder in the job's run store.
     pub async fn claim(job: &'j Job, clock: Clock) -> Result<Self> {
-        let mut rc = Self::checking(job, clock)?;
+        let mut rc = Self::checking(job, clock).await?;
         let folder = RunStore::of(&job.output, &job.storage)?
             .create(&job.name, rc.started)
             .await?;

@@ -39,34 +39,48 @@ pub async fn run_with(job: &Job, clock: Clock) -> Result<RunOutcome> {
 
 async fn run_stages(job: &Job, clock: Clock) -> Result<RunOutcome> {
     let rc = RunContext::claim(job, clock).await?;
+    // On a cluster, the tables the run wrote to scratch storage go, whatever happened.
+    let result = stages_of(&rc, job).await;
+    crate::session::cluster::clean(&rc.ctx).await?;
+    let manifest = result?;
+    let dir = rc.into_folder()?.commit().await?;
+    Ok(RunOutcome {
+        dir,
+        metrics: manifest.1,
+        manifest: manifest.0,
+    })
+}
+
+/// Every stage, the report and the manifest written into the staging folder.
+async fn stages_of(rc: &RunContext<'_>, job: &Job) -> Result<(Manifest, Metrics)> {
     if let Some(e) = crate::faults::failure("run.start") {
         return Err(crate::error::Error::failed(e));
     }
-    let mut loaded = stages::load(&rc, stages::Checks::WithFeatures).await?;
-    let saved = stages::saved_model(&rc)?;
-    let features = stages::features(&rc, &mut loaded, saved.as_ref().map(|(_, m)| m)).await?;
-    let trained = stages::model(&rc, &features, saved).await?;
-    let scored = stages::score(&rc, &trained).await?;
-    stages::service_evaluation(&rc, &trained, &scored).await?;
-    stages::model_files(&rc, &trained)?;
-    let feedback = stages::feedback(&rc).await?;
-    let cohorts = stages::cohorts(&rc, &feedback).await?;
-    let changes = stages::changes(&rc).await?;
+    // The tee feeds a plan in this process; a cluster's plans read the valid rows.
+    let checks = match job.cluster {
+        None => stages::Checks::WithFeatures,
+        Some(_) => stages::Checks::Now,
+    };
+    let mut loaded = stages::load(rc, checks).await?;
+    let saved = stages::saved_model(rc)?;
+    let features = stages::features(rc, &mut loaded, saved.as_ref().map(|(_, m)| m)).await?;
+    let trained = stages::model(rc, &features, saved).await?;
+    let scored = stages::score(rc, &trained).await?;
+    stages::service_evaluation(rc, &trained, &scored).await?;
+    stages::model_files(rc, &trained)?;
+    let feedback = stages::feedback(rc).await?;
+    let cohorts = stages::cohorts(rc, &feedback).await?;
+    let changes = stages::changes(rc).await?;
     let manifest = manifest(
-        &rc, &loaded, &features, &trained, &scored, &feedback, &cohorts, changes,
+        rc, &loaded, &features, &trained, &scored, &feedback, &cohorts, changes,
     );
     // An input rewritten while the run read it could mix old and new data.
     crate::faults::point("run.before_recheck");
     ingest::recheck::unchanged(&rc.ctx, &loaded.inputs).await?;
-    rc.write("report.html", report_html(&rc, &manifest).await?.as_bytes())?;
+    rc.write("report.html", report_html(rc, &manifest).await?.as_bytes())?;
     // The manifest last: it marks the run complete.
     rc.write("manifest.json", &serde_json::to_vec_pretty(&manifest)?)?;
-    let dir = rc.into_folder()?.commit().await?;
-    Ok(RunOutcome {
-        dir,
-        manifest,
-        metrics: trained.metrics,
-    })
+    Ok((manifest, trained.metrics))
 }
 
 /// The run's report, from the staging folder as it stands (everything but the report
@@ -154,5 +168,7 @@ fn manifest(
         outputs,
         timings_ms: rc.progress.timings_ms(),
         peak_memory_mib: rc.progress.peak_memory_mib(),
+        ran_on: crate::session::cluster::scheduler(&rc.ctx)
+            .unwrap_or_else(|| "in-process".to_string()),
     }
 }

@@ -18,7 +18,7 @@ use chrono::{Days, NaiveDate};
 use datafusion::arrow::array::{Date32Array, Float64Array, RecordBatch};
 use datafusion::common::JoinType;
 use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::prelude::{DataFrame, ParquetReadOptions, ident};
+use datafusion::prelude::{DataFrame, ident};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -186,13 +186,7 @@ pub async fn features(
             }),
         )
         .await?;
-    rc.ctx
-        .register_parquet(
-            tables::FEATURES,
-            path.to_string_lossy().as_ref(),
-            ParquetReadOptions::default(),
-        )
-        .await?;
+    crate::session::cluster::register_file(&rc.ctx, tables::FEATURES, &path).await?;
     let names = crate::features::non_key_columns(&rc.ctx.table(tables::FEATURES).await?);
     Ok(Features {
         population,
@@ -302,7 +296,7 @@ pub async fn score(rc: &RunContext<'_>, trained: &Trained) -> Result<Scored> {
                 .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
                 .map(|r| r.values().to_vec())
                 .unwrap_or_default();
-            rc.ctx.register_batch(tables::SCORES, batch)?;
+            crate::session::cluster::register_batch(&rc.ctx, tables::SCORES, batch).await?;
             Ok(Scored { tier_sizes, risk })
         })
         .await
@@ -374,7 +368,8 @@ pub async fn feedback(rc: &RunContext<'_>) -> Result<Feedback> {
     let text = rc.sql.get("feedback_exclusions.sql")?;
     let exclusions = crate::sql::query(&rc.ctx, &text, &rc.params).await?;
     check_columns(&exclusions, &text.origin, &[("pseudo_id", Kind::Text)])?;
-    let exclusions = exclusions.cache().await?;
+    let exclusions =
+        crate::session::cluster::cache(&rc.ctx, "feedback exclusions", exclusions).await?;
     Ok(Feedback {
         exclusions: Some(exclusions),
         outcomes: crate::outputs::manifest::feedback_outcomes(&rc.ctx, rc.job.as_of).await?,
@@ -429,7 +424,9 @@ pub async fn changes(rc: &RunContext<'_>) -> Result<Changes> {
             else {
                 return Ok(Changes::default());
             };
-            if !crate::changes::register_previous(&rc.ctx, &previous).await? {
+            // Small files of this run's staging folder, which only this process sees.
+            let ctx = crate::session::cluster::in_process(&rc.ctx).await?;
+            if !crate::changes::register_previous(&ctx, &previous).await? {
                 return Ok(Changes::default());
             }
             let mut out = Changes {
@@ -444,7 +441,7 @@ pub async fn changes(rc: &RunContext<'_>) -> Result<Changes> {
                 let file = crate::changes::file_name(&name);
                 let Some(path) = rc.path(&file) else { continue };
                 let counts = crate::changes::compare(
-                    &rc.ctx, &rc.sql, &rc.params, &previous, &name, &current, &path,
+                    &ctx, &rc.sql, &rc.params, &previous, &name, &current, &path,
                 )
                 .await?;
                 if let Some(c) = counts {
@@ -452,7 +449,7 @@ pub async fn changes(rc: &RunContext<'_>) -> Result<Changes> {
                     out.counts.insert(name, c);
                 }
             }
-            rc.ctx.deregister_table(tables::PREVIOUS_SCORES)?;
+            ctx.deregister_table(tables::PREVIOUS_SCORES)?;
             Ok(out)
         })
         .await

@@ -7,13 +7,16 @@
 //! Person-level tables are not registered here: only `ingest::register_inputs` does
 //! that, and it always goes through `governance::optouts`.
 
+pub mod cluster;
 pub mod functions;
 pub mod reference;
 
 use crate::error::Result;
+use datafusion::catalog::MemTable;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -41,8 +44,8 @@ impl SessionOptions {
     }
 }
 
-/// A fresh session with riskstrat's configuration, functions and reference tables.
-pub fn new_context(opts: &SessionOptions) -> Result<SessionContext> {
+/// riskstrat's session configuration, in-process or on a cluster.
+pub(crate) fn config(opts: &SessionOptions) -> SessionConfig {
     let mut config = SessionConfig::new()
         .with_information_schema(false)
         // Contract types are Utf8; keep them so outputs match the contract.
@@ -59,6 +62,11 @@ pub fn new_context(opts: &SessionOptions) -> Result<SessionContext> {
     if let Some(n) = opts.target_partitions {
         config = config.with_target_partitions(n);
     }
+    config
+}
+
+/// A fresh session with riskstrat's configuration, functions and reference tables.
+pub fn new_context(opts: &SessionOptions) -> Result<SessionContext> {
     let mut runtime = RuntimeEnvBuilder::new();
     if let Some(limit) = opts.memory_limit {
         runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
@@ -66,23 +74,105 @@ pub fn new_context(opts: &SessionOptions) -> Result<SessionContext> {
     if let Some(dir) = &opts.temp_dir {
         runtime = runtime.with_temp_file_path(dir.clone());
     }
-    let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
+    let ctx = SessionContext::new_with_config_rt(config(opts), runtime.build_arc()?);
     register_functions(&ctx)?;
     Ok(ctx)
 }
 
-/// UDFs and reference tables. Idempotent per session.
+/// riskstrat's UDFs: `is_pseudo_id`, `age_band`, and the reference lists as lookups,
+/// `ltc_group(bnf_code)` and `charlson_condition(icd10_code)`.
+pub(crate) fn scalar_functions() -> Result<Vec<Arc<ScalarUDF>>> {
+    Ok(vec![
+        Arc::new(functions::is_pseudo_id_udf()),
+        Arc::new(functions::age_band_udf()),
+        Arc::new(functions::prefix_lookup_udf(
+            PrefixLookup::ltc_groups()?,
+            "ltc_group",
+        )),
+        Arc::new(functions::prefix_lookup_udf(
+            PrefixLookup::charlson()?,
+            "charlson_condition",
+        )),
+    ])
+}
+
+/// UDFs and reference tables (in memory). Idempotent per session.
 pub fn register_functions(ctx: &SessionContext) -> Result<()> {
-    ctx.register_udf(functions::is_pseudo_id_udf());
-    ctx.register_udf(functions::age_band_udf());
-    // ltc_group(bnf_code), charlson_condition(icd10_code): the reference lists as lookups.
-    ctx.register_udf(functions::prefix_lookup_udf(
-        PrefixLookup::ltc_groups()?,
-        "ltc_group",
-    ));
-    ctx.register_udf(functions::prefix_lookup_udf(
-        PrefixLookup::charlson()?,
-        "charlson_condition",
-    ));
-    reference::register_reference_tables(ctx)
+    for f in scalar_functions()? {
+        ctx.register_udf(Arc::unwrap_or_clone(f));
+    }
+    for (name, batch) in reference::tables()? {
+        let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+        ctx.register_table(name, Arc::new(table))?;
+    }
+    Ok(())
+}
+
+/// `df` collected into memory, with its bytes reserved in the session's memory pool
+/// (as `what`) for the session's life: `[resources] memory_limit` then bounds the
+/// cached rows (the valid patients, about 110 bytes a person) as well as DataFusion's
+/// own work, which gets the rest.
+pub(crate) async fn cache_in_pool(
+    ctx: &SessionContext,
+    what: &str,
+    df: DataFrame,
+) -> Result<DataFrame> {
+    use datafusion::execution::memory_pool::MemoryConsumer;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let partitions = df.collect_partitioned().await?;
+    let bytes = partitions
+        .iter()
+        .flatten()
+        .map(|b| b.get_array_memory_size())
+        .sum();
+    let held = MemoryConsumer::new(what).register(&ctx.runtime_env().memory_pool);
+    held.try_grow(bytes)?;
+    // Held by the session, so reserved for as long as the table can be read.
+    ctx.state_ref()
+        .write()
+        .config_mut()
+        .set_extension(Arc::new(held));
+    let table = MemTable::try_new(schema, partitions)?;
+    Ok(ctx.read_table(Arc::new(table))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SessionOptions, cache_in_pool, new_context};
+
+    fn options(limit: usize) -> SessionOptions {
+        SessionOptions {
+            memory_limit: Some(limit),
+            temp_dir: None,
+            target_partitions: Some(2),
+        }
+    }
+
+    /// The cached patients count against `memory_limit`: their bytes stay reserved in
+    /// the pool while the session lives, and a limit they do not fit in is an error.
+    #[tokio::test]
+    async fn cached_rows_are_reserved_in_the_memory_pool() {
+        let ctx = new_context(&options(64 << 20)).unwrap();
+        let df = ctx
+            .sql("SELECT v, repeat('x', 32) AS s FROM generate_series(1, 20000) AS t(v)")
+            .await
+            .unwrap();
+        let before = ctx.runtime_env().memory_pool.reserved();
+        let cached = cache_in_pool(&ctx, "cached patients", df).await.unwrap();
+        let held = ctx.runtime_env().memory_pool.reserved() - before;
+        assert!(held > 20_000 * 40, "{held} bytes reserved");
+        assert_eq!(cached.clone().count().await.unwrap(), 20_000);
+        assert_eq!(ctx.runtime_env().memory_pool.reserved() - before, held);
+
+        let small = new_context(&options(1 << 10)).unwrap();
+        let df = small
+            .sql("SELECT v, repeat('x', 32) AS s FROM generate_series(1, 20000) AS t(v)")
+            .await
+            .unwrap();
+        let err = cache_in_pool(&small, "cached patients", df)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cached patients"), "{err}");
+    }
 }

@@ -5,8 +5,6 @@ use crate::error::Result;
 use crate::ingest::contract::{ELECTIVE_METHODS, EMERGENCY_METHODS, OTHER_VALID_METHODS};
 use datafusion::arrow::array::{ArrayRef, Int32Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::catalog::MemTable;
-use datafusion::prelude::SessionContext;
 use std::sync::Arc;
 
 pub const LTC_BNF_GROUPS_CSV: &str = include_str!("../../../data/reference/ltc_bnf_groups.csv");
@@ -86,13 +84,15 @@ impl PrefixLookup {
     }
 }
 
-pub(super) fn register_reference_tables(ctx: &SessionContext) -> Result<()> {
+/// The reference tables, by name: `ltc_bnf_groups`, `charlson_codes`, `admission_methods`.
+pub(super) fn tables() -> Result<Vec<(&'static str, RecordBatch)>> {
+    let mut out = Vec::new();
     let ltc = parse_csv(LTC_BNF_GROUPS_CSV);
     let batch = RecordBatch::try_from_iter(vec![
         ("ltc_group", strings(ltc.iter().map(|r| r[0].as_str()))),
         ("bnf_prefix", strings(ltc.iter().map(|r| r[1].as_str()))),
     ])?;
-    register_batch(ctx, "ltc_bnf_groups", batch)?;
+    out.push(("ltc_bnf_groups", batch));
 
     let ch = parse_csv(CHARLSON_CSV);
     let weights: Int32Array = ch.iter().map(|r| r[2].parse::<i32>().ok()).collect();
@@ -102,7 +102,7 @@ pub(super) fn register_reference_tables(ctx: &SessionContext) -> Result<()> {
         ("weight", Arc::new(weights) as ArrayRef),
         ("icd10_prefix", strings(ch.iter().map(|r| r[3].as_str()))),
     ])?;
-    register_batch(ctx, "charlson_codes", batch)?;
+    out.push(("charlson_codes", batch));
 
     let methods: Vec<(&str, &str)> = EMERGENCY_METHODS
         .iter()
@@ -120,14 +120,8 @@ pub(super) fn register_reference_tables(ctx: &SessionContext) -> Result<()> {
             strings(methods.iter().map(|m| m.1)),
         ],
     )?;
-    register_batch(ctx, "admission_methods", batch)?;
-    Ok(())
-}
-
-fn register_batch(ctx: &SessionContext, name: &str, batch: RecordBatch) -> Result<()> {
-    let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
-    ctx.register_table(name, Arc::new(table))?;
-    Ok(())
+    out.push(("admission_methods", batch));
+    Ok(out)
 }
 
 fn strings<'a>(it: impl Iterator<Item = &'a str>) -> ArrayRef {

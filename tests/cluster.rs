@@ -1,0 +1,426 @@
+//! The same job in-process and on an Apache Ballista cluster (issue 17): a scheduler
+//! and two executors started here as separate `riskstrat cluster` processes on
+//! 127.0.0.1, data written by an independent generator (tests/python/cluster_data.py,
+//! not `synth`), and the run folders compared file by file. Also: what a job with a
+//! `[cluster]` must give (absolute inputs, a scheduler address), and a cluster that is
+//! not there.
+
+mod common;
+
+use common::moto::*;
+use common::*;
+use datafusion::arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A process of the cluster, killed when dropped; its output goes to `log`.
+struct Process {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(args: &[String], log: PathBuf, s3: Option<&str>) -> Process {
+    let out = std::fs::File::create(&log).unwrap();
+    let mut cmd = riskstrat();
+    if let Some(endpoint) = s3 {
+        with_s3(&mut cmd, endpoint);
+    }
+    let child = cmd
+        .env("RISKSTRAT_LOG", "warn")
+        .args(args)
+        .stdout(Stdio::from(out.try_clone().unwrap()))
+        .stderr(Stdio::from(out))
+        .spawn()
+        .unwrap();
+    Process { child, log }
+}
+
+/// One scheduler and `n` executors on 127.0.0.1, ready (the scheduler's /readyz).
+struct Cluster {
+    port: u16,
+    processes: Vec<Process>,
+}
+
+impl Cluster {
+    /// `s3`: the endpoint of an S3 store every process reads (from its environment).
+    fn start(dir: &Path, n: usize, s3: Option<&str>) -> Cluster {
+        let port = free_port();
+        let mut processes = vec![spawn(
+            &[
+                "cluster".into(),
+                "scheduler".into(),
+                "--bind".into(),
+                format!("127.0.0.1:{port}"),
+                "--min-executors".into(),
+                n.to_string(),
+            ],
+            dir.join("scheduler.log"),
+            s3,
+        )];
+        for i in 0..n {
+            processes.push(spawn(
+                &[
+                    "cluster".into(),
+                    "executor".into(),
+                    "--scheduler".into(),
+                    format!("127.0.0.1:{port}"),
+                    "--bind".into(),
+                    format!("127.0.0.1:{}", free_port()),
+                    "--grpc-port".into(),
+                    free_port().to_string(),
+                    "--work-dir".into(),
+                    dir.join(format!("executor-{i}"))
+                        .to_string_lossy()
+                        .into_owned(),
+                    "--concurrent-tasks".into(),
+                    "2".into(),
+                ],
+                dir.join(format!("executor-{i}.log")),
+                s3,
+            ));
+        }
+        let cluster = Cluster { port, processes };
+        cluster.wait_ready();
+        cluster
+    }
+
+    /// What a script does: poll GET /readyz until it answers 200.
+    fn wait_ready(&self) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            if let Ok(r) = ureq::get(&url).call()
+                && r.status() == 200
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("the cluster was not ready in 60 s:\n{}", self.logs());
+    }
+
+    fn logs(&self) -> String {
+        self.processes
+            .iter()
+            .map(|p| {
+                format!(
+                    "--- {}\n{}",
+                    p.log.display(),
+                    std::fs::read_to_string(&p.log).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    fn address(&self) -> String {
+        format!("df://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Extracts from the independent generator, `people` people.
+fn extracts(dir: &Path, people: usize) -> PathBuf {
+    let python = std::env::var("RISKSTRAT_PYTHON").unwrap_or_else(|_| {
+        panic!("RISKSTRAT_PYTHON is not set: run ./scripts/test.sh, which installs pyarrow into target/pyenv")
+    });
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/cluster_data.py");
+    let data = dir.join("data");
+    let o = Command::new(python)
+        .arg(script)
+        .arg(&data)
+        .args([people.to_string(), "17".into()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    data
+}
+
+const TABLES: [&str; 5] = [
+    "patients",
+    "optouts",
+    "appointments",
+    "prescriptions",
+    "admissions",
+];
+
+fn job(dir: &Path, name: &str, data: &Path, cluster: Option<(&str, &Path)>) -> PathBuf {
+    let data = data.display().to_string();
+    let cluster = cluster.map(|(s, p)| (s, p.display().to_string()));
+    job_at(
+        dir,
+        name,
+        &data,
+        cluster.as_ref().map(|(s, p)| (*s, p.as_str())),
+    )
+}
+
+/// A job over the tables under `data` (a folder or a URL), on `cluster` (scheduler,
+/// scratch) if given.
+fn job_at(dir: &Path, name: &str, data: &str, cluster: Option<(&str, &str)>) -> PathBuf {
+    let mut text = format!(
+        "[job]\nname = \"{name}\"\nas_of = \"2026-04-01\"\noutput = \"{}\"\n\n[inputs]\n",
+        dir.join("runs").display()
+    );
+    for t in TABLES {
+        text += &format!("{t} = \"{data}/{t}/\"\n");
+    }
+    if let Some((scheduler, scratch)) = cluster {
+        text += &format!("\n[cluster]\nscheduler = \"{scheduler}\"\nscratch = \"{scratch}\"\n");
+    }
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A Parquet file's rows keyed by pseudo_id, every column as text (floats to 9
+/// significant digits: the model is fitted from the same rows in another order).
+fn rows(path: &Path) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for b in read_parquet(path) {
+        let ids = b
+            .column_by_name("pseudo_id")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .clone();
+        for r in 0..b.num_rows() {
+            let values = (0..b.num_columns()).map(|c| cell(&b, c, r)).collect();
+            assert!(
+                out.insert(ids.value(r).to_string(), values).is_none(),
+                "{}: a pseudo_id twice",
+                path.display()
+            );
+        }
+    }
+    out
+}
+
+fn cell(b: &RecordBatch, c: usize, r: usize) -> String {
+    let col = b.column(c);
+    if col.is_null(r) {
+        return "null".into();
+    }
+    if let Some(f) = col.as_any().downcast_ref::<Float64Array>() {
+        return format!("{:.9e}", f.value(r));
+    }
+    if let Some(i) = col.as_any().downcast_ref::<Int64Array>() {
+        return i.value(r).to_string();
+    }
+    datafusion::arrow::util::display::array_value_to_string(col, r).unwrap()
+}
+
+fn manifest(run: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_job_gives_the_same_run_on_a_cluster_as_in_process() {
+    let dir = scratch("cluster_same_run");
+    let data = extracts(&dir, 4000);
+    let cluster = Cluster::start(&dir, 2, None);
+    let scratch_dir = dir.join("shared-scratch");
+    std::fs::create_dir_all(&scratch_dir).unwrap();
+
+    let local = run_job(&job(&dir, "local", &data, None));
+    assert!(local.status.success(), "{}", stderr(&local));
+    let address = cluster.address();
+    let remote = run_job(&job(&dir, "remote", &data, Some((&address, &scratch_dir))));
+    assert!(
+        remote.status.success(),
+        "{}\n{}",
+        stderr(&remote),
+        cluster.logs()
+    );
+
+    let local = list_runs(&dir.join("runs"), "local").pop().unwrap();
+    let remote = list_runs(&dir.join("runs"), "remote").pop().unwrap();
+    for file in [
+        "features.parquet",
+        "scores.parquet",
+        "cohort_complex_needs.parquet",
+    ] {
+        let (a, b) = (rows(&local.join(file)), rows(&remote.join(file)));
+        assert!(a.len() > 100, "{file}: {} rows", a.len());
+        assert_eq!(a.len(), b.len(), "{file}");
+        for (id, values) in &a {
+            assert_eq!(Some(values), b.get(id), "{file}, one person's row");
+        }
+    }
+    let (ml, mr) = (manifest(&local), manifest(&remote));
+    assert_eq!(ml["ran_on"], "in-process");
+    assert_eq!(mr["ran_on"], address.as_str());
+    for key in ["rows", "optouts", "population", "cohorts", "tiers"] {
+        assert_eq!(ml[key], mr[key], "manifest {key}");
+    }
+    // The generator's rule-breaking rows were quarantined on the cluster too.
+    assert_eq!(
+        mr["rows"]["admissions"]["quarantined_by_reason"]["invalid_admission_method"], 1,
+        "{}",
+        mr["rows"]
+    );
+    // Both executors ran tasks: each holds shuffle output of the run's jobs.
+    for i in 0..2 {
+        let jobs = std::fs::read_dir(dir.join(format!("executor-{i}")))
+            .unwrap()
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with("datafusion-"))
+            .count();
+        assert!(jobs > 0, "executor {i} ran no job\n{}", cluster.logs());
+    }
+    // The run's tables in scratch storage are gone, and the run folder holds only
+    // what a run writes (nothing written there by an executor).
+    let left: Vec<_> = std::fs::read_dir(&scratch_dir).unwrap().flatten().collect();
+    assert!(left.is_empty(), "left in scratch: {left:?}");
+    let files = |run: &Path| -> Vec<String> {
+        let mut f: Vec<String> = walk(run)
+            .iter()
+            .map(|p| p.strip_prefix(run).unwrap().display().to_string())
+            .collect();
+        f.sort();
+        f
+    };
+    assert_eq!(files(&local), files(&remote));
+    // No pseudo_id in what the cluster's processes printed.
+    let logs = cluster.logs();
+    for id in rows(&local.join("scores.parquet")).keys().take(200) {
+        assert!(
+            !logs.contains(id.as_str()),
+            "a pseudo_id in the cluster's logs"
+        );
+    }
+}
+
+#[test]
+fn a_cluster_job_needs_absolute_inputs_and_a_scheduler_address() {
+    let dir = scratch("cluster_settings");
+    let data = extracts(&dir, 50);
+    let path = job(&dir, "j", &data, Some(("df://127.0.0.1:1", &dir)));
+    let text = std::fs::read_to_string(&path).unwrap();
+
+    let relative = text.replace(
+        &format!("{}/appointments/", data.display()),
+        "data/appointments/",
+    );
+    std::fs::write(&path, relative).unwrap();
+    let o = run_job(&path);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("[inputs] appointments") && e.contains("relative path"),
+        "{e}"
+    );
+
+    for (bad, setting) in [
+        (
+            "scheduler = \"df://127.0.0.1:1\"",
+            "scheduler = \"127.0.0.1:50050\"",
+        ),
+        (
+            "scheduler = \"df://127.0.0.1:1\"",
+            "scheduler = \"df://127.0.0.1:port\"",
+        ),
+    ] {
+        std::fs::write(&path, text.replace(bad, setting)).unwrap();
+        let o = run_job(&path);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("[cluster] scheduler"), "{}", stderr(&o));
+    }
+    std::fs::write(
+        &path,
+        text.replace(
+            &format!("scratch = \"{}\"", dir.display()),
+            "scratch = \"scratch\"",
+        ),
+    )
+    .unwrap();
+    let o = run_job(&path);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("[cluster] scratch"), "{}", stderr(&o));
+}
+
+/// Nothing listens at the scheduler's address: the run fails with an error naming the
+/// setting, promptly, and leaves no run behind.
+#[test]
+fn a_cluster_that_is_not_there_fails_the_run_naming_the_scheduler() {
+    let dir = scratch("cluster_absent");
+    let data = extracts(&dir, 50);
+    let address = format!("df://127.0.0.1:{}", free_port());
+    let path = job(&dir, "absent", &data, Some((&address, &dir)));
+    let start = Instant::now();
+    let o = run_job(&path);
+    assert!(!o.status.success());
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        start.elapsed()
+    );
+    let e = stderr(&o);
+    assert!(e.contains(&address), "{e}");
+    assert!(list_runs(&dir.join("runs"), "absent").is_empty());
+}
+
+/// Inputs in S3 (moto on 127.0.0.1) and the scratch storage there too: every process of
+/// the cluster builds its store from its environment, and the run equals an in-process
+/// run over local copies of the same files.
+#[test]
+fn a_job_with_inputs_in_s3_runs_on_the_cluster() {
+    let dir = scratch("cluster_s3");
+    let data = extracts(&dir, 1500);
+    let moto = Moto::start(false);
+    let mut files = Vec::new();
+    for t in TABLES {
+        for f in std::fs::read_dir(data.join(t)).unwrap().flatten() {
+            let key = format!("extract/{t}/{}", f.file_name().to_string_lossy());
+            files.push((key, std::fs::read(f.path()).unwrap()));
+        }
+    }
+    moto.put("cluster-in", &files);
+    let cluster = Cluster::start(&dir, 2, Some(&moto.endpoint()));
+
+    let local = run_job(&job(&dir, "local", &data, None));
+    assert!(local.status.success(), "{}", stderr(&local));
+    let address = cluster.address();
+    let path = job_at(
+        &dir,
+        "s3",
+        "s3://cluster-in/extract",
+        Some((&address, "s3://cluster-in/scratch")),
+    );
+    let mut cmd = riskstrat();
+    with_s3(&mut cmd, &moto.endpoint());
+    let o = cmd.arg("run").arg(&path).output().unwrap();
+    assert!(o.status.success(), "{}\n{}", stderr(&o), cluster.logs());
+    assert!(!stderr(&o).contains(SECRET));
+
+    let local = list_runs(&dir.join("runs"), "local").pop().unwrap();
+    let remote = list_runs(&dir.join("runs"), "s3").pop().unwrap();
+    for file in [
+        "features.parquet",
+        "scores.parquet",
+        "cohort_complex_needs.parquet",
+    ] {
+        assert_eq!(rows(&local.join(file)), rows(&remote.join(file)), "{file}");
+    }
+    assert_eq!(manifest(&remote)["ran_on"], address.as_str());
+    // Nothing is left under the scratch prefix.
+    let listing = ureq::get(&format!(
+        "{}/cluster-in?list-type=2&prefix=scratch/",
+        moto.endpoint()
+    ))
+    .call()
+    .unwrap()
+    .into_body()
+    .read_to_string()
+    .unwrap();
+    assert!(!listing.contains("<Key>"), "{listing}");
+    assert!(!cluster.logs().contains(SECRET));
+}
