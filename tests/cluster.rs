@@ -143,12 +143,14 @@ fn extracts(dir: &Path, people: usize) -> PathBuf {
     data
 }
 
-const TABLES: [&str; 5] = [
+const TABLES: [&str; 7] = [
     "patients",
     "optouts",
     "appointments",
     "prescriptions",
     "admissions",
+    "services",
+    "feedback",
 ];
 
 fn job(dir: &Path, name: &str, data: &Path, cluster: Option<(&str, &Path)>) -> PathBuf {
@@ -204,6 +206,20 @@ fn rows(path: &Path) -> BTreeMap<String, Vec<String>> {
     out
 }
 
+/// Every row of a Parquet file as text, sorted.
+fn all_rows(path: &Path) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = read_parquet(path)
+        .iter()
+        .flat_map(|b| {
+            (0..b.num_rows())
+                .map(|r| (0..b.num_columns()).map(|c| cell(b, c, r)).collect())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 fn cell(b: &RecordBatch, c: usize, r: usize) -> String {
     let col = b.column(c);
     if col.is_null(r) {
@@ -241,24 +257,50 @@ fn a_job_gives_the_same_run_on_a_cluster_as_in_process() {
         cluster.logs()
     );
 
+    // Each a second time: the runs compare themselves with the first ones (changes).
+    let second = run_job(&dir.join("local.toml"));
+    assert!(second.status.success(), "{}", stderr(&second));
+    let second = run_job(&dir.join("remote.toml"));
+    assert!(second.status.success(), "{}", stderr(&second));
+
     let local = list_runs(&dir.join("runs"), "local").pop().unwrap();
     let remote = list_runs(&dir.join("runs"), "remote").pop().unwrap();
     for file in [
         "features.parquet",
         "scores.parquet",
         "cohort_complex_needs.parquet",
+        "feedback_people.parquet",
     ] {
         let (a, b) = (rows(&local.join(file)), rows(&remote.join(file)));
-        assert!(a.len() > 100, "{file}: {} rows", a.len());
+        assert!(a.len() > 50, "{file}: {} rows", a.len());
         assert_eq!(a.len(), b.len(), "{file}");
         for (id, values) in &a {
             assert_eq!(Some(values), b.get(id), "{file}, one person's row");
         }
     }
+    // The service evaluation ran in the client's process, over the cluster's tables.
+    for file in [
+        "service_outcomes.parquet",
+        "service_balance.parquet",
+        "changes_complex_needs.parquet",
+    ] {
+        let a = all_rows(&local.join(file));
+        assert!(!a.is_empty(), "{file}");
+        assert_eq!(a, all_rows(&remote.join(file)), "{file}");
+    }
     let (ml, mr) = (manifest(&local), manifest(&remote));
     assert_eq!(ml["ran_on"], "in-process");
     assert_eq!(mr["ran_on"], address.as_str());
-    for key in ["rows", "optouts", "population", "cohorts", "tiers"] {
+    for key in [
+        "rows",
+        "optouts",
+        "population",
+        "cohorts",
+        "tiers",
+        "feedback",
+        "feedback_excluded",
+        "changes",
+    ] {
         assert_eq!(ml[key], mr[key], "manifest {key}");
     }
     // The generator's rule-breaking rows were quarantined on the cluster too.

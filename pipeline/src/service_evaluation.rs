@@ -517,8 +517,7 @@ async fn windows(
         ("start_date", d(&|e| e.start)),
         ("after_end", d(&|e| (e.start + 365).min(end))),
     ])?;
-    let _ = ctx.deregister_table(EPISODES)?;
-    ctx.register_batch(EPISODES, batch)?;
+    crate::session::cluster::register_batch(ctx, EPISODES, batch).await?;
     let zero = Windows {
         events_before: 0.0,
         days_before: 0.0,

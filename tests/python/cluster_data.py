@@ -3,7 +3,7 @@
 A small population in the data contract's pseudonymised tables, drawn with Python's
 own random numbers: each person has a hidden frailty that raises their appointments,
 medicines and the chance of emergency admissions, so the model has something to find.
-A few rows break the contract's rules on purpose (quarantine must see them), some
+Some people are enrolled in services (the service evaluation runs). A few rows break the contract's rules on purpose (quarantine must see them), some
 people have opted out, and each event table is split over two files.
 
 usage: python cluster_data.py OUT_DIR PEOPLE SEED
@@ -53,6 +53,7 @@ def main(out, people, seed):
     ad = {c: [] for c in ["pseudo_id", "spell_id", "provider_code", "admission_date",
                           "discharge_date", "admission_method", "primary_diagnosis",
                           "secondary_diagnoses", "spell_cost"]}
+    sv = {c: [] for c in ["pseudo_id", "service_code", "start_date", "end_date"]}
     optouts = []
     spell = 0
     for i in range(people):
@@ -69,6 +70,12 @@ def main(out, people, seed):
         p["date_of_death"].append(None)
         if rng.random() < 0.02:
             optouts.append(pid(i))
+        if rng.random() < 0.03 + 0.05 * min(frailty, 2):
+            start = day(rng, AS_OF - dt.timedelta(days=330), AS_OF - dt.timedelta(days=60))
+            sv["pseudo_id"].append(pid(i))
+            sv["service_code"].append(rng.choice(["VW01", "CM02"]))
+            sv["start_date"].append(start)
+            sv["end_date"].append(start + dt.timedelta(days=rng.randrange(30, 120)))
         for _ in range(int(rng.expovariate(1.0 / (2 + 6 * frailty)))):
             ap["pseudo_id"].append(pid(i))
             ap["appointment_date"].append(day(rng))
@@ -133,6 +140,20 @@ def main(out, people, seed):
         field("admission_date", d, False), field("discharge_date", d),
         field("admission_method", s, False), field("primary_diagnosis", s),
         field("secondary_diagnoses", pa.list_(s)), field("spell_cost", f64)]), parts=2)
+    # Care teams' feedback on some of the people: declined keeps a person out of cohorts.
+    fb = {c: [] for c in ["pseudo_id", "team", "outcome", "service_code", "recorded_date"]}
+    for i in rng.sample(range(people), max(1, people // 40)):
+        fb["pseudo_id"].append(pid(i))
+        fb["team"].append(rng.choice(["T01", "T02"]))
+        fb["outcome"].append(rng.choice(["reviewed", "enrolled", "declined", "not_appropriate"]))
+        fb["service_code"].append("VW01" if fb["outcome"][-1] == "enrolled" else None)
+        fb["recorded_date"].append(day(rng, AS_OF - dt.timedelta(days=200), AS_OF))
+    write(out, "feedback", fb, pa.schema([
+        field("pseudo_id", s, False), field("team", s, False), field("outcome", s, False),
+        field("service_code", s), field("recorded_date", d, False)]))
+    write(out, "services", sv, pa.schema([
+        field("pseudo_id", s, False), field("service_code", s, False),
+        field("start_date", d, False), field("end_date", d)]))
 
 
 if __name__ == "__main__":

@@ -67,12 +67,8 @@ pub struct Manifest {
     pub peak_memory_mib: BTreeMap<String, u64>,
     /// Where the relational stages ran: "in-process", or the `df://` address of the
     /// Ballista scheduler of the job's `[cluster]` (absent in older runs' manifests).
-    #[serde(default = "in_process")]
-    pub ran_on: String,
-}
-
-fn in_process() -> String {
-    "in-process".to_string()
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran_on: Option<String>,
 }
 
 /// The figures of a temporal validation that history and the summary show.

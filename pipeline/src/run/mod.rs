@@ -168,7 +168,8 @@ fn manifest(
         outputs,
         timings_ms: rc.progress.timings_ms(),
         peak_memory_mib: rc.progress.peak_memory_mib(),
-        ran_on: crate::session::cluster::scheduler(&rc.ctx)
-            .unwrap_or_else(|| "in-process".to_string()),
+        ran_on: Some(
+            crate::session::cluster::scheduler(&rc.ctx).unwrap_or_else(|| "in-process".to_string()),
+        ),
     }
 }
