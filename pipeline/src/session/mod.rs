@@ -108,6 +108,9 @@ pub fn register_functions(ctx: &SessionContext) -> Result<()> {
     Ok(())
 }
 
+/// The reservations of a session's cached tables, one per [`cache_in_pool`] call.
+struct Held(std::sync::Mutex<Vec<datafusion::execution::memory_pool::MemoryReservation>>);
+
 /// `df` collected into memory, with its bytes reserved in the session's memory pool
 /// (as `what`) for the session's life: `[resources] memory_limit` then bounds the
 /// cached rows (the valid patients, about 110 bytes a person) as well as DataFusion's
@@ -128,10 +131,14 @@ pub(crate) async fn cache_in_pool(
     let held = MemoryConsumer::new(what).register(&ctx.runtime_env().memory_pool);
     held.try_grow(bytes)?;
     // Held by the session, so reserved for as long as the table can be read.
-    ctx.state_ref()
-        .write()
-        .config_mut()
-        .set_extension(Arc::new(held));
+    let mut state = ctx.state_ref().write();
+    match state.config().get_extension::<Held>() {
+        Some(all) => all.0.lock().unwrap_or_else(|p| p.into_inner()).push(held),
+        None => state
+            .config_mut()
+            .set_extension(Arc::new(Held(std::sync::Mutex::new(vec![held])))),
+    }
+    drop(state);
     let table = MemTable::try_new(schema, partitions)?;
     Ok(ctx.read_table(Arc::new(table))?)
 }
@@ -163,6 +170,15 @@ mod tests {
         assert!(held > 20_000 * 40, "{held} bytes reserved");
         assert_eq!(cached.clone().count().await.unwrap(), 20_000);
         assert_eq!(ctx.runtime_env().memory_pool.reserved() - before, held);
+        // A second cached table adds to the first's reservation, not replaces it.
+        let df = ctx
+            .sql("SELECT v FROM generate_series(1, 1000) AS t(v)")
+            .await
+            .unwrap();
+        let _second = cache_in_pool(&ctx, "feedback exclusions", df)
+            .await
+            .unwrap();
+        assert!(ctx.runtime_env().memory_pool.reserved() - before > held);
 
         let small = new_context(&options(1 << 10)).unwrap();
         let df = small
