@@ -131,7 +131,8 @@ pub(crate) async fn cache_in_pool(
     let held = MemoryConsumer::new(what).register(&ctx.runtime_env().memory_pool);
     held.try_grow(bytes)?;
     // Held by the session, so reserved for as long as the table can be read.
-    let mut state = ctx.state_ref().write();
+    let state = ctx.state_ref();
+    let mut state = state.write();
     match state.config().get_extension::<Held>() {
         Some(all) => all.0.lock().unwrap_or_else(|p| p.into_inner()).push(held),
         None => state
@@ -170,7 +171,10 @@ mod tests {
         assert!(held > 20_000 * 40, "{held} bytes reserved");
         assert_eq!(cached.clone().count().await.unwrap(), 20_000);
         assert_eq!(ctx.runtime_env().memory_pool.reserved() - before, held);
-        // A second cached table adds to the first's reservation, not replaces it.
+        // A second cached table adds to the first's reservation, not replaces it. (As
+        // in a run, only the table is kept: a DataFrame would hold a copy of the
+        // session's configuration, and with it the first reservation.)
+        ctx.register_table("cached", cached.into_view()).unwrap();
         let df = ctx
             .sql("SELECT v FROM generate_series(1, 1000) AS t(v)")
             .await
