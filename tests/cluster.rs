@@ -322,6 +322,28 @@ fn a_job_gives_the_same_run_on_a_cluster_as_in_process() {
     // what a run writes (nothing written there by an executor).
     let left: Vec<_> = std::fs::read_dir(&scratch_dir).unwrap().flatten().collect();
     assert!(left.is_empty(), "left in scratch: {left:?}");
+    // A run that fails on the cluster after its tables reached scratch storage leaves
+    // neither a run nor scratch behind.
+    let bad = dir.join("bad.sql");
+    std::fs::write(
+        &bad,
+        "SELECT pseudo_id FROM scores WHERE no_such_column > 1\n",
+    )
+    .unwrap();
+    let failing = dir.join("failing.toml");
+    let text = std::fs::read_to_string(dir.join("remote.toml")).unwrap();
+    std::fs::write(
+        &failing,
+        format!("{text}\n[cohorts]\ninclude = [\"{}\"]\n", bad.display())
+            .replace("name = \"remote\"", "name = \"failing\""),
+    )
+    .unwrap();
+    let o = run_job(&failing);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("bad.sql"), "{}", stderr(&o));
+    assert!(list_runs(&dir.join("runs"), "failing").is_empty());
+    let left: Vec<_> = std::fs::read_dir(&scratch_dir).unwrap().flatten().collect();
+    assert!(left.is_empty(), "left in scratch by a failed run: {left:?}");
     let files = |run: &Path| -> Vec<String> {
         let mut f: Vec<String> = walk(run)
             .iter()
@@ -376,17 +398,50 @@ fn a_cluster_job_needs_absolute_inputs_and_a_scheduler_address() {
         assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
         assert!(stderr(&o).contains("[cluster] scheduler"), "{}", stderr(&o));
     }
-    std::fs::write(
-        &path,
-        text.replace(
-            &format!("scratch = \"{}\"", dir.display()),
-            "scratch = \"scratch\"",
-        ),
-    )
-    .unwrap();
+    for scratch in ["scratch", "hdfs://cluster/scratch"] {
+        std::fs::write(
+            &path,
+            text.replace(
+                &format!("scratch = \"{}\"", dir.display()),
+                &format!("scratch = \"{scratch}\""),
+            ),
+        )
+        .unwrap();
+        let o = run_job(&path);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("[cluster] scratch"), "{}", stderr(&o));
+    }
+    // The cluster's processes never see the job file: its [storage] would be ignored.
+    std::fs::write(&path, format!("{text}\n[storage]\nallow_http = true\n")).unwrap();
     let o = run_job(&path);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("[cluster] scratch"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("[storage]"), "{}", stderr(&o));
+
+    // An executor's own settings: the scheduler's address, its ports.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port().to_string();
+    let work = dir.join("work").to_string_lossy().into_owned();
+    for (scheduler, grpc, flag) in [
+        (":50050", free_port().to_string(), "--scheduler"),
+        ("127.0.0.1:port", free_port().to_string(), "--scheduler"),
+        ("127.0.0.1:50050", taken_port, "--grpc-port"),
+    ] {
+        let bind = format!("127.0.0.1:{}", free_port());
+        let o = riskstrat()
+            .args([
+                "cluster",
+                "executor",
+                "--scheduler",
+                scheduler,
+                "--bind",
+                &bind,
+            ])
+            .args(["--grpc-port", &grpc, "--work-dir", &work])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(flag), "{}", stderr(&o));
+    }
 }
 
 /// Nothing listens at the scheduler's address: the run fails with an error naming the

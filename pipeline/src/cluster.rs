@@ -50,6 +50,9 @@ pub struct ExecutorOptions {
     pub memory_limit: Option<usize>,
 }
 
+/// How long a finished job's shuffle files and results are kept on the executors.
+const RESULTS_KEPT_SECONDS: u64 = 3600;
+
 /// The session configuration every cluster process starts its sessions from:
 /// Ballista's (which a client's settings then override, job by job).
 fn config_producer() -> ConfigProducer {
@@ -61,8 +64,10 @@ pub async fn scheduler(opts: SchedulerOptions) -> Result<()> {
     use ballista_scheduler::cluster::BallistaCluster;
     use ballista_scheduler::config::SchedulerConfig;
     use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
-    let builder: ballista_scheduler::SessionBuilder =
-        Arc::new(|config: SessionConfig| process_state(config, None).map_err(into_df));
+    let runtime = process_runtime(None)?;
+    let builder: ballista_scheduler::SessionBuilder = Arc::new(move |config: SessionConfig| {
+        process_state(config, runtime.clone()).map_err(into_df)
+    });
     let config = SchedulerConfig {
         bind_host: opts.bind.ip().to_string(),
         bind_port: opts.bind.port(),
@@ -71,6 +76,10 @@ pub async fn scheduler(opts: SchedulerOptions) -> Result<()> {
             .clone()
             .unwrap_or_else(|| opts.bind.ip().to_string()),
         min_ready_executors: opts.min_executors,
+        // A finished job's results stay on the executors this long: a client streams
+        // them as it writes its files, which at scale takes longer than the default 5
+        // minutes.
+        finished_job_data_clean_up_interval_seconds: RESULTS_KEPT_SECONDS,
         override_session_builder: Some(builder),
         override_config_producer: Some(config_producer()),
         ..Default::default()
@@ -109,7 +118,9 @@ pub async fn executor(opts: ExecutorOptions) -> Result<()> {
     use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
     let (host, port) = opts
         .scheduler
+        .trim_start_matches("df://")
         .rsplit_once(':')
+        .filter(|(h, _)| !h.is_empty())
         .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
         .ok_or_else(|| {
             bad_input!(
@@ -117,15 +128,24 @@ pub async fn executor(opts: ExecutorOptions) -> Result<()> {
                 opts.scheduler
             )
         })?;
-    std::fs::create_dir_all(&opts.work_dir).map_err(crate::durable::io_at(
-        &opts.work_dir,
-        "creating the work folder",
-    ))?;
+    for (flag, port) in [
+        ("--bind", opts.bind.port()),
+        ("--grpc-port", opts.grpc_port),
+    ] {
+        std::net::TcpListener::bind((opts.bind.ip(), port)).map_err(|e| {
+            bad_input!(
+                "cluster executor {flag}: cannot listen on {}:{port} ({e})",
+                opts.bind.ip()
+            )
+        })?;
+    }
+    // Shuffle files are person-level rows: owner-only.
+    crate::durable::create_private_dir(&opts.work_dir)?;
+    let runtime = process_runtime(Some(&opts.work_dir))?;
     let registry = ballista_core::registry::BallistaFunctionRegistry::from(&process_state(
         config_producer()(),
-        None,
+        runtime.clone(),
     )?);
-    let runtime = process_runtime(Some(&opts.work_dir))?;
     let health = ballista_executor::health::ExecutorHealth::new();
     let config = ExecutorProcessConfig {
         bind_host: opts.bind.ip().to_string(),
@@ -139,6 +159,9 @@ pub async fn executor(opts: ExecutorOptions) -> Result<()> {
         vcores: opts.concurrent_tasks.unwrap_or(0),
         work_dir: Some(opts.work_dir.to_string_lossy().into_owned()),
         memory_pool_size: opts.memory_limit.map(|b| b as u64),
+        // Sweep jobs' files the scheduler did not remove (it stopped, or lost us).
+        job_data_ttl_seconds: RESULTS_KEPT_SECONDS,
+        job_data_clean_up_interval_seconds: 600,
         override_function_registry: Some(Arc::new(registry)),
         override_runtime_producer: Some(Arc::new(move |_: &SessionConfig| Ok(runtime.clone()))),
         override_config_producer: Some(config_producer()),

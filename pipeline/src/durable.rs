@@ -163,6 +163,17 @@ pub fn owner_only(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Create a folder (and any missing parents) its owner's only, 0700.
+pub fn create_private_dir(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(io_at(path, "creating folder"))?;
+    owner_only(path)
+}
+
 fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
     a.dev() == b.dev() && a.ino() == b.ino()
 }

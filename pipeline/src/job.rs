@@ -361,7 +361,7 @@ impl Job {
         let cluster = file
             .cluster
             .as_ref()
-            .map(|c| cluster_settings(c, &file.inputs, &at))
+            .map(|c| cluster_settings(c, &file.inputs, &file.storage, &at))
             .transpose()?;
         let schedule = file
             .schedule
@@ -655,6 +655,7 @@ fn sql_folder(job: &JobSection, at: &JobPath) -> Result<Option<PathBuf>> {
 fn cluster_settings(
     c: &ClusterSection,
     inputs: &BTreeMap<String, String>,
+    storage: &crate::ingest::stores::StorageOptions,
     at: &JobPath,
 ) -> Result<Cluster> {
     let port = c
@@ -668,6 +669,24 @@ fn cluster_settings(
             "{}: '{}' is not a scheduler address; write df://HOST:PORT (the --bind of `riskstrat cluster scheduler`)",
             at.ctx("[cluster] scheduler"),
             c.scheduler
+        ));
+    }
+    if let Some((scheme, _)) = c.scratch.split_once("://")
+        && is_url(&c.scratch)
+        && scheme != "file"
+        && crate::ingest::stores::Cloud::of(scheme).is_none()
+    {
+        return Err(bad_input!(
+            "{}: riskstrat writes scratch tables to an absolute path, file://, s3://, az:// or gs://, not '{scheme}'",
+            at.ctx("[cluster] scratch")
+        ));
+    }
+    if *storage != crate::ingest::stores::StorageOptions::default() {
+        // The scheduler and executors cannot see the job file: they build their
+        // stores from their own environment only.
+        return Err(bad_input!(
+            "{}: on a cluster every process builds its object stores from its environment; remove [storage] and set AWS_ENDPOINT, AWS_REGION, AWS_ALLOW_HTTP (or the Azure and GCS equivalents) for the client, the scheduler and every executor",
+            at.ctx("[storage]")
         ));
     }
     if !is_url(&c.scratch) && !Path::new(&c.scratch).is_absolute() {

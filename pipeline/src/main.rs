@@ -750,8 +750,9 @@ async fn validate(a: ValidateArgs) -> Result<()> {
             riskstrat::quality::report(&rc.ctx, &loaded.inputs, &loaded.counts, job.as_of).await
         }
         .await;
-        riskstrat::session::cluster::clean(&rc.ctx).await?;
-        report
+        let cleaned = riskstrat::session::cluster::clean(&rc.ctx).await;
+        let report = report?;
+        cleaned.map(|()| report)
     }
     .await;
     let report = match report {

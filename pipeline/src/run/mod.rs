@@ -41,8 +41,9 @@ async fn run_stages(job: &Job, clock: Clock) -> Result<RunOutcome> {
     let rc = RunContext::claim(job, clock).await?;
     // On a cluster, the tables the run wrote to scratch storage go, whatever happened.
     let result = stages_of(&rc, job).await;
-    crate::session::cluster::clean(&rc.ctx).await?;
+    let cleaned = crate::session::cluster::clean(&rc.ctx).await;
     let manifest = result?;
+    cleaned?;
     let dir = rc.into_folder()?.commit().await?;
     Ok(RunOutcome {
         dir,

@@ -52,17 +52,48 @@ impl Scratch {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
-        Ok(Self {
-            base: format!("{root}/riskstrat-{}-{nanos}/", std::process::id()),
+        let unique: u32 = rand::random();
+        let scratch = Self {
+            base: format!(
+                "{root}/riskstrat-{}-{nanos}-{unique:08x}/",
+                std::process::id()
+            ),
             scheduler: scheduler.to_string(),
             written: AtomicU64::new(0),
-        })
+        };
+        if let Some(dir) = scratch.local_dir() {
+            // Person-level rows go here: owner-only, like a run folder (every process
+            // of the cluster runs as the same service account).
+            crate::durable::create_private_dir(&dir)?;
+        }
+        Ok(scratch)
+    }
+
+    /// The folder on this machine's file system, for a `file://` scratch.
+    fn local_dir(&self) -> Option<std::path::PathBuf> {
+        let url = url::Url::parse(&self.base).ok()?;
+        (url.scheme() == "file")
+            .then(|| url.to_file_path().ok())
+            .flatten()
     }
 
     /// A new folder for one table: never reused, so no cached listing is stale.
     fn folder(&self, name: &str) -> String {
         let n = self.written.fetch_add(1, Ordering::Relaxed);
         format!("{}{name}-{n}/", self.base)
+    }
+}
+
+/// Whatever way the session ends (an error, a panic), a local scratch folder goes with
+/// it; [`clean`] removes one in an object store.
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(dir) = self.local_dir()
+            && dir.exists()
+            && let Err(e) = std::fs::remove_dir_all(&dir)
+        {
+            tracing::warn!("cannot remove the scratch folder {}: {e}", dir.display());
+        }
     }
 }
 
@@ -79,14 +110,11 @@ pub fn scheduler(ctx: &SessionContext) -> Option<String> {
 /// The session of a cluster process (scheduler or executor) or of a client before it
 /// connects: `config`, a runtime whose object stores come from the environment (and
 /// whose spill files go to `temp_dir`), and riskstrat's functions.
-pub fn process_state(
-    config: SessionConfig,
-    temp_dir: Option<&std::path::Path>,
-) -> Result<SessionState> {
+pub fn process_state(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> Result<SessionState> {
     use datafusion::execution::FunctionRegistry;
     let mut state = SessionStateBuilder::new()
         .with_config(config)
-        .with_runtime_env(process_runtime(temp_dir)?)
+        .with_runtime_env(runtime)
         .with_default_features()
         .build();
     for f in super::scalar_functions()? {
@@ -98,10 +126,22 @@ pub fn process_state(
 /// The runtime of a cluster process: object stores built on first use from the
 /// process's environment, spill files under `temp_dir`.
 pub fn process_runtime(temp_dir: Option<&std::path::Path>) -> Result<Arc<RuntimeEnv>> {
+    runtime(temp_dir, None)
+}
+
+fn runtime(
+    temp_dir: Option<&std::path::Path>,
+    memory_limit: Option<usize>,
+) -> Result<Arc<RuntimeEnv>> {
     let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
         .with_object_store_registry(Arc::new(crate::ingest::stores::FromEnvironment::default()));
     if let Some(dir) = temp_dir {
         runtime = runtime.with_temp_file_path(dir);
+    }
+    if let Some(limit) = memory_limit {
+        runtime = runtime.with_memory_pool(Arc::new(
+            datafusion::execution::memory_pool::FairSpillPool::new(limit),
+        ));
     }
     Ok(runtime.build_arc()?)
 }
@@ -120,7 +160,12 @@ pub async fn connect(
         config = config.with_target_partitions(16);
     }
     reachable(scheduler).await?;
-    let state = process_state(config, opts.temp_dir.as_deref())?;
+    // The client's own work (the model's columns, the scores, the service
+    // evaluation's local plans) within the job's memory limit, as in-process.
+    let state = process_state(
+        config,
+        runtime(opts.temp_dir.as_deref(), opts.memory_limit)?,
+    )?;
     let ctx = SessionContext::remote_with_state(scheduler, state)
         .await
         .map_err(|e| Error::from(e).context(format!("[cluster] scheduler {scheduler}")))?;
@@ -184,9 +229,22 @@ pub async fn register_file(ctx: &SessionContext, name: &str, path: &std::path::P
         return Ok(());
     };
     let folder = scratch.folder(name);
-    let bytes = std::fs::read(path).map_err(crate::durable::io_at(path, "reading"))?;
-    put(ctx, &format!("{folder}part-0.parquet"), bytes).await?;
+    copy_to(ctx, path, &format!("{folder}part-0.parquet")).await?;
     register_folder(ctx, name, &folder).await
+}
+
+/// Upload a local file in parts, never whole in memory (a single put is capped).
+async fn copy_to(ctx: &SessionContext, path: &std::path::Path, location: &str) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let (store, target) = store_and_path(ctx, location)?;
+    let failed = |e: std::io::Error| Error::failed(format!("writing {location}: {e}"));
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(crate::durable::io_at(path, "reading"))?;
+    let mut out = object_store::buffered::BufWriter::new(store, target);
+    tokio::io::copy(&mut file, &mut out).await.map_err(failed)?;
+    out.shutdown().await.map_err(failed)?;
+    Ok(())
 }
 
 /// `df`'s rows computed once and kept for the session: in-process in memory, reserved
@@ -278,4 +336,33 @@ fn store_and_path(
     let path = object_store::path::Path::from_url_path(url.path())
         .map_err(|e| Error::failed(format!("the scratch location {location}: {e}")))?;
     Ok((store, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Scratch;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A local scratch folder holds person-level rows: owner-only from its creation,
+    /// and gone when the session that owns it ends, however it ends.
+    #[test]
+    fn a_local_scratch_folder_is_owner_only_and_goes_with_its_session() {
+        let root = std::env::temp_dir().join(format!("rs-scratch-{}", std::process::id()));
+        let scratch = Scratch::new(root.to_str().unwrap(), "df://127.0.0.1:1").unwrap();
+        let dir = scratch.local_dir().unwrap();
+        assert!(dir.starts_with(&root), "{}", dir.display());
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        std::fs::write(dir.join("part-0.parquet"), b"rows").unwrap();
+        let other = Scratch::new(root.to_str().unwrap(), "df://127.0.0.1:1").unwrap();
+        assert_ne!(
+            other.local_dir(),
+            Some(dir.clone()),
+            "two runs share a folder"
+        );
+        drop(scratch);
+        assert!(!dir.exists());
+        drop(other);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
