@@ -7,7 +7,7 @@
 # EXECUTOR_MEMORY (default 3GiB) of memory pool. Prints wall time, peak RSS of the
 # client and of every cluster process, and each stage's time from the manifests.
 # MEMORY_LIMIT sets the in-process run's [resources] memory_limit. BIN defaults to the
-# release binary.
+# release binary. INPROCESS=off skips the in-process run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -50,6 +50,7 @@ for N in $SIZES; do
         "$DIR/job.toml" > "$BASE"
     printf '\n[outcomes]\nevaluate = false\n\n[resources]\ntarget_partitions = %s\n' "$THREADS" >> "$BASE"
 
+    if [ "${INPROCESS:-on}" = on ]; then
     JOB="$DIR/job-inprocess.toml"
     cp "$BASE" "$JOB"
     [ -n "${MEMORY_LIMIT:-}" ] && printf 'memory_limit = "%s"\n' "$MEMORY_LIMIT" >> "$JOB"
@@ -57,6 +58,7 @@ for N in $SIZES; do
         || { tail -20 "$DIR/inprocess.err"; exit 1; }
     read -r WALL PEAK < "$DIR/inprocess.time"
     summary "$(tail -1 "$DIR/inprocess.out")/manifest.json" "$WALL" "$PEAK" "in-process"
+    fi
 
     # The cluster, each process under /usr/bin/time for its peak RSS.
     C="$DIR/cluster"
@@ -79,13 +81,16 @@ for N in $SIZES; do
     cp "$BASE" "$JOB"
     printf '\n[cluster]\nscheduler = "df://127.0.0.1:%s"\nscratch = "%s"\n' "$SP" "$C/scratch" >> "$JOB"
     /usr/bin/time -f "%e %M" -o "$C/client.time" "$BIN" run "$JOB" > "$C/client.out" 2> "$C/client.err" \
-        || { tail -20 "$C/client.err"; exit 1; }
+        || { tail -20 "$C/client.err"; du -sh "$C"/executor-*; exit 1; }
+    # Shuffle files and results the executors hold (kept an hour after each job).
+    SHUFFLE=$(du -sc "$C"/executor-* | tail -1 | cut -f1)
     stop
     trap - EXIT
     read -r WALL PEAK < "$C/client.time"
     summary "$(tail -1 "$C/client.out")/manifest.json" "$WALL" "$PEAK" "on the cluster"
+    echo "      executors' work folders after the run: $(( SHUFFLE / 1024 )) MiB (shuffle files and results)"
     echo "      peak RSS: scheduler $(( $(tail -1 "$C/scheduler.time") / 1024 )) MiB$(for i in $(seq 1 "$EXECUTORS"); do printf ', executor %s %s MiB' "$i" "$(( $(tail -1 "$C/executor-$i.time") / 1024 ))"; done)"
-    python3 - "$(tail -1 "$DIR/inprocess.out")/features.parquet" "$(tail -1 "$C/client.out")/features.parquet" <<'EOF' || true
+    [ "${INPROCESS:-on}" = on ] && python3 - "$(tail -1 "$DIR/inprocess.out")/features.parquet" "$(tail -1 "$C/client.out")/features.parquet" <<'EOF' || true
 import os, sys
 print(f"      features.parquet: {os.path.getsize(sys.argv[1]):,} bytes in-process, {os.path.getsize(sys.argv[2]):,} on the cluster")
 EOF

@@ -50,8 +50,15 @@ pub struct ExecutorOptions {
     pub memory_limit: Option<usize>,
 }
 
-/// How long a finished job's shuffle files and results are kept on the executors.
-const RESULTS_KEPT_SECONDS: u64 = 3600;
+/// How long a finished job's shuffle files and results stay on the executors before
+/// the scheduler removes them: a client streams a job's results as it writes its files
+/// (Ballista's default, 5 minutes, is short for that at scale), and a run's jobs must
+/// not pile up on the executors' disks (at 10M people a run shuffles tens of GB).
+const RESULTS_KEPT_SECONDS: u64 = 600;
+
+/// Files older than this in an executor's work folder (the scheduler's removal missed
+/// them: it stopped, or lost the executor) are swept every 10 minutes.
+const SWEPT_AFTER_SECONDS: u64 = 3600;
 
 /// The session configuration every cluster process starts its sessions from:
 /// Ballista's (which a client's settings then override, job by job).
@@ -76,9 +83,6 @@ pub async fn scheduler(opts: SchedulerOptions) -> Result<()> {
             .clone()
             .unwrap_or_else(|| opts.bind.ip().to_string()),
         min_ready_executors: opts.min_executors,
-        // A finished job's results stay on the executors this long: a client streams
-        // them as it writes its files, which at scale takes longer than the default 5
-        // minutes.
         finished_job_data_clean_up_interval_seconds: RESULTS_KEPT_SECONDS,
         override_session_builder: Some(builder),
         override_config_producer: Some(config_producer()),
@@ -160,7 +164,7 @@ pub async fn executor(opts: ExecutorOptions) -> Result<()> {
         work_dir: Some(opts.work_dir.to_string_lossy().into_owned()),
         memory_pool_size: opts.memory_limit.map(|b| b as u64),
         // Sweep jobs' files the scheduler did not remove (it stopped, or lost us).
-        job_data_ttl_seconds: RESULTS_KEPT_SECONDS,
+        job_data_ttl_seconds: SWEPT_AFTER_SECONDS,
         job_data_clean_up_interval_seconds: 600,
         override_function_registry: Some(Arc::new(registry)),
         override_runtime_producer: Some(Arc::new(move |_: &SessionConfig| Ok(runtime.clone()))),

@@ -85,12 +85,66 @@ pub async fn check(
     quarantine: Option<&Path>,
 ) -> Result<TableCounts> {
     let df = ctx.table(tables::checked(table)).await?;
+    if crate::session::cluster::scratch(ctx).is_some() {
+        return check_on_cluster(df, table, quarantine).await;
+    }
     let df = match quarantine {
         Some(_) => df,
         // Counting needs only the reasons: let DataFusion skip the other columns.
         None => df.select(vec![col("reason")])?,
     };
     split(df, table, quarantine, None).await
+}
+
+/// [`check`] on a cluster: only what the client needs comes back, each reason's count
+/// (the executors count every row) and the quarantined rows, never the valid ones.
+async fn check_on_cluster(
+    df: DataFrame,
+    table: &str,
+    quarantine: Option<&Path>,
+) -> Result<TableCounts> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    use datafusion::functions_aggregate::expr_fn::count;
+    use datafusion::prelude::lit;
+    // Any text type (register_valid checked it), counted as Utf8.
+    let reason = datafusion::prelude::cast(col("reason"), DataType::Utf8).alias("reason");
+    let counted = df
+        .clone()
+        .select(vec![reason])?
+        .aggregate(vec![col("reason")], vec![count(lit(1)).alias("n")])?
+        .collect()
+        .await?;
+    let mut counts = TableCounts::default();
+    for b in &counted {
+        let (reasons, n) = (
+            b.column(0).as_string::<i32>(),
+            b.column(1).as_primitive::<Int64Type>(),
+        );
+        for i in 0..b.num_rows() {
+            let rows = n.value(i) as u64;
+            counts.rows_after_optouts += rows;
+            match reasons.is_null(i) {
+                true => counts.valid += rows,
+                false => {
+                    *counts
+                        .quarantined
+                        .entry(reasons.value(i).to_string())
+                        .or_default() += rows
+                }
+            }
+        }
+    }
+    if quarantine.is_some() && counts.quarantined_total() > 0 {
+        split(
+            df.filter(col("reason").is_not_null())?,
+            table,
+            quarantine,
+            None,
+        )
+        .await?;
+    }
+    Ok(counts)
 }
 
 /// [`check`] over `checked` (`checked_<table>` or some of its columns), also sending
