@@ -30,7 +30,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// session a cluster one.
 #[derive(Debug)]
 pub struct Scratch {
-    /// `file:///shared/scratch/riskstrat-<pid>-<nanos>/` or `s3://bucket/scratch/...`.
+    /// `file:///shared/scratch/riskstrat-<pid>-<nanos>-<random>/` or
+    /// `s3://bucket/scratch/riskstrat-...`.
     base: String,
     scheduler: String,
     written: AtomicU64,
@@ -290,16 +291,13 @@ pub async fn clean(ctx: &SessionContext) -> Result<()> {
     let Some(scratch) = scratch(ctx) else {
         return Ok(());
     };
-    let (store, prefix) = store_and_path(ctx, &scratch.base)?;
-    if let Ok(url) = url::Url::parse(&scratch.base)
-        && url.scheme() == "file"
-        && let Ok(dir) = url.to_file_path()
-    {
+    if let Some(dir) = scratch.local_dir() {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(crate::durable::io_at(&dir, "removing"))?;
         }
         return Ok(());
     }
+    let (store, prefix) = store_and_path(ctx, &scratch.base)?;
     let listed = store.list(Some(&prefix)).map_ok(|m| m.location).boxed();
     store
         .delete_stream(listed)
