@@ -120,12 +120,8 @@ pub async fn scheduler(opts: SchedulerOptions) -> Result<()> {
 /// Run an executor until the process is stopped (it then finishes its tasks).
 pub async fn executor(opts: ExecutorOptions) -> Result<()> {
     use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
-    let (host, port) = opts
-        .scheduler
-        .trim_start_matches("df://")
-        .rsplit_once(':')
-        .filter(|(h, _)| !h.is_empty())
-        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+    let (host, port) = crate::job::host_port(opts.scheduler.trim_start_matches("df://"))
+        .map(|(h, p)| (h.to_string(), p))
         .ok_or_else(|| {
             bad_input!(
                 "cluster executor --scheduler '{}': write HOST:PORT (the scheduler's --bind)",

@@ -658,13 +658,11 @@ fn cluster_settings(
     storage: &crate::ingest::stores::StorageOptions,
     at: &JobPath,
 ) -> Result<Cluster> {
-    let port = c
-        .scheduler
+    if c.scheduler
         .strip_prefix("df://")
-        .and_then(|hp| hp.rsplit_once(':'))
-        .filter(|(host, _)| !host.is_empty())
-        .and_then(|(_, port)| port.parse::<u16>().ok());
-    if port.is_none() {
+        .and_then(host_port)
+        .is_none()
+    {
         return Err(bad_input!(
             "{}: '{}' is not a scheduler address; write df://HOST:PORT (the --bind of `riskstrat cluster scheduler`)",
             at.ctx("[cluster] scheduler"),
@@ -708,6 +706,13 @@ fn cluster_settings(
         scheduler: c.scheduler.clone(),
         scratch: c.scratch.clone(),
     })
+}
+
+/// `HOST:PORT` (a cluster scheduler's address) as its host and port.
+pub fn host_port(s: &str) -> Option<(&str, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    (!host.is_empty()).then_some(())?;
+    Some((host, port.parse().ok()?))
 }
 
 /// "4GiB", "512MiB", "2G", "1000000" -> bytes.
