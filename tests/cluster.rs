@@ -234,6 +234,44 @@ fn cell(b: &RecordBatch, c: usize, r: usize) -> String {
     datafusion::arrow::util::display::array_value_to_string(col, r).unwrap()
 }
 
+/// Count the record batches of every Arrow IPC shuffle file under `dir` by the codec
+/// that compressed them ("none" for uncompressed). A file holds IPC streams one after
+/// another; each message is a 0xFFFFFFFF marker, the metadata's length, the metadata
+/// and the body.
+fn shuffle_codecs(dir: &Path, codecs: &mut BTreeMap<String, usize>) {
+    use datafusion::arrow::ipc::{MessageHeader, root_as_message};
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            shuffle_codecs(&path, codecs);
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "arrow") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let mut at = 0;
+        while at + 8 <= bytes.len() {
+            assert_eq!(bytes[at..at + 4], [0xff; 4], "{} at {at}", path.display());
+            let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+            at += 8;
+            if len == 0 {
+                continue; // the end of one stream
+            }
+            let message = root_as_message(&bytes[at..at + len]).unwrap();
+            at += len + message.bodyLength() as usize;
+            if message.header_type() == MessageHeader::RecordBatch {
+                let batch = message.header_as_record_batch().unwrap();
+                let codec = batch.compression().map_or("none".into(), |c| {
+                    c.codec().variant_name().unwrap_or("?").to_string()
+                });
+                *codecs.entry(codec).or_default() += 1;
+            }
+        }
+        assert_eq!(at, bytes.len(), "{}", path.display());
+    }
+}
+
 fn manifest(run: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap()
 }
@@ -318,6 +356,13 @@ fn a_job_gives_the_same_run_on_a_cluster_as_in_process() {
             .count();
         assert!(jobs > 0, "executor {i} ran no job\n{}", cluster.logs());
     }
+    // Regression (10M people's validation filled a 30 GB disk with lz4 shuffle
+    // files): the run's settings reach the executors, which write zstd.
+    let mut codecs = BTreeMap::new();
+    for i in 0..2 {
+        shuffle_codecs(&dir.join(format!("executor-{i}")), &mut codecs);
+    }
+    assert_eq!(codecs.keys().collect::<Vec<_>>(), ["ZSTD"], "{codecs:?}");
     // The run's tables in scratch storage are gone, and the run folder holds only
     // what a run writes (nothing written there by an executor).
     let left: Vec<_> = std::fs::read_dir(&scratch_dir).unwrap().flatten().collect();
