@@ -240,15 +240,7 @@ fn cell(b: &RecordBatch, c: usize, r: usize) -> String {
 /// and the body.
 fn shuffle_codecs(dir: &Path, codecs: &mut BTreeMap<String, usize>) {
     use datafusion::arrow::ipc::{MessageHeader, root_as_message};
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            shuffle_codecs(&path, codecs);
-            continue;
-        }
-        if path.extension().is_none_or(|e| e != "arrow") {
-            continue;
-        }
+    for path in shuffle_files(dir) {
         let bytes = std::fs::read(&path).unwrap();
         let mut at = 0;
         while at + 8 <= bytes.len() {
@@ -269,6 +261,45 @@ fn shuffle_codecs(dir: &Path, codecs: &mut BTreeMap<String, usize>) {
             }
         }
         assert_eq!(at, bytes.len(), "{}", path.display());
+    }
+}
+
+/// The Arrow IPC shuffle files under an executor's work folder `dir`.
+fn shuffle_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(shuffle_files(&path));
+        } else if path.extension().is_some_and(|e| e == "arrow") {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// Bytes of shuffle files on the cluster's two executors.
+fn shuffle_bytes(dir: &Path) -> u64 {
+    (0..2)
+        .flat_map(|i| shuffle_files(&dir.join(format!("executor-{i}"))))
+        .map(|f| f.metadata().unwrap().len())
+        .sum()
+}
+
+/// The two runs' per-person files hold the same rows.
+fn same_people(a_run: &Path, b_run: &Path) {
+    for file in [
+        "features.parquet",
+        "scores.parquet",
+        "cohort_complex_needs.parquet",
+        "feedback_people.parquet",
+    ] {
+        let (a, b) = (rows(&a_run.join(file)), rows(&b_run.join(file)));
+        assert!(a.len() > 20, "{file}: {} rows", a.len());
+        assert_eq!(a.len(), b.len(), "{file}");
+        for (id, values) in &a {
+            assert_eq!(Some(values), b.get(id), "{file}, one person's row");
+        }
     }
 }
 
@@ -303,19 +334,7 @@ fn a_job_gives_the_same_run_on_a_cluster_as_in_process() {
 
     let local = list_runs(&dir.join("runs"), "local").pop().unwrap();
     let remote = list_runs(&dir.join("runs"), "remote").pop().unwrap();
-    for file in [
-        "features.parquet",
-        "scores.parquet",
-        "cohort_complex_needs.parquet",
-        "feedback_people.parquet",
-    ] {
-        let (a, b) = (rows(&local.join(file)), rows(&remote.join(file)));
-        assert!(a.len() > 50, "{file}: {} rows", a.len());
-        assert_eq!(a.len(), b.len(), "{file}");
-        for (id, values) in &a {
-            assert_eq!(Some(values), b.get(id), "{file}, one person's row");
-        }
-    }
+    same_people(&local, &remote);
     // The service evaluation ran in the client's process, over the cluster's tables.
     for file in [
         "service_outcomes.parquet",
@@ -408,6 +427,43 @@ fn a_job_gives_the_same_run_on_a_cluster_as_in_process() {
     }
 }
 
+/// `broadcast_limit = "0"` turns the joins that broadcast the patients' keys into joins
+/// that shuffle both sides by key, as at 60M people: the same run.
+#[test]
+fn joins_that_shuffle_both_sides_give_the_same_run() {
+    let dir = scratch("cluster_shuffled_joins");
+    let data = extracts(&dir, 1500);
+    let cluster = Cluster::start(&dir, 2, None);
+    let local = run_job(&job(&dir, "local", &data, None));
+    assert!(local.status.success(), "{}", stderr(&local));
+    let on_cluster = |name: &str, extra: &str| {
+        let path = job(&dir, name, &data, Some((&cluster.address(), &dir)));
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{text}{extra}")).unwrap();
+        let before = shuffle_bytes(&dir);
+        let out = run_job(&path);
+        assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+        shuffle_bytes(&dir) - before
+    };
+    let broadcast = on_cluster("broadcast", "");
+    let shuffled = on_cluster("shuffled", "broadcast_limit = \"0\"\n");
+    // The setting reaches the scheduler: every event row is shuffled by key rather
+    // than the patients' keys being sent whole to each task.
+    assert!(
+        shuffled > broadcast * 3 / 2,
+        "shuffle bytes: {shuffled} with broadcast_limit 0, {broadcast} by default"
+    );
+    let local = list_runs(&dir.join("runs"), "local").pop().unwrap();
+    same_people(
+        &local,
+        &list_runs(&dir.join("runs"), "shuffled").pop().unwrap(),
+    );
+    same_people(
+        &local,
+        &list_runs(&dir.join("runs"), "broadcast").pop().unwrap(),
+    );
+}
+
 #[test]
 fn a_cluster_job_needs_absolute_inputs_and_a_scheduler_address() {
     let dir = scratch("cluster_settings");
@@ -456,6 +512,14 @@ fn a_cluster_job_needs_absolute_inputs_and_a_scheduler_address() {
         assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
         assert!(stderr(&o).contains("[cluster] scratch"), "{}", stderr(&o));
     }
+    std::fs::write(&path, format!("{text}broadcast_limit = \"lots\"\n")).unwrap();
+    let o = run_job(&path);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("[cluster] broadcast_limit"),
+        "{}",
+        stderr(&o)
+    );
     // The cluster's processes never see the job file: its [storage] would be ignored.
     std::fs::write(&path, format!("{text}\n[storage]\nallow_http = true\n")).unwrap();
     let o = run_job(&path);

@@ -39,6 +39,9 @@ pub struct ClusterSection {
     /// Storage every process of the cluster reads and writes (an absolute path on a
     /// shared file system, or an object store URL), for the tables a run builds.
     pub scratch: String,
+    /// The largest table a join sends whole to every task rather than shuffling both
+    /// sides by key (`"1GiB"` by default); `"0"` always shuffles.
+    pub broadcast_limit: Option<String>,
 }
 
 /// `[cluster]`, checked.
@@ -47,7 +50,13 @@ pub struct Cluster {
     pub scheduler: String,
     /// An absolute path or an object store URL.
     pub scratch: String,
+    /// Bytes; see [`ClusterSection::broadcast_limit`].
+    pub broadcast_limit: usize,
 }
+
+/// `[cluster] broadcast_limit` when the job gives none: the valid patients' keys of
+/// 10M people (about 45 bytes a person) are broadcast, 60M people's are shuffled.
+pub const DEFAULT_BROADCAST_LIMIT: usize = 1 << 30;
 
 /// The service outcome evaluation (the `outcomes` stage), run when there is a
 /// `services` input.
@@ -702,9 +711,14 @@ fn cluster_settings(
             ));
         }
     }
+    let broadcast_limit = match &c.broadcast_limit {
+        None => DEFAULT_BROADCAST_LIMIT,
+        Some(b) => parse_bytes(b).map_err(|e| e.context(at.ctx("[cluster] broadcast_limit")))?,
+    };
     Ok(Cluster {
         scheduler: c.scheduler.clone(),
         scratch: c.scratch.clone(),
+        broadcast_limit,
     })
 }
 
@@ -766,6 +780,26 @@ prescriptions = "data/prescriptions.parquet"
 admissions = "data/admissions.parquet"
 optouts = "data/optouts.parquet"
 "#;
+
+    #[test]
+    fn a_cluster_broadcasts_up_to_1gib_unless_told() {
+        let abs = MINIMAL.replace("\"data/", "\"/data/");
+        let on = |extra: &str| {
+            let text =
+                format!("{abs}[cluster]\nscheduler = \"df://h:1\"\nscratch = \"/s\"\n{extra}");
+            Job::parse(&text, Path::new("/jobs/j.toml"), None)
+                .map(|j| j.cluster.unwrap().broadcast_limit)
+        };
+        assert_eq!(on("").unwrap(), 1 << 30);
+        assert_eq!(on("broadcast_limit = \"0\"").unwrap(), 0);
+        assert_eq!(on("broadcast_limit = \"2GiB\"").unwrap(), 2 << 30);
+        let e = on("broadcast_limit = \"big\"").unwrap_err();
+        assert!(
+            e.message.contains("[cluster] broadcast_limit"),
+            "{}",
+            e.message
+        );
+    }
 
     #[test]
     fn parses_and_resolves_relative_paths() {

@@ -36,7 +36,7 @@ impl<'j> RunContext<'j> {
         let opts = SessionOptions::from_job(&job.resources)?;
         let ctx = match &job.cluster {
             None => new_context(&opts)?,
-            Some(c) => crate::session::cluster::connect(&opts, &c.scheduler, &c.scratch).await?,
+            Some(c) => crate::session::cluster::connect(&opts, c).await?,
         };
         Ok(Self {
             job,

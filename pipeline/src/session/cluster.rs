@@ -147,33 +147,41 @@ fn runtime(
     Ok(runtime.build_arc()?)
 }
 
-/// Ballista settings a run sends with every job (the scheduler and executors take a
-/// job's settings from its client). Measured with `scripts/bench_cluster.sh`:
-const CLUSTER_SETTINGS: [(&str, &str); 3] = [
-    // Shuffle files compressed with zstd rather than lz4: 1M people's run left 1.3 GB
-    // on the executors instead of 2.4 GB, for 15% more time. At 10M people, lz4's
-    // shuffle filled a 30 GB disk during validation.
-    ("ballista.shuffle.compression.codec", "zstd"),
-    // The valid patients' keys (about 45 bytes a person) are sent whole to every task
-    // of a join up to 10M people or so, rather than shuffling every event row by key:
-    // each executor needs this much memory per concurrent task.
-    (
-        "ballista.optimizer.broadcast_join_threshold_bytes",
-        "1073741824",
-    ),
-    (
-        "ballista.optimizer.broadcast_join_threshold_rows",
-        "25000000",
-    ),
-];
+/// The Ballista settings a run sends with every job (the scheduler and the executors
+/// take a job's settings from its client), measured with `scripts/bench_cluster.sh`.
+fn settings(broadcast_limit: usize) -> [(&'static str, String); 3] {
+    [
+        // Shuffle files compressed with zstd rather than lz4: 1M people's run left
+        // 1.3 GB on the executors instead of 2.4 GB, for 15% more time; at 10M
+        // people lz4's shuffle filled a 30 GB disk during validation.
+        ("ballista.shuffle.compression.codec", "zstd".into()),
+        // A join's smaller side up to this size is sent whole to every task of the
+        // join instead of shuffling both sides by key: at 10M people the valid
+        // patients' keys (about 45 bytes a person) rather than every event row. Each
+        // executor needs about twice this much memory per concurrent task.
+        (
+            "ballista.optimizer.broadcast_join_threshold_bytes",
+            broadcast_limit.to_string(),
+        ),
+        // The same limit in rows, for tables whose size is known only in rows.
+        (
+            "ballista.optimizer.broadcast_join_threshold_rows",
+            (broadcast_limit / BYTES_PER_KEY).to_string(),
+        ),
+    ]
+}
 
-/// A session whose plans run on the Ballista scheduler at `scheduler` (`df://H:P`),
-/// with `opts`' parallelism, writing its in-memory tables under `scratch`.
+/// A valid patient's key as a join's build side: a 32-character pseudo_id, its
+/// offset and the integer `person`.
+const BYTES_PER_KEY: usize = 45;
+
+/// A session whose plans run on the job's Ballista scheduler (`df://H:P`), with
+/// `opts`' parallelism, writing its in-memory tables under the job's scratch storage.
 pub async fn connect(
     opts: &super::SessionOptions,
-    scheduler: &str,
-    scratch: &str,
+    cluster: &crate::job::Cluster,
 ) -> Result<SessionContext> {
+    let (scheduler, scratch) = (cluster.scheduler.as_str(), cluster.scratch.as_str());
     use ballista::prelude::SessionContextExt;
     let mut config = super::config(opts);
     if opts.target_partitions.is_none() {
@@ -194,12 +202,12 @@ pub async fn connect(
     for f in super::scalar_functions()? {
         ctx.register_udf(Arc::unwrap_or_clone(f));
     }
-    for (key, value) in CLUSTER_SETTINGS {
+    for (key, value) in settings(cluster.broadcast_limit) {
         ctx.state_ref()
             .write()
             .config_mut()
             .options_mut()
-            .set(key, value)?;
+            .set(key, &value)?;
     }
     let scratch = Arc::new(Scratch::new(scratch, scheduler)?);
     ctx.state_ref()
