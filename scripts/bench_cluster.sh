@@ -7,7 +7,8 @@
 # EXECUTOR_MEMORY (default 3GiB) of memory pool. Prints wall time, peak RSS of the
 # client and of every cluster process, and each stage's time from the manifests.
 # MEMORY_LIMIT sets the in-process run's [resources] memory_limit. BIN defaults to the
-# release binary. INPROCESS=off skips the in-process run.
+# release binary. INPROCESS=off skips the in-process run. BROADCAST_LIMIT sets the
+# cluster job's [cluster] broadcast_limit ("0": every join shuffles both sides).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -80,6 +81,7 @@ for N in $SIZES; do
     JOB="$DIR/job-on-cluster.toml"
     cp "$BASE" "$JOB"
     printf '\n[cluster]\nscheduler = "df://127.0.0.1:%s"\nscratch = "%s"\n' "$SP" "$C/scratch" >> "$JOB"
+    [ -n "${BROADCAST_LIMIT:-}" ] && printf 'broadcast_limit = "%s"\n' "$BROADCAST_LIMIT" >> "$JOB"
     /usr/bin/time -f "%e %M" -o "$C/client.time" "$BIN" run "$JOB" > "$C/client.out" 2> "$C/client.err" \
         || { tail -20 "$C/client.err"; du -sh "$C"/executor-*; exit 1; }
     # Shuffle files and results the executors hold (kept an hour after each job).
