@@ -277,6 +277,39 @@ fn failed_run_leaves_earlier_runs_untouched() {
     assert_eq!(snapshot(&first[0]), before);
 }
 
+/// Regression: a run over `[resources] memory_limit` printed DataFusion's "Resources
+/// exhausted" and exited 1, naming neither the setting nor what would fix it.
+#[test]
+fn run_over_its_memory_limit_names_the_setting() {
+    let dir = scratch("cli_memory_limit");
+    let o = synth(&dir, 3000, 1);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let job = dir.join("job.toml");
+    let text = std::fs::read_to_string(&job).unwrap();
+    std::fs::write(
+        &job,
+        format!("{text}\n[resources]\nmemory_limit = \"1MiB\"\n"),
+    )
+    .unwrap();
+    let o = run_job(&job);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("Resources exhausted"), "{err}");
+    assert!(
+        err.contains("[resources] memory_limit = \"1MiB\"` allows: raise it"),
+        "{err}"
+    );
+    assert!(list_runs(&dir.join("runs"), "complex-needs").is_empty());
+    // With room, the same job runs.
+    std::fs::write(
+        &job,
+        format!("{text}\n[resources]\nmemory_limit = \"1GiB\"\n"),
+    )
+    .unwrap();
+    let o = run_job(&job);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut v: Vec<_> = walk(dir)
         .into_iter()

@@ -105,6 +105,21 @@ impl From<serde_json::Error> for Error {
     }
 }
 
+/// Whether `e` or an error in its source chain is DataFusion's `ResourcesExhausted` (a
+/// memory pool's limit), by type, never by its text (which a data value quoted in a
+/// message could imitate). Operators wrap it in Arrow, context and shared errors.
+pub fn is_memory_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    use datafusion::error::DataFusionError;
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(DataFusionError::ResourcesExhausted(_)) = err.downcast_ref() {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
 /// Shorthand for a bad-input error with `format!` arguments.
 #[macro_export]
 macro_rules! bad_input {

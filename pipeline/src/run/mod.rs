@@ -7,7 +7,7 @@ pub mod context;
 pub mod stages;
 
 use crate::clock::Clock;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ingest::{self, contract};
 use crate::job::Job;
 use crate::model::metrics::Metrics;
@@ -32,8 +32,32 @@ pub async fn run(job: &Job) -> Result<RunOutcome> {
 pub async fn run_with(job: &Job, clock: Clock) -> Result<RunOutcome> {
     match run_stages(job, clock).await {
         // A damaged data page surfaces in whichever stage reads it first: name the file.
-        Err(e) => Err(ingest::name_damaged_input(&job.inputs, e).await),
+        Err(e) => Err(over_memory_limit(
+            job,
+            ingest::name_damaged_input(&job.inputs, e).await,
+        )),
         ok => ok,
+    }
+}
+
+/// A run that ran out of `[resources] memory_limit` is a setting to change: exit 2,
+/// naming it and what would fix it.
+fn over_memory_limit(job: &Job, e: Error) -> Error {
+    let (Some(limit), Some(source)) = (&job.resources.memory_limit, e.source.as_deref()) else {
+        return e;
+    };
+    if !crate::error::is_memory_limit(source) {
+        return e;
+    }
+    Error {
+        kind: crate::error::ErrorKind::BadInput,
+        message: format!(
+            "{}\nthe run needs more memory than `[resources] memory_limit = \"{limit}\"` \
+             allows: raise it, or lower `[resources] target_partitions` so that fewer \
+             tasks hold memory at once",
+            e.message
+        ),
+        source: e.source,
     }
 }
 

@@ -162,18 +162,9 @@ impl MemoryPool for QueryPool {
     }
 }
 
-/// Whether a DataFusion error is a memory limit: a `ResourcesExhausted` anywhere in its
-/// source chain (operators wrap it in Arrow, context and shared errors), by type,
-/// never by its text (which a data value quoted in a message could imitate).
+/// Whether a query's error is its memory pool's limit (`error::is_memory_limit`).
 pub fn is_memory(e: &DataFusionError) -> bool {
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = next {
-        if let Some(DataFusionError::ResourcesExhausted(_)) = err.downcast_ref() {
-            return true;
-        }
-        next = err.source();
-    }
-    false
+    crate::error::is_memory_limit(e)
 }
 
 /// The query slots, and the limits queries run under.
