@@ -1,14 +1,16 @@
 -- Row rules for admissions (hospital spells; see validate/patients.sql for the shape).
 -- A duplicated spell_id keeps no copy: every copy is quarantined.
 -- spell_cost may be null; when present it is finite and not negative.
--- person: the patient's integer key in this run, which the feature SQL groups on.
+-- person: the patient's integer key in this run, which the feature SQL groups on; its
+-- absence marks an unknown patient (every patient has one), so the join need not
+-- carry the patient's 32-character pseudo_id onto every event row.
 SELECT
   a.*,
   p.person,
   CASE
     WHEN a.pseudo_id IS NULL                    THEN 'null_pseudo_id'
     WHEN NOT is_pseudo_id(a.pseudo_id)          THEN 'malformed_pseudo_id'
-    WHEN p.pseudo_id IS NULL                    THEN 'unknown_pseudo_id'
+    WHEN p.person IS NULL                       THEN 'unknown_pseudo_id'
     WHEN a.spell_id IS NULL                     THEN 'null_spell_id'
     WHEN d.copies > 1                           THEN 'duplicate_spell_id'
     WHEN a.admission_date IS NULL               THEN 'null_date'

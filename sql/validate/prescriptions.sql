@@ -1,5 +1,7 @@
 -- Row rules for prescriptions (see validate/patients.sql for the shape).
--- person: the patient's integer key in this run, which the feature SQL groups on.
+-- person: the patient's integer key in this run, which the feature SQL groups on; its
+-- absence marks an unknown patient (every patient has one), so the join need not
+-- carry the patient's 32-character pseudo_id onto every event row.
 -- quantity and nic may be null; when present they are finite and not negative
 -- (isnan first: NaN must not depend on how comparisons order it).
 SELECT
@@ -8,7 +10,7 @@ SELECT
   CASE
     WHEN r.pseudo_id IS NULL              THEN 'null_pseudo_id'
     WHEN NOT is_pseudo_id(r.pseudo_id)    THEN 'malformed_pseudo_id'
-    WHEN p.pseudo_id IS NULL              THEN 'unknown_pseudo_id'
+    WHEN p.person IS NULL                 THEN 'unknown_pseudo_id'
     WHEN r.issue_date IS NULL             THEN 'null_date'
     WHEN r.issue_date < DATE '1900-01-01' THEN 'date_before_1900'
     WHEN r.bnf_code IS NULL               THEN 'null_bnf_code'
