@@ -1,5 +1,6 @@
 //! Profile the feature SQL of a job: `cargo run --release --example explain -- JOB.toml [sql/features/x.sql]`.
-//! Prints DataFusion's EXPLAIN ANALYZE for each feature source at A.
+//! Prints DataFusion's EXPLAIN ANALYZE for each feature source at both dates; with
+//! `--plan` instead of files, the physical plan of the whole feature table (not run).
 
 use riskstrat::job::Job;
 use riskstrat::sql::{Params, SqlSource};
@@ -18,6 +19,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Both dates, as a run computes them.
     riskstrat::features::register_dates(&rc.ctx, &[job.as_of, job.as_of - chrono::Days::new(365)])
         .await?;
+    if args.get(2).map(String::as_str) == Some("--plan") {
+        // The physical plan of the features of both dates (read from the validated
+        // tables; a run reads the event tables from their validation pass instead).
+        let df = riskstrat::features::plan_at(
+            &rc.ctx,
+            &sql,
+            &params,
+            &[job.as_of, job.as_of - chrono::Days::new(365)],
+            &[],
+        )
+        .await?;
+        let plan = df.create_physical_plan().await?;
+        println!(
+            "{}",
+            datafusion::physical_plan::displayable(plan.as_ref()).indent(true)
+        );
+        return Ok(());
+    }
     let files: Vec<String> = if args.len() > 2 {
         args[2..].to_vec()
     } else {

@@ -1,6 +1,5 @@
--- Hospital spell features over W12 = [as_of - 365, as_of), from valid spells only, at
--- each date of feature_dates in one pass over admissions (feature_days: each date's
--- days, see appointments.sql).
+-- Hospital spell features over W12 = [w12_start, as_of), from valid spells only, at
+-- each date of feature_dates in one pass over admissions.
 -- Bed days of a spell still open at as_of run to as_of.
 -- Keyed on `person`, the run's integer person key (see validate/patients.sql).
 SELECT
@@ -12,6 +11,6 @@ SELECT
   count(*) FILTER (WHERE m.category = 'elective')                                 AS elective_admissions_12m,
   sum(a.spell_cost)                                                               AS admission_cost_12m
 FROM admissions a
-JOIN feature_days d ON a.admission_date = d.day AND d.in_w12
+JOIN feature_dates d ON a.admission_date >= d.w12_start AND a.admission_date < d.as_of
 JOIN admission_methods m ON a.admission_method = m.code
 GROUP BY d.as_of, a.person

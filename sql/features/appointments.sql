@@ -1,6 +1,5 @@
--- GP appointment features over W12 = [as_of - 365, as_of), at each date of
--- feature_dates in one pass over appointments: feature_days lists each date's days
--- (in_w12: in its 12-month window), so an event joins the dates whose window holds it.
+-- GP appointment features over W12 = [w12_start, as_of), at each date of
+-- feature_dates in one pass over appointments.
 -- Keyed on `person`, the run's integer person key (see validate/patients.sql).
 SELECT
   d.as_of,
@@ -10,5 +9,5 @@ SELECT
   count(*) FILTER (WHERE a.appt_status = 'Attended' AND a.appt_mode = 'Home Visit')           AS home_visits_12m,
   count(*) FILTER (WHERE a.appt_status = 'DNA')                                               AS dna_12m
 FROM appointments a
-JOIN feature_days d ON a.appointment_date = d.day AND d.in_w12
+JOIN feature_dates d ON a.appointment_date >= d.w12_start AND a.appointment_date < d.as_of
 GROUP BY d.as_of, a.person

@@ -1,6 +1,5 @@
 -- Charlson comorbidity index over the primary and secondary diagnoses of valid
--- spells admitted in W24 = [as_of - 730, as_of), at each date of feature_dates (every
--- day of its window is a row of feature_days, see appointments.sql), coded
+-- spells admitted in W24 = [w24_start, as_of), at each date of feature_dates, coded
 -- by Quan (2005) ICD-10 prefixes with the original Charlson weights (the table
 -- charlson_codes; charlson_condition() looks a code up in it). Each condition counts
 -- once; a severe form present scores its mild form 0.
@@ -8,7 +7,7 @@
 WITH spells AS (
   SELECT d.as_of, a.person, a.primary_diagnosis, a.secondary_diagnoses
   FROM admissions a
-  JOIN feature_days d ON a.admission_date = d.day
+  JOIN feature_dates d ON a.admission_date >= d.w24_start AND a.admission_date < d.as_of
 ),
 codes AS (
   SELECT as_of, person, primary_diagnosis AS code FROM spells

@@ -1,5 +1,5 @@
--- Prescribing features over W12 = [as_of - 365, as_of), at each date of feature_dates,
--- in one pass over prescriptions (feature_days: each date's days, see appointments.sql).
+-- Prescribing features over W12 = [w12_start, as_of), at each date of feature_dates,
+-- in one pass over prescriptions.
 --   distinct_drugs_12m: chemical substances (the first 9 characters of the BNF code)
 --   ltc_groups_12m: groups of reference/ltc_bnf_groups.csv (the table ltc_bnf_groups)
 --     matched by BNF prefix; ltc_group() looks a code up in that list. Its prefixes are
@@ -10,7 +10,7 @@ WITH substances AS (
   SELECT d.as_of, p.person, substr(p.bnf_code, 1, 9) AS substance,
          sum(p.items) AS items, sum(p.nic) AS nic
   FROM prescriptions p
-  JOIN feature_days d ON p.issue_date = d.day AND d.in_w12
+  JOIN feature_dates d ON p.issue_date >= d.w12_start AND p.issue_date < d.as_of
   GROUP BY d.as_of, p.person, substr(p.bnf_code, 1, 9)
 ),
 groups AS (

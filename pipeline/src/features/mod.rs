@@ -145,17 +145,9 @@ fn sources(
 /// The date column of [`plan_at`]'s table and of the SQL it runs.
 pub const AS_OF: &str = "as_of";
 
-/// `feature_dates`: each date with the starts of its 12- and 24-month windows; and
-/// `feature_days`: each date with every day of its 24-month window (`day`) and whether
-/// that day is in its 12-month window too (`in_w12`).
-///
-/// The built-in feature SQL joins events to `feature_days` on the event's date, a hash
-/// join with a build side of 730 rows per date, rather than to `feature_dates` on a
-/// range: DataFusion plans a range condition as a nested loop join, which pairs every
-/// event row with every date before filtering and took 3.6 of the 6 s of the
-/// prescribing features at 1,000,000 people (issue 16).
+/// `feature_dates`: each date with the starts of its 12- and 24-month windows.
 pub async fn register_dates(ctx: &SessionContext, dates: &[NaiveDate]) -> Result<()> {
-    use datafusion::arrow::array::{ArrayRef, BooleanArray, Date32Array, RecordBatch};
+    use datafusion::arrow::array::{ArrayRef, Date32Array, RecordBatch};
     use std::sync::Arc;
     let column = |back: u64| -> ArrayRef {
         Arc::new(Date32Array::from_iter_values(
@@ -169,27 +161,7 @@ pub async fn register_dates(ctx: &SessionContext, dates: &[NaiveDate]) -> Result
         ("w12_start", column(365)),
         ("w24_start", column(730)),
     ])?;
-    crate::session::cluster::register_batch(ctx, tables::FEATURE_DATES, batch).await?;
-    let back = || dates.iter().flat_map(|d| (1..=730).map(move |k| (*d, k)));
-    let days = RecordBatch::try_from_iter([
-        (
-            AS_OF,
-            Arc::new(Date32Array::from_iter_values(
-                back().map(|(d, _)| crate::sql::date32(d)),
-            )) as ArrayRef,
-        ),
-        (
-            "day",
-            Arc::new(Date32Array::from_iter_values(
-                back().map(|(d, k)| crate::sql::date32(d - chrono::Days::new(k))),
-            )),
-        ),
-        (
-            "in_w12",
-            Arc::new(BooleanArray::from_iter(back().map(|(_, k)| Some(k <= 365)))),
-        ),
-    ])?;
-    crate::session::cluster::register_batch(ctx, tables::FEATURE_DAYS, days).await
+    crate::session::cluster::register_batch(ctx, tables::FEATURE_DATES, batch).await
 }
 
 /// A population or feature file's rows at every date, with `as_of` as a Date32: as it

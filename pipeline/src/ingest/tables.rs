@@ -20,9 +20,6 @@ pub fn checked(table: &str) -> String {
 /// `w24_start`): `A` and `T0` in a run, so that one pass over each event table serves
 /// both (`sql/features/*.sql`, `sql/population.sql`).
 pub const FEATURE_DATES: &str = "feature_dates";
-/// Each date of [`FEATURE_DATES`] with every day of its 24-month window, one row each
-/// (`as_of`, `day`, `in_w12`): what the feature SQL joins an event's date to.
-pub const FEATURE_DAYS: &str = "feature_days";
 /// One row per person in the population at `A`, every feature (`features.parquet`).
 pub const FEATURES: &str = "features";
 /// Risk, tier and reasons per person (`scores.parquet`).
@@ -60,8 +57,7 @@ mod tests {
         for (file, name) in [
             ("validate/patients.sql", input_patients.as_str()),
             ("population.sql", FEATURE_DATES),
-            ("features/appointments.sql", FEATURE_DAYS),
-            ("features/charlson.sql", FEATURE_DAYS),
+            ("features/appointments.sql", FEATURE_DATES),
             ("cohorts/complex_needs.sql", FEATURES),
             ("cohorts/complex_needs.sql", SCORES),
             ("changes.sql", COHORT),

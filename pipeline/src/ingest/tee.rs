@@ -219,6 +219,7 @@ impl TableProvider for TeeTable {
                     projection.cloned(),
                     receiver,
                     self.rows,
+                    state.config().target_partitions(),
                 )?))
             }
             None => {
@@ -229,10 +230,14 @@ impl TableProvider for TeeTable {
     }
 }
 
-/// The leaf that reads a drain's channel: one partition, executed once.
+/// The leaf that reads a drain's channel, as `partitions` partitions that share it:
+/// whichever is polled takes the next batch, so the plan above works on the rows in
+/// parallel (with one partition, a join to `feature_days` and the aggregate above it
+/// ran on one core, issue 16), and a plan that polls its partitions one after another
+/// still reads them all, never waiting on a partition that is not polled.
 struct TeeExec {
     projection: Option<Vec<usize>>,
-    receiver: Mutex<Option<Batches>>,
+    receiver: Arc<tokio::sync::Mutex<Batches>>,
     rows: usize,
     properties: Arc<PlanProperties>,
 }
@@ -243,6 +248,7 @@ impl TeeExec {
         projection: Option<Vec<usize>>,
         receiver: Batches,
         rows: usize,
+        partitions: usize,
     ) -> datafusion::error::Result<Self> {
         let projected = match &projection {
             Some(p) => Arc::new(schema.project(p)?),
@@ -250,13 +256,13 @@ impl TeeExec {
         };
         let properties = PlanProperties::new(
             EquivalenceProperties::new(projected),
-            Partitioning::UnknownPartitioning(1),
+            Partitioning::UnknownPartitioning(partitions.max(1)),
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
         Ok(Self {
             projection,
-            receiver: Mutex::new(Some(receiver)),
+            receiver: Arc::new(tokio::sync::Mutex::new(receiver)),
             rows,
             properties: Arc::new(properties),
         })
@@ -311,15 +317,21 @@ impl ExecutionPlan for TeeExec {
         partition: usize,
         _: Arc<TaskContext>,
     ) -> datafusion::error::Result<SendableRecordBatchStream> {
-        let receiver = self.receiver.lock().ok().and_then(|mut r| r.take());
-        let (0, Some(receiver)) = (partition, receiver) else {
-            return internal_err!("TeeExec: partition {partition} executed twice or unknown");
-        };
+        if partition >= self.properties.partitioning.partition_count() {
+            return internal_err!("TeeExec: no partition {partition}");
+        }
         let projection = self.projection.clone();
-        let stream = receiver.map(move |batch| match &projection {
-            Some(p) => batch.and_then(|b| Ok(b.project(p)?)),
-            None => batch,
-        });
+        let next = |receiver: Arc<tokio::sync::Mutex<Batches>>| async move {
+            let batch = receiver.lock().await.next().await;
+            batch.map(|b| (b, receiver))
+        };
+        let stream =
+            futures::stream::unfold(self.receiver.clone(), next).map(
+                move |batch| match &projection {
+                    Some(p) => batch.and_then(|b| Ok(b.project(p)?)),
+                    None => batch,
+                },
+            );
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema(),
             stream,
@@ -410,6 +422,46 @@ mod tests {
         assert_eq!(counts.quarantined.get("bad"), Some(&500));
         // After closing, the table is the plain valid rows again.
         assert_eq!(sum(&ctx).await.unwrap(), all - bad);
+    }
+
+    /// The tee's partitions share one channel: a consumer that reads them one after
+    /// another (each to its end) gets every row once, and does not wait forever on a
+    /// partition it has not started.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn partitions_read_one_after_another_get_every_row_once() {
+        let ctx = session(200, CHECKED).await;
+        let tee = Tee::install(&ctx, "t", 20_000).await.unwrap();
+        let closer = tee.closer();
+        let read = async {
+            let plan = ctx.table("t").await?.create_physical_plan().await?;
+            let n = plan.properties().partitioning.partition_count();
+            let (mut sum, mut rows) = (0i64, 0usize);
+            for p in 0..n {
+                let mut stream = plan.execute(p, ctx.task_ctx())?;
+                while let Some(batch) = stream.next().await {
+                    let batch = batch?;
+                    rows += batch.num_rows();
+                    let v = batch
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .unwrap();
+                    sum += v.values().iter().sum::<i64>();
+                }
+            }
+            closer.close(&ctx)?;
+            Ok::<_, crate::error::Error>((n, rows, sum))
+        };
+        let (read, counts) =
+            tokio::time::timeout(WAIT, async { futures::join!(read, tee.drain(None)) })
+                .await
+                .expect("no deadlock");
+        let (n, rows, sum) = read.unwrap();
+        assert_eq!(n, ctx.copied_config().target_partitions());
+        let all: i64 = (0..20_000).sum();
+        let bad: i64 = (0..20_000).filter(|v| v % 10 == 0).sum();
+        assert_eq!((rows, sum), (18_000, all - bad));
+        assert_eq!(counts.unwrap().valid, 18_000);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,12 +65,6 @@ pub(crate) fn config(opts: &SessionOptions) -> SessionConfig {
     config
 }
 
-/// The largest build side (bytes, or rows when its bytes are not known) that an
-/// in-process hash join collects once rather than partitions: 10,000,000 people's
-/// keys are about 450 MB.
-const COLLECT_BUILD_BYTES: usize = 2 << 30;
-const COLLECT_BUILD_ROWS: usize = 16_000_000;
-
 /// A fresh session with riskstrat's configuration, functions and reference tables.
 pub fn new_context(opts: &SessionOptions) -> Result<SessionContext> {
     let mut runtime = RuntimeEnvBuilder::new();
@@ -80,22 +74,7 @@ pub fn new_context(opts: &SessionOptions) -> Result<SessionContext> {
     if let Some(dir) = &opts.temp_dir {
         runtime = runtime.with_temp_file_path(dir.clone());
     }
-    let config = config(opts)
-        // The valid patients (one row per person, cached) are the build side of every
-        // event table's validation join: build their hash table once and let the event
-        // rows stream past it, rather than repartitioning every event row by pseudo_id
-        // (3 s of the prescribing features at 1,000,000 people, issue 16). Memory is
-        // the same: a partitioned join holds the same table in pieces. A cluster has its
-        // own rule, `[cluster] broadcast_limit`.
-        .set_usize(
-            "datafusion.optimizer.hash_join_single_partition_threshold",
-            COLLECT_BUILD_BYTES,
-        )
-        .set_usize(
-            "datafusion.optimizer.hash_join_single_partition_threshold_rows",
-            COLLECT_BUILD_ROWS,
-        );
-    let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
+    let ctx = SessionContext::new_with_config_rt(config(opts), runtime.build_arc()?);
     register_functions(&ctx)?;
     Ok(ctx)
 }
