@@ -16,12 +16,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         override_dir: job.sql_dir.clone(),
     };
     let params = Params::at(job.as_of);
-    // Both dates, as a run computes them.
-    riskstrat::features::register_dates(&rc.ctx, &[job.as_of, job.as_of - chrono::Days::new(365)])
-        .await?;
     if args.get(2).map(String::as_str) == Some("--plan") {
-        // The physical plan of the features of both dates (read from the validated
-        // tables; a run reads the event tables from their validation pass instead).
+        // The physical plan of the features of both dates (plan_at registers the
+        // dates; it reads the validated tables, a run the event tables' validation pass).
         let df = riskstrat::features::plan_at(
             &rc.ctx,
             &sql,
@@ -37,6 +34,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         return Ok(());
     }
+    // Both dates, as a run computes them.
+    riskstrat::features::register_dates(&rc.ctx, &[job.as_of, job.as_of - chrono::Days::new(365)])
+        .await?;
     let files: Vec<String> = if args.len() > 2 {
         args[2..].to_vec()
     } else {

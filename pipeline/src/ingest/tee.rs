@@ -232,9 +232,9 @@ impl TableProvider for TeeTable {
 
 /// The leaf that reads a drain's channel, as `partitions` partitions that share it:
 /// whichever is polled takes the next batch, so the plan above works on the rows in
-/// parallel (with one partition, a join to `feature_days` and the aggregate above it
-/// ran on one core, issue 16), and a plan that polls its partitions one after another
-/// still reads them all, never waiting on a partition that is not polled.
+/// parallel without repartitioning them first (issue 16), and a plan that polls its
+/// partitions one after another still reads them all, never waiting on a partition
+/// that is not polled.
 struct TeeExec {
     projection: Option<Vec<usize>>,
     receiver: Arc<tokio::sync::Mutex<Batches>>,
