@@ -155,7 +155,7 @@ pub(crate) async fn split(
     quarantine: Option<&Path>,
     mut valid: Option<&mut crate::ingest::tee::Feed>,
 ) -> Result<TableCounts> {
-    let mut stream = checked.execute_stream().await?;
+    let mut stream = collecting_build_sides(checked).await?;
     let mut counts = TableCounts::default();
     let mut writer: Option<ArrowWriter<std::fs::File>> = None;
     while let Some(batch) = stream.next().await {
@@ -213,6 +213,31 @@ pub(crate) async fn split(
     }
     Ok(counts)
 }
+
+/// `checked` executed with its joins' build sides collected once, up to
+/// [`COLLECTED_BUILD_BYTES`], rather than hash-partitioned. The build side of an
+/// event table's validation join is the valid patients (one row per person, about 40
+/// bytes each): collected, every partition probes one table, and the events (tens of
+/// rows per person) are not repartitioned by pseudo_id first, which copied every column
+/// of every row. Only these plans are planned so: the feature plans' joins of
+/// per-person aggregates stay partitioned, where memory matters more (issue 16).
+async fn collecting_build_sides(
+    checked: DataFrame,
+) -> Result<datafusion::execution::SendableRecordBatchStream> {
+    let (mut state, plan) = checked.into_parts();
+    let optimizer = &mut state.config_mut().options_mut().optimizer;
+    optimizer.hash_join_single_partition_threshold = COLLECTED_BUILD_BYTES;
+    optimizer.hash_join_single_partition_threshold_rows = usize::MAX;
+    let physical = state.create_physical_plan(&plan).await?;
+    Ok(datafusion::physical_plan::execute_stream(
+        physical,
+        state.task_ctx(),
+    )?)
+}
+
+/// The largest build side [`collecting_build_sides`] collects: the valid patients of
+/// 10 million people take about 400 MB.
+const COLLECTED_BUILD_BYTES: usize = 1 << 30;
 
 use crate::error::Error;
 use datafusion::arrow::array::{Array, StringArray};
