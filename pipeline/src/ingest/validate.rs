@@ -224,15 +224,21 @@ pub(crate) async fn split(
 async fn collecting_build_sides(
     checked: DataFrame,
 ) -> Result<datafusion::execution::SendableRecordBatchStream> {
+    let (plan, task) = collected_plan(checked).await?;
+    Ok(datafusion::physical_plan::execute_stream(plan, task)?)
+}
+
+async fn collected_plan(
+    checked: DataFrame,
+) -> Result<(
+    std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    std::sync::Arc<datafusion::execution::TaskContext>,
+)> {
     let (mut state, plan) = checked.into_parts();
     let optimizer = &mut state.config_mut().options_mut().optimizer;
     optimizer.hash_join_single_partition_threshold = COLLECTED_BUILD_BYTES;
     optimizer.hash_join_single_partition_threshold_rows = usize::MAX;
-    let physical = state.create_physical_plan(&plan).await?;
-    Ok(datafusion::physical_plan::execute_stream(
-        physical,
-        state.task_ctx(),
-    )?)
+    Ok((state.create_physical_plan(&plan).await?, state.task_ctx()))
 }
 
 /// The largest build side [`collecting_build_sides`] collects: the valid patients of
@@ -246,3 +252,71 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::parquet::arrow::ArrowWriter;
 use futures::StreamExt;
 use std::path::Path;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
+    use datafusion::datasource::MemTable;
+    use datafusion::physical_plan::displayable;
+    use std::sync::Arc;
+
+    /// `patients` (past the default limits of a collected build side: 200,000 rows)
+    /// and `events` (three per patient, and 1,000 of unknown patients), two partitions.
+    async fn session() -> SessionContext {
+        let ctx = crate::session::new_context(&crate::session::SessionOptions {
+            target_partitions: Some(2),
+            ..Default::default()
+        })
+        .unwrap();
+        let table = |ids: Vec<i64>, with_person: bool| {
+            let pseudo: ArrayRef = Arc::new(StringArray::from_iter_values(
+                ids.iter().map(|i| format!("{i:032x}")),
+            ));
+            let mut columns = vec![("pseudo_id", pseudo)];
+            if with_person {
+                columns.push((
+                    "person",
+                    Arc::new(Int64Array::from(ids.clone())) as ArrayRef,
+                ));
+            }
+            let batch = RecordBatch::try_from_iter(columns).unwrap();
+            let half = batch.num_rows() / 2;
+            let parts = vec![
+                vec![batch.slice(0, half)],
+                vec![batch.slice(half, batch.num_rows() - half)],
+            ];
+            Arc::new(MemTable::try_new(batch.schema(), parts).unwrap())
+        };
+        ctx.register_table("patients", table((0..200_000).collect(), true))
+            .unwrap();
+        let events = (0..600_000).map(|i| i % 200_000).chain(300_000..301_000);
+        ctx.register_table("events", table(events.collect(), false))
+            .unwrap();
+        ctx
+    }
+
+    const CHECKED: &str = "SELECT e.pseudo_id, p.person, \
+        CASE WHEN p.person IS NULL THEN 'unknown_pseudo_id' END AS reason \
+        FROM events e LEFT JOIN patients p ON e.pseudo_id = p.pseudo_id";
+
+    /// Regression (issue 16): the validation join hash-partitioned every event row by its
+    /// pseudo_id, copying all its columns, to probe the patients in two halves.
+    #[tokio::test]
+    async fn validation_probes_the_patients_collected_once_without_repartitioning_events() {
+        let ctx = session().await;
+        let checked = ctx.sql(CHECKED).await.unwrap();
+        let default = checked.clone().create_physical_plan().await.unwrap();
+        let default = displayable(default.as_ref()).indent(true).to_string();
+        assert!(default.contains("mode=Partitioned"), "{default}");
+        let (plan, _) = collected_plan(checked.clone()).await.unwrap();
+        let plan = displayable(plan.as_ref()).indent(true).to_string();
+        assert!(plan.contains("HashJoinExec: mode=CollectLeft"), "{plan}");
+        assert!(!plan.contains("RepartitionExec"), "{plan}");
+        // And the same answer: every row once, the unknown ones quarantined.
+        let counts = split(checked, "events", None, None).await.unwrap();
+        assert_eq!(counts.rows_after_optouts, 601_000);
+        assert_eq!(counts.valid, 600_000);
+        assert_eq!(counts.quarantined["unknown_pseudo_id"], 1_000);
+    }
+}
