@@ -19,17 +19,16 @@ conditions AS (
   FROM codes c
   JOIN (SELECT DISTINCT condition, weight FROM charlson_codes) w
     ON w.condition = charlson_condition(upper(replace(c.code, '.', '')))
-),
-hierarchy AS (
-  SELECT column1 AS severe, column2 AS mild
-  FROM (VALUES ('msld', 'mld'), ('diabwc', 'diab'), ('metacanc', 'canc'))
 )
+-- A severe form present scores its mild form 0: one aggregate per person, no join of
+-- the conditions to themselves (which read the admissions once more for each side).
 SELECT
-  c.as_of,
-  c.person,
-  sum(CASE WHEN s.person IS NULL THEN c.weight ELSE 0 END) AS charlson_score
-FROM conditions c
-LEFT JOIN hierarchy h ON h.mild = c.condition
-LEFT JOIN conditions s
-  ON s.as_of = c.as_of AND s.person = c.person AND s.condition = h.severe
-GROUP BY c.as_of, c.person
+  as_of,
+  person,
+  sum(weight)
+    - CASE WHEN bool_or(condition = 'msld')     THEN coalesce(max(weight) FILTER (WHERE condition = 'mld'), 0)  ELSE 0 END
+    - CASE WHEN bool_or(condition = 'diabwc')   THEN coalesce(max(weight) FILTER (WHERE condition = 'diab'), 0) ELSE 0 END
+    - CASE WHEN bool_or(condition = 'metacanc') THEN coalesce(max(weight) FILTER (WHERE condition = 'canc'), 0) ELSE 0 END
+    AS charlson_score
+FROM conditions
+GROUP BY as_of, person
