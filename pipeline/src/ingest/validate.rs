@@ -155,7 +155,8 @@ pub(crate) async fn split(
     quarantine: Option<&Path>,
     mut valid: Option<&mut crate::ingest::tee::Feed>,
 ) -> Result<TableCounts> {
-    let mut stream = collecting_build_sides(checked).await?;
+    let (plan, task) = collected_plan(checked).await?;
+    let mut stream = datafusion::physical_plan::execute_stream(plan, task)?;
     let mut counts = TableCounts::default();
     let mut writer: Option<ArrowWriter<std::fs::File>> = None;
     while let Some(batch) = stream.next().await {
@@ -214,20 +215,13 @@ pub(crate) async fn split(
     Ok(counts)
 }
 
-/// `checked` executed with its joins' build sides collected once, up to
+/// `checked` planned with its joins' build sides collected once, up to
 /// [`COLLECTED_BUILD_BYTES`], rather than hash-partitioned. The build side of an
 /// event table's validation join is the valid patients (one row per person, about 40
 /// bytes each): collected, every partition probes one table, and the events (tens of
 /// rows per person) are not repartitioned by pseudo_id first, which copied every column
 /// of every row. Only these plans are planned so: the feature plans' joins of
 /// per-person aggregates stay partitioned, where memory matters more (issue 16).
-async fn collecting_build_sides(
-    checked: DataFrame,
-) -> Result<datafusion::execution::SendableRecordBatchStream> {
-    let (plan, task) = collected_plan(checked).await?;
-    Ok(datafusion::physical_plan::execute_stream(plan, task)?)
-}
-
 async fn collected_plan(
     checked: DataFrame,
 ) -> Result<(
@@ -241,7 +235,7 @@ async fn collected_plan(
     Ok((state.create_physical_plan(&plan).await?, state.task_ctx()))
 }
 
-/// The largest build side [`collecting_build_sides`] collects: the valid patients of
+/// The largest build side [`collected_plan`] collects: the valid patients of
 /// 10 million people take about 400 MB.
 const COLLECTED_BUILD_BYTES: usize = 1 << 30;
 
