@@ -52,7 +52,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for f in files {
         let text = sql.get(&f)?;
         let start = std::time::Instant::now();
-        let df = riskstrat::sql::query(&rc.ctx, &text, &params).await?;
+        let dates = [job.as_of, job.as_of - chrono::Days::new(365)];
+        let df = riskstrat::sql::query_with(
+            &rc.ctx,
+            &text,
+            &params,
+            vec![riskstrat::features::dates_param(&dates)],
+        )
+        .await?;
         let plan = df.explain(false, true)?.collect().await?;
         println!("== {f}: {:.2} s", start.elapsed().as_secs_f64());
         println!(

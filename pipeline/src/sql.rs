@@ -216,6 +216,16 @@ pub fn from_date32(days: i32) -> NaiveDate {
 /// Plan one SQL query with the run's parameters bound. Only parameters the text uses
 /// are bound, so a file may use any subset.
 pub async fn query(ctx: &SessionContext, sql: &SqlText, params: &Params) -> Result<DataFrame> {
+    query_with(ctx, sql, params, Vec::new()).await
+}
+
+/// [`query`] with more named parameters than [`Params`] gives (`$feature_dates`).
+pub async fn query_with(
+    ctx: &SessionContext,
+    sql: &SqlText,
+    params: &Params,
+    more: Vec<(&'static str, ScalarValue)>,
+) -> Result<DataFrame> {
     let df = ctx
         .sql(&sql.text)
         .await
@@ -223,6 +233,7 @@ pub async fn query(ctx: &SessionContext, sql: &SqlText, params: &Params) -> Resu
     let used: Vec<_> = params
         .values()
         .into_iter()
+        .chain(more)
         .filter(|(name, _)| uses_param(&sql.text, name))
         .collect();
     if used.is_empty() {

@@ -4,6 +4,8 @@
 -- charlson_codes; charlson_condition() looks a code up in it). Each condition counts
 -- once; a severe form present scores its mild form 0.
 -- Keyed on `person`, the run's integer person key (see validate/patients.sql).
+-- The 24-month windows of dates a year apart overlap (a spell can count at both), so
+-- this file joins feature_dates rather than using feature_date().
 WITH spells AS (
   SELECT d.as_of, a.person, a.primary_diagnosis, a.secondary_diagnoses
   FROM admissions a

@@ -6,12 +6,18 @@
 --     at most 9 characters long, so a substance's group is its codes' group.
 -- Plain GROUP BYs, no count(DISTINCT): each level has one row per thing it counts.
 -- Keyed on `person`, the run's integer person key (see validate/patients.sql).
-WITH substances AS (
-  SELECT d.as_of, p.person, substr(p.bnf_code, 1, 9) AS substance,
-         sum(p.items) AS items, sum(p.nic) AS nic
+-- feature_date() gives each row the date whose 12-month window holds it (the dates'
+-- windows do not overlap), or NULL: no join to feature_dates.
+WITH dated AS (
+  SELECT feature_date(p.issue_date, $feature_dates, 365) AS as_of,
+         p.person, substr(p.bnf_code, 1, 9) AS substance, p.items, p.nic
   FROM prescriptions p
-  JOIN feature_dates d ON p.issue_date >= d.w12_start AND p.issue_date < d.as_of
-  GROUP BY d.as_of, p.person, substr(p.bnf_code, 1, 9)
+),
+substances AS (
+  SELECT as_of, person, substance, sum(items) AS items, sum(nic) AS nic
+  FROM dated
+  WHERE as_of IS NOT NULL
+  GROUP BY as_of, person, substance
 ),
 groups AS (
   SELECT as_of, person, ltc_group(substance) AS ltc_group, sum(items) AS items,

@@ -164,6 +164,17 @@ pub async fn register_dates(ctx: &SessionContext, dates: &[NaiveDate]) -> Result
     crate::session::cluster::register_batch(ctx, tables::FEATURE_DATES, batch).await
 }
 
+/// `$feature_dates`: the dates of `feature_dates` as a list, for the UDF
+/// `feature_date(day, $feature_dates, days)` (a row's date without a join).
+pub fn dates_param(dates: &[NaiveDate]) -> (&'static str, ScalarValue) {
+    let values: Vec<ScalarValue> = dates
+        .iter()
+        .map(|d| ScalarValue::Date32(Some(crate::sql::date32(*d))))
+        .collect();
+    let list = ScalarValue::new_list_nullable(&values, &DataType::Date32);
+    ("feature_dates", ScalarValue::List(list))
+}
+
 /// A population or feature file's rows at every date, with `as_of` as a Date32: as it
 /// returns them when it reads `feature_dates` (it returns `as_of`), or else run at
 /// each date with that date's `$as_of` and windows, one after another.
@@ -173,7 +184,7 @@ async fn at_dates(
     params: &Params,
     dates: &[NaiveDate],
 ) -> Result<DataFrame> {
-    let first = crate::sql::query(ctx, text, params).await?;
+    let first = crate::sql::query_with(ctx, text, params, vec![dates_param(dates)]).await?;
     if first.schema().has_column_with_unqualified_name(AS_OF) {
         check_columns(&first, &text.origin, &[(AS_OF, Kind::Date)])?;
         return Ok(first.with_column(AS_OF, cast(ident(AS_OF), DataType::Date32))?);
@@ -184,7 +195,7 @@ async fn at_dates(
             as_of: *d,
             ..*params
         };
-        let part = crate::sql::query(ctx, text, &at).await?;
+        let part = crate::sql::query_with(ctx, text, &at, vec![dates_param(dates)]).await?;
         let mut columns = vec![lit(ScalarValue::Date32(Some(crate::sql::date32(*d)))).alias(AS_OF)];
         columns.extend(part.schema().fields().iter().map(|f| ident(f.name())));
         let part = part.select(columns)?;

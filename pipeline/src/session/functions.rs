@@ -2,9 +2,12 @@
 //! the cell keys of commissioner views.
 
 use super::reference::{PrefixLookup, age_band};
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, StringArray, StringViewArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, StringArray, StringViewArray,
+};
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{DataFusionError, HashSet};
+use datafusion::arrow::datatypes::Date32Type;
+use datafusion::common::{DataFusionError, HashSet, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionImplementation, ScalarUDF, Signature, SimpleScalarUDF, Volatility,
     create_udf,
@@ -181,6 +184,105 @@ pub(super) fn age_band_udf() -> ScalarUDF {
     )
 }
 
+/// `feature_date(day, dates, days)`: the date `d` of `dates` whose window
+/// `[d - days, d)` holds `day`, or NULL when none does. A feature file gives each event
+/// row its date with it (`feature_date(issue_date, $feature_dates, 365)`) instead of a
+/// range join to `feature_dates`, which DataFusion runs as a nested loop join copying
+/// every event row: 3.0 s of the prescriptions' 10.6 s of compute at 1,000,000 people.
+/// A day has at most one date, so the windows of `dates` must not overlap (refused:
+/// a 24-month window at dates a year apart needs the join).
+pub(super) fn feature_date_udf() -> ScalarUDF {
+    let fun: ScalarFunctionImplementation = Arc::new(|args: &[ColumnarValue]| {
+        let [
+            day,
+            ColumnarValue::Scalar(dates),
+            ColumnarValue::Scalar(days),
+        ] = args
+        else {
+            return Err(DataFusionError::Execution(
+                "feature_date(day, dates, days): the dates and the window's days must be constants, as in feature_date(issue_date, $feature_dates, 365)".into(),
+            ));
+        };
+        let windows = feature_windows(dates, days)?;
+        let date_of = |x: i32| {
+            windows
+                .iter()
+                .find(|&&(start, end)| x >= start && x < end)
+                .map(|&(_, end)| end)
+        };
+        Ok(match day {
+            ColumnarValue::Scalar(v) => {
+                let v = v.cast_to(&DataType::Date32)?;
+                let ScalarValue::Date32(v) = v else {
+                    unreachable!("cast to Date32")
+                };
+                ColumnarValue::Scalar(ScalarValue::Date32(v.and_then(date_of)))
+            }
+            ColumnarValue::Array(a) => {
+                let a = datafusion::arrow::compute::cast(a, &DataType::Date32)?;
+                let a = a.as_primitive::<Date32Type>();
+                ColumnarValue::Array(Arc::new(a.unary_opt::<_, Date32Type>(date_of)) as ArrayRef)
+            }
+        })
+    });
+    ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        "feature_date",
+        Signature::any(3, Volatility::Immutable),
+        DataType::Date32,
+        fun,
+    ))
+}
+
+/// The windows `[d - days, d)` of `feature_date`'s dates, as Date32 days, checked not
+/// to overlap.
+fn feature_windows(
+    dates: &ScalarValue,
+    days: &ScalarValue,
+) -> datafusion::common::Result<Vec<(i32, i32)>> {
+    let wrong = |what: String| {
+        DataFusionError::Execution(format!(
+            "feature_date(day, dates, days): {what}, as in feature_date(issue_date, $feature_dates, 365)"
+        ))
+    };
+    let days = match days.cast_to(&DataType::Int32) {
+        Ok(ScalarValue::Int32(Some(n))) if n > 0 => n,
+        _ => {
+            return Err(wrong(format!(
+                "the window must be a positive number of days, not {days}"
+            )));
+        }
+    };
+    let ScalarValue::List(list) = dates else {
+        return Err(wrong(format!(
+            "the dates must be a list of dates, not {}",
+            dates.data_type()
+        )));
+    };
+    let values =
+        datafusion::arrow::compute::cast(list.values(), &DataType::Date32).map_err(|_| {
+            wrong(format!(
+                "the dates must be a list of dates, not {}",
+                dates.data_type()
+            ))
+        })?;
+    let mut ends: Vec<i32> = values
+        .as_primitive::<Date32Type>()
+        .iter()
+        .flatten()
+        .collect();
+    ends.sort_unstable();
+    let day = |d: i32| chrono::DateTime::UNIX_EPOCH.date_naive() + chrono::Days::new(d as u64);
+    ends.dedup();
+    if let Some(w) = ends.windows(2).find(|w| w[1] - w[0] < days) {
+        return Err(wrong(format!(
+            "the {days}-day windows of {} and {} overlap, so a day can fall in both; join the table feature_dates instead",
+            day(w[0]),
+            day(w[1])
+        )));
+    }
+    Ok(ends.into_iter().map(|end| (end - days, end)).collect())
+}
+
 pub fn is_pseudo_id(s: &str) -> bool {
     s.len() == 32
         && s.bytes()
@@ -197,6 +299,85 @@ mod tests {
         assert!(!is_pseudo_id("0123456789ABCDEF0123456789abcdef"));
         assert!(!is_pseudo_id("0123456789abcdef0123456789abcde"));
         assert!(!is_pseudo_id("0123456789abcdef0123456789abcdeg"));
+    }
+
+    /// `feature_date(day, dates, days)` over two dates a year apart: each day gets the
+    /// date whose window `[d - days, d)` holds it (both ends checked), else NULL; a
+    /// NULL day stays NULL; windows that overlap and a non-constant list are refused.
+    #[tokio::test]
+    async fn feature_date_gives_each_day_the_date_whose_window_holds_it() {
+        use datafusion::arrow::array::Date32Array;
+        use datafusion::prelude::{SessionContext, col, lit};
+        let d = |s: &str| crate::sql::date32(s.parse().unwrap());
+        let dates = ScalarValue::List(ScalarValue::new_list_nullable(
+            &[
+                ScalarValue::Date32(Some(d("2026-04-01"))),
+                ScalarValue::Date32(Some(d("2025-04-01"))),
+            ],
+            &DataType::Date32,
+        ));
+        let days = [
+            "2026-04-01", // A itself: outside [A - 365, A)
+            "2026-03-31", // A's window, last day
+            "2025-04-01", // A's window, first day (and T0 itself)
+            "2025-03-31", // T0's window, last day
+            "2024-04-01", // T0's window, first day
+            "2024-03-31", // before both
+        ];
+        let mut values: Vec<Option<i32>> = days.iter().map(|s| Some(d(s))).collect();
+        values.push(None);
+        let batch = datafusion::arrow::array::RecordBatch::try_from_iter(vec![(
+            "day",
+            Arc::new(Date32Array::from(values)) as ArrayRef,
+        )])
+        .unwrap();
+        let ctx = SessionContext::new();
+        let udf = feature_date_udf();
+        let out = ctx
+            .read_batch(batch.clone())
+            .unwrap()
+            .select(vec![udf.call(vec![
+                col("day"),
+                lit(dates.clone()),
+                lit(365i64),
+            ])])
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let got: Vec<Option<i32>> = out[0]
+            .column(0)
+            .as_primitive::<Date32Type>()
+            .iter()
+            .collect();
+        let (a, t0) = (Some(d("2026-04-01")), Some(d("2025-04-01")));
+        assert_eq!(got, vec![None, a, a, t0, t0, None, None]);
+
+        // 730-day windows of dates a year apart overlap: refused, naming both.
+        let overlap = ctx
+            .read_batch(batch.clone())
+            .unwrap()
+            .select(vec![udf.call(vec![col("day"), lit(dates), lit(730i64)])])
+            .unwrap()
+            .collect()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            overlap.contains("2025-04-01 and 2026-04-01 overlap"),
+            "{overlap}"
+        );
+        // The dates given per row rather than once: refused, saying how to call it.
+        let per_row = ctx
+            .read_batch(batch)
+            .unwrap()
+            .select(vec![udf.call(vec![col("day"), col("day"), lit(365i64)])])
+            .unwrap()
+            .collect()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(per_row.contains("must be constants"), "{per_row}");
     }
 
     /// Over a Utf8 column and a Utf8View one, with short values and pseudonym-length

@@ -79,12 +79,13 @@ pub fn new_context(opts: &SessionOptions) -> Result<SessionContext> {
     Ok(ctx)
 }
 
-/// riskstrat's UDFs: `is_pseudo_id`, `age_band`, and the reference lists as lookups,
+/// riskstrat's UDFs: `is_pseudo_id`, `age_band`, `feature_date`, and the reference lists as lookups,
 /// `ltc_group(bnf_code)` and `charlson_condition(icd10_code)`.
 pub(crate) fn scalar_functions() -> Result<Vec<Arc<ScalarUDF>>> {
     Ok(vec![
         Arc::new(functions::is_pseudo_id_udf()),
         Arc::new(functions::age_band_udf()),
+        Arc::new(functions::feature_date_udf()),
         Arc::new(functions::prefix_lookup_udf(
             PrefixLookup::ltc_groups()?,
             "ltc_group",
