@@ -9,6 +9,9 @@ use riskstrat::synth::{SynthOptions, generate};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "riskstrat",
