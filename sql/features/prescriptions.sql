@@ -2,12 +2,14 @@
 -- in one pass over prescriptions.
 --   distinct_drugs_12m: chemical substances (the first 9 characters of the BNF code)
 --   ltc_groups_12m: groups of reference/ltc_bnf_groups.csv (the table ltc_bnf_groups)
---     matched by BNF prefix; ltc_group() looks a code up in that list. Its prefixes are
---     at most 9 characters long, so a substance's group is its codes' group.
--- Plain GROUP BYs, no count(DISTINCT): each level has one row per thing it counts.
--- Keyed on `person`, the run's integer person key (see validate/patients.sql).
+--     matched by BNF prefix. Its prefixes are at most 9 characters long, so a
+--     substance's group is its codes' group. ltc_group_bit() is the bit of a code's
+--     group (0 for none, as ltc_group() is its name): OR-ed over a person's substances
+--     and counted, the number of distinct groups, with no GROUP BY per group.
+-- Plain GROUP BYs, no count(DISTINCT): each substance is one row of `substances`.
 -- feature_date() gives each row the date whose 12-month window holds it (the dates'
 -- windows do not overlap), or NULL: no join to feature_dates.
+-- Keyed on `person`, the run's integer person key (see validate/patients.sql).
 WITH dated AS (
   SELECT feature_date(p.issue_date, $feature_dates, 365) AS as_of,
          p.person, substr(p.bnf_code, 1, 9) AS substance, p.items, p.nic
@@ -18,19 +20,13 @@ substances AS (
   FROM dated
   WHERE as_of IS NOT NULL
   GROUP BY as_of, person, substance
-),
-groups AS (
-  SELECT as_of, person, ltc_group(substance) AS ltc_group, sum(items) AS items,
-         sum(nic) AS nic, count(*) AS substances
-  FROM substances
-  GROUP BY as_of, person, ltc_group(substance)
 )
 SELECT
   as_of,
   person,
-  sum(items)       AS rx_items_12m,
-  sum(nic)         AS rx_cost_12m,
-  sum(substances)  AS distinct_drugs_12m,
-  count(ltc_group) AS ltc_groups_12m
-FROM groups
+  sum(items)                                   AS rx_items_12m,
+  sum(nic)                                     AS rx_cost_12m,
+  count(*)                                     AS distinct_drugs_12m,
+  bit_count(bit_or(ltc_group_bit(substance)))  AS ltc_groups_12m
+FROM substances
 GROUP BY as_of, person

@@ -91,6 +91,52 @@ pub fn prefix_lookup_udf(lookup: PrefixLookup, name: &str) -> ScalarUDF {
     })
 }
 
+/// `name(code)`: the bit `1 << i` of the code's category, the `i`th of
+/// [`PrefixLookup::categories`], or 0 when it has none (or is NULL). OR-ed over a
+/// person's codes (`bit_or`) and counted (`bit_count`), it gives the number of distinct
+/// categories in the aggregate that already groups per person, instead of a GROUP BY
+/// per person and category (two more hash aggregates over every substance of every
+/// person; 1.1 GB spilled at 10,000,000 people under a 7 GiB limit).
+pub fn prefix_bit_udf(lookup: PrefixLookup, name: &str) -> crate::error::Result<ScalarUDF> {
+    let categories = lookup.categories();
+    if categories.len() > 63 {
+        return Err(crate::error::Error::failed(format!(
+            "{name}: {} categories do not fit the 63 bits of a BIGINT",
+            categories.len()
+        )));
+    }
+    let bits: std::collections::HashMap<String, i64> = categories
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.to_string(), 1i64 << i))
+        .collect();
+    Ok(udf_over_strings(name, DataType::Int64, move |s| {
+        let out: datafusion::arrow::array::Int64Array = s
+            .iter()
+            .map(|v| Some(v.and_then(|c| lookup.category(c)).map_or(0, |c| bits[c])))
+            .collect();
+        Arc::new(out) as ArrayRef
+    }))
+}
+
+/// `bit_count(n)`: the number of bits set in a BIGINT (with `prefix_bit_udf`'s bits,
+/// the number of distinct categories).
+pub(super) fn bit_count_udf() -> ScalarUDF {
+    create_udf(
+        "bit_count",
+        vec![DataType::Int64],
+        DataType::Int64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let a = arrays[0].as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            let out: datafusion::arrow::array::Int64Array =
+                a.unary(|n: i64| i64::from(n.count_ones()));
+            Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+        }),
+    )
+}
+
 /// `name(s)`: whether `s` is one of `set`. A filter on a set of people that
 /// DataFusion can push below joins to a table's scan (an IN list of hundreds of
 /// thousands of literals is planned and evaluated far more slowly).
@@ -299,6 +345,91 @@ mod tests {
         assert!(!is_pseudo_id("0123456789ABCDEF0123456789abcdef"));
         assert!(!is_pseudo_id("0123456789abcdef0123456789abcde"));
         assert!(!is_pseudo_id("0123456789abcdef0123456789abcdeg"));
+    }
+
+    /// `ltc_group_bit` gives codes of one group one bit and codes of another group
+    /// another, 0 outside every group and for NULL; `bit_count` of their OR counts the
+    /// distinct groups, as `count(DISTINCT ltc_group(code))` does.
+    #[tokio::test]
+    async fn ltc_group_bits_count_the_distinct_groups() {
+        use datafusion::prelude::{SessionContext, col};
+        let lookup = PrefixLookup::ltc_groups().unwrap();
+        let codes = vec![
+            Some("0601023A0AAAAAA"), // diabetes
+            Some("0601012V0BBAEAD"), // diabetes again
+            Some("0301011R0AAAPAP"), // respiratory
+            Some("0205051R0AAAJAJ"), // cardiovascular
+            Some("9999999X0AAAAAA"), // no group
+            None,
+        ];
+        let groups: Vec<Option<&str>> = codes
+            .iter()
+            .map(|c| c.and_then(|c| lookup.category(c)))
+            .collect();
+        assert_eq!(
+            groups,
+            vec![
+                Some("diabetes"),
+                Some("diabetes"),
+                Some("respiratory"),
+                Some("cardiovascular"),
+                None,
+                None
+            ]
+        );
+        let udf = prefix_bit_udf(lookup, "ltc_group_bit").unwrap();
+        let batch = datafusion::arrow::array::RecordBatch::try_from_iter(vec![(
+            "code",
+            Arc::new(StringArray::from(codes)) as ArrayRef,
+        )])
+        .unwrap();
+        let ctx = SessionContext::new();
+        let bits = ctx
+            .read_batch(batch)
+            .unwrap()
+            .select(vec![udf.call(vec![col("code")]).alias("bit")])
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let bits: Vec<i64> = bits[0]
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .iter()
+            .map(Option::unwrap)
+            .collect();
+        assert_eq!(bits[0], bits[1]);
+        assert_eq!(bits[4..], [0, 0]);
+        for b in &bits[..4] {
+            assert_eq!(b.count_ones(), 1);
+        }
+        let or = bits.iter().fold(0, |a, b| a | b);
+        let count = bit_count_udf()
+            .invoke_with_args(datafusion::logical_expr::ScalarFunctionArgs {
+                args: vec![ColumnarValue::Scalar(ScalarValue::Int64(Some(or)))],
+                arg_fields: vec![Arc::new(datafusion::arrow::datatypes::Field::new(
+                    "n",
+                    DataType::Int64,
+                    true,
+                ))],
+                number_rows: 1,
+                return_field: Arc::new(datafusion::arrow::datatypes::Field::new(
+                    "c",
+                    DataType::Int64,
+                    true,
+                )),
+                config_options: Arc::new(Default::default()),
+            })
+            .unwrap();
+        let ColumnarValue::Array(count) = count else {
+            panic!("an array")
+        };
+        assert_eq!(
+            count
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .value(0),
+            3
+        );
     }
 
     /// `feature_date(day, dates, days)` over two dates a year apart: each day gets the

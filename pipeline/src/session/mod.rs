@@ -79,8 +79,9 @@ pub fn new_context(opts: &SessionOptions) -> Result<SessionContext> {
     Ok(ctx)
 }
 
-/// riskstrat's UDFs: `is_pseudo_id`, `age_band`, `feature_date`, and the reference lists as lookups,
-/// `ltc_group(bnf_code)` and `charlson_condition(icd10_code)`.
+/// riskstrat's UDFs: `is_pseudo_id`, `age_band`, `feature_date`, `bit_count`, and the
+/// reference lists as lookups, `ltc_group(bnf_code)`, `ltc_group_bit(bnf_code)` and
+/// `charlson_condition(icd10_code)`.
 pub(crate) fn scalar_functions() -> Result<Vec<Arc<ScalarUDF>>> {
     Ok(vec![
         Arc::new(functions::is_pseudo_id_udf()),
@@ -90,6 +91,11 @@ pub(crate) fn scalar_functions() -> Result<Vec<Arc<ScalarUDF>>> {
             PrefixLookup::ltc_groups()?,
             "ltc_group",
         )),
+        Arc::new(functions::prefix_bit_udf(
+            PrefixLookup::ltc_groups()?,
+            "ltc_group_bit",
+        )?),
+        Arc::new(functions::bit_count_udf()),
         Arc::new(functions::prefix_lookup_udf(
             PrefixLookup::charlson()?,
             "charlson_condition",

@@ -76,6 +76,14 @@ impl PrefixLookup {
         Self::new(&pairs, "charlson_quan2005_icd10.csv")
     }
 
+    /// The distinct categories, sorted.
+    pub fn categories(&self) -> Vec<&str> {
+        let mut all: Vec<&str> = self.by_prefix.values().map(String::as_str).collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+
     pub fn category(&self, code: &str) -> Option<&str> {
         self.lengths
             .iter()
