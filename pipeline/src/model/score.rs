@@ -10,11 +10,11 @@ use crate::error::{Error, Result};
 use datafusion::arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::functions::math::expr_fn::{exp, isnan};
+use datafusion::functions::math::expr_fn::exp;
 use datafusion::functions_aggregate::expr_fn::{avg, count};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::ExprFunctionExt;
-use datafusion::prelude::{DataFrame, Expr, cast, coalesce, ident, lit, not, when};
+use datafusion::prelude::{DataFrame, Expr, cast, coalesce, ident, lit, when};
 use riskstrat_models::tiers::{Tier, ceil_share};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -85,10 +85,6 @@ fn contribution(k: usize) -> String {
     format!("__c{k}")
 }
 
-fn position(k: usize) -> String {
-    format!("__p{k}")
-}
-
 /// Each term's mean over the population, in one aggregate; a term that is null for
 /// anyone is an error naming it (the model cannot score without it).
 async fn means(df: &DataFrame, names: &[String]) -> Result<(usize, Vec<f64>)> {
@@ -130,55 +126,22 @@ async fn means(df: &DataFrame, names: &[String]) -> Result<(usize, Vec<f64>)> {
 /// Where each contribution comes when they are sorted by descending amount (in IEEE
 /// total order, as Arrow compares floats), ties by term order: the number of terms
 /// ahead of it.
-fn positions(p: usize) -> Vec<Expr> {
-    (0..p)
-        .map(|k| {
-            let c = ident(contribution(k));
-            (0..p)
-                .filter(|&j| j != k)
-                .map(|j| {
-                    let cj = ident(contribution(j));
-                    let ahead = if j < k {
-                        cj.gt_eq(c.clone())
-                    } else {
-                        cj.gt(c.clone())
-                    };
-                    cast(ahead, DataType::Int64)
-                })
-                .fold(lit(0i64), |a, b| a + b)
-                .alias(position(k))
-        })
-        .collect()
-}
-
-/// Reason `r` (0-based): the term in position `r` if its contribution raises the risk,
-/// else null; with its amount.
 fn reason(r: usize, names: &[String]) -> Result<[Expr; 2]> {
-    let chosen = |k: usize| {
-        let c = ident(contribution(k));
-        ident(position(k))
-            .eq(lit(r as i64))
-            .and(c.clone().gt(lit(0.0)))
-            .and(not(isnan(c)))
-    };
-    let mut name = when(chosen(0), lit(names[0].as_str()));
-    let mut amount = when(chosen(0), ident(contribution(0)));
-    for (k, t) in names.iter().enumerate().skip(1) {
-        name = name.when(chosen(k), lit(t.as_str()));
-        amount = amount.when(chosen(k), ident(contribution(k)));
+    let [index, amount] = crate::session::reason_udfs();
+    let mut args = vec![lit(r as i64)];
+    args.extend((0..names.len()).map(|k| ident(contribution(k))));
+    let mut name = datafusion::logical_expr::case(index.call(args.clone()));
+    for (k, t) in names.iter().enumerate() {
+        name.when(lit(k as i64), lit(t.as_str()));
     }
     let label = format!("reason_{}", r + 1);
     Ok([
         name.otherwise(lit(datafusion::scalar::ScalarValue::Utf8(None)))?
             .alias(&label),
-        amount
-            .otherwise(lit(datafusion::scalar::ScalarValue::Float64(None)))?
-            .alias(format!("{label}_contribution")),
+        amount.call(args).alias(format!("{label}_contribution")),
     ])
 }
 
-/// Each tier's last rank (1-based, inclusive) among `n` people: `ceil(share x n)`
-/// minus the tiers above, the last tier taking everyone left (as `tiers::assign`).
 fn tier_ends(tiers: &[Tier], n: usize) -> Vec<usize> {
     let mut start = 0;
     tiers
@@ -260,30 +223,43 @@ pub async fn score(
             ident("pseudo_id").sort(true, true),
         ]
     };
-    let rank = row_number().order_by(order()).build()?.alias("__rank");
-    let mut with_positions = vec![ident("pseudo_id"), ident("risk"), rank];
-    with_positions.extend((0..p).map(|k| ident(contribution(k))));
-    with_positions.extend(positions(p));
+    // The reasons first, over every partition in parallel; then the rank, a window over the whole population (one partition),
+    // which only the tier needs: computed after it, they ran on one thread.
+    let mut reasons = Vec::new();
+    for r in 0..REASONS.min(p) {
+        reasons.extend(reason(r, names)?);
+    }
+    for r in p..REASONS {
+        let label = format!("reason_{}", r + 1);
+        reasons.push(lit(datafusion::scalar::ScalarValue::Utf8(None)).alias(&label));
+        reasons.push(
+            lit(datafusion::scalar::ScalarValue::Float64(None))
+                .alias(format!("{label}_contribution")),
+        );
+    }
+    let reason_names: Vec<String> = reasons
+        .iter()
+        .map(|e| e.schema_name().to_string())
+        .collect();
+    let mut with_reasons = vec![ident("pseudo_id"), ident("risk")];
+    with_reasons.extend(reasons);
+    let mut with_rank = vec![
+        ident("pseudo_id"),
+        ident("risk"),
+        row_number().order_by(order()).build()?.alias("__rank"),
+    ];
+    with_rank.extend(reason_names.iter().map(ident));
     let ends = tier_ends(tiers, n);
     let mut out = vec![
         ident("pseudo_id"),
         ident("risk"),
         tier_of(tiers, &ends)?.alias("tier"),
     ];
-    for r in 0..REASONS.min(p) {
-        out.extend(reason(r, names)?);
-    }
-    for r in p..REASONS {
-        let label = format!("reason_{}", r + 1);
-        out.push(lit(datafusion::scalar::ScalarValue::Utf8(None)).alias(&label));
-        out.push(
-            lit(datafusion::scalar::ScalarValue::Float64(None))
-                .alias(format!("{label}_contribution")),
-        );
-    }
+    out.extend(reason_names.iter().map(ident));
     let batches = df
         .select(columns)?
-        .select(with_positions)?
+        .select(with_reasons)?
+        .select(with_rank)?
         .select(out)?
         .sort(order())?
         .collect()
