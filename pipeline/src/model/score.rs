@@ -123,9 +123,10 @@ async fn means(df: &DataFrame, names: &[String]) -> Result<(usize, Vec<f64>)> {
     Ok((n, means))
 }
 
-/// Where each contribution comes when they are sorted by descending amount (in IEEE
-/// total order, as Arrow compares floats), ties by term order: the number of terms
-/// ahead of it.
+/// Reason `r` (0-based): the term whose contribution comes `r`th when they are sorted
+/// by descending amount (in IEEE total order, as Arrow compares floats; ties by term
+/// order), if it raises the risk, else null; with its amount (`reason_index`,
+/// `reason_contribution`).
 fn reason(r: usize, names: &[String]) -> Result<[Expr; 2]> {
     let [index, amount] = crate::session::reason_udfs();
     let mut args = vec![lit(r as i64)];
@@ -142,6 +143,8 @@ fn reason(r: usize, names: &[String]) -> Result<[Expr; 2]> {
     ])
 }
 
+/// Each tier's last rank (1-based, inclusive) among `n` people: `ceil(share x n)`
+/// minus the tiers above, the last tier taking everyone left (as `tiers::assign`).
 fn tier_ends(tiers: &[Tier], n: usize) -> Vec<usize> {
     let mut start = 0;
     tiers
@@ -223,8 +226,9 @@ pub async fn score(
             ident("pseudo_id").sort(true, true),
         ]
     };
-    // The reasons first, over every partition in parallel; then the rank, a window over the whole population (one partition),
-    // which only the tier needs: computed after it, they ran on one thread.
+    // The reasons first, over every partition in parallel; then the rank, a window
+    // over the whole population (one partition), which only the tier needs: computed
+    // after it, the reasons ran on one thread.
     let mut reasons = Vec::new();
     for r in 0..REASONS.min(p) {
         reasons.extend(reason(r, names)?);
