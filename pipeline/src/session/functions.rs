@@ -336,7 +336,7 @@ fn feature_windows(
 /// each row, where `CASE` expressions comparing every pair of terms took 1.5 s of
 /// compute at 1,000,000 people.
 pub fn reason_udfs() -> [ScalarUDF; 2] {
-    let make = |name: &str, index: bool| {
+    let make = |name: &'static str, index: bool| {
         let fun: ScalarFunctionImplementation = Arc::new(move |args: &[ColumnarValue]| {
             let rows = args
                 .iter()
@@ -345,26 +345,7 @@ pub fn reason_udfs() -> [ScalarUDF; 2] {
                     ColumnarValue::Scalar(_) => None,
                 })
                 .unwrap_or(1);
-            let r = match &args[0] {
-                ColumnarValue::Scalar(v) => match v.cast_to(&DataType::Int64)? {
-                    ScalarValue::Int64(Some(r)) if r >= 0 => r as usize,
-                    _ => {
-                        return Err(DataFusionError::Execution(format!(
-                            "{}: the rank must be a constant of 0 or more",
-                            if index {
-                                "reason_index"
-                            } else {
-                                "reason_contribution"
-                            }
-                        )));
-                    }
-                },
-                ColumnarValue::Array(_) => {
-                    return Err(DataFusionError::Execution(
-                        "the rank of a reason must be a constant".into(),
-                    ));
-                }
-            };
+            let r = reason_rank(name, &args[0])?;
             let terms: Vec<ArrayRef> = args[1..]
                 .iter()
                 .map(|a| {
@@ -374,15 +355,13 @@ pub fn reason_udfs() -> [ScalarUDF; 2] {
                 .collect::<datafusion::common::Result<_>>()?;
             let terms: Vec<&datafusion::arrow::array::Float64Array> =
                 terms.iter().map(|a| a.as_primitive()).collect();
+            let returns = if index {
+                DataType::Int64
+            } else {
+                DataType::Float64
+            };
             if r >= terms.len() || terms.len() > 64 {
-                let nulls = datafusion::arrow::array::new_null_array(
-                    &if index {
-                        DataType::Int64
-                    } else {
-                        DataType::Float64
-                    },
-                    rows,
-                );
+                let nulls = datafusion::arrow::array::new_null_array(&returns, rows);
                 return Ok(ColumnarValue::Array(nulls));
             }
             let mut values = vec![0.0; terms.len()];
@@ -393,24 +372,7 @@ pub fn reason_udfs() -> [ScalarUDF; 2] {
                     }
                     values[k] = t.value(row);
                 }
-                // The largest not yet taken, r + 1 times: ties to the earlier term, and
-                // total_cmp, as Arrow's comparisons order floats.
-                let (mut taken, mut k) = (0u64, 0);
-                for _ in 0..=r {
-                    k = (0..values.len())
-                        .filter(|j| taken & (1 << j) == 0)
-                        .reduce(|a, b| {
-                            if values[b].total_cmp(&values[a]).is_gt() {
-                                b
-                            } else {
-                                a
-                            }
-                        })
-                        .expect("r is below the number of terms");
-                    taken |= 1 << k;
-                }
-                let c = values[k];
-                (c > 0.0 && !c.is_nan()).then_some((k, c))
+                ranked(&values, r)
             });
             let out: ArrayRef = if index {
                 Arc::new(
@@ -443,6 +405,40 @@ pub fn reason_udfs() -> [ScalarUDF; 2] {
         make("reason_index", true),
         make("reason_contribution", false),
     ]
+}
+
+/// The rank argument of `name`: a constant of 0 or more.
+fn reason_rank(name: &str, rank: &ColumnarValue) -> datafusion::common::Result<usize> {
+    let wrong =
+        || DataFusionError::Execution(format!("{name}: the rank must be a constant of 0 or more"));
+    match rank {
+        ColumnarValue::Scalar(v) => match v.cast_to(&DataType::Int64)? {
+            ScalarValue::Int64(Some(r)) if r >= 0 => Ok(r as usize),
+            _ => Err(wrong()),
+        },
+        ColumnarValue::Array(_) => Err(wrong()),
+    }
+}
+
+/// The index and value of the `r`th largest of `values` (at most 64; `r` below their
+/// number), if it is positive: the largest not yet taken, `r + 1` times, ties to the
+/// earlier term, in `total_cmp` order as Arrow's comparisons order floats.
+fn ranked(values: &[f64], r: usize) -> Option<(usize, f64)> {
+    let (mut taken, mut k) = (0u64, 0);
+    for _ in 0..=r {
+        k = (0..values.len())
+            .filter(|j| taken & (1 << j) == 0)
+            .reduce(|a, b| {
+                if values[b].total_cmp(&values[a]).is_gt() {
+                    b
+                } else {
+                    a
+                }
+            })?;
+        taken |= 1 << k;
+    }
+    let c = values[k];
+    (c > 0.0 && !c.is_nan()).then_some((k, c))
 }
 
 pub fn is_pseudo_id(s: &str) -> bool {
