@@ -1218,19 +1218,25 @@ async fn failed_authentications_are_counted_and_audited_without_the_token() {
     let flood = 3000;
     let addr = server.addr.clone();
     let flooding = tokio::spawn(async move {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        // Over six connections: HTTP/2 closes a connection after 1,024 streams it had
+        // to reset (h2's guard against reset floods), and a refused call's stream can
+        // be reset before its request is read; on one connection, that dropped some
+        // calls ("transport error") before they reached the check (regression:
+        // flaky under load with 3,000 calls on one connection).
+        let mut channels = Vec::new();
+        for _ in 0..6 {
+            let endpoint = Endpoint::from_shared(format!("http://{addr}")).unwrap();
+            channels.push(endpoint.connect().await.unwrap());
+        }
         let mut calls = Vec::new();
-        for _ in 0..flood {
-            let mut c = FlightSqlServiceClient::new(channel.clone());
+        for i in 0..flood {
+            let mut c = FlightSqlServiceClient::new(channels[i % channels.len()].clone());
             c.set_token(wrong.to_string());
-            calls.push(tokio::spawn(async move { code(c.get_catalogs().await).0 }));
+            calls.push(tokio::spawn(async move { code(c.get_catalogs().await) }));
         }
         for c in calls {
-            assert_eq!(c.await.unwrap(), Code::Unauthenticated);
+            let (code, message) = c.await.unwrap();
+            assert_eq!(code, Code::Unauthenticated, "{message}");
         }
     });
     let mut good = server.client(Some(TOKEN)).await;
