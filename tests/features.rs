@@ -93,7 +93,7 @@ fn spell(
         discharge: discharge.map(d),
         method,
         primary,
-        secondary,
+        secondary: Some(secondary),
         cost,
     }
 }
@@ -476,6 +476,29 @@ fn cases() -> Vec<Case> {
                 ));
             },
             expect: Expect::Features(&[("charlson_score", I(3))]),
+        },
+        Case {
+            // A NULL list of secondary diagnoses: the primary still counts (chf, 1).
+            // Regression: reading the codes as one unnest of the primary prepended to
+            // the secondary list must not lose the primary where the list is NULL.
+            name: "charlson_null_secondary_list_keeps_the_primary",
+            setup: |ds| {
+                let n = "charlson_null_secondary_list_keeps_the_primary";
+                ds.patients.push(Patient::new(n));
+                let mut s = spell(
+                    n,
+                    "CH-9",
+                    "2025-06-01",
+                    Some("2025-06-02"),
+                    "11",
+                    Some("I500"),
+                    vec![],
+                    0.0,
+                );
+                s.secondary = None;
+                ds.admissions.push(s);
+            },
+            expect: Expect::Features(&[("charlson_score", I(1))]),
         },
         Case {
             // diabwc over diab: 2, not 3; across two spells, one outside W12 but inside W24.

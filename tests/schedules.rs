@@ -36,7 +36,7 @@ fn monthly_dataset() -> Dataset {
                 discharge: Some(day + chrono::Duration::days(1)),
                 method: "21",
                 primary: Some("J189"),
-                secondary: vec![],
+                secondary: Some(vec![]),
                 cost: 100.0,
             });
         }
@@ -767,7 +767,7 @@ fn temporal_fixture(dir: &Path) -> std::path::PathBuf {
                 discharge: Some(day + chrono::Duration::days(2)),
                 method: "21",
                 primary: Some("J189"),
-                secondary: vec![],
+                secondary: Some(vec![]),
                 cost: 1000.0,
             });
         }

@@ -27,7 +27,7 @@ fn spell(who: &str, n: usize, date: &str, days: u64) -> Spell {
         discharge: Some(date + chrono::Days::new(days)),
         method: "21",
         primary: Some("J189"),
-        secondary: vec![],
+        secondary: Some(vec![]),
         cost: 1000.0,
     }
 }

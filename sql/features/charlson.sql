@@ -6,15 +6,14 @@
 -- Keyed on `person`, the run's integer person key (see validate/patients.sql).
 -- The 24-month windows of dates a year apart overlap (a spell can count at both), so
 -- this file joins feature_dates rather than using feature_date().
-WITH spells AS (
-  SELECT d.as_of, a.person, a.primary_diagnosis, a.secondary_diagnoses
+-- A spell's codes, its primary diagnosis then its secondary ones (none when the list
+-- is NULL), unnested from one read of the admissions: a UNION ALL of the two read
+-- (and validated) the admissions once for each side.
+WITH codes AS (
+  SELECT d.as_of, a.person,
+         unnest(array_prepend(a.primary_diagnosis, a.secondary_diagnoses)) AS code
   FROM admissions a
   JOIN feature_dates d ON a.admission_date >= d.w24_start AND a.admission_date < d.as_of
-),
-codes AS (
-  SELECT as_of, person, primary_diagnosis AS code FROM spells
-  UNION ALL
-  SELECT as_of, person, unnest(secondary_diagnoses) AS code FROM spells
 ),
 conditions AS (
   SELECT DISTINCT c.as_of, c.person, w.condition, w.weight

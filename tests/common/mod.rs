@@ -80,7 +80,8 @@ pub struct Spell {
     pub discharge: Option<NaiveDate>,
     pub method: &'static str,
     pub primary: Option<&'static str>,
-    pub secondary: Vec<&'static str>,
+    /// None: a NULL list (the contract allows it).
+    pub secondary: Option<Vec<&'static str>>,
     pub cost: f64,
 }
 
@@ -235,10 +236,10 @@ impl Dataset {
             dis.append_option(s.discharge.map(dt));
             method.append_value(s.method);
             prim.append_option(s.primary);
-            for x in &s.secondary {
+            for x in s.secondary.iter().flatten() {
                 sec.values().append_value(x);
             }
-            sec.append(true);
+            sec.append(s.secondary.is_some());
             cost.append_value(s.cost);
         }
         write(
@@ -546,7 +547,7 @@ pub fn small_dataset() -> Dataset {
             discharge: Some(d("2025-06-03")),
             method: "21",
             primary: Some("J189"),
-            secondary: vec![],
+            secondary: Some(vec![]),
             cost: 100.0,
         });
     }
