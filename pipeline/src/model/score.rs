@@ -13,7 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::functions::math::expr_fn::exp;
 use datafusion::functions_aggregate::expr_fn::{avg, count};
 use datafusion::functions_window::expr_fn::row_number;
-use datafusion::logical_expr::ExprFunctionExt;
+use datafusion::logical_expr::{ExprFunctionExt, ScalarUDF};
 use datafusion::prelude::{DataFrame, Expr, cast, coalesce, ident, lit, when};
 use riskstrat_models::tiers::{Tier, ceil_share};
 use std::collections::BTreeMap;
@@ -127,8 +127,8 @@ async fn means(df: &DataFrame, names: &[String]) -> Result<(usize, Vec<f64>)> {
 /// by descending amount (in IEEE total order, as Arrow compares floats; ties by term
 /// order), if it raises the risk, else null; with its amount (`reason_index`,
 /// `reason_contribution`).
-fn reason(r: usize, names: &[String]) -> Result<[Expr; 2]> {
-    let [index, amount] = crate::session::reason_udfs();
+fn reason(r: usize, names: &[String], udfs: &[ScalarUDF; 2]) -> Result<[Expr; 2]> {
+    let [index, amount] = udfs;
     let mut args = vec![lit(r as i64)];
     args.extend((0..names.len()).map(|k| ident(contribution(k))));
     let mut name = datafusion::logical_expr::case(index.call(args.clone()));
@@ -230,8 +230,9 @@ pub async fn score(
     // over the whole population (one partition), which only the tier needs: computed
     // after it, the reasons ran on one thread.
     let mut reasons = Vec::new();
+    let udfs = crate::session::reason_udfs();
     for r in 0..REASONS.min(p) {
-        reasons.extend(reason(r, names)?);
+        reasons.extend(reason(r, names, &udfs)?);
     }
     for r in p..REASONS {
         let label = format!("reason_{}", r + 1);

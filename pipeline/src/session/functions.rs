@@ -337,6 +337,12 @@ fn feature_windows(
 /// compute at 1,000,000 people.
 pub fn reason_udfs() -> [ScalarUDF; 2] {
     let make = |name: &'static str, index: bool| {
+        let returns = if index {
+            DataType::Int64
+        } else {
+            DataType::Float64
+        };
+        let nulls_of = returns.clone();
         let fun: ScalarFunctionImplementation = Arc::new(move |args: &[ColumnarValue]| {
             let rows = args
                 .iter()
@@ -355,13 +361,8 @@ pub fn reason_udfs() -> [ScalarUDF; 2] {
                 .collect::<datafusion::common::Result<_>>()?;
             let terms: Vec<&datafusion::arrow::array::Float64Array> =
                 terms.iter().map(|a| a.as_primitive()).collect();
-            let returns = if index {
-                DataType::Int64
-            } else {
-                DataType::Float64
-            };
             if r >= terms.len() || terms.len() > 64 {
-                let nulls = datafusion::arrow::array::new_null_array(&returns, rows);
+                let nulls = datafusion::arrow::array::new_null_array(&nulls_of, rows);
                 return Ok(ColumnarValue::Array(nulls));
             }
             let mut values = vec![0.0; terms.len()];
@@ -389,11 +390,6 @@ pub fn reason_udfs() -> [ScalarUDF; 2] {
             };
             Ok(ColumnarValue::Array(out))
         });
-        let returns = if index {
-            DataType::Int64
-        } else {
-            DataType::Float64
-        };
         ScalarUDF::from(SimpleScalarUDF::new_with_signature(
             name,
             Signature::variadic_any(Volatility::Immutable),
