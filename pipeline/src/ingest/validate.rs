@@ -51,24 +51,28 @@ pub async fn register_valid(
             want.push((PERSON, Kind::Integer));
         }
         check_columns(&checked, &text.origin, &want)?;
-        let mut columns: Vec<_> = table.columns.iter().map(|c| ident(c.name)).collect();
-        if keyed {
-            columns.push(ident(PERSON));
-        }
-        let mut valid = checked
-            .clone()
-            .filter(col("reason").is_null())?
-            .select(columns)?;
-        if table.name == PATIENTS.name {
-            // Small (one row per person) and read by every other rule and stage; the
-            // person key numbered here, once, so that it is the same in every plan.
-            valid = crate::session::cluster::cache(
+        let mut checked = checked;
+        let patients = table.name == PATIENTS.name;
+        if patients {
+            // Small (one row per person) and read by every other rule, the quarantine
+            // count and every stage: checked once and kept, with the person key
+            // numbered here, once, so that it is the same in every plan. (Invalid rows
+            // get a number too: a key is only ever joined on, never counted.)
+            checked = crate::session::cluster::cache(
                 ctx,
-                "cached patients",
-                valid.with_column(PERSON, row_number())?,
+                "checked patients",
+                checked.with_column(PERSON, row_number())?,
             )
             .await?;
         }
+        let mut columns: Vec<_> = table.columns.iter().map(|c| ident(c.name)).collect();
+        if keyed || patients {
+            columns.push(ident(PERSON));
+        }
+        let valid = checked
+            .clone()
+            .filter(col("reason").is_null())?
+            .select(columns)?;
         ctx.register_table(table.name, valid.into_view())?;
         ctx.register_table(tables::checked(table.name), checked.into_view())?;
         done.push(table);
