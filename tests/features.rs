@@ -618,10 +618,15 @@ fn cases() -> Vec<Case> {
                     10.0,
                 ));
                 ds.optouts.push((pid(n), "ndoo", d("2026-09-01")));
-                // A malformed (upper-case) copy of the opted-out id must not reach quarantine.
+                // Malformed copies of the opted-out id (upper case; padded) must not
+                // reach quarantine.
                 ds.appointments.push(Appt {
                     id: Some(pid(n).to_uppercase()),
                     ..gp(n, "2025-06-02")
+                });
+                ds.appointments.push(Appt {
+                    id: Some(format!("  {}  ", pid(n))),
+                    ..gp(n, "2025-06-03")
                 });
             },
             expect: Expect::NotInPopulation,
@@ -974,7 +979,7 @@ async fn quarantine_and_manifest_account_for_every_row() {
     assert_eq!(
         count("malformed_pseudo_id"),
         1,
-        "the upper-cased opted-out id must not be here: {appts:?}"
+        "the upper-cased and padded opted-out ids must not be here: {appts:?}"
     );
     assert_eq!(count("date_before_1900"), 1);
 
@@ -989,8 +994,9 @@ async fn quarantine_and_manifest_account_for_every_row() {
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["optouts"]["patients_excluded"], 1);
-    // The opted-out person's rows: 1 patient, 2 appointments, 2 spells.
-    assert_eq!(m["optouts"]["rows_excluded"], 5);
+    // The opted-out person's rows: 1 patient, 3 appointments (one upper-cased, one
+    // padded), 2 spells.
+    assert_eq!(m["optouts"]["rows_excluded"], 6);
     assert_eq!(
         m["rows"]["admissions"]["quarantined_by_reason"]["duplicate_spell_id"],
         2

@@ -12,9 +12,71 @@
 //! of an opted-out pseudo_id (upper case, padded) cannot slip through into quarantine.
 
 use crate::error::Result;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::JoinType;
-use datafusion::functions::expr_fn::{btrim, lower};
-use datafusion::prelude::{DataFrame, col, ident};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, Volatility, create_udf,
+};
+use datafusion::prelude::{DataFrame, Expr, col, ident};
+use std::sync::Arc;
+
+/// The name of [`normalise_udf`].
+pub const NORMALISED: &str = "normalised_pseudo_id";
+
+/// `normalised_pseudo_id(s)`: `lower(btrim(s))`, the form in which pseudo_ids are
+/// matched against opt-outs. A column whose values are all lower-case ASCII letters
+/// and digits (as every well-formed pseudo_id is) is that form already and is returned
+/// as it is; any other goes through DataFusion's `btrim` and `lower` themselves. The
+/// two functions copied every string of every event row (issue 16).
+pub fn normalise_udf() -> ScalarUDF {
+    create_udf(
+        NORMALISED,
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            Ok(ColumnarValue::Array(normalise(&arrays[0])?))
+        }),
+    )
+}
+
+fn normalise(a: &ArrayRef) -> datafusion::common::Result<ArrayRef> {
+    // Every byte of the column's values at once (a null's bytes too, which can only
+    // send it the slow way), in blocks the compiler vectorises.
+    let s = a.as_string::<i32>();
+    let offsets = s.value_offsets();
+    let bytes = &s.value_data()[offsets[0] as usize..offsets[s.len()] as usize];
+    let plain = bytes.chunks(4096).all(|block| {
+        block.iter().fold(true, |ok, b| {
+            ok & (b.is_ascii_lowercase() | b.is_ascii_digit())
+        })
+    });
+    if plain {
+        return Ok(a.clone());
+    }
+    let trimmed = builtin(&datafusion::functions::string::btrim(), a)?;
+    builtin(&datafusion::functions::string::lower(), &trimmed)
+}
+
+/// `f(a)` for a builtin string function of one Utf8 argument.
+fn builtin(f: &ScalarUDF, a: &ArrayRef) -> datafusion::common::Result<ArrayRef> {
+    let field = Arc::new(Field::new("s", DataType::Utf8, true));
+    let out = f.invoke_with_args(ScalarFunctionArgs {
+        args: vec![ColumnarValue::Array(a.clone())],
+        arg_fields: vec![field.clone()],
+        number_rows: a.len(),
+        return_field: field,
+        config_options: Arc::new(Default::default()),
+    })?;
+    out.into_array(a.len())
+}
+
+/// `normalised_pseudo_id(e)`.
+fn normalised(e: Expr) -> Expr {
+    normalise_udf().call(vec![e])
+}
 
 /// A person-level input table exactly as read, before opt-outs are applied.
 pub struct RawPersonTable(DataFrame);
@@ -38,9 +100,7 @@ impl OptOuts {
         Ok(self
             .0
             .clone()
-            .select(vec![
-                lower(btrim(vec![ident("pseudo_id")])).alias("__opted_out"),
-            ])?
+            .select(vec![normalised(ident("pseudo_id")).alias("__opted_out")])?
             .filter(col("__opted_out").is_not_null())?
             .distinct()?)
     }
@@ -49,10 +109,58 @@ impl OptOuts {
 /// Remove every row whose pseudo_id has an opt-out. Rows with a null pseudo_id
 /// cannot be matched to anyone, so they stay (validation quarantines them).
 pub fn apply(table: RawPersonTable, optouts: &OptOuts) -> Result<DataFrame> {
-    let key = lower(btrim(vec![ident("pseudo_id")]));
+    let key = normalised(ident("pseudo_id"));
     Ok(table.0.join_on(
         optouts.keys()?,
         JoinType::LeftAnti,
         [key.eq(col("__opted_out"))],
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::StringArray;
+
+    /// The same values as `lower(btrim(s))` for every kind of input, and the input
+    /// itself (not a copy) when it is all lower-case letters and digits.
+    #[test]
+    fn normalised_is_lower_btrim_and_keeps_a_plain_column() {
+        let plain: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("0123456789abcdef0123456789abcdef"),
+            None,
+            Some("abc"),
+            Some(""),
+        ]));
+        let same = normalise(&plain).unwrap();
+        assert_eq!(
+            same.to_data().buffers()[1].as_ptr(),
+            plain.to_data().buffers()[1].as_ptr()
+        );
+        assert_eq!(&same, &plain);
+        let mixed: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("0123456789ABCDEF0123456789abcdef"),
+            Some("  0123456789abcdef0123456789abcdef  "),
+            Some("\t0123456789abcdef\n"),
+            Some("ÄBC"),
+            Some("abc"),
+            None,
+        ]));
+        let want: Vec<Option<String>> = (0..mixed.len())
+            .map(|i| {
+                let m = mixed.as_string::<i32>();
+                m.is_valid(i)
+                    .then(|| m.value(i).trim_matches(' ').to_lowercase())
+            })
+            .collect();
+        let got = normalise(&mixed).unwrap();
+        let got: Vec<Option<String>> = got
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(got[0].as_deref(), Some("0123456789abcdef0123456789abcdef"));
+        assert_eq!(got[1].as_deref(), Some("0123456789abcdef0123456789abcdef"));
+    }
 }

@@ -98,6 +98,8 @@ pub(crate) fn scalar_functions() -> Result<Vec<Arc<ScalarUDF>>> {
             "ltc_group_bit",
         )?),
         Arc::new(functions::bit_count_udf()),
+        // The cluster's executors apply opt-outs too.
+        Arc::new(crate::governance::optouts::normalise_udf()),
         Arc::new(reason_index),
         Arc::new(reason_contribution),
         Arc::new(functions::prefix_lookup_udf(
