@@ -1,6 +1,7 @@
 //! Profile the feature SQL of a job: `cargo run --release --example explain -- JOB.toml [sql/features/x.sql]`.
 //! Prints DataFusion's EXPLAIN ANALYZE for each feature source at both dates; with
-//! `--plan` instead of files, the physical plan of the whole feature table (not run).
+//! `--plan` instead of files, the physical plan of the whole feature table (not run),
+//! with `--analyze`, its EXPLAIN ANALYZE.
 
 use riskstrat::job::Job;
 use riskstrat::sql::{Params, SqlSource};
@@ -16,7 +17,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         override_dir: job.sql_dir.clone(),
     };
     let params = Params::at(job.as_of);
-    if args.get(2).map(String::as_str) == Some("--plan") {
+    let whole = args.get(2).map(String::as_str);
+    if matches!(whole, Some("--plan" | "--analyze")) {
         // The physical plan of the features of both dates (plan_at registers the
         // dates; it reads the validated tables, a run the event tables' validation pass).
         let df = riskstrat::features::plan_at(
@@ -27,6 +29,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             &[],
         )
         .await?;
+        if whole == Some("--analyze") {
+            let start = std::time::Instant::now();
+            let plan = df.explain(false, true)?.collect().await?;
+            println!(
+                "== the feature table: {:.2} s",
+                start.elapsed().as_secs_f64()
+            );
+            println!(
+                "{}",
+                datafusion::arrow::util::pretty::pretty_format_batches(&plan)?
+            );
+            return Ok(());
+        }
         let plan = df.create_physical_plan().await?;
         println!(
             "{}",
