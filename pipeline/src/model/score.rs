@@ -7,20 +7,17 @@
 use super::{ModelFile, terms};
 use crate::bad_input;
 use crate::error::{Error, Result};
-use datafusion::arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
+use datafusion::arrow::array::{Array, Float64Array, Int64Array, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::functions::math::expr_fn::exp;
 use datafusion::functions_aggregate::expr_fn::{avg, count};
 use datafusion::functions_window::expr_fn::row_number;
-use datafusion::logical_expr::{ExprFunctionExt, ScalarUDF};
+use datafusion::logical_expr::ExprFunctionExt;
 use datafusion::prelude::{DataFrame, Expr, cast, coalesce, ident, lit, when};
 use riskstrat_models::tiers::{Tier, ceil_share};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-
-/// How many reasons each person gets.
-const REASONS: usize = 3;
 
 /// The model's terms as Float64 expressions over `df`, in the order of `names`; a
 /// name that is no term of `df` is the error `missing` makes of it.
@@ -123,26 +120,6 @@ async fn means(df: &DataFrame, names: &[String]) -> Result<(usize, Vec<f64>)> {
     Ok((n, means))
 }
 
-/// Reason `r` (0-based): the term whose contribution comes `r`th when they are sorted
-/// by descending amount (in IEEE total order, as Arrow compares floats; ties by term
-/// order), if it raises the risk, else null; with its amount (`reason_index`,
-/// `reason_contribution`).
-fn reason(r: usize, names: &[String], udfs: &[ScalarUDF; 2]) -> Result<[Expr; 2]> {
-    let [index, amount] = udfs;
-    let mut args = vec![lit(r as i64)];
-    args.extend((0..names.len()).map(|k| ident(contribution(k))));
-    let mut name = datafusion::logical_expr::case(index.call(args.clone()));
-    for (k, t) in names.iter().enumerate() {
-        name.when(lit(k as i64), lit(t.as_str()));
-    }
-    let label = format!("reason_{}", r + 1);
-    Ok([
-        name.otherwise(lit(datafusion::scalar::ScalarValue::Utf8(None)))?
-            .alias(&label),
-        amount.call(args).alias(format!("{label}_contribution")),
-    ])
-}
-
 /// Each tier's last rank (1-based, inclusive) among `n` people: `ceil(share x n)`
 /// minus the tiers above, the last tier taking everyone left (as `tiers::assign`).
 fn tier_ends(tiers: &[Tier], n: usize) -> Vec<usize> {
@@ -178,19 +155,42 @@ fn tier_of(tiers: &[Tier], ends: &[usize]) -> Result<Expr> {
     Ok(case.otherwise(last)?)
 }
 
+/// The column of `score_reasons`' structs, until [`unpack_reasons`].
+const REASONS: &str = "__reasons";
+
+/// The collected scores as one batch of [`scores_schema`]: the struct of reasons
+/// (the last column) becomes its fields.
+fn unpack_reasons(batches: &[RecordBatch]) -> Result<RecordBatch> {
+    let schema = scores_schema();
+    let Some(first) = batches.first() else {
+        return Ok(RecordBatch::new_empty(schema));
+    };
+    let all = concat_batches(&first.schema(), batches)?;
+    let mut columns = all.columns().to_vec();
+    let reasons = columns
+        .pop()
+        .ok_or_else(|| Error::failed("the scores: no column of reasons"))?;
+    let reasons = reasons
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::StructArray>()
+        .ok_or_else(|| Error::failed("the scores: the reasons are not a struct"))?;
+    columns.extend(reasons.columns().iter().cloned());
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
 fn scores_schema() -> Arc<Schema> {
     let mut fields = vec![
         Field::new("pseudo_id", DataType::Utf8, false),
         Field::new("risk", DataType::Float64, false),
         Field::new("tier", DataType::Utf8, false),
     ];
-    for r in 1..=REASONS {
-        fields.push(Field::new(format!("reason_{r}"), DataType::Utf8, true));
-        fields.push(Field::new(
-            format!("reason_{r}_contribution"),
-            DataType::Float64,
-            true,
-        ));
+    for (i, c) in crate::session::reason_columns().into_iter().enumerate() {
+        let t = if i % 2 == 0 {
+            DataType::Utf8
+        } else {
+            DataType::Float64
+        };
+        fields.push(Field::new(c, t, true));
     }
     Arc::new(Schema::new(fields))
 }
@@ -228,53 +228,32 @@ pub async fn score(
     };
     // The reasons first, over every partition in parallel; then the rank, a window
     // over the whole population (one partition), which only the tier needs: computed
-    // after it, the reasons ran on one thread.
-    let mut reasons = Vec::new();
-    let udfs = crate::session::reason_udfs();
-    for r in 0..REASONS.min(p) {
-        reasons.extend(reason(r, names, &udfs)?);
-    }
-    for r in p..REASONS {
-        let label = format!("reason_{}", r + 1);
-        reasons.push(lit(datafusion::scalar::ScalarValue::Utf8(None)).alias(&label));
-        reasons.push(
-            lit(datafusion::scalar::ScalarValue::Float64(None))
-                .alias(format!("{label}_contribution")),
-        );
-    }
-    let reason_names: Vec<String> = reasons
-        .iter()
-        .map(|e| e.schema_name().to_string())
-        .collect();
-    let mut with_reasons = vec![ident("pseudo_id"), ident("risk")];
-    with_reasons.extend(reasons);
-    let mut with_rank = vec![
-        ident("pseudo_id"),
-        ident("risk"),
-        row_number().order_by(order()).build()?.alias("__rank"),
-    ];
-    with_rank.extend(reason_names.iter().map(ident));
+    // after it, the reasons ran on one thread. `score_reasons` takes the terms' names,
+    // then their contributions; its struct of reasons is unpacked once collected
+    // (`get_field` for each reason evaluated the function once for each).
+    let mut args: Vec<Expr> = names.iter().map(|t| lit(t.as_str())).collect();
+    args.extend((0..p).map(|k| ident(contribution(k))));
+    let reasons = crate::session::reasons_udf().call(args).alias(REASONS);
     let ends = tier_ends(tiers, n);
-    let mut out = vec![
-        ident("pseudo_id"),
-        ident("risk"),
-        tier_of(tiers, &ends)?.alias("tier"),
-    ];
-    out.extend(reason_names.iter().map(ident));
     let batches = df
         .select(columns)?
-        .select(with_reasons)?
-        .select(with_rank)?
-        .select(out)?
+        .select(vec![ident("pseudo_id"), ident("risk"), reasons])?
+        .select(vec![
+            ident("pseudo_id"),
+            ident("risk"),
+            row_number().order_by(order()).build()?.alias("__rank"),
+            ident(REASONS),
+        ])?
+        .select(vec![
+            ident("pseudo_id"),
+            ident("risk"),
+            tier_of(tiers, &ends)?.alias("tier"),
+            ident(REASONS),
+        ])?
         .sort(order())?
         .collect()
         .await?;
-    let schema = scores_schema();
-    let columns: Vec<ArrayRef> = match batches.first() {
-        Some(b) => concat_batches(&b.schema(), &batches)?.columns().to_vec(),
-        None => RecordBatch::new_empty(schema.clone()).columns().to_vec(),
-    };
-    let batch = RecordBatch::try_new(schema, columns)?;
+    let batch = unpack_reasons(&batches)?;
     let mut sizes = BTreeMap::new();
     let mut start = 0;
     for (tier, end) in tiers.iter().zip(ends) {
@@ -287,7 +266,7 @@ pub async fn score(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::array::{ArrayRef, StringArray};
     use datafusion::common::cast::{as_float64_array, as_string_array};
     use datafusion::prelude::SessionContext;
 

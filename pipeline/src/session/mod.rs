@@ -20,7 +20,7 @@ use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use functions::{cell_key_udfs, is_pseudo_id, reason_udfs};
+pub use functions::{cell_key_udfs, is_pseudo_id, reason_columns, reasons_udf};
 pub use reference::{CHARLSON_CSV, LTC_BNF_GROUPS_CSV, PrefixLookup, age_band, parse_csv};
 
 #[derive(Debug, Clone, Default)]
@@ -80,11 +80,10 @@ pub fn new_context(opts: &SessionOptions) -> Result<SessionContext> {
 }
 
 /// riskstrat's UDFs: `is_pseudo_id`, `age_band`, `feature_date`, `bit_count`,
-/// `reason_index` and `reason_contribution` (the scores' reasons), and the
+/// `score_reasons` (the scores' reasons), `normalised_pseudo_id` (opt-outs), and the
 /// reference lists as lookups, `ltc_group(bnf_code)`, `ltc_group_bit(bnf_code)` and
 /// `charlson_condition(icd10_code)`.
 pub(crate) fn scalar_functions() -> Result<Vec<Arc<ScalarUDF>>> {
-    let [reason_index, reason_contribution] = functions::reason_udfs();
     Ok(vec![
         Arc::new(functions::is_pseudo_id_udf()),
         Arc::new(functions::age_band_udf()),
@@ -100,8 +99,7 @@ pub(crate) fn scalar_functions() -> Result<Vec<Arc<ScalarUDF>>> {
         Arc::new(functions::bit_count_udf()),
         // The cluster's executors apply opt-outs too.
         Arc::new(crate::governance::optouts::normalise_udf()),
-        Arc::new(reason_index),
-        Arc::new(reason_contribution),
+        Arc::new(functions::reasons_udf()),
         Arc::new(functions::prefix_lookup_udf(
             PrefixLookup::charlson()?,
             "charlson_condition",
