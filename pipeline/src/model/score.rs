@@ -184,14 +184,7 @@ fn scores_schema() -> Arc<Schema> {
         Field::new("risk", DataType::Float64, false),
         Field::new("tier", DataType::Utf8, false),
     ];
-    for (i, c) in crate::session::reason_columns().into_iter().enumerate() {
-        let t = if i % 2 == 0 {
-            DataType::Utf8
-        } else {
-            DataType::Float64
-        };
-        fields.push(Field::new(c, t, true));
-    }
+    fields.extend(crate::session::reason_fields());
     Arc::new(Schema::new(fields))
 }
 

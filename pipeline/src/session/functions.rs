@@ -332,34 +332,30 @@ fn feature_windows(
 /// How many reasons a score gives.
 pub const REASONS: usize = 3;
 
-/// The score's reason columns, in order: `reason_1`, `reason_1_contribution`, ...
-pub fn reason_columns() -> Vec<String> {
+/// The score's reason columns, in order: `reason_1` (a term's name),
+/// `reason_1_contribution`, ...
+pub fn reason_fields() -> Vec<datafusion::arrow::datatypes::Field> {
+    use datafusion::arrow::datatypes::Field;
     (1..=REASONS)
-        .flat_map(|r| [format!("reason_{r}"), format!("reason_{r}_contribution")])
+        .flat_map(|r| {
+            [
+                Field::new(format!("reason_{r}"), DataType::Utf8, true),
+                Field::new(format!("reason_{r}_contribution"), DataType::Float64, true),
+            ]
+        })
         .collect()
 }
 
 /// `score_reasons(t0, t1, ..., c0, c1, ...)`: of a person's contributions `c` to their
 /// risk (the terms' names `t`, constant strings), the [`REASONS`] largest (ties to the
-/// earlier term) that are positive, as a struct of [`reason_columns`]: each the
+/// earlier term) that are positive, as a struct of [`reason_fields`]: each the
 /// term's name and its contribution, NULL where there is no such reason; all NULL
 /// wherever a contribution is. One pass over each row's terms for all the reasons: the
 /// six UDF calls it replaced (a name and an amount per reason, each ranking the terms
 /// again) took 3.8 s of compute at 10,000,000 people, and `CASE` expressions comparing
 /// every pair of terms before them 1.5 s at 1,000,000.
 pub fn reasons_udf() -> ScalarUDF {
-    let fields: Vec<datafusion::arrow::datatypes::Field> = reason_columns()
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let t = if i % 2 == 0 {
-                DataType::Utf8
-            } else {
-                DataType::Float64
-            };
-            datafusion::arrow::datatypes::Field::new(c, t, true)
-        })
-        .collect();
+    let fields = reason_fields();
     let returns = DataType::Struct(fields.clone().into());
     let fun: ScalarFunctionImplementation = Arc::new(move |args: &[ColumnarValue]| {
         let rows = args
@@ -593,10 +589,11 @@ mod tests {
         let mut args: Vec<_> = ["t0", "t1", "t2", "t3"].map(lit).into();
         args.extend((0..4).map(|k| col(format!("c{k}"))));
         let all = udf.call(args);
-        let select: Vec<_> = reason_columns()
+        let select: Vec<_> = reason_fields()
             .iter()
-            .map(|c| {
-                datafusion::functions::core::expr_fn::get_field(all.clone(), c.as_str()).alias(c)
+            .map(|f| {
+                datafusion::functions::core::expr_fn::get_field(all.clone(), f.name().as_str())
+                    .alias(f.name())
             })
             .collect();
         let out = SessionContext::new()

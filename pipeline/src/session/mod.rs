@@ -20,7 +20,7 @@ use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use functions::{cell_key_udfs, is_pseudo_id, reason_columns, reasons_udf};
+pub use functions::{cell_key_udfs, is_pseudo_id, reason_fields, reasons_udf};
 pub use reference::{CHARLSON_CSV, LTC_BNF_GROUPS_CSV, PrefixLookup, age_band, parse_csv};
 
 #[derive(Debug, Clone, Default)]
