@@ -280,7 +280,6 @@ pub fn train(cols: &Columns, as_of: NaiveDate, config: &ModelConfig) -> Result<T
 
     let (train_rows, valid_rows): (Vec<usize>, Vec<usize>) =
         (0..cols.validation.len()).partition(|&i| !cols.validation[i]);
-    let pick = |v: &[f64], rows: &[usize]| rows.iter().map(|&i| v[i]).collect::<Vec<f64>>();
     let x_train: Vec<Vec<f64>> = cols.x.iter().map(|c| pick(c, &train_rows)).collect();
     let y_train = pick(&cols.y, &train_rows);
     let design = Design {
@@ -369,7 +368,6 @@ fn cut_points(tiers: &[Tier]) -> Vec<f64> {
     }
 }
 
-/// The validation rows of each subgroup: by sex, age band and IMD quintile.
 /// The metrics on the validation split (`valid_rows`) and on each of its subgroups.
 /// Each row's risk is computed once, and the evaluations (each sorts its rows several
 /// times) run in parallel: they were two thirds of the model stage.
@@ -387,7 +385,6 @@ fn validation_metrics(
         }
         risk[i] = fitted.predict(&x);
     }
-    let pick = |v: &[f64], rows: &[usize]| rows.iter().map(|&i| v[i]).collect::<Vec<f64>>();
     let validation =
         |rows: &[usize]| Validation::at(&pick(&cols.y, rows), &pick(&risk, rows), shares);
     let groups = subgroups(cols, valid_rows);
@@ -414,6 +411,12 @@ fn validation_metrics(
     })
 }
 
+/// `v` at `rows`, in their order.
+fn pick(v: &[f64], rows: &[usize]) -> Vec<f64> {
+    rows.iter().map(|&i| v[i]).collect()
+}
+
+/// The validation rows of each subgroup: by sex, age band and IMD quintile.
 fn subgroups(
     cols: &Columns,
     valid_rows: &[usize],

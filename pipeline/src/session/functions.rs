@@ -380,12 +380,14 @@ pub fn reasons_udf() -> ScalarUDF {
         let mut amount: Vec<datafusion::arrow::array::Float64Builder> =
             (0..REASONS).map(|_| Default::default()).collect();
         let mut values = vec![0.0; terms.len()];
+        // `ranked` marks taken terms in a u64: more terms than that give no reasons.
+        let rankable = terms.len() <= 64;
         for row in 0..rows {
             let complete = terms.iter().zip(values.iter_mut()).all(|(t, v)| {
                 *v = t.value(row);
                 t.is_valid(row)
             });
-            let top = if complete && terms.len() <= 64 {
+            let top = if complete && rankable {
                 ranked(&values)
             } else {
                 [None; REASONS]
