@@ -13,7 +13,7 @@ use chrono::NaiveDate;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::JoinType;
 use datafusion::common::ScalarValue;
-use datafusion::prelude::{DataFrame, Expr, SessionContext, cast, ident, lit};
+use datafusion::prelude::{DataFrame, Expr, SessionContext, cast, ident, lit, when};
 use registry::{FEATURES, Source};
 use std::path::PathBuf;
 
@@ -56,6 +56,10 @@ pub async fn plan_at(
 
     let texts = sources(sql, extra)?;
     let mut extra_columns = Vec::new();
+    let packed = df.schema().has_column_with_unqualified_name(PERSON);
+    if packed {
+        df = df.with_column(PACKED, pack(PERSON, dates)?)?;
+    }
 
     for (i, (text, wanted)) in texts.into_iter().enumerate() {
         let part = at_dates(ctx, &text, params, dates).await?;
@@ -91,19 +95,25 @@ pub async fn plan_at(
             keep.push(ident(n));
         }
         let (key, date) = (format!("__key{i}"), format!("__date{i}"));
-        keep.push(ident(on).alias(&key));
-        keep.push(ident(AS_OF).alias(&date));
         // The part is the join's build side and the population streams past it: a
         // hash table per part (people with events), not the ever wider population
         // collected again at each join, which under a memory limit ran out at
         // 10,000,000 people (a hash join cannot spill).
-        df = part.select(keep)?.join(
-            df,
-            JoinType::Right,
-            &[date.as_str(), key.as_str()],
-            &[AS_OF, on],
-            None,
-        )?;
+        df = if packed && on == PERSON {
+            keep.push(pack(PERSON, dates)?.alias(&key));
+            part.select(keep)?
+                .join(df, JoinType::Right, &[key.as_str()], &[PACKED], None)?
+        } else {
+            keep.push(ident(on).alias(&key));
+            keep.push(ident(AS_OF).alias(&date));
+            part.select(keep)?.join(
+                df,
+                JoinType::Right,
+                &[date.as_str(), key.as_str()],
+                &[AS_OF, on],
+                None,
+            )?
+        };
     }
 
     let mut select: Vec<Expr> = vec![ident(AS_OF), ident("pseudo_id")];
@@ -140,6 +150,26 @@ fn sources(
         texts.push((crate::sql::read_file(p)?, Vec::new()));
     }
     Ok(texts)
+}
+
+/// The population's and the parts' `(as_of, person)` as one integer, for the joins.
+const PACKED: &str = "__packed";
+
+/// `person x dates + i`, `i` the index of the row's `as_of` in `dates`: one dense
+/// Int64 per row, so that a join on it is a lookup in an array (DataFusion's
+/// "perfect hash join") rather than two columns hashed into a hash table.
+fn pack(person: &str, dates: &[NaiveDate]) -> Result<Expr> {
+    let person = cast(ident(person), DataType::Int64) * lit(dates.len() as i64);
+    let date =
+        |d: &NaiveDate| ident(AS_OF).eq(lit(ScalarValue::Date32(Some(crate::sql::date32(*d)))));
+    let Some((first, rest)) = dates.split_first() else {
+        return Ok(person);
+    };
+    let mut index = when(date(first), lit(0i64));
+    for (i, d) in rest.iter().enumerate() {
+        index = index.when(date(d), lit(i as i64 + 1));
+    }
+    Ok(person + index.end()?)
 }
 
 /// The date column of [`plan_at`]'s table and of the SQL it runs.
@@ -319,6 +349,51 @@ async fn one_row_per_person(part: &DataFrame, on: &str, origin: &str) -> Result<
 #[cfg(test)]
 mod tests {
     use super::registry::*;
+    use super::*;
+
+    /// Each (person, date) its own integer, dense over the people, so that the
+    /// population's joins to the parts can be array lookups.
+    #[tokio::test]
+    async fn pack_numbers_each_person_and_date_densely() {
+        use datafusion::arrow::array::{Date32Array, Int64Array, RecordBatch, UInt64Array};
+        use std::sync::Arc;
+        let (a, t0) = (
+            NaiveDate::from_ymd_opt(2026, 4, 1).unwrap(),
+            NaiveDate::from_ymd_opt(2025, 4, 1).unwrap(),
+        );
+        let d = |d| crate::sql::date32(d);
+        let batch = RecordBatch::try_from_iter([
+            (
+                PERSON,
+                Arc::new(UInt64Array::from(vec![1, 1, 2, 2, 3])) as _,
+            ),
+            (
+                AS_OF,
+                Arc::new(Date32Array::from(vec![d(a), d(t0), d(a), d(t0), d(t0) + 1])) as _,
+            ),
+        ])
+        .unwrap();
+        let ctx = SessionContext::new();
+        for (dates, want) in [
+            (vec![a, t0], vec![Some(2), Some(3), Some(4), Some(5), None]),
+            (vec![a], vec![Some(1), None, Some(2), None, None]),
+        ] {
+            let out = ctx
+                .read_batch(batch.clone())
+                .unwrap()
+                .select(vec![pack(PERSON, &dates).unwrap().alias("k")])
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let k = out[0]
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
+            assert_eq!(k.iter().collect::<Vec<_>>(), want, "dates {dates:?}");
+        }
+    }
 
     #[test]
     fn every_sql_feature_source_is_builtin() {
