@@ -28,8 +28,7 @@ for N in $SIZES; do
     if [ ! -f "$DIR/job.toml" ]; then
         /usr/bin/time -f "synth $N: %e s, %M KiB peak" "$BIN" synth --patients "$N" --seed 1 --as-of 2026-04-01 --out "$DIR" >/dev/null
     fi
-    # Both engines read the inputs from the page cache: DuckDB runs after riskstrat,
-    # and without this the first run after a larger size read its files from disk.
+    # Both engines read the inputs from the page cache (DuckDB runs after riskstrat).
     find "$DIR" -maxdepth 2 -name '*.parquet' -not -path '*/runs/*' -exec cat {} + > /dev/null
     for evaluate in $EVAL; do
         JOB="$DIR/job-$evaluate.toml"
