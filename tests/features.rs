@@ -1103,3 +1103,61 @@ async fn scores_tiers_and_reasons_follow_the_model() {
     assert_eq!(get("no_events", "reason_1"), V::S("imd_decile".into()));
     assert_eq!(get("no_events", "reason_2"), V::Null);
 }
+
+/// Regression (issue 16, seventh round): the population joins each built-in feature
+/// file's rows on one integer, `__packed` (person x dates + the date's index), which
+/// DataFusion can join by array lookup. It joined on `(as_of, person)`, two columns
+/// hashed into a table that at 10,000,000 people no longer fitted any cache.
+#[tokio::test]
+async fn population_joins_each_part_on_one_integer_key() {
+    use riskstrat::features::registry::{FEATURES, Source};
+    let dir = scratch("features_packed_joins");
+    let job = riskstrat::job::Job::load(&small_dataset().write(&dir, A), None).unwrap();
+    let rc = riskstrat::run::context::RunContext::checking(&job, riskstrat::clock::Clock::system())
+        .await
+        .unwrap();
+    riskstrat::run::stages::load(&rc, riskstrat::run::stages::Checks::Now)
+        .await
+        .unwrap();
+    let sql = riskstrat::sql::SqlSource { override_dir: None };
+    let dates = [job.as_of, job.as_of - chrono::Days::new(365)];
+    let df = riskstrat::features::plan_at(
+        &rc.ctx,
+        &sql,
+        &riskstrat::sql::Params::at(job.as_of),
+        &dates,
+        &[],
+    )
+    .await
+    .unwrap();
+    let plan = df.clone().create_physical_plan().await.unwrap();
+    let text = datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(true)
+        .to_string();
+    let joins: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("HashJoinExec") && l.contains("__key"))
+        .collect();
+    let mut files: Vec<&str> = FEATURES
+        .iter()
+        .filter_map(|f| match f.source {
+            Source::Sql(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    files.sort();
+    files.dedup();
+    assert_eq!(joins.len(), files.len(), "a join per feature file:\n{text}");
+    for j in joins {
+        assert!(j.contains("__packed") && !j.contains("__date"), "{j}");
+    }
+    // Everyone at both dates once (p0 opted out): 19 people x 2 dates.
+    let rows: usize = df
+        .collect()
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 38);
+}

@@ -96,9 +96,11 @@ pub async fn plan_at(
         }
         let (key, date) = (format!("__key{i}"), format!("__date{i}"));
         // The part is the join's build side and the population streams past it: a
-        // hash table per part (people with events), not the ever wider population
+        // table per part (people with events), not the ever wider population
         // collected again at each join, which under a memory limit ran out at
-        // 10,000,000 people (a hash join cannot spill).
+        // 10,000,000 people (a hash join cannot spill). On the person key the two
+        // sides meet on one dense integer ([`pack`]); an analyst's file keyed on
+        // pseudo_id joins on (as_of, pseudo_id).
         df = if packed && on == PERSON {
             keep.push(pack(PERSON, dates)?.alias(&key));
             part.select(keep)?
