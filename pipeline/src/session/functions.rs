@@ -358,21 +358,12 @@ pub fn reasons_udf() -> ScalarUDF {
     let fields = reason_fields();
     let returns = DataType::Struct(fields.clone().into());
     let fun: ScalarFunctionImplementation = Arc::new(move |args: &[ColumnarValue]| {
-        let rows = args
-            .iter()
-            .find_map(|a| match a {
-                ColumnarValue::Array(a) => Some(a.len()),
-                ColumnarValue::Scalar(_) => None,
-            })
-            .unwrap_or(1);
         let (names, args) = term_names(args)?;
-        let terms: Vec<ArrayRef> = args
+        let terms: Vec<ArrayRef> = ColumnarValue::values_to_arrays(args)?
             .iter()
-            .map(|a| {
-                datafusion::arrow::compute::cast(&a.to_array(rows)?, &DataType::Float64)
-                    .map_err(DataFusionError::from)
-            })
-            .collect::<datafusion::common::Result<_>>()?;
+            .map(|a| datafusion::arrow::compute::cast(a, &DataType::Float64))
+            .collect::<std::result::Result<_, _>>()?;
+        let rows = terms.first().map_or(1, |a| a.len());
         let terms: Vec<&datafusion::arrow::array::Float64Array> =
             terms.iter().map(|a| a.as_primitive()).collect();
         let mut term: Vec<datafusion::arrow::array::StringBuilder> =
