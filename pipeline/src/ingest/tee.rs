@@ -25,6 +25,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Statistics, internal_err};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::DataFusionError;
+use datafusion::execution::session_state::SessionState;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -224,10 +225,28 @@ impl TableProvider for TeeTable {
             }
             None => {
                 tracing::debug!("{}: validated again for another reader", self.table);
-                self.valid.scan(state, projection, filters, limit).await
+                let inner = planned_once(state)?;
+                self.valid.scan(&inner, projection, filters, limit).await
             }
         }
     }
+}
+
+/// The session a second reader's valid rows are planned in. That plan is a subtree of
+/// its reader's, which DataFusion optimises again as a whole: its joins must not carry
+/// dynamic filters yet, or the outer `join_selection` that swaps a join's sides fails
+/// ("Cannot swap HashJoinExec inputs after dynamic filters have been constructed"). The
+/// outer optimisation adds them, once.
+fn planned_once(state: &dyn Session) -> datafusion::error::Result<SessionState> {
+    let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
+        return internal_err!("a tee is read in a session that is not a SessionState");
+    };
+    let mut state = state.clone();
+    state.config_mut().options_mut().set(
+        "datafusion.optimizer.enable_dynamic_filter_pushdown",
+        "false",
+    )?;
+    Ok(state)
 }
 
 /// The leaf that reads a drain's channel, as `partitions` partitions that share it:
@@ -462,6 +481,90 @@ mod tests {
         let bad: i64 = (0..20_000).filter(|v| v % 10 == 0).sum();
         assert_eq!((rows, sum), (18_000, all - bad));
         assert_eq!(counts.unwrap().valid, 18_000);
+    }
+
+    /// Regression: a run whose feature plan read admissions twice (two feature files)
+    /// failed in `join_selection` ("Cannot swap HashJoinExec inputs after dynamic filters
+    /// have been constructed") once the validation joins' sizes changed: the second
+    /// reader's rows were planned, dynamic filters and all, then optimised again inside
+    /// the reader's plan. Its plan must leave dynamic filters to that outer optimisation.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn second_reader_plan_leaves_dynamic_filters_to_its_reader() {
+        use datafusion::common::tree_node::TreeNode;
+        use datafusion::physical_plan::joins::HashJoinExec;
+        // `raw`'s rows (the build side, kept) checked against `keys` (a Parquet file,
+        // the probe side, into whose scan a join pushes its dynamic filter).
+        let dir = std::env::temp_dir().join(format!("rs-tee-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let keys = dir.join("keys.parquet");
+        let k: ArrayRef = Arc::new(Int64Array::from_iter_values(
+            (0..50_000).filter(|v| v % 7 != 0),
+        ));
+        let batch = RecordBatch::try_from_iter([("k", k)]).unwrap();
+        let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&keys).unwrap(),
+            batch.schema(),
+            None,
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let checked = "SELECT r.v, CASE WHEN k.k IS NULL THEN 'unknown' ELSE r.reason END AS reason \
+                       FROM raw r LEFT JOIN keys k ON r.v = k.k";
+        let ctx = SessionContext::new();
+        ctx.register_parquet("keys", keys.to_str().unwrap(), Default::default())
+            .await
+            .unwrap();
+        let base = session(10, CHECKED).await;
+        ctx.register_table("raw", base.table_provider("raw").await.unwrap())
+            .unwrap();
+        let checked = ctx.sql(checked).await.unwrap();
+        ctx.register_table("checked_t", checked.into_view())
+            .unwrap();
+        let valid = ctx
+            .sql("SELECT v FROM checked_t WHERE reason IS NULL")
+            .await
+            .unwrap();
+        ctx.register_table("t", valid.into_view()).unwrap();
+
+        let tee = Tee::install(&ctx, "t", 1000).await.unwrap();
+        let closer = tee.closer();
+        let t = ctx.table_provider("t").await.unwrap();
+        let state = ctx.state();
+        // The first scan takes the drain's rows; not run, it lets them go.
+        drop(t.scan(&state, None, &[], None).await.unwrap());
+        let second = t.scan(&state, None, &[], None).await.unwrap();
+        let mut joins = 0;
+        second
+            .apply(|node| {
+                if let Some(join) = node.downcast_ref::<HashJoinExec>() {
+                    joins += 1;
+                    // Its successor, `dynamic_expressions_produced`, is empty for a
+                    // HashJoinExec in DataFusion 55.2 whatever it holds.
+                    #[allow(deprecated)]
+                    let filter = join.dynamic_filter_expr();
+                    assert!(filter.is_none(), "a dynamic filter");
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+            .unwrap();
+        assert_eq!(joins, 1);
+        // The reader's own optimisation may swap the join and add the filter; both
+        // readers see the same rows.
+        let (read, drained) = tokio::time::timeout(WAIT, async {
+            let read = async {
+                let (a, b) = (sum(&ctx).await, sum(&ctx).await);
+                closer.close(&ctx).unwrap();
+                (a, b)
+            };
+            futures::join!(read, tee.drain(None))
+        })
+        .await
+        .expect("no deadlock");
+        let want: i64 = (0..1000).filter(|v| v % 10 != 0 && v % 7 != 0).sum();
+        assert_eq!((read.0.unwrap(), read.1.unwrap()), (want, want));
+        assert_eq!(drained.unwrap().quarantined.get("unknown"), Some(&143));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
