@@ -134,11 +134,13 @@ pub(crate) async fn cache_in_pool(
     use datafusion::execution::memory_pool::MemoryConsumer;
     let schema = Arc::new(df.schema().as_arrow().clone());
     let partitions = df.collect_partitioned().await?;
-    let bytes = partitions
-        .iter()
-        .flatten()
-        .map(|b| b.get_array_memory_size())
-        .sum();
+    // Batches may be slices of one buffer (a window's output is): each counted once,
+    // not once per batch (which asked a 7 GiB pool for 343 GB at 10,000,000 people).
+    let mut counter = datafusion::common::utils::memory::RecordBatchMemoryCounter::new();
+    for b in partitions.iter().flatten() {
+        counter.count_batch(b);
+    }
+    let bytes = counter.memory_usage();
     let held = MemoryConsumer::new(what).register(&ctx.runtime_env().memory_pool);
     held.try_grow(bytes)?;
     // Held by the session, so reserved for as long as the table can be read.
@@ -205,5 +207,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("cached patients"), "{err}");
+    }
+
+    /// Regression: a 10,000,000-person run under a 7 GiB limit failed caching its
+    /// patients ("Failed to allocate additional 343.1 GB"), whose batches were slices
+    /// of one buffer each counted in full. The pool holds the buffer once.
+    #[tokio::test]
+    async fn cached_slices_of_one_buffer_are_reserved_once() {
+        use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
+        let ctx = new_context(&options(64 << 20)).unwrap();
+        let v: ArrayRef = std::sync::Arc::new(Int64Array::from_iter_values(0..1_000_000));
+        let whole = RecordBatch::try_from_iter([("v", v)]).unwrap();
+        let slices: Vec<_> = (0..100).map(|i| whole.slice(i * 10_000, 10_000)).collect();
+        let before = ctx.runtime_env().memory_pool.reserved();
+        let cached = cache_in_pool(&ctx, "checked patients", ctx.read_batches(slices).unwrap())
+            .await
+            .unwrap();
+        let held = ctx.runtime_env().memory_pool.reserved() - before;
+        assert!(
+            (8_000_000..9_000_000).contains(&held),
+            "{held} bytes reserved"
+        );
+        assert_eq!(cached.count().await.unwrap(), 1_000_000);
     }
 }
