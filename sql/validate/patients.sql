@@ -8,7 +8,7 @@ SELECT
   CASE
     WHEN p.pseudo_id IS NULL                      THEN 'null_pseudo_id'
     WHEN NOT is_pseudo_id(p.pseudo_id)            THEN 'malformed_pseudo_id'
-    WHEN d.pseudo_id IS NOT NULL                  THEN 'duplicate_pseudo_id'
+    WHEN d.copies > 1                             THEN 'duplicate_pseudo_id'
     WHEN p.year_of_birth IS NULL                  THEN 'null_year_of_birth'
     WHEN p.year_of_birth > $as_of_year            THEN 'year_of_birth_after_as_of'
     WHEN p.year_of_birth < 1900                   THEN 'year_of_birth_before_1900'
@@ -24,5 +24,5 @@ SELECT
   END AS reason
 FROM input_patients p
 LEFT JOIN (
-  SELECT pseudo_id FROM input_patients GROUP BY pseudo_id HAVING count(*) > 1
+  SELECT pseudo_id, count(*) AS copies FROM input_patients GROUP BY pseudo_id
 ) d ON p.pseudo_id = d.pseudo_id
