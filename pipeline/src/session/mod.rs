@@ -12,6 +12,7 @@ pub mod functions;
 pub mod reference;
 
 use crate::error::Result;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::catalog::MemTable;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -133,9 +134,13 @@ pub(crate) async fn cache_in_pool(
 ) -> Result<DataFrame> {
     use datafusion::execution::memory_pool::MemoryConsumer;
     let schema = Arc::new(df.schema().as_arrow().clone());
-    let partitions = df.collect_partitioned().await?;
-    // Batches may be slices of one buffer (a window's output is): each counted once,
-    // not once per batch (which asked a 7 GiB pool for 343 GB at 10,000,000 people).
+    let partitions = df
+        .collect_partitioned()
+        .await?
+        .into_iter()
+        .map(|p| p.into_iter().map(compact).collect::<Result<Vec<_>>>())
+        .collect::<Result<Vec<_>>>()?;
+    // Each buffer counted once, not once per batch that shares it.
     let mut counter = datafusion::common::utils::memory::RecordBatchMemoryCounter::new();
     for b in partitions.iter().flatten() {
         counter.count_batch(b);
@@ -155,6 +160,25 @@ pub(crate) async fn cache_in_pool(
     drop(state);
     let table = MemTable::try_new(schema, partitions)?;
     Ok(ctx.read_table(Arc::new(table))?)
+}
+
+/// `batch` with buffers of its own when it is a small view of larger ones (a join emits
+/// its build side's unmatched rows as slices of one batch). A cached table is sized by
+/// each batch's buffers in full (its reservation, and DataFusion's statistics of a
+/// MemTable, by which the optimiser picks a join's build side): slices of one buffer
+/// made 10,000,000 patients look like 343 GB.
+fn compact(batch: RecordBatch) -> Result<RecordBatch> {
+    let mut slice = 0;
+    for c in batch.columns() {
+        slice += c.to_data().get_slice_memory_size()?;
+    }
+    if batch.get_array_memory_size() <= 2 * slice + (1 << 16) {
+        return Ok(batch);
+    }
+    let rows = datafusion::arrow::array::UInt32Array::from_iter_values(0..batch.num_rows() as u32);
+    Ok(datafusion::arrow::compute::take_record_batch(
+        &batch, &rows,
+    )?)
 }
 
 #[cfg(test)]
@@ -211,7 +235,9 @@ mod tests {
 
     /// Regression: a 10,000,000-person run under a 7 GiB limit failed caching its
     /// patients ("Failed to allocate additional 343.1 GB"), whose batches were slices
-    /// of one buffer each counted in full. The pool holds the buffer once.
+    /// of one buffer each counted in full; counted once, the run then built a join on
+    /// the events, as the optimiser took the patients' size from the same count. The
+    /// cached table holds compact batches, and the pool and the optimiser see their size.
     #[tokio::test]
     async fn cached_slices_of_one_buffer_are_reserved_once() {
         use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
@@ -227,6 +253,13 @@ mod tests {
         assert!(
             (8_000_000..9_000_000).contains(&held),
             "{held} bytes reserved"
+        );
+        // As DataFusion's statistics of a MemTable count them: each batch in full.
+        let batches = cached.clone().collect().await.unwrap();
+        let size: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+        assert!(
+            (8_000_000..9_000_000).contains(&size),
+            "{size} bytes by the statistics"
         );
         assert_eq!(cached.count().await.unwrap(), 1_000_000);
     }
