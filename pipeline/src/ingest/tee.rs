@@ -388,6 +388,14 @@ mod tests {
             .collect();
         let table = MemTable::try_new(rows[0].schema(), vec![rows]).unwrap();
         ctx.register_table("raw", Arc::new(table)).unwrap();
+        register_checked(&ctx, checked).await;
+        ctx
+    }
+
+    /// `checked_t` as `checked` and `t` its valid rows, in place of any before.
+    async fn register_checked(ctx: &SessionContext, checked: &str) {
+        ctx.deregister_table("checked_t").unwrap();
+        ctx.deregister_table("t").unwrap();
         let checked = ctx.sql(checked).await.unwrap();
         ctx.register_table("checked_t", checked.into_view())
             .unwrap();
@@ -396,7 +404,6 @@ mod tests {
             .await
             .unwrap();
         ctx.register_table("t", valid.into_view()).unwrap();
-        ctx
     }
 
     const CHECKED: &str = "SELECT v, reason FROM raw";
@@ -511,21 +518,11 @@ mod tests {
         w.close().unwrap();
         let checked = "SELECT r.v, CASE WHEN k.k IS NULL THEN 'unknown' ELSE r.reason END AS reason \
                        FROM raw r LEFT JOIN keys k ON r.v = k.k";
-        let ctx = SessionContext::new();
+        let ctx = session(10, CHECKED).await;
         ctx.register_parquet("keys", keys.to_str().unwrap(), Default::default())
             .await
             .unwrap();
-        let base = session(10, CHECKED).await;
-        ctx.register_table("raw", base.table_provider("raw").await.unwrap())
-            .unwrap();
-        let checked = ctx.sql(checked).await.unwrap();
-        ctx.register_table("checked_t", checked.into_view())
-            .unwrap();
-        let valid = ctx
-            .sql("SELECT v FROM checked_t WHERE reason IS NULL")
-            .await
-            .unwrap();
-        ctx.register_table("t", valid.into_view()).unwrap();
+        register_checked(&ctx, checked).await;
 
         let tee = Tee::install(&ctx, "t", 1000).await.unwrap();
         let closer = tee.closer();
