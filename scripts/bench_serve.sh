@@ -8,5 +8,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export RISKSTRAT_HEAVY_PATIENTS="${RISKSTRAT_HEAVY_PATIENTS:-200000}"
 export RISKSTRAT_HOSTILE_QUERIES="${RISKSTRAT_HOSTILE_QUERIES:-20}"
-cargo test --release --locked -p riskstrat --test serve -- --ignored --nocapture \
-    a_hostile_client_leaves_the_others_their_latency
+cargo test --release --locked -p riskstrat --test e2e -- --ignored --nocapture \
+    serve::a_hostile_client_leaves_the_others_their_latency

@@ -1,9 +1,7 @@
 //! End-to-end tests of the `riskstrat` binary: bad input (exit 2, a message naming
 //! what is wrong, no run folder), synth + run + validate, a run killed part way.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 

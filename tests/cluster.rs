@@ -5,10 +5,8 @@
 //! `[cluster]` must give (absolute inputs, a scheduler address), and a cluster that is
 //! not there.
 
-mod common;
-
-use common::moto::*;
-use common::*;
+use crate::common::moto::*;
+use crate::common::*;
 use datafusion::arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -3,9 +3,7 @@
 //! property test over random data and random allowed queries, and the `query`
 //! command's formats. The attacks scored against the truth are in `attacks.rs`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use datafusion::arrow::array::{Array, Float64Array, Int64Array, RecordBatch};
 use riskstrat::governance::disclosure_control::{Output, Policy};
 use riskstrat::serve::{Answer, Commissioner};

@@ -4,9 +4,9 @@
 //! rewritten during a run. Each fault is survived with nothing lost, and the next
 //! operation succeeds. Hooks: `RISKSTRAT_FAULT`, `RISKSTRAT_CLOCK` (pipeline/src/faults.rs).
 
-mod common;
+use crate::common;
 
-use common::*;
+use crate::common::*;
 use riskstrat::governance::audit;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};

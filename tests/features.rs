@@ -2,9 +2,7 @@
 //! contract names. Table-driven: each case adds its rows and states what it expects;
 //! one run computes them all.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use datafusion::arrow::array::{
     Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
 };

@@ -3,9 +3,9 @@
 //! from identifiable extracts to a next run that honours the care team's feedback,
 //! with a scan of every file written for plaintext identifiers.
 
-mod common;
+use crate::common;
 
-use common::*;
+use crate::common::*;
 use datafusion::arrow::array::{Array, StringArray};
 use riskstrat::governance::audit::{self, Record};
 use std::collections::HashSet;

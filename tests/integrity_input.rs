@@ -2,9 +2,7 @@
 //! quarantine with a reason; analysts' SQL output is checked; and every error names
 //! the file, column or setting at fault (exit code 2, no run folder).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use datafusion::arrow::array::{
     ArrayRef, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
 };

@@ -9,10 +9,8 @@
 //! endpoint, refused credentials and a missing object are each exit 2 naming the URL
 //! and the setting to fix, and no secret is printed.
 
-mod common;
-
-use common::moto::*;
-use common::*;
+use crate::common::moto::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 

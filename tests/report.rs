@@ -4,9 +4,7 @@
 //! request, a screenshot per section, the numbers shown equal to the run's); and the
 //! commissioners' report, every number of which is an answer of the commissioner path.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -3,9 +3,7 @@
 //! (object_store's in-memory store) read by `query`'s commissioner session and by the
 //! gate exactly as the same run on local disk.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use object_store::ObjectStoreExt;
 use object_store::memory::InMemory;
 use riskstrat::gate::{Request, reidentify, reidentify_from};

@@ -2,9 +2,9 @@
 //! month, entrants and leavers against an independent set difference of the cohort
 //! files, `diff` and `history`, and the opt-out rule across runs.
 
-mod common;
+use crate::common;
 
-use common::*;
+use crate::common::*;
 use std::collections::BTreeSet;
 use std::path::Path;
 

@@ -4,17 +4,15 @@
 //! refused queries, tight limits and TLS.
 //!
 //! The load test doubles as the benchmark: `RISKSTRAT_LOAD_SECS=60 cargo test
-//! --release -p riskstrat --test serve load -- --nocapture` prints queries per second
+//! --release -p riskstrat --test e2e serve::load -- --nocapture` prints queries per second
 //! and latency percentiles (`RISKSTRAT_LOAD_CLIENTS` sets the client count,
 //! `RISKSTRAT_LOAD_PATIENTS` the synthetic population, 4,000 by default).
 
-mod common;
-
+use crate::common::*;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
 use arrow_flight::{FlightInfo, Ticket};
-use common::*;
 use datafusion::arrow::array::{Array, RecordBatch, StringArray};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use futures::TryStreamExt;

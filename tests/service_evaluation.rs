@@ -7,9 +7,7 @@
 //! version of the check against synthetic data with known effects
 //! (`pipeline/examples/service_eval_check.rs` runs the full one).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use datafusion::arrow::array::{Array, Float64Array, Int64Array, StringArray};
 
 /// Risk from IMD decile alone, so that matches are plain to see.

@@ -2,9 +2,7 @@
 //! type, or none: each is bad input (exit 2) naming the file, never a panic, and
 //! leaves no run folder.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use riskstrat::features::registry::{FEATURES, Kind, Source};
 use std::path::Path;
 

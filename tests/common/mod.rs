@@ -479,7 +479,7 @@ pub fn stderr(o: &Output) -> String {
 }
 
 /// A cell key secret file for commissioner queries (owner-only, outside run folders),
-/// made once per test binary; the same bytes every time, so answers can be compared.
+/// made once per test process; the same bytes every time, so answers can be compared.
 #[allow(dead_code)]
 pub fn cell_key() -> (PathBuf, riskstrat::governance::pseudonym::Key) {
     static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
