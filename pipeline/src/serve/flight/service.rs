@@ -28,8 +28,10 @@ use arrow_flight::{
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use datafusion::common::utils::memory::RecordBatchMemoryCounter;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -213,27 +215,37 @@ async fn answer_within(c: &Commissioner, g: &Guarded, limits: &Limits) -> Result
             status(crate::serve::query_failed(&e.strip_backtrace()))
         }
     };
-    let mut rows = DataFrame::new(c.context().state(), g.plan.clone())
+    let rows = DataFrame::new(c.context().state(), g.plan.clone())
         .execute_stream()
         .await
         .map_err(failed)?;
-    let mut batches = Vec::new();
-    while let Some(batch) = rows.next().await {
-        let batch = batch.map_err(failed)?;
-        reserve(&mut held, batch.get_array_memory_size(), limits)?;
-        batches.push(batch);
-    }
-    drop(rows);
+    let batches = collect_reserved(rows, &mut held, limits, failed).await?;
     let answer = c.protect(g, batches).map_err(status)?;
-    let size = answer
-        .batches
-        .iter()
-        .map(|b| b.get_array_memory_size())
-        .sum();
+    let mut size = RecordBatchMemoryCounter::new();
+    answer.batches.iter().for_each(|b| _ = size.count_batch(b));
     // The raw rows are gone with `protect`: only the answer is held from here.
     held.free();
-    reserve(&mut held, size, limits)?;
+    reserve(&mut held, size.memory_usage(), limits)?;
     Ok(answer)
+}
+
+/// Every batch of `rows`, each buffer reserved once as it arrives. Operators emit one
+/// large batch as many slices (a sort's output, an aggregate's groups): counted per
+/// slice, an answer that fits was refused as too large.
+async fn collect_reserved(
+    mut rows: SendableRecordBatchStream,
+    held: &mut MemoryReservation,
+    limits: &Limits,
+    failed: impl Fn(DataFusionError) -> Status,
+) -> Result<Vec<RecordBatch>, Status> {
+    let mut counted = RecordBatchMemoryCounter::new();
+    let mut batches = Vec::new();
+    while let Some(batch) = rows.next().await {
+        let batch = batch.map_err(&failed)?;
+        reserve(held, counted.count_batch(&batch), limits)?;
+        batches.push(batch);
+    }
+    Ok(batches)
 }
 
 fn reserve(held: &mut MemoryReservation, bytes: usize, limits: &Limits) -> Result<(), Status> {
@@ -430,4 +442,76 @@ impl FlightSqlService for Service {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::collect_reserved;
+    use crate::serve::limits::Limits;
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryConsumer, MemoryPool};
+    use datafusion::physical_plan::memory::MemoryStream;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn limits(memory: usize) -> Limits {
+        Limits {
+            time: Duration::from_secs(10),
+            memory,
+            memory_text: format!("{memory}B"),
+            concurrent: 1,
+            queue: Duration::from_secs(1),
+        }
+    }
+
+    /// Regression: ten slices of one 8 MB batch were reserved as 80 MB, so a result
+    /// that fits in 16 MB was refused as out of memory.
+    #[tokio::test]
+    async fn slices_of_one_result_batch_are_reserved_once() {
+        let whole = RecordBatch::try_from_iter([(
+            "n",
+            Arc::new(Int64Array::from_iter_values(0..1_000_000)) as _,
+        )])
+        .unwrap();
+        let slices: Vec<_> = (0..10).map(|i| whole.slice(i * 100_000, 100_000)).collect();
+        let schema = whole.schema();
+        let limit = 16 << 20;
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(limit));
+        let mut held = MemoryConsumer::new("answer").register(&pool);
+        let rows = Box::pin(MemoryStream::try_new(slices, schema, None).unwrap());
+        let batches = collect_reserved(rows, &mut held, &limits(limit), |e| {
+            tonic::Status::internal(e.to_string())
+        })
+        .await
+        .expect("an 8 MB result fits a 16 MB limit");
+        assert_eq!(
+            batches.iter().map(|b| b.num_rows()).sum::<usize>(),
+            1_000_000
+        );
+        assert_eq!(held.size(), 8_000_000, "one million i64s, counted once");
+    }
+
+    #[tokio::test]
+    async fn a_result_larger_than_the_limit_is_refused() {
+        let batches: Vec<_> = (0..3)
+            .map(|_| {
+                RecordBatch::try_from_iter([(
+                    "n",
+                    Arc::new(Int64Array::from_iter_values(0..1_000_000)) as _,
+                )])
+                .unwrap()
+            })
+            .collect();
+        let schema = batches[0].schema();
+        let limit = 16 << 20;
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(limit));
+        let mut held = MemoryConsumer::new("answer").register(&pool);
+        let rows = Box::pin(MemoryStream::try_new(batches, schema, None).unwrap());
+        let refused = collect_reserved(rows, &mut held, &limits(limit), |e| {
+            tonic::Status::internal(e.to_string())
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    }
 }
