@@ -454,64 +454,48 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    fn limits(memory: usize) -> Limits {
-        Limits {
+    const LIMIT: usize = 16 << 20;
+
+    /// One million i64s: 8 MB.
+    fn million() -> RecordBatch {
+        let n = Int64Array::from_iter_values(0..1_000_000);
+        RecordBatch::try_from_iter([("n", Arc::new(n) as _)]).unwrap()
+    }
+
+    /// `batches` streamed through `collect_reserved` under a 16 MiB pool: the rows
+    /// kept, or the refusal, and the bytes reserved.
+    async fn collect(batches: Vec<RecordBatch>) -> (Result<usize, tonic::Status>, usize) {
+        let limits = Limits {
             time: Duration::from_secs(10),
-            memory,
-            memory_text: format!("{memory}B"),
+            memory: LIMIT,
+            memory_text: "16MiB".into(),
             concurrent: 1,
             queue: Duration::from_secs(1),
-        }
+        };
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(LIMIT));
+        let mut held = MemoryConsumer::new("answer").register(&pool);
+        let schema = batches[0].schema();
+        let rows = Box::pin(MemoryStream::try_new(batches, schema, None).unwrap());
+        let failed = |e: datafusion::error::DataFusionError| tonic::Status::internal(e.to_string());
+        let kept = collect_reserved(rows, &mut held, &limits, failed).await;
+        let rows = kept.map(|b| b.iter().map(|b| b.num_rows()).sum());
+        (rows, held.size())
     }
 
     /// Regression: ten slices of one 8 MB batch were reserved as 80 MB, so a result
-    /// that fits in 16 MB was refused as out of memory.
+    /// that fits in 16 MiB was refused as out of memory.
     #[tokio::test]
     async fn slices_of_one_result_batch_are_reserved_once() {
-        let whole = RecordBatch::try_from_iter([(
-            "n",
-            Arc::new(Int64Array::from_iter_values(0..1_000_000)) as _,
-        )])
-        .unwrap();
-        let slices: Vec<_> = (0..10).map(|i| whole.slice(i * 100_000, 100_000)).collect();
-        let schema = whole.schema();
-        let limit = 16 << 20;
-        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(limit));
-        let mut held = MemoryConsumer::new("answer").register(&pool);
-        let rows = Box::pin(MemoryStream::try_new(slices, schema, None).unwrap());
-        let batches = collect_reserved(rows, &mut held, &limits(limit), |e| {
-            tonic::Status::internal(e.to_string())
-        })
-        .await
-        .expect("an 8 MB result fits a 16 MB limit");
-        assert_eq!(
-            batches.iter().map(|b| b.num_rows()).sum::<usize>(),
-            1_000_000
-        );
-        assert_eq!(held.size(), 8_000_000, "one million i64s, counted once");
+        let whole = million();
+        let slices = (0..10).map(|i| whole.slice(i * 100_000, 100_000)).collect();
+        let (rows, held) = collect(slices).await;
+        assert_eq!(rows.expect("an 8 MB result fits 16 MiB"), 1_000_000);
+        assert_eq!(held, 8_000_000, "one buffer, counted once");
     }
 
     #[tokio::test]
     async fn a_result_larger_than_the_limit_is_refused() {
-        let batches: Vec<_> = (0..3)
-            .map(|_| {
-                RecordBatch::try_from_iter([(
-                    "n",
-                    Arc::new(Int64Array::from_iter_values(0..1_000_000)) as _,
-                )])
-                .unwrap()
-            })
-            .collect();
-        let schema = batches[0].schema();
-        let limit = 16 << 20;
-        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(limit));
-        let mut held = MemoryConsumer::new("answer").register(&pool);
-        let rows = Box::pin(MemoryStream::try_new(batches, schema, None).unwrap());
-        let refused = collect_reserved(rows, &mut held, &limits(limit), |e| {
-            tonic::Status::internal(e.to_string())
-        })
-        .await
-        .unwrap_err();
-        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        let (rows, _) = collect(vec![million(), million(), million()]).await;
+        assert_eq!(rows.unwrap_err().code(), tonic::Code::ResourceExhausted);
     }
 }
