@@ -140,12 +140,7 @@ pub(crate) async fn cache_in_pool(
         .into_iter()
         .map(|p| p.into_iter().map(compact).collect::<Result<Vec<_>>>())
         .collect::<Result<Vec<_>>>()?;
-    // Each buffer counted once, not once per batch that shares it.
-    let mut counter = datafusion::common::utils::memory::RecordBatchMemoryCounter::new();
-    for b in partitions.iter().flatten() {
-        counter.count_batch(b);
-    }
-    let bytes = counter.memory_usage();
+    let bytes = buffers_size(partitions.iter().flatten());
     let held = MemoryConsumer::new(what).register(&ctx.runtime_env().memory_pool);
     held.try_grow(bytes)?;
     // Held by the session, so reserved for as long as the table can be read.
@@ -160,6 +155,14 @@ pub(crate) async fn cache_in_pool(
     drop(state);
     let table = MemTable::try_new(schema, partitions)?;
     Ok(ctx.read_table(Arc::new(table))?)
+}
+
+/// The memory `batches` hold: each buffer counted once, not once per batch that
+/// shares it (operators emit one large batch as many slices).
+pub(crate) fn buffers_size<'a>(batches: impl IntoIterator<Item = &'a RecordBatch>) -> usize {
+    let mut counter = datafusion::common::utils::memory::RecordBatchMemoryCounter::new();
+    batches.into_iter().for_each(|b| _ = counter.count_batch(b));
+    counter.memory_usage()
 }
 
 /// `batch` with buffers of its own when it is a small view of larger ones (a join emits

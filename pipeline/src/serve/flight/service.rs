@@ -10,6 +10,7 @@ use crate::governance::audit::{self, Action, Record};
 use crate::governance::disclosure_control::Guarded;
 use crate::serve::limits::{Limits, Queries, QueryPool, is_memory};
 use crate::serve::{Answer, Commissioner};
+use crate::session::buffers_size;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
@@ -221,11 +222,9 @@ async fn answer_within(c: &Commissioner, g: &Guarded, limits: &Limits) -> Result
         .map_err(failed)?;
     let batches = collect_reserved(rows, &mut held, limits, failed).await?;
     let answer = c.protect(g, batches).map_err(status)?;
-    let mut size = RecordBatchMemoryCounter::new();
-    answer.batches.iter().for_each(|b| _ = size.count_batch(b));
     // The raw rows are gone with `protect`: only the answer is held from here.
     held.free();
-    reserve(&mut held, size.memory_usage(), limits)?;
+    reserve(&mut held, buffers_size(&answer.batches), limits)?;
     Ok(answer)
 }
 
