@@ -137,6 +137,33 @@ LEFT JOIN charlson USING (pseudo_id)
 """
 
 
+def scan_sql(data):
+    """Every column the features read, decoded once, with as little else as possible:
+    the floor under any engine's feature work on these files."""
+    def table(name):
+        folder = os.path.join(data, name)
+        return f"read_parquet('{folder}/*.parquet')" if os.path.isdir(folder) else f"read_parquet('{folder}.parquet')"
+
+    return f"""
+SELECT (SELECT sum(length(pseudo_id)) + sum(length(appt_status)) + sum(length(hcp_type))
+               + sum(length(appt_mode)) + (max(appointment_date) - DATE '2000-01-01')
+        FROM {table('appointments')}),
+       (SELECT sum(length(pseudo_id)) + sum(length(bnf_code)) + sum(items) + sum(nic)
+               + (max(issue_date) - DATE '2000-01-01')
+        FROM {table('prescriptions')}),
+       (SELECT sum(length(pseudo_id)) + sum(length(admission_method)) + sum(spell_cost)
+               + sum(length(primary_diagnosis)) + sum(len(secondary_diagnoses))
+               + (max(admission_date) - DATE '2000-01-01') + (max(discharge_date) - DATE '2000-01-01')
+        FROM {table('admissions')})
+"""
+
+
+def timed(con, sql):
+    start = time.perf_counter()
+    con.execute(sql).fetchall()
+    return time.perf_counter() - start
+
+
 def main(data, as_of, threads, out, riskstrat_features=None):
     con = duckdb.connect()
     con.execute(f"SET threads = {int(threads)}")
@@ -145,6 +172,18 @@ def main(data, as_of, threads, out, riskstrat_features=None):
     seconds = time.perf_counter() - start
     people = con.execute(f"SELECT count(*) FROM read_parquet('{out}')").fetchone()[0]
     print(f"duckdb features at A: {seconds:.2f} s, {people} people, {threads} threads")
+    # The same work as riskstrat's feature stage but for the row rules: both dates
+    # (T0 = A - 365 days), written out, and the scan floor of the same files.
+    t0 = con.execute(f"SELECT (DATE '{as_of}' - INTERVAL 365 DAY)::DATE").fetchone()[0]
+    both_out = out.replace(".parquet", "-both.parquet")
+    start = time.perf_counter()
+    con.execute(
+        f"COPY (SELECT DATE '{as_of}' AS as_of, * FROM ({features_sql(data, as_of)}) "
+        f"UNION ALL SELECT DATE '{t0}', * FROM ({features_sql(data, t0)})) "
+        f"TO '{both_out}' (FORMAT parquet)"
+    )
+    print(f"duckdb features at both dates: {time.perf_counter() - start:.2f} s")
+    print(f"duckdb scan floor: {timed(con, scan_sql(data)):.2f} s (every column the features read, decoded once)")
     if riskstrat_features:
         checks = " AND ".join(f"d.{c} = r.{c}" for c in COMPARED)
         same, both = con.execute(
