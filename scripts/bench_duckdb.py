@@ -28,13 +28,19 @@ COMPARED = [
 ]
 
 
-def features_sql(data, as_of):
+def reader(data):
+    """`table(name)`: DuckDB's reader of synth's table `name` (a file or a folder)."""
     def table(name):
         folder = os.path.join(data, name)
         if os.path.isdir(folder):
             return f"read_parquet('{folder}/*.parquet')"
         return f"read_parquet('{folder}.parquet')"
 
+    return table
+
+
+def features_sql(data, as_of):
+    table = reader(data)
     emergency = ", ".join(f"'{c}'" for c in EMERGENCY)
     elective = ", ".join(f"'{c}'" for c in ELECTIVE)
     a = f"DATE '{as_of}'"
@@ -140,10 +146,7 @@ LEFT JOIN charlson USING (pseudo_id)
 def scan_sql(data):
     """Every column the features read, decoded once, with as little else as possible:
     the floor under any engine's feature work on these files."""
-    def table(name):
-        folder = os.path.join(data, name)
-        return f"read_parquet('{folder}/*.parquet')" if os.path.isdir(folder) else f"read_parquet('{folder}.parquet')"
-
+    table = reader(data)
     return f"""
 SELECT (SELECT sum(length(pseudo_id)) + sum(length(appt_status)) + sum(length(hcp_type))
                + sum(length(appt_mode)) + (max(appointment_date) - DATE '2000-01-01')
