@@ -40,7 +40,7 @@ use crate::model::{ModelFile, risk_expr};
 use crate::sql::{Kind, Params, SqlSource, date32};
 use datafusion::arrow::array::{
     Array, ArrayRef, Date32Array, Float64Array, Int32Array, Int64Array, ListArray, RecordBatch,
-    StringArray,
+    StringArray, UInt64Array,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -232,6 +232,7 @@ fn episode_of(ep: &Int64Array, r: usize, n: usize, origin: &str) -> Result<usize
 /// What `outcomes/histories.sql` returns, per person.
 const HISTORY_COLUMNS: &[(&str, Kind)] = &[
     ("pseudo_id", Kind::Text),
+    (PERSON, Kind::Integer),
     ("sex", Kind::Text),
     ("year_of_birth", Kind::Integer),
     ("registration_start", Kind::Date),
@@ -242,18 +243,28 @@ const HISTORY_COLUMNS: &[(&str, Kind)] = &[
     ("bed_days", Kind::NumberList),
 ];
 
+/// Who the people of a [`Person`] list are, in the same order: their pseudo_ids, and
+/// their integer keys in this run (`person`), on which the event tables join.
+#[derive(Default)]
+struct Ids {
+    pseudo_id: Vec<String>,
+    person: Vec<u64>,
+}
+
 /// Everyone who could be in the evaluation, in pseudo_id order.
 async fn histories(
     ctx: &SessionContext,
     sql: &SqlSource,
     params: &Params,
-) -> Result<(Vec<String>, Vec<Person>)> {
-    let mut ids = Vec::new();
+) -> Result<(Ids, Vec<Person>)> {
+    let mut ids = Ids::default();
     let mut people = Vec::new();
     let (df, origin) =
         crate::sql::planned(ctx, sql, params, "outcomes/histories.sql", HISTORY_COLUMNS).await?;
     for b in df.collect().await? {
         let id = utf8(&b, "pseudo_id")?;
+        let key = int(&b, PERSON, DataType::UInt64)?;
+        let key = key.as_any().downcast_ref::<UInt64Array>().expect("UInt64");
         let sex = utf8(&b, "sex")?;
         let yob = int(&b, "year_of_birth", DataType::Int32)?;
         let yob = yob.as_any().downcast_ref::<Int32Array>().expect("Int32");
@@ -302,7 +313,8 @@ async fn histories(
                         .then(a.bed_days.total_cmp(&b.bed_days))
                 });
             }
-            ids.push(id.value(r).to_string());
+            ids.pseudo_id.push(id.value(r).to_string());
+            ids.person.push(key.value(r));
             people.push(Person {
                 sex: match sex.value(r) {
                     "F" => 0,
@@ -353,7 +365,7 @@ async fn risk_at_index(
     extra: &[PathBuf],
     model: &ModelFile,
     episodes: &[(usize, i32)],
-    ids: &[String],
+    ids: &Ids,
 ) -> Result<(Vec<f64>, Vec<[f64; 4]>)> {
     use chrono::Datelike;
     let a = date32(params.as_of);
@@ -365,7 +377,13 @@ async fn risk_at_index(
         (
             "pseudo_id",
             Arc::new(StringArray::from_iter_values(
-                episodes.iter().map(|(p, _)| ids[*p].as_str()),
+                episodes.iter().map(|(p, _)| ids.pseudo_id[*p].as_str()),
+            )),
+        ),
+        (
+            PERSON,
+            Arc::new(UInt64Array::from_iter_values(
+                episodes.iter().map(|(p, _)| ids.person[*p]),
             )),
         ),
         (
@@ -743,7 +761,7 @@ async fn risks(
     extra: &[PathBuf],
     model: &ModelFile,
     plans: &[Plan],
-    ids: &[String],
+    ids: &Ids,
 ) -> Result<Risks> {
     let mut of: HashMap<(usize, i32), usize> = HashMap::new();
     let mut index_episodes: Vec<(usize, i32)> = Vec::new();
@@ -763,7 +781,7 @@ async fn risks(
     }
     let people: HashSet<String> = index_episodes
         .iter()
-        .map(|(p, _)| ids[*p].clone())
+        .map(|(p, _)| ids.pseudo_id[*p].clone())
         .collect();
     tracing::debug!(
         "outcomes: {} index episodes of {} people",
@@ -939,6 +957,7 @@ pub async fn evaluate(
         .collect();
     let (ids, people) = histories(ctx, sql, params).await?;
     let row_of: HashMap<&str, usize> = ids
+        .pseudo_id
         .iter()
         .enumerate()
         .map(|(i, id)| (id.as_str(), i))
@@ -970,7 +989,7 @@ pub async fn evaluate(
         .enumerate()
         .map(|(s, p)| match_service(s, p, &people, &risks, width, &mut episodes))
         .collect();
-    let windows = windows(ctx, sql, params, &episodes, &ids, &services).await?;
+    let windows = windows(ctx, sql, params, &episodes, &ids.pseudo_id, &services).await?;
     step("windows");
     ctx.deregister_table(EMERGENCY_SPELLS)?;
     let (balance_rows, max_smd) = balance(&services, &groups, &episodes);
@@ -978,7 +997,7 @@ pub async fn evaluate(
     Ok(Evaluation {
         outcomes: to_batch(&rows)?,
         balance: balance_batch(&balance_rows)?,
-        people: people_batch(&enrolments, &services, &episodes, &ids)?,
+        people: people_batch(&enrolments, &services, &episodes, &ids.pseudo_id)?,
     })
 }
 

@@ -27,6 +27,7 @@ enrolled AS (
 )
 SELECT
   p.pseudo_id,
+  p.person,
   p.sex,
   p.year_of_birth,
   p.registration_start,

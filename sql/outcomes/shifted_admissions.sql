@@ -14,6 +14,6 @@ SELECT
   a.secondary_diagnoses,
   a.spell_cost
 FROM admissions a
-JOIN index_episodes e ON e.pseudo_id = a.pseudo_id
+JOIN index_episodes e ON e.person = a.person
 WHERE a.admission_date >= e.two_years_start
   AND a.admission_date < e.index_date

@@ -8,6 +8,6 @@ SELECT
   a.appt_mode,
   a.appt_status
 FROM appointments a
-JOIN index_episodes e ON e.pseudo_id = a.pseudo_id
+JOIN index_episodes e ON e.person = a.person
 WHERE a.appointment_date >= e.year_start
   AND a.appointment_date < e.index_date

@@ -9,6 +9,6 @@ SELECT
   r.quantity,
   r.nic
 FROM prescriptions r
-JOIN index_episodes e ON e.pseudo_id = r.pseudo_id
+JOIN index_episodes e ON e.person = r.person
 WHERE r.issue_date >= e.year_start
   AND r.issue_date < e.index_date
