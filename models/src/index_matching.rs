@@ -419,14 +419,16 @@ impl<'a> Population<'a> {
             if total == 0 || found.len() >= k {
                 break;
             }
+            // The r-th person of the groups taken end to end (r < total).
             let mut r = (mix(&[seed, e as u64, n as u64, 1]) % total as u64) as usize;
-            let Some(q) = groups.iter().find_map(|g| {
-                let q = g.get(r).copied();
-                r = r.saturating_sub(g.len());
-                q
-            }) else {
-                continue;
-            };
+            let mut q = usize::MAX;
+            for g in &groups {
+                if r < g.len() {
+                    q = g[r];
+                    break;
+                }
+                r -= g.len();
+            }
             if q == t.person || seen[q] == stamp {
                 continue;
             }
@@ -525,12 +527,14 @@ fn closest(mut found: Vec<(f64, u64, usize)>, k: usize) -> Vec<usize> {
     let order = |a: &(f64, u64, usize), b: &(f64, u64, usize)| {
         a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
     };
-    if found.len() > k && k > 0 {
+    if k == 0 {
+        return Vec::new();
+    }
+    if found.len() > k {
         found.select_nth_unstable_by(k - 1, order);
         found.truncate(k);
     }
     found.sort_by(order);
-    found.truncate(k);
     // A list of its own: `collect` here would reuse `found`'s buffer, the size of the
     // whole cell, and every episode's few candidates kept it (at 10,000,000 people
     // the search's lists held 10 GB).
