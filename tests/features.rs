@@ -1040,6 +1040,48 @@ async fn complex_needs_cohort_follows_its_definition() {
     assert_eq!(got, want);
 }
 
+/// Regression: money was summed as floating point, in whatever order the rows reached
+/// the aggregates, so costs (and the model fitted on them, and the service evaluation's
+/// near-tied matches) differed in their last bits from run to run; ten 0.1s made
+/// 0.9999999999999999. Summed in whole micropounds, the sums are exact.
+#[tokio::test]
+async fn money_sums_are_exact_in_any_order() {
+    let dir = scratch("features_money");
+    let n = "money";
+    let mut ds = Dataset::default();
+    ds.patients.push(Patient::new(n));
+    ds.appointments.push(gp(n, "2025-10-01"));
+    ds.optouts
+        .push((pid("someone_else"), "ndoo", d("2026-01-01")));
+    for day in 1..=10 {
+        let date = format!("2025-10-{day:02}");
+        ds.prescriptions
+            .push(rx(n, &date, "0407010H0AAAAAA", 1, 0.1));
+    }
+    for (id, date, cost) in [("SP-M1", "2025-11-01", 0.1), ("SP-M2", "2025-12-01", 0.2)] {
+        let spell = spell(n, id, date, Some(date), "11", Some("J189"), vec![], cost);
+        ds.admissions.push(spell);
+    }
+    let job = riskstrat::job::Job::load(&ds.write(&dir, A), None).unwrap();
+    let run = riskstrat::run::run(&job).await.unwrap().dir;
+    let features = rows_by_id(&run.join("features.parquet"));
+    let (batch, row) = &features[&pid(n)];
+    for (column, want) in [
+        ("rx_cost_12m", 1.0f64),
+        ("admission_cost_12m", 0.3),
+        ("total_cost_12m", 1.3),
+    ] {
+        let V::F(got) = column_value(batch, column, *row) else {
+            panic!("{column} is not a float")
+        };
+        assert_eq!(
+            got.to_bits(),
+            want.to_bits(),
+            "{column}: {got:?}, not {want:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn scores_tiers_and_reasons_follow_the_model() {
     let (run, cases) = run_cases().await;

@@ -10,13 +10,18 @@
 -- feature_date() gives each row the date whose 12-month window holds it (the dates'
 -- windows do not overlap), or NULL: no join to feature_dates.
 -- Keyed on `person`, the run's integer person key (see validate/patients.sql).
+-- Money is summed in whole micropounds (nic x 10^6, rounded): sums of whole numbers
+-- below 2^53 (9 billion pounds) are exact in any order, so rx_cost_12m is the same
+-- however the rows reach the aggregate, run after run; floating-point sums are not.
 WITH dated AS (
   SELECT feature_date(p.issue_date, $feature_dates, 365) AS as_of,
-         p.person, substr(p.bnf_code, 1, 9) AS substance, p.items, p.nic
+         p.person, substr(p.bnf_code, 1, 9) AS substance, p.items,
+         round(p.nic * 1e6) AS nic_micropounds
   FROM prescriptions p
 ),
 substances AS (
-  SELECT as_of, person, substance, sum(items) AS items, sum(nic) AS nic
+  SELECT as_of, person, substance, sum(items) AS items,
+         sum(nic_micropounds) AS nic_micropounds
   FROM dated
   WHERE as_of IS NOT NULL
   GROUP BY as_of, person, substance
@@ -25,7 +30,7 @@ SELECT
   as_of,
   person,
   sum(items)                                   AS rx_items_12m,
-  sum(nic)                                     AS rx_cost_12m,
+  sum(nic_micropounds) / 1e6                   AS rx_cost_12m,
   count(*)                                     AS distinct_drugs_12m,
   bit_count(bit_or(ltc_group_bit(substance)))  AS ltc_groups_12m
 FROM substances

@@ -108,8 +108,12 @@ impl ModelFile {
 /// Columns collected for fitting and evaluating the model: which split each person is
 /// in, design terms, the outcome, and what subgroups need. Compact (a flag, not the
 /// pseudo_id; an index into `sexes`, not a string): at 10 million people every byte
-/// per person is 10 MB.
+/// per person is 10 MB. Rows arrive in whatever order the plan's partitions deliver
+/// them; [`Columns::in_pseudo_id_order`] fixes it, so that the fit's sums, and so the
+/// model, are the same run after run.
 pub struct Columns {
+    /// Each row's pseudo_id as a number (32 hex digits), until the rows are put in order.
+    keys: Vec<u128>,
     validation: Vec<bool>,
     x: Vec<Vec<f64>>,
     y: Vec<f64>,
@@ -155,6 +159,7 @@ impl Columns {
     /// No one yet, with `terms` design terms.
     pub fn new(terms: usize) -> Columns {
         Columns {
+            keys: Vec::new(),
             validation: Vec::new(),
             x: vec![Vec::new(); terms],
             y: Vec::new(),
@@ -175,6 +180,11 @@ impl Columns {
         let ids = strings("__id").ok_or_else(|| Error::failed("pseudo_id is not Utf8"))?;
         self.validation
             .extend(ids.iter().map(|v| is_validation(v.unwrap_or_default())));
+        // Valid patients' pseudo_ids are 32 hex digits (validate/patients.sql).
+        self.keys.extend(ids.iter().map(|v| {
+            v.and_then(|v| u128::from_str_radix(v, 16).ok())
+                .unwrap_or(0)
+        }));
         for (k, x) in self.x.iter_mut().enumerate() {
             x.extend(floats(batch, &format!("__t{k}"), &term_names[k])?);
         }
@@ -204,6 +214,32 @@ impl Columns {
             self.imd.extend(a.iter());
         }
         Ok(())
+    }
+}
+
+impl Columns {
+    /// The rows sorted by pseudo_id. Floating-point sums depend on their order, and the
+    /// partitions deliver rows in an order that varies from run to run: fitted in
+    /// arrival order, the coefficients differed in their last bits between two runs
+    /// on the same data, enough to swap near-tied matches in the service evaluation.
+    pub fn in_pseudo_id_order(mut self) -> Columns {
+        let mut order: Vec<usize> = (0..self.keys.len()).collect();
+        order.sort_unstable_by_key(|&i| (self.keys[i], i));
+        self.keys = Vec::new();
+        fn permute<T: Copy>(v: &mut Vec<T>, order: &[usize]) {
+            if v.len() == order.len() {
+                *v = order.iter().map(|&i| v[i]).collect();
+            }
+        }
+        permute(&mut self.validation, &order);
+        for x in &mut self.x {
+            permute(x, &order);
+        }
+        permute(&mut self.y, &order);
+        permute(&mut self.sex, &order);
+        permute(&mut self.age, &order);
+        permute(&mut self.imd, &order);
+        self
     }
 }
 
@@ -492,6 +528,97 @@ mod tests {
             cut_points(&[]),
             riskstrat_models::metrics::TOP_SHARES.to_vec()
         );
+    }
+
+    /// Regression: rows fitted in arrival order gave coefficients that differed in their
+    /// last bits from run to run. The same rows in two orders must fit the same model.
+    #[test]
+    fn the_fit_is_the_same_whatever_order_the_rows_arrive_in() {
+        use datafusion::arrow::array::{ArrayRef, Float64Array, StringArray};
+        use datafusion::arrow::datatypes::{Field, Schema};
+        use std::sync::Arc;
+        let mut state = 42u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        type Row = (String, f64, f64, f64, i64);
+        let rows: Vec<Row> = (0..3000i64)
+            .map(|i| {
+                let (a, b) = (next() * 10.0, next() * 0.37);
+                let y = f64::from(next() < 1.0 / (1.0 + (2.0 - 0.3 * a - b).exp()));
+                let key = (i as u128 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+                (format!("{key:032x}"), a, b, y, i)
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("__id", DataType::Utf8, false),
+            Field::new("__sex", DataType::Utf8, false),
+            Field::new("__age", DataType::Int64, false),
+            Field::new("__imd", DataType::Int32, false),
+            Field::new("__t0", DataType::Float64, false),
+            Field::new("__t1", DataType::Float64, false),
+            Field::new("__y", DataType::Float64, false),
+        ]));
+        let terms = vec!["a".to_string(), "b".to_string()];
+        let columns = |rows: &[Row]| {
+            let mut cols = Columns::new(2);
+            for chunk in rows.chunks(700) {
+                let column = |f: fn(&Row) -> f64| {
+                    Arc::new(Float64Array::from_iter_values(chunk.iter().map(f))) as ArrayRef
+                };
+                let ids = StringArray::from_iter_values(chunk.iter().map(|r| r.0.as_str()));
+                let sex = StringArray::from_iter_values(
+                    chunk.iter().map(|r| if r.4 % 2 == 0 { "F" } else { "M" }),
+                );
+                let age = Int64Array::from_iter_values(chunk.iter().map(|r| r.4 % 90));
+                let imd = Int32Array::from_iter_values(chunk.iter().map(|r| (r.4 % 10) as i32 + 1));
+                let batch = RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        Arc::new(ids),
+                        Arc::new(sex),
+                        Arc::new(age),
+                        Arc::new(imd),
+                        column(|r| r.1),
+                        column(|r| r.2),
+                        column(|r| r.3),
+                    ],
+                )
+                .unwrap();
+                cols.push(&batch, &terms).unwrap();
+            }
+            cols.in_pseudo_id_order()
+        };
+        let config = ModelConfig {
+            terms: terms.clone(),
+            ..ModelConfig::default()
+        };
+        let as_of = NaiveDate::from_ymd_opt(2026, 4, 1).unwrap();
+        let fit = |cols: &Columns| {
+            let t = train(cols, as_of, &config).unwrap();
+            let bits: Vec<u64> = t
+                .model
+                .coefficient_vector()
+                .unwrap()
+                .iter()
+                .map(|c| c.to_bits())
+                .collect();
+            (bits, serde_json::to_string(&t.metrics).unwrap())
+        };
+        let (coefficients, metrics) = fit(&columns(&rows));
+        let mut shuffled = rows.clone();
+        for turn in [
+            |r: &mut Vec<Row>| r.reverse(),
+            |r: &mut Vec<Row>| r.rotate_left(1234),
+        ] {
+            turn(&mut shuffled);
+            let (c, m) = fit(&columns(&shuffled));
+            assert_eq!(coefficients, c, "coefficients' bits");
+            assert!(metrics == m, "the metrics differ");
+        }
     }
 
     #[test]

@@ -182,7 +182,7 @@ pub async fn features(
                 let mut at_t0 = crate::model::Columns::new(terms.len());
                 let population =
                     split_dates(df, a, &columns, &path, |rows| at_t0.push(rows, terms)).await?;
-                Ok::<_, Error>((population, at_t0))
+                Ok::<_, Error>((population, at_t0.in_pseudo_id_order()))
             }),
         )
         .await?;
