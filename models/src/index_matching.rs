@@ -194,6 +194,20 @@ pub struct Enrolled {
 }
 
 impl<'a> Population<'a> {
+    /// The bytes its indexes hold (not the people it borrows), so that a caller can
+    /// reserve them in a memory pool.
+    pub fn heap_bytes(&self) -> usize {
+        fn bytes<T>(map: &std::collections::HashMap<(u8, i32), Vec<T>>) -> usize {
+            map.values()
+                .map(|v| v.capacity() * std::mem::size_of::<T>())
+                .sum::<usize>()
+                + map.capacity() * std::mem::size_of::<((u8, i32), Vec<T>)>()
+        }
+        bytes(&self.by_sex_yob)
+            + bytes(&self.spells_by_sex_yob)
+            + bytes(&self.discharges_by_sex_yob)
+    }
+
     pub fn new(people: &'a [Person]) -> Self {
         let mut by_sex_yob: std::collections::HashMap<(u8, i32), Vec<usize>> = Default::default();
         let mut spells_by_sex_yob: std::collections::HashMap<(u8, i32), Vec<(Day, usize)>> =

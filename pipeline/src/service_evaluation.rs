@@ -46,6 +46,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::HashSet;
 use datafusion::prelude::{SessionContext, col, ident};
+use futures::StreamExt;
 use riskstrat_models::balancing::entropy_balance_within;
 use riskstrat_models::index_matching::{
     Choice, Enrolled, History, Person, Population, Spell, bed_day_distance,
@@ -243,12 +244,79 @@ const HISTORY_COLUMNS: &[(&str, Kind)] = &[
     ("bed_days", Kind::NumberList),
 ];
 
-/// Who the people of a [`Person`] list are, in the same order: their pseudo_ids, and
-/// their integer keys in this run (`person`), on which the event tables join.
-#[derive(Default)]
+/// Who the people of a [`Person`] list are, in the same order, which is by pseudo_id:
+/// their pseudo_ids (one Arrow array: at 10 million people a `String` each, and a map
+/// from each to its row, took about 1 GB more), and their integer keys in this run
+/// (`person`), on which the event tables join.
 struct Ids {
-    pseudo_id: Vec<String>,
+    pseudo_id: StringArray,
     person: Vec<u64>,
+}
+
+impl Ids {
+    fn id(&self, row: usize) -> &str {
+        self.pseudo_id.value(row)
+    }
+
+    /// The row of `id`: a binary search, the ids being in order.
+    fn row_of(&self, id: &str) -> Option<usize> {
+        let (mut low, mut high) = (0, self.pseudo_id.len());
+        while low < high {
+            let middle = low + (high - low) / 2;
+            match self.id(middle).cmp(id) {
+                std::cmp::Ordering::Less => low = middle + 1,
+                std::cmp::Ordering::Greater => high = middle,
+                std::cmp::Ordering::Equal => return Some(middle),
+            }
+        }
+        None
+    }
+
+    /// `pseudo_id` (arrays in the order of `people`) and `person`, with `people`,
+    /// put in pseudo_id order if an override of `outcomes/histories.sql` did not:
+    /// the order decides which candidate a random draw picks, so it must not vary.
+    fn in_order(
+        pseudo_id: &[ArrayRef],
+        person: Vec<u64>,
+        people: Vec<Person>,
+    ) -> Result<(Ids, Vec<Person>)> {
+        use datafusion::arrow::compute::{concat, sort_to_indices, take};
+        let parts: Vec<&dyn Array> = pseudo_id.iter().map(|a| a.as_ref()).collect();
+        let all = if parts.is_empty() {
+            Arc::new(StringArray::from(Vec::<&str>::new())) as ArrayRef
+        } else {
+            concat(&parts)?
+        };
+        let ids = Ids {
+            pseudo_id: all
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("Utf8")
+                .clone(),
+            person,
+        };
+        if (1..ids.pseudo_id.len()).all(|i| ids.id(i - 1) <= ids.id(i)) {
+            return Ok((ids, people));
+        }
+        let order = sort_to_indices(&all, None, None)?;
+        let sorted = take(&all, &order, None)?;
+        let mut people: Vec<Option<Person>> = people.into_iter().map(Some).collect();
+        let order: Vec<usize> = order.values().iter().map(|&i| i as usize).collect();
+        Ok((
+            Ids {
+                pseudo_id: sorted
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("Utf8")
+                    .clone(),
+                person: order.iter().map(|&i| ids.person[i]).collect(),
+            },
+            order
+                .iter()
+                .map(|&i| people[i].take().expect("a permutation"))
+                .collect(),
+        ))
+    }
 }
 
 /// Everyone who could be in the evaluation, in pseudo_id order.
@@ -257,12 +325,14 @@ async fn histories(
     sql: &SqlSource,
     params: &Params,
 ) -> Result<(Ids, Vec<Person>)> {
-    let mut ids = Ids::default();
-    let mut people = Vec::new();
+    let (mut pseudo_ids, mut keys, mut people) = (Vec::new(), Vec::new(), Vec::new());
     let (df, origin) =
         crate::sql::planned(ctx, sql, params, "outcomes/histories.sql", HISTORY_COLUMNS).await?;
-    for b in df.collect().await? {
-        let id = utf8(&b, "pseudo_id")?;
+    // Streamed: each batch is dropped once read, rather than all held until the end.
+    let mut batches = df.execute_stream().await?;
+    while let Some(b) = batches.next().await {
+        let b = b?;
+        pseudo_ids.push(Arc::new(utf8(&b, "pseudo_id")?) as ArrayRef);
         let key = int(&b, PERSON, DataType::UInt64)?;
         let key = key.as_any().downcast_ref::<UInt64Array>().expect("UInt64");
         let sex = utf8(&b, "sex")?;
@@ -313,8 +383,7 @@ async fn histories(
                         .then(a.bed_days.total_cmp(&b.bed_days))
                 });
             }
-            ids.pseudo_id.push(id.value(r).to_string());
-            ids.person.push(key.value(r));
+            keys.push(key.value(r));
             people.push(Person {
                 sex: match sex.value(r) {
                     "F" => 0,
@@ -330,7 +399,7 @@ async fn histories(
             });
         }
     }
-    Ok((ids, people))
+    Ids::in_order(&pseudo_ids, keys, people)
 }
 
 /// A session over `people`'s rows only: each input table behind a filter on pseudo_id
@@ -377,7 +446,7 @@ async fn risk_at_index(
         (
             "pseudo_id",
             Arc::new(StringArray::from_iter_values(
-                episodes.iter().map(|(p, _)| ids.pseudo_id[*p].as_str()),
+                episodes.iter().map(|(p, _)| ids.id(*p)),
             )),
         ),
         (
@@ -505,7 +574,7 @@ async fn windows(
     sql: &SqlSource,
     params: &Params,
     episodes: &[Episode],
-    ids: &[String],
+    ids: &Ids,
     services: &[String],
 ) -> Result<Vec<EpisodeWindows>> {
     let end = date32(params.as_of);
@@ -521,7 +590,7 @@ async fn windows(
         (
             "pseudo_id",
             Arc::new(StringArray::from_iter_values(
-                episodes.iter().map(|e| ids[e.person].as_str()),
+                episodes.iter().map(|e| ids.id(e.person)),
             )),
         ),
         (
@@ -697,7 +766,7 @@ fn plan(
     enrolments: &[Enrolment],
     name: &str,
     s: usize,
-    row_of: &HashMap<&str, usize>,
+    ids: &Ids,
     population: &Population,
     people: &[Person],
     candidates: usize,
@@ -706,7 +775,7 @@ fn plan(
     let treated: Vec<Enrolled> = mine
         .iter()
         .filter_map(|e| {
-            let &person = row_of.get(e.pseudo_id.as_str())?;
+            let person = ids.row_of(&e.pseudo_id)?;
             people[person].in_population(e.start).then_some(Enrolled {
                 person,
                 day: index_day(e.start),
@@ -781,7 +850,7 @@ async fn risks(
     }
     let people: HashSet<String> = index_episodes
         .iter()
-        .map(|(p, _)| ids.pseudo_id[*p].clone())
+        .map(|(p, _)| ids.id(*p).to_string())
         .collect();
     tracing::debug!(
         "outcomes: {} index episodes of {} people",
@@ -956,28 +1025,22 @@ pub async fn evaluate(
         .into_iter()
         .collect();
     let (ids, people) = histories(ctx, sql, params).await?;
-    let row_of: HashMap<&str, usize> = ids
-        .pseudo_id
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), i))
-        .collect();
     let population = Population::new(&people);
+    // Held until the evaluation ends, beside the DataFusion plans it runs: at 10
+    // million people about 1.5 GB, which the plans' aggregates must leave room for.
+    let spells: usize = people.iter().map(|p| p.spells.capacity()).sum();
+    let held = ids.pseudo_id.get_array_memory_size()
+        + ids.person.capacity() * size_of::<u64>()
+        + people.capacity() * size_of::<Person>()
+        + spells * size_of::<Spell>()
+        + population.heap_bytes();
+    let _held = crate::session::reserve(ctx, "service evaluation: histories", held)?;
+    tracing::debug!("outcomes: the histories hold {} MiB", held >> 20);
     step("histories");
     let plans: Vec<Plan> = services
         .iter()
         .enumerate()
-        .map(|(s, name)| {
-            plan(
-                &enrolments,
-                name,
-                s,
-                &row_of,
-                &population,
-                &people,
-                candidates,
-            )
-        })
+        .map(|(s, name)| plan(&enrolments, name, s, &ids, &population, &people, candidates))
         .collect();
     step("candidates");
     let risks = risks(ctx, sql, params, extra, model, &plans, &ids).await?;
@@ -989,7 +1052,7 @@ pub async fn evaluate(
         .enumerate()
         .map(|(s, p)| match_service(s, p, &people, &risks, width, &mut episodes))
         .collect();
-    let windows = windows(ctx, sql, params, &episodes, &ids.pseudo_id, &services).await?;
+    let windows = windows(ctx, sql, params, &episodes, &ids, &services).await?;
     step("windows");
     ctx.deregister_table(EMERGENCY_SPELLS)?;
     let (balance_rows, max_smd) = balance(&services, &groups, &episodes);
@@ -997,7 +1060,7 @@ pub async fn evaluate(
     Ok(Evaluation {
         outcomes: to_batch(&rows)?,
         balance: balance_batch(&balance_rows)?,
-        people: people_batch(&enrolments, &services, &episodes, &ids.pseudo_id)?,
+        people: people_batch(&enrolments, &services, &episodes, &ids)?,
     })
 }
 
@@ -1191,7 +1254,7 @@ fn people_batch(
     enrolments: &[Enrolment],
     services: &[String],
     episodes: &[Episode],
-    ids: &[String],
+    ids: &Ids,
 ) -> Result<RecordBatch> {
     let mut service = Vec::new();
     let mut id = Vec::new();
@@ -1203,7 +1266,7 @@ fn people_batch(
     }
     for e in episodes {
         service.push(services[e.service].as_str());
-        id.push(ids[e.person].as_str());
+        id.push(ids.id(e.person));
         group.push(if e.treated { "treated" } else { "control" });
     }
     Ok(RecordBatch::try_from_iter(vec![
@@ -1342,4 +1405,45 @@ fn balance_batch(rows: &[BalanceRow]) -> Result<RecordBatch> {
             float_column(rows, |r| r.smd_after),
         ],
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn person(year_of_birth: i32) -> Person {
+        Person {
+            sex: 0,
+            year_of_birth,
+            registered_from: 0,
+            registered_until: None,
+            died: None,
+            first_enrolment: None,
+            spells: Vec::new(),
+        }
+    }
+
+    /// An override of `outcomes/histories.sql` without its `ORDER BY` gives the people
+    /// in another order: they are put in pseudo_id order with their keys and histories,
+    /// and found by binary search.
+    #[test]
+    fn ids_are_put_in_order_with_their_people() {
+        let batch = |ids: &[&str]| Arc::new(StringArray::from(ids.to_vec())) as ArrayRef;
+        let parts = [batch(&["c", "a"]), batch(&["d", "b"])];
+        let people = vec![person(3), person(1), person(4), person(2)];
+        let (ids, people) = Ids::in_order(&parts, vec![30, 10, 40, 20], people).unwrap();
+        let order: Vec<&str> = (0..4).map(|i| ids.id(i)).collect();
+        assert_eq!(order, ["a", "b", "c", "d"]);
+        assert_eq!(ids.person, [10, 20, 30, 40]);
+        let born: Vec<i32> = people.iter().map(|p| p.year_of_birth).collect();
+        assert_eq!(born, [1, 2, 3, 4]);
+        for (i, id) in order.iter().enumerate() {
+            assert_eq!(ids.row_of(id), Some(i));
+        }
+        assert_eq!(ids.row_of("bb"), None);
+        assert_eq!(ids.row_of(""), None);
+        assert_eq!(ids.row_of("e"), None);
+        let (none, _) = Ids::in_order(&[], Vec::new(), Vec::new()).unwrap();
+        assert_eq!(none.row_of("a"), None);
+    }
 }

@@ -106,7 +106,7 @@ pub const FEATURES: &[Feature] = &[
         "rx_cost_12m",
         Sql("prescriptions"),
         Money,
-        "sum of `nic` of prescriptions in W12",
+        "sum of `nic` of prescriptions in W12 (exact: in whole micropounds)",
     ),
     f(
         "distinct_drugs_12m",
@@ -142,7 +142,7 @@ pub const FEATURES: &[Feature] = &[
         "admission_cost_12m",
         Sql("admissions"),
         Money,
-        "sum of `spell_cost` of valid spells admitted in W12",
+        "sum of `spell_cost` of valid spells admitted in W12 (exact: in whole micropounds)",
     ),
     f(
         "total_cost_12m",

@@ -88,8 +88,9 @@ async fn stages_of(rc: &RunContext<'_>, job: &Job) -> Result<(Manifest, Metrics)
     };
     let mut loaded = stages::load(rc, checks).await?;
     let saved = stages::saved_model(rc)?;
-    let features = stages::features(rc, &mut loaded, saved.as_ref().map(|(_, m)| m)).await?;
-    let trained = stages::model(rc, &features, saved).await?;
+    let (features, at_t0) =
+        stages::features(rc, &mut loaded, saved.as_ref().map(|(_, m)| m)).await?;
+    let trained = stages::model(rc, at_t0, saved).await?;
     let scored = stages::score(rc, &trained).await?;
     stages::service_evaluation(rc, &trained, &scored).await?;
     stages::model_files(rc, &trained)?;

@@ -130,12 +130,10 @@ async fn with_tees<T>(
     result
 }
 
-/// The feature table at `A`, one row per person of the population, and everyone in
-/// the population at `T0 = A - 365` with the model's columns.
+/// The feature table at `A`, one row per person of the population.
 pub struct Features {
     pub population: u64,
     pub names: Vec<String>,
-    pub at_t0: crate::model::Columns,
 }
 
 /// A saved model the job scores with (`[model] load`), read before the features: its
@@ -150,13 +148,13 @@ pub fn saved_model(rc: &RunContext<'_>) -> Result<Option<(PathBuf, ModelFile)>> 
 }
 
 /// `features.parquet` (at `A`, registered as `features` for the stages after) and the
-/// model's columns at `T0`, from one plan over both dates: each event table is read
-/// once for both (stage `features`).
+/// model's columns at `T0` (everyone in the population then), from one plan over both
+/// dates: each event table is read once for both (stage `features`).
 pub async fn features(
     rc: &RunContext<'_>,
     loaded: &mut Loaded,
     saved: Option<&ModelFile>,
-) -> Result<Features> {
+) -> Result<(Features, crate::model::Columns)> {
     let path = rc.file("features.parquet")?;
     let terms = match saved {
         Some(m) => &m.features,
@@ -182,17 +180,13 @@ pub async fn features(
                 let mut at_t0 = crate::model::Columns::new(terms.len());
                 let population =
                     split_dates(df, a, &columns, &path, |rows| at_t0.push(rows, terms)).await?;
-                Ok::<_, Error>((population, at_t0.in_pseudo_id_order()))
+                Ok::<_, Error>((population, at_t0))
             }),
         )
         .await?;
     crate::session::cluster::register_file(&rc.ctx, tables::FEATURES, &path).await?;
     let names = crate::features::non_key_columns(&rc.ctx.table(tables::FEATURES).await?);
-    Ok(Features {
-        population,
-        names,
-        at_t0,
-    })
+    Ok((Features { population, names }, at_t0))
 }
 
 /// One pass over the features at both dates: the rows at `a` (their `columns`) to
@@ -244,15 +238,17 @@ pub struct Trained {
 }
 
 /// The fit at `T0` and its metrics, or a saved model's check for drift (stage `model`).
+/// Takes the columns at `T0` and drops them when done: at 10 million people they are
+/// over 1 GB, which the service evaluation after it needs.
 pub async fn model(
     rc: &RunContext<'_>,
-    features: &Features,
+    at_t0: crate::model::Columns,
     saved: Option<(PathBuf, ModelFile)>,
 ) -> Result<Trained> {
     let job = rc.job;
-    let cols = &features.at_t0;
     rc.progress
         .stage("model", async {
+            let cols = &at_t0.in_pseudo_id_order();
             match saved {
                 Some((path, model)) => {
                     let fitted_auc = crate::model::fitted_auc(&model, &path);

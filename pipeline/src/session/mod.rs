@@ -132,7 +132,6 @@ pub(crate) async fn cache_in_pool(
     what: &str,
     df: DataFrame,
 ) -> Result<DataFrame> {
-    use datafusion::execution::memory_pool::MemoryConsumer;
     let schema = Arc::new(df.schema().as_arrow().clone());
     let partitions = df
         .collect_partitioned()
@@ -141,8 +140,7 @@ pub(crate) async fn cache_in_pool(
         .map(|p| p.into_iter().map(compact).collect::<Result<Vec<_>>>())
         .collect::<Result<Vec<_>>>()?;
     let bytes = buffers_size(partitions.iter().flatten());
-    let held = MemoryConsumer::new(what).register(&ctx.runtime_env().memory_pool);
-    held.try_grow(bytes)?;
+    let held = reserve(ctx, what, bytes)?;
     // Held by the session, so reserved for as long as the table can be read.
     let state = ctx.state_ref();
     let mut state = state.write();
@@ -155,6 +153,20 @@ pub(crate) async fn cache_in_pool(
     drop(state);
     let table = MemTable::try_new(schema, partitions)?;
     Ok(ctx.read_table(Arc::new(table))?)
+}
+
+/// `bytes` that a stage holds in Rust, outside DataFusion's operators, reserved in the
+/// session's memory pool (as `what`) until the reservation is dropped: `[resources]
+/// memory_limit` then bounds them too, and the operators that spill get the rest.
+pub(crate) fn reserve(
+    ctx: &SessionContext,
+    what: &str,
+    bytes: usize,
+) -> Result<datafusion::execution::memory_pool::MemoryReservation> {
+    use datafusion::execution::memory_pool::MemoryConsumer;
+    let held = MemoryConsumer::new(what).register(&ctx.runtime_env().memory_pool);
+    held.try_grow(bytes)?;
+    Ok(held)
 }
 
 /// The memory `batches` hold: each buffer counted once, not once per batch that
@@ -186,7 +198,7 @@ fn compact(batch: RecordBatch) -> Result<RecordBatch> {
 
 #[cfg(test)]
 mod tests {
-    use super::{SessionOptions, cache_in_pool, new_context};
+    use super::{SessionOptions, cache_in_pool, new_context, reserve};
 
     fn options(limit: usize) -> SessionOptions {
         SessionOptions {
@@ -241,6 +253,24 @@ mod tests {
     /// of one buffer each counted in full; counted once, the run then built a join on
     /// the events, as the optimiser took the patients' size from the same count. The
     /// cached table holds compact batches, and the pool and the optimiser see their size.
+    /// What a stage holds in Rust (the service evaluation's histories) counts against
+    /// `memory_limit` while held, and a limit it does not fit in is the pool's error,
+    /// which a run reports as the setting to change (exit 2).
+    #[test]
+    fn held_bytes_are_reserved_until_dropped_and_refused_beyond_the_limit() {
+        let ctx = new_context(&options(64 << 20)).unwrap();
+        let pool = ctx.runtime_env().memory_pool.clone();
+        let before = pool.reserved();
+        let held = reserve(&ctx, "histories", 40 << 20).unwrap();
+        assert_eq!(pool.reserved() - before, 40 << 20);
+        let e = reserve(&ctx, "more histories", 30 << 20).unwrap_err();
+        let source = e.source.as_deref().expect("the pool's error");
+        assert!(crate::error::is_memory_limit(source), "{e:?}");
+        drop(held);
+        assert_eq!(pool.reserved(), before);
+        assert!(reserve(&ctx, "more histories", 30 << 20).is_ok());
+    }
+
     #[tokio::test]
     async fn cached_slices_of_one_buffer_are_reserved_once() {
         use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
