@@ -404,7 +404,9 @@ fn synth_run_and_validate_end_to_end() {
 /// model fitted on rows in the order the partitions delivered them), so scores differed
 /// and a near tie in the service evaluation's matching could go either way. With four
 /// partitions delivering rows in a varying order, two runs give the same model and
-/// metrics byte for byte and the same values in every per-person and evaluation file.
+/// metrics byte for byte and the same values in every per-person and evaluation file;
+/// so does a third that computes the risk at the index dates in several plans, as a
+/// memory limit makes a run at scale do.
 #[test]
 fn a_job_run_twice_gives_the_same_results_to_the_last_bit() {
     let dir = scratch("cli_run_twice");
@@ -418,19 +420,36 @@ fn a_job_run_twice_gives_the_same_results_to_the_last_bit() {
         format!("{text}\n[resources]\ntarget_partitions = 4\n"),
     )
     .unwrap();
-    let runs: Vec<PathBuf> = (0..2)
-        .map(|_| {
-            let o = run_job(&job);
-            assert!(o.status.success(), "{}", stderr(&o));
-            PathBuf::from(String::from_utf8_lossy(&o.stdout).lines().last().unwrap())
-        })
-        .collect();
+    let run = |plan: Option<&str>| {
+        let mut c = riskstrat();
+        if let Some(n) = plan {
+            c.env("RISKSTRAT_EPISODES_PER_PLAN", n);
+            c.env("RISKSTRAT_LOG", "riskstrat=debug,warn");
+        }
+        let o = c.arg("run").arg(&job).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let folder = PathBuf::from(String::from_utf8_lossy(&o.stdout).lines().last().unwrap());
+        (folder, stderr(&o))
+    };
+    let (first, _) = run(None);
+    let (second, _) = run(None);
+    let (split, log) = run(Some("400"));
+    let plans = log
+        .lines()
+        .find_map(|l| l.split(" index episodes in ").nth(1))
+        .and_then(|rest| rest.split(' ').next()?.parse::<usize>().ok());
+    assert!(plans.is_some_and(|n| n >= 3), "{plans:?} plans:\n{log}");
+    for other in [&second, &split] {
+        same_results(&first, other);
+    }
+}
+
+/// Two run folders' model and metrics are the same bytes, and their per-person and
+/// service evaluation files the same values.
+fn same_results(a: &Path, b: &Path) {
     for f in ["model.json", "metrics.json"] {
-        let (a, b) = (runs[0].join(f), runs[1].join(f));
-        assert!(
-            std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
-            "{f} differs"
-        );
+        let same = std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap();
+        assert!(same, "{f} differs");
     }
     let sorted_rows = |path: &Path| {
         let mut rows: Vec<String> = riskstrat::report::rows(&read_parquet(path))
@@ -449,11 +468,11 @@ fn a_job_run_twice_gives_the_same_results_to_the_last_bit() {
         "service_outcomes.parquet",
         "service_balance.parquet",
     ] {
-        let (a, b) = (sorted_rows(&runs[0].join(f)), sorted_rows(&runs[1].join(f)));
-        assert!(a.len() > 3, "{f}: {} rows", a.len());
-        let differ = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+        let (x, y) = (sorted_rows(&a.join(f)), sorted_rows(&b.join(f)));
+        assert!(x.len() > 3, "{f}: {} rows", x.len());
+        let differ = x.iter().zip(&y).filter(|(p, q)| p != q).count();
         assert!(
-            a.len() == b.len() && differ == 0,
+            x.len() == y.len() && differ == 0,
             "{f}: {differ} rows differ"
         );
     }

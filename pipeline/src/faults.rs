@@ -13,6 +13,9 @@
 //!   exists, so a test can turn it off); `fail:N` makes the point's first N passes in
 //!   this process fail as a run that failed would (`failure`), for the retries of
 //!   schedules.
+//! - `RISKSTRAT_EPISODES_PER_PLAN=N`: the service evaluation computes the risk at the
+//!   index dates in plans of at most N episodes, as a memory limit would make it do at
+//!   scale, so that a test can compare the split with the whole.
 
 use chrono::{DateTime, Utc};
 
@@ -53,6 +56,17 @@ pub fn clock_speed() -> f64 {
     }
     #[cfg(not(debug_assertions))]
     1.0
+}
+
+/// The largest number of episodes the test hook allows in one plan of the risk at the
+/// index dates (None but in tests).
+pub fn episodes_per_plan() -> Option<usize> {
+    #[cfg(debug_assertions)]
+    if let Ok(s) = std::env::var("RISKSTRAT_EPISODES_PER_PLAN") {
+        let n = s.parse().ok().filter(|n: &usize| *n > 0);
+        return Some(n.unwrap_or_else(|| panic!("RISKSTRAT_EPISODES_PER_PLAN={s}: a number > 0")));
+    }
+    None
 }
 
 /// A named point where the fault suite may kill, pause or slow the process.

@@ -295,20 +295,28 @@ impl Ids {
                 .clone(),
             person,
         };
-        if (1..ids.pseudo_id.len()).all(|i| ids.id(i - 1) <= ids.id(i)) {
+        let n = ids.pseudo_id.len();
+        if (1..n).all(|i| ids.id(i - 1) < ids.id(i)) {
             return Ok((ids, people));
         }
         let order = sort_to_indices(&all, None, None)?;
         let sorted = take(&all, &order, None)?;
+        let sorted = sorted.as_any().downcast_ref::<StringArray>().expect("Utf8");
+        // Which copy of a repeated person a search finds would depend on the order.
+        let repeated = (1..n)
+            .filter(|&i| sorted.value(i - 1) == sorted.value(i))
+            .count();
+        if repeated > 0 {
+            return Err(crate::bad_input!(
+                "outcomes/histories.sql: {repeated} rows repeat another row's pseudo_id; \
+                 return one row per patient"
+            ));
+        }
         let mut people: Vec<Option<Person>> = people.into_iter().map(Some).collect();
         let order: Vec<usize> = order.values().iter().map(|&i| i as usize).collect();
         Ok((
             Ids {
-                pseudo_id: sorted
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .expect("Utf8")
-                    .clone(),
+                pseudo_id: sorted.clone(),
                 person: order.iter().map(|&i| ids.person[i]).collect(),
             },
             order
@@ -791,6 +799,25 @@ fn plan(
     }
 }
 
+/// The DataFusion memory the plan of the risk at the index dates takes per episode,
+/// about (measured at 10 million people: 3-4 GiB for 4.9 million episodes).
+const PLAN_BYTES_PER_EPISODE: usize = 800;
+
+/// The most episodes one plan of the risk at the index dates takes: as many as a third
+/// of `[resources] memory_limit` holds (all of them without a limit). More plans mean
+/// more reads of the event tables (each reads them whole, about 10 s at 10 million
+/// people), but each holds only its part of the episodes' aggregates.
+fn episodes_per_plan(ctx: &SessionContext) -> usize {
+    use datafusion::execution::memory_pool::MemoryLimit;
+    if let Some(n) = crate::faults::episodes_per_plan() {
+        return n;
+    }
+    match ctx.runtime_env().memory_pool.memory_limit() {
+        MemoryLimit::Finite(limit) => (limit / 3 / PLAN_BYTES_PER_EPISODE).max(1),
+        MemoryLimit::Infinite | MemoryLimit::Unknown => usize::MAX,
+    }
+}
+
 /// The risk of every (person, day) the plans need, computed once each.
 struct Risks {
     of: HashMap<(usize, i32), usize>,
@@ -848,18 +875,26 @@ async fn risks(
             }
         }
     }
-    let people: HashSet<String> = index_episodes
-        .iter()
-        .map(|(p, _)| ids.id(*p).to_string())
-        .collect();
-    tracing::debug!(
-        "outcomes: {} index episodes of {} people",
-        index_episodes.len(),
-        people.len()
-    );
-    let theirs = restricted_to(ctx, people).await?;
-    let (risk, covariates) =
-        risk_at_index(&theirs, sql, params, extra, model, &index_episodes, ids).await?;
+    let n = index_episodes.len();
+    let parts = n.div_ceil(episodes_per_plan(ctx)).max(1);
+    tracing::debug!("outcomes: {n} index episodes in {parts} plans");
+    let (mut risk, mut covariates) = (vec![f64::NAN; n], vec![[f64::NAN; 4]; n]);
+    // Split by person, so that each person's events are read by one plan only.
+    for part in 0..parts {
+        let mine: Vec<usize> = (0..n)
+            .filter(|&e| index_episodes[e].0 % parts == part)
+            .collect();
+        let episodes: Vec<(usize, i32)> = mine.iter().map(|&e| index_episodes[e]).collect();
+        let people: HashSet<String> = episodes
+            .iter()
+            .map(|(p, _)| ids.id(*p).to_string())
+            .collect();
+        let theirs = restricted_to(ctx, people).await?;
+        let (r, x) = risk_at_index(&theirs, sql, params, extra, model, &episodes, ids).await?;
+        for (k, e) in mine.into_iter().enumerate() {
+            (risk[e], covariates[e]) = (r[k], x[k]);
+        }
+    }
     let mut sd = [0.0; 4];
     for (j, v) in sd.iter_mut().enumerate() {
         let x: Vec<f64> = covariates
@@ -1027,7 +1062,9 @@ pub async fn evaluate(
     let (ids, people) = histories(ctx, sql, params).await?;
     let population = Population::new(&people);
     // Held until the evaluation ends, beside the DataFusion plans it runs: at 10
-    // million people about 1.5 GB, which the plans' aggregates must leave room for.
+    // million people about 1.7 GiB, which the plans' aggregates must leave room for.
+    // (Not counted: the enrolments, candidate lists and the set of index people, which
+    // are smaller, and the hash maps' control bytes.)
     let spells: usize = people.iter().map(|p| p.spells.capacity()).sum();
     let held = ids.pseudo_id.get_array_memory_size()
         + ids.person.capacity() * size_of::<u64>()
@@ -1445,5 +1482,13 @@ mod tests {
         assert_eq!(ids.row_of("e"), None);
         let (none, _) = Ids::in_order(&[], Vec::new(), Vec::new()).unwrap();
         assert_eq!(none.row_of("a"), None);
+        // A person twice: which copy a search finds would depend on the order.
+        let twice = [batch(&["b", "a"]), batch(&["a"])];
+        let people = vec![person(2), person(1), person(1)];
+        let Err(e) = Ids::in_order(&twice, vec![2, 1, 1], people) else {
+            panic!("a repeated pseudo_id was accepted")
+        };
+        assert!(e.message.contains("1 rows repeat"), "{}", e.message);
+        assert!(!e.message.contains("\"a\""), "{}", e.message);
     }
 }

@@ -180,7 +180,8 @@ impl Columns {
         let ids = strings("__id").ok_or_else(|| Error::failed("pseudo_id is not Utf8"))?;
         self.validation
             .extend(ids.iter().map(|v| is_validation(v.unwrap_or_default())));
-        // Valid patients' pseudo_ids are 32 hex digits (validate/patients.sql).
+        // Valid patients' pseudo_ids are 32 hex digits and unique (validate/patients.sql),
+        // so the keys are too and the order is total.
         self.keys.extend(ids.iter().map(|v| {
             v.and_then(|v| u128::from_str_radix(v, 16).ok())
                 .unwrap_or(0)
@@ -231,14 +232,15 @@ impl Columns {
             .keys
             .iter()
             .enumerate()
-            .map(|(i, &k)| (k, i as u32))
+            .map(|(i, &k)| (k, u32::try_from(i).expect("at most 2^32 people")))
             .collect();
         self.keys = Vec::new();
         keyed.par_sort_unstable();
         let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i as usize).collect();
+        // Columns a batch did not have (sex, age, IMD in some tests) stay empty.
         fn permute<T: Copy>(v: &mut Vec<T>, order: &[usize]) {
-            if v.len() == order.len() {
-                *v = order.iter().map(|&i| v[i]).collect();
+            if !v.is_empty() {
+                *v = pick(v, order);
             }
         }
         self.x.par_iter_mut().for_each(|x| permute(x, &order));
@@ -456,7 +458,7 @@ fn validation_metrics(
 }
 
 /// `v` at `rows`, in their order.
-fn pick(v: &[f64], rows: &[usize]) -> Vec<f64> {
+fn pick<T: Copy>(v: &[T], rows: &[usize]) -> Vec<T> {
     rows.iter().map(|&i| v[i]).collect()
 }
 

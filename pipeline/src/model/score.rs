@@ -83,11 +83,15 @@ fn contribution(k: usize) -> String {
 }
 
 /// Each term's mean over the population, in one aggregate; a term that is null for
-/// anyone is an error naming it (the model cannot score without it).
+/// anyone is an error naming it (the model cannot score without it). Averaged as
+/// decimals (to 6 places), whose sums are exact in any order: a floating-point mean of
+/// a term with fractions (a cost) would differ in its last bits with the order in which
+/// rows arrive, and with it the reasons' contributions.
 async fn means(df: &DataFrame, names: &[String]) -> Result<(usize, Vec<f64>)> {
     let mut aggregates = vec![count(lit(1)).alias("__n")];
     for k in 0..names.len() {
-        aggregates.push(avg(ident(term(k))).alias(format!("__m{k}")));
+        let exact = avg(cast(ident(term(k)), DataType::Decimal128(38, 6)));
+        aggregates.push(cast(exact, DataType::Float64).alias(format!("__m{k}")));
         aggregates.push(count(ident(term(k))).alias(format!("__k{k}")));
     }
     let batches = df.clone().aggregate(vec![], aggregates)?.collect().await?;

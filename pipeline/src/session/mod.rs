@@ -248,11 +248,6 @@ mod tests {
         assert!(err.contains("cached patients"), "{err}");
     }
 
-    /// Regression: a 10,000,000-person run under a 7 GiB limit failed caching its
-    /// patients ("Failed to allocate additional 343.1 GB"), whose batches were slices
-    /// of one buffer each counted in full; counted once, the run then built a join on
-    /// the events, as the optimiser took the patients' size from the same count. The
-    /// cached table holds compact batches, and the pool and the optimiser see their size.
     /// What a stage holds in Rust (the service evaluation's histories) counts against
     /// `memory_limit` while held, and a limit it does not fit in is the pool's error,
     /// which a run reports as the setting to change (exit 2).
@@ -271,6 +266,11 @@ mod tests {
         assert!(reserve(&ctx, "more histories", 30 << 20).is_ok());
     }
 
+    /// Regression: a 10,000,000-person run under a 7 GiB limit failed caching its
+    /// patients ("Failed to allocate additional 343.1 GB"), whose batches were slices
+    /// of one buffer each counted in full; counted once, the run then built a join on
+    /// the events, as the optimiser took the patients' size from the same count. The
+    /// cached table holds compact batches, and the pool and the optimiser see their size.
     #[tokio::test]
     async fn cached_slices_of_one_buffer_are_reserved_once() {
         use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
