@@ -6,8 +6,10 @@
 # when set, and print wall time, peak RSS and each stage's time from the manifest;
 # then DuckDB (from PyPI, into target/bench-env) computing the features at A on the
 # same files with the same number of threads, in the same run, and the ratio of
-# riskstrat's feature stages to it. The inputs are read once first, so that both
-# engines find them in the page cache. BIN defaults to the release binary.
+# riskstrat's feature stages to it; and, from the run's log, the compute (CPU seconds)
+# of each plan's operators: the validation passes and the features at both dates. The
+# inputs are read once first, so that both engines find them in the page cache. BIN
+# defaults to the release binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -37,7 +39,8 @@ for N in $SIZES; do
         printf '\n[resources]\ntarget_partitions = %s\n' "$THREADS" >> "$JOB"
         [ -n "${MEMORY_LIMIT:-}" ] && printf 'memory_limit = "%s"\n' "$MEMORY_LIMIT" >> "$JOB"
         OUT="$DIR/run-$evaluate"
-        /usr/bin/time -f "%e %M" -o "$OUT.time" "$BIN" run "$JOB" > "$OUT.out" 2> "$OUT.err" \
+        RISKSTRAT_LOG="riskstrat=info,riskstrat::plans=debug,warn" \
+            /usr/bin/time -f "%e %M" -o "$OUT.time" "$BIN" run "$JOB" > "$OUT.out" 2> "$OUT.err" \
             || { tail -20 "$OUT.err"; exit 1; }
         RUN=$(tail -1 "$OUT.out")
         read -r WALL PEAK < "$OUT.time"
@@ -58,6 +61,25 @@ for k, v in t.items():
 features = sum(v for k, v in t.items() if "features" in k)
 print(f"    {'(stages named *features*)':<22} {features / 1000:7.2f} s")
 open(sys.argv[1] + ".features_ms", "w").write(str(features))
+EOF
+        # Where the compute went: each logged plan's operators' compute summed
+        # (riskstrat::plans at debug level; CPU seconds over all threads, not wall).
+        python3 - "$OUT.err" <<'EOF'
+import re, sys
+plans, name = {}, None
+for line in open(sys.argv[1]):
+    head = re.search(r"DEBUG (.+):$", line.rstrip())
+    if head:
+        name = head.group(1)
+        continue
+    m = re.search(r" compute=([0-9.]+)s$", line.rstrip())
+    if name and m:
+        plans[name] = plans.get(name, 0.0) + float(m.group(1))
+    elif not m:
+        name = None
+for k, v in sorted(plans.items(), key=lambda kv: -kv[1]):
+    if v >= 0.05:
+        print(f"    compute in {k:<34} {v:7.2f} s")
 EOF
     done
     # DuckDB: the features at A alone, on the same files, in the same run of this script.

@@ -87,6 +87,47 @@ fn peak_memory_mib() -> Option<u64> {
     Some(kib.div_ceil(1024))
 }
 
+/// At debug level (target `riskstrat::plans`), an executed plan's operators, one line
+/// each, indented as the plan, with the rows each gave and its compute time: where a
+/// stage's time goes, for the benchmark (issue 16). Names and counts only, never an
+/// operator's expressions, which may hold literals of an analyst's SQL.
+pub fn log_plan_metrics(what: &str, plan: &dyn datafusion::physical_plan::ExecutionPlan) {
+    if !tracing::enabled!(target: "riskstrat::plans", tracing::Level::DEBUG) {
+        return;
+    }
+    let mut lines = Vec::new();
+    operator_lines(plan, 0, &mut lines);
+    tracing::debug!(target: "riskstrat::plans", "{what}:\n{}", lines.join("\n"));
+}
+
+/// [`log_plan_metrics`]'s lines. A Parquet scan's compute is its decoding time
+/// (`time_elapsed_processing`), which it reports instead of `elapsed_compute`.
+fn operator_lines(
+    plan: &dyn datafusion::physical_plan::ExecutionPlan,
+    depth: usize,
+    lines: &mut Vec<String>,
+) {
+    let metrics = plan.metrics().map(|m| m.aggregate_by_name());
+    let rows = metrics.as_ref().and_then(|m| m.output_rows());
+    let compute = metrics.as_ref().and_then(|m| {
+        m.elapsed_compute().filter(|&ns| ns > 0).or_else(|| {
+            m.sum_by_name("time_elapsed_processing")
+                .map(|v| v.as_usize())
+        })
+    });
+    lines.push(format!(
+        "{:depth$}{} rows={} compute={:.3}s",
+        "",
+        plan.name(),
+        rows.map_or("-".to_string(), |r| r.to_string()),
+        compute.unwrap_or(0) as f64 / 1e9,
+        depth = depth * 2
+    ));
+    for child in plan.children() {
+        operator_lines(child.as_ref(), depth + 1, lines);
+    }
+}
+
 pub fn interactive() -> bool {
     std::io::stderr().is_terminal()
 }
@@ -134,5 +175,48 @@ mod tests {
         assert!(m["big"] >= 300, "{m:?}");
         // (Other tests of this process allocate too, but not hundreds of MiB at once.)
         assert!(m["small"] + 200 < m["big"], "{m:?}");
+    }
+
+    /// An executed plan's lines: each operator once, indented under its parent, with
+    /// the rows it gave; and no expression, so no literal of the SQL.
+    #[tokio::test]
+    async fn plan_lines_give_each_operator_its_rows_and_no_literal() {
+        use datafusion::arrow::array::{Int64Array, RecordBatch};
+        use datafusion::prelude::{SessionContext, col, lit};
+        let ctx = SessionContext::new();
+        let batch = RecordBatch::try_from_iter([(
+            "x",
+            std::sync::Arc::new(Int64Array::from(vec![1, 5, 7, 9])) as _,
+        )])
+        .unwrap();
+        let df = ctx
+            .read_batch(batch)
+            .unwrap()
+            .filter(
+                col("x")
+                    .gt(lit(1i64))
+                    .and(col("x").lt(lit(4_242_424_242i64))),
+            )
+            .unwrap();
+        let plan = df.create_physical_plan().await.unwrap();
+        let got = datafusion::physical_plan::collect(plan.clone(), ctx.task_ctx())
+            .await
+            .unwrap();
+        assert_eq!(got.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+        let mut lines = Vec::new();
+        operator_lines(plan.as_ref(), 0, &mut lines);
+        let filter = lines.iter().find(|l| l.contains("FilterExec")).unwrap();
+        assert!(filter.contains(" rows=3 "), "{lines:?}");
+        let depth = |l: &str| l.len() - l.trim_start().len();
+        let scan = lines
+            .iter()
+            .position(|l| l.contains("DataSourceExec"))
+            .unwrap();
+        let at = lines.iter().position(|l| l.contains("FilterExec")).unwrap();
+        assert!(
+            at < scan && depth(&lines[scan]) > depth(&lines[at]),
+            "{lines:?}"
+        );
+        assert!(!lines.join("\n").contains("4242424242"), "{lines:?}");
     }
 }

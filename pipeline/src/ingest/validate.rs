@@ -160,7 +160,7 @@ pub(crate) async fn split(
     mut valid: Option<&mut crate::ingest::tee::Feed>,
 ) -> Result<TableCounts> {
     let (plan, task) = collected_plan(checked).await?;
-    let mut stream = datafusion::physical_plan::execute_stream(plan, task)?;
+    let mut stream = datafusion::physical_plan::execute_stream(plan.clone(), task)?;
     let mut counts = TableCounts::default();
     let mut writer: Option<ArrowWriter<std::fs::File>> = None;
     while let Some(batch) = stream.next().await {
@@ -216,6 +216,7 @@ pub(crate) async fn split(
     if let Some(w) = writer {
         w.close()?;
     }
+    crate::progress::log_plan_metrics(&format!("validation of {table}"), plan.as_ref());
     Ok(counts)
 }
 

@@ -202,7 +202,9 @@ async fn split_dates(
     use datafusion::arrow::compute::{filter_record_batch, kernels::cmp::eq, not};
     let at_a = Date32Array::new_scalar(crate::sql::date32(a));
     let written = |e: Error| e.context(format!("writing {}", path.display()));
-    let mut stream = df.execute_stream().await?;
+    let task = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await?;
+    let mut stream = datafusion::physical_plan::execute_stream(plan.clone(), task)?;
     let schema = stream.schema();
     let date = schema.index_of(crate::features::AS_OF)?;
     let feature_columns = columns
@@ -228,6 +230,7 @@ async fn split_dates(
         )?)?;
     }
     writer.close().map_err(|e| written(e.into()))?;
+    crate::progress::log_plan_metrics("features at both dates", plan.as_ref());
     Ok(n)
 }
 
