@@ -88,9 +88,9 @@ fn peak_memory_mib() -> Option<u64> {
 }
 
 /// At debug level (target `riskstrat::plans`), an executed plan's operators, one line
-/// each, indented as the plan, with the rows each gave and its compute time: where a
-/// stage's time goes, for the benchmark (issue 16). Names and counts only, never an
-/// operator's expressions, which may hold literals of an analyst's SQL.
+/// each, indented as the plan, with the rows each gave, its compute time and what it
+/// spilled: where a stage's time goes, for the benchmark (issue 16). Names and counts
+/// only, never an operator's expressions, which may hold literals of an analyst's SQL.
 pub fn log_plan_metrics(what: &str, plan: &dyn datafusion::physical_plan::ExecutionPlan) {
     if !tracing::enabled!(target: "riskstrat::plans", tracing::Level::DEBUG) {
         return;
@@ -115,8 +115,15 @@ fn operator_lines(
                 .map(|v| v.as_usize())
         })
     });
+    let spilled = metrics
+        .as_ref()
+        .and_then(|m| m.spilled_bytes())
+        .filter(|&b| b > 0)
+        .map_or(String::new(), |b| {
+            format!(" spilled={:.1}MiB", b as f64 / 1048576.0)
+        });
     lines.push(format!(
-        "{:depth$}{} rows={} compute={:.3}s",
+        "{:depth$}{} rows={}{spilled} compute={:.3}s",
         "",
         plan.name(),
         rows.map_or("-".to_string(), |r| r.to_string()),
@@ -218,5 +225,46 @@ mod tests {
             "{lines:?}"
         );
         assert!(!lines.join("\n").contains("4242424242"), "{lines:?}");
+        assert!(!lines.join("\n").contains("spilled"), "{lines:?}");
+    }
+
+    /// An operator that spilled under a memory limit says so, and only that one.
+    #[tokio::test]
+    async fn plan_lines_show_what_spilled() {
+        use datafusion::arrow::array::{Int64Array, RecordBatch};
+        use datafusion::execution::memory_pool::FairSpillPool;
+        use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+        use datafusion::prelude::{SessionConfig, SessionContext, col};
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(std::sync::Arc::new(FairSpillPool::new(8 << 20)))
+            .build_arc()
+            .unwrap();
+        let ctx = SessionContext::new_with_config_rt(
+            SessionConfig::new()
+                .with_target_partitions(1)
+                .set_usize("datafusion.execution.sort_spill_reservation_bytes", 1 << 20),
+            runtime,
+        );
+        let batches: Vec<RecordBatch> = (0..400)
+            .map(|b| {
+                let x = Int64Array::from_iter_values((0..8192).map(|i| (i * 7919 + b) % 100_003));
+                RecordBatch::try_from_iter([("x", std::sync::Arc::new(x) as _)]).unwrap()
+            })
+            .collect();
+        let df = ctx
+            .read_batches(batches)
+            .unwrap()
+            .sort(vec![col("x").sort(true, false)])
+            .unwrap();
+        let plan = df.create_physical_plan().await.unwrap();
+        let got = datafusion::physical_plan::collect(plan.clone(), ctx.task_ctx())
+            .await
+            .unwrap();
+        assert_eq!(got.iter().map(|b| b.num_rows()).sum::<usize>(), 400 * 8192);
+        let mut lines = Vec::new();
+        operator_lines(plan.as_ref(), 0, &mut lines);
+        let spilled: Vec<&String> = lines.iter().filter(|l| l.contains("spilled=")).collect();
+        assert_eq!(spilled.len(), 1, "{lines:?}");
+        assert!(spilled[0].trim_start().starts_with("SortExec"), "{lines:?}");
     }
 }
