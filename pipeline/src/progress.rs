@@ -100,8 +100,10 @@ pub fn log_plan_metrics(what: &str, plan: &dyn datafusion::physical_plan::Execut
     tracing::debug!(target: "riskstrat::plans", "{what}:\n{}", lines.join("\n"));
 }
 
-/// [`log_plan_metrics`]'s lines. A Parquet scan's compute is its decoding time
-/// (`time_elapsed_processing`), which it reports instead of `elapsed_compute`.
+/// [`log_plan_metrics`]'s lines. An operator that reports no `elapsed_compute` (some
+/// scans) shows its `time_elapsed_processing`, its decoding, instead; one that reports
+/// both shows `elapsed_compute` only, so the sums the benchmark prints leave out most
+/// of the event tables' decoding.
 fn operator_lines(
     plan: &dyn datafusion::physical_plan::ExecutionPlan,
     depth: usize,
