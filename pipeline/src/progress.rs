@@ -186,6 +186,20 @@ mod tests {
         assert!(m["small"] + 200 < m["big"], "{m:?}");
     }
 
+    /// Runs `df`'s plan to the end: the rows it gave and its operator lines.
+    async fn run_and_describe(
+        ctx: &datafusion::prelude::SessionContext,
+        df: datafusion::prelude::DataFrame,
+    ) -> (usize, Vec<String>) {
+        let plan = df.create_physical_plan().await.unwrap();
+        let got = datafusion::physical_plan::collect(plan.clone(), ctx.task_ctx())
+            .await
+            .unwrap();
+        let mut lines = Vec::new();
+        operator_lines(plan.as_ref(), 0, &mut lines);
+        (got.iter().map(|b| b.num_rows()).sum(), lines)
+    }
+
     /// An executed plan's lines: each operator once, indented under its parent, with
     /// the rows it gave; and no expression, so no literal of the SQL.
     #[tokio::test]
@@ -207,13 +221,8 @@ mod tests {
                     .and(col("x").lt(lit(4_242_424_242i64))),
             )
             .unwrap();
-        let plan = df.create_physical_plan().await.unwrap();
-        let got = datafusion::physical_plan::collect(plan.clone(), ctx.task_ctx())
-            .await
-            .unwrap();
-        assert_eq!(got.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
-        let mut lines = Vec::new();
-        operator_lines(plan.as_ref(), 0, &mut lines);
+        let (rows, lines) = run_and_describe(&ctx, df).await;
+        assert_eq!(rows, 3);
         let filter = lines.iter().find(|l| l.contains("FilterExec")).unwrap();
         assert!(filter.contains(" rows=3 "), "{lines:?}");
         let depth = |l: &str| l.len() - l.trim_start().len();
@@ -258,13 +267,8 @@ mod tests {
             .unwrap()
             .sort(vec![col("x").sort(true, false)])
             .unwrap();
-        let plan = df.create_physical_plan().await.unwrap();
-        let got = datafusion::physical_plan::collect(plan.clone(), ctx.task_ctx())
-            .await
-            .unwrap();
-        assert_eq!(got.iter().map(|b| b.num_rows()).sum::<usize>(), 400 * 8192);
-        let mut lines = Vec::new();
-        operator_lines(plan.as_ref(), 0, &mut lines);
+        let (rows, lines) = run_and_describe(&ctx, df).await;
+        assert_eq!(rows, 400 * 8192);
         let spilled: Vec<&String> = lines.iter().filter(|l| l.contains("spilled=")).collect();
         assert_eq!(spilled.len(), 1, "{lines:?}");
         assert!(spilled[0].trim_start().starts_with("SortExec"), "{lines:?}");
