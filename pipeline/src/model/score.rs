@@ -293,6 +293,17 @@ mod tests {
         rows
     }
 
+    /// Tiers from (name, share up to) pairs.
+    fn tiers(pairs: &[(&str, f64)]) -> Vec<Tier> {
+        pairs
+            .iter()
+            .map(|&(n, s)| Tier {
+                name: n.into(),
+                up_to: s,
+            })
+            .collect()
+    }
+
     #[tokio::test]
     async fn scores_in_datafusion_equal_the_direct_computation() {
         let names = ["x1", "x2", "x3", "x4"];
@@ -323,13 +334,7 @@ mod tests {
             vec![0.0, 1.0, 1.0, 3.0, 0.0, 1.0, 0.0, 2.0, 1.0, 1.0],
             vec![5.0, 1.0, 2.0, 0.0, 1.0, 2.0, 3.0, 2.0, 2.0, 2.0],
         ];
-        let tiers: Vec<Tier> = [("top", 0.4), ("middle", 0.6), ("rest", 1.0)]
-            .into_iter()
-            .map(|(n, s)| Tier {
-                name: n.into(),
-                up_to: s,
-            })
-            .collect();
+        let tiers = tiers(&[("top", 0.4), ("middle", 0.6), ("rest", 1.0)]);
         let mut columns: Vec<(&str, ArrayRef)> =
             vec![("pseudo_id", Arc::new(StringArray::from(ids.to_vec())))];
         for (k, name) in names.iter().enumerate() {
@@ -401,13 +406,7 @@ mod tests {
         let n = 5_000;
         let ids: Vec<String> = (0..n).map(|i| format!("p{:05}", (i * 7919) % n)).collect();
         let x: Vec<f64> = (0..n).map(|i| ((i * 31) % 17) as f64).collect();
-        let tiers: Vec<Tier> = [("a", 0.013), ("b", 0.25), ("c", 1.0)]
-            .into_iter()
-            .map(|(n, s)| Tier {
-                name: n.into(),
-                up_to: s,
-            })
-            .collect();
+        let tiers = tiers(&[("a", 0.013), ("b", 0.25), ("c", 1.0)]);
         let ctx = SessionContext::new_with_config(
             datafusion::prelude::SessionConfig::new()
                 .with_target_partitions(4)
