@@ -548,8 +548,7 @@ mod tests {
         assert!(loaded.counts.contains_key("admissions"));
         // Counted in `validate`: every row after opt-outs, valid or quarantined.
         let counts = &loaded.counts["admissions"];
-        let valid = rc
-            .ctx
+        let valid = ctx
             .table("admissions")
             .await
             .unwrap()
