@@ -101,8 +101,19 @@ struct Step {
     max_residual: f64,
 }
 
+/// Rows of a block taken together through each pass of [`block_step`]: the columns'
+/// slices of one chunk (13 of 4 KiB for the contract's model) stay in the core's cache
+/// across the passes over them.
+const CHUNK: usize = 512;
+
 /// The gradient, information matrix (lower triangle), log-likelihood and largest
 /// residual of rows `start..end`.
+///
+/// Column by column, a chunk of rows at a time: each sum still takes its rows in
+/// order, so the bits are those of the row-by-row loop it replaced (kept in the tests
+/// as the reference), but sums of different columns are independent chains the core
+/// runs side by side, where the row loop read and wrote the 91 sums of the
+/// information matrix in memory at every row (3.5 times the time, issue 16).
 fn block_step(
     design: &Design,
     y: &[f64],
@@ -116,34 +127,75 @@ fn block_step(
     let mut info = Matrix::zeros(p);
     let mut ll = 0.0;
     let mut max_residual: f64 = 0.0;
-    let mut x = vec![0.0; p];
-    for i in start..end {
-        x[0] = 1.0;
-        for (k, c) in design.columns.iter().enumerate() {
-            x[k + 1] = c[i];
-        }
-        let eta: f64 =
-            x.iter().zip(beta).map(|(a, b)| a * b).sum::<f64>() + offset.map_or(0.0, |o| o[i]);
-        let (mu, log1p_exp) = sigmoid_and_log1p_exp(eta);
-        ll += y[i] * eta - log1p_exp;
-        let r = y[i] - mu;
-        max_residual = max_residual.max(r.abs());
-        for a in 0..p {
-            grad[a] += x[a] * r;
-        }
-        let w = mu * (1.0 - mu);
-        for a in 0..p {
-            let wa = w * x[a];
-            for b in 0..=a {
-                info.data[a * p + b] += wa * x[b];
+    // The neutral element of `f64`'s `Sum`, with which a row's dot product began.
+    let zero: f64 = std::iter::empty::<f64>().sum();
+    let ones = [1.0; CHUNK];
+    let (mut eta, mut r, mut w, mut wa) = ([0.0; CHUNK], [0.0; CHUNK], [0.0; CHUNK], [0.0; CHUNK]);
+    let mut row = start;
+    while row < end {
+        let n = CHUNK.min(end - row);
+        let (eta, r, w, wa) = (&mut eta[..n], &mut r[..n], &mut w[..n], &mut wa[..n]);
+        // x[0] = 1 (the intercept), then the design's columns.
+        let x: Vec<&[f64]> = std::iter::once(&ones[..n])
+            .chain(design.columns.iter().map(|c| &c[row..row + n]))
+            .collect();
+        eta.fill(zero);
+        for (c, b) in x.iter().zip(beta) {
+            for (e, v) in eta.iter_mut().zip(c.iter()) {
+                *e += v * b;
             }
         }
+        let no_offset = [0.0; CHUNK];
+        let o = offset.map_or(&no_offset[..n], |o| &o[row..row + n]);
+        for (e, o) in eta.iter_mut().zip(o) {
+            *e += o;
+        }
+        for (i, &e) in eta.iter().enumerate() {
+            let yi = y[row + i];
+            let (mu, log1p_exp) = sigmoid_and_log1p_exp(e);
+            ll += yi * e - log1p_exp;
+            r[i] = yi - mu;
+            max_residual = max_residual.max(r[i].abs());
+            w[i] = mu * (1.0 - mu);
+        }
+        add_products(&mut grad, r, &x);
+        for a in 0..p {
+            for ((wa, w), xa) in wa.iter_mut().zip(w.iter()).zip(x[a]) {
+                *wa = w * xa;
+            }
+            add_products(&mut info.data[a * p..a * p + a + 1], wa, &x[..=a]);
+        }
+        row += n;
     }
     Step {
         grad,
         info,
         ll,
         max_residual,
+    }
+}
+
+/// `sums[j] += v[i] * x[j][i]` for every row `i` in order, four columns at a time: four
+/// independent chains of additions.
+fn add_products(sums: &mut [f64], v: &[f64], x: &[&[f64]]) {
+    let n = v.len();
+    let mut j = 0;
+    while j + 4 <= x.len() {
+        let (x0, x1, x2, x3) = (&x[j][..n], &x[j + 1][..n], &x[j + 2][..n], &x[j + 3][..n]);
+        let mut s = [sums[j], sums[j + 1], sums[j + 2], sums[j + 3]];
+        for i in 0..n {
+            s[0] += v[i] * x0[i];
+            s[1] += v[i] * x1[i];
+            s[2] += v[i] * x2[i];
+            s[3] += v[i] * x3[i];
+        }
+        sums[j..j + 4].copy_from_slice(&s);
+        j += 4;
+    }
+    for (s, xj) in sums[j..].iter_mut().zip(&x[j..]) {
+        for (vi, xi) in v.iter().zip(&xj[..n]) {
+            *s += vi * xi;
+        }
     }
 }
 
@@ -384,6 +436,100 @@ mod tests {
             );
         }
         assert!(sigmoid_and_log1p_exp(f64::NAN).0.is_nan());
+    }
+
+    /// The row-by-row loop `block_step` replaced, kept as its reference.
+    fn block_step_row_by_row(
+        design: &Design,
+        y: &[f64],
+        offset: Option<&[f64]>,
+        beta: &[f64],
+        start: usize,
+        end: usize,
+    ) -> Step {
+        let p = beta.len();
+        let mut grad = vec![0.0; p];
+        let mut info = Matrix::zeros(p);
+        let mut ll = 0.0;
+        let mut max_residual: f64 = 0.0;
+        let mut x = vec![0.0; p];
+        for i in start..end {
+            x[0] = 1.0;
+            for (k, c) in design.columns.iter().enumerate() {
+                x[k + 1] = c[i];
+            }
+            let eta: f64 =
+                x.iter().zip(beta).map(|(a, b)| a * b).sum::<f64>() + offset.map_or(0.0, |o| o[i]);
+            let (mu, log1p_exp) = sigmoid_and_log1p_exp(eta);
+            ll += y[i] * eta - log1p_exp;
+            let r = y[i] - mu;
+            max_residual = max_residual.max(r.abs());
+            for a in 0..p {
+                grad[a] += x[a] * r;
+            }
+            let w = mu * (1.0 - mu);
+            for a in 0..p {
+                let wa = w * x[a];
+                for b in 0..=a {
+                    info.data[a * p + b] += wa * x[b];
+                }
+            }
+        }
+        Step {
+            grad,
+            info,
+            ll,
+            max_residual,
+        }
+    }
+
+    /// Regression (issue 16): the fit's sums taken column by column, a chunk of rows at
+    /// a time, are the row loop's to the last bit, for the contract's twelve terms and
+    /// for designs narrower than one chain of four, with and without an offset, over
+    /// blocks that end inside a chunk.
+    #[test]
+    fn block_step_by_columns_has_the_row_loops_bits() {
+        let n = 2 * CHUNK + 77;
+        let value = |i: usize, k: usize| match k % 3 {
+            0 => ((i * (7919 + k)) % 1000) as f64 / 97.0 - 3.0,
+            1 => f64::from((i + k) % 5 == 0),
+            _ => {
+                if i % 11 == 0 {
+                    -0.0
+                } else {
+                    (i % (k + 2)) as f64
+                }
+            }
+        };
+        let y: Vec<f64> = (0..n).map(|i| f64::from((i * 31) % 7 < 2)).collect();
+        let offset: Vec<f64> = (0..n).map(|i| (i % 13) as f64 * 0.1 - 0.6).collect();
+        for p in [1, 2, 4, 5, 12, 13] {
+            let cols: Vec<Vec<f64>> = (0..p)
+                .map(|k| (0..n).map(|i| value(i, k)).collect())
+                .collect();
+            let design = Design {
+                names: (0..p).map(|k| format!("x{k}")).collect(),
+                columns: cols.iter().map(Vec::as_slice).collect(),
+            };
+            let beta: Vec<f64> = (0..=p).map(|k| 0.3 - 0.07 * k as f64).collect();
+            for off in [None, Some(&offset[..])] {
+                for (start, end) in [(0, n), (5, CHUNK), (CHUNK - 3, n - 1), (0, 0)] {
+                    let got = block_step(&design, &y, off, &beta, start, end);
+                    let want = block_step_row_by_row(&design, &y, off, &beta, start, end);
+                    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    let what =
+                        format!("{p} columns, offset {}, rows {start}..{end}", off.is_some());
+                    assert_eq!(bits(&got.grad), bits(&want.grad), "{what}");
+                    assert_eq!(bits(&got.info.data), bits(&want.info.data), "{what}");
+                    assert_eq!(got.ll.to_bits(), want.ll.to_bits(), "{what}");
+                    assert_eq!(
+                        got.max_residual.to_bits(),
+                        want.max_residual.to_bits(),
+                        "{what}"
+                    );
+                }
+            }
+        }
     }
 
     /// The sums are taken per block of `BLOCK` rows and added in block order, whatever
