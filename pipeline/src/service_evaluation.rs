@@ -512,7 +512,12 @@ async fn risk_at_index(
     let mut covariates = vec![[f64::NAN; 4]; episodes.len()];
     let mut columns = vec![ident("pseudo_id"), risk.alias("risk")];
     columns.extend(COVARIATES.iter().map(|c| ident(*c)));
-    for b in features.select(columns)?.collect().await? {
+    let df = features.select(columns)?;
+    let task = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await?;
+    let batches = datafusion::physical_plan::collect(plan.clone(), task).await?;
+    crate::progress::log_plan_metrics("risk at the index dates", plan.as_ref());
+    for b in batches {
         let e = utf8(&b, "pseudo_id")?;
         let r = floats(&b, "risk")?;
         let x = COVARIATES
