@@ -508,8 +508,6 @@ async fn risk_at_index(
     }
     let features = crate::features::plan(&shifted, sql, params, extra).await?;
     let risk = risk_expr(model, &features)?;
-    let mut out = vec![f64::NAN; episodes.len()];
-    let mut covariates = vec![[f64::NAN; 4]; episodes.len()];
     let mut columns = vec![ident("pseudo_id"), risk.alias("risk")];
     columns.extend(COVARIATES.iter().map(|c| ident(*c)));
     let df = features.select(columns)?;
@@ -517,12 +515,21 @@ async fn risk_at_index(
     let plan = df.create_physical_plan().await?;
     let batches = datafusion::physical_plan::collect(plan.clone(), task).await?;
     crate::progress::log_plan_metrics("risk at the index dates", plan.as_ref());
+    restricted.deregister_table(INDEX_EPISODES)?;
+    by_episode(&batches, episodes.len())
+}
+
+/// Each of `n` episodes' risk and covariates from the rows of [`risk_at_index`]'s
+/// plan, whose `pseudo_id` is the episode's number; NaN for an episode with no row.
+fn by_episode(batches: &[RecordBatch], n: usize) -> Result<(Vec<f64>, Vec<[f64; 4]>)> {
+    let mut out = vec![f64::NAN; n];
+    let mut covariates = vec![[f64::NAN; 4]; n];
     for b in batches {
-        let e = utf8(&b, "pseudo_id")?;
-        let r = floats(&b, "risk")?;
+        let e = utf8(b, "pseudo_id")?;
+        let r = floats(b, "risk")?;
         let x = COVARIATES
             .iter()
-            .map(|c| floats(&b, c))
+            .map(|c| floats(b, c))
             .collect::<Result<Vec<_>>>()?;
         for k in 0..b.num_rows() {
             if let Ok(i) = e.value(k).parse::<usize>()
@@ -536,7 +543,6 @@ async fn risk_at_index(
             }
         }
     }
-    restricted.deregister_table(INDEX_EPISODES)?;
     Ok((out, covariates))
 }
 
