@@ -124,9 +124,14 @@ pub struct Cell {
 }
 
 pub fn cell(p: &Person, h: &History, day: Day) -> Cell {
+    cell_in_year(p, h, year_of(day))
+}
+
+/// [`cell`] at a day of `year`.
+fn cell_in_year(p: &Person, h: &History, year: i32) -> Cell {
     Cell {
         sex: p.sex,
-        age_band: age_band(p.age_at(day)),
+        age_band: age_band(year - p.year_of_birth),
         admissions_90d: h.admissions_90d.min(CAP_90D),
         admissions_365d: h.admissions_365d.min(CAP_365D),
         recency: recency_band(h.days_since_discharge),
@@ -329,6 +334,7 @@ impl<'a> Population<'a> {
     ) -> Vec<(usize, Vec<usize>)> {
         // Marks for the draws only (the windows' searches need none).
         let mut seen = Vec::new();
+        let mut room = Vec::new();
         let mut found = Vec::new();
         for (i, search) in searches.iter().enumerate() {
             match search {
@@ -341,7 +347,8 @@ impl<'a> Population<'a> {
                     {
                         for &(e, tc) in episodes {
                             let c = cells.iter().position(|c| *c == tc).expect("its own cell");
-                            let list = self.nearest(&members[c], e, &enrolled[e], k, seed);
+                            let list =
+                                self.nearest(&members[c], (e, &enrolled[e]), k, seed, &mut room);
                             found.push((e, list));
                         }
                     }
@@ -415,6 +422,10 @@ impl<'a> Population<'a> {
         };
         let mut members: Vec<Vec<Members>> =
             cells.iter().map(|c| vec![Vec::new(); c.len()]).collect();
+        let calendar_years: Vec<i32> = windows.iter().map(|(w, _)| year_of(w.day)).collect();
+        // The windows are of one kind: each starts and ends its own day less the same
+        // numbers of days, so those holding a day are consecutive.
+        let (starts, ends) = (first.day - first.from, first.day - first.to);
         let years = windows
             .iter()
             .map(|(w, _)| Self::years_of_birth(w.age_band, w.day));
@@ -429,18 +440,19 @@ impl<'a> Population<'a> {
             let b = v.partition_point(|s| s.day < last.to);
             for s in &v[a..b] {
                 let (q, p) = (s.person as usize, &self.people[s.person as usize]);
-                for (((w, _), cells), members) in windows.iter().zip(cells).zip(&mut members) {
+                // The windows with s.day in [day - starts, day - ends).
+                let lo = windows.partition_point(|(w, _)| w.day <= s.day + ends);
+                let hi = windows.partition_point(|(w, _)| w.day <= s.day + starts);
+                for i in lo..hi {
+                    let w = &windows[i].0;
                     // Met here at their first day in the window, and only if eligible.
-                    if s.day < w.from || s.day >= w.to || s.before >= w.from {
-                        continue;
-                    }
-                    if !p.eligible_control(w.day) {
+                    if s.before >= w.from || !p.eligible_control(w.day) {
                         continue;
                     }
                     let h = p.history(w.day);
-                    let theirs = cell(p, &h, w.day);
-                    if let Some(c) = cells.iter().position(|c| *c == theirs) {
-                        members[c].push(Member::new(q, &h));
+                    let theirs = cell_in_year(p, &h, calendar_years[i]);
+                    if let Some(c) = cells[i].iter().position(|c| *c == theirs) {
+                        members[i][c].push(Member::new(q, &h));
                     }
                 }
             }
@@ -449,21 +461,24 @@ impl<'a> Population<'a> {
     }
 
     /// The `k` people of `members` (episode `e`'s cell) nearest to it on bed days, ties
-    /// in the random order of `seed`.
+    /// in the random order of `seed`. `found` is room for the distances, kept from one
+    /// episode to the next.
     fn nearest(
         &self,
         members: &Members,
-        e: usize,
-        t: &Enrolled,
+        (e, t): (usize, &Enrolled),
         k: usize,
         seed: u64,
+        found: &mut Vec<(f64, usize)>,
     ) -> Vec<usize> {
         let me = Member::new(t.person, &self.people[t.person].history(t.day));
-        let found = members
-            .iter()
-            .filter(|m| m.person != t.person)
-            .map(|m| (me.distance(m), m.person))
-            .collect();
+        found.clear();
+        found.extend(
+            members
+                .iter()
+                .filter(|m| m.person != t.person)
+                .map(|m| (me.distance(m), m.person)),
+        );
         closest_by_distance(found, k, |q| mix(&[seed, e as u64, q as u64]))
     }
 
@@ -652,7 +667,7 @@ impl Window {
 /// people no farther than the `k`-th nearest: the `k` first in that order are all
 /// among them, and the others were most of a cell's tie draws.
 fn closest_by_distance(
-    mut found: Vec<(f64, usize)>,
+    found: &mut Vec<(f64, usize)>,
     k: usize,
     tie: impl Fn(usize) -> u64,
 ) -> Vec<usize> {
@@ -1109,7 +1124,7 @@ mod tests {
             for k in [0usize, 1, 2, 4, 9, 30, n, n + 3] {
                 let all = found.iter().map(|&(d, q)| (d, tie(q), q)).collect();
                 let drawn = std::cell::Cell::new(0usize);
-                let got = closest_by_distance(found.clone(), k, |q| {
+                let got = closest_by_distance(&mut found.clone(), k, |q| {
                     drawn.set(drawn.get() + 1);
                     tie(q)
                 });
