@@ -194,15 +194,15 @@ pub struct Population<'a> {
 struct Entry {
     day: Day,
     person: u32,
-    /// `Day::MIN` for the person's first.
-    before: Day,
+    /// None for the person's first.
+    before: Option<Day>,
 }
 
 /// `days` (one person's, in any order) as index entries.
 fn entries(person: usize, mut days: Vec<Day>) -> impl Iterator<Item = Entry> {
     let person = u32::try_from(person).expect("under 2^32 people");
     days.sort_unstable();
-    let before = std::iter::once(Day::MIN).chain(days.clone());
+    let before = std::iter::once(None).chain(days.clone().into_iter().map(Some));
     days.into_iter()
         .zip(before)
         .map(move |(day, before)| Entry {
@@ -274,11 +274,15 @@ impl<'a> Population<'a> {
     }
 
     /// Years of birth of people in `band` at `day`.
+    /// Empty for a negative band (a year of birth after the day).
     fn years_of_birth(band: i32, day: Day) -> std::ops::RangeInclusive<i32> {
         let y = year_of(day);
+        let Ok(band) = usize::try_from(band) else {
+            return (y + 1)..=y;
+        };
         let b = AGE_BAND_STARTS;
-        let lo = b[band.max(0) as usize];
-        let hi = b.get(band as usize + 1).map_or(130, |n| n - 1);
+        let lo = b[band.min(b.len() - 1)];
+        let hi = b.get(band + 1).map_or(130, |n| n - 1);
         (y - hi)..=(y - lo)
     }
 
@@ -391,7 +395,9 @@ impl<'a> Population<'a> {
         for (w, episodes) in windows {
             match searches.last_mut() {
                 Some(Search::Windows(ws))
-                    if ws[0].0.kind() == w.kind() && w.day < ws[0].0.day + DAYS_PER_SEARCH =>
+                    if ws[0].0.kind() == w.kind()
+                        && i64::from(w.day)
+                            < i64::from(ws[0].0.day) + i64::from(DAYS_PER_SEARCH) =>
                 {
                     ws.push((w, episodes))
                 }
@@ -426,12 +432,17 @@ impl<'a> Population<'a> {
         // The windows are of one kind: each starts and ends its own day less the same
         // numbers of days, so those holding a day are consecutive.
         let (starts, ends) = (first.day - first.from, first.day - first.to);
-        let years = windows
+        let (starts, ends) = (i64::from(starts), i64::from(ends));
+        let own_years: Vec<_> = windows
             .iter()
-            .map(|(w, _)| Self::years_of_birth(w.age_band, w.day));
-        let (young, old) = years.fold((i32::MAX, i32::MIN), |(a, b), y| {
-            (a.min(*y.start()), b.max(*y.end()))
-        });
+            .map(|(w, _)| Self::years_of_birth(w.age_band, w.day))
+            .collect();
+        let (young, old) = own_years
+            .iter()
+            .filter(|y| !y.is_empty())
+            .fold((i32::MAX, i32::MIN), |(a, b), y| {
+                (a.min(*y.start()), b.max(*y.end()))
+            });
         for yob in young..=old {
             let Some(v) = index.get(&(first.sex, yob)) else {
                 continue;
@@ -441,12 +452,17 @@ impl<'a> Population<'a> {
             for s in &v[a..b] {
                 let (q, p) = (s.person as usize, &self.people[s.person as usize]);
                 // The windows with s.day in [day - starts, day - ends).
-                let lo = windows.partition_point(|(w, _)| w.day <= s.day + ends);
-                let hi = windows.partition_point(|(w, _)| w.day <= s.day + starts);
+                let day = i64::from(s.day);
+                let lo = windows.partition_point(|(w, _)| i64::from(w.day) <= day + ends);
+                let hi = windows.partition_point(|(w, _)| i64::from(w.day) <= day + starts);
                 for i in lo..hi {
                     let w = &windows[i].0;
-                    // Met here at their first day in the window, and only if eligible.
-                    if s.before >= w.from || !p.eligible_control(w.day) {
+                    // Met here at their first day in the window, if born in a year of
+                    // its own (the search's years span all its windows'), if eligible.
+                    if s.before.is_some_and(|b| b >= w.from)
+                        || !own_years[i].contains(&yob)
+                        || !p.eligible_control(w.day)
+                    {
                         continue;
                     }
                     let h = p.history(w.day);
@@ -1141,6 +1157,88 @@ mod tests {
                 assert_eq!(drawn.get(), within, "n {n}, k {k}");
             }
         }
+    }
+
+    /// Regression (issue 16, seventeenth round; found by a differential test against
+    /// the search before that round): a search of windows across a new year met
+    /// people of its other windows' years of birth (aged 131, or born after the day),
+    /// a window starting at the first day there is missed its people, and days near
+    /// the last one overflowed. The answers are the earlier search's.
+    #[test]
+    fn searches_across_a_new_year_or_at_the_ends_of_time_keep_the_earlier_answers() {
+        let always = |mut p: Person| {
+            p.registered_from = Day::MIN;
+            p
+        };
+        let at = |person, day| Enrolled { person, day };
+        // 2025-12-28 and 2026-01-07: one search. Person 2 is 130 in 2025, 131 in 2026.
+        let people: Vec<Person> = [
+            person(0, 1940, &[(20_440, 2.0)]),
+            person(0, 1940, &[(20_450, 2.0)]),
+            person(0, 1895, &[(20_449, 2.0)]),
+        ]
+        .into_iter()
+        .map(always)
+        .collect();
+        let pop = Population::new(&people);
+        let got = pop.candidates_in_shares(&[at(0, 20_450), at(1, 20_460)], 5, 1, 1);
+        assert_eq!(got, vec![vec![], vec![0]]);
+        // Born after the day (a negative age): nobody is in band -1.
+        let people: Vec<Person> = [
+            person(0, 2026, &[(20_440, 2.0)]),
+            person(0, 2027, &[(20_450, 2.0)]),
+            person(0, 2026, &[(20_445, 2.0)]),
+        ]
+        .into_iter()
+        .map(always)
+        .collect();
+        let pop = Population::new(&people);
+        let got = pop.candidates_in_shares(&[at(0, 20_450), at(1, 20_460)], 5, 1, 1);
+        assert_eq!(got, vec![Vec::<usize>::new(), vec![]]);
+        // A window from the first day there is.
+        let day = Day::MIN + 365;
+        let y = year_of(day);
+        let people: Vec<Person> = [
+            person(0, y - 50, &[(Day::MIN + 10, 0.0)]),
+            person(0, y - 50, &[(Day::MIN + 5, 0.0)]),
+        ]
+        .into_iter()
+        .map(always)
+        .collect();
+        let pop = Population::new(&people);
+        assert_eq!(
+            pop.candidates_in_shares(&[at(0, day)], 5, 1, 1),
+            vec![vec![1]]
+        );
+        // Days near the last one: no overflow (a panic in a debug build).
+        let day = Day::MAX - 10;
+        let y = year_of(day);
+        let people: Vec<Person> = [
+            person(0, y - 50, &[(day - 5, 10.0)]),
+            person(0, y - 50, &[(day - 6, 10.0)]),
+        ]
+        .into_iter()
+        .map(always)
+        .collect();
+        let pop = Population::new(&people);
+        assert_eq!(
+            pop.candidates_in_shares(&[at(0, day)], 5, 1, 1),
+            vec![vec![1]]
+        );
+        // Two windows of one search (in hospital on both days; the other person is
+        // not in the same cell on either).
+        let people: Vec<Person> = [
+            person(0, y - 50, &[(day - 20, 10.0)]),
+            person(0, y - 50, &[(day - 5, 10.0)]),
+        ]
+        .into_iter()
+        .map(always)
+        .collect();
+        let pop = Population::new(&people);
+        let two = [at(0, day - 15), at(1, day)];
+        assert!(matches!(&pop.searches(&two)[..], [Search::Windows(ws)] if ws.len() == 2));
+        let got = pop.candidates_in_shares(&two, 5, 1, 1);
+        assert_eq!(got, vec![Vec::<usize>::new(), vec![]]);
     }
 
     #[test]
