@@ -1166,45 +1166,38 @@ mod tests {
     /// the last one overflowed. The answers are the earlier search's.
     #[test]
     fn searches_across_a_new_year_or_at_the_ends_of_time_keep_the_earlier_answers() {
-        let always = |mut p: Person| {
-            p.registered_from = Day::MIN;
-            p
+        // Registered from the first day there is.
+        let always = |people: &[Person]| -> Vec<Person> {
+            let mut people = people.to_vec();
+            people.iter_mut().for_each(|p| p.registered_from = Day::MIN);
+            people
         };
         let at = |person, day| Enrolled { person, day };
         // 2025-12-28 and 2026-01-07: one search. Person 2 is 130 in 2025, 131 in 2026.
-        let people: Vec<Person> = [
+        let people = always(&[
             person(0, 1940, &[(20_440, 2.0)]),
             person(0, 1940, &[(20_450, 2.0)]),
             person(0, 1895, &[(20_449, 2.0)]),
-        ]
-        .into_iter()
-        .map(always)
-        .collect();
+        ]);
         let pop = Population::new(&people);
         let got = pop.candidates_in_shares(&[at(0, 20_450), at(1, 20_460)], 5, 1, 1);
         assert_eq!(got, vec![vec![], vec![0]]);
         // Born after the day (a negative age): nobody is in band -1.
-        let people: Vec<Person> = [
+        let people = always(&[
             person(0, 2026, &[(20_440, 2.0)]),
             person(0, 2027, &[(20_450, 2.0)]),
             person(0, 2026, &[(20_445, 2.0)]),
-        ]
-        .into_iter()
-        .map(always)
-        .collect();
+        ]);
         let pop = Population::new(&people);
         let got = pop.candidates_in_shares(&[at(0, 20_450), at(1, 20_460)], 5, 1, 1);
         assert_eq!(got, vec![Vec::<usize>::new(), vec![]]);
         // A window from the first day there is.
         let day = Day::MIN + 365;
         let y = year_of(day);
-        let people: Vec<Person> = [
+        let people = always(&[
             person(0, y - 50, &[(Day::MIN + 10, 0.0)]),
             person(0, y - 50, &[(Day::MIN + 5, 0.0)]),
-        ]
-        .into_iter()
-        .map(always)
-        .collect();
+        ]);
         let pop = Population::new(&people);
         assert_eq!(
             pop.candidates_in_shares(&[at(0, day)], 5, 1, 1),
@@ -1213,13 +1206,10 @@ mod tests {
         // Days near the last one: no overflow (a panic in a debug build).
         let day = Day::MAX - 10;
         let y = year_of(day);
-        let people: Vec<Person> = [
+        let people = always(&[
             person(0, y - 50, &[(day - 5, 10.0)]),
             person(0, y - 50, &[(day - 6, 10.0)]),
-        ]
-        .into_iter()
-        .map(always)
-        .collect();
+        ]);
         let pop = Population::new(&people);
         assert_eq!(
             pop.candidates_in_shares(&[at(0, day)], 5, 1, 1),
@@ -1227,13 +1217,10 @@ mod tests {
         );
         // Two windows of one search (in hospital on both days; the other person is
         // not in the same cell on either).
-        let people: Vec<Person> = [
+        let people = always(&[
             person(0, y - 50, &[(day - 20, 10.0)]),
             person(0, y - 50, &[(day - 5, 10.0)]),
-        ]
-        .into_iter()
-        .map(always)
-        .collect();
+        ]);
         let pop = Population::new(&people);
         let two = [at(0, day - 15), at(1, day)];
         assert!(matches!(&pop.searches(&two)[..], [Search::Windows(ws)] if ws.len() == 2));
