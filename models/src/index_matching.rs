@@ -198,18 +198,19 @@ struct Entry {
     before: Option<Day>,
 }
 
-/// `days` (one person's, in any order) as index entries.
-fn entries(person: usize, mut days: Vec<Day>) -> impl Iterator<Item = Entry> {
+/// `days` (one person's, in any order) as entries of `index`.
+fn push_entries(index: &mut Vec<Entry>, person: usize, mut days: Vec<Day>) {
     let person = u32::try_from(person).expect("under 2^32 people");
     days.sort_unstable();
-    let before = std::iter::once(None).chain(days.clone().into_iter().map(Some));
-    days.into_iter()
-        .zip(before)
-        .map(move |(day, before)| Entry {
+    let mut before = None;
+    for day in days {
+        index.push(Entry {
             day,
             person,
             before,
-        })
+        });
+        before = Some(day);
+    }
 }
 
 /// The discharge day of a spell, as [`Person::history`] counts days since it.
@@ -253,11 +254,11 @@ impl<'a> Population<'a> {
             let v = spells_by_sex_yob
                 .entry((p.sex, p.year_of_birth))
                 .or_default();
-            v.extend(entries(i, p.spells.iter().map(|s| s.admitted).collect()));
+            push_entries(v, i, p.spells.iter().map(|s| s.admitted).collect());
             let v = discharges_by_sex_yob
                 .entry((p.sex, p.year_of_birth))
                 .or_default();
-            v.extend(entries(i, p.spells.iter().map(discharged).collect()));
+            push_entries(v, i, p.spells.iter().map(discharged).collect());
         }
         for v in spells_by_sex_yob
             .values_mut()
