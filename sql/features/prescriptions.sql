@@ -1,6 +1,8 @@
 -- Prescribing features over W12 = [w12_start, as_of), at each date of feature_dates,
 -- in one pass over prescriptions.
---   distinct_drugs_12m: chemical substances (the first 9 characters of the BNF code)
+--   distinct_drugs_12m: chemical substances (the first 9 characters of the BNF code:
+--     chemical_substance(bnf_code) is substr(bnf_code, 1, 9), held inline as Utf8View
+--     so that no row's string is copied for the GROUP BY)
 --   ltc_groups_12m: groups of reference/ltc_bnf_groups.csv (the table ltc_bnf_groups)
 --     matched by BNF prefix. Its prefixes are at most 9 characters long, so a
 --     substance's group is its codes' group. ltc_group_bit() is the bit of a code's
@@ -15,7 +17,7 @@
 -- however the rows reach the aggregate, run after run; floating-point sums are not.
 WITH dated AS (
   SELECT feature_date(p.issue_date, $feature_dates, 365) AS as_of,
-         p.person, substr(p.bnf_code, 1, 9) AS substance, p.items,
+         p.person, chemical_substance(p.bnf_code) AS substance, p.items,
          round(p.nic * 1e6) AS nic_micropounds
   FROM prescriptions p
 ),

@@ -3,7 +3,7 @@
 
 use super::reference::{PrefixLookup, age_band};
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, StringArray, StringViewArray,
+    Array, ArrayRef, AsArray, BooleanArray, StringArray, StringViewArray, StringViewBuilder,
 };
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::Date32Type;
@@ -162,6 +162,34 @@ pub fn member_of_udf(name: &str, set: HashSet<String>) -> ScalarUDF {
         let out: BooleanArray = s.iter().map(|v| v.map(contains)).collect();
         Arc::new(out) as ArrayRef
     })
+}
+
+/// `chemical_substance(bnf_code)`: a BNF code's chemical substance, its first nine
+/// characters, as `substr(bnf_code, 1, 9)` gives them, but as Utf8View: a value of at
+/// most 12 bytes lives in its view, so the prescriptions' aggregate by substance gets
+/// its keys without a copy of every row's string into a new buffer (issue 16).
+pub(super) fn chemical_substance_udf() -> ScalarUDF {
+    udf_over_strings("chemical_substance", DataType::Utf8View, |s| {
+        let mut out = StringViewBuilder::with_capacity(s.len());
+        for v in s.iter() {
+            match v {
+                Some(v) => out.append_value(first_chars(v, 9)),
+                None => out.append_null(),
+            }
+        }
+        Arc::new(out.finish()) as ArrayRef
+    })
+}
+
+/// The first `n` characters of `s` (all of it when shorter).
+fn first_chars(s: &str, n: usize) -> &str {
+    if s.len() <= n {
+        s
+    } else if s.as_bytes()[..n].is_ascii() {
+        &s[..n]
+    } else {
+        s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
+    }
 }
 
 /// `is_pseudo_id(s)`: 32 lowercase hex characters, as the contract defines a pseudonym.
@@ -474,6 +502,53 @@ mod tests {
         assert!(!is_pseudo_id("0123456789ABCDEF0123456789abcdef"));
         assert!(!is_pseudo_id("0123456789abcdef0123456789abcde"));
         assert!(!is_pseudo_id("0123456789abcdef0123456789abcdeg"));
+    }
+
+    /// `chemical_substance(code)` is `substr(code, 1, 9)` as Utf8View, counting
+    /// characters, not bytes: over ASCII codes, short ones, NULL, and codes whose
+    /// first nine characters take more bytes than a view holds inline.
+    #[tokio::test]
+    async fn chemical_substance_is_substr_of_nine_characters_as_a_view() {
+        use datafusion::prelude::{SessionContext, col, lit};
+        let codes = vec![
+            Some("0601023A0AAAAAA"),
+            Some("0601023A0"),
+            Some("06010"),
+            Some(""),
+            None,
+            Some("é601023A0AAAAAA"),
+            Some("ééééééééééé"),
+            Some("0601023Aé"),
+        ];
+        let batch = datafusion::arrow::array::RecordBatch::try_from_iter(vec![(
+            "code",
+            Arc::new(StringArray::from(codes)) as ArrayRef,
+        )])
+        .unwrap();
+        let ctx = SessionContext::new();
+        let substr = datafusion::functions::unicode::substr();
+        let out = ctx
+            .read_batch(batch)
+            .unwrap()
+            .select(vec![
+                chemical_substance_udf()
+                    .call(vec![col("code")])
+                    .alias("ours"),
+                substr
+                    .call(vec![col("code"), lit(1), lit(9)])
+                    .alias("substr"),
+            ])
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(out[0].column(0).data_type(), &DataType::Utf8View);
+        let ours: Vec<Option<&str>> = out[0].column(0).as_string_view().iter().collect();
+        let theirs: Vec<Option<&str>> = out[0].column(1).as_string::<i32>().iter().collect();
+        assert_eq!(ours, theirs);
+        assert_eq!(ours[0], Some("0601023A0"));
+        assert_eq!(ours[6], Some("ééééééééé"));
+        assert_eq!(ours[4], None);
     }
 
     /// `ltc_group_bit` gives codes of one group one bit and codes of another group

@@ -80,7 +80,8 @@ pub fn new_context(opts: &SessionOptions) -> Result<SessionContext> {
     Ok(ctx)
 }
 
-/// riskstrat's UDFs: `is_pseudo_id`, `age_band`, `feature_date`, `bit_count`,
+/// riskstrat's UDFs: `is_pseudo_id`, `age_band`, `feature_date`, `chemical_substance`,
+/// `bit_count`,
 /// `score_reasons` (the scores' reasons), `normalised_pseudo_id` (opt-outs), and the
 /// reference lists as lookups, `ltc_group(bnf_code)`, `ltc_group_bit(bnf_code)` and
 /// `charlson_condition(icd10_code)`.
@@ -89,6 +90,7 @@ pub(crate) fn scalar_functions() -> Result<Vec<Arc<ScalarUDF>>> {
         Arc::new(functions::is_pseudo_id_udf()),
         Arc::new(functions::age_band_udf()),
         Arc::new(functions::feature_date_udf()),
+        Arc::new(functions::chemical_substance_udf()),
         Arc::new(functions::prefix_lookup_udf(
             PrefixLookup::ltc_groups()?,
             "ltc_group",
