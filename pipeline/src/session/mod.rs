@@ -135,9 +135,11 @@ pub(crate) async fn cache_in_pool(
     df: DataFrame,
 ) -> Result<DataFrame> {
     let schema = Arc::new(df.schema().as_arrow().clone());
-    let partitions = df
-        .collect_partitioned()
-        .await?
+    let task = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await?;
+    let partitions = datafusion::physical_plan::collect_partitioned(plan.clone(), task).await?;
+    crate::progress::log_plan_metrics(&format!("{what}, kept"), plan.as_ref());
+    let partitions = partitions
         .into_iter()
         .map(|p| p.into_iter().map(compact).collect::<Result<Vec<_>>>())
         .collect::<Result<Vec<_>>>()?;
