@@ -505,21 +505,35 @@ mod tests {
     }
 
     /// `chemical_substance(code)` is `substr(code, 1, 9)` as Utf8View, counting
-    /// characters, not bytes: over ASCII codes, short ones, NULL, and codes whose
-    /// first nine characters take more bytes than a view holds inline.
+    /// characters, not bytes: over ASCII codes, short ones, NULL, codes whose first
+    /// nine characters take more bytes than a view holds inline, and random ones.
     #[tokio::test]
     async fn chemical_substance_is_substr_of_nine_characters_as_a_view() {
         use datafusion::prelude::{SessionContext, col, lit};
-        let codes = vec![
-            Some("0601023A0AAAAAA"),
-            Some("0601023A0"),
-            Some("06010"),
-            Some(""),
+        let mut codes = vec![
+            Some("0601023A0AAAAAA".to_string()),
+            Some("0601023A0".to_string()),
+            Some("06010".to_string()),
+            Some("".to_string()),
             None,
-            Some("é601023A0AAAAAA"),
-            Some("ééééééééééé"),
-            Some("0601023Aé"),
+            Some("é601023A0AAAAAA".to_string()),
+            Some("ééééééééééé".to_string()),
+            Some("0601023Aé".to_string()),
         ];
+        // And 2,000 codes of 0 to 19 characters of one to four bytes each.
+        let alphabet = ['0', '9', 'A', 'Z', 'é', '中', '😀', ' '];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..2000 {
+            let mut next = || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state
+            };
+            let len = next() % 20;
+            let code = (0..len).map(|_| alphabet[(next() % 8) as usize]).collect();
+            codes.push(Some(code));
+        }
         let batch = datafusion::arrow::array::RecordBatch::try_from_iter(vec![(
             "code",
             Arc::new(StringArray::from(codes)) as ArrayRef,
