@@ -6,7 +6,9 @@
 # when set, and print wall time, peak RSS and each stage's time from the manifest;
 # then DuckDB (from PyPI, into target/bench-env) computing the features at A on the
 # same files with the same number of threads, in the same run, and the ratio of
-# riskstrat's feature stages to it; and, from the run's log, the compute (CPU seconds)
+# riskstrat's feature stages to it; DataFusion's Python package (the engine riskstrat
+# is built on, from PyPI) running DuckDB's SQL, and the ratio to it; and, from the
+# run's log, the compute (CPU seconds)
 # of each plan's operators: the validation passes and the features at both dates. The
 # inputs are read once first, so that both engines find them in the page cache. BIN
 # defaults to the release binary.
@@ -20,11 +22,11 @@ DATA=${DATA:-target/bench-data}
 THREADS=${THREADS:-$(nproc)}
 [ -x "$BIN" ] || { echo "no binary at $BIN: cargo build --release (or set BIN)" >&2; exit 2; }
 ENV=target/bench-env
-if [ ! -x "$ENV/bin/python" ] || ! "$ENV/bin/python" -c "import duckdb" 2>/dev/null; then
-    python3 -m venv "$ENV"
-    "$ENV/bin/pip" install --quiet duckdb
+if [ ! -x "$ENV/bin/python" ] || ! "$ENV/bin/python" -c "import duckdb, datafusion" 2>/dev/null; then
+    [ -x "$ENV/bin/python" ] || python3 -m venv "$ENV"
+    "$ENV/bin/pip" install --quiet duckdb 'datafusion==55.*'
 fi
-echo "riskstrat: $("$BIN" --version 2>/dev/null || echo "$BIN"); duckdb $("$ENV/bin/python" -c 'import duckdb; print(duckdb.__version__)'); $THREADS threads; $(nproc) cores"
+echo "riskstrat: $("$BIN" --version 2>/dev/null || echo "$BIN"); duckdb $("$ENV/bin/python" -c 'import duckdb; print(duckdb.__version__)'); datafusion (Python) $("$ENV/bin/python" -c 'import datafusion; print(datafusion.__version__)'); $THREADS threads; $(nproc) cores"
 for N in $SIZES; do
     DIR="$DATA/$N"
     if [ ! -f "$DIR/job.toml" ]; then
@@ -88,11 +90,15 @@ EOF
     OURS=$(cat "$RUN/manifest.json.features_ms")
     BOTH=$(awk '/duckdb features at both dates/ {print $6}' "$DIR/duckdb.out")
     FLOOR=$(awk '/duckdb scan floor/ {print $4}' "$DIR/duckdb.out")
+    # DataFusion itself (the engine riskstrat is built on) running DuckDB's SQL.
+    (cd scripts && "$ROOT/$ENV/bin/python" bench_datafusion.py "$ROOT/$DIR" 2026-04-01 "$THREADS" "$ROOT/$DIR/datafusion-features.parquet" "$ROOT/$DIR/duckdb-features.parquet") | tee "$DIR/datafusion.out"
+    ENGINE=$(awk '/datafusion features at A/ {print $5}' "$DIR/datafusion.out")
     python3 -c "
 import sys
-o, d, b, f = float(sys.argv[1]) / 1000, *map(float, sys.argv[2:])
+o, d, b, f, e = float(sys.argv[1]) / 1000, *map(float, sys.argv[2:])
 print(f'    riskstrat feature stages {o:.2f} s / duckdb features at A {d:.2f} s = {o/d:.2f} (target at most 0.5)')
 print(f'    riskstrat feature stages {o:.2f} s / duckdb features at both dates {b:.2f} s = {o/b:.2f} (riskstrat also validates every row)')
 print(f'    the target, {d / 2:.2f} s, is {d / 2 / f:.2f} times duckdb scan floor {f:.2f} s')
-" "$OURS" "$DUCK" "$BOTH" "$FLOOR"
+print(f'    riskstrat feature stages {o:.2f} s / datafusion on duckdb\'s SQL, features at A {e:.2f} s = {o/e:.2f}; the target is {d / 2 / e:.2f} times datafusion\'s time')
+" "$OURS" "$DUCK" "$BOTH" "$FLOOR" "$ENGINE"
 done
