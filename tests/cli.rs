@@ -578,7 +578,7 @@ fn demo_runs_and_reports_model_and_tiers() {
         "released",
         "feedback from T01: 5 outcomes imported",
         "3 left out after declining",
-        "audit log: 3 records, chain intact",
+        "audit log: 4 records, chain intact",
         "service VW01:",
     ] {
         assert!(out.contains(needle), "demo output lacks '{needle}':\n{out}");

@@ -114,9 +114,12 @@ impl Flow {
         c
     }
 
-    /// The last audit record, which a refusal must have written.
+    /// The last audit record other than a delivery: the one a release or refusal
+    /// wrote.
     fn last_record(&self) -> Record {
-        audit::read(&self.audit()).unwrap().pop().unwrap()
+        let records = audit::read(&self.audit()).unwrap();
+        let last = records.into_iter().rev().find(|r| r.action != "delivered");
+        last.unwrap()
     }
 }
 
@@ -298,6 +301,14 @@ fn gate_releases_exactly_the_teams_cohort_patients() {
     // and the same run's list no longer names them.
     let gone = released[0].clone();
     append_optout(&f.dir, &gone);
+    // Regression: feedback kept inside pseudonymise's output went with the output.
+    let kept = f.dir.join("pseudonymised/feedback");
+    std::fs::create_dir_all(&kept).unwrap();
+    let o = f.pseudonymise();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("holds feedback"), "{}", stderr(&o));
+    assert!(kept.exists());
+    std::fs::remove_dir(&kept).unwrap();
     let o = f.pseudonymise();
     assert!(o.status.success(), "{}", stderr(&o));
     let o = f.reidentify("T01", "gp.north.1", "complex_needs", "t01-again");
@@ -430,6 +441,26 @@ fn a_change_list_holds_the_teams_entrants_and_leavers_since_its_last_release() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let first = f.last_record().seq;
+    let delivered = audit::read(&f.audit()).unwrap().pop().unwrap();
+    assert_eq!(delivered.action, "delivered");
+    assert_eq!(delivered.compared_with, Some(first));
+    // Regression: a release audited but killed before its files were in place became
+    // the team's previous list, so April's entrants were never sent.
+    let o = f
+        .gate(
+            &f.run,
+            "T01",
+            "gp.north.1",
+            "complex_needs",
+            "lost",
+            &f.vault_key(),
+        )
+        .env("RISKSTRAT_FAULT", "reidentify.before_rename=kill")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(!f.list("lost.csv").exists());
+    assert_eq!(f.last_record().action, "reidentify");
     // The earlier release's run must still be there.
     let aside = f.dir.join("february-aside");
     std::fs::rename(&february, &aside).unwrap();
@@ -864,7 +895,10 @@ fn whole_flow_releases_to_the_team_and_leaks_nothing() {
         .into_iter()
         .map(|r| r.action.to_string())
         .collect();
-    assert_eq!(actions, ["approve", "reidentify", "feedback_import"]);
+    assert_eq!(
+        actions,
+        ["approve", "reidentify", "delivered", "feedback_import"]
+    );
     let o = riskstrat()
         .args(["audit", "verify"])
         .arg(f.audit())

@@ -429,6 +429,8 @@ fn query_on_a_run_with_a_damaged_file_names_the_file() {
             .arg("query")
             .arg("--run")
             .arg(run)
+            .args(["--requester", "commissioner.1", "--audit"])
+            .arg(run.parent().unwrap().join("query-audit.jsonl"))
             // No dimension: the cut rule allows it on the small dataset.
             .arg("SELECT count(*) AS people FROM people")
             .output()
@@ -490,5 +492,71 @@ fn extra_feature_sql_failing_at_run_time_names_the_file() {
         "bad_extra.sql",
         "SELECT pseudo_id, CAST(max(hcp_type) AS INT) AS hcp_number FROM appointments GROUP BY pseudo_id",
         "[features]\nextra = [\"bad_extra.sql\"]",
+    );
+}
+
+// --- found by the review of 2026-12-07 ---
+
+/// Regression: opt-out rows whose pseudo_id ended in a Windows line ending matched no
+/// one (only spaces were trimmed), so the objectors were processed with no word said.
+/// Now any white space is trimmed, and an opt-out row that can match no one (no
+/// pseudo_id, or an NHS number in its place) refuses the run.
+#[test]
+fn an_opt_out_with_a_line_ending_was_ignored_and_unreadable_ones_passed() {
+    let dir = scratch("optout_line_ending");
+    let mut ds = small_dataset();
+    ds.optouts[0].0.push('\r');
+    let job = ds.write(&dir, A);
+    let o = run_job(&job);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = runs(&dir).pop().unwrap();
+    assert_eq!(manifest(&run)["optouts"]["patients_excluded"], 1);
+    let features = pseudo_ids(&run.join("features.parquet"));
+    assert!(!features.contains(&pid("p0")) && features.contains(&pid("p1")));
+
+    for (name, id) in [("nhs_number", "9434765919"), ("blank", " \t")] {
+        let dir = scratch(&format!("optout_unreadable_{name}"));
+        let mut ds = small_dataset();
+        ds.optouts.push((id.to_string(), "type1", d("2020-01-01")));
+        let job = ds.write(&dir, A);
+        assert_bad_input(
+            &dir,
+            &run_job(&job),
+            &["input optouts", "1 opt-out rows", "would not be honoured"],
+        );
+    }
+}
+
+/// Regression: appointments whose pseudo_ids were all upper-cased were all
+/// quarantined, and the run went on with no appointments (or failed naming a model
+/// feature). A table with no valid row is refused, naming it and why.
+#[test]
+fn an_input_whose_every_row_was_quarantined_passed_silently() {
+    let dir = scratch("wholly_quarantined");
+    let mut ds = small_dataset();
+    for a in &mut ds.appointments {
+        a.id = a.id.as_ref().map(|i| i.to_uppercase());
+    }
+    let job = ds.write(&dir, A);
+    assert_bad_input(
+        &dir,
+        &run_job(&job),
+        &[
+            "input appointments",
+            "none of its 19 rows is valid",
+            "malformed_pseudo_id",
+        ],
+    );
+}
+
+/// Regression: the engine's message quoted the value that failed, here a pseudo_id,
+/// and it reached stderr (`assert_bad_input` checks that no pseudo_id is there).
+#[test]
+fn sql_failing_on_a_pseudo_id_printed_it() {
+    sql_failing_at_run_time_names_the_file(
+        "integrity_cast_pseudo_id",
+        "cast_id.sql",
+        "SELECT pseudo_id, CAST(pseudo_id AS INT) AS n FROM features",
+        "[cohorts]\ninclude = [\"complex_needs\", \"cast_id.sql\"]",
     );
 }

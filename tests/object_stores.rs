@@ -322,12 +322,18 @@ fn a_job_over_an_azure_container_makes_the_same_run_as_over_local_copies() {
     let (cell_key, _) = cell_key();
     let sql = "SELECT sex, COUNT(*) AS n FROM people GROUP BY sex ORDER BY sex";
     let key = cell_key.to_str().unwrap();
+    let log = dir.join("query-audit.jsonl");
+    let log = log.to_str().unwrap();
     let from_azure = azure(&[
         "query",
         "--run",
         &url,
         "--format",
         "csv",
+        "--requester",
+        "commissioner.1",
+        "--audit",
+        log,
         "--cell-key",
         key,
         sql,
@@ -339,6 +345,10 @@ fn a_job_over_an_azure_container_makes_the_same_run_as_over_local_copies() {
         local_run.to_str().unwrap(),
         "--format",
         "csv",
+        "--requester",
+        "commissioner.1",
+        "--audit",
+        log,
         "--cell-key",
         key,
         sql,
@@ -504,10 +514,13 @@ fn a_run_written_to_s3_is_read_by_query_reidentify_history_and_report() {
 
     // A commissioner's query: the same protected answer from the bucket as from disk.
     let (cell_key, _) = cell_key();
+    let log = scratch("s3_query_audit").join("audit.jsonl");
     let query = |run: &str| {
         let o = s3(&moto)
             .args(["query", "--run", run, "--format", "csv", "--cell-key"])
             .arg(&cell_key)
+            .args(["--requester", "commissioner.1", "--audit"])
+            .arg(&log)
             .arg("SELECT tier, COUNT(*) AS n FROM people GROUP BY tier ORDER BY tier")
             .output()
             .unwrap();
@@ -647,6 +660,8 @@ fn a_run_killed_while_uploading_to_s3_leaves_no_complete_run() {
     let o = s3(&moto)
         .args(["query", "--run", &format!("s3://runs/{half}"), "--cell-key"])
         .arg(&cell_key)
+        .args(["--requester", "commissioner.1", "--audit"])
+        .arg(scratch("s3_half_query_audit").join("audit.jsonl"))
         .arg("SELECT COUNT(*) FROM people")
         .output()
         .unwrap();
@@ -865,6 +880,8 @@ fn a_job_over_a_gcs_bucket_makes_the_same_run_and_writes_runs_there() {
     let (cell_key, _) = cell_key();
     let key = cell_key.to_str().unwrap();
     let sql = "SELECT sex, COUNT(*) AS n FROM people GROUP BY sex ORDER BY sex";
+    let log = scratch("gcs_query_audit").join("audit.jsonl");
+    let log = log.to_str().unwrap();
     let args = |run: &str| {
         [
             "query",
@@ -872,6 +889,10 @@ fn a_job_over_a_gcs_bucket_makes_the_same_run_and_writes_runs_there() {
             run,
             "--format",
             "csv",
+            "--requester",
+            "commissioner.1",
+            "--audit",
+            log,
             "--cell-key",
             key,
             sql,

@@ -84,6 +84,16 @@ fn the_reports_charts_hold_the_runs_metrics() {
     let manifest = json(&run.join("manifest.json"));
     let v = &metrics["validation"];
 
+    // Regression: each service chart was drawn once per service, and sections shared
+    // their ids with their tables, so labels pointed at the wrong element.
+    let ids: Vec<&str> = html
+        .split(" id=\"")
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap())
+        .collect();
+    let unique: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), unique.len(), "repeated ids: {ids:?}");
+
     // Self-contained: no script, nothing fetched.
     assert!(!html.contains("<script"), "a script");
     for bad in ["src=", "href=", "url(", "@import"] {
@@ -365,10 +375,13 @@ fn the_commissioners_report_holds_only_released_numbers() {
     // Every number the commissioner path gives for the report's queries.
     let mut answers: Vec<f64> = Vec::new();
     let mut change_sums: BTreeMap<(String, String), f64> = BTreeMap::new();
+    let mut warned: Vec<String> = Vec::new();
     for (part, sql) in riskstrat::report::commissioners::QUERIES {
         let o = riskstrat()
             .args(["query", "--format", "json", "--cell-key"])
             .arg(&key)
+            .args(["--requester", "commissioner.1", "--audit"])
+            .arg(run.parent().unwrap().join("query-audit.jsonl"))
             .arg("--run")
             .arg(run)
             .arg(sql)
@@ -379,6 +392,23 @@ fn the_commissioners_report_holds_only_released_numbers() {
         }
         let rows: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
         for row in rows {
+            if *part == "services" {
+                let flags = ["low_match_rate", "imbalance", "pre_trend"];
+                let on: Vec<&str> = flags
+                    .into_iter()
+                    .filter(|w| row[format!("warning_{w}")].as_f64() == Some(1.0))
+                    .collect();
+                if !on.is_empty() {
+                    warned.push(
+                        format!(
+                            "<tr><td>{}</td><td>{}</td>",
+                            row["service_code"].as_str().unwrap(),
+                            row["outcome"].as_str().unwrap()
+                        ) + "|"
+                            + &on.join(","),
+                    );
+                }
+            }
             if *part == "changes" {
                 let key = (
                     row["cohort"].as_str().unwrap().to_string(),
@@ -392,6 +422,23 @@ fn the_commissioners_report_holds_only_released_numbers() {
                 }
             }
         }
+    }
+    // Regression: the report read a `warnings` column the view does not have, so a
+    // service with a low match rate showed no warning.
+    assert!(!warned.is_empty(), "the demo has a service with a warning");
+    for w in &warned {
+        let (start, flags) = w.split_once('|').unwrap();
+        let row = html
+            .split(start)
+            .nth(1)
+            .unwrap()
+            .split("</tr>")
+            .next()
+            .unwrap();
+        assert!(
+            row.ends_with(&format!("<td>{flags}</td>")),
+            "{start}: {row}"
+        );
     }
     let manifest = json(&run.join("manifest.json"));
     for v in &released {

@@ -667,6 +667,8 @@ fn commissioners_see_changes_only_in_protected_counts() {
     let query = |run: &Path| -> Vec<serde_json::Value> {
         let o = riskstrat()
             .args(["query", "--run", run.to_str().unwrap(), "--format", "json"])
+            .args(["--requester", "commissioner.1", "--audit"])
+            .arg(dir.join("query-audit.jsonl"))
             .arg("SELECT * FROM cohort_changes")
             .output()
             .unwrap();

@@ -242,6 +242,8 @@ fn service_outcomes_match_a_hand_computation() {
     let o = riskstrat()
         .args(["query", "--run"])
         .arg(&run)
+        .args(["--requester", "commissioner.1", "--audit"])
+        .arg(run.parent().unwrap().join("query-audit.jsonl"))
         .args([
             "--format",
             "json",

@@ -52,6 +52,13 @@ pub fn parse_outcome(s: &str) -> Option<(String, Option<String>)> {
 }
 
 /// Split one CSV line, honouring double quotes.
+/// The file as text, without the byte-order mark Excel's "CSV UTF-8" starts with
+/// (regression: the header then did not name nhs_number, and the file was refused).
+fn csv_text(bytes: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    Some(text.strip_prefix('\u{feff}').unwrap_or(text))
+}
+
 fn csv_fields(line: &str) -> Vec<String> {
     let mut out = vec![String::new()];
     let mut quoted = false;
@@ -117,7 +124,10 @@ pub fn import(req: &ImportRequest) -> Result<ImportSummary> {
         return Err(Error::failed(format!("nothing imported: {e}")).with_source(e));
     }
     summary.file = out_dir.join(name);
-    std::fs::rename(&tmp, &summary.file).map_err(io_at(&summary.file, "renaming into place"))?;
+    if let Err(e) = std::fs::rename(&tmp, &summary.file) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_at(&summary.file, "renaming into place")(e));
+    }
     durable::sync_dir(&out_dir)?;
     Ok(summary)
 }
@@ -179,8 +189,8 @@ fn prepare_out_dir(req: &ImportRequest) -> Result<(PathBuf, durable::TargetLock)
 /// The returned CSV as the contract's `feedback` rows (NHS numbers pseudonymised at
 /// once), with the lines not imported and why.
 fn pseudonymised_rows(req: &ImportRequest, bytes: &[u8]) -> Result<(RecordBatch, ImportSummary)> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| bad_input!("--in {}: not UTF-8 text (CSV)", req.input.display()))?;
+    let text = csv_text(bytes)
+        .ok_or_else(|| bad_input!("--in {}: not UTF-8 text (CSV)", req.input.display()))?;
     let mut lines = text.lines();
     let header: Vec<String> = csv_fields(lines.next().unwrap_or(""))
         .iter()
@@ -249,6 +259,13 @@ mod tests {
         assert_eq!(parse_outcome("enrolled"), None);
         assert_eq!(parse_outcome("enrolled:"), None);
         assert_eq!(parse_outcome("maybe"), None);
+    }
+
+    #[test]
+    fn an_excel_byte_order_mark_is_not_part_of_the_header() {
+        let text = csv_text("\u{feff}nhs_number,outcome\n".as_bytes()).unwrap();
+        assert_eq!(csv_fields(text.lines().next().unwrap())[0], "nhs_number");
+        assert!(csv_text(&[0xff, 0xfe]).is_none());
     }
 
     #[test]

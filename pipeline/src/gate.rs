@@ -188,8 +188,11 @@ async fn earlier_release(
     run: &RunHandle,
 ) -> std::result::Result<Earlier, (&'static str, String)> {
     let records = audit::read(req.audit_log).map_err(|e| ("audit log unreadable", e.message))?;
+    // The team's list is the last one delivered: a release audited but never put in
+    // place (killed, or its rename failed) never reached the team (regression: it
+    // became the baseline, and its entrants were never sent).
     let Some(last) = records.iter().rev().find(|r| {
-        r.action == audit::Action::Reidentify
+        r.action == audit::Action::Delivered
             && r.team.as_deref() == Some(req.team)
             && r.cohort.as_deref() == Some(req.cohort)
     }) else {
@@ -201,6 +204,7 @@ async fn earlier_release(
             ),
         ));
     };
+    let released = last.compared_with.unwrap_or_default();
     let run_id = last.run.as_deref().unwrap_or_default();
     let earlier = run.sibling(run_id);
     let found = is_run_id(run_id)
@@ -211,13 +215,13 @@ async fn earlier_release(
             format!(
                 "--changes: the team's previous list of cohort {} (audit record {}) came from run {run_id:?}, which is not a complete run beside {} that made this cohort; restore that run folder, or release the whole list (reidentify without --changes)",
                 req.cohort,
-                last.seq,
+                released,
                 run.location().display()
             ),
         ));
     }
     Ok(Earlier {
-        seq: last.seq,
+        seq: released,
         run: earlier,
     })
 }
@@ -240,6 +244,23 @@ fn count_change(list: &[RecordBatch], change: &str) -> u64 {
         .sum()
 }
 
+/// `--out FILE`'s file with extension `ext`: FILE.ext, FILE's own `.csv` or
+/// `.parquet` replaced (regression: `--out T01.2026-01` wrote T01.csv, and the next
+/// month's list overwrote it).
+fn list_file(out: &Path, ext: &str) -> PathBuf {
+    let known = matches!(
+        out.extension().and_then(|e| e.to_str()),
+        Some("csv" | "parquet")
+    );
+    if known {
+        return out.with_extension(ext);
+    }
+    let mut name = out.as_os_str().to_os_string();
+    name.push(".");
+    name.push(ext);
+    PathBuf::from(name)
+}
+
 /// The list's two files, their folder made, held by this writer alone.
 struct Out {
     csv: PathBuf,
@@ -249,8 +270,7 @@ struct Out {
 
 impl Out {
     fn prepare(req: &Request) -> Result<Self> {
-        let csv = req.out.with_extension("csv");
-        let parquet = req.out.with_extension("parquet");
+        let (csv, parquet) = (list_file(req.out, "csv"), list_file(req.out, "parquet"));
         for p in [&csv, &parquet] {
             refuse_inside(p, req.run, "--out")?;
         }
@@ -329,13 +349,7 @@ impl Out {
                 );
             }
         };
-        crate::faults::point("reidentify.before_rename");
-        std::fs::rename(&tmp_csv, csv).map_err(io_at(csv, "renaming into place"))?;
-        crate::faults::point("reidentify.between_renames");
-        std::fs::rename(&tmp_parquet, parquet).map_err(io_at(parquet, "renaming into place"))?;
-        if let Some(parent) = csv.parent().filter(|p| !p.as_os_str().is_empty()) {
-            durable::sync_dir(parent)?;
-        }
+        self.deliver(req, &record, (&tmp_csv, &tmp_parquet))?;
         Ok(Release {
             patients,
             not_in_vault,
@@ -344,6 +358,52 @@ impl Out {
             audit_seq: record.seq,
             changes,
         })
+    }
+
+    /// The audited release's files put in place from their staging names, then its
+    /// delivery audited: only a delivered list is the team's previous one.
+    fn deliver(&self, req: &Request, record: &Record, tmp: (&Path, &Path)) -> Result<()> {
+        let (csv, parquet) = (&self.csv, &self.parquet);
+        let (tmp_csv, tmp_parquet) = tmp;
+        crate::faults::point("reidentify.before_rename");
+        let placed = std::fs::rename(tmp_csv, csv)
+            .map_err(io_at(csv, "renaming into place"))
+            .and_then(|_| {
+                crate::faults::point("reidentify.between_renames");
+                std::fs::rename(tmp_parquet, parquet).map_err(io_at(parquet, "renaming into place"))
+            })
+            .and_then(
+                |_| match csv.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    Some(parent) => durable::sync_dir(parent),
+                    None => Ok(()),
+                },
+            );
+        if let Err(e) = placed {
+            // Names and NHS numbers are not left in hidden copies.
+            let _ = std::fs::remove_file(tmp_csv);
+            let _ = std::fs::remove_file(tmp_parquet);
+            return Err(e);
+        }
+        let delivered = Record {
+            actor: record.actor.clone(),
+            action: audit::Action::Delivered,
+            team: record.team.clone(),
+            run: record.run.clone(),
+            cohort: record.cohort.clone(),
+            patients: record.patients,
+            file_sha256: record.file_sha256.clone(),
+            compared_with: Some(record.seq),
+            ..Default::default()
+        };
+        audit::append(req.audit_log, delivered).map_err(|e| {
+            Error::failed(format!(
+                "the list is at {} but its delivery could not be audited, so a later --changes will not compare with it: {}",
+                csv.display(),
+                e.message
+            ))
+            .with_source(e)
+        })?;
+        Ok(())
     }
 }
 
@@ -545,6 +605,24 @@ mod tests {
 
     /// An earlier release's run id from a crafted manifest cannot send the gate to
     /// read another folder.
+    #[test]
+    fn a_dotted_out_name_keeps_its_dots() {
+        let f = |out: &str, ext: &str| list_file(Path::new(out), ext);
+        assert_eq!(
+            f("lists/T01.2026-01", "csv"),
+            Path::new("lists/T01.2026-01.csv")
+        );
+        assert_eq!(
+            f("lists/T01.2026-02", "parquet"),
+            Path::new("lists/T01.2026-02.parquet")
+        );
+        assert_eq!(f("lists/T01", "csv"), Path::new("lists/T01.csv"));
+        assert_eq!(
+            f("lists/T01.csv", "parquet"),
+            Path::new("lists/T01.parquet")
+        );
+    }
+
     #[test]
     fn an_audited_run_id_cannot_point_outside_the_job() {
         for bad in [

@@ -365,6 +365,13 @@ impl Job {
         let cohorts = cohort_specs(&file.cohorts, &at)?;
         let extra_features = extra_feature_files(&file.features, &at)?;
         check_resources(&file.resources, &at)?;
+        if file.outcomes.candidates == 0 {
+            // Accepted, it matched no one and wrote match rates of 0.
+            return Err(bad_input!(
+                "{}: must be at least 1 (30 by default)",
+                at.ctx("[outcomes] candidates")
+            ));
+        }
         let model = model_config(&file.model, &at)?;
         let sql_dir = sql_folder(&file.job, &at)?;
         let cluster = file
@@ -591,6 +598,15 @@ fn check_resources(section: &ResourcesSection, at: &JobPath) -> Result<()> {
             "{}: must be at least 1",
             at.ctx("[resources] target_partitions")
         ));
+    }
+    // Found only at the first spill otherwise, as an I/O error naming nothing.
+    if let Some(t) = &section.temp_dir {
+        if !std::path::Path::new(t).is_dir() {
+            return Err(bad_input!(
+                "{}: {t} is not an existing folder; create it or fix the path",
+                at.ctx("[resources] temp_dir")
+            ));
+        }
     }
     Ok(())
 }
@@ -894,6 +910,22 @@ optouts = "data/optouts.parquet"
             "{}",
             e.message
         );
+    }
+
+    /// Regression: a temp_dir that did not exist failed at the first spill, exit 1,
+    /// "No such file or directory", naming nothing.
+    #[test]
+    fn temp_dir_that_does_not_exist_is_refused_naming_the_setting() {
+        let job = std::env::temp_dir().join("j.toml");
+        let with = |t: &str| format!("{MINIMAL}\n[resources]\ntemp_dir = \"{t}\"\n");
+        let here = std::env::temp_dir();
+        assert!(Job::parse(&with(here.to_str().unwrap()), &job, None).is_ok());
+        let e = Job::parse(&with("/no/such/spill/folder"), &job, None).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.message.contains("[resources] temp_dir"), "{}", e.message);
+        let none = format!("{MINIMAL}\n[outcomes]\ncandidates = 0\n");
+        let e = Job::parse(&none, &job, None).unwrap_err();
+        assert!(e.message.contains("[outcomes] candidates"), "{}", e.message);
     }
 
     #[test]

@@ -240,6 +240,12 @@ struct QueryArgs {
     format: riskstrat::serve::render::Format,
     /// One SELECT over the views (see `riskstrat views`).
     sql: String,
+    /// Who is asking (audited).
+    #[arg(long)]
+    requester: String,
+    /// The audit log each query (or refusal) is recorded in before anything is shown.
+    #[arg(long)]
+    audit: PathBuf,
     #[command(flatten)]
     cell_key: riskstrat::serve::CellKeyArg,
     #[command(flatten)]
@@ -908,9 +914,27 @@ async fn query(a: QueryArgs) -> Result<()> {
     let run = a.run;
     let secret = a.cell_key.load(run.parent().unwrap_or(&run))?;
     let policy = riskstrat::governance::disclosure_control::Policy::default();
+    let run_id = run.file_name().map(|n| n.to_string_lossy().into_owned());
     let c = riskstrat::serve::Commissioner::open(&[run], policy, &secret).await?;
-    let answer = c.query(&a.sql).await?;
-    print!("{}", riskstrat::serve::render::render(&answer, a.format)?);
+    let answer = c.query(&a.sql).await;
+    // Every disclosure is audited, as `serve`'s are: no record, nothing shown.
+    use riskstrat::governance::audit::{self, Action, Record};
+    let (action, rows, detail) = match &answer {
+        Ok(answer) => (Action::Query, Some(answer.rows as u64), None),
+        Err(e) => (Action::Refuse, None, Some(e.message.clone())),
+    };
+    let record = Record {
+        actor: a.requester,
+        action,
+        run: run_id,
+        query: Some(a.sql),
+        rows,
+        detail,
+        ..Default::default()
+    };
+    audit::append(&a.audit, record)
+        .map_err(|e| e.context("--audit: the query could not be audited, so nothing is shown"))?;
+    print!("{}", riskstrat::serve::render::render(&answer?, a.format)?);
     Ok(())
 }
 

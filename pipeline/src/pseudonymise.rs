@@ -244,6 +244,7 @@ fn check_request(req: &Request, quarantine: &Path) -> Result<(Key, Key)> {
                 req.out.display()
             ));
         }
+        refuse_what_it_did_not_write(req.out)?;
     }
     std::fs::create_dir_all(req.out)
         .map_err(|e| bad_input!("--out {}: cannot create it ({e})", req.out.display()))?;
@@ -262,6 +263,27 @@ fn check_request(req: &Request, quarantine: &Path) -> Result<(Key, Key)> {
         ));
     }
     Ok((key, vault_key))
+}
+
+/// An earlier output is replaced whole: anything else kept in it would go with it
+/// (regression: feedback imported into `<out>/feedback` was silently deleted).
+fn refuse_what_it_did_not_write(out: &Path) -> Result<()> {
+    let ours: Vec<String> = EXTRACT_TABLES
+        .iter()
+        .map(|t| table_path(t.name).trim_end_matches('/').to_string())
+        .chain([SUMMARY_FILE.to_string()])
+        .collect();
+    for entry in std::fs::read_dir(out).map_err(io_at(out, "listing"))? {
+        let name = entry.map_err(io_at(out, "listing"))?.file_name();
+        let name = name.to_string_lossy();
+        if !ours.iter().any(|o| *o == name) {
+            return Err(bad_input!(
+                "--out {}: holds {name}, which pseudonymise did not write; the output is replaced whole, so move {name} out of it first (keep feedback and other files beside the pseudonymised tables, not inside)",
+                out.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub async fn pseudonymise(req: &Request<'_>) -> Result<Summary> {

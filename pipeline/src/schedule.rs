@@ -4,7 +4,7 @@
 
 use crate::bad_input;
 use crate::error::Result;
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use serde::Deserialize;
@@ -93,6 +93,19 @@ impl Schedule {
                 s.cron
             )
         })?;
+        // A pattern no date matches (the 30th of February) would make `backfill` do
+        // nothing and `schedule` wait for ever; every real pattern recurs within 8 years.
+        let from = Utc
+            .with_ymd_and_hms(2000, 1, 1, 0, 0, 0)
+            .single()
+            .expect("a date");
+        let recurs = matches!(cron.find_next_occurrence(&from, false), Ok(t) if t.year() < 2008);
+        if !recurs {
+            return Err(bad_input!(
+                "{ctx} cron: '{}' matches no date (check the day of the month against the month); e.g. \"0 2 1 * *\"",
+                s.cron
+            ));
+        }
         let timezone: Tz = s.timezone.parse().map_err(|_| {
             bad_input!(
                 "{ctx} timezone: '{}' is not an IANA time zone name; e.g. \"Europe/London\" or \"UTC\"",
@@ -194,6 +207,24 @@ mod tests {
 
     fn d(s: &str) -> NaiveDate {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    /// Regression: a pattern that matches no date was accepted; `backfill` then did
+    /// nothing and `schedule` waited for ever. A leap day still is a date.
+    #[test]
+    fn a_pattern_that_matches_no_date_is_refused() {
+        let section = |cron: &str| ScheduleSection {
+            cron: cron.into(),
+            timezone: "UTC".into(),
+            as_of: tick(),
+            missed: Missed::Latest,
+            retries: 0,
+            notify: None,
+        };
+        let e = Schedule::parse(&section("0 2 30 2 *"), "[schedule]").unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.message.contains("matches no date"), "{}", e.message);
+        assert!(Schedule::parse(&section("0 2 29 2 *"), "[schedule]").is_ok());
     }
 
     /// Monthly at 02:00 London time: GMT in winter, BST (UTC+1) in summer, and `A` is

@@ -122,13 +122,26 @@ pub fn run_time_error(origin: &str, e: crate::error::Error) -> crate::error::Err
     if e.source.as_deref().is_some_and(is_sql_fault) {
         let mut bad = crate::bad_input!(
             "{origin}: failed while running ({}); fix the SQL (e.g. a cast that some values do not fit: try_cast gives NULL instead)",
-            e.message.trim()
+            without_values(e.message.trim())
         );
         bad.source = e.source;
         bad
     } else {
         e.context(format!("while running {origin}"))
     }
+}
+
+/// `message` with what it quotes ('...') left out: the engine quotes the value that
+/// failed, which can be a pseudo_id, and the message reaches stderr and a schedule's
+/// state file (regression, review of 2026-12-07).
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for (i, part) in message.split('\'').enumerate() {
+        out.push_str(if i % 2 == 1 { "…" } else { part });
+        out.push('\'');
+    }
+    out.pop();
+    out
 }
 
 /// Whether an execution error comes from evaluating the SQL's expressions on the data
@@ -193,8 +206,9 @@ impl Params {
             (
                 "feedback_since",
                 d(
+                    // Further back than any date: every outcome counts (not none).
                     a.checked_sub_months(chrono::Months::new(self.feedback_months))
-                        .unwrap_or(a),
+                        .unwrap_or(NaiveDate::MIN),
                 ),
             ),
             (
@@ -439,6 +453,12 @@ mod tests {
         let e = run_time_error("my_cohort.sql", cast.into());
         assert_eq!(e.exit_code(), 2);
         assert!(e.message.starts_with("my_cohort.sql: "), "{}", e.message);
+        assert!(
+            e.message.contains("Cannot cast string '…'"),
+            "{}",
+            e.message
+        );
+        assert_eq!(without_values("a 'x' b 'y"), "a '…' b '…");
         assert!(e.datafusion().is_some(), "the source is kept");
         // Not the SQL's fault: the kind is kept, the file still named.
         let io = DataFusionError::IoError(std::io::Error::other("disk full"));
@@ -463,6 +483,20 @@ mod tests {
         assert_eq!(
             get("w24_start"),
             ScalarValue::Date32(Some(date32(NaiveDate::from_ymd_opt(2024, 4, 1).unwrap())))
+        );
+        // Regression: months further back than any date gave an empty window (no
+        // outcome excluded anyone); now every outcome counts.
+        let forever = Params {
+            feedback_months: 4_000_000_000,
+            ..p
+        };
+        let since = forever
+            .values()
+            .into_iter()
+            .find(|(k, _)| *k == "feedback_since");
+        assert_eq!(
+            since.unwrap().1,
+            ScalarValue::Date32(Some(date32(NaiveDate::MIN)))
         );
     }
 }

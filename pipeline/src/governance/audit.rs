@@ -34,8 +34,12 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 pub enum Action {
     /// An IG lead approved a team's re-identification of a run's cohort.
     Approve,
-    /// The gate released a list of named patients to a team.
+    /// The gate released a list of named patients to a team (written before the
+    /// list's files are put in place: no record, no list).
     Reidentify,
+    /// The files of the release `compared_with` names are in place: that list is the
+    /// team's, the one a later change list compares with.
+    Delivered,
     /// The gate or `serve` refused a request (the reason in `detail`).
     #[default]
     Refuse,
@@ -54,6 +58,7 @@ impl Action {
         match self {
             Action::Approve => "approve",
             Action::Reidentify => "reidentify",
+            Action::Delivered => "delivered",
             Action::Refuse => "refuse",
             Action::FeedbackImport => "feedback_import",
             Action::Query => "query",
@@ -113,8 +118,9 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
     /// On a change list (`reidentify --changes`), the `seq` of the team's earlier
-    /// release it was compared with. Left out of the JSON when absent, so records
-    /// written before it existed keep their hashes.
+    /// release it was compared with; on a delivery, the `seq` of the release delivered.
+    /// Left out of the JSON when absent, so records written before it existed keep
+    /// their hashes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compared_with: Option<u64>,
     pub prev_sha256: String,
@@ -521,6 +527,7 @@ mod tests {
         for a in [
             Approve,
             Reidentify,
+            Delivered,
             Refuse,
             FeedbackImport,
             Query,

@@ -167,10 +167,24 @@ pub fn magnitude_noise(cell_key: i64) -> f64 {
     }
 }
 
-/// A perturbed sum: `sum + MAGNITUDE_SHARE * top * w`, never crossing zero (a sum of
+/// The least magnitude noise of a sum of whole numbers with any non-zero contribution,
+/// in the measure's units: as wide as a count's adjustment. Without it a measure of
+/// 0, 1 or 2 per person got noise under 0.4, so its sum (and its mean times the
+/// released count) gave the exact number of people behind it.
+pub const WHOLE_SUM_NOISE: f64 = MAX_ADJUSTMENT as f64;
+
+/// A perturbed sum: `sum + max(MAGNITUDE_SHARE * top, floor) * w`, with the floor
+/// `WHOLE_SUM_NOISE` for sums of whole numbers (`whole`) and 0 otherwise; a sum with
+/// no non-zero contribution stays as it is, and no sum crosses zero (a sum of
 /// non-negative values stays non-negative).
-pub fn perturb_sum(sum: f64, top: f64, cell_key: i64) -> f64 {
-    let out = sum + MAGNITUDE_SHARE * top.abs() * magnitude_noise(cell_key);
+pub fn perturb_sum(sum: f64, top: f64, cell_key: i64, whole: bool) -> f64 {
+    let scale = MAGNITUDE_SHARE * top.abs();
+    let scale = if whole && top != 0.0 {
+        scale.max(WHOLE_SUM_NOISE)
+    } else {
+        scale
+    };
+    let out = sum + scale * magnitude_noise(cell_key);
     if sum >= 0.0 {
         out.max(0.0)
     } else {
@@ -246,7 +260,31 @@ mod tests {
             sum += w * w;
         }
         assert!((sum / TABLE_SIZE as f64 - 1.0 / 6.0).abs() < 1e-3);
-        assert_eq!(perturb_sum(1.0, 100.0, 0), 0.0, "never below zero");
+        assert_eq!(perturb_sum(1.0, 100.0, 0, false), 0.0, "never below zero");
+    }
+
+    #[test]
+    fn a_sum_of_small_whole_numbers_gets_noise_as_wide_as_a_count() {
+        // Regression: 380 people with 1 admission each had noise under 0.2, so
+        // avg() times the released count gave the exact 380.
+        let spread = |whole: bool| {
+            let d: Vec<f64> = (0..TABLE_SIZE)
+                .map(|ck| perturb_sum(380.0, 1.0, ck, whole) - 380.0)
+                .collect();
+            let off = d.iter().filter(|v| v.abs() >= 1.0).count() as f64 / d.len() as f64;
+            (d.iter().cloned().fold(0.0, f64::max), off)
+        };
+        let (widest, off) = spread(true);
+        assert!((3.9..=WHOLE_SUM_NOISE).contains(&widest), "{widest}");
+        assert!(off > 0.5, "{off}");
+        assert!(spread(false).0 <= MAGNITUDE_SHARE);
+        // Above the floor the share of the largest contribution rules.
+        assert_eq!(
+            perturb_sum(500.0, 100.0, 4095, true),
+            perturb_sum(500.0, 100.0, 4095, false)
+        );
+        // All zeros stay zero.
+        assert!((0..TABLE_SIZE).all(|ck| perturb_sum(0.0, 0.0, ck, true) == 0.0));
     }
 
     #[test]

@@ -156,6 +156,10 @@ pub trait ViewRoles {
     /// Dimensions always part of a person-level view's cut (e.g. `cohort`, where a
     /// person has a row per cohort).
     fn always_cut_by(&self, view: &str) -> &'static [&'static str];
+    /// Why a pre-aggregated view is withheld in this run (see `grain_refusal`), if it is.
+    fn withheld(&self, _view: &str) -> Option<Refusal> {
+        None
+    }
 }
 
 /// Why a query was refused: the rule it broke, and where.
@@ -211,13 +215,15 @@ pub enum Output {
         nkey: usize,
         whole: bool,
     },
-    /// A mean: the protected sum over the protected count of its contributors.
+    /// A mean: the released sum (as `Sum` releases it) over the protected count of its
+    /// contributors.
     Mean {
         sum: usize,
         top: usize,
         key: usize,
         n: usize,
         nkey: usize,
+        whole: bool,
     },
     /// A ratio of two protected counts (pre-aggregated views).
     Ratio {
@@ -578,10 +584,18 @@ fn guard_aggregate(
             &mut inputs,
         )?);
     }
+    let n_inputs = inputs.exprs.len();
     let plan = LogicalPlan::Aggregate(
         Aggregate::try_new(agg.input.clone(), agg.group_expr.clone(), inputs.exprs)
             .map_err(plan_error)?,
     );
+    // Every index below assumes the keys, then the protection inputs, in that order.
+    if plan.schema().fields().len() != n_keys + n_inputs {
+        return refuse(
+            "group",
+            "group by distinct dimensions of the view, each once",
+        );
+    }
     let at_bottom = |i: usize| -> Output {
         if i < n_keys {
             Output::Key { col: i }
@@ -622,9 +636,19 @@ fn group_dimensions(
     views: &dyn ViewRoles,
     dims: &mut BTreeSet<String>,
 ) -> Checked<()> {
+    let mut keys = BTreeSet::new();
     for g in &agg.group_expr {
         match g {
             Expr::Column(c) if views.role(view, &c.name) == Some(Role::Dimension) => {
+                // A repeated key is one output column in DataFusion's plan but two here,
+                // which would shift every output after it (issue: a repeated key released
+                // true values and hidden sums).
+                if !keys.insert(c.name.clone()) {
+                    return refuse(
+                        "group",
+                        format!("`{}` is grouped by twice: name each dimension once", c.name),
+                    );
+                }
                 dims.insert(c.name.clone());
             }
             Expr::Column(c) => {
@@ -781,6 +805,7 @@ fn measure_output(
             key,
             n,
             nkey,
+            whole,
         }
     })
 }
@@ -802,6 +827,9 @@ fn guard_aggregate_view(
             );
         }
         Some(false) => {}
+    }
+    if let Some(r) = views.withheld(view) {
+        return Err(r);
     }
     // A pre-aggregated view holds released values only (`protect_view` made it), so
     // ORDER BY and LIMIT may stay in the plan; filters still name dimensions only, so
@@ -893,12 +921,14 @@ pub fn protect_view(
                 count,
             }) => {
                 let (n, nkey) = count_cols(count)?;
+                let sum = index(sum)?;
                 Output::Mean {
-                    sum: index(sum)?,
+                    sum,
                     top: index(top)?,
                     key: index(key)?,
                     n,
                     nkey,
+                    whole: schema.field(sum).data_type().is_integer(),
                 }
             }
             Some(Role::Ratio { num, den }) => Output::Ratio {
@@ -933,6 +963,40 @@ pub fn protect_view(
         partition: None,
     };
     protect(std::slice::from_ref(batch), &g, policy, &schema)
+}
+
+/// Whether a pre-aggregated view over the people of a person-level view must be
+/// withheld: it is when a row of its grain holds 1 to `min_people - 1` people. Such a
+/// row is left out of the view, but the person-level view may be queried at a
+/// coarser grain whose cells are all large, and that total less the view's other rows
+/// is the small row (its people and, through their mean risk, their risk). So the
+/// view meets the cut rule at its own grain, as a query of those dimensions must.
+/// `batch` holds the view's true rows; the refusal names no value.
+pub fn grain_refusal(
+    batch: &RecordBatch,
+    view: &str,
+    dims: &[&str],
+    people: &str,
+    policy: &Policy,
+) -> Result<Option<Refusal>> {
+    let i = batch
+        .schema()
+        .index_of(people)
+        .map_err(|_| Error::failed(format!("view {view} has no column {people}")))?;
+    let n = cast::cast(batch.column(i), &DataType::Int64)?;
+    let n = n
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .expect("cast to Int64");
+    let small = n.iter().flatten().any(|v| v > 0 && v < policy.min_people);
+    Ok(small.then(|| Refusal {
+        rule: "cut",
+        detail: format!(
+            "{view} is withheld in this run: {} cut its people into cells of fewer than {} people, which its other rows would give away; query cohort_people by fewer or coarser dimensions",
+            dims.join(" x "),
+            policy.min_people
+        ),
+    }))
 }
 
 /// The index in the bottom node's schema an output column of the top comes from.
@@ -1107,18 +1171,26 @@ impl TrueRows<'_> {
             .collect())
     }
 
-    /// The perturbed sum of column `s` (largest contribution `top`, magnitude key
-    /// `key`), per row.
-    fn sum_of(&self, s: usize, top: usize, key: usize) -> Result<Vec<Option<f64>>> {
+    /// The released sum of column `s` (largest contribution `top`, magnitude key
+    /// `key`), per row: perturbed, then rounded to the policy's step when `whole`,
+    /// else to 3 s.f.
+    fn sum_of(&self, s: usize, top: usize, key: usize, whole: bool) -> Result<Vec<Option<f64>>> {
         let (s, top, key) = (self.float(s)?, self.float(top)?, self.int(key)?);
+        let step = self.policy.round_to;
         Ok((0..self.rows)
             .map(|r| {
                 (!s.is_null(r)).then(|| {
-                    cell_key::perturb_sum(
+                    let v = cell_key::perturb_sum(
                         s.value(r),
                         if top.is_null(r) { 0.0 } else { top.value(r) },
                         cell_key::cell_key(if key.is_null(r) { 0 } else { key.value(r) }),
-                    )
+                        whole,
+                    );
+                    if whole {
+                        round_to(v.round() as i64, step) as f64
+                    } else {
+                        significant(v, 3)
+                    }
                 })
             })
             .collect())
@@ -1149,7 +1221,7 @@ impl TrueRows<'_> {
                 nkey,
                 whole,
             } => {
-                let s = self.sum_of(sum, top, key)?;
+                let s = self.sum_of(sum, top, key, whole)?;
                 let n = self.released(n, nkey)?;
                 let value = |r: usize| -> Option<f64> {
                     if small(r) || n[r] == 0 {
@@ -1165,8 +1237,10 @@ impl TrueRows<'_> {
                 key,
                 n,
                 nkey,
+                whole,
             } => {
-                let s = self.sum_of(sum, top, key)?;
+                // From the released sum: a finer one would give back what rounding hid.
+                let s = self.sum_of(sum, top, key, whole)?;
                 let n = self.released(n, nkey)?;
                 let out: Float64Array = (0..rows)
                     .map(|r| {
@@ -1197,7 +1271,8 @@ impl TrueRows<'_> {
         })
     }
 
-    /// A released sum: rounded to the policy's step when `whole`, else to 3 s.f.
+    /// A column of released sums (already rounded by `sum_of`): whole numbers when
+    /// `whole`.
     fn sum_column(
         &self,
         name: &str,
@@ -1205,14 +1280,10 @@ impl TrueRows<'_> {
         value: impl Fn(usize) -> Option<f64>,
     ) -> (Field, ArrayRef) {
         if whole {
-            let out: Int64Array = (0..self.rows)
-                .map(|r| value(r).map(|v| round_to(v.round() as i64, self.policy.round_to)))
-                .collect();
+            let out: Int64Array = (0..self.rows).map(|r| value(r).map(|v| v as i64)).collect();
             (Field::new(name, DataType::Int64, true), Arc::new(out))
         } else {
-            let out: Float64Array = (0..self.rows)
-                .map(|r| value(r).map(|v| significant(v, 3)))
-                .collect();
+            let out: Float64Array = (0..self.rows).map(value).collect();
             (Field::new(name, DataType::Float64, true), Arc::new(out))
         }
     }
@@ -1261,10 +1332,12 @@ fn small_cells_hidden(
     Ok(out)
 }
 
-/// ORDER BY and LIMIT on released values, ties kept in a stable order.
+/// ORDER BY and LIMIT on released values, then by the key columns: rows never come
+/// in the order the plan met them (the people views are stored by descending risk, so
+/// that order told which group held the riskiest person).
 fn order_and_limit(batch: RecordBatch, g: &Guarded) -> Result<RecordBatch> {
     let mut batch = batch;
-    if !g.order.is_empty() && batch.num_rows() > 1 {
+    if batch.num_rows() > 1 {
         let mut keys: Vec<SortColumn> = g
             .order
             .iter()
@@ -1276,14 +1349,15 @@ fn order_and_limit(batch: RecordBatch, g: &Guarded) -> Result<RecordBatch> {
                 }),
             })
             .collect();
-        // Then by every released key column, so ties never fall back on true values.
-        for (i, o) in g.outputs.iter().enumerate() {
-            if o.is_key() {
-                keys.push(SortColumn {
-                    values: batch.column(i).clone(),
-                    options: None,
-                });
-            }
+        // Then by every released key column, then every other one, so that ties (and
+        // groups whose keys are not selected) never fall back on the plan's order.
+        let (is_key, rest): (Vec<usize>, Vec<usize>) =
+            (0..g.outputs.len()).partition(|&i| g.outputs[i].is_key());
+        for i in is_key.into_iter().chain(rest) {
+            keys.push(SortColumn {
+                values: batch.column(i).clone(),
+                options: None,
+            });
         }
         let idx: UInt32Array = compute::lexsort_to_indices(&keys, None)?;
         batch = compute::take_record_batch(&batch, &idx)?;

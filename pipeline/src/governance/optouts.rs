@@ -8,27 +8,29 @@
 //! them) registers no table it has not passed through here. The opt-out list itself
 //! is never registered in a session.
 //!
-//! Identifiers are matched after trimming and lower-casing, so that a malformed copy
-//! of an opted-out pseudo_id (upper case, padded) cannot slip through into quarantine.
+//! Identifiers are matched after trimming (any white space, as a line ending or tab
+//! left by a CSV step) and lower-casing, so that a malformed copy of an opted-out
+//! pseudo_id cannot slip through into quarantine. An opt-out row that is not then a
+//! pseudo_id could match no one: `OptOuts::check` refuses the list (an objection
+//! riskstrat cannot read is not silently dropped).
 
+use super::pseudonym::is_pseudo_id;
 use crate::error::Result;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray};
-use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StringArray};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::JoinType;
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, Volatility, create_udf,
-};
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use datafusion::prelude::{DataFrame, Expr, col, ident};
 use std::sync::Arc;
 
 /// The name of [`normalise_udf`].
 pub const NORMALISED: &str = "normalised_pseudo_id";
 
-/// `normalised_pseudo_id(s)`: `lower(btrim(s))`, the form in which pseudo_ids are
-/// matched against opt-outs. A column whose values are all lower-case ASCII letters
-/// and digits (as every well-formed pseudo_id is) is that form already and is returned
-/// as it is; any other goes through DataFusion's `btrim` and `lower` themselves. The
-/// two functions copied every string of every event row (issue 16).
+/// `normalised_pseudo_id(s)`: `s` without leading or trailing white space (Unicode's,
+/// as Rust's `trim`: spaces, tabs, line endings, no-break spaces), lower-cased: the
+/// form in which pseudo_ids are matched against opt-outs. A column whose values are
+/// all lower-case ASCII letters and digits (as every well-formed pseudo_id is) is that
+/// form already and is returned as it is, not copied (issue 16).
 pub fn normalise_udf() -> ScalarUDF {
     create_udf(
         NORMALISED,
@@ -61,21 +63,32 @@ fn normalise(a: &ArrayRef) -> datafusion::common::Result<ArrayRef> {
     if plain {
         return Ok(a.clone());
     }
-    let trimmed = builtin(&datafusion::functions::string::btrim(), a)?;
-    builtin(&datafusion::functions::string::lower(), &trimmed)
+    // DataFusion's btrim trims only spaces unless told which characters: a pseudo_id
+    // ending in "\r" missed its opt-out (regression, review of 2026-12-07).
+    let out: StringArray = s
+        .iter()
+        .map(|v| v.map(|v| v.trim().to_lowercase()))
+        .collect();
+    Ok(Arc::new(out))
 }
 
-/// `f(a)` for a builtin string function of one Utf8 argument.
-fn builtin(f: &ScalarUDF, a: &ArrayRef) -> datafusion::common::Result<ArrayRef> {
-    let field = Arc::new(Field::new("s", DataType::Utf8, true));
-    let out = f.invoke_with_args(ScalarFunctionArgs {
-        args: vec![ColumnarValue::Array(a.clone())],
-        arg_fields: vec![field.clone()],
-        number_rows: a.len(),
-        return_field: field,
-        config_options: Arc::new(Default::default()),
-    })?;
-    out.into_array(a.len())
+/// `usable_optout(s)`: whether a normalised opt-out pseudo_id can match anyone.
+pub fn usable_udf() -> ScalarUDF {
+    create_udf(
+        "usable_optout",
+        vec![DataType::Utf8],
+        DataType::Boolean,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let ids = arrays[0].as_string::<i32>();
+            let out: BooleanArray = ids
+                .iter()
+                .map(|v| Some(v.is_some_and(is_pseudo_id)))
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    )
 }
 
 /// `normalised_pseudo_id(e)`.
@@ -98,6 +111,25 @@ pub struct OptOuts(DataFrame);
 impl OptOuts {
     pub(crate) fn new(df: DataFrame) -> Self {
         Self(df)
+    }
+
+    /// Refuse a list with a row that can match no one (no pseudo_id, or not one even
+    /// when trimmed and lower-cased): that objection would silently not be honoured.
+    /// `what` names the input; the message names no identifier.
+    pub async fn check(&self, what: &str) -> Result<()> {
+        let id = normalised(ident("pseudo_id"));
+        let unusable = self
+            .0
+            .clone()
+            .filter(!usable_udf().call(vec![id]))?
+            .count()
+            .await?;
+        if unusable > 0 {
+            return Err(crate::bad_input!(
+                "{what}: {unusable} opt-out rows have a pseudo_id that is missing or not 32 hexadecimal characters (after trimming white space and lower-casing), so they match no patient and would not be honoured; fix the extract and run again"
+            ));
+        }
+        Ok(())
     }
 
     /// Distinct normalised pseudo_ids with an opt-out.
@@ -147,6 +179,8 @@ mod tests {
             Some("0123456789ABCDEF0123456789abcdef"),
             Some("  0123456789abcdef0123456789abcdef  "),
             Some("\t0123456789abcdef\n"),
+            Some("0123456789ABCDEF0123456789abcdef\r"),
+            Some("\u{a0}0123456789abcdef0123456789abcdef"),
             Some("ÄBC"),
             Some("abc"),
             None,
@@ -154,8 +188,7 @@ mod tests {
         let want: Vec<Option<String>> = (0..mixed.len())
             .map(|i| {
                 let m = mixed.as_string::<i32>();
-                m.is_valid(i)
-                    .then(|| m.value(i).trim_matches(' ').to_lowercase())
+                m.is_valid(i).then(|| m.value(i).trim().to_lowercase())
             })
             .collect();
         let got = normalise(&mixed).unwrap();
@@ -167,6 +200,9 @@ mod tests {
         assert_eq!(got, want);
         assert_eq!(got[0].as_deref(), Some("0123456789abcdef0123456789abcdef"));
         assert_eq!(got[1].as_deref(), Some("0123456789abcdef0123456789abcdef"));
+        // Regression: a Windows line ending or a no-break space kept it from matching.
+        assert_eq!(got[3].as_deref(), Some("0123456789abcdef0123456789abcdef"));
+        assert_eq!(got[4].as_deref(), Some("0123456789abcdef0123456789abcdef"));
         // Another text type is read as Utf8, not a panic.
         let view: ArrayRef = Arc::new(datafusion::arrow::array::StringViewArray::from(vec![Some(
             " ABC ",

@@ -130,6 +130,13 @@ impl Key {
     }
 }
 
+/// Whether `s` is a pseudo_id as the contract writes one: 32 lowercase hex characters.
+pub fn is_pseudo_id(s: &str) -> bool {
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// The contract's pseudonym of a normalised NHS number.
 pub fn pseudo_id(key: &Key, nhs_number: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(&key.0).expect("HMAC takes any key length");

@@ -102,6 +102,10 @@ pub async fn register_inputs(
         raw.remove(contract::OPTOUTS.name)
             .expect("optouts is required"),
     );
+    let location = &inputs[contract::OPTOUTS.name];
+    optouts
+        .check(&format!("input {} ({location})", contract::OPTOUTS.name))
+        .await?;
     for (name, df) in raw {
         let df = optouts::apply(RawPersonTable::new(df), &optouts)?;
         ctx.register_table(tables::input(name), df.into_view())?;

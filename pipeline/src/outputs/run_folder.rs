@@ -211,7 +211,7 @@ fn remove_abandoned(job_dir: &Path) {
 /// A run folder file that cannot be read as the run wrote it.
 pub fn damaged(path: &Path, e: datafusion::error::DataFusionError) -> Error {
     bad_input!(
-        "run folder file {} is damaged ({}); it changed after the run wrote it: restore the run folder from a copy or run the job again",
+        "run folder file {} is damaged ({}); it changed after the run wrote it: restore the run folder from a copy, or move it out of the job's output folder (the job's later runs compare with its latest run, so running again reads it again)",
         path.display(),
         e.strip_backtrace()
     )

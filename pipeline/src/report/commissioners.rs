@@ -197,9 +197,20 @@ async fn services(c: &Commissioner) -> String {
             fmt(num(row, "did"), 1),
             fmt(num(row, "did_ci_low"), 1),
             fmt(num(row, "did_ci_high"), 1),
-            esc(text(row, "warnings")),
+            esc(&warnings(row)),
         ));
     }
     s.push_str("</table>\n");
     section("services", "Service evaluation", &s)
+}
+
+/// A service row's warnings, from the view's 0/1 flags (regression: the report read a
+/// `warnings` column the view does not have, and showed none).
+fn warnings(row: &Row) -> String {
+    use crate::service_evaluation::Warning;
+    let all = [Warning::LowMatchRate, Warning::Imbalance, Warning::PreTrend];
+    let on = all
+        .into_iter()
+        .filter(|w| num(row, &format!("warning_{}", w.text())) == Some(1.0));
+    on.map(Warning::text).collect::<Vec<_>>().join(",")
 }

@@ -119,8 +119,14 @@ pub fn services(inputs: &Inputs) -> String {
     let mut s = String::from(
         "<p>Matched difference in differences per 1,000 person-years, enrolled against matched comparison patients (risk-set matching at each start date; see the README), with person-clustered 95% intervals. Hollow marks carry a warning (low match rate, imbalance after matching, or a pre-trend in the placebo year).</p>\n",
     );
-    let mut outcomes: Vec<&str> = rows.iter().map(|r| text(r, "outcome")).collect();
-    outcomes.dedup();
+    // Each outcome once, in order of first appearance (rows come by service, so a
+    // `dedup` of neighbours drew every chart once per service).
+    let mut outcomes: Vec<&str> = Vec::new();
+    for r in &rows {
+        if !outcomes.contains(&text(r, "outcome")) {
+            outcomes.push(text(r, "outcome"));
+        }
+    }
     for outcome in outcomes {
         let rows: Vec<_> = rows
             .iter()
@@ -239,7 +245,7 @@ fn balance(inputs: &Inputs) -> String {
 pub fn quality(inputs: &Inputs) -> String {
     let m = &inputs.manifest;
     let mut s = String::from(
-        "<table id=\"quality\"><tr><th>table</th><th>rows read</th><th>excluded (opt-out)</th><th>valid</th><th>quarantined</th><th>by reason</th><th>linked to patients</th></tr>\n",
+        "<table id=\"quality-table\"><tr><th>table</th><th>rows read</th><th>excluded (opt-out)</th><th>valid</th><th>quarantined</th><th>by reason</th><th>linked to patients</th></tr>\n",
     );
     for (table, r) in &m.rows {
         let reasons: Vec<String> = r
@@ -367,7 +373,7 @@ pub fn history(inputs: &Inputs) -> String {
 
 fn history_table(h: &[crate::history::HistoryRow]) -> String {
     let mut s = String::new();
-    s.push_str("<table id=\"history\"><tr><th>run</th><th>run_id</th><th>as of</th><th>population</th><th>cohorts</th><th>AUC</th><th>slope</th><th></th></tr>\n");
+    s.push_str("<table id=\"history-table\"><tr><th>run</th><th>run_id</th><th>as of</th><th>population</th><th>cohorts</th><th>AUC</th><th>slope</th><th></th></tr>\n");
     for (k, r) in h.iter().enumerate() {
         let cohorts: Vec<String> = r
             .cohorts
@@ -448,7 +454,7 @@ pub fn facts_and_tripod(inputs: &Inputs) -> String {
         inputs.model["n_train"].as_u64(),
     );
     let mut s = format!(
-        "<div class=\"facts\" id=\"facts\"><h3>Model facts</h3>\n<p><b>Intended use:</b> case finding for direct care: finding people with complex needs whom a care team should review for joined-up care.</p>\n<p><b>Not for:</b> rationing care, setting cost targets, or any decision about a person without a clinician's review.</p>\n<p><b>Fitted on:</b> the population registered on {fitted_on}{}, outcome an emergency admission in the following year; validated on the people held out by the contract's split{}.</p>\n<p><b>Known limitations:</b> it sees only primary care appointments, prescriptions and hospital admissions; deaths, social care and mental health services are not in its data; it ranks by the risk of an emergency admission, not by what care would help; subgroups flagged above are served worse.</p>\n</div>\n",
+        "<div class=\"facts\" id=\"facts-card\"><h3>Model facts</h3>\n<p><b>Intended use:</b> case finding for direct care: finding people with complex needs whom a care team should review for joined-up care.</p>\n<p><b>Not for:</b> rationing care, setting cost targets, or any decision about a person without a clinician's review.</p>\n<p><b>Fitted on:</b> the population registered on {fitted_on}{}, outcome an emergency admission in the following year; validated on the people held out by the contract's split{}.</p>\n<p><b>Known limitations:</b> it sees only primary care appointments, prescriptions and hospital admissions; deaths, social care and mental health services are not in its data; it ranks by the risk of an emergency admission, not by what care would help; subgroups flagged above are served worse.</p>\n</div>\n",
         n_train.map_or(String::new(), |n| format!(" ({n} people in training)")),
         if m.temporal_validation.is_some() {
             "; this run scored with it as saved and checked it on the newest outcome year"
@@ -473,7 +479,7 @@ pub fn facts_and_tripod(inputs: &Inputs) -> String {
 }
 
 pub fn timings(m: &Manifest) -> String {
-    let mut s = String::from("<table id=\"timings\"><tr><th>stage</th><th>time</th></tr>\n");
+    let mut s = String::from("<table id=\"timings-table\"><tr><th>stage</th><th>time</th></tr>\n");
     for (stage, ms) in &m.timings_ms {
         s.push_str(&format!(
             "<tr><td>{}</td><td>{:.2} s</td></tr>\n",

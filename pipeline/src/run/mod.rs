@@ -88,8 +88,10 @@ async fn stages_of(rc: &RunContext<'_>, job: &Job) -> Result<(Manifest, Metrics)
     };
     let mut loaded = stages::load(rc, checks).await?;
     let saved = stages::saved_model(rc)?;
-    let (features, at_t0) =
-        stages::features(rc, &mut loaded, saved.as_ref().map(|(_, m)| m)).await?;
+    let features_at = stages::features(rc, &mut loaded, saved.as_ref().map(|(_, m)| m)).await;
+    // A wholly quarantined table is the cause to name, before what it made fail.
+    stages::refuse_wholly_quarantined(&loaded)?;
+    let (features, at_t0) = features_at?;
     let trained = stages::model(rc, at_t0, saved).await?;
     let scored = stages::score(rc, &trained).await?;
     stages::service_evaluation(rc, &trained, &scored).await?;
@@ -150,6 +152,15 @@ fn manifest(
             optouts.patients_excluded = r.excluded_optout;
         }
         rows.insert(table.clone(), r);
+    }
+    let listed = loaded
+        .inputs
+        .get(contract::OPTOUTS.name)
+        .map_or(0, |t| t.rows);
+    if listed > 0 && optouts.patients_excluded == 0 {
+        tracing::warn!(
+            "none of the {listed} opt-out rows matched a patient: check that the opt-out extract was pseudonymised with the same key as the patients"
+        );
     }
     // Written after the manifest is assembled, but part of the run.
     let mut outputs = rc.outputs();

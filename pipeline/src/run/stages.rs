@@ -16,9 +16,9 @@ use crate::outputs::{write_batch, write_parquet};
 use crate::sql::{Kind, SqlText, check_columns};
 use chrono::{Days, NaiveDate};
 use datafusion::arrow::array::{Date32Array, Float64Array, RecordBatch};
-use datafusion::common::JoinType;
+use datafusion::common::{JoinType, ScalarValue};
 use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::prelude::{DataFrame, ident};
+use datafusion::prelude::{DataFrame, ident, lit};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -97,6 +97,28 @@ fn record_quarantine(rc: &RunContext<'_>, table: &str, counts: &validate::TableC
     if quarantine(rc, table).is_some() && counts.quarantined_total() > 0 {
         rc.record(&quarantine_name(table));
     }
+}
+
+/// A table whose every row broke a row rule is a broken extract, not data: refused
+/// (exit 2), naming it and its commonest reason, before a model is fitted to nothing
+/// (regression: upper-cased pseudo_ids emptied the appointments, and the run went on
+/// or failed naming a model feature). The `validate` command still reports it.
+pub fn refuse_wholly_quarantined(loaded: &Loaded) -> Result<()> {
+    for (table, c) in &loaded.counts {
+        if c.valid > 0 || c.rows_after_optouts == 0 {
+            continue;
+        }
+        let (reason, n) = c
+            .quarantined
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map_or(("", 0), |(r, n)| (r.as_str(), *n));
+        return Err(bad_input!(
+            "input {table}: none of its {} rows is valid ({n} quarantined as {reason}); fix the extract (`riskstrat validate` lists every reason)",
+            c.rows_after_optouts
+        ));
+    }
+    Ok(())
 }
 
 /// Run `work` (the plans that read the event tables) while the tees left by `load`
@@ -360,6 +382,26 @@ const FEEDBACK_PEOPLE: &[(&str, Kind)] = &[
 pub async fn feedback(rc: &RunContext<'_>) -> Result<Feedback> {
     if !rc.ctx.table_exist(contract::FEEDBACK.name)? {
         return Ok(Feedback::default());
+    }
+    // Outcomes recorded after A count from the run at or after their day; said, so a
+    // rerun at an earlier date is not taken to have honoured them (regression: two
+    // people who had declined stayed on the list, with no word).
+    let later = rc
+        .ctx
+        .table(contract::FEEDBACK.name)
+        .await?
+        .filter(
+            ident("recorded_date").gt(lit(ScalarValue::Date32(Some(crate::sql::date32(
+                rc.job.as_of,
+            ))))),
+        )?
+        .count()
+        .await?;
+    if later > 0 {
+        tracing::warn!(
+            "{later} feedback outcomes are recorded after this run's date {}: they count from a run at or after their own date, not in this one",
+            rc.job.as_of
+        );
     }
     let text = rc.sql.get("feedback_outcomes.sql")?;
     let people = crate::sql::query(&rc.ctx, &text, &rc.params).await?;

@@ -177,6 +177,13 @@ impl Commissioner {
                 .iter()
                 .flat_map(|r| r.catalog.views.iter().cloned())
                 .collect(),
+            // Disclosure control knows views by name, not run: a view withheld in one
+            // run is refused in all (its rows are gone from that run in any case).
+            withheld: self
+                .runs
+                .iter()
+                .flat_map(|r| r.catalog.withheld.iter().cloned())
+                .collect(),
         }
     }
 
@@ -404,6 +411,21 @@ pub async fn open_run(run: &RunHandle, secret: &Key, policy: &Policy) -> Result<
                 &Catalog::one(v, table.schema()),
                 policy,
             )?;
+            let people = v.people.unwrap_or_default();
+            let withheld = match v.cut_at_grain {
+                true => {
+                    disclosure_control::grain_refusal(&raw, v.name, v.dimensions, people, policy)?
+                }
+                false => None,
+            };
+            // A withheld view keeps its columns (so a query plans, and is refused) but no rows.
+            let released = match withheld {
+                Some(r) => {
+                    catalog.withheld.push((v.name, r));
+                    released.slice(0, 0)
+                }
+                None => released,
+            };
             Arc::new(MemTable::try_new(released.schema(), vec![vec![released]])?)
         };
         catalog.views.push((v, table.schema()));

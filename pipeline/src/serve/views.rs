@@ -2,7 +2,7 @@
 //! disclosure control knows of each column, the catalog metadata clients browse, and
 //! the README's table.
 
-use crate::governance::disclosure_control::{Role, ViewRoles};
+use crate::governance::disclosure_control::{Refusal, Role, ViewRoles};
 use datafusion::arrow::datatypes::SchemaRef;
 
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +23,10 @@ pub struct View {
     pub columns: &'static [(&'static str, Role)],
     /// A run-folder file the view needs; without it the view is absent.
     pub needs: &'static [&'static str],
+    /// Pre-aggregated views over the people of the person-level views: withheld in a
+    /// run where a cell of their grain holds 1 to 7 people
+    /// (`disclosure_control::grain_refusal`).
+    pub cut_at_grain: bool,
     pub doc: &'static str,
 }
 
@@ -56,6 +60,7 @@ const PERSON_LEVEL: View = View {
     people: None,
     columns: &[],
     needs: &[],
+    cut_at_grain: false,
     doc: "",
 };
 
@@ -70,6 +75,7 @@ const PRE_AGGREGATED: View = View {
     people: None,
     columns: &[],
     needs: &[],
+    cut_at_grain: false,
     doc: "",
 };
 
@@ -108,7 +114,8 @@ pub const VIEWS: &[View] = &[
             ("__risk_top", Role::Hidden),
             ("__risk_key", Role::Hidden),
         ],
-        doc: "people and mean risk by cohort, practice and tier (rows of fewer than 8 people are left out)",
+        cut_at_grain: true,
+        doc: "people and mean risk by cohort, practice and tier (withheld in a run where any of its cells holds 1 to 7 people)",
         ..PRE_AGGREGATED
     },
     View {
@@ -191,6 +198,8 @@ pub fn view(name: &str) -> Option<&'static View> {
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     pub views: Vec<(&'static View, SchemaRef)>,
+    /// Views withheld in this run, and why.
+    pub withheld: Vec<(&'static str, Refusal)>,
 }
 
 impl Catalog {
@@ -198,6 +207,7 @@ impl Catalog {
     pub fn one(view: &'static View, schema: SchemaRef) -> Self {
         Catalog {
             views: vec![(view, schema)],
+            withheld: Vec::new(),
         }
     }
 
@@ -246,6 +256,11 @@ impl ViewRoles for Catalog {
 
     fn always_cut_by(&self, view: &str) -> &'static [&'static str] {
         self.get(view).map(|(v, _)| v.always_cut_by).unwrap_or(&[])
+    }
+
+    fn withheld(&self, view: &str) -> Option<Refusal> {
+        let found = self.withheld.iter().find(|(v, _)| *v == view);
+        found.map(|(_, r)| r.clone())
     }
 }
 

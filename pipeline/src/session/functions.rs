@@ -486,11 +486,7 @@ fn ranked(values: &[f64]) -> [Option<(usize, f64)>; REASONS] {
     out
 }
 
-pub fn is_pseudo_id(s: &str) -> bool {
-    s.len() == 32
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
+pub use crate::governance::pseudonym::is_pseudo_id;
 
 #[cfg(test)]
 mod tests {

@@ -82,7 +82,8 @@ pub fn new_context(opts: &SessionOptions) -> Result<SessionContext> {
 
 /// riskstrat's UDFs: `is_pseudo_id`, `age_band`, `feature_date`, `chemical_substance`,
 /// `bit_count`,
-/// `score_reasons` (the scores' reasons), `normalised_pseudo_id` (opt-outs), and the
+/// `score_reasons` (the scores' reasons), `normalised_pseudo_id` and `usable_optout`
+/// (opt-outs), and the
 /// reference lists as lookups, `ltc_group(bnf_code)`, `ltc_group_bit(bnf_code)` and
 /// `charlson_condition(icd10_code)`.
 pub(crate) fn scalar_functions() -> Result<Vec<Arc<ScalarUDF>>> {
@@ -102,6 +103,7 @@ pub(crate) fn scalar_functions() -> Result<Vec<Arc<ScalarUDF>>> {
         Arc::new(functions::bit_count_udf()),
         // The cluster's executors apply opt-outs too.
         Arc::new(crate::governance::optouts::normalise_udf()),
+        Arc::new(crate::governance::optouts::usable_udf()),
         Arc::new(functions::reasons_udf()),
         Arc::new(functions::prefix_lookup_udf(
             PrefixLookup::charlson()?,
