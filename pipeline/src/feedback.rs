@@ -51,7 +51,6 @@ pub fn parse_outcome(s: &str) -> Option<(String, Option<String>)> {
     (OUTCOMES.contains(&s) && s != "enrolled").then(|| (s.to_string(), None))
 }
 
-/// Split one CSV line, honouring double quotes.
 /// The file as text, without the byte-order mark Excel's "CSV UTF-8" starts with
 /// (regression: the header then did not name nhs_number, and the file was refused).
 fn csv_text(bytes: &[u8]) -> Option<&str> {
@@ -59,6 +58,7 @@ fn csv_text(bytes: &[u8]) -> Option<&str> {
     Some(text.strip_prefix('\u{feff}').unwrap_or(text))
 }
 
+/// Split one CSV line, honouring double quotes.
 fn csv_fields(line: &str) -> Vec<String> {
     let mut out = vec![String::new()];
     let mut quoted = false;

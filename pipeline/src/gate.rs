@@ -191,16 +191,31 @@ async fn earlier_release(
     // The team's list is the last one delivered: a release audited but never put in
     // place (killed, or its rename failed) never reached the team (regression: it
     // became the baseline, and its entrants were never sent).
-    let Some(last) = records.iter().rev().find(|r| {
-        r.action == audit::Action::Delivered
+    let theirs = |r: &&Record, action| {
+        r.action == action
             && r.team.as_deref() == Some(req.team)
             && r.cohort.as_deref() == Some(req.cohort)
-    }) else {
+    };
+    let Some(last) = records
+        .iter()
+        .rev()
+        .find(|r| theirs(r, audit::Action::Delivered))
+    else {
+        let what = match records
+            .iter()
+            .any(|r| theirs(&r, audit::Action::Reidentify))
+        {
+            true => {
+                "has no list of cohort {} whose delivery is recorded (releases before 0.6.1 recorded none, or the last one was not put in place)"
+            }
+            false => "has had no list of cohort {}",
+        };
         return Err((
             "no earlier release to compare with",
             format!(
-                "--changes: team {} has had no list of cohort {}; release its whole list first (reidentify without --changes)",
-                req.team, req.cohort
+                "--changes: team {} {}; release its whole list first (reidentify without --changes)",
+                req.team,
+                what.replace("{}", req.cohort)
             ),
         ));
     };
@@ -248,10 +263,10 @@ fn count_change(list: &[RecordBatch], change: &str) -> u64 {
 /// `.parquet` replaced (regression: `--out T01.2026-01` wrote T01.csv, and the next
 /// month's list overwrote it).
 fn list_file(out: &Path, ext: &str) -> PathBuf {
-    let known = matches!(
-        out.extension().and_then(|e| e.to_str()),
-        Some("csv" | "parquet")
-    );
+    let known = out
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv") || e.eq_ignore_ascii_case("parquet"));
     if known {
         return out.with_extension(ext);
     }

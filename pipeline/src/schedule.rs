@@ -94,12 +94,13 @@ impl Schedule {
             )
         })?;
         // A pattern no date matches (the 30th of February) would make `backfill` do
-        // nothing and `schedule` wait for ever; every real pattern recurs within 8 years.
+        // nothing and `schedule` wait for ever; every real pattern recurs within 400
+        // years (the Gregorian calendar's cycle).
         let from = Utc
             .with_ymd_and_hms(2000, 1, 1, 0, 0, 0)
             .single()
             .expect("a date");
-        let recurs = matches!(cron.find_next_occurrence(&from, false), Ok(t) if t.year() < 2008);
+        let recurs = matches!(cron.find_next_occurrence(&from, false), Ok(t) if t.year() < 2400);
         if !recurs {
             return Err(bad_input!(
                 "{ctx} cron: '{}' matches no date (check the day of the month against the month); e.g. \"0 2 1 * *\"",

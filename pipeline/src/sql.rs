@@ -131,16 +131,53 @@ pub fn run_time_error(origin: &str, e: crate::error::Error) -> crate::error::Err
     }
 }
 
-/// `message` with what it quotes ('...') left out: the engine quotes the value that
-/// failed, which can be a pseudo_id, and the message reaches stderr and a schedule's
-/// state file (regression, review of 2026-12-07).
+/// `message` with what it quotes left out, and any word holding a run of 16 or more
+/// hexadecimal digits: the engine quotes the value that failed, which can be a
+/// pseudo_id, and the message reaches stderr and a schedule's state file (regression,
+/// review of 2026-12-07). Fails closed: after a lone quote (an apostrophe, "can't"),
+/// the rest of the message is left out.
 fn without_values(message: &str) -> String {
+    // An odd number of either quote: pairs cannot be trusted from the first one on.
+    let odd = |q: char| message.matches(q).count() % 2 == 1;
+    let message = match message.find(['\'', '"']) {
+        Some(i) if odd('\'') || odd('"') => &message[..=i],
+        _ => message,
+    };
     let mut out = String::with_capacity(message.len());
-    for (i, part) in message.split('\'').enumerate() {
-        out.push_str(if i % 2 == 1 { "…" } else { part });
-        out.push('\'');
+    let mut quote: Option<char> = None;
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let hex = word.chars().fold((0, 0), |(run, best), c| {
+            let run = if c.is_ascii_hexdigit() { run + 1 } else { 0 };
+            (run, best.max(run))
+        });
+        out.push_str(if hex.1 >= 16 { "…" } else { word });
+        word.clear();
+    };
+    for c in message.chars() {
+        match quote {
+            Some(q) if c == q => {
+                out.push_str("…");
+                out.push(c);
+                quote = None;
+            }
+            Some(_) => {}
+            None if c == '\'' || c == '"' => {
+                flush(&mut word, &mut out);
+                out.push(c);
+                quote = Some(c);
+            }
+            None if c.is_alphanumeric() || c == '_' => word.push(c),
+            None => {
+                flush(&mut word, &mut out);
+                out.push(c);
+            }
+        }
     }
-    out.pop();
+    match quote {
+        Some(_) => out.push('…'),
+        None => flush(&mut word, &mut out),
+    }
     out
 }
 
@@ -458,7 +495,15 @@ mod tests {
             "{}",
             e.message
         );
-        assert_eq!(without_values("a 'x' b 'y"), "a '…' b '…");
+        assert_eq!(without_values("a 'x' b \"y\" c"), "a '…' b \"…\" c");
+        // A lone quote hides the rest; a pseudo_id outside quotes is hidden too.
+        assert_eq!(without_values("can't cast 'x' to Int32"), "can'…");
+        let id = "99944570d50846cdc0f2d3a8b10ffd00";
+        assert_eq!(
+            without_values(&format!("bad value {id} here")),
+            "bad value … here"
+        );
+        assert_eq!(without_values("Int32 overflow"), "Int32 overflow");
         assert!(e.datafusion().is_some(), "the source is kept");
         // Not the SQL's fault: the kind is kept, the file still named.
         let io = DataFusionError::IoError(std::io::Error::other("disk full"));

@@ -1180,6 +1180,13 @@ impl TrueRows<'_> {
         Ok((0..self.rows)
             .map(|r| {
                 (!s.is_null(r)).then(|| {
+                    // A whole-number sum of 1 to 7 (at most 7 people with any) is
+                    // released as 0, as such a count is: noise alone showed it was
+                    // not 0.
+                    let small = s.value(r).abs() < self.policy.min_people as f64;
+                    if whole && small {
+                        return 0.0;
+                    }
                     let v = cell_key::perturb_sum(
                         s.value(r),
                         if top.is_null(r) { 0.0 } else { top.value(r) },
@@ -1337,7 +1344,7 @@ fn small_cells_hidden(
 /// that order told which group held the riskiest person).
 fn order_and_limit(batch: RecordBatch, g: &Guarded) -> Result<RecordBatch> {
     let mut batch = batch;
-    if batch.num_rows() > 1 {
+    if batch.num_rows() > 1 && batch.num_columns() > 0 {
         let mut keys: Vec<SortColumn> = g
             .order
             .iter()
@@ -1398,6 +1405,36 @@ mod tests {
         assert_eq!(significant(0.0873456, 3), 0.0873);
         assert_eq!(significant(123456.0, 3), 123000.0);
         assert_eq!(significant(-1.2345, 3), -1.23);
+    }
+
+    /// Regression (review of 2026-12-07): a whole-number sum of 1 to 7 got noise of at
+    /// most 4 and so was never released as 0, telling that someone had the measure where
+    /// the count of such people is suppressed. Now it is 0, as that count is; 0 stays 0
+    /// (even with a largest contribution that says otherwise).
+    #[test]
+    fn a_whole_number_sum_of_one_to_seven_is_released_as_zero() {
+        let sums = [0.0, 1.0, 3.0, 7.0, 8.0, 40.0];
+        let batch = RecordBatch::try_from_iter(vec![
+            ("s", Arc::new(Float64Array::from(sums.to_vec())) as ArrayRef),
+            (
+                "top",
+                Arc::new(Float64Array::from(vec![1.0; 6])) as ArrayRef,
+            ),
+            ("key", Arc::new(Int64Array::from(vec![4000; 6])) as ArrayRef),
+        ])
+        .unwrap();
+        let policy = Policy::default();
+        let rows = TrueRows {
+            batch: &batch,
+            rows: 6,
+            policy: &policy,
+            table: PTable::standard(),
+        };
+        let whole = rows.sum_of(0, 1, 2, true).unwrap();
+        assert_eq!(&whole[..4], &[Some(0.0); 4]);
+        assert!(whole[4].unwrap() % 5.0 == 0.0 && whole[5].unwrap() >= 35.0);
+        // Other sums are not counts of people: 3 s.f. of the perturbed sum.
+        assert!(rows.sum_of(0, 1, 2, false).unwrap()[1].unwrap() > 0.0);
     }
 
     #[test]

@@ -16,7 +16,7 @@
 
 use super::pseudonym::is_pseudo_id;
 use crate::error::Result;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StringBuilder};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::JoinType;
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
@@ -65,11 +65,19 @@ fn normalise(a: &ArrayRef) -> datafusion::common::Result<ArrayRef> {
     }
     // DataFusion's btrim trims only spaces unless told which characters: a pseudo_id
     // ending in "\r" missed its opt-out (regression, review of 2026-12-07).
-    let out: StringArray = s
-        .iter()
-        .map(|v| v.map(|v| v.trim().to_lowercase()))
-        .collect();
-    Ok(Arc::new(out))
+    // A string is made only for a value that needs lower-casing: a batch with one
+    // odd row is otherwise copied as it is (a `String` a row cost 2% of the 1M job).
+    let mut out = StringBuilder::with_capacity(s.len(), bytes.len());
+    for v in s.iter() {
+        match v.map(str::trim) {
+            None => out.append_null(),
+            Some(t) if t.bytes().any(|b| !b.is_ascii() || b.is_ascii_uppercase()) => {
+                out.append_value(t.to_lowercase())
+            }
+            Some(t) => out.append_value(t),
+        }
+    }
+    Ok(Arc::new(out.finish()))
 }
 
 /// `usable_optout(s)`: whether a normalised opt-out pseudo_id can match anyone.

@@ -102,10 +102,12 @@ fn record_quarantine(rc: &RunContext<'_>, table: &str, counts: &validate::TableC
 /// A table whose every row broke a row rule is a broken extract, not data: refused
 /// (exit 2), naming it and its commonest reason, before a model is fitted to nothing
 /// (regression: upper-cased pseudo_ids emptied the appointments, and the run went on
-/// or failed naming a model feature). The `validate` command still reports it.
+/// or failed naming a model feature). The `validate` command still reports it. Only
+/// the required tables: feedback about people who have all left the list is data.
 pub fn refuse_wholly_quarantined(loaded: &Loaded) -> Result<()> {
     for (table, c) in &loaded.counts {
-        if c.valid > 0 || c.rows_after_optouts == 0 {
+        let required = contract::table(table).is_some_and(|t| t.required);
+        if !required || c.valid > 0 || c.rows_after_optouts == 0 {
             continue;
         }
         let (reason, n) = c
