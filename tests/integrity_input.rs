@@ -560,3 +560,24 @@ fn sql_failing_on_a_pseudo_id_printed_it() {
         "[cohorts]\ninclude = [\"complex_needs\", \"cast_id.sql\"]",
     );
 }
+
+/// Regression: a run long after its extract ended (the events stop in June, the run
+/// is in April) went ahead with no word; it now warns, naming each table and its last
+/// day, and says nothing when the events reach close to A.
+#[test]
+fn a_run_long_after_its_extract_ends_said_nothing() {
+    let dir = scratch("stale_extract");
+    let job = small_dataset().write(&dir, A);
+    let o = run_job(&job);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for table in ["appointments", "prescriptions", "admissions"] {
+        let said = format!("input {table}: its latest event is on 2025-06-01, 304 days before");
+        assert!(stderr(&o).contains(&said), "{}", stderr(&o));
+    }
+    let o = riskstrat()
+        .args(["run", job.to_str().unwrap(), "--as-of", "2025-07-01"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("latest event"), "{}", stderr(&o));
+}

@@ -47,6 +47,10 @@ pub struct InputTable {
     pub rows: u64,
     /// Column -> type as found in the first file (before safe casts).
     pub found_types: BTreeMap<String, String>,
+    /// The latest day of the table's event date in its files' statistics (any row,
+    /// valid or not), when they hold it: how far the extract reaches.
+    #[serde(skip)]
+    pub latest_event: Option<chrono::NaiveDate>,
 }
 
 /// What `register_inputs` read; the data itself is registered in the session.
@@ -230,8 +234,12 @@ async fn read_table(
     let mut files = Vec::with_capacity(listed.metas.len());
     let mut table_fields: Option<Vec<Field>> = None;
     let mut found_types = BTreeMap::new();
+    let event_date = contract::table(name).and_then(|t| t.event_date);
+    let mut latest_event = None;
     for meta in &listed.metas {
-        let (file, fields) = check_file(ctx, columns, &listed, meta, &what).await?;
+        let (file, fields, latest) =
+            check_file(ctx, columns, &listed, meta, &what, event_date).await?;
+        latest_event = latest_event.max(latest);
         match &table_fields {
             None => {
                 for f in &fields {
@@ -253,6 +261,7 @@ async fn read_table(
             files,
             rows,
             found_types,
+            latest_event: latest_event.map(crate::sql::from_date32),
         },
         df,
     ))
@@ -268,7 +277,8 @@ async fn check_file(
     listed: &Listed,
     meta: &object_store::ObjectMeta,
     what: &str,
-) -> Result<(InputFile, Vec<Field>)> {
+    event_date: Option<&str>,
+) -> Result<(InputFile, Vec<Field>, Option<i32>)> {
     let store = listed.store.as_ref();
     let cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
     let file = format!("{}", meta.location);
@@ -308,7 +318,27 @@ async fn check_file(
         modified: meta.last_modified.to_rfc3339(),
         fingerprint: hex::encode(h.finalize()),
     };
-    Ok((input, fields))
+    let latest = event_date.and_then(|c| latest_in(&metadata, c));
+    Ok((input, fields, latest))
+}
+
+/// The largest value of the Date32 column `column` in a file's row-group statistics,
+/// as days since 1970: read from the footer, no data.
+fn latest_in(
+    metadata: &datafusion::parquet::file::metadata::ParquetMetaData,
+    column: &str,
+) -> Option<i32> {
+    use datafusion::parquet::file::statistics::Statistics;
+    let descr = metadata.file_metadata().schema_descr();
+    let i = (0..descr.num_columns()).find(|&i| descr.column(i).path().string() == column)?;
+    let maxima = metadata
+        .row_groups()
+        .iter()
+        .map(|g| match g.column(i).statistics() {
+            Some(Statistics::Int32(s)) => s.max_opt().copied(),
+            _ => None,
+        });
+    maxima.max().flatten()
 }
 
 /// Every file of an input must have the types of the first.

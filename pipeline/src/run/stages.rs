@@ -56,6 +56,7 @@ pub async fn load(rc: &RunContext<'_>, checks: Checks) -> Result<Loaded> {
             ingest::register_inputs(&rc.ctx, &job.inputs, job.allow_empty_optouts),
         )
         .await?;
+    warn_of_stale_inputs(&inputs, job.as_of);
     let (counts, tees) = rc
         .progress
         .stage("validate", async {
@@ -81,6 +82,33 @@ pub async fn load(rc: &RunContext<'_>, checks: Checks) -> Result<Loaded> {
         counts,
         tees,
     })
+}
+
+/// An event table that ends this many days or more before `A` is probably an extract
+/// not refreshed: its features would count months without events.
+pub const STALE_AFTER_DAYS: i64 = 62;
+
+/// Say so when an event table ends long before `A` (regression: a scheduled run in
+/// December on an extract ending in March made a list from a third of the events,
+/// with no word).
+fn warn_of_stale_inputs(inputs: &ingest::Inputs, as_of: NaiveDate) {
+    // The required event tables: a service or feedback may end long before A.
+    let extracts = inputs
+        .tables
+        .iter()
+        .filter(|t| contract::table(t.table).is_some_and(|c| c.required));
+    for t in extracts {
+        let Some(latest) = t.latest_event else {
+            continue;
+        };
+        let days = (as_of - latest).num_days();
+        if days >= STALE_AFTER_DAYS {
+            tracing::warn!(
+                "input {}: its latest event is on {latest}, {days} days before this run's date {as_of}; if the extract was not refreshed, its features count months without events: refresh it, or run with --as-of an earlier date",
+                t.table
+            );
+        }
+    }
 }
 
 /// Where a table's quarantined rows go, when the run writes files.
