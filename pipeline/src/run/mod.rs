@@ -153,15 +153,6 @@ fn manifest(
         }
         rows.insert(table.clone(), r);
     }
-    let listed = loaded
-        .inputs
-        .get(contract::OPTOUTS.name)
-        .map_or(0, |t| t.rows);
-    if listed > 0 && optouts.patients_excluded == 0 {
-        tracing::warn!(
-            "none of the {listed} opt-out rows matched a patient: check that the opt-out extract was pseudonymised with the same key as the patients"
-        );
-    }
     // Written after the manifest is assembled, but part of the run.
     let mut outputs = rc.outputs();
     outputs.extend(["report.html".into(), "manifest.json".into()]);
