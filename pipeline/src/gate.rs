@@ -201,21 +201,20 @@ async fn earlier_release(
         .rev()
         .find(|r| theirs(r, audit::Action::Delivered))
     else {
-        let what = match records
+        let (team, cohort) = (req.team, req.cohort);
+        let released_before = records
             .iter()
-            .any(|r| theirs(&r, audit::Action::Reidentify))
-        {
-            true => {
-                "has no list of cohort {} whose delivery is recorded (releases before 0.6.1 recorded none, or the last one was not put in place)"
-            }
-            false => "has had no list of cohort {}",
+            .any(|r| theirs(&r, audit::Action::Reidentify));
+        let what = match released_before {
+            true => format!(
+                "has no list of cohort {cohort} whose delivery is recorded (releases before 0.6.1 recorded none, or the last one was not put in place)"
+            ),
+            false => format!("has had no list of cohort {cohort}"),
         };
         return Err((
             "no earlier release to compare with",
             format!(
-                "--changes: team {} {}; release its whole list first (reidentify without --changes)",
-                req.team,
-                what.replace("{}", req.cohort)
+                "--changes: team {team} {what}; release its whole list first (reidentify without --changes)"
             ),
         ));
     };

@@ -86,7 +86,7 @@ pub async fn load(rc: &RunContext<'_>, checks: Checks) -> Result<Loaded> {
 
 /// An event table that ends this many days or more before `A` is probably an extract
 /// not refreshed: its features would count months without events.
-pub const STALE_AFTER_DAYS: i64 = 62;
+const STALE_AFTER_DAYS: i64 = 62;
 
 /// Say so when an event table ends long before `A` (regression: a scheduled run in
 /// December on an extract ending in March made a list from a third of the events,
