@@ -952,6 +952,16 @@ fn query_command_formats_and_refusals() {
         "SELECT sex, age_band, count(*) AS people, avg(risk) AS mean_risk FROM people WHERE sex IN ('F', 'M') GROUP BY sex, age_band",
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    // Regression: JSON objects came with their keys sorted, not in the SELECT's order.
+    let text = String::from_utf8_lossy(&o.stdout);
+    let first = text.split('}').next().unwrap();
+    let at = |k: &str| first.find(&format!("\"{k}\"")).unwrap();
+    assert!(
+        at("sex") < at("age_band")
+            && at("age_band") < at("people")
+            && at("people") < at("mean_risk"),
+        "{first}"
+    );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let rows = v.as_array().unwrap();
     assert!(rows.len() >= 10, "{v}");
@@ -970,6 +980,18 @@ fn query_command_formats_and_refusals() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.starts_with("tier,people,admissions\nlow,"), "{text}");
 
+    // An aggregate over no one looks like one over a small cell: its count 0, its
+    // mean withheld (not `n/a`, which would tell the two apart).
+    let o = q(
+        "csv",
+        "SELECT count(*) AS people, avg(risk) AS mean_risk FROM people WHERE practice_code = 'X99999'",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "people,mean_risk\n0,[REDACTED]\n"
+    );
+
     let o = q("table", "SELECT min(risk) FROM people");
     assert_eq!(o.status.code(), Some(2));
     assert!(
@@ -981,7 +1003,7 @@ fn query_command_formats_and_refusals() {
     // intact chain, before anything is shown.
     let records = riskstrat::governance::audit::read(&log).unwrap();
     let actions: Vec<String> = records.iter().map(|r| r.action.to_string()).collect();
-    assert_eq!(actions, ["query", "query", "refuse"]);
+    assert_eq!(actions, ["query", "query", "query", "refuse"]);
     assert_eq!(records[0].actor, "commissioner.1");
     assert!(
         records[1]
@@ -992,7 +1014,7 @@ fn query_command_formats_and_refusals() {
     );
     assert_eq!(records[0].rows, Some(rows.len() as u64));
     assert!(
-        records[2]
+        records[3]
             .detail
             .as_deref()
             .unwrap()

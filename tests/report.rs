@@ -393,7 +393,7 @@ fn the_commissioners_report_holds_only_released_numbers() {
         let rows: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
         for row in rows {
             if *part == "services" {
-                let flags = ["low_match_rate", "imbalance", "pre_trend"];
+                let flags = ["low_match_rate", "imbalance", "pre_trend", "imprecise"];
                 let on: Vec<&str> = flags
                     .into_iter()
                     .filter(|w| row[format!("warning_{w}")].as_f64() == Some(1.0))

@@ -367,6 +367,28 @@ fn failed_ticks_are_retried_recorded_and_run_by_the_next_backfill() {
             ("2026-03-01", "complete")
         ]
     );
+    // A failed tick has no population: null in JSON, `-` in the text, not 0.
+    assert_eq!(h[0]["population"], serde_json::Value::Null);
+    assert_eq!(h[1]["population"], 39);
+    let o = riskstrat()
+        .args(["history", dir.join("runs/test-job").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(
+        lines[0][..5],
+        ["run_id", "tick", "as_of", "status", "population"]
+    );
+    assert_eq!(
+        lines[1][..5],
+        ["-", "2026-01-01T02:00:00Z", "2026-01-01", "failed", "-"],
+        "{text}"
+    );
+    assert_eq!(
+        lines[2][1..5],
+        ["2026-02-01T02:00:00Z", "2026-02-01", "complete", "39"]
+    );
     let o = backfill(&job, None);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);

@@ -402,6 +402,18 @@ fn python_adbc_client() {
             .iter()
             .any(|r| r.query.as_deref() == Some(sql))
     );
+    // Regression: a prepared statement or GetFlightInfo that passed was not audited,
+    // though its check on the data told the caller the query passes.
+    let plans = server.audited("plan");
+    assert!(
+        plans.iter().any(|r| r.query.as_deref() == Some(sql)),
+        "{plans:?}"
+    );
+    assert!(
+        plans
+            .iter()
+            .all(|r| r.actor == "team-a" && r.rows.is_none())
+    );
     let refusals = server.audited("refuse");
     assert!(refusals.iter().any(|r| {
         r.actor == "team-a"

@@ -206,6 +206,14 @@ fn service_outcomes_match_a_hand_computation() {
         assert!(close(f("max_smd_after").value(row), 0.2), "row {row}");
         assert_eq!(i("warning_low_match_rate").value(row), 0);
         assert_eq!(i("warning_imbalance").value(row), 1);
+        // Two pairs cannot detect a halving of the comparison rate: 2.8 standard
+        // errors of the DiD (its interval's width over 2 x 1.96) exceed half of it.
+        let se = (f("did_ci_high").value(row) - f("did_ci_low").value(row)) / (2.0 * 1.959964);
+        assert!(
+            2.801585 * se >= 0.5 * ca,
+            "row {row}: se {se}, control_after {ca}"
+        );
+        assert_eq!(i("warning_imprecise").value(row), 1, "row {row}");
     }
 
     // The balance table: one row per matching variable.

@@ -22,7 +22,8 @@ pub struct HistoryRow {
     #[serde(with = "crate::outputs::manifest::iso_date")]
     pub as_of: NaiveDate,
     pub status: RunStatus,
-    pub population: u64,
+    /// None for a tick that has no complete run.
+    pub population: Option<u64>,
     pub cohorts: BTreeMap<String, u64>,
     pub validation_auc: Option<f64>,
     pub calibration_slope: Option<f64>,
@@ -70,7 +71,7 @@ pub async fn history(store: &RunStore, job: &str, state: Option<&Path>) -> Resul
                 tick: Some(a.tick),
                 as_of: a.as_of,
                 status: a.status,
-                population: 0,
+                population: None,
                 cohorts: BTreeMap::new(),
                 validation_auc: None,
                 calibration_slope: None,
@@ -95,7 +96,7 @@ pub fn row_of(m: &Manifest) -> HistoryRow {
         tick: m.tick.clone(),
         as_of: m.as_of,
         status: RunStatus::Complete,
-        population: m.population,
+        population: Some(m.population),
         cohorts: m.cohorts.clone(),
         validation_auc: m.validation_auc,
         calibration_slope: m.validation_calibration_slope,
@@ -113,7 +114,7 @@ pub fn render(rows: &[HistoryRow]) -> String {
     use std::fmt::Write;
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
     let mut s = String::from(
-        "run_id\tas_of\tstatus\tpopulation\tcohorts\tvalidation_auc\tcalibration_slope\ttemporal_auc\ttemporal_slope\tmodel\tduration_s\tchanges\n",
+        "run_id\ttick\tas_of\tstatus\tpopulation\tcohorts\tvalidation_auc\tcalibration_slope\ttemporal_auc\ttemporal_slope\tmodel\tduration_s\tchanges\n",
     );
     for r in rows {
         let cohorts: Vec<String> = r.cohorts.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -124,11 +125,12 @@ pub fn render(rows: &[HistoryRow]) -> String {
             .collect();
         let _ = writeln!(
             s,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{:.1}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{:.1}\t{}",
             r.run_id.as_deref().unwrap_or("-"),
+            r.tick.as_deref().unwrap_or("-"),
             r.as_of,
             r.status.as_str(),
-            r.population,
+            r.population.map_or("-".to_string(), |p| p.to_string()),
             cohorts.join(" "),
             opt(r.validation_auc),
             opt(r.calibration_slope),

@@ -588,16 +588,24 @@ fn extra_feature_files(section: &FeaturesSection, at: &JobPath) -> Result<Vec<Pa
     Ok(extra_features)
 }
 
-/// `[resources]`: a memory limit that reads as a size, at least one partition.
+/// The most partitions a job may ask for: each plan's hash repartitions and
+/// aggregates keep state per partition, so a mistyped 100000 would run out of memory
+/// or time, naming nothing.
+pub const MAX_TARGET_PARTITIONS: usize = 1024;
+
+/// `[resources]`: a memory limit that reads as a size, 1 to
+/// [`MAX_TARGET_PARTITIONS`] partitions.
 fn check_resources(section: &ResourcesSection, at: &JobPath) -> Result<()> {
     if let Some(m) = &section.memory_limit {
         parse_bytes(m).map_err(|e| e.context(at.ctx("[resources] memory_limit")))?;
     }
-    if section.target_partitions == Some(0) {
-        return Err(bad_input!(
-            "{}: must be at least 1",
-            at.ctx("[resources] target_partitions")
-        ));
+    if let Some(n) = section.target_partitions {
+        if !(1..=MAX_TARGET_PARTITIONS).contains(&n) {
+            return Err(bad_input!(
+                "{}: {n} is not between 1 and {MAX_TARGET_PARTITIONS}; leave it out to use one per core",
+                at.ctx("[resources] target_partitions")
+            ));
+        }
     }
     // Found only at the first spill otherwise, as an I/O error naming nothing.
     if let Some(t) = &section.temp_dir {
@@ -923,6 +931,18 @@ optouts = "data/optouts.parquet"
         let e = Job::parse(&with("/no/such/spill/folder"), &job, None).unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(e.message.contains("[resources] temp_dir"), "{}", e.message);
+        for n in [0, MAX_TARGET_PARTITIONS + 1] {
+            let t = format!("{MINIMAL}\n[resources]\ntarget_partitions = {n}\n");
+            let e = Job::parse(&t, &job, None).unwrap_err();
+            assert!(
+                e.message.contains("[resources] target_partitions")
+                    && e.message.contains(&n.to_string()),
+                "{}",
+                e.message
+            );
+        }
+        let t = format!("{MINIMAL}\n[resources]\ntarget_partitions = {MAX_TARGET_PARTITIONS}\n");
+        assert!(Job::parse(&t, &job, None).is_ok());
         let none = format!("{MINIMAL}\n[outcomes]\ncandidates = 0\n");
         let e = Job::parse(&none, &job, None).unwrap_err();
         assert!(e.message.contains("[outcomes] candidates"), "{}", e.message);

@@ -72,6 +72,14 @@ pub const REFERENCE: usize = 3;
 pub const MIN_MATCH_RATE: f64 = 0.8;
 /// At or above this |SMD| after matching, a variable is out of balance (Austin 2009).
 pub const MAX_SMD: f64 = 0.1;
+/// The smallest effect an evaluation could detect (two-sided 5% level, 80% power:
+/// 2.8 standard errors of its DiD), as a share of the comparison patients' rate after
+/// the start, above which the estimate is flagged imprecise: it could not tell a
+/// service that halves the rate from one that does nothing. (At the demo's 50,000
+/// people every service is; at 1,000,000 none is.)
+pub const MAX_DETECTABLE_SHARE: f64 = 0.5;
+/// z for a two-sided 5% test plus z for 80% power.
+const Z_DETECTABLE: f64 = 1.959_964 + 0.841_621;
 /// How far (in SDs) approximate balancing may leave each matching variable's weighted
 /// mean from the enrolled patients' mean: half of [`MAX_SMD`], so that what is left
 /// is well under the threshold that warns (see [`balance_controls`]).
@@ -140,6 +148,7 @@ pub fn schema() -> SchemaRef {
                 "warning_low_match_rate",
                 "warning_imbalance",
                 "warning_pre_trend",
+                "warning_imprecise",
             ],
         ),
         (DataType::Utf8, &["warnings"]),
@@ -1277,6 +1286,9 @@ fn outcome_rows(
             {
                 warnings.push(Warning::PreTrend);
             }
+            if main.as_ref().is_some_and(imprecise) {
+                warnings.push(Warning::Imprecise);
+            }
             rows.push(Row {
                 service: name.clone(),
                 outcome,
@@ -1346,16 +1358,36 @@ pub enum Warning {
     /// The placebo difference in differences (the year before the start against the
     /// year before that) excludes 0: the groups were already diverging.
     PreTrend,
+    /// The DiD's interval is too wide to detect a halving of the rate (see
+    /// [`MAX_DETECTABLE_SHARE`]): its value says little either way.
+    Imprecise,
 }
 
 impl Warning {
+    /// Every warning, in the order of `service_outcomes`' flag columns.
+    pub const ALL: [Warning; 4] = [
+        Warning::LowMatchRate,
+        Warning::Imbalance,
+        Warning::PreTrend,
+        Warning::Imprecise,
+    ];
+
     pub fn text(self) -> &'static str {
         match self {
             Warning::LowMatchRate => "low_match_rate",
             Warning::Imbalance => "imbalance",
             Warning::PreTrend => "pre_trend",
+            Warning::Imprecise => "imprecise",
         }
     }
+}
+
+/// Whether a DiD could not detect an effect of [`MAX_DETECTABLE_SHARE`] of the
+/// comparison patients' rate after the start (also when that rate is 0, or the
+/// figures are not finite).
+pub fn imprecise(d: &Did) -> bool {
+    let detectable = Z_DETECTABLE * d.se;
+    !(detectable < MAX_DETECTABLE_SHARE * d.control_after.abs())
 }
 
 struct Row {
@@ -1435,6 +1467,7 @@ fn to_batch(rows: &[Row]) -> Result<RecordBatch> {
             flag(Warning::LowMatchRate),
             flag(Warning::Imbalance),
             flag(Warning::PreTrend),
+            flag(Warning::Imprecise),
             text_column(&warnings, String::as_str),
         ],
     )?)
@@ -1458,6 +1491,34 @@ fn balance_batch(rows: &[BalanceRow]) -> Result<RecordBatch> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 2.8 standard errors of the DiD against half the comparison patients' rate
+    /// after the start.
+    #[test]
+    fn an_interval_too_wide_to_detect_a_halving_is_imprecise() {
+        let did = |se: f64, control_after: f64| Did {
+            n_treated: 100,
+            n_control: 100,
+            treated_before: 1000.0,
+            treated_after: 500.0,
+            control_before: 1000.0,
+            control_after,
+            did: -10.0,
+            se,
+            ci_low: -10.0 - 1.96 * se,
+            ci_high: -10.0 + 1.96 * se,
+        };
+        assert!(!imprecise(&did(100.0, 600.0))); // 280 < 300
+        assert!(imprecise(&did(110.0, 600.0))); // 308 >= 300
+        assert!(imprecise(&did(1.0, 0.0)));
+        assert!(imprecise(&did(f64::NAN, 600.0)));
+        // The UAT's run at 50,000 people: a DiD of -493 (-5572 to 4586).
+        let wide = Did {
+            se: (4586.0 + 5572.0) / 3.92,
+            ..did(0.0, 1500.0)
+        };
+        assert!(imprecise(&wide));
+    }
 
     fn person(year_of_birth: i32) -> Person {
         Person {

@@ -1,5 +1,5 @@
 -- The list one care team receives from the re-identification gate
--- (pipeline/src/governance/gate.rs). Built into the binary; a job cannot override it.
+-- (pipeline/src/gate.rs). Built into the binary; a job cannot override it.
 --
 --   cohort          the run's cohort file (pseudo_id, ...)
 --   features        the run's features: the population at A, with the practice at A

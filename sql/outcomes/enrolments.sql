@@ -1,7 +1,7 @@
 -- Service outcome evaluation, step 1: each patient's first enrolment in each
 -- service that started in the two years before $as_of. (The index date, where risk
--- is scored and comparison patients matched, is the first day of the start's month
--- or quarter: `[outcomes] index`.) Opted-out patients are not in `services` at all.
+-- is scored and comparison patients matched, is the first day of the start's
+-- month.) Opted-out patients are not in `services` at all.
 SELECT
   service_code,
   pseudo_id,

@@ -8,7 +8,8 @@
 -- before that: it should be near 0), the largest |standardised mean difference| of
 -- the matching variables before and after matching, and warnings as 0/1 flags (match
 -- rate under 80%, an |SMD| of 0.1 or more after matching, a placebo interval
--- excluding 0). Pre-aggregated: each count is perturbed by the cell key of its own
+-- excluding 0, an interval too wide to detect a halving of the comparison patients'
+-- rate after the start; NULL in runs made before that flag existed). Pre-aggregated: each count is perturbed by the cell key of its own
 -- people, the match rate is recomputed from the protected counts. (The per-variable
 -- balance is in service_balance.parquet, for analysts.)
 WITH keys AS (
@@ -42,6 +43,7 @@ SELECT
   o.warning_low_match_rate,
   o.warning_imbalance,
   o.warning_pre_trend,
+  o.warning_imprecise,
   k.__enrolled_key,
   k.__treated_key,
   k.__controls_key

@@ -47,6 +47,10 @@ pub enum Action {
     FeedbackImport,
     /// `serve` answered a commissioner's query.
     Query,
+    /// `serve` planned a commissioner's query without running it (its schema, for
+    /// GetFlightInfo or a prepared statement): disclosure control checked it against
+    /// the data, which answers whether it passes.
+    Plan,
     /// `audit repair` removed a torn last record.
     Repair,
     /// `serve` refused a call for want of a valid token.
@@ -62,6 +66,7 @@ impl Action {
             Action::Refuse => "refuse",
             Action::FeedbackImport => "feedback_import",
             Action::Query => "query",
+            Action::Plan => "plan",
             Action::Repair => "repair",
             Action::Unauthenticated => "unauthenticated",
         }

@@ -49,7 +49,8 @@
 use super::cell_key::{self, PTable};
 use crate::error::{Error, Result};
 use datafusion::arrow::array::{
-    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, UInt32Array, new_null_array,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, UInt32Array,
+    new_null_array,
 };
 use datafusion::arrow::compute::{self, SortColumn, SortOptions, kernels::cast};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -962,7 +963,7 @@ pub fn protect_view(
         fetch: None,
         partition: None,
     };
-    protect(std::slice::from_ref(batch), &g, policy, &schema)
+    Ok(protect(std::slice::from_ref(batch), &g, policy, &schema)?.batch)
 }
 
 /// Whether a pre-aggregated view over the people of a person-level view must be
@@ -1100,11 +1101,14 @@ pub fn protect(
     g: &Guarded,
     policy: &Policy,
     schema: &SchemaRef,
-) -> Result<RecordBatch> {
+) -> Result<Released> {
     let batch = compute::concat_batches(schema, batches)?;
     if already_released(g) {
         // Rows of a pre-aggregated view: released already, sorted and limited by the plan.
-        return Ok(batch);
+        let withheld = (0..batch.num_columns())
+            .map(|_| BooleanArray::from(vec![false; batch.num_rows()]))
+            .collect();
+        return Ok(Released { batch, withheld });
     }
     let true_rows = TrueRows {
         batch: &batch,
@@ -1113,16 +1117,45 @@ pub fn protect(
         table: PTable::standard(),
     };
     let people = true_rows.released(g.people, g.people_key)?;
-    let mut fields = Vec::with_capacity(g.outputs.len());
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(g.outputs.len());
+    let width = g.outputs.len();
+    let mut fields = Vec::with_capacity(2 * width);
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(2 * width);
+    let mut masks = Vec::with_capacity(width);
     for (o, name) in g.outputs.iter().zip(&g.names) {
-        let (field, column) = true_rows.protect_output(*o, name, &people)?;
+        let (field, column, withheld) = true_rows.protect_output(*o, name, &people)?;
         fields.push(field);
         columns.push(column);
+        masks.push(withheld);
+    }
+    // Each column's withheld cells ride along as a column of their own, so that
+    // hiding small cells, ordering and LIMIT move them with their values.
+    for (i, m) in masks.into_iter().enumerate() {
+        fields.push(Field::new(
+            format!("__withheld_{i}"),
+            DataType::Boolean,
+            false,
+        ));
+        columns.push(Arc::new(m));
     }
     let out = released_batch(fields, columns, true_rows.rows)?;
     let out = small_cells_hidden(out, g, &people, true_rows.rows)?;
-    order_and_limit(out, g)
+    let out = order_and_limit(out, g)?;
+    let withheld = (width..out.num_columns())
+        .map(|i| out.column(i).as_boolean().clone())
+        .collect();
+    Ok(Released {
+        batch: out.project(&(0..width).collect::<Vec<_>>())?,
+        withheld,
+    })
+}
+
+/// A protected answer: the released values, and per column which of its cells
+/// disclosure control withheld (shown as `[REDACTED]`; any other null is a value
+/// that does not exist, such as an estimate that could not be made).
+#[derive(Debug, Clone)]
+pub struct Released {
+    pub batch: RecordBatch,
+    pub withheld: Vec<BooleanArray>,
 }
 
 /// Whether every output of `g` is a key or a value released when its view was opened
@@ -1203,22 +1236,33 @@ impl TrueRows<'_> {
             .collect())
     }
 
-    /// The released column of output `o`, named `name`; rows whose released `people`
-    /// are 0 are small.
-    fn protect_output(&self, o: Output, name: &str, people: &[i64]) -> Result<(Field, ArrayRef)> {
+    /// The released column of output `o`, named `name`, and which of its cells were
+    /// withheld; rows whose released `people` are 0 are small.
+    fn protect_output(
+        &self,
+        o: Output,
+        name: &str,
+        people: &[i64],
+    ) -> Result<(Field, ArrayRef, BooleanArray)> {
         let small = |r: usize| people[r] == 0;
         let rows = self.rows;
+        let none = || BooleanArray::from(vec![false; rows]);
+        let when = |f: &dyn Fn(usize) -> bool| (0..rows).map(|r| Some(f(r))).collect();
         Ok(match o {
             Output::Key { col } | Output::Released { col, .. } => {
                 let c = self.batch.column(col).clone();
-                (Field::new(name, c.data_type().clone(), true), c)
+                (Field::new(name, c.data_type().clone(), true), c, none())
             }
             Output::Count { n, key } => {
                 let v = self.released(n, key)?;
                 let out: Int64Array = (0..rows)
                     .map(|r| Some(if small(r) { 0 } else { v[r] }))
                     .collect();
-                (Field::new(name, DataType::Int64, true), Arc::new(out))
+                (
+                    Field::new(name, DataType::Int64, true),
+                    Arc::new(out),
+                    none(),
+                )
             }
             Output::Sum {
                 sum,
@@ -1236,7 +1280,8 @@ impl TrueRows<'_> {
                     }
                     s[r]
                 };
-                self.sum_column(name, whole, value)
+                let (field, column) = self.sum_column(name, whole, value);
+                (field, column, when(&|r| small(r) || n[r] == 0))
             }
             Output::Mean {
                 sum,
@@ -1257,7 +1302,12 @@ impl TrueRows<'_> {
                         s[r].map(|s| significant(s / n[r] as f64, 3))
                     })
                     .collect();
-                (Field::new(name, DataType::Float64, true), Arc::new(out))
+                let withheld = when(&|r| small(r) || n[r] == 0);
+                (
+                    Field::new(name, DataType::Float64, true),
+                    Arc::new(out),
+                    withheld,
+                )
             }
             Output::Ratio { num, den } => {
                 let (a, b) = (self.released(num.0, num.1)?, self.released(den.0, den.1)?);
@@ -1266,14 +1316,23 @@ impl TrueRows<'_> {
                         (!small(r) && b[r] > 0).then(|| significant(a[r] as f64 / b[r] as f64, 3))
                     })
                     .collect();
-                (Field::new(name, DataType::Float64, true), Arc::new(out))
+                let withheld = when(&|r| small(r) || b[r] == 0);
+                (
+                    Field::new(name, DataType::Float64, true),
+                    Arc::new(out),
+                    withheld,
+                )
             }
             Output::Statistic { col } => {
                 let v = self.float(col)?;
                 let out: Float64Array = (0..rows)
                     .map(|r| (!small(r) && !v.is_null(r)).then(|| significant(v.value(r), 3)))
                     .collect();
-                (Field::new(name, DataType::Float64, true), Arc::new(out))
+                (
+                    Field::new(name, DataType::Float64, true),
+                    Arc::new(out),
+                    when(&small),
+                )
             }
         })
     }
@@ -1324,16 +1383,23 @@ fn small_cells_hidden(
         return Ok(compute::filter_record_batch(&out, &keep)?);
     }
     if rows == 0 {
-        let cols: Vec<ArrayRef> = out
-            .schema()
+        // Each statistic withheld, as in a small cell's row.
+        let width = g.outputs.len();
+        let schema = out.schema();
+        let values = schema
             .fields()
             .iter()
             .zip(&g.outputs)
             .map(|(f, o)| match o {
                 Output::Count { .. } => Arc::new(Int64Array::from(vec![0])) as ArrayRef,
                 _ => new_null_array(f.data_type(), 1),
-            })
-            .collect();
+            });
+        let withheld = g.outputs.iter().map(|o| {
+            let counted = matches!(o, Output::Count { .. } | Output::Key { .. });
+            Arc::new(BooleanArray::from(vec![!counted])) as ArrayRef
+        });
+        let cols: Vec<ArrayRef> = values.chain(withheld).collect();
+        debug_assert_eq!(cols.len(), 2 * width);
         return Ok(RecordBatch::try_new(out.schema(), cols)?);
     }
     Ok(out)

@@ -281,7 +281,7 @@ async fn check_file(
 ) -> Result<(InputFile, Vec<Field>, Option<i32>)> {
     let store = listed.store.as_ref();
     let cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
-    let file = format!("{}", meta.location);
+    let file = file_name(&listed.url, meta);
     let unreadable = |e: &dyn std::fmt::Display| {
         bad_input!(
             "{what}: file {file} is not a readable Parquet file ({e}); it may be truncated or another format: replace it with a complete Parquet file"
@@ -306,17 +306,12 @@ async fn check_file(
     let fields = check_schema(columns, &schema, &file, what)?;
     let url = listed_url(&listed.url, meta);
     check_int32_range(ctx, columns, &fields, &metadata, &url, &file, what).await?;
-    let mut h = Sha256::new();
-    h.update(format!(
-        "{}|{}|{}|{:?}",
-        meta.location, meta.size, meta.last_modified, meta.e_tag
-    ));
     let input = InputFile {
         path: file,
         bytes: meta.size,
         rows,
         modified: meta.last_modified.to_rfc3339(),
-        fingerprint: hex::encode(h.finalize()),
+        fingerprint: fingerprint(meta),
     };
     let latest = event_date.and_then(|c| latest_in(&metadata, c));
     Ok((input, fields, latest))
@@ -383,6 +378,28 @@ fn open_listed(
 /// A URL for one listed file, readable on its own.
 fn listed_url(url: &ListingTableUrl, meta: &object_store::ObjectMeta) -> String {
     format!("{}{}", url.object_store().as_str(), meta.location)
+}
+
+/// One listed file as its user would name it: a local file by its absolute path
+/// (`/data/x.parquet`, where the store's own path drops the leading `/`), a file in
+/// an object store by its URL.
+pub(crate) fn file_name(url: &ListingTableUrl, meta: &object_store::ObjectMeta) -> String {
+    let full = listed_url(url, meta);
+    match full.strip_prefix("file://") {
+        Some(local) => local.to_string(),
+        None => full,
+    }
+}
+
+/// What tells a file read at a run's start from the same name rewritten since:
+/// location, size, modification time and e-tag, hashed.
+pub(crate) fn fingerprint(meta: &object_store::ObjectMeta) -> String {
+    let mut h = Sha256::new();
+    h.update(format!(
+        "{}|{}|{}|{:?}",
+        meta.location, meta.size, meta.last_modified, meta.e_tag
+    ));
+    hex::encode(h.finalize())
 }
 
 /// Int64 is a safe cast to the contract's Int32 only when every value fits. Values

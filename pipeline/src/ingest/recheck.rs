@@ -2,22 +2,11 @@
 //! removed while the run read it could give a run mixing old and new data, so such a
 //! run fails (exit 1) naming the input, and leaves no run folder.
 
-use super::{InputFile, Inputs};
+use super::{InputFile, Inputs, file_name, fingerprint};
 use crate::error::{Error, Result};
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-
-/// The same fingerprint as ingest takes: location, size, modification time, e-tag.
-fn fingerprint(meta: &object_store::ObjectMeta) -> String {
-    let mut h = Sha256::new();
-    h.update(format!(
-        "{}|{}|{}|{:?}",
-        meta.location, meta.size, meta.last_modified, meta.e_tag
-    ));
-    hex::encode(h.finalize())
-}
 
 /// Fail if any input's files differ from what the run read at its start.
 pub async fn unchanged(ctx: &SessionContext, inputs: &Inputs) -> Result<()> {
@@ -47,7 +36,7 @@ pub async fn unchanged(ctx: &SessionContext, inputs: &Inputs) -> Result<()> {
         let before: BTreeMap<&str, &InputFile> =
             t.files.iter().map(|f| (f.path.as_str(), f)).collect();
         for meta in &now {
-            let path = meta.location.to_string();
+            let path = file_name(&url, meta);
             let Some(was) = before.get(path.as_str()) else {
                 return Err(changed(format!("file {path} appeared")));
             };
@@ -62,7 +51,7 @@ pub async fn unchanged(ctx: &SessionContext, inputs: &Inputs) -> Result<()> {
             }
         }
         if now.len() != before.len() {
-            let listed: Vec<String> = now.iter().map(|m| m.location.to_string()).collect();
+            let listed: Vec<String> = now.iter().map(|m| file_name(&url, m)).collect();
             let gone = t
                 .files
                 .iter()

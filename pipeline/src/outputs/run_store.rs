@@ -606,6 +606,18 @@ impl RunHandle {
 
     /// Register one Parquet file of the run as a table.
     pub async fn register(&self, ctx: &SessionContext, table: &str, file: &str) -> Result<()> {
+        self.register_as(ctx, table, file, None).await
+    }
+
+    /// As [`register`](Self::register), read as `schema` when given: columns that a
+    /// run of an earlier version did not write read as NULL.
+    pub async fn register_as(
+        &self,
+        ctx: &SessionContext,
+        table: &str,
+        file: &str,
+        schema: Option<&datafusion::arrow::datatypes::Schema>,
+    ) -> Result<()> {
         if !self.exists(file).await {
             return Err(bad_input!(
                 "run folder: {} is missing; is this a complete run?",
@@ -613,7 +625,11 @@ impl RunHandle {
             ));
         }
         self.attach(ctx);
-        ctx.register_parquet(table, self.url(file), ParquetReadOptions::default())
+        let options = ParquetReadOptions {
+            schema,
+            ..Default::default()
+        };
+        ctx.register_parquet(table, self.url(file), options)
             .await
             .map_err(|e| self.damaged(file, e))?;
         Ok(())

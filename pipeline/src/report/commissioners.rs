@@ -208,8 +208,7 @@ async fn services(c: &Commissioner) -> String {
 /// `warnings` column the view does not have, and showed none).
 fn warnings(row: &Row) -> String {
     use crate::service_evaluation::Warning;
-    let all = [Warning::LowMatchRate, Warning::Imbalance, Warning::PreTrend];
-    let on = all
+    let on = Warning::ALL
         .into_iter()
         .filter(|w| num(row, &format!("warning_{}", w.text())) == Some(1.0));
     on.map(Warning::text).collect::<Vec<_>>().join(",")

@@ -300,7 +300,11 @@ pub fn history(inputs: &Inputs) -> String {
         )
     };
     let mut s = String::new();
-    let top = h.iter().map(|r| r.population as f64).fold(1.0, f64::max);
+    let top = h
+        .iter()
+        .filter_map(|r| r.population)
+        .map(|p| p as f64)
+        .fold(1.0, f64::max);
     let mut c = Chart::new(
         "chart-history-population",
         "Population and cohorts",
@@ -318,7 +322,7 @@ pub fn history(inputs: &Inputs) -> String {
         false,
         &h.iter()
             .enumerate()
-            .map(|(k, r)| (x(k), r.population as f64))
+            .filter_map(|(k, r)| r.population.map(|p| (x(k), p as f64)))
             .collect::<Vec<_>>(),
     );
     let names: std::collections::BTreeSet<&String> =
@@ -385,7 +389,7 @@ fn history_table(h: &[crate::history::HistoryRow]) -> String {
             k + 1,
             esc(r.run_id.as_deref().unwrap_or("-")),
             r.as_of,
-            r.population,
+            r.population.map_or("-".to_string(), |p| p.to_string()),
             cohorts.join(", "),
             fmt(r.validation_auc.or(r.temporal_auc), 3),
             fmt(r.calibration_slope.or(r.temporal_calibration_slope), 2),

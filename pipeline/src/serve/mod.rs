@@ -100,6 +100,8 @@ pub struct Answer {
     pub rows: usize,
     /// Per column: a grouping key, or a (protected) count or statistic.
     pub outputs: Vec<disclosure_control::Output>,
+    /// Per column, over the answer's rows: the cells disclosure control withheld.
+    pub withheld: Vec<datafusion::arrow::array::BooleanArray>,
 }
 
 /// A commissioner query that failed while running, as the caller sees it: the
@@ -323,10 +325,11 @@ impl Commissioner {
         let schema = Arc::new(guarded.plan.schema().as_arrow().clone());
         let out = disclosure_control::protect(&batches, guarded, &self.policy, &schema)?;
         Ok(Answer {
-            schema: out.schema(),
-            rows: out.num_rows(),
-            batches: vec![out],
+            schema: out.batch.schema(),
+            rows: out.batch.num_rows(),
+            batches: vec![out.batch],
             outputs: guarded.outputs.clone(),
+            withheld: out.withheld,
         })
     }
 
@@ -370,13 +373,19 @@ pub async fn open_run(run: &RunHandle, secret: &Key, policy: &Policy) -> Result<
     let columns = ["change", "practice_code", "previous_tier", "current_tier"];
     let changes = long_table(&base, run, files, &columns).await?;
     base.register_table("cohort_change_rows", changes.into_view())?;
-    for (name, file) in [
-        ("service_outcomes_table", "service_outcomes.parquet"),
-        ("service_people", "service_people.parquet"),
-        ("feedback_people", "feedback_people.parquet"),
+    // Read as this version writes it: a flag added since reads as NULL in older runs.
+    let outcomes = crate::service_evaluation::schema();
+    for (name, file, schema) in [
+        (
+            "service_outcomes_table",
+            "service_outcomes.parquet",
+            Some(outcomes.as_ref()),
+        ),
+        ("service_people", "service_people.parquet", None),
+        ("feedback_people", "feedback_people.parquet", None),
     ] {
         if run.exists(file).await {
-            run.register(&base, name, file).await?;
+            run.register_as(&base, name, file, schema).await?;
         }
     }
     register_view(&base, "person", "views/person.sql").await?;

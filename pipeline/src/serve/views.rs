@@ -167,12 +167,13 @@ pub const VIEWS: &[View] = &[
             ("warning_low_match_rate", Role::Statistic),
             ("warning_imbalance", Role::Statistic),
             ("warning_pre_trend", Role::Statistic),
+            ("warning_imprecise", Role::Statistic),
             ("__enrolled_key", Role::Hidden),
             ("__treated_key", Role::Hidden),
             ("__controls_key", Role::Hidden),
         ],
         needs: &["service_outcomes.parquet", "service_people.parquet"],
-        doc: "per service and outcome (emergency admissions, bed days): rates per 1,000 person-years before and after the start, for the enrolled and matched comparison patients, the match rate, the difference in differences with its 95% interval, the placebo difference in differences on the year before, the largest standardised mean difference of the matching variables before and after matching, and warning flags (low match rate, imbalance, pre-trend)",
+        doc: "per service and outcome (emergency admissions, bed days): rates per 1,000 person-years before and after the start, for the enrolled and matched comparison patients, the match rate, the difference in differences with its 95% interval, the placebo difference in differences on the year before, the largest standardised mean difference of the matching variables before and after matching, and warning flags (low match rate, imbalance, pre-trend, imprecise)",
         ..PRE_AGGREGATED
     },
     View {

@@ -81,8 +81,9 @@ impl Service {
         Self { audit, queries }
     }
 
-    /// The protected schema of a query (planned and guarded, not run). A refusal is
-    /// audited here, since the client will not come back to run it.
+    /// The protected schema of a query (planned and guarded, not run). Audited as a
+    /// plan, or a refusal: the cut rule's check on the data ran, and its outcome is
+    /// itself something the caller learns.
     async fn schema(&self, caller: &Arc<Caller>, sql: &str) -> Result<SchemaRef, Status> {
         let result = self
             .under_limits(caller, sql, |c, text| async move {
@@ -90,9 +91,8 @@ impl Service {
                 Ok(c.protect(&g, vec![]).map_err(status)?.schema)
             })
             .await;
-        if let Err(e) = &result {
-            self.audit(caller, sql, Err(e)).await?;
-        }
+        self.audit(caller, sql, result.as_ref().map(|_| None))
+            .await?;
         result
     }
 
@@ -107,7 +107,7 @@ impl Service {
                 answer_within(&c, &g, &limits).await
             })
             .await;
-        self.audit(caller, sql, result.as_ref().map(|a| a.rows))
+        self.audit(caller, sql, result.as_ref().map(|a| Some(a.rows)))
             .await?;
         tracing::debug!(
             "query by {:?}: {} in {} ms",
@@ -145,16 +145,17 @@ impl Service {
             .await
     }
 
-    /// One record per query: who, the SQL, when (the record's time), and the rows
-    /// returned or why none were.
+    /// One record per call: who, the SQL, when (the record's time), and the rows
+    /// returned (none for a plan) or why none were.
     async fn audit(
         &self,
         caller: &Caller,
         sql: &str,
-        outcome: Result<usize, &Status>,
+        outcome: Result<Option<usize>, &Status>,
     ) -> Result<(), Status> {
         let (action, rows, detail) = match outcome {
-            Ok(rows) => (Action::Query, Some(rows as u64), None),
+            Ok(Some(rows)) => (Action::Query, Some(rows as u64), None),
+            Ok(None) => (Action::Plan, None, None),
             Err(e) => (Action::Refuse, None, Some(e.message().to_string())),
         };
         let record = Record {
