@@ -439,6 +439,15 @@ fn the_commissioners_report_holds_only_released_numbers() {
             row.ends_with(&format!("<td>{flags}</td>")),
             "{start}: {row}"
         );
+        // Each flag raised is explained in words under the table.
+        let legend = html.split("<ul id=\"service-warnings\">").nth(1).unwrap();
+        let legend = legend.split("</ul>").next().unwrap();
+        for f in flags.split(',') {
+            assert!(
+                legend.contains(&format!("<li><b>{f}</b>: ")),
+                "{f}: {legend}"
+            );
+        }
     }
     let manifest = json(&run.join("manifest.json"));
     for v in &released {

@@ -1372,6 +1372,24 @@ impl Warning {
         Warning::Imprecise,
     ];
 
+    /// What the warning means, for a reader of the report.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Warning::LowMatchRate => {
+                "fewer than 80% of the enrolled have a comparison patient: the result speaks for those matched only"
+            }
+            Warning::Imbalance => {
+                "the matched groups still differ (a standardised mean difference of 0.1 or more): the difference may be theirs, not the service's"
+            }
+            Warning::PreTrend => {
+                "the groups were already diverging in the two years before the start: the difference in differences is not to be trusted"
+            }
+            Warning::Imprecise => {
+                "the interval is too wide to detect even a halving of the rate: the estimate says nothing either way"
+            }
+        }
+    }
+
     pub fn text(self) -> &'static str {
         match self {
             Warning::LowMatchRate => "low_match_rate",

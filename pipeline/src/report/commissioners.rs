@@ -201,7 +201,33 @@ async fn services(c: &Commissioner) -> String {
         ));
     }
     s.push_str("</table>\n");
+    s.push_str(&warning_legend(&r));
     section("services", "Service evaluation", &s)
+}
+
+/// What each warning raised in the table means, in words.
+fn warning_legend(rows: &[Row]) -> String {
+    use crate::service_evaluation::Warning;
+    let raised: Vec<Warning> = Warning::ALL
+        .into_iter()
+        .filter(|w| {
+            let flag = format!("warning_{}", w.text());
+            rows.iter().any(|row| num(row, &flag) == Some(1.0))
+        })
+        .collect();
+    if raised.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("<ul id=\"service-warnings\">\n");
+    for w in raised {
+        s.push_str(&format!(
+            "<li><b>{}</b>: {}</li>\n",
+            w.text(),
+            esc(w.meaning())
+        ));
+    }
+    s.push_str("</ul>\n");
+    s
 }
 
 /// A service row's warnings, from the view's 0/1 flags (regression: the report read a
