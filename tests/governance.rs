@@ -321,6 +321,142 @@ fn gate_releases_exactly_the_teams_cohort_patients() {
             .contains("1 cohort members at the team's practices are not in the vault")
     );
     assert!(f.last_record().detail.unwrap().contains("not_in_vault=1"));
+
+    // Regression: an opt-out whose NHS number ended in `\r` (a CSV step's line
+    // ending) was quarantined, pseudonymise went on, and the gate named the objector.
+    let second = released[1].clone();
+    append_optout(&f.dir, &format!("{second}\r"));
+    let o = f.pseudonymise();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = f.reidentify("T01", "gp.north.1", "complex_needs", "t01-cr");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let named: HashSet<String> = released_nhs(&f.list("t01-cr.csv")).into_iter().collect();
+    assert!(!named.contains(&second));
+    assert_eq!(named.len(), set.len() - 2);
+    // An objection whose number cannot be read at all stops pseudonymise, and the
+    // output it would have replaced stays as it was.
+    let before = std::fs::read(f.dir.join("pseudonymised/optouts.parquet")).unwrap();
+    append_optout(&f.dir, "94347659");
+    let o = f.pseudonymise();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains(
+            "1 opt-out rows have an NHS number that cannot be read (malformed_nhs_number 1)"
+        ),
+        "{e}"
+    );
+    assert!(!e.contains("94347659"), "{e}");
+    assert_eq!(
+        std::fs::read(f.dir.join("pseudonymised/optouts.parquet")).unwrap(),
+        before
+    );
+}
+
+/// Set every value of a string column of a Parquet file.
+fn overwrite_column(path: &Path, column: &str, value: &str) {
+    use datafusion::arrow::array::{ArrayRef, RecordBatch};
+    use std::sync::Arc;
+    let batches = read_parquet(path);
+    let schema = batches[0].schema();
+    let i = schema.index_of(column).unwrap();
+    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(path).unwrap(),
+        schema.clone(),
+        None,
+    )
+    .unwrap();
+    for b in &batches {
+        let mut columns = b.columns().to_vec();
+        columns[i] = Arc::new(StringArray::from(vec![value; b.num_rows()])) as ArrayRef;
+        w.write(&RecordBatch::try_new(schema.clone(), columns).unwrap())
+            .unwrap();
+    }
+    w.close().unwrap();
+}
+
+/// Regression: the gate decided who a team's patients were by the practice in the
+/// run's features, which the analyst writes (by SQL, or by hand). Now the vault's own
+/// record must agree, and a run folder that is not where its manifest says is refused.
+#[test]
+fn gate_names_no_one_the_vault_places_at_another_practice() {
+    let f = flow("gov_practice", 29);
+    f.approve("T01", "complex_needs");
+    let people = identifiable_people(&f.dir);
+    let by_pid = nhs_by_pseudo_id(&f, &people);
+    let practices = team_practices(&f.dir, "T01");
+    let cohort = pseudo_ids(&f.run.join("cohort_complex_needs.parquet"));
+    let expected: HashSet<String> = cohort
+        .iter()
+        .map(|p| by_pid[p].clone())
+        .filter(|n| practices.contains(&people[n]))
+        .collect();
+    assert!(
+        expected.len() < cohort.len(),
+        "T01 should not serve everyone"
+    );
+
+    let o = f.reidentify("T01", "gp.north.1", "complex_needs", "honest");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let honest: HashSet<String> = released_nhs(&f.list("honest.csv")).into_iter().collect();
+    assert!(honest.is_subset(&expected) && !honest.is_empty());
+    assert!(
+        f.last_record()
+            .detail
+            .unwrap()
+            .contains("practice_differs=0")
+    );
+
+    // Everyone placed at one of T01's practices in the run's features.
+    let ours = practices.iter().next().unwrap().clone();
+    overwrite_column(&f.run.join("features.parquet"), "practice_code", &ours);
+    let o = f.reidentify("T01", "gp.north.1", "complex_needs", "tampered");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let named: HashSet<String> = released_nhs(&f.list("tampered.csv")).into_iter().collect();
+    assert_eq!(named, honest, "named people the vault places elsewhere");
+    assert!(
+        stderr(&o).contains("cohort members are registered, by the vault's record, at a practice other than the run's"),
+        "{}",
+        stderr(&o)
+    );
+    let detail = f.last_record().detail.unwrap();
+    let differs: usize = detail
+        .split("practice_differs=")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(
+        differs > 0 && honest.len() + differs <= cohort.len(),
+        "{detail}"
+    );
+
+    // A copy of the run under another name.
+    let copy = f.run.with_file_name("copied-run");
+    let o = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&f.run)
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let o = f
+        .gate(
+            &copy,
+            "T01",
+            "gp.north.1",
+            "complex_needs",
+            "copied",
+            &f.vault_key(),
+        )
+        .output()
+        .unwrap();
+    assert_refused(&f, &o, "no such run or cohort", "copied");
+    assert!(
+        stderr(&o).contains("a copied or renamed run folder"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// Add an opt-out for one NHS number to the identifiable extract.
@@ -597,7 +733,7 @@ fn gate_refuses_a_wrong_vault_key() {
     let f = flow("gov_wrong_key", 27);
     f.approve("T01", "complex_needs");
     let wrong = f.dir.join("keys/other.key");
-    riskstrat::governance::pseudonym::Key::from_bytes([9; 32])
+    riskstrat::governance::pseudonym::Key::random()
         .write_file(&wrong)
         .unwrap();
     let o = f.reidentify_with_key("T01", "gp.north.1", "complex_needs", "x", &wrong);

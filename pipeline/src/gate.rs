@@ -64,6 +64,9 @@ pub struct Release {
     /// Cohort people at the team's practices who are not in the vault (opted out
     /// since the run, or not in this vault): counted, never named.
     pub not_in_vault: u64,
+    /// Cohort people whose practice in the run is not the one the vault records
+    /// (the run's files altered, or a vault older than the extract): never named.
+    pub practice_differs: u64,
     pub csv: PathBuf,
     pub parquet: PathBuf,
     pub audit_seq: u64,
@@ -113,6 +116,16 @@ async fn open_run(
     cohort: &str,
 ) -> std::result::Result<(Manifest, String), String> {
     let manifest = run.manifest().await.map_err(|e| e.message)?;
+    // Regression: a copy of a run with its files altered was released, and audited
+    // under the original run's id.
+    if run.name() != manifest.run_id {
+        return Err(format!(
+            "--run {}: the folder is named {} but its manifest is run {}: a copied or renamed run folder; release from the run folder as the job wrote it",
+            run.location().display(),
+            run.name(),
+            manifest.run_id
+        ));
+    }
     let file = format!("cohort_{cohort}.parquet");
     if !manifest.cohorts.contains_key(cohort) || !run.exists(&file).await {
         let names: Vec<&str> = manifest.cohorts.keys().map(String::as_str).collect();
@@ -171,14 +184,14 @@ pub async fn reidentify_from(req: &Request<'_>, run: &RunHandle) -> Result<Relea
     } else {
         (lists.release(vault_rows).await?, None)
     };
-    let (list, not_in_vault) = only_in_vault(rows)?;
+    let (list, withheld) = named_rows(rows)?;
     let changes = earlier.map(|e| Changes {
         compared_with: e.seq,
         earlier_run: e.run.name().to_string(),
         entered: count_change(&list, "entered"),
         left: count_change(&list, "left"),
     });
-    out.publish(req, &manifest, &approval, &list, not_in_vault, changes)
+    out.publish(req, &manifest, &approval, &list, withheld, changes)
 }
 
 /// The last release of `req.cohort` to `req.team` in the (verified) audit log, and its
@@ -319,9 +332,13 @@ impl Out {
         manifest: &Manifest,
         approval: &Approval,
         list: &[RecordBatch],
-        not_in_vault: u64,
+        withheld: Withheld,
         changes: Option<Changes>,
     ) -> Result<Release> {
+        let Withheld {
+            not_in_vault,
+            practice_differs,
+        } = withheld;
         let patients: u64 = list.iter().map(|b| b.num_rows() as u64).sum();
         let (csv, parquet) = (&self.csv, &self.parquet);
         let tmp_csv = durable::staging_name(csv);
@@ -339,7 +356,7 @@ impl Out {
                     patients: Some(patients),
                     file_sha256: Some(sha256_of(&tmp_csv)?),
                     detail: Some(format!(
-                        "parquet_sha256={} not_in_vault={not_in_vault}{}",
+                        "parquet_sha256={} not_in_vault={not_in_vault} practice_differs={practice_differs}{}",
                         sha256_of(&tmp_parquet)?,
                         changes.as_ref().map_or(String::new(), |c| format!(
                             " changes_since_run={} entered={} left={}",
@@ -367,6 +384,7 @@ impl Out {
         Ok(Release {
             patients,
             not_in_vault,
+            practice_differs,
             csv: self.csv,
             parquet: self.parquet,
             audit_seq: record.seq,
@@ -557,24 +575,41 @@ impl Lists<'_> {
     }
 }
 
-/// Split off the rows whose person is not in the vault (release.sql's `in_vault`).
-fn only_in_vault(rows: Vec<RecordBatch>) -> Result<(Vec<RecordBatch>, u64)> {
-    let mut missing = 0;
+/// Cohort people at the team's practices whom a release does not name.
+#[derive(Debug, Clone, Copy, Default)]
+struct Withheld {
+    not_in_vault: u64,
+    practice_differs: u64,
+}
+
+/// Split off the rows the gate does not name (release.sql's `in_vault` and
+/// `practice_confirmed`), and drop those two columns.
+fn named_rows(rows: Vec<RecordBatch>) -> Result<(Vec<RecordBatch>, Withheld)> {
+    let mut withheld = Withheld::default();
     let mut out = Vec::new();
     for b in rows {
-        let idx = b.schema().index_of("in_vault")?;
-        let keep = b
-            .column(idx)
-            .as_any()
-            .downcast_ref::<BooleanArray>()
-            .ok_or_else(|| Error::failed("release.sql: in_vault must be a boolean"))?
-            .clone();
-        missing += (b.num_rows() - keep.true_count()) as u64;
-        let mut kept = filter_record_batch(&b, &keep)?;
-        kept.remove_column(idx);
-        out.push(kept);
+        let flag = |name: &str| -> Result<(usize, BooleanArray)> {
+            let idx = b.schema().index_of(name)?;
+            let values = b
+                .column(idx)
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .ok_or_else(|| Error::failed(format!("release.sql: {name} must be a boolean")))?
+                .clone();
+            Ok((idx, values))
+        };
+        let (in_idx, in_vault) = flag("in_vault")?;
+        let (pc_idx, confirmed) = flag("practice_confirmed")?;
+        let keep = datafusion::arrow::compute::and(&in_vault, &confirmed)?;
+        withheld.not_in_vault += (b.num_rows() - in_vault.true_count()) as u64;
+        withheld.practice_differs += (in_vault.true_count() - keep.true_count()) as u64;
+        let kept = filter_record_batch(&b, &keep)?;
+        let columns: Vec<usize> = (0..kept.num_columns())
+            .filter(|&i| i != in_idx && i != pc_idx)
+            .collect();
+        out.push(kept.project(&columns)?);
     }
-    Ok((out, missing))
+    Ok((out, withheld))
 }
 
 /// The list as CSV and Parquet, owner-only: it names people.

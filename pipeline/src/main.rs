@@ -852,6 +852,12 @@ async fn reidentify(a: ReidentifyArgs) -> Result<()> {
             r.not_in_vault
         );
     }
+    if r.practice_differs > 0 {
+        eprintln!(
+            "warning: {} cohort members are registered, by the vault's record, at a practice other than the run's: not released. Either the vault is older than the extract the run read (run pseudonymise again) or the run's files were altered",
+            r.practice_differs
+        );
+    }
     println!("{}", r.csv.display());
     println!("{}", r.parquet.display());
     Ok(())

@@ -335,6 +335,9 @@ pub async fn pseudonymise(req: &Request<'_>) -> Result<Summary> {
             continue;
         };
         let (s, df) = pseudonymised_table(&ctx, table, &location, &qdir).await?;
+        if table.name == OPTOUTS.name {
+            refuse_unreadable_optouts(&s, &location)?;
+        }
         summary.tables.insert(table.name.to_string(), s);
         tables.insert(table.name, df);
     }
@@ -345,6 +348,27 @@ pub async fn pseudonymise(req: &Request<'_>) -> Result<Summary> {
         .map_err(io_at(&summary_file, "writing"))?;
     staged.commit()?;
     Ok(summary)
+}
+
+/// An objection whose NHS number cannot be read would match no one, and the objector
+/// would be pseudonymised, kept in the vault and named by the gate (regression: such
+/// rows were quarantined and the command went on, exit 0). So, as a run refuses an
+/// opt-out it cannot use, nothing is written. Names the reasons, never the values.
+fn refuse_unreadable_optouts(s: &TableSummary, location: &Path) -> Result<()> {
+    let n: u64 = s.quarantined.values().sum();
+    if n == 0 {
+        return Ok(());
+    }
+    let reasons: Vec<String> = s
+        .quarantined
+        .iter()
+        .map(|(r, k)| format!("{r} {k}"))
+        .collect();
+    Err(bad_input!(
+        "{}: {n} opt-out rows have an NHS number that cannot be read ({}); an objection that matches no one would not be honoured, so nothing was written. Correct those rows' nhs_number in the extract (or remove rows that are not objections) and run pseudonymise again",
+        location.display(),
+        reasons.join(", ")
+    ))
 }
 
 /// One extract: rows with a bad NHS number to the gate-side quarantine, the rest with

@@ -17,7 +17,11 @@
 -- serve): only what the team needs to take them off their list (NHS number, name,
 -- date of birth, the practice they were listed at, the tier they had). People on both
 -- lists are not repeated. Rows whose person is not in the vault (opted out since) have
--- in_vault = false: the gate counts them and names nobody of them.
+-- in_vault = false, and entrants whose practice in the run is not the one the vault
+-- records have practice_confirmed = false (as in release.sql): the gate counts them and
+-- names nobody of them. (A leaver's practice is the previous run's, which the vault,
+-- refreshed since, may no longer hold: a leaver is named as the previous release
+-- listed them.)
 --
 -- arrow_cast(NULL, 'Utf8'): a plain VARCHAR cast would make a Utf8View column and turn
 -- the union's text columns into views; lists keep release.sql's types.
@@ -63,7 +67,8 @@ FROM (
         s.reason_3,
         ps.tier AS previous_tier,
         s.risk AS sort_risk,
-        v.pseudo_id IS NOT NULL AS in_vault
+        v.pseudo_id IS NOT NULL AS in_vault,
+        coalesce(v.practice_code = e.practice_code, false) AS practice_confirmed
     FROM entered e
     JOIN scores s ON s.pseudo_id = e.pseudo_id
     LEFT JOIN previous_scores ps ON ps.pseudo_id = e.pseudo_id
@@ -85,7 +90,8 @@ FROM (
         arrow_cast(NULL, 'Utf8') AS reason_3,
         ps.tier AS previous_tier,
         ps.risk AS sort_risk,
-        v.pseudo_id IS NOT NULL AS in_vault
+        v.pseudo_id IS NOT NULL AS in_vault,
+        true AS practice_confirmed
     FROM departed d
     JOIN previous_scores ps ON ps.pseudo_id = d.pseudo_id
     LEFT JOIN vault v ON v.pseudo_id = d.pseudo_id

@@ -8,8 +8,11 @@
 --   vault           identities; holds no one with an opt-out
 --
 -- One row per cohort member registered at A with one of the team's practices. Rows
--- whose person is not in the vault have in_vault = false: the gate counts them and
--- releases only the others, without the in_vault column. Minimum fields only.
+-- whose person is not in the vault have in_vault = false; rows whose practice in the
+-- run is not the practice the gate's own vault records have practice_confirmed =
+-- false (the run's files are the analyst's: a practice there decides nothing on its
+-- own). The gate counts both and releases only the others, without those two columns.
+-- Minimum fields only.
 WITH members AS (
     SELECT DISTINCT pseudo_id FROM cohort
 )
@@ -26,7 +29,8 @@ SELECT
     s.reason_1,
     s.reason_2,
     s.reason_3,
-    v.pseudo_id IS NOT NULL AS in_vault
+    v.pseudo_id IS NOT NULL AS in_vault,
+    coalesce(v.practice_code = f.practice_code, false) AS practice_confirmed
 FROM members m
 JOIN features f ON f.pseudo_id = m.pseudo_id
 JOIN team_practices t ON t.practice_code = f.practice_code

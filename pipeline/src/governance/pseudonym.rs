@@ -1,5 +1,6 @@
-//! Pseudonyms and the keys behind them. An NHS number is normalised (spaces and
-//! hyphens removed, exactly 10 ASCII digits) and checked with modulus 11; its
+//! Pseudonyms and the keys behind them. An NHS number is normalised (white space,
+//! hyphens and invisible format characters removed, exactly 10 ASCII digits) and
+//! checked with modulus 11; its
 //! pseudonym is the first 16 bytes of HMAC-SHA256(key, the 10 digits), lowercase hex.
 //! Key files hold 32 random bytes as 64 hex characters on one line, and must not be
 //! readable by group or others. Keys are never logged: `Key`'s Debug hides them.
@@ -30,7 +31,10 @@ impl NhsNumberProblem {
 
 /// The 10 digits of a valid NHS number, or why it is not one.
 pub fn normalise_nhs_number(raw: &str) -> Result<String, NhsNumberProblem> {
-    let digits: String = raw.chars().filter(|c| *c != ' ' && *c != '-').collect();
+    // Regression: a number ending in `\r` (a CSV step's line ending), a tab or a
+    // no-break space was malformed, so an opt-out holding one matched no one.
+    let ignored = |c: char| c.is_whitespace() || c == '-' || c == '\u{feff}' || c == '\u{200b}';
+    let digits: String = raw.chars().filter(|c| !ignored(*c)).collect();
     if digits.is_empty() {
         return Err(NhsNumberProblem::Empty);
     }
@@ -105,6 +109,12 @@ impl Key {
             })?;
         let mut k = [0u8; 32];
         k.copy_from_slice(&bytes);
+        if !looks_random(&k) {
+            return Err(bad_input!(
+                "key file {}: its 32 bytes are too regular to be a random key (for example all zero); make one with `riskstrat keygen`",
+                path.display()
+            ));
+        }
         Ok(Key(k))
     }
 
@@ -128,6 +138,14 @@ impl Key {
         f.sync_all()?;
         Ok(())
     }
+}
+
+/// Whether 32 bytes could have come from a random generator: at least 16 distinct
+/// values (32 random bytes have about 30; fewer than 16 has a chance below 1e-20).
+/// Regression: an all-zero key was accepted, and anyone could compute its pseudonyms.
+fn looks_random(bytes: &[u8; 32]) -> bool {
+    let distinct: std::collections::BTreeSet<u8> = bytes.iter().copied().collect();
+    distinct.len() >= 16
 }
 
 /// Whether `s` is a pseudo_id as the contract writes one: 32 lowercase hex characters.
@@ -174,6 +192,14 @@ mod tests {
             normalise_nhs_number("9434765911"),
             Err(NhsNumberProblem::CheckDigit)
         );
+        for odd in [
+            "9434765919\r",
+            "\t9434765919",
+            "943\u{a0}476\u{a0}5919",
+            "\u{feff}9434765919",
+        ] {
+            assert_eq!(normalise_nhs_number(odd).unwrap(), "9434765919", "{odd:?}");
+        }
     }
 
     #[test]
@@ -197,8 +223,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("k.key");
         let _ = std::fs::remove_file(&path);
-        Key([7; 32]).write_file(&path).unwrap();
-        assert_eq!(Key::read_file(&path).unwrap().bytes(), &[7; 32]);
+        let key = Key::random();
+        key.write_file(&path).unwrap();
+        assert_eq!(Key::read_file(&path).unwrap().bytes(), key.bytes());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -206,6 +233,14 @@ mod tests {
             let e = Key::read_file(&path).unwrap_err();
             assert!(e.message.contains("chmod 600"), "{}", e.message);
             assert_eq!(format!("{:?}", Key([7; 32])), "Key(..)");
+        }
+        // Regression: all-zero and one-byte keys were accepted.
+        for weak in [[0u8; 32], [7; 32]] {
+            let _ = std::fs::remove_file(&path);
+            Key(weak).write_file(&path).unwrap();
+            let e = Key::read_file(&path).unwrap_err();
+            assert!(e.message.contains("riskstrat keygen"), "{}", e.message);
+            assert!(!e.message.contains("0000"), "{}", e.message);
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
