@@ -770,15 +770,41 @@ fn feedback_import_then_next_run_excludes_declined() {
         .map(synthetic_nhs_number)
         .map(|n| (pseudo_id(&key, &n), n))
         .collect();
-    let nhs: Vec<&String> = cohort[..5].iter().map(|id| &nhs_of[id]).collect();
+    assert!(cohort.len() >= 6, "cohort too small: {}", cohort.len());
+    let nhs: Vec<&String> = cohort[..6].iter().map(|id| &nhs_of[id]).collect();
+    // Lines 9-11: a person at a practice the team does not serve, a valid number the
+    // vault does not hold (an objector, say), a "service code" carrying a name.
+    let stranger = synthetic_nhs_number(999_999);
     let csv = format!(
-        "nhs_number,outcome,comment\n{},declined,\n\"{} \",not_appropriate,x\n{},declined,\n{},reviewed,\n{},enrolled:VW01,\n1234567890,declined,\n{},maybe,\n",
-        nhs[0], nhs[1], nhs[2], nhs[3], nhs[4], nhs[4]
+        "nhs_number,outcome,comment\n{},declined,\n\"{} \",not_appropriate,x\n{},declined,\n{},reviewed,\n{},enrolled:VW01,\n1234567890,declined,\n{},maybe,\n{},declined,\n{stranger},declined,\n{},enrolled:ISLADAVIS19451203,\n",
+        nhs[0], nhs[1], nhs[2], nhs[3], nhs[4], nhs[4], nhs[5], nhs[3]
     );
     let returned = dir.join("returned.csv");
     std::fs::write(&returned, &csv).unwrap();
     let key_file = dir.join("pseudonym.key");
     key.write_file(&key_file).unwrap();
+    // The gate's vault: the first five at the team's practice, the sixth elsewhere.
+    let vault = dir.join("vault.parquet");
+    let vault_key = dir.join("vault.key");
+    let vk = riskstrat::governance::pseudonym::Key::random();
+    vk.write_file(&vault_key).unwrap();
+    {
+        use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, new_null_array};
+        let schema = riskstrat::governance::vault::schema();
+        let ids: Vec<&str> = cohort[..6].iter().map(String::as_str).collect();
+        let practices = ["A81001", "A81001", "A81001", "A81001", "A81001", "B82001"];
+        let columns: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| match f.name().as_str() {
+                "pseudo_id" => std::sync::Arc::new(StringArray::from(ids.clone())) as ArrayRef,
+                "practice_code" => std::sync::Arc::new(StringArray::from(practices.to_vec())),
+                _ => new_null_array(f.data_type(), 6),
+            })
+            .collect();
+        let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        riskstrat::governance::vault::write(&vault, &vk, &[batch]).unwrap();
+    }
     let teams = dir.join("teams.toml");
     std::fs::write(&teams, "[[team]]\nid = \"T01\"\nname = \"North\"\npractices = [\"A81001\"]\nmembers = [\"nurse.north.2\"]\n").unwrap();
     let audit = dir.join("audit.jsonl");
@@ -796,6 +822,10 @@ fn feedback_import_then_next_run_excludes_declined() {
             .arg(&returned)
             .arg("--key")
             .arg(&key_file)
+            .arg("--vault")
+            .arg(&vault)
+            .arg("--vault-key")
+            .arg(&vault_key)
             .arg("--teams")
             .arg(&teams)
             .arg("--audit")
@@ -810,12 +840,21 @@ fn feedback_import_then_next_run_excludes_declined() {
     let o = import("nurse.north.2");
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("imported 5 of 7 rows"), "{out}");
+    assert!(out.contains("imported 5 of 10 rows"), "{out}");
     assert!(
         out.contains("line 7 not imported: invalid_nhs_number_check_digit")
             && out.contains("line 8 not imported: invalid_outcome"),
         "{out}"
     );
+    // Regression: any team could mark anyone declined (taking them off every team's
+    // list), objectors' feedback was written, and a service code could carry text.
+    assert!(
+        out.contains("line 9 not imported: not_registered_with_the_team")
+            && out.contains("line 10 not imported: not_in_the_vault")
+            && out.contains("line 11 not imported: invalid_outcome"),
+        "{out}"
+    );
+    assert!(!out.contains(stranger.as_str()));
     for n in &nhs {
         assert!(!out.contains(n.as_str()));
     }
@@ -863,6 +902,52 @@ fn feedback_import_then_next_run_excludes_declined() {
     for (k, id) in cohort[..5].iter().enumerate() {
         assert_eq!(after.contains(id), k >= 3, "member {k}");
     }
+
+    // A feedback file not written by `feedback import`: a service code that carries
+    // text, or sits on the wrong outcome, is quarantined, never counted for
+    // commissioners.
+    let written = walk(&data.join("feedback"));
+    let imported = read_parquet(&written[0]);
+    let schema = imported[0].schema();
+    let id = cohort[3].as_str();
+    let rows = datafusion::arrow::array::RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            utf8(&[id, id, id]),
+            utf8(&["T01", "T01", "T01"]),
+            utf8(&["enrolled", "declined", "enrolled"]),
+            std::sync::Arc::new(datafusion::arrow::array::StringArray::from(vec![
+                Some("ISLADAVIS19451203"),
+                Some("VW01"),
+                None,
+            ])),
+            date(&[riskstrat::sql::date32(chrono::Utc::now().date_naive()); 3]),
+        ],
+    )
+    .unwrap();
+    let extra = data.join("feedback/feedback-T01-extra.parquet");
+    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&extra).unwrap(),
+        schema,
+        None,
+    )
+    .unwrap();
+    w.write(&rows).unwrap();
+    w.close().unwrap();
+    let third = run_at_today(&data.join("with_feedback.toml"));
+    let q = read_parquet(&third.join("quarantine/feedback.parquet"));
+    let reasons: Vec<String> = q
+        .iter()
+        .flat_map(|b| {
+            let r = b.column_by_name("reason").unwrap();
+            let r = r
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::StringArray>()
+                .unwrap();
+            r.iter().map(|v| v.unwrap().to_string()).collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(reasons, ["invalid_service_code"; 3]);
 }
 
 // --- small Parquet writer for malformed tables ---

@@ -222,12 +222,14 @@ fn team_gives_feedback(
         .join("lists")
         .join(format!("{TEAM}-feedback.csv"));
     std::fs::write(&returned, team_feedback(&release.csv)?)?;
+    let vault_key = crate::governance::pseudonym::Key::read_file(&keys.join("vault.key"))?;
     let f = feedback::import(&feedback::ImportRequest {
         team: TEAM,
         importer: REQUESTER,
         input: &returned,
         key: &crate::governance::pseudonym::Key::read_file(&keys.join("pseudonym.key"))?,
         key_path: &keys.join("pseudonym.key"),
+        vault: &crate::governance::vault::read(&places.vault, &vault_key)?,
         registry,
         out_dir: &places.out.join("feedback"),
         audit_log: &places.audit_log,

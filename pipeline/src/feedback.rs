@@ -1,7 +1,11 @@
 //! Feedback from care teams: their returned list (NHS number + outcome) becomes
 //! pseudonymised rows the analysts' runs can use, so that support stops where it is
-//! not wanted. This runs on the gate's side: it needs the pseudonymisation key. No NHS
-//! number is written, printed or audited; rejected rows are reported by line number.
+//! not wanted. This runs on the gate's side: it needs the pseudonymisation key and the
+//! vault. A team's feedback counts only for its own patients: people the vault places
+//! at one of its practices (regression: any team could mark anyone `declined`, and so
+//! take them off every team's list); objectors, whom the vault does not hold, are
+//! never written. No NHS number is written, printed or audited; rejected rows are
+//! reported by line number.
 
 use crate::bad_input;
 use crate::durable::{self, io_at};
@@ -11,7 +15,7 @@ use crate::governance::pseudonym::{Key, normalise_nhs_number, pseudo_id};
 use crate::governance::teams::Registry;
 use crate::ingest::contract::FEEDBACK;
 use chrono::NaiveDate;
-use datafusion::arrow::array::{ArrayRef, Date32Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, Date32Array, RecordBatch, StringArray};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,12 +44,19 @@ pub struct ImportSummary {
     pub file: PathBuf,
 }
 
+/// The longest service code a team may return (`VW01`): a code, not room for text
+/// (regression: `enrolled:<a patient's name and date of birth>` was accepted and
+/// shown to commissioners in `feedback_outcomes`).
+pub const MAX_SERVICE_CODE: usize = 8;
+
 /// `outcome` or `enrolled:<service>` -> (outcome, service).
 pub fn parse_outcome(s: &str) -> Option<(String, Option<String>)> {
     let s = s.trim();
     if let Some(service) = s.strip_prefix("enrolled:") {
         let service = service.trim();
-        let ok = !service.is_empty() && service.chars().all(|c| c.is_ascii_alphanumeric());
+        let ok = !service.is_empty()
+            && service.len() <= MAX_SERVICE_CODE
+            && service.chars().all(|c| c.is_ascii_alphanumeric());
         return ok.then(|| ("enrolled".to_string(), Some(service.to_ascii_uppercase())));
     }
     (OUTCOMES.contains(&s) && s != "enrolled").then(|| (s.to_string(), None))
@@ -83,6 +94,8 @@ pub struct ImportRequest<'a> {
     pub input: &'a Path,
     pub key: &'a Key,
     pub key_path: &'a Path,
+    /// The vault (as `vault::read` gives it): who the gate knows, at which practice.
+    pub vault: &'a [RecordBatch],
     pub registry: &'a Registry,
     pub out_dir: &'a Path,
     pub audit_log: &'a Path,
@@ -204,7 +217,7 @@ fn pseudonymised_rows(req: &ImportRequest, bytes: &[u8]) -> Result<(RecordBatch,
         ));
     };
     let mut summary = ImportSummary::default();
-    let (mut ids, mut outcomes, mut services) = (Vec::new(), Vec::new(), Vec::new());
+    let mut rows: Vec<(usize, String, String, Option<String>)> = Vec::new();
     for (i, line) in lines.enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -224,11 +237,32 @@ fn pseudonymised_rows(req: &ImportRequest, bytes: &[u8]) -> Result<(RecordBatch,
             summary.rejected.push((n, "invalid_outcome".into()));
             continue;
         };
-        *summary.by_outcome.entry(outcome.clone()).or_default() += 1;
-        ids.push(pseudo_id(req.key, &nhs));
-        outcomes.push(outcome);
-        services.push(service);
+        rows.push((n, pseudo_id(req.key, &nhs), outcome, service));
     }
+    let practices = vault_practices(req.vault, rows.iter().map(|r| r.1.as_str()))?;
+    let team = req
+        .registry
+        .team(req.team)
+        .ok_or_else(|| bad_input!("--team {}: no such team in the registry", req.team))?;
+    let (mut ids, mut outcomes, mut services) = (Vec::new(), Vec::new(), Vec::new());
+    for (n, id, outcome, service) in &rows {
+        let why = match practices.get(id.as_str()) {
+            None => Some("not_in_the_vault"),
+            Some(p) if !team.practices.iter().any(|t| Some(t) == p.as_ref()) => {
+                Some("not_registered_with_the_team")
+            }
+            Some(_) => None,
+        };
+        if let Some(why) = why {
+            summary.rejected.push((*n, why.to_string()));
+            continue;
+        }
+        *summary.by_outcome.entry(outcome.clone()).or_default() += 1;
+        ids.push(id.clone());
+        outcomes.push(outcome.clone());
+        services.push(service.clone());
+    }
+    summary.rejected.sort();
     summary.imported = ids.len();
     let day = crate::sql::date32(req.recorded);
     let n = ids.len();
@@ -243,6 +277,31 @@ fn pseudonymised_rows(req: &ImportRequest, bytes: &[u8]) -> Result<(RecordBatch,
         ],
     )?;
     Ok((batch, summary))
+}
+
+/// The vault's practice of each of `ids` that it holds.
+fn vault_practices<'a>(
+    vault: &[RecordBatch],
+    ids: impl Iterator<Item = &'a str>,
+) -> Result<std::collections::HashMap<&'a str, Option<String>>> {
+    let mut wanted: std::collections::HashMap<&str, Option<String>> =
+        ids.map(|id| (id, None)).collect();
+    let mut found = std::collections::HashMap::new();
+    for b in vault {
+        let column = |name: &str| {
+            b.column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .ok_or_else(|| Error::failed(format!("the vault has no text column {name}")))
+        };
+        let (ids, practice) = (column("pseudo_id")?, column("practice_code")?);
+        for r in 0..b.num_rows() {
+            if let Some((k, _)) = wanted.remove_entry(ids.value(r)) {
+                let p = practice.is_valid(r).then(|| practice.value(r).to_string());
+                found.insert(k, p);
+            }
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

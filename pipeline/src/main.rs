@@ -409,6 +409,11 @@ struct ImportArgs {
     /// The pseudonymisation key file.
     #[arg(long)]
     key: PathBuf,
+    /// The vault: feedback counts only for people it places at the team's practices.
+    #[arg(long)]
+    vault: PathBuf,
+    #[arg(long)]
+    vault_key: PathBuf,
     #[arg(long)]
     teams: PathBuf,
     #[arg(long)]
@@ -976,6 +981,7 @@ fn feedback_import(a: ImportArgs) -> Result<()> {
     use riskstrat::governance::pseudonym::Key;
     let registry = riskstrat::governance::teams::Registry::load(&a.teams)?;
     let k = Key::read_file(&a.key)?;
+    let vault = riskstrat::governance::vault::read(&a.vault, &Key::read_file(&a.vault_key)?)?;
     let team = &a.team;
     let s = import(&ImportRequest {
         team,
@@ -983,6 +989,7 @@ fn feedback_import(a: ImportArgs) -> Result<()> {
         input: &a.input,
         key: &k,
         key_path: &a.key,
+        vault: &vault,
         registry: &registry,
         out_dir: &a.out,
         audit_log: &a.audit,
