@@ -719,13 +719,35 @@ fn approve_records_in_the_audit_log() {
             .output()
             .unwrap()
     };
-    let o = approve("T01", "2999-12-31");
+    let today = chrono::Utc::now().date_naive();
+    let in_days = |n: u64| (today + chrono::Days::new(n)).to_string();
+    let o = approve("T01", &in_days(366));
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = approve("T02", "2999-12-31");
+    let o = approve("T02", &in_days(30));
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("T02"));
     let o = approve("T01", "2000-01-01");
     assert_eq!(o.status.code(), Some(2));
+    // Regression: an approval could run for ever.
+    let o = approve("T01", "9999-12-31");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("at most 366 days"), "{}", stderr(&o));
+    // Regression: a team member could approve their own team.
+    let o = riskstrat()
+        .args(["approve", "--team", "T01", "--cohort", "complex_needs"])
+        .args(["--purpose", "direct-care", "--expires", &in_days(30)])
+        .args(["--approver", "gp.north.1", "--teams"])
+        .arg(&teams)
+        .arg("--audit")
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("cannot approve its own releases"),
+        "{}",
+        stderr(&o)
+    );
     let approvals = riskstrat::governance::teams::approvals(&log).unwrap();
     assert_eq!(approvals.len(), 1);
     assert_eq!(approvals[0].team, "T01");

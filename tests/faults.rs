@@ -363,7 +363,8 @@ impl Drop for Tmpfs {
 fn approve(teams: &Path, log: &Path, approver: &str) -> Output {
     riskstrat()
         .args(["approve", "--team", "T01", "--cohort", "complex_needs"])
-        .args(["--purpose", "direct-care", "--expires", "2099-12-31"])
+        .args(["--purpose", "direct-care", "--expires"])
+        .arg((chrono::Utc::now().date_naive() + chrono::Days::new(30)).to_string())
         .args(["--approver", approver, "--teams"])
         .arg(teams)
         .arg("--audit")
@@ -467,7 +468,8 @@ fn a_torn_audit_record_is_repaired_not_taken_for_tampering() {
     ok(&approve(&teams, &log, "ig.lead"));
     let mut c = riskstrat();
     c.args(["approve", "--team", "T01", "--cohort", "complex_needs"])
-        .args(["--purpose", "direct-care", "--expires", "2099-12-31"])
+        .args(["--purpose", "direct-care", "--expires"])
+        .arg((chrono::Utc::now().date_naive() + chrono::Days::new(30)).to_string())
         .args(["--approver", "ig.lead.2", "--teams"])
         .arg(&teams)
         .arg("--audit")

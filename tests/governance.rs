@@ -914,6 +914,23 @@ fn run_and_validate_refuse_keys_and_the_vault() {
             assert!(stderr(&o).contains(needle), "{}", stderr(&o));
         }
     }
+    // Regression: a key file named as feature SQL was printed whole by the SQL
+    // parser's error (and kept in a schedule's state file).
+    let key_text = std::fs::read_to_string(f.key()).unwrap().trim().to_string();
+    let bad = f.dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!("{text}\n[features]\nextra = [\"keys/pseudonym.key\"]\n"),
+    )
+    .unwrap();
+    let o = riskstrat().arg("run").arg(&bad).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("looks like a key file"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains(&key_text[..16]), "{}", stderr(&o));
 }
 
 /// Every identifier of the identifiable extract: NHS numbers as written and

@@ -534,7 +534,8 @@ fn a_run_written_to_s3_is_read_by_query_reidentify_history_and_report() {
     // The gate releases the same list from the bucket's run as from the local one.
     let o = riskstrat()
         .args(["approve", "--team", "T01", "--cohort", "complex_needs"])
-        .args(["--purpose", "direct-care", "--expires", "2099-12-31"])
+        .args(["--purpose", "direct-care", "--expires"])
+        .arg((chrono::Utc::now().date_naive() + chrono::Days::new(30)).to_string())
         .args(["--approver", "caldicott.guardian", "--teams"])
         .arg(dir.join("teams.toml"))
         .arg("--audit")

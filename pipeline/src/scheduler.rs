@@ -86,10 +86,13 @@ pub fn attempts(state: &Path) -> Result<Vec<Attempt>> {
 }
 
 fn record(state: &Path, a: &Attempt) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = log_path(state);
+    // The owner's only: an attempt's error names the job's files and settings.
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&path)
         .map_err(crate::durable::io_at(&path, "opening"))?;
     let mut line = serde_json::to_vec(a)?;

@@ -108,6 +108,14 @@ impl SqlSource {
 pub fn read_file(p: &Path) -> Result<SqlText> {
     let text = std::fs::read_to_string(p)
         .map_err(|e| bad_input!("SQL file {}: cannot read it ({e})", p.display()).with_source(e))?;
+    // Regression: a key file named as SQL was printed whole by the parser's error.
+    let t = text.trim();
+    if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad_input!(
+            "SQL file {}: looks like a key file: jobs never take keys (they belong to the gate); name a .sql file and keep keys outside the analysts' folders",
+            p.display()
+        ));
+    }
     Ok(SqlText {
         origin: p.display().to_string(),
         text,
@@ -131,6 +139,34 @@ pub fn run_time_error(origin: &str, e: crate::error::Error) -> crate::error::Err
     }
 }
 
+/// `message` with each word that holds a run of 16 or more hexadecimal digits (a
+/// pseudo_id, a key) as `…`; the rest kept, for the SQL's author to act on.
+fn without_hex_runs(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut word = String::new();
+    for c in message.chars().chain(std::iter::once(' ')) {
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+            continue;
+        }
+        out.push_str(if hex_run(&word) >= 16 { "…" } else { &word });
+        word.clear();
+        out.push(c);
+    }
+    out.pop();
+    out
+}
+
+/// The longest run of hexadecimal digits in `word`.
+fn hex_run(word: &str) -> usize {
+    word.chars()
+        .fold((0, 0), |(run, best), c| {
+            let run = if c.is_ascii_hexdigit() { run + 1 } else { 0 };
+            (run, best.max(run))
+        })
+        .1
+}
+
 /// `message` with what it quotes left out, and any word holding a run of 16 or more
 /// hexadecimal digits: the engine quotes the value that failed, which can be a
 /// pseudo_id, and the message reaches stderr and a schedule's state file (regression,
@@ -147,11 +183,7 @@ fn without_values(message: &str) -> String {
     let mut quote: Option<char> = None;
     let mut word = String::new();
     let flush = |word: &mut String, out: &mut String| {
-        let hex = word.chars().fold((0, 0), |(run, best), c| {
-            let run = if c.is_ascii_hexdigit() { run + 1 } else { 0 };
-            (run, best.max(run))
-        });
-        out.push_str(if hex.1 >= 16 { "…" } else { word });
+        out.push_str(if hex_run(word) >= 16 { "…" } else { word });
         word.clear();
     };
     for c in message.chars() {
@@ -277,10 +309,9 @@ pub async fn query_with(
     params: &Params,
     more: Vec<(&'static str, ScalarValue)>,
 ) -> Result<DataFrame> {
-    let df = ctx
-        .sql(&sql.text)
-        .await
-        .map_err(|e| bad_input!("{}: {e}", sql.origin).with_source(e))?;
+    let df = ctx.sql(&sql.text).await.map_err(|e| {
+        bad_input!("{}: {}", sql.origin, without_hex_runs(&e.to_string())).with_source(e)
+    })?;
     let used: Vec<_> = params
         .values()
         .into_iter()
@@ -290,8 +321,9 @@ pub async fn query_with(
     if used.is_empty() {
         return Ok(df);
     }
-    df.with_param_values(used)
-        .map_err(|e| bad_input!("{}: {e}", sql.origin).with_source(e))
+    df.with_param_values(used).map_err(|e| {
+        bad_input!("{}: {}", sql.origin, without_hex_runs(&e.to_string())).with_source(e)
+    })
 }
 
 /// The type a column of a query's result must have, for [`check_columns`].
@@ -504,6 +536,18 @@ mod tests {
             "bad value … here"
         );
         assert_eq!(without_values("Int32 overflow"), "Int32 overflow");
+        // Planning errors keep their quotes (field names), not secrets.
+        let key = "d84d7920".repeat(8);
+        assert_eq!(
+            without_hex_runs(&format!(
+                "Expected: an SQL statement, found: {key} at Line: 1"
+            )),
+            "Expected: an SQL statement, found: … at Line: 1"
+        );
+        assert_eq!(
+            without_hex_runs("No field named \"gp_appts\"."),
+            "No field named \"gp_appts\"."
+        );
         assert!(e.datafusion().is_some(), "the source is kept");
         // Not the SQL's fault: the kind is kept, the file still named.
         let io = DataFusionError::IoError(std::io::Error::other("disk full"));

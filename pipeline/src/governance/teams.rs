@@ -110,6 +110,9 @@ impl Approval {
 
 /// Record an approval in the audit log, after checking it names a registered team, the
 /// direct-care purpose and a date not yet past.
+/// The longest an approval may run: a year, after which it is renewed.
+pub const MAX_APPROVAL_DAYS: u64 = 366;
+
 pub fn approve(
     registry: &Registry,
     log: &Path,
@@ -136,8 +139,25 @@ pub fn approve(
             approval.expires
         ));
     }
+    // Regression: an approval could run for ever (9999-12-31).
+    if approval.expires > today + chrono::Days::new(MAX_APPROVAL_DAYS) {
+        return Err(bad_input!(
+            "--expires {}: an approval lasts at most {MAX_APPROVAL_DAYS} days (until {}); renew it when it ends",
+            approval.expires,
+            today + chrono::Days::new(MAX_APPROVAL_DAYS)
+        ));
+    }
     if approval.approver.trim().is_empty() || approval.cohort.trim().is_empty() {
         return Err(bad_input!("--approver and --cohort must not be empty"));
+    }
+    // Regression: a team member could approve their own team's release.
+    let team = registry.team(&approval.team).expect("checked above");
+    if team.members.iter().any(|m| m == &approval.approver) {
+        return Err(bad_input!(
+            "--approver {}: a member of team {} cannot approve its own releases; the approval must come from outside the team (the Caldicott guardian or the IG lead)",
+            approval.approver,
+            approval.team
+        ));
     }
     audit::append(
         log,
