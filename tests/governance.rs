@@ -406,6 +406,26 @@ fn gate_names_no_one_the_vault_places_at_another_practice() {
             .unwrap()
             .contains("practice_differs=0")
     );
+    // Regression: with RISKSTRAT_LOG=debug, DataFusion's own debug output printed the
+    // cohort's pseudo_ids.
+    let o = f
+        .gate(
+            &f.run,
+            "T01",
+            "gp.north.1",
+            "complex_needs",
+            "debug",
+            &f.vault_key(),
+        )
+        .env("RISKSTRAT_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = stderr(&o);
+    assert!(
+        cohort.iter().all(|p| !log.contains(p.as_str())),
+        "a pseudo_id in the log"
+    );
 
     // Everyone placed at one of T01's practices in the run's features.
     let ours = practices.iter().next().unwrap().clone();

@@ -451,15 +451,7 @@ fn main() {
             std::process::exit(code);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RISKSTRAT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("riskstrat=info,warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(riskstrat::progress::interactive())
-        .init();
+    init_logging();
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // Deep plans recurse when a cluster encodes and decodes them.
@@ -471,6 +463,26 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(e.exit_code());
     }
+}
+
+/// Log to stderr as `RISKSTRAT_LOG` says (default `riskstrat=info,warn`), except
+/// that other crates never log below INFO: their debug output quotes data (DataFusion's
+/// pruning predicates hold pseudo_ids; regression: `RISKSTRAT_LOG=debug reidentify`
+/// printed the cohort's).
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    let env = tracing_subscriber::EnvFilter::try_from_env("RISKSTRAT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("riskstrat=info,warn"));
+    let ours = tracing_subscriber::filter::filter_fn(|m| {
+        m.target().starts_with("riskstrat") || *m.level() <= tracing::Level::INFO
+    });
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(riskstrat::progress::interactive())
+        .with_filter(env)
+        .with_filter(ours);
+    tracing_subscriber::registry().with(layer).init();
 }
 
 /// Each command is one call to its entry function below.
