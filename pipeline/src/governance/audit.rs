@@ -406,6 +406,22 @@ pub fn check(log: &Path) -> Result<std::result::Result<Vec<Record>, Damage>> {
 }
 
 fn records(bytes: &[u8]) -> std::result::Result<Vec<Record>, Damage> {
+    // Blank lines or NUL bytes after the last record (a stray newline, or what a crash
+    // leaves on some file systems) are a torn tail, which `repair` removes (regression:
+    // one appended newline bricked the gate, and `repair` refused it as tampering).
+    let junk = |b: &u8| matches!(b, b'\n' | b'\r' | b' ' | b'\t' | 0);
+    let content = bytes.iter().rposition(|b| !junk(b)).map_or(0, |i| i + 1);
+    let clean = match bytes.get(content) {
+        Some(b'\n') => content + 1,
+        _ => content,
+    };
+    if clean < bytes.len() && clean > 0 {
+        let kept = records(&bytes[..clean])?;
+        return Err(Damage::Torn {
+            line: kept.len() + 1,
+            complete_len: clean as u64,
+        });
+    }
     let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     let text = std::str::from_utf8(&bytes[..complete]).map_err(|e| Damage::Tampered {
         line: bytes[..e.valid_up_to()]
@@ -767,6 +783,26 @@ mod tests {
             "an intact log needs none"
         );
         assert_eq!(append(&p, Record::default()).unwrap().seq, 5);
+
+        // A stray blank line or a tail of NUL bytes: torn, repaired, not tampering.
+        for tail in [&b"\n"[..], &[0u8; 64][..], &b"\n\n \r\n"[..]] {
+            let intact = std::fs::read(&p).unwrap();
+            let n = read(&p).unwrap().len();
+            let mut bad = intact.clone();
+            bad.extend_from_slice(tail);
+            std::fs::write(&p, &bad).unwrap();
+            assert_eq!(
+                check(&p).unwrap(),
+                Err(Damage::Torn {
+                    line: n + 1,
+                    complete_len: intact.len() as u64
+                }),
+                "{tail:?}"
+            );
+            let r = repair(&p, "ig.lead").unwrap().expect("a repair");
+            assert_eq!(r.removed_bytes, tail.len() as u64);
+            assert_eq!(read(&p).unwrap().len(), n + 1);
+        }
     }
 
     /// A log as written before an approval's expiry and approver were fields (they were
