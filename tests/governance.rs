@@ -353,6 +353,9 @@ fn gate_releases_exactly_the_teams_cohort_patients() {
     );
 }
 
+/// SIGPIPE's number on Linux.
+const SIGPIPE: i32 = 13;
+
 /// Set every value of a string column of a Parquet file.
 fn overwrite_column(path: &Path, column: &str, value: &str) {
     use datafusion::arrow::array::{ArrayRef, RecordBatch};
@@ -425,6 +428,30 @@ fn gate_names_no_one_the_vault_places_at_another_practice() {
     assert!(
         cohort.iter().all(|p| !log.contains(p.as_str())),
         "a pseudo_id in the log"
+    );
+    // Regression: `reidentify ... | head` panicked (exit 101) after the release was
+    // made and audited; a closed stdout now ends it as it ends other Unix tools.
+    let mut child = f
+        .gate(
+            &f.run,
+            "T01",
+            "gp.north.1",
+            "complex_needs",
+            "piped",
+            &f.vault_key(),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(o.status.signal(), Some(SIGPIPE), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert!(
+        f.list("piped.csv").exists(),
+        "released before its summary was printed"
     );
 
     // Everyone placed at one of T01's practices in the run's features.

@@ -443,6 +443,13 @@ enum AuditCommand {
 }
 
 fn main() {
+    // A closed stdout (`riskstrat reidentify ... | head`) ends the process quietly, as
+    // for other Unix tools, instead of a panic (exit 101) after the work was done and
+    // audited, which a script would take for a failure to retry.
+    // SAFETY: restoring a signal's default disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
