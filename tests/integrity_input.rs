@@ -581,3 +581,40 @@ fn a_run_long_after_its_extract_ends_said_nothing() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("latest event"), "{}", stderr(&o));
 }
+
+/// Regression (IG review of 2026-12-07): an objector's rows whose pseudo_id carried a
+/// byte-order mark, a zero-width space, quotes or a hyphen matched no opt-out and went
+/// to quarantine, with their data, for analysts to read. Now a value whose hexadecimal
+/// digits are exactly 32 is matched by those digits.
+#[test]
+fn an_objectors_rows_with_odd_ids_reached_quarantine() {
+    let dir = scratch("optout_odd_ids");
+    let mut ds = small_dataset();
+    let objector = pid("p0");
+    let odd = [
+        format!("\u{feff}{objector}"),
+        format!("{objector}\u{200b}"),
+        format!("\"{objector}\""),
+        format!("{}-{}", &objector[..8], &objector[8..]),
+    ];
+    let visit = ds.appointments[0].clone();
+    for id in &odd {
+        let mut a = visit.clone();
+        a.id = Some(id.clone());
+        ds.appointments.push(a);
+    }
+    // A non-objector's malformed id still goes to quarantine.
+    let mut other = visit.clone();
+    other.id = Some(format!("\"{}\"", pid("p1")));
+    ds.appointments.push(other);
+    let job = ds.write(&dir, A);
+    let o = run_job(&job);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = runs(&dir).pop().unwrap();
+    let quarantined = pseudo_ids(&run.join("quarantine/appointments.parquet"));
+    assert_eq!(
+        quarantined,
+        [format!("\"{}\"", pid("p1"))],
+        "{quarantined:?}"
+    );
+}

@@ -9,7 +9,9 @@
 //! is never registered in a session.
 //!
 //! Identifiers are matched after trimming (any white space, as a line ending or tab
-//! left by a CSV step) and lower-casing, so that a malformed copy of an opted-out
+//! left by a CSV step) and lower-casing, and a value whose hexadecimal digits number
+//! exactly 32 by those digits alone (a byte-order mark, a zero-width space, quotes or
+//! hyphens around or inside a pseudo_id), so that a malformed copy of an opted-out
 //! pseudo_id cannot slip through into quarantine. An opt-out row that is not then a
 //! pseudo_id could match no one: `OptOuts::check` refuses the list (an objection
 //! riskstrat cannot read is not silently dropped).
@@ -27,8 +29,11 @@ use std::sync::Arc;
 pub const NORMALISED: &str = "normalised_pseudo_id";
 
 /// `normalised_pseudo_id(s)`: `s` without leading or trailing white space (Unicode's,
-/// as Rust's `trim`: spaces, tabs, line endings, no-break spaces), lower-cased: the
-/// form in which pseudo_ids are matched against opt-outs. A column whose values are
+/// as Rust's `trim`: spaces, tabs, line endings, no-break spaces), lower-cased; or,
+/// when `s` holds exactly 32 hexadecimal digits among other characters, those digits
+/// lower-cased (regression: an objector's id with a byte-order mark, a zero-width
+/// space, quotes or a hyphen matched no opt-out and went to quarantine with its
+/// data): the form in which pseudo_ids are matched against opt-outs. A column whose values are
 /// all lower-case ASCII letters and digits (as every well-formed pseudo_id is) is that
 /// form already and is returned as it is, not copied (issue 16).
 pub fn normalise_udf() -> ScalarUDF {
@@ -69,8 +74,15 @@ fn normalise(a: &ArrayRef) -> datafusion::common::Result<ArrayRef> {
     // odd row is otherwise copied as it is (a `String` a row cost 2% of the 1M job).
     let mut out = StringBuilder::with_capacity(s.len(), bytes.len());
     for v in s.iter() {
+        let hex = v.map_or(0, |t| t.bytes().filter(u8::is_ascii_hexdigit).count());
         match v.map(str::trim) {
             None => out.append_null(),
+            Some(t) if hex == 32 && !t.bytes().all(|b| b.is_ascii_hexdigit()) => out.append_value(
+                t.chars()
+                    .filter(char::is_ascii_hexdigit)
+                    .map(|c| c.to_ascii_lowercase())
+                    .collect::<String>(),
+            ),
             Some(t) if t.bytes().any(|b| !b.is_ascii() || b.is_ascii_uppercase()) => {
                 out.append_value(t.to_lowercase())
             }
@@ -196,7 +208,12 @@ mod tests {
         let want: Vec<Option<String>> = (0..mixed.len())
             .map(|i| {
                 let m = mixed.as_string::<i32>();
-                m.is_valid(i).then(|| m.value(i).trim().to_lowercase())
+                let v = m.value(i);
+                let hex: String = v.chars().filter(char::is_ascii_hexdigit).collect();
+                m.is_valid(i).then(|| match hex.len() {
+                    32 => hex.to_lowercase(),
+                    _ => v.trim().to_lowercase(),
+                })
             })
             .collect();
         let got = normalise(&mixed).unwrap();
@@ -211,6 +228,21 @@ mod tests {
         // Regression: a Windows line ending or a no-break space kept it from matching.
         assert_eq!(got[3].as_deref(), Some("0123456789abcdef0123456789abcdef"));
         assert_eq!(got[4].as_deref(), Some("0123456789abcdef0123456789abcdef"));
+        // Regression: a byte-order mark, a zero-width space, quotes or a hyphen.
+        let id = "0123456789abcdef0123456789abcdef";
+        let odd: ArrayRef = Arc::new(StringArray::from(vec![
+            format!("\u{feff}{id}"),
+            format!("{id}\u{200b}"),
+            format!("\"{id}\""),
+            format!("{}-{}", &id[..8], &id[8..]),
+            format!("{id}0"),
+        ]));
+        let got = normalise(&odd).unwrap();
+        let got = got.as_string::<i32>();
+        for i in 0..4 {
+            assert_eq!(got.value(i), id, "{i}");
+        }
+        assert_eq!(got.value(4), format!("{id}0"), "33 digits are no pseudo_id");
         // Another text type is read as Utf8, not a panic.
         let view: ArrayRef = Arc::new(datafusion::arrow::array::StringViewArray::from(vec![Some(
             " ABC ",
