@@ -108,11 +108,12 @@ impl Approval {
     }
 }
 
-/// Record an approval in the audit log, after checking it names a registered team, the
-/// direct-care purpose and a date not yet past.
 /// The longest an approval may run: a year, after which it is renewed.
 pub const MAX_APPROVAL_DAYS: u64 = 366;
 
+/// Record an approval in the audit log, after checking it names a registered team, the
+/// direct-care purpose, a date not yet past and at most [`MAX_APPROVAL_DAYS`] away,
+/// and an approver from outside the team.
 pub fn approve(
     registry: &Registry,
     log: &Path,
