@@ -353,9 +353,6 @@ fn gate_releases_exactly_the_teams_cohort_patients() {
     );
 }
 
-/// SIGPIPE's number on Linux.
-const SIGPIPE: i32 = 13;
-
 /// Set every value of a string column of a Parquet file.
 fn overwrite_column(path: &Path, column: &str, value: &str) {
     use datafusion::arrow::array::{ArrayRef, RecordBatch};
@@ -430,7 +427,7 @@ fn gate_names_no_one_the_vault_places_at_another_practice() {
         "a pseudo_id in the log"
     );
     // Regression: `reidentify ... | head` panicked (exit 101) after the release was
-    // made and audited; a closed stdout now ends it as it ends other Unix tools.
+    // made and audited, which a script would retry; a closed stdout is now no error.
     let mut child = f
         .gate(
             &f.run,
@@ -446,8 +443,7 @@ fn gate_names_no_one_the_vault_places_at_another_practice() {
         .unwrap();
     drop(child.stdout.take());
     let o = child.wait_with_output().unwrap();
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(o.status.signal(), Some(SIGPIPE), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
     assert!(
         f.list("piped.csv").exists(),

@@ -442,14 +442,27 @@ enum AuditCommand {
     },
 }
 
+/// `println!` that tolerates a closed stdout (`riskstrat reidentify ... | head`): the
+/// work is done (and audited) by the time it is reported, and a panic (exit 101) would
+/// read as a failure to retry (regression: a retried release). SIGPIPE stays ignored,
+/// as Rust sets it: a default disposition would let any closed socket kill `serve`
+/// or a cluster executor.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+/// `print!` as [`outln!`] prints lines.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
 fn main() {
-    // A closed stdout (`riskstrat reidentify ... | head`) ends the process quietly, as
-    // for other Unix tools, instead of a panic (exit 101) after the work was done and
-    // audited, which a script would take for a failure to retry.
-    // SAFETY: restoring a signal's default disposition before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -502,13 +515,13 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Pseudonymise(a) => pseudonymise(a).await,
         Command::Reidentify(a) => reidentify(a).await,
         Command::Features => {
-            print!("{}", riskstrat::features::registry::markdown());
+            out!("{}", riskstrat::features::registry::markdown());
             Ok(())
         }
         Command::Query(a) => query(a).await,
         Command::Keygen { file } => keygen(&file),
         Command::Views => {
-            print!("{}", riskstrat::serve::views::markdown());
+            out!("{}", riskstrat::serve::views::markdown());
             Ok(())
         }
         Command::Serve(a) => serve(a).await,
@@ -611,7 +624,7 @@ async fn report(a: ReportArgs) -> Result<()> {
     let out = a.out.unwrap_or_else(|| PathBuf::from(name));
     riskstrat::durable::write_file(&out, html.as_bytes())
         .map_err(|e| Error::bad_input(format!("--out {}: {}", out.display(), e.message)))?;
-    println!("{}", out.display());
+    outln!("{}", out.display());
     Ok(())
 }
 
@@ -660,9 +673,9 @@ async fn history(a: HistoryArgs) -> Result<()> {
     let (store, job, state) = job_runs(&a.job_runs).map_err(|e| e.context("history"))?;
     let rows = riskstrat::history::history(&store, &job, state.as_deref()).await?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        print!("{}", riskstrat::history::render(&rows));
+        out!("{}", riskstrat::history::render(&rows));
     }
     Ok(())
 }
@@ -674,13 +687,13 @@ async fn backfill(a: BackfillArgs) -> Result<()> {
     let to = parse_date(&a.to, "--to")?;
     let r = riskstrat::scheduler::backfill(&a.job, from, to, Clock::system()).await?;
     for (tick, run) in &r.already {
-        println!("{tick}\talready run\t{run}");
+        outln!("{tick}\talready run\t{run}");
     }
     for (tick, run) in &r.ran {
-        println!("{tick}\tran\t{run}");
+        outln!("{tick}\tran\t{run}");
     }
     for (tick, _) in &r.failed {
-        println!("{tick}\tfailed (see the job's .schedule.jsonl)");
+        outln!("{tick}\tfailed (see the job's .schedule.jsonl)");
     }
     if let Some((tick, e)) = r.failed.last() {
         return Err(Error::failed(format!(
@@ -697,9 +710,9 @@ async fn diff(a: DiffArgs) -> Result<()> {
     let (earlier, later) = (complete_run(&a.run_a).await?, complete_run(&a.run_b).await?);
     let diffs = riskstrat::changes::diff(&earlier, &later).await?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&diffs)?);
+        outln!("{}", serde_json::to_string_pretty(&diffs)?);
     } else {
-        print!("{}", riskstrat::changes::render(&diffs));
+        out!("{}", riskstrat::changes::render(&diffs));
     }
     Ok(())
 }
@@ -730,11 +743,16 @@ async fn synth(a: SynthArgs) -> Result<()> {
     let s = tokio::task::spawn_blocking(move || generate(&opts))
         .await
         .map_err(|e| Error::failed(e.to_string()).with_source(e))??;
-    println!(
+    outln!(
         "wrote {} patients, {} appointments, {} prescriptions, {} admissions, {} opt-out rows, {} service enrolments",
-        s.patients, s.appointments, s.prescriptions, s.admissions, s.optouts, s.services
+        s.patients,
+        s.appointments,
+        s.prescriptions,
+        s.admissions,
+        s.optouts,
+        s.services
     );
-    println!("{}", s.job_file.display());
+    outln!("{}", s.job_file.display());
     Ok(())
 }
 
@@ -767,7 +785,7 @@ async fn run(a: RunArgs) -> Result<()> {
             eprintln!("refit: {}", t.refit_reasons.join("; "));
         }
     }
-    println!("{}", outcome.dir.display());
+    outln!("{}", outcome.dir.display());
     Ok(())
 }
 
@@ -793,9 +811,9 @@ async fn validate(a: ValidateArgs) -> Result<()> {
         Err(e) => return Err(riskstrat::ingest::name_damaged_input(&job.inputs, e).await),
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", report.to_text());
+        out!("{}", report.to_text());
     }
     Ok(())
 }
@@ -819,7 +837,7 @@ async fn pseudonymise(a: PseudonymiseArgs) -> Result<()> {
             .iter()
             .map(|(r, n)| format!("{r} {n}"))
             .collect();
-        println!(
+        outln!(
             "{table}: {} rows read, {} written, {} withheld (opt-outs), {} quarantined{}",
             t.rows_read,
             t.rows_written,
@@ -832,11 +850,11 @@ async fn pseudonymise(a: PseudonymiseArgs) -> Result<()> {
             }
         );
     }
-    println!("vault: {} people", s.vault_patients);
+    outln!("vault: {} people", s.vault_patients);
     if s.quarantined_total() > 0 {
-        println!("quarantine (gate side): {}", s.quarantine_dir.display());
+        outln!("quarantine (gate side): {}", s.quarantine_dir.display());
     }
-    println!("{}", a.out.display());
+    outln!("{}", a.out.display());
     Ok(())
 }
 
@@ -861,17 +879,22 @@ async fn reidentify(a: ReidentifyArgs) -> Result<()> {
     })
     .await?;
     match &r.changes {
-        None => println!(
+        None => outln!(
             "released {} people of cohort {cohort} to team {team} (audit record {})",
-            r.patients, r.audit_seq
+            r.patients,
+            r.audit_seq
         ),
-        Some(c) => println!(
+        Some(c) => outln!(
             "released the changes to cohort {cohort} for team {team} since its list of audit record {} (run {}): {} entered, {} left (audit record {})",
-            c.compared_with, c.earlier_run, c.entered, c.left, r.audit_seq
+            c.compared_with,
+            c.earlier_run,
+            c.entered,
+            c.left,
+            r.audit_seq
         ),
     }
     if r.not_in_vault > 0 {
-        println!(
+        outln!(
             "  {} cohort members at the team's practices are not in the vault (opted out since, or not in this vault): not released",
             r.not_in_vault
         );
@@ -882,8 +905,8 @@ async fn reidentify(a: ReidentifyArgs) -> Result<()> {
             r.practice_differs
         );
     }
-    println!("{}", r.csv.display());
-    println!("{}", r.parquet.display());
+    outln!("{}", r.csv.display());
+    outln!("{}", r.parquet.display());
     Ok(())
 }
 
@@ -964,7 +987,7 @@ async fn query(a: QueryArgs) -> Result<()> {
     };
     audit::append(&a.audit, record)
         .map_err(|e| e.context("--audit: the query could not be audited, so nothing is shown"))?;
-    print!("{}", riskstrat::serve::render::render(&answer?, a.format)?);
+    out!("{}", riskstrat::serve::render::render(&answer?, a.format)?);
     Ok(())
 }
 
@@ -986,9 +1009,13 @@ fn approve(a: ApproveArgs) -> Result<()> {
         &approval,
         chrono::Utc::now().date_naive(),
     )?;
-    println!(
+    outln!(
         "approved: team {} may receive cohort {} for {} until {} (audit record {})",
-        approval.team, approval.cohort, approval.purpose, approval.expires, r.seq
+        approval.team,
+        approval.cohort,
+        approval.purpose,
+        approval.expires,
+        r.seq
     );
     Ok(())
 }
@@ -1022,16 +1049,16 @@ fn feedback_import(a: ImportArgs) -> Result<()> {
         .iter()
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
-    println!(
+    outln!(
         "imported {} of {} rows from team {team}: {}",
         s.imported,
         s.rows,
         outcomes.join(", ")
     );
     for (line, reason) in &s.rejected {
-        println!("  line {line} not imported: {reason}");
+        outln!("  line {line} not imported: {reason}");
     }
-    println!("{}", s.file.display());
+    outln!("{}", s.file.display());
     Ok(())
 }
 
@@ -1043,7 +1070,7 @@ fn audit_verify(log: &Path) -> Result<()> {
     let last = records
         .last()
         .map_or(riskstrat::governance::audit::GENESIS, |r| r.sha256.as_str());
-    println!(
+    outln!(
         "{}: {} records, chain intact; last sha256 {last}",
         log.display(),
         records.len()
@@ -1054,8 +1081,8 @@ fn audit_verify(log: &Path) -> Result<()> {
 /// `audit repair`: removes a last record torn by a failed write, and records that.
 fn audit_repair(log: &Path, operator: &str) -> Result<()> {
     match riskstrat::governance::audit::repair(log, operator)? {
-        None => println!("{}: chain intact; nothing to repair", log.display()),
-        Some(r) => println!(
+        None => outln!("{}: chain intact; nothing to repair", log.display()),
+        Some(r) => outln!(
             "{}: removed an incomplete last record ({} bytes); the repair is audit record {}",
             log.display(),
             r.removed_bytes,

@@ -483,7 +483,10 @@ pub fn stderr(o: &Output) -> String {
 #[allow(dead_code)]
 pub fn cell_key() -> (PathBuf, riskstrat::governance::pseudonym::Key) {
     static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    let key = riskstrat::governance::pseudonym::Key::from_bytes([42; 32]);
+    // Fixed, so runs repeat; irregular, as a key file must be.
+    let key = riskstrat::governance::pseudonym::Key::from_bytes(std::array::from_fn(|i| {
+        (i as u8).wrapping_mul(37).wrapping_add(11)
+    }));
     let path = PATH.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("cell_key_{}", std::process::id()));
