@@ -712,6 +712,7 @@ fn approve_records_in_the_audit_log() {
                 "--expires",
                 expires,
             ])
+            .args(["--job", "complex-needs"])
             .args(["--approver", "caldicott.guardian", "--teams"])
             .arg(&teams)
             .arg("--audit")
@@ -735,6 +736,7 @@ fn approve_records_in_the_audit_log() {
     // Regression: a team member could approve their own team.
     let o = riskstrat()
         .args(["approve", "--team", "T01", "--cohort", "complex_needs"])
+        .args(["--job", "complex-needs"])
         .args(["--purpose", "direct-care", "--expires", &in_days(30)])
         .args(["--approver", "gp.north.1", "--teams"])
         .arg(&teams)

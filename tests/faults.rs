@@ -363,6 +363,7 @@ impl Drop for Tmpfs {
 fn approve(teams: &Path, log: &Path, approver: &str) -> Output {
     riskstrat()
         .args(["approve", "--team", "T01", "--cohort", "complex_needs"])
+        .args(["--job", "complex-needs"])
         .args(["--purpose", "direct-care", "--expires"])
         .arg((chrono::Utc::now().date_naive() + chrono::Days::new(30)).to_string())
         .args(["--approver", approver, "--teams"])
@@ -468,6 +469,7 @@ fn a_torn_audit_record_is_repaired_not_taken_for_tampering() {
     ok(&approve(&teams, &log, "ig.lead"));
     let mut c = riskstrat();
     c.args(["approve", "--team", "T01", "--cohort", "complex_needs"])
+        .args(["--job", "complex-needs"])
         .args(["--purpose", "direct-care", "--expires"])
         .arg((chrono::Utc::now().date_naive() + chrono::Days::new(30)).to_string())
         .args(["--approver", "ig.lead.2", "--teams"])

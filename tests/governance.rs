@@ -48,8 +48,13 @@ impl Flow {
     }
 
     fn approve(&self, team: &str, cohort: &str) {
+        self.approve_for_job(team, cohort, "complex-needs");
+    }
+
+    fn approve_for_job(&self, team: &str, cohort: &str, job: &str) {
         let o = riskstrat()
             .args(["approve", "--team", team, "--cohort", cohort])
+            .args(["--job", job])
             .args(["--purpose", "direct-care", "--expires"])
             .arg(tomorrow())
             .args(["--approver", "caldicott.guardian", "--teams"])
@@ -112,6 +117,17 @@ impl Flow {
             .arg("--out")
             .arg(self.list(out));
         c
+    }
+
+    /// `pseudonymise` the extract again, then release T01's list to `out`: the NHS
+    /// numbers named, and the release's output.
+    fn repseudonymise_and_release(&self, out: &str) -> (HashSet<String>, Output) {
+        let o = self.pseudonymise();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = self.reidentify("T01", "gp.north.1", "complex_needs", out);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let named = released_nhs(&self.list(&format!("{out}.csv")));
+        (named.into_iter().collect(), o)
     }
 
     /// The last audit record other than a delivery: the one a release or refusal
@@ -309,11 +325,7 @@ fn gate_releases_exactly_the_teams_cohort_patients() {
     assert!(stderr(&o).contains("holds feedback"), "{}", stderr(&o));
     assert!(kept.exists());
     std::fs::remove_dir(&kept).unwrap();
-    let o = f.pseudonymise();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let o = f.reidentify("T01", "gp.north.1", "complex_needs", "t01-again");
-    assert!(o.status.success(), "{}", stderr(&o));
-    let again: HashSet<String> = released_nhs(&f.list("t01-again.csv")).into_iter().collect();
+    let (again, o) = f.repseudonymise_and_release("t01-again");
     assert!(!again.contains(&gone));
     assert_eq!(again.len(), set.len() - 1);
     assert!(
@@ -326,11 +338,7 @@ fn gate_releases_exactly_the_teams_cohort_patients() {
     // ending) was quarantined, pseudonymise went on, and the gate named the objector.
     let second = released[1].clone();
     append_optout(&f.dir, &format!("{second}\r"));
-    let o = f.pseudonymise();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let o = f.reidentify("T01", "gp.north.1", "complex_needs", "t01-cr");
-    assert!(o.status.success(), "{}", stderr(&o));
-    let named: HashSet<String> = released_nhs(&f.list("t01-cr.csv")).into_iter().collect();
+    let (named, _) = f.repseudonymise_and_release("t01-cr");
     assert!(!named.contains(&second));
     assert_eq!(named.len(), set.len() - 2);
     // An objection whose number cannot be read at all stops pseudonymise, and the
@@ -768,6 +776,19 @@ fn gate_refuses_an_approval_for_another_cohort_or_team() {
     assert_refused(&f, &o, "no approval for this team and cohort", "x");
     // And the approvals that exist do work for what they cover.
     let o = f.reidentify("T02", "gp.south.1", "complex_needs", "t02");
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Regression: an approval named a cohort only, so another job's run (with its own
+    // SQL for a cohort of that name) was covered.
+    f.approve_for_job("T01", "complex_needs", "another-job");
+    let o = f.reidentify("T01", "gp.north.1", "complex_needs", "y");
+    assert_refused(&f, &o, "no approval for this job", "y");
+    assert!(
+        stderr(&o).contains("not of job complex-needs"),
+        "{}",
+        stderr(&o)
+    );
+    f.approve("T01", "complex_needs");
+    let o = f.reidentify("T01", "gp.north.1", "complex_needs", "t01");
     assert!(o.status.success(), "{}", stderr(&o));
 }
 

@@ -534,6 +534,7 @@ fn a_run_written_to_s3_is_read_by_query_reidentify_history_and_report() {
     // The gate releases the same list from the bucket's run as from the local one.
     let o = riskstrat()
         .args(["approve", "--team", "T01", "--cohort", "complex_needs"])
+        .args(["--job", "complex-needs"])
         .args(["--purpose", "direct-care", "--expires"])
         .arg((chrono::Utc::now().date_naive() + chrono::Days::new(30)).to_string())
         .args(["--approver", "caldicott.guardian", "--teams"])

@@ -218,6 +218,7 @@ fn gate_flow(dir: &Path) -> PathBuf {
     let tomorrow = (chrono::Utc::now().date_naive() + chrono::Days::new(1)).to_string();
     ok(riskstrat()
         .args(["approve", "--team", "T01", "--cohort", "complex_needs"])
+        .args(["--job", "complex-needs"])
         .args(["--purpose", "direct-care", "--expires", &tomorrow])
         .args(["--approver", "caldicott.guardian", "--teams"])
         .arg(dir.join("teams.toml"))

@@ -31,6 +31,8 @@ pub const DEMO_SEED: u64 = 42;
 const TEAM: &str = "T01";
 const REQUESTER: &str = "gp.north.1";
 const COHORT: &str = "complex_needs";
+/// The job `synth` writes (`[job] name`), whose runs the approval covers.
+const JOB: &str = "complex-needs";
 
 pub async fn demo(out: &Path, patients: u64) -> Result<()> {
     let as_of = NaiveDate::from_ymd_opt(DEMO_AS_OF.0, DEMO_AS_OF.1, DEMO_AS_OF.2).unwrap();
@@ -179,6 +181,7 @@ async fn team_gets_its_list(
         &places.audit_log,
         &teams::Approval {
             team: TEAM.into(),
+            job: Some(JOB.into()),
             cohort: COHORT.into(),
             purpose: teams::DIRECT_CARE.into(),
             expires: today + chrono::Days::new(90),
@@ -282,7 +285,8 @@ async fn commissioner_sees_outcomes(places: &Places, run: &Path) -> Result<()> {
     let answer = commissioner
         .query(
             "SELECT service_code, outcome, treated, match_rate, did, did_ci_low, did_ci_high, \
-             placebo_did, max_smd_after FROM service_outcomes \
+             placebo_did, max_smd_after, warning_low_match_rate, warning_imbalance, \
+             warning_pre_trend, warning_imprecise FROM service_outcomes \
              WHERE outcome = 'emergency_admissions' ORDER BY service_code",
         )
         .await?;
@@ -291,9 +295,28 @@ async fn commissioner_sees_outcomes(places: &Places, run: &Path) -> Result<()> {
         .skip(1)
     {
         let f: Vec<&str> = line.split(',').collect();
+        // The flags, in `Warning::ALL`'s order, as the view's columns 9-12.
+        let raised: Vec<&str> = crate::service_evaluation::Warning::ALL
+            .iter()
+            .zip(&f[9..])
+            .filter(|(_, v)| v.parse::<f64>().is_ok_and(|v| v == 1.0))
+            .map(|(w, _)| w.text())
+            .collect();
         println!(
-            "  service {}: {} enrolled patients matched ({} of those enrolled); emergency admissions per 1,000 person-years, difference in differences {} (95% CI {} to {}), placebo on the year before {}, largest SMD after matching {}",
-            f[0], f[2], f[3], f[4], f[5], f[6], f[7], f[8]
+            "  service {}: {} enrolled patients matched ({} of those enrolled); emergency admissions per 1,000 person-years, difference in differences {} (95% CI {} to {}), placebo on the year before {}, largest SMD after matching {}; warnings: {}",
+            f[0],
+            f[2],
+            f[3],
+            f[4],
+            f[5],
+            f[6],
+            f[7],
+            f[8],
+            if raised.is_empty() {
+                "none".to_string()
+            } else {
+                raised.join(", ")
+            }
         );
     }
     Ok(())

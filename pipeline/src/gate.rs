@@ -6,7 +6,9 @@
 //! 3. an approval in the intact audit log covers this team, this cohort and the
 //!    direct-care purpose, and has not expired;
 //! 4. the vault key opens the vault;
-//! 5. the run folder is a complete run that made this cohort.
+//! 5. the run folder is a complete run that made this cohort, under its own run id;
+//! 6. one of those approvals names the run's job (a cohort's name alone could be
+//!    any job's, with any SQL behind it).
 //!
 //! It holds only the cohort's people registered at the run's `A` with a practice the
 //! team serves, who are in the vault (which holds no one with an opt-out: see
@@ -148,7 +150,7 @@ pub async fn reidentify(req: &Request<'_>) -> Result<Release> {
 pub async fn reidentify_from(req: &Request<'_>, run: &RunHandle) -> Result<Release> {
     let out = Out::prepare(req)?;
     // 1-3: who asks, and whether they may.
-    let (team, approval) = authorise(req)?;
+    let (team, covering) = authorise(req)?;
     // 4: the vault opens only with its key.
     let vault_rows =
         match Key::read_file(req.vault_key_path).and_then(|k| vault::read(req.vault, &k)) {
@@ -166,6 +168,22 @@ pub async fn reidentify_from(req: &Request<'_>, run: &RunHandle) -> Result<Relea
     let (manifest, cohort_file) = match open_run(run, req.cohort).await {
         Ok(x) => x,
         Err(message) => return Err(refuse(req, None, "no such run or cohort", message)),
+    };
+    // 6: an approval for the run's job.
+    let Some(approval) = covering
+        .into_iter()
+        .rev()
+        .find(|a| a.job.as_deref() == Some(manifest.job.as_str()))
+    else {
+        return Err(refuse(
+            req,
+            Some(&manifest.run_id),
+            "no approval for this job",
+            format!(
+                "team {} is approved for cohort {} of other jobs, not of job {} (approvals given before 0.6.2 name no job and cover none); ask the gate operator to run `riskstrat approve --job {}`",
+                req.team, req.cohort, manifest.job, manifest.job
+            ),
+        ));
     };
     let lists = Lists {
         run,
@@ -439,9 +457,9 @@ impl Out {
     }
 }
 
-/// Checks 1-3: the team exists, the requester is a member, and an approval in the
-/// intact audit log covers this team, cohort and purpose today.
-fn authorise<'r>(req: &Request<'r>) -> Result<(&'r Team, Approval)> {
+/// Checks 1-3: the team exists, the requester is a member, and approvals in the
+/// intact audit log cover this team, cohort and purpose today (newest last).
+fn authorise<'r>(req: &Request<'r>) -> Result<(&'r Team, Vec<Approval>)> {
     let Some(team) = req.registry.team(req.team) else {
         return Err(refuse(
             req,
@@ -470,12 +488,13 @@ fn authorise<'r>(req: &Request<'r>) -> Result<(&'r Team, Approval)> {
     } else {
         Vec::new()
     };
-    if let Some(a) = approved
+    let covering: Vec<Approval> = approved
         .iter()
-        .rev()
-        .find(|a| a.covers(req.team, req.cohort, DIRECT_CARE, req.today))
-    {
-        return Ok((team, a.clone()));
+        .filter(|a| a.covers(req.team, req.cohort, DIRECT_CARE, req.today))
+        .cloned()
+        .collect();
+    if !covering.is_empty() {
+        return Ok((team, covering));
     }
     let lapsed = approved
         .iter()

@@ -311,6 +311,9 @@ struct DiffArgs {
 struct ApproveArgs {
     #[arg(long)]
     team: String,
+    /// The job whose runs the approval covers (its `[job] name`).
+    #[arg(long)]
+    job: String,
     #[arg(long)]
     cohort: String,
     #[arg(long)]
@@ -998,6 +1001,7 @@ fn approve(a: ApproveArgs) -> Result<()> {
     let registry = Registry::load(&a.teams)?;
     let approval = Approval {
         team: a.team,
+        job: Some(a.job),
         cohort: a.cohort,
         purpose: a.purpose,
         expires: parse_date(&a.expires, "--expires")?,
@@ -1010,9 +1014,10 @@ fn approve(a: ApproveArgs) -> Result<()> {
         chrono::Utc::now().date_naive(),
     )?;
     outln!(
-        "approved: team {} may receive cohort {} for {} until {} (audit record {})",
+        "approved: team {} may receive cohort {} of job {} for {} until {} (audit record {})",
         approval.team,
         approval.cohort,
+        approval.job.as_deref().unwrap_or_default(),
         approval.purpose,
         approval.expires,
         r.seq

@@ -128,6 +128,10 @@ pub struct Record {
     /// their hashes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compared_with: Option<u64>,
+    /// On an approval, the job whose runs it covers (`[job] name`). Left out of the
+    /// JSON when absent, so records written before it existed keep their hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
     pub prev_sha256: String,
     /// SHA-256 of this record's JSON with this field empty.
     pub sha256: String,

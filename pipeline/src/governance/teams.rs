@@ -76,6 +76,10 @@ impl Registry {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Approval {
     pub team: String,
+    /// The job whose runs it covers: a cohort's name alone could be any job's (and
+    /// any SQL's, through `sql_dir`). None in approvals given before 0.6.2, which
+    /// cover no run.
+    pub job: Option<String>,
     pub cohort: String,
     pub purpose: String,
     pub expires: NaiveDate,
@@ -95,6 +99,7 @@ impl Approval {
         })?;
         Some(Approval {
             team: r.team.clone()?,
+            job: r.job.clone(),
             cohort: r.cohort.clone()?,
             purpose: r.purpose.clone()?,
             expires,
@@ -148,8 +153,13 @@ pub fn approve(
             today + chrono::Days::new(MAX_APPROVAL_DAYS)
         ));
     }
-    if approval.approver.trim().is_empty() || approval.cohort.trim().is_empty() {
-        return Err(bad_input!("--approver and --cohort must not be empty"));
+    if approval.approver.trim().is_empty()
+        || approval.cohort.trim().is_empty()
+        || approval.job.as_deref().is_none_or(|j| j.trim().is_empty())
+    {
+        return Err(bad_input!(
+            "--approver, --job and --cohort must not be empty"
+        ));
     }
     // Regression: a team member could approve their own team's release.
     let team = registry.team(&approval.team).expect("checked above");
@@ -168,6 +178,7 @@ pub fn approve(
             team: Some(approval.team.clone()),
             purpose: Some(approval.purpose.clone()),
             cohort: Some(approval.cohort.clone()),
+            job: approval.job.clone(),
             expires: Some(approval.expires),
             ..Default::default()
         },
@@ -218,6 +229,7 @@ members = ["gp.south.1"]
     fn approval(team: &str) -> Approval {
         Approval {
             team: team.into(),
+            job: Some("complex-needs".into()),
             cohort: "complex_needs".into(),
             purpose: DIRECT_CARE.into(),
             expires: d("2026-12-31"),
