@@ -496,9 +496,11 @@ fn init_logging() {
     use tracing_subscriber::prelude::*;
     let env = tracing_subscriber::EnvFilter::try_from_env("RISKSTRAT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("riskstrat=info,warn"));
-    let ours = tracing_subscriber::filter::filter_fn(|m| {
-        m.target().starts_with("riskstrat") || *m.level() <= tracing::Level::INFO
-    });
+    // Static targets, not a closure: decided once per call site, so a debug! in a
+    // dependency's hot loop costs nothing (a closure made every one a dynamic check).
+    let ours = tracing_subscriber::filter::Targets::new()
+        .with_target("riskstrat", tracing::level_filters::LevelFilter::TRACE)
+        .with_default(tracing::level_filters::LevelFilter::INFO);
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
