@@ -268,7 +268,13 @@ members = ["gp.south.1"]
             ..Default::default()
         };
         assert!(!serde_json::to_string(&old).unwrap().contains("\"expires\""));
-        assert_eq!(Approval::from_record(&old), Some(approval("T01")));
+        assert!(!serde_json::to_string(&old).unwrap().contains("\"job\""));
+        // Read back as it was given: no job, so it covers no run (the gate's check 6).
+        let before_jobs = Approval {
+            job: None,
+            ..approval("T01")
+        };
+        assert_eq!(Approval::from_record(&old), Some(before_jobs));
         let mut bad = old.clone();
         bad.detail = Some("expires=31/12/2026".into());
         assert_eq!(Approval::from_record(&bad), None);
