@@ -284,8 +284,7 @@ fn vault_practices<'a>(
     vault: &[RecordBatch],
     ids: impl Iterator<Item = &'a str>,
 ) -> Result<std::collections::HashMap<&'a str, Option<String>>> {
-    let mut wanted: std::collections::HashMap<&str, Option<String>> =
-        ids.map(|id| (id, None)).collect();
+    let mut wanted: std::collections::HashSet<&str> = ids.collect();
     let mut found = std::collections::HashMap::new();
     for b in vault {
         let column = |name: &str| {
@@ -295,7 +294,7 @@ fn vault_practices<'a>(
         };
         let (ids, practice) = (column("pseudo_id")?, column("practice_code")?);
         for r in 0..b.num_rows() {
-            if let Some((k, _)) = wanted.remove_entry(ids.value(r)) {
+            if let Some(k) = wanted.take(ids.value(r)) {
                 let p = practice.is_valid(r).then(|| practice.value(r).to_string());
                 found.insert(k, p);
             }
