@@ -1590,11 +1590,16 @@ fn utility_of_protected_answers_for_large_cells() {
                         }
                     }
                 }
-                riskstrat::governance::disclosure_control::Output::Mean { sum, n, .. } => {
+                riskstrat::governance::disclosure_control::Output::Mean {
+                    sum, n, nonzero, ..
+                } => {
                     let (s, m) = (f(&raw, sum), f(&raw, n));
+                    // A mean of fewer than 8 people with a value other than 0 is theirs,
+                    // withheld.
+                    let nz = f(&raw, nonzero.unwrap());
                     for &(r, x) in &pairs {
                         let (s, m) = (s[x].unwrap_or(0.0), m[x].unwrap());
-                        if m >= 100.0 && s != 0.0 {
+                        if m >= 100.0 && s != 0.0 && nz[x].unwrap() >= 8.0 {
                             means += 1;
                             let t = s / m;
                             means_ok += ((out[r].unwrap() - t).abs() <= 0.1 * t.abs()) as usize;
@@ -1790,4 +1795,160 @@ fn rows_without_order_by_came_in_risk_order() {
         .map(|r| r[0].as_ref().unwrap().parse().unwrap())
         .collect();
     assert!(n.windows(2).all(|w| w[0] <= w[1]), "{n:?}");
+}
+
+/// Regression (disclosure review of 2026-12-07): a sum's magnitude key counted the
+/// people whose value was 0, so the same cell padded with cells of such people (the
+/// same true sum) drew fresh noise, and averaging those answers recovered one
+/// person's value ever more closely. Now people of value 0 leave the key as it was:
+/// the padded cells give the very same sums. The sums are perturbed (not the truth).
+#[test]
+fn a_sum_padded_with_people_of_value_zero_drew_fresh_noise() {
+    let rt = rt();
+    let dir = scratch("disclosure_zero_padding");
+    random_run_of(&dir, 21, run_dir(), 20, Some(6000));
+    let c = commissioner(&rt, &dir);
+    let sql = |filter: &str| {
+        format!(
+            "SELECT practice_code, sex, sum(emergency_admissions_12m) AS s FROM people {filter} GROUP BY practice_code, sex ORDER BY practice_code, sex"
+        )
+    };
+    let padded = rt.block_on(c.query(&sql(""))).unwrap();
+    let admitted = sql("WHERE emergency_admissions_band IN ('1', '2', '3+')");
+    let only = rt.block_on(c.query(&admitted)).unwrap();
+    let (padded, only) = (rows_of(&padded.batches), rows_of(&only.batches));
+    assert_eq!(padded.len(), 6, "{padded:?}");
+    assert_eq!(padded, only, "padding with zeros changed a released sum");
+    let truth = truth(&c, &rt, &sql(""));
+    assert!(
+        padded.iter().zip(&truth).any(|(p, t)| p[2] != t[2]),
+        "no sum was perturbed: {padded:?}"
+    );
+}
+
+/// Regression (disclosure review of 2026-12-07): a sum over a cell of 8 or more
+/// people in which fewer than 8 had a value other than 0 was released, perturbed by at
+/// most a fifth of the largest: one child's admission cost, the only one in a cell
+/// of 11, to within 20%. Now such a sum (and mean) is withheld, and so is one with
+/// none, so that the two cannot be told apart.
+#[test]
+fn a_sum_of_one_to_seven_contributors_told_their_values() {
+    use datafusion::arrow::array::ArrayRef;
+    let rt = rt();
+    let dir = scratch("disclosure_few_contributors");
+    random_run_of(&dir, 22, run_dir(), 20, Some(6000));
+    // A sparse cost: one person in 200 at practice A1 has one, one in three at A2,
+    // no one at A3.
+    let path = dir.join("features.parquet");
+    let features = read_parquet(&path).remove(0);
+    let practice = features
+        .column_by_name("practice_code")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::StringArray>()
+        .unwrap()
+        .clone();
+    let cost: Float64Array = (0..features.num_rows())
+        .map(|i| {
+            let every = match practice.value(i) {
+                "A1" => 200,
+                "A2" => 3,
+                _ => usize::MAX,
+            };
+            Some(if i % every == 0 {
+                1000.0 + i as f64
+            } else {
+                0.0
+            })
+        })
+        .collect();
+    let i = features.schema().index_of("total_cost_12m").unwrap();
+    let mut columns = features.columns().to_vec();
+    columns[i] = std::sync::Arc::new(cost) as ArrayRef;
+    let features = RecordBatch::try_new(features.schema(), columns).unwrap();
+    riskstrat::outputs::write_batch(&path, &features).unwrap();
+    let c = commissioner(&rt, &dir);
+    let group = "practice_code, sex";
+    let truth = truth(
+        &c,
+        &rt,
+        &format!(
+            "SELECT {group}, count(*) FILTER (WHERE total_cost_12m <> 0) AS k FROM people GROUP BY {group}"
+        ),
+    );
+    let q = format!(
+        "SELECT {group}, count(*) AS n, sum(total_cost_12m) AS s, avg(total_cost_12m) AS m FROM people GROUP BY {group}"
+    );
+    let a = rt
+        .block_on(c.query(&q))
+        .unwrap_or_else(|e| panic!("{}", e.message));
+    let released = rows_of(&a.batches);
+    let (mut few, mut many) = (0, 0);
+    for (i, row) in released.iter().enumerate() {
+        let t = truth.iter().find(|t| t[..2] == row[..2]).unwrap();
+        let k: i64 = t[2].as_ref().unwrap().parse().unwrap();
+        let (s, m) = (a.withheld[3].value(i), a.withheld[4].value(i));
+        if k < 8 {
+            few += 1;
+            assert!(
+                s && m && row[3].is_none() && row[4].is_none(),
+                "{row:?} ({k} contributors)"
+            );
+        } else {
+            many += 1;
+            assert!(!s && row[3].is_some(), "{row:?} ({k} contributors)");
+        }
+    }
+    assert!(
+        few > 0 && many > 0,
+        "the fixture needs both: {few} and {many}"
+    );
+    // None at all (A3's cells) is withheld as 1 to 7 are (A1's).
+    let practices = |withheld: bool| -> Vec<String> {
+        let mut p: Vec<String> = released
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| a.withheld[3].value(*i) == withheld)
+            .map(|(_, r)| r[0].clone().unwrap())
+            .collect();
+        p.dedup();
+        p
+    };
+    assert_eq!(
+        (practices(true), practices(false)),
+        (vec!["A1".into(), "A3".into()], vec!["A2".into()])
+    );
+}
+
+/// Regression (disclosure review of 2026-12-07): a cohort of 1 to 7 people made every
+/// query of cohort_people refused for cutting too finely, while an empty cohort
+/// answered: the refusal told that a cohort had its first few members. Now such a
+/// cohort is left out of the views as an empty one is.
+#[test]
+fn a_cohort_of_three_could_be_told_from_an_empty_one() {
+    use datafusion::arrow::array::{ArrayRef, StringArray};
+    let rt = rt();
+    let ask = "SELECT cohort, count(*) AS n FROM cohort_people GROUP BY cohort";
+    let mut answers = Vec::new();
+    for members in [3, 0] {
+        let dir = scratch(&format!("disclosure_cohort_of_{members}"));
+        random_run_of(&dir, 23, run_dir(), 20, Some(2000));
+        let ids: Vec<String> = (0..members)
+            .map(|i| format!("{:032x}", 23u128 * 1_000_000 + i as u128))
+            .collect();
+        let cohort = RecordBatch::try_from_iter(vec![(
+            "pseudo_id",
+            std::sync::Arc::new(StringArray::from(ids)) as ArrayRef,
+        )])
+        .unwrap();
+        riskstrat::outputs::write_batch(&dir.join("cohort_complex_needs.parquet"), &cohort)
+            .unwrap();
+        let c = commissioner(&rt, &dir);
+        let a = rt
+            .block_on(c.query(ask))
+            .unwrap_or_else(|e| panic!("{members}: {}", e.message));
+        answers.push(rows_of(&a.batches));
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert!(answers[0].is_empty(), "{answers:?}");
 }

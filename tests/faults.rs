@@ -181,6 +181,41 @@ fn four_runs_in_one_second_and_a_clock_jump() {
     assert_no_leftovers(&dir);
 }
 
+/// Regression (fault review of 2026-12-07): of two concurrent runs, the one numbered
+/// first but finishing last compared its cohorts with the other, a later run.
+#[test]
+fn a_run_is_never_compared_with_one_numbered_after_it() {
+    let dir = scratch("faults_compared_later");
+    let job = small_dataset().write(&dir, "2026-04-01");
+    let go = dir.join("go");
+    let mut first = run_cmd(&job);
+    first.stdout(std::process::Stdio::piped());
+    let first = paused_at(first, "run.claimed", &go);
+    let second = PathBuf::from(ok(&run_cmd(&job).output().unwrap()));
+    std::fs::write(&go, "").unwrap();
+    let first = PathBuf::from(ok(&first.wait_with_output().unwrap()));
+    assert!(
+        first.to_string_lossy().ends_with("-000001"),
+        "{}",
+        first.display()
+    );
+    assert!(
+        second.to_string_lossy().ends_with("-000002"),
+        "{}",
+        second.display()
+    );
+    assert!(
+        manifest(&first).get("compared_with").is_none(),
+        "{}",
+        manifest(&first)
+    );
+    assert!(manifest(&second).get("compared_with").is_none());
+    // A third run compares with the second, the newest before it.
+    let third = PathBuf::from(ok(&run_cmd(&job).output().unwrap()));
+    let second_id = second.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(manifest(&third)["compared_with"], second_id.as_str());
+}
+
 /// A run in a second PID namespace (a container on the same volume) leaves a live
 /// run's staging folder alone: both complete.
 #[test]

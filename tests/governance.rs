@@ -805,6 +805,48 @@ fn gate_refuses_a_wrong_vault_key() {
     assert!(stderr(&o).contains("does not open it"), "{}", stderr(&o));
 }
 
+/// Regression (fault review of 2026-12-07): `--out` replaced whatever file had the
+/// list's name (`--out gate/vault` replaced the vault with a plaintext list) and wrote
+/// names among the analysts' tables. Now only an earlier list, unchanged, is replaced.
+#[test]
+fn gate_never_overwrites_a_file_it_did_not_release() {
+    let f = flow("gov_out_targets", 33);
+    f.approve("T01", "complex_needs");
+    let release = |out: &str| f.reidentify("T01", "gp.north.1", "complex_needs", out);
+    for _ in 0..2 {
+        let o = release("t01");
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let mut edited = std::fs::read(f.list("t01.csv")).unwrap();
+    edited.extend_from_slice(b"a line added by hand\n");
+    std::fs::write(f.list("t01.csv"), &edited).unwrap();
+    let patients = f.dir.join("pseudonymised/patients.parquet");
+    let untouched = [f.vault(), patients.clone(), f.list("t01.csv")];
+    let before: Vec<Vec<u8>> = untouched
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    for (out, why) in [
+        ("t01", "is not a list this gate released"),
+        ("../gate/vault", "is not a list this gate released"),
+        (
+            "../pseudonymised/patients",
+            "a folder of pseudonymised tables",
+        ),
+        ("../runs/complex-needs/list", "must not sit inside"),
+    ] {
+        let o = release(out);
+        assert_eq!(o.status.code(), Some(2), "{out}: {}", stderr(&o));
+        assert!(stderr(&o).contains(why), "{out}: {}", stderr(&o));
+    }
+    let after: Vec<Vec<u8>> = untouched
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert!(after == before, "a file was replaced");
+    assert!(!f.dir.join("runs/complex-needs/list.csv").exists());
+}
+
 /// The audit record comes first: with a tampered audit log nothing is released.
 #[test]
 fn gate_releases_nothing_when_the_audit_log_is_broken() {
@@ -928,19 +970,136 @@ fn pseudonymise_refuses_misplaced_or_shared_or_open_keys() {
         assert_eq!(o.status.code(), Some(2));
         assert!(stderr(&o).contains("chmod 600"), "{}", stderr(&o));
     }
-    // A folder that is not an earlier output is never replaced.
+    // A folder that is not an earlier output is never replaced, nor is the input.
     let o = base(&f.key(), &f.vault_key(), &f.dir.join("identifiable"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("overlaps --in"), "{}", stderr(&o));
+    assert!(f.dir.join("identifiable/patients.parquet").exists());
+    std::fs::create_dir_all(f.dir.join("notes")).unwrap();
+    std::fs::write(f.dir.join("notes/minutes.txt"), "kept").unwrap();
+    let o = base(&f.key(), &f.vault_key(), &f.dir.join("notes"));
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("not an earlier pseudonymise output"),
         "{}",
         stderr(&o)
     );
-    assert!(f.dir.join("identifiable/patients.parquet").exists());
+    assert!(f.dir.join("notes/minutes.txt").exists());
     assert!(!f.dir.join("gate/vault2.parquet").exists());
     // The key is never printed.
     let key_hex = std::fs::read_to_string(f.key()).unwrap();
     assert!(!stderr(&o).contains(key_hex.trim()));
+}
+
+/// A table's file rewritten with no rows (its schema kept).
+fn empty_table(path: &Path) {
+    let schema = read_parquet(path)[0].schema();
+    let w = datafusion::parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(path).unwrap(),
+        schema,
+        None,
+    )
+    .unwrap();
+    w.close().unwrap();
+}
+
+/// Regressions of the fault review of 2026-12-07: `pseudonymise --quarantine keys`
+/// deleted both keys (`gate`: the vault and the audit log; `runs`: every run), `--vault`
+/// on an extract overwrote it, and an empty opt-out or patients extract was taken,
+/// exit 0 (every objector released; the vault replaced by an empty one).
+#[test]
+fn pseudonymise_never_replaces_what_it_did_not_write_nor_takes_an_empty_extract() {
+    let dir = scratch("gov_pseudonymise_targets");
+    let o = riskstrat()
+        .args([
+            "synth",
+            "--identifiable",
+            "--patients",
+            "2000",
+            "--seed",
+            "32",
+        ])
+        .args(["--as-of", AS_OF, "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = common::pseudonymise(&dir).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(dir.join("gate/audit.jsonl"), "").unwrap();
+    std::fs::create_dir_all(dir.join("runs/job/run1")).unwrap();
+    std::fs::write(dir.join("runs/job/run1/manifest.json"), "{}").unwrap();
+    let snapshot = || {
+        let mut files: Vec<(PathBuf, Vec<u8>)> = walk(&dir)
+            .into_iter()
+            .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+            .collect();
+        files.sort();
+        files
+    };
+    // `--vault` and `--quarantine` as given (relative to the flow), the rest as usual.
+    let command = |vault: &str, quarantine: Option<&str>| {
+        let mut c = riskstrat();
+        c.arg("pseudonymise")
+            .arg("--key")
+            .arg(dir.join("keys/pseudonym.key"))
+            .arg("--in")
+            .arg(dir.join("identifiable"))
+            .arg("--out")
+            .arg(dir.join("pseudonymised"))
+            .arg("--vault")
+            .arg(dir.join(vault))
+            .arg("--vault-key")
+            .arg(dir.join("keys/vault.key"));
+        if let Some(q) = quarantine {
+            c.arg("--quarantine").arg(dir.join(q));
+        }
+        c
+    };
+    let refused = |mut c: std::process::Command, expect: &str| {
+        let before = snapshot();
+        let o = c.output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{c:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(expect), "{c:?}: {}", stderr(&o));
+        assert!(snapshot() == before, "{c:?} changed a file");
+    };
+    let vault = "gate/vault.parquet";
+    refused(command(vault, Some("keys")), "overlaps --key");
+    refused(command(vault, Some("gate")), "overlaps --quarantine");
+    refused(command(vault, Some("identifiable")), "overlaps --in");
+    refused(
+        command(vault, Some("runs")),
+        "holds job, which pseudonymise did not write",
+    );
+    refused(command(vault, Some("teams.toml")), "is a file");
+    refused(
+        command("identifiable/patients.parquet", None),
+        "overlaps --in",
+    );
+    refused(command("teams.toml", None), "is not an identity vault");
+
+    // An empty opt-out extract, then an empty patients extract: nothing is written.
+    let optouts = dir.join("identifiable/optouts.parquet");
+    let kept = std::fs::read(&optouts).unwrap();
+    empty_table(&optouts);
+    refused(
+        command(vault, None),
+        "an empty opt-out list is almost always a failed extract; if there truly are none, run pseudonymise with --allow-empty-optouts",
+    );
+    let o = command(vault, None)
+        .arg("--allow-empty-optouts")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = String::from_utf8_lossy(&o.stdout);
+    assert!(printed.contains("patients: 2"), "{printed}");
+    assert!(printed.contains(" 0 withheld"), "{printed}");
+    std::fs::write(&optouts, kept).unwrap();
+    empty_table(&dir.join("identifiable/patients.parquet"));
+    refused(
+        command(vault, None),
+        "the patients extract has no rows: check that the extract ran",
+    );
 }
 
 /// Analysts' commands never take a key or open the vault.

@@ -547,6 +547,23 @@ fn an_input_whose_every_row_was_quarantined_passed_silently() {
             "malformed_pseudo_id",
         ],
     );
+    // Regression (fault review of 2026-12-07): with no valid patient, the error named
+    // the first event table in name order, its rows "unknown_pseudo_id".
+    let dir = scratch("wholly_quarantined_patients");
+    let mut ds = small_dataset();
+    for p in &mut ds.patients {
+        p.sex = "f";
+    }
+    let job = ds.write(&dir, A);
+    assert_bad_input(
+        &dir,
+        &run_job(&job),
+        &[
+            "input patients",
+            "none of its 19 rows is valid",
+            "invalid_sex",
+        ],
+    );
 }
 
 /// Regression: the engine's message quoted the value that failed, here a pseudo_id,
@@ -580,6 +597,50 @@ fn a_run_long_after_its_extract_ends_said_nothing() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("latest event"), "{}", stderr(&o));
+}
+
+/// Regression (fault review of 2026-12-07): a run whose two years began long before
+/// the extracts did trained on part of a year counted as a whole one (coefficients
+/// four times too large) with no word, and one with no event in the training year
+/// failed on a constant feature, advising to remove it from the model.
+#[test]
+fn a_run_before_its_extract_begins_trained_on_part_of_a_year() {
+    let dir = scratch("early_extract");
+    let o = synth(&dir, 2000, 5);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let job = dir.join("job.toml");
+    let at = |as_of: &str| {
+        riskstrat()
+            .args(["run", job.to_str().unwrap(), "--as-of", as_of])
+            .output()
+            .unwrap()
+    };
+    // The synthetic events begin on 2024-04-01: two years before its own date.
+    let o = at("2026-04-01");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("first event"), "{}", stderr(&o));
+    let o = at("2025-06-01");
+    assert!(o.status.success(), "{}", stderr(&o));
+    for table in ["appointments", "prescriptions"] {
+        let said = format!(
+            "input {table}: its first event is on 2024-04-01, 304 days after 2023-06-02, where the two years this run reads begin; the model is trained on features at 2024-06-01 counted over part of a year"
+        );
+        assert!(stderr(&o).contains(&said), "{}", stderr(&o));
+    }
+    let o = at("2025-02-28");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("input appointments: its events run from 2024-04-01 to 2026-03-31, none in the model's training year [2023-03-01, 2024-02-29)"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("run with --as-of 2026-04-01 or later"),
+        "{}",
+        stderr(&o)
+    );
+    let made = list_runs(&dir.join("runs"), "complex-needs");
+    assert_eq!(made.len(), 2, "no third run folder");
 }
 
 /// Regression (IG review of 2026-12-07): an objector's rows whose pseudo_id carried a

@@ -389,6 +389,18 @@ fn failed_ticks_are_retried_recorded_and_run_by_the_next_backfill() {
         lines[2][1..5],
         ["2026-02-01T02:00:00Z", "2026-02-01", "complete", "39"]
     );
+    // Regression (fault review of 2026-12-07): the output folder without the job's
+    // name printed an empty table, exit 0, as if the job had never run.
+    let o = riskstrat()
+        .args(["history", dir.join("runs").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("holds no runs of its own but the job folders test-job"),
+        "{}",
+        stderr(&o)
+    );
     let o = backfill(&job, None);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);

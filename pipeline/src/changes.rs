@@ -56,13 +56,15 @@ pub fn file_name(cohort: &str) -> String {
 }
 
 /// The run a new run of `job` at `as_of` is compared with: of the job's complete
-/// runs, the one with the latest `as_of` not after it (the newest of those on a tie).
+/// runs numbered before it, the one with the latest `as_of` not after it (the newest
+/// of those on a tie).
 /// A backfill of an earlier month is compared with the month before it, not with
 /// this month's run.
 pub async fn previous_run(
     store: &RunStore,
     job: &str,
     as_of: NaiveDate,
+    own_seq: Option<u64>,
 ) -> Result<Option<(RunHandle, String)>> {
     let mut best: Option<(NaiveDate, RunHandle, String)> = None;
     // Oldest first: a later run with the same as_of replaces an earlier one.
@@ -70,6 +72,11 @@ pub async fn previous_run(
         let Some(m) = crate::outputs::run_store::readable_manifest(&run).await else {
             continue;
         };
+        // A run numbered after this one finished first (concurrent runs): it is not
+        // this run's previous one (regression: run 1 was compared with run 4).
+        if m.seq.zip(own_seq).is_some_and(|(seq, own)| seq >= own) {
+            continue;
+        }
         if m.as_of <= as_of && best.as_ref().is_none_or(|b| m.as_of >= b.0) {
             best = Some((m.as_of, run, m.run_id));
         }

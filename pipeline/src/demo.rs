@@ -117,6 +117,7 @@ async fn gate_pseudonymises(places: &Places, as_of: NaiveDate) -> Result<()> {
         vault: &places.vault,
         vault_key_path: &places.keys.join("vault.key"),
         quarantine: None,
+        allow_empty_optouts: false,
     })
     .await?;
     let withheld = p.tables[crate::ingest::contract::PATIENTS.name].rows_withheld_optout;

@@ -41,6 +41,7 @@ use datafusion::arrow::compute::filter_record_batch;
 use datafusion::catalog::MemTable;
 use datafusion::prelude::SessionContext;
 use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -306,6 +307,60 @@ fn list_file(out: &Path, ext: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// A list file inside a folder `pseudonymise` wrote (it holds its summary), however
+/// deep: refused.
+fn refuse_among_pseudonymised_tables(list: &Path) -> Result<()> {
+    let folder = list.parent().filter(|p| !p.as_os_str().is_empty());
+    let folder = folder.map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let data = folder
+        .canonicalize()
+        .unwrap_or(folder)
+        .ancestors()
+        .find(|a| a.join(crate::pseudonymise::SUMMARY_FILE).is_file())
+        .map(Path::to_path_buf);
+    match data {
+        Some(data) => Err(bad_input!(
+            "--out {}: inside {}, a folder of pseudonymised tables the analysts read; write lists on the gate's side",
+            list.display(),
+            data.display()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The SHA-256 of every file the gate released (the list's CSV and Parquet), from
+/// the audit log's release records.
+fn released_files(log: &Path) -> Result<HashSet<String>> {
+    if !log.exists() {
+        return Ok(HashSet::new());
+    }
+    let mut released = HashSet::new();
+    for r in audit::read(log)? {
+        if r.action != audit::Action::Reidentify {
+            continue;
+        }
+        released.extend(r.file_sha256);
+        let parquet = r.detail.as_deref().unwrap_or_default().split(' ');
+        released
+            .extend(parquet.filter_map(|w| w.strip_prefix("parquet_sha256=").map(str::to_string)));
+    }
+    Ok(released)
+}
+
+/// A file at the list's name is replaced only when it is a list this gate released,
+/// unchanged: never the vault, a key, the audit log or anything else (regression:
+/// `--out gate/vault` replaced the encrypted vault with a plaintext list).
+fn refuse_unreleased(file: &Path, released: &HashSet<String>, out: &Path) -> Result<()> {
+    if !file.exists() || (file.is_file() && released.contains(&sha256_of(file)?)) {
+        return Ok(());
+    }
+    Err(bad_input!(
+        "--out {}: {} exists and is not a list this gate released (no release record in the audit log has its SHA-256); the list would replace it, so name a new file or move that one away",
+        out.display(),
+        file.display()
+    ))
+}
+
 /// The list's two files, their folder made, held by this writer alone.
 struct Out {
     csv: PathBuf,
@@ -316,8 +371,13 @@ struct Out {
 impl Out {
     fn prepare(req: &Request) -> Result<Self> {
         let (csv, parquet) = (list_file(req.out, "csv"), list_file(req.out, "parquet"));
+        // Names go nowhere the analysts work: not beside the job's runs, nor among
+        // pseudonymised tables (regression: `--out pseudonymised/patients` put the list
+        // where the next run reads its patients).
+        let job_folder = req.run.parent().filter(|p| !p.as_os_str().is_empty());
         for p in [&csv, &parquet] {
-            refuse_inside(p, req.run, "--out")?;
+            refuse_inside(p, job_folder.unwrap_or(req.run), "--out")?;
+            refuse_among_pseudonymised_tables(p)?;
         }
         if let Some(parent) = csv.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
@@ -333,6 +393,12 @@ impl Out {
         for p in [&csv, &parquet] {
             for tmp in durable::hidden_siblings(p, "tmp") {
                 durable::remove(&tmp).map_err(io_at(&tmp, "removing"))?;
+            }
+        }
+        if csv.exists() || parquet.exists() {
+            let released = released_files(req.audit_log)?;
+            for p in [&csv, &parquet] {
+                refuse_unreleased(p, &released, req.out)?;
             }
         }
         Ok(Self {

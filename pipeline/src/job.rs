@@ -362,6 +362,7 @@ impl Job {
         let as_of = as_of_date(&file.job, as_of_override, &at)?;
         let inputs = input_locations(&file.inputs, &at)?;
         let output = output_folder(&file.job, &at)?;
+        refuse_output_among_inputs(&output, &inputs, &at)?;
         let cohorts = cohort_specs(&file.cohorts, &at)?;
         let extra_features = extra_feature_files(&file.features, &at)?;
         check_resources(&file.resources, &at)?;
@@ -533,6 +534,68 @@ fn output_folder(job: &JobSection, at: &JobPath) -> Result<Output> {
         url: output.trim_end_matches('/').to_string(),
         state: at.folder.join(".riskstrat"),
     })
+}
+
+/// `[job] output` inside a folder an input reads: every later run would read the
+/// run files as that input and fail until they were moved by hand (regression:
+/// `output = "appointments/runs"`).
+fn refuse_output_among_inputs(
+    output: &Output,
+    inputs: &BTreeMap<String, String>,
+    at: &JobPath,
+) -> Result<()> {
+    let Output::Folder(out) = output else {
+        return Ok(());
+    };
+    let out = canonical(out);
+    for (table, loc) in inputs.iter().filter(|(_, l)| !is_url(l)) {
+        let Some(folder) = input_folder(loc) else {
+            continue;
+        };
+        if out.starts_with(canonical(&folder)) {
+            return Err(bad_input!(
+                "{}: {} is inside {}, a folder input '{table}' reads whole: the runs' files would be read as {table}; choose an output folder outside the inputs",
+                at.ctx("[job] output"),
+                out.display(),
+                folder.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The folder whose Parquet files a local input reads: the folder named, or a glob's
+/// fixed part; none for a named file.
+fn input_folder(location: &str) -> Option<PathBuf> {
+    match location.find(['*', '?', '[']) {
+        Some(i) => {
+            let fixed = &location[..i];
+            Some(PathBuf::from(&fixed[..fixed.rfind('/').unwrap_or(0)]))
+        }
+        None => Path::new(location)
+            .is_dir()
+            .then(|| PathBuf::from(location)),
+    }
+}
+
+/// `path` with what exists of it resolved (links, `..`), to compare folders.
+fn canonical(path: &Path) -> PathBuf {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let mut out = existing
+        .canonicalize()
+        .unwrap_or_else(|_| existing.to_path_buf());
+    out.extend(rest.into_iter().rev());
+    out
 }
 
 /// `[cohorts] include`: built-in cohort names or `.sql` files that exist, no two of
@@ -836,6 +899,44 @@ optouts = "data/optouts.parquet"
             job.cohorts,
             vec![CohortSpec::Builtin("complex_needs".into())]
         );
+    }
+
+    /// Regression (fault review of 2026-12-07): runs written inside an input folder
+    /// were read as that input by every later run.
+    #[test]
+    fn an_output_inside_an_input_folder_is_refused() {
+        let dir = std::env::temp_dir().join(format!("rs-job-out-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("data/appointments")).unwrap();
+        let job = dir.join("job.toml");
+        let parse = |output: &str, prescriptions: &str| {
+            let text = MINIMAL
+                .replace("output = \"runs\"", &format!("output = \"{output}\""))
+                .replace("data/prescriptions.parquet", prescriptions);
+            Job::parse(&text, &job, None)
+        };
+        for (output, prescriptions, table) in [
+            ("data/appointments/runs", "data/p.parquet", "appointments"),
+            (
+                "data/appointments/../appointments/x",
+                "data/p.parquet",
+                "appointments",
+            ),
+            ("data/rx/2026/runs", "data/rx/*/*.parquet", "prescriptions"),
+        ] {
+            let e = parse(output, prescriptions).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(
+                e.message.contains("[job] output")
+                    && e.message.contains(&format!("read as {table}")),
+                "{output}: {}",
+                e.message
+            );
+        }
+        // Beside the inputs, or holding them, is fine.
+        assert!(parse("runs", "data/rx/*/*.parquet").is_ok());
+        assert!(parse("data", "data/p.parquet").is_ok());
+        assert!(parse("data/appointments-runs", "data/p.parquet").is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -200,6 +200,10 @@ struct PseudonymiseArgs {
     /// Gate-side folder for rows whose NHS number fails [default: beside the vault].
     #[arg(long)]
     quarantine: Option<PathBuf>,
+    /// Use an opt-out extract with no rows (refused otherwise: it is almost always a
+    /// failed extract, and would let every objector through).
+    #[arg(long)]
+    allow_empty_optouts: bool,
 }
 
 #[derive(clap::Args)]
@@ -674,9 +678,41 @@ fn job_runs(
     Ok((RunStore::local(dir), job.to_string(), Some(p.to_path_buf())))
 }
 
+/// The folders inside `dir` that hold a job's runs or its schedule's state.
+fn job_folders_in(dir: &Path) -> Vec<String> {
+    let holds_runs = |job: &Path| {
+        riskstrat::scheduler::log_path(job).exists()
+            || std::fs::read_dir(job)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|run| run.path().join("manifest.json").is_file())
+    };
+    let mut jobs: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir() && holds_runs(&e.path()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    jobs.sort();
+    jobs
+}
+
 async fn history(a: HistoryArgs) -> Result<()> {
     let (store, job, state) = job_runs(&a.job_runs).map_err(|e| e.context("history"))?;
     let rows = riskstrat::history::history(&store, &job, state.as_deref()).await?;
+    // Regression: the output folder given without the job's name printed an empty
+    // table, as if the job had never run.
+    let jobs = state.as_deref().map(job_folders_in).unwrap_or_default();
+    if rows.is_empty() && !jobs.is_empty() {
+        return Err(Error::bad_input(format!(
+            "history: {} holds no runs of its own but the job folders {}; give one of them, as in {}",
+            a.job_runs.display(),
+            jobs.join(", "),
+            a.job_runs.join(&jobs[0]).display()
+        )));
+    }
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
@@ -834,6 +870,7 @@ async fn pseudonymise(a: PseudonymiseArgs) -> Result<()> {
         vault: &a.vault,
         vault_key_path: &a.vault_key,
         quarantine: a.quarantine.as_deref(),
+        allow_empty_optouts: a.allow_empty_optouts,
     })
     .await?;
     for (table, t) in &s.tables {

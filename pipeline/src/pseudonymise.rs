@@ -20,9 +20,9 @@ use crate::error::{Error, Result};
 use crate::governance::optouts::{self, OptOuts, RawPersonTable};
 use crate::governance::pseudonym::{Key, normalise_nhs_number, pseudo_id};
 use crate::governance::vault::IDENTITY_COLUMNS;
-use crate::governance::{refuse_inside, vault};
+use crate::governance::{refuse_inside, refuse_overlap, vault};
 use crate::ingest::contract::{EXTRACT_TABLES, OPTOUTS, PATIENTS, Table, table_path};
-use crate::ingest::read_extract;
+use crate::ingest::{EmptyOptOuts, read_extract, refuse_empty};
 use crate::session::functions::udf_over_strings;
 use crate::session::{SessionOptions, new_context};
 use datafusion::arrow::array::{Array, ArrayRef, StringArray};
@@ -51,6 +51,9 @@ pub struct Request<'a> {
     pub vault_key_path: &'a Path,
     /// Gate-side folder for rows whose NHS number fails; default beside the vault.
     pub quarantine: Option<&'a Path>,
+    /// An opt-out extract with no rows is used (otherwise it is refused as a failed
+    /// extract).
+    pub allow_empty_optouts: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -221,7 +224,9 @@ pub fn default_quarantine(vault: &Path) -> PathBuf {
     vault.with_file_name(format!("{stem}-quarantine"))
 }
 
-fn check_request(req: &Request, quarantine: &Path) -> Result<(Key, Key)> {
+/// Where the command would write, checked before it locks or touches anything there:
+/// what it replaces whole must be its own.
+fn check_targets(req: &Request, quarantine: &Path) -> Result<()> {
     if !req.input.is_dir() {
         return Err(bad_input!(
             "--in {}: no such folder of identifiable extracts",
@@ -236,6 +241,7 @@ fn check_request(req: &Request, quarantine: &Path) -> Result<(Key, Key)> {
     ] {
         refuse_inside(path, req.out, flag)?;
     }
+    refuse_overlaps(req, quarantine)?;
     if req.out.exists() {
         let empty = std::fs::read_dir(req.out)?.next().is_none();
         if !empty && !req.out.join(SUMMARY_FILE).exists() {
@@ -244,8 +250,38 @@ fn check_request(req: &Request, quarantine: &Path) -> Result<(Key, Key)> {
                 req.out.display()
             ));
         }
-        refuse_what_it_did_not_write(req.out)?;
+        let ours = EXTRACT_TABLES
+            .iter()
+            .map(|t| table_path(t.name).trim_end_matches('/').to_string())
+            .chain([SUMMARY_FILE.to_string()]);
+        refuse_what_it_did_not_write(
+            req.out,
+            "--out",
+            ours.collect(),
+            " (keep feedback and other files beside the pseudonymised tables, not inside)",
+        )?;
     }
+    if quarantine.exists() {
+        if !quarantine.is_dir() {
+            return Err(bad_input!(
+                "--quarantine {}: is a file; name a folder (it is replaced whole)",
+                quarantine.display()
+            ));
+        }
+        let ours = EXTRACT_TABLES.iter().map(|t| format!("{}.parquet", t.name));
+        refuse_what_it_did_not_write(quarantine, "--quarantine", ours.collect(), "")?;
+    }
+    if req.vault.exists() && !vault::looks_like_vault(req.vault) {
+        return Err(bad_input!(
+            "--vault {}: exists and is not an identity vault (Parquet with an encrypted footer); it would be replaced, so name a new file or the earlier vault",
+            req.vault.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The output's folders made, and the two keys read.
+fn prepare(req: &Request, quarantine: &Path) -> Result<(Key, Key)> {
     std::fs::create_dir_all(req.out)
         .map_err(|e| bad_input!("--out {}: cannot create it ({e})", req.out.display()))?;
     for (path, flag) in [(req.vault, "--vault"), (quarantine, "--quarantine")] {
@@ -265,21 +301,43 @@ fn check_request(req: &Request, quarantine: &Path) -> Result<(Key, Key)> {
     Ok((key, vault_key))
 }
 
-/// An earlier output is replaced whole: anything else kept in it would go with it
-/// (regression: feedback imported into `<out>/feedback` was silently deleted).
-fn refuse_what_it_did_not_write(out: &Path) -> Result<()> {
-    let ours: Vec<String> = EXTRACT_TABLES
-        .iter()
-        .map(|t| table_path(t.name).trim_end_matches('/').to_string())
-        .chain([SUMMARY_FILE.to_string()])
-        .collect();
-    for entry in std::fs::read_dir(out).map_err(io_at(out, "listing"))? {
-        let name = entry.map_err(io_at(out, "listing"))?.file_name();
+/// What pseudonymise replaces whole (the output, the vault, the quarantine) must not
+/// be, hold or sit inside the extracts, a key or one another.
+fn refuse_overlaps(req: &Request, quarantine: &Path) -> Result<()> {
+    let replaced = [
+        (req.out, "--out"),
+        (req.vault, "--vault"),
+        (quarantine, "--quarantine"),
+    ];
+    let kept = [
+        (req.input, "--in"),
+        (req.key_path, "--key"),
+        (req.vault_key_path, "--vault-key"),
+    ];
+    for (i, (path, flag)) in replaced.iter().enumerate() {
+        for (other, other_flag) in kept.iter().chain(&replaced[i + 1..]) {
+            refuse_overlap(path, flag, other, other_flag)?;
+        }
+    }
+    Ok(())
+}
+
+/// An earlier output or quarantine (`flag`) is replaced whole: anything but `ours`
+/// kept in it would go with it (regressions: feedback imported into `<out>/feedback`
+/// was silently deleted; `--quarantine runs` deleted every run folder).
+fn refuse_what_it_did_not_write(
+    folder: &Path,
+    flag: &str,
+    ours: Vec<String>,
+    hint: &str,
+) -> Result<()> {
+    for entry in std::fs::read_dir(folder).map_err(io_at(folder, "listing"))? {
+        let name = entry.map_err(io_at(folder, "listing"))?.file_name();
         let name = name.to_string_lossy();
         if !ours.iter().any(|o| *o == name) {
             return Err(bad_input!(
-                "--out {}: holds {name}, which pseudonymise did not write; the output is replaced whole, so move {name} out of it first (keep feedback and other files beside the pseudonymised tables, not inside)",
-                out.display()
+                "{flag} {}: holds {name}, which pseudonymise did not write; it is replaced whole, so name a new or empty folder, or move {name} out of it first{hint}",
+                folder.display()
             ));
         }
     }
@@ -296,10 +354,11 @@ pub async fn pseudonymise(req: &Request<'_>) -> Result<Summary> {
         locks: Vec::new(),
         committed: false,
     };
+    check_targets(req, &quarantine)?;
     for target in [req.out, quarantine.as_path(), req.vault] {
         staged.recover(target)?;
     }
-    let (key, vault_key) = check_request(req, &quarantine)?;
+    let (key, vault_key) = prepare(req, &quarantine)?;
     let ctx = new_context(&SessionOptions::default())?;
     ctx.register_udf(pseudonymise_udf(key));
     ctx.register_udf(problem_udf());
@@ -335,8 +394,17 @@ pub async fn pseudonymise(req: &Request<'_>) -> Result<Summary> {
             continue;
         };
         let (s, df) = pseudonymised_table(&ctx, table, &location, &qdir).await?;
+        let what = format!("--in {}: the {} extract", req.input.display(), table.name);
+        let empty_optouts = if req.allow_empty_optouts {
+            EmptyOptOuts::Allowed
+        } else {
+            EmptyOptOuts::RefusedUnless("run pseudonymise with --allow-empty-optouts")
+        };
+        refuse_empty(table, s.rows_read, &what, empty_optouts)?;
         if table.name == OPTOUTS.name {
             refuse_unreadable_optouts(&s, &location)?;
+        } else {
+            refuse_wholly_unreadable(table, &s, &what)?;
         }
         summary.tables.insert(table.name.to_string(), s);
         tables.insert(table.name, df);
@@ -367,6 +435,26 @@ fn refuse_unreadable_optouts(s: &TableSummary, location: &Path) -> Result<()> {
     Err(bad_input!(
         "{}: {n} opt-out rows have an NHS number that cannot be read ({}); an objection that matches no one would not be honoured, so nothing was written. Correct those rows' nhs_number in the extract (or remove rows that are not objections) and run pseudonymise again",
         location.display(),
+        reasons.join(", ")
+    ))
+}
+
+/// A required extract none of whose NHS numbers can be read is a broken extract: it
+/// would replace the vault and the analysts' table with empty ones (regression: a
+/// zero-row patients extract did, exit 0).
+fn refuse_wholly_unreadable(table: &Table, s: &TableSummary, what: &str) -> Result<()> {
+    let quarantined: u64 = s.quarantined.values().sum();
+    if !table.required || s.rows_read == 0 || quarantined < s.rows_read {
+        return Ok(());
+    }
+    let reasons: Vec<String> = s
+        .quarantined
+        .iter()
+        .map(|(r, k)| format!("{r} {k}"))
+        .collect();
+    Err(bad_input!(
+        "{what}: none of its {} rows has an NHS number that can be read ({}); nothing was written. Check the extract's nhs_number column",
+        s.rows_read,
         reasons.join(", ")
     ))
 }

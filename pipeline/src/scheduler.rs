@@ -17,7 +17,7 @@ use crate::schedule::{Missed, Schedule, Tick};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,14 +91,24 @@ fn record(state: &Path, a: &Attempt) -> Result<()> {
     // The owner's only: an attempt's error names the job's files and settings.
     let mut f = std::fs::OpenOptions::new()
         .create(true)
-        .append(true)
+        .read(true)
+        .write(true)
         .mode(0o600)
         .open(&path)
         .map_err(crate::durable::io_at(&path, "opening"))?;
     let mut line = serde_json::to_vec(a)?;
     line.push(b'\n');
-    f.write_all(&line)
-        .and_then(|_| f.sync_data())
+    // A last line torn by a crash part way through an append is cut off first: the
+    // record written after it would join it and be lost (regression).
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes)
+        .and_then(|_| {
+            let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            f.set_len(whole as u64)?;
+            f.seek(std::io::SeekFrom::Start(whole as u64))?;
+            f.write_all(&line)?;
+            f.sync_data()
+        })
         .map_err(crate::durable::io_at(&path, "appending to"))
 }
 
@@ -533,5 +543,51 @@ fn kind_of(e: &ureq::Error) -> String {
         ureq::Error::Timeout(_) => "timed out".into(),
         ureq::Error::Io(io) => format!("{}", io.kind()),
         _ => "could not send".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(tick: &str, status: AttemptStatus) -> Attempt {
+        let now = Utc::now();
+        Attempt {
+            tick: tick.into(),
+            as_of: NaiveDate::from_ymd_opt(2026, 4, 1).unwrap(),
+            attempt: 1,
+            status,
+            run_id: None,
+            error: None,
+            started_utc: now,
+            finished_utc: now,
+        }
+    }
+
+    /// Regression (fault review of 2026-12-07): a record appended after a torn last
+    /// line joined it, and was lost.
+    #[test]
+    fn a_record_after_a_torn_line_is_kept() {
+        let dir = std::env::temp_dir().join(format!("rs-sched-torn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        record(&dir, &attempt("t1", AttemptStatus::Started)).unwrap();
+        record(&dir, &attempt("t1", AttemptStatus::Complete)).unwrap();
+        let path = log_path(&dir);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 20]).unwrap();
+        record(&dir, &attempt("t2", AttemptStatus::Failed)).unwrap();
+        let got: Vec<(String, AttemptStatus)> = attempts(&dir)
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.tick, a.status))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("t1".to_string(), AttemptStatus::Started),
+                ("t2".to_string(), AttemptStatus::Failed)
+            ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

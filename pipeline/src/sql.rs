@@ -126,17 +126,40 @@ pub fn read_file(p: &Path) -> Result<SqlText> {
 /// An error met while running the SQL of `origin`, named after it. Failures of the
 /// SQL itself (a cast or arithmetic that fails on the data) are the SQL's author's to
 /// fix: bad input. Anything else (I/O, memory, a damaged input) keeps its kind.
+/// No message shows a value of the data: the SQL's faults lose what they quote, and
+/// every other error any run of hexadecimal digits (regression: a regular expression
+/// built from pseudo_ids printed one, and went to a schedule's state file, exit 1).
 pub fn run_time_error(origin: &str, e: crate::error::Error) -> crate::error::Error {
-    if e.source.as_deref().is_some_and(is_sql_fault) {
-        let mut bad = crate::bad_input!(
-            "{origin}: failed while running ({}); fix the SQL (e.g. a cast that some values do not fit: try_cast gives NULL instead)",
-            without_values(e.message.trim())
-        );
-        bad.source = e.source;
-        bad
-    } else {
-        e.context(format!("while running {origin}"))
+    if !e.source.as_deref().is_some_and(is_sql_fault) {
+        let message = without_hex_runs(&e.message);
+        return crate::error::Error { message, ..e }.context(format!("while running {origin}"));
     }
+    // A pattern that does not compile is shown whole, and may be made of data.
+    let what = if e.source.as_deref().is_some_and(in_chain::<regex::Error>) {
+        "a regular expression does not compile; its pattern is not shown, as it may hold values"
+            .to_string()
+    } else {
+        without_values(e.message.trim())
+    };
+    let mut bad = crate::bad_input!(
+        "{origin}: failed while running ({what}); fix the SQL (e.g. a cast that some values do not fit: try_cast gives NULL instead)"
+    );
+    bad.source = e.source;
+    bad
+}
+
+/// Whether an error of type `T` is in `e`'s chain of sources.
+fn in_chain<T: std::error::Error + 'static>(
+    e: &(dyn std::error::Error + Send + Sync + 'static),
+) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(x) = cur {
+        if x.downcast_ref::<T>().is_some() {
+            return true;
+        }
+        cur = x.source();
+    }
+    false
 }
 
 /// `message` with each word that holds a run of 16 or more hexadecimal digits (a
@@ -235,6 +258,7 @@ fn is_sql_fault(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
                     | A::ParseError(_)
             );
         }
+        fault |= x.downcast_ref::<regex::Error>().is_some();
         if let Some(d) = x.downcast_ref::<D>() {
             match d {
                 D::IoError(_) | D::ResourcesExhausted(_) => return false,
@@ -558,6 +582,26 @@ mod tests {
             datafusion::parquet::errors::ParquetError::General("bad page".into()),
         ));
         assert_eq!(run_time_error("x.sql", decode.into()).exit_code(), 1);
+        // Regression: a pattern made of a pseudo_id was printed whole, exit 1.
+        let pattern = format!("({}", &id[..12]);
+        let regex = regex::Regex::new(&pattern).unwrap_err();
+        let e = run_time_error("f.sql", DataFusionError::External(Box::new(regex)).into());
+        assert_eq!(e.exit_code(), 2, "{}", e.message);
+        assert!(!e.message.contains(&id[..12]), "{}", e.message);
+        assert!(
+            e.message
+                .contains("f.sql: failed while running (a regular expression does not compile"),
+            "{}",
+            e.message
+        );
+        // Other errors lose their runs of hexadecimal digits.
+        let other = DataFusionError::IoError(std::io::Error::other(format!("at {id}")));
+        let e = run_time_error("f.sql", other.into());
+        assert!(
+            !e.message.contains(id) && e.message.contains("at …"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -207,23 +207,28 @@ pub enum Output {
         n: usize,
         key: usize,
     },
-    /// A sum: magnitude noise, then rounded to 5 (`whole`) or 3 s.f.
+    /// A sum: magnitude noise, then rounded to 5 (`whole`) or 3 s.f.; withheld when
+    /// fewer than the policy's minimum of people have a value other than 0 (column
+    /// `nonzero`, a true count).
     Sum {
         sum: usize,
         top: usize,
         key: usize,
         n: usize,
         nkey: usize,
+        nonzero: usize,
         whole: bool,
     },
     /// A mean: the released sum (as `Sum` releases it) over the protected count of its
-    /// contributors.
+    /// contributors; withheld as the sum is, where `nonzero` is known (a
+    /// pre-aggregated view's rows already hold enough people).
     Mean {
         sum: usize,
         top: usize,
         key: usize,
         n: usize,
         nkey: usize,
+        nonzero: Option<usize>,
         whole: bool,
     },
     /// A ratio of two protected counts (pre-aggregated views).
@@ -783,9 +788,16 @@ fn measure_output(
         .unwrap_or(false);
     let m = || Expr::Column(c.clone());
     let present = || m().is_not_null();
+    // A contributor is someone whose value is not 0: the magnitude key is theirs only
+    // (cellKey's `use_zero_rkeys = FALSE`), so that a cell padded with people of value
+    // 0 draws the same noise, not fresh noise to average away (regression, disclosure
+    // review of 2026-12-07: one person's cost recovered ever closer from padded cells).
+    let contributes = || present().and(m().not_eq(lit(0)));
+    let when_contributes = |e: Expr| when(contributes(), e).end().map_err(plan_error);
     let s = inputs.add(sum(m()));
     let top = inputs.add(max(abs(m())));
-    let key = inputs.add(sum(magnitude_key()));
+    let key = inputs.add(sum(when_contributes(magnitude_key())?));
+    let nonzero = inputs.add(count(when_contributes(lit(1))?));
     let n = inputs.add(count(m()));
     let nkey = inputs.add(sum(when(present(), record_key())
         .end()
@@ -797,6 +809,7 @@ fn measure_output(
             key,
             n,
             nkey,
+            nonzero,
             whole,
         }
     } else {
@@ -806,6 +819,7 @@ fn measure_output(
             key,
             n,
             nkey,
+            nonzero: Some(nonzero),
             whole,
         }
     })
@@ -929,6 +943,7 @@ pub fn protect_view(
                     key: index(key)?,
                     n,
                     nkey,
+                    nonzero: None,
                     whole: schema.field(sum).data_type().is_integer(),
                 }
             }
@@ -1236,6 +1251,23 @@ impl TrueRows<'_> {
             .collect())
     }
 
+    /// Per row, whether fewer than the policy's minimum of people have a value other
+    /// than 0 (true counts in column `nonzero`; none known, none too few). Such a sum
+    /// is a statistic of those few people, withheld as theirs, and withheld with none
+    /// too, so that it cannot be told from 0 (regression, disclosure review of
+    /// 2026-12-07: one child's admission cost, the only one in a cell of 11, released
+    /// to within 20% from a single query).
+    fn few_contributors(&self, nonzero: Option<usize>) -> Result<Vec<bool>> {
+        let Some(c) = nonzero else {
+            return Ok(vec![false; self.rows]);
+        };
+        let c = self.int(c)?;
+        let min = self.policy.min_people;
+        Ok((0..self.rows)
+            .map(|r| c.is_null(r) || c.value(r) < min)
+            .collect())
+    }
+
     /// The released column of output `o`, named `name`, and which of its cells were
     /// withheld; rows whose released `people` are 0 are small.
     fn protect_output(
@@ -1270,18 +1302,16 @@ impl TrueRows<'_> {
                 key,
                 n,
                 nkey,
+                nonzero,
                 whole,
             } => {
                 let s = self.sum_of(sum, top, key, whole)?;
                 let n = self.released(n, nkey)?;
-                let value = |r: usize| -> Option<f64> {
-                    if small(r) || n[r] == 0 {
-                        return None;
-                    }
-                    s[r]
-                };
+                let few = self.few_contributors(Some(nonzero))?;
+                let withheld = |r: usize| small(r) || n[r] == 0 || few[r];
+                let value = |r: usize| if withheld(r) { None } else { s[r] };
                 let (field, column) = self.sum_column(name, whole, value);
-                (field, column, when(&|r| small(r) || n[r] == 0))
+                (field, column, when(&withheld))
             }
             Output::Mean {
                 sum,
@@ -1289,20 +1319,23 @@ impl TrueRows<'_> {
                 key,
                 n,
                 nkey,
+                nonzero,
                 whole,
             } => {
                 // From the released sum: a finer one would give back what rounding hid.
                 let s = self.sum_of(sum, top, key, whole)?;
                 let n = self.released(n, nkey)?;
+                let few = self.few_contributors(nonzero)?;
+                let withheld = |r: usize| small(r) || n[r] == 0 || few[r];
                 let out: Float64Array = (0..rows)
                     .map(|r| {
-                        if small(r) || n[r] == 0 {
+                        if withheld(r) {
                             return None;
                         }
                         s[r].map(|s| significant(s / n[r] as f64, 3))
                     })
                     .collect();
-                let withheld = when(&|r| small(r) || n[r] == 0);
+                let withheld = when(&withheld);
                 (
                     Field::new(name, DataType::Float64, true),
                     Arc::new(out),

@@ -46,6 +46,21 @@ pub fn refuse_inside(path: &Path, folder: &Path, flag: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuse `path` (a file or folder a command replaces whole) where it is, holds or
+/// sits inside `other`: replacing it would destroy `other` (regression: `pseudonymise
+/// --quarantine keys` deleted both keys, `--vault` an input extract).
+pub fn refuse_overlap(path: &Path, flag: &str, other: &Path, other_flag: &str) -> Result<()> {
+    let (a, b) = (resolved(path), resolved(other));
+    if a.starts_with(&b) || b.starts_with(&a) {
+        return Err(bad_input!(
+            "{flag} {}: overlaps {other_flag} {} (is it, holds it or sits inside it), and {flag} is replaced whole; name a separate path",
+            path.display(),
+            other.display()
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,6 +74,12 @@ mod tests {
         assert!(refuse_inside(&dir.join("k.key"), &dir.join("data"), "--key").is_ok());
         // A sibling whose name starts the same is not inside.
         assert!(refuse_inside(&dir.join("data2/k.key"), &dir.join("data"), "--key").is_ok());
+        // Overlap goes both ways; siblings do not overlap.
+        let o = |a: &str, b: &str| refuse_overlap(&dir.join(a), "--a", &dir.join(b), "--b");
+        assert!(o("keys", "keys/k.key").is_err());
+        assert!(o("keys/k.key", "keys").is_err());
+        assert!(o("gate", "gate").is_err());
+        assert!(o("gate", "gate2").is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -45,6 +45,23 @@ pub fn schema() -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// The last four bytes of Parquet whose footer is encrypted, as the vault's is.
+pub const ENCRYPTED_PARQUET_MAGIC: &[u8; 4] = b"PARE";
+
+/// Whether `path` is a file that could be a vault (Parquet with an encrypted footer),
+/// without the key: what `pseudonymise` may replace under `--vault`.
+pub fn looks_like_vault(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut tail = [0u8; 4];
+    f.metadata().is_ok_and(|m| m.is_file() && m.len() >= 8)
+        && f.seek(SeekFrom::End(-4)).is_ok()
+        && f.read_exact(&mut tail).is_ok()
+        && &tail == ENCRYPTED_PARQUET_MAGIC
+}
+
 /// Writes a vault, readable by its owner only, in batches.
 pub struct Writer {
     inner: ArrowWriter<std::fs::File>,
@@ -159,6 +176,11 @@ mod tests {
 
         let back = read(&path, &key).unwrap();
         assert_eq!(back, vec![batch()]);
+        assert!(looks_like_vault(&path));
+        assert!(!looks_like_vault(&dir), "a folder is not a vault");
+        let plain = dir.join("plain.txt");
+        std::fs::write(&plain, "not a vault").unwrap();
+        assert!(!looks_like_vault(&plain));
 
         let e = read(&path, &Key::from_bytes([4; 32])).unwrap_err();
         assert_eq!(e.exit_code(), 2);

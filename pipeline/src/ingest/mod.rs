@@ -47,10 +47,10 @@ pub struct InputTable {
     pub rows: u64,
     /// Column -> type as found in the first file (before safe casts).
     pub found_types: BTreeMap<String, String>,
-    /// The latest day of the table's event date in its files' statistics (any row,
-    /// valid or not), when they hold it: how far the extract reaches.
+    /// The first and last days of the table's event date in its files' statistics
+    /// (any row, valid or not), when they hold them: the time the extract covers.
     #[serde(skip)]
-    pub latest_event: Option<chrono::NaiveDate>,
+    pub event_span: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
 }
 
 /// What `register_inputs` read; the data itself is registered in the session.
@@ -85,19 +85,13 @@ pub async fn register_inputs(
             continue;
         };
         let (summary, df) = read_table(ctx, table.name, table.columns, location).await?;
-        let may_be_empty =
-            !table.required || (table.name == contract::OPTOUTS.name && allow_empty_optouts);
-        if summary.rows == 0 && !may_be_empty {
-            let hint = if table.name == contract::OPTOUTS.name {
-                "an empty opt-out list is almost always a failed extract; if there truly are none, set allow_empty_optouts = true under [job]"
-            } else {
-                "check that the extract ran"
-            };
-            return Err(bad_input!(
-                "input {} ({location}) has no rows: {hint}",
-                table.name
-            ));
-        }
+        let what = format!("input {} ({location})", table.name);
+        let empty_optouts = if allow_empty_optouts {
+            EmptyOptOuts::Allowed
+        } else {
+            EmptyOptOuts::RefusedUnless("set allow_empty_optouts = true under [job]")
+        };
+        refuse_empty(table, summary.rows, &what, empty_optouts)?;
         found.push(summary);
         raw.insert(table.name, df);
     }
@@ -115,6 +109,36 @@ pub async fn register_inputs(
         ctx.register_table(tables::input(name), df.into_view())?;
     }
     Ok(Inputs { tables: found })
+}
+
+/// Whether an empty opt-out list may be used, and if not, how the user allows it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum EmptyOptOuts {
+    Allowed,
+    RefusedUnless(&'static str),
+}
+
+/// A required table with no rows is a failed extract, not data: refused, naming it
+/// (`what`). An empty opt-out list is refused unless allowed, in a run and in
+/// `pseudonymise` alike: it would let every objector through (regression:
+/// `pseudonymise` took an empty list, exit 0).
+pub(crate) fn refuse_empty(
+    table: &Table,
+    rows: u64,
+    what: &str,
+    empty_optouts: EmptyOptOuts,
+) -> Result<()> {
+    if rows > 0 || !table.required {
+        return Ok(());
+    }
+    let hint = match empty_optouts {
+        _ if table.name != contract::OPTOUTS.name => "check that the extract ran".to_string(),
+        EmptyOptOuts::Allowed => return Ok(()),
+        EmptyOptOuts::RefusedUnless(how) => format!(
+            "an empty opt-out list is almost always a failed extract; if there truly are none, {how}"
+        ),
+    };
+    Err(bad_input!("{what} has no rows: {hint}"))
 }
 
 /// Check and open one identifiable extract, for `pseudonymise` on the gate's side:
@@ -235,11 +259,14 @@ async fn read_table(
     let mut table_fields: Option<Vec<Field>> = None;
     let mut found_types = BTreeMap::new();
     let event_date = contract::table(name).and_then(|t| t.event_date);
-    let mut latest_event = None;
+    let mut event_span: Option<(i32, i32)> = None;
     for meta in &listed.metas {
-        let (file, fields, latest) =
+        let (file, fields, span) =
             check_file(ctx, columns, &listed, meta, &what, event_date).await?;
-        latest_event = latest_event.max(latest);
+        event_span = match (event_span, span) {
+            (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+            (x, y) => x.or(y),
+        };
         match &table_fields {
             None => {
                 for f in &fields {
@@ -261,7 +288,8 @@ async fn read_table(
             files,
             rows,
             found_types,
-            latest_event: latest_event.map(crate::sql::from_date32),
+            event_span: event_span
+                .map(|(a, b)| (crate::sql::from_date32(a), crate::sql::from_date32(b))),
         },
         df,
     ))
@@ -278,7 +306,7 @@ async fn check_file(
     meta: &object_store::ObjectMeta,
     what: &str,
     event_date: Option<&str>,
-) -> Result<(InputFile, Vec<Field>, Option<i32>)> {
+) -> Result<(InputFile, Vec<Field>, Option<(i32, i32)>)> {
     let store = listed.store.as_ref();
     let cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
     let file = file_name(&listed.url, meta);
@@ -313,27 +341,27 @@ async fn check_file(
         modified: meta.last_modified.to_rfc3339(),
         fingerprint: fingerprint(meta),
     };
-    let latest = event_date.and_then(|c| latest_in(&metadata, c));
-    Ok((input, fields, latest))
+    let span = event_date.and_then(|c| span_in(&metadata, c));
+    Ok((input, fields, span))
 }
 
-/// The largest value of the Date32 column `column` in a file's row-group statistics,
-/// as days since 1970: read from the footer, no data.
-fn latest_in(
+/// The smallest and largest values of the Date32 column `column` in a file's
+/// row-group statistics, as days since 1970: read from the footer, no data.
+fn span_in(
     metadata: &datafusion::parquet::file::metadata::ParquetMetaData,
     column: &str,
-) -> Option<i32> {
+) -> Option<(i32, i32)> {
     use datafusion::parquet::file::statistics::Statistics;
     let descr = metadata.file_metadata().schema_descr();
     let i = (0..descr.num_columns()).find(|&i| descr.column(i).path().string() == column)?;
-    let maxima = metadata
+    let spans = metadata
         .row_groups()
         .iter()
-        .map(|g| match g.column(i).statistics() {
-            Some(Statistics::Int32(s)) => s.max_opt().copied(),
+        .filter_map(|g| match g.column(i).statistics() {
+            Some(Statistics::Int32(s)) => Some((*s.min_opt()?, *s.max_opt()?)),
             _ => None,
         });
-    maxima.max().flatten()
+    spans.reduce(|(a, b), (c, d)| (a.min(c), b.max(d)))
 }
 
 /// Every file of an input must have the types of the first.
@@ -490,7 +518,7 @@ async fn refuse_secret(
         .await
         .ok()?;
     let (head, tail) = (&got[0], &got[1]);
-    if size >= 8 && &tail[..] == b"PARE" {
+    if size >= 8 && &tail[..] == crate::governance::vault::ENCRYPTED_PARQUET_MAGIC {
         return Some(bad_input!(
             "{what}: file {file} is encrypted Parquet (the identity vault?): jobs never open the vault, only the gate (`riskstrat reidentify`) does; remove it from [inputs]"
         ));

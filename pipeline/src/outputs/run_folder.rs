@@ -83,7 +83,8 @@ impl RunFolder {
         let mut seq = highest_seq(&job_dir)? + 1;
         for _ in 0..1000 {
             let staging = job_dir.join(format!("{STAGING_PREFIX}{seq:0w$}", w = SEQ_DIGITS));
-            let Some(owned) = Owned::create(&staging).map_err(io_at(&staging, "creating"))? else {
+            let Some(owned) = Owned::create(&staging).map_err(|e| not_writable(&staging, e))?
+            else {
                 seq += 1;
                 continue;
             };
@@ -159,6 +160,20 @@ impl Drop for RunFolder {
 
 /// Sequence numbers of the job's run folders (complete or not: a folder being renamed
 /// into place has its manifest already).
+/// A job folder the run cannot write in is the job's setting to fix, as one it cannot
+/// create is (regression: exit 1, not naming `[job] output`); other faults keep their
+/// kind.
+fn not_writable(staging: &Path, e: std::io::Error) -> Error {
+    use std::io::ErrorKind::{PermissionDenied, ReadOnlyFilesystem};
+    match e.kind() {
+        PermissionDenied | ReadOnlyFilesystem => bad_input!(
+            "output folder {}: cannot write in it ({e}); check [job] output, and make the folder writable or choose another",
+            staging.parent().unwrap_or(staging).display()
+        ),
+        _ => io_at(staging, "creating")(e),
+    }
+}
+
 fn committed_seqs(job_dir: &Path) -> Result<Vec<u64>> {
     Ok(std::fs::read_dir(job_dir)
         .map_err(io_at(job_dir, "reading"))?
@@ -247,6 +262,27 @@ mod tests {
             .iter()
             .map(|r| r.location())
             .collect()
+    }
+
+    /// Regression (fault review of 2026-12-07): a job folder the run could not write
+    /// in was exit 1, not naming the setting; one it could not create was exit 2.
+    #[test]
+    fn a_job_folder_it_cannot_write_in_is_the_jobs_setting_to_fix() {
+        use std::io::{Error as IoError, ErrorKind};
+        let staging = Path::new("/runs/job/.staging-000001");
+        for kind in [ErrorKind::PermissionDenied, ErrorKind::ReadOnlyFilesystem] {
+            let e = not_writable(staging, IoError::from(kind));
+            assert_eq!(e.exit_code(), 2, "{kind:?}");
+            assert!(
+                e.message
+                    .starts_with("output folder /runs/job: cannot write in it")
+                    && e.message.contains("check [job] output"),
+                "{}",
+                e.message
+            );
+        }
+        let e = not_writable(staging, IoError::from(ErrorKind::StorageFull));
+        assert_eq!(e.exit_code(), 1, "{}", e.message);
     }
 
     #[test]

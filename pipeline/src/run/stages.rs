@@ -56,7 +56,7 @@ pub async fn load(rc: &RunContext<'_>, checks: Checks) -> Result<Loaded> {
             ingest::register_inputs(&rc.ctx, &job.inputs, job.allow_empty_optouts),
         )
         .await?;
-    warn_of_stale_inputs(&inputs, job.as_of);
+    warn_of_uncovered_time(&inputs, job.as_of);
     let (counts, tees) = rc
         .progress
         .stage("validate", async {
@@ -84,31 +84,70 @@ pub async fn load(rc: &RunContext<'_>, checks: Checks) -> Result<Loaded> {
     })
 }
 
-/// An event table that ends this many days or more before `A` is probably an extract
-/// not refreshed: its features would count months without events.
+/// An event table that ends this many days or more before `A`, or starts as long
+/// after the two years a run reads, misses months its features count.
 const STALE_AFTER_DAYS: i64 = 62;
 
-/// Say so when an event table ends long before `A` (regression: a scheduled run in
-/// December on an extract ending in March made a list from a third of the events,
-/// with no word).
-fn warn_of_stale_inputs(inputs: &ingest::Inputs, as_of: NaiveDate) {
-    // The required event tables: a service or feedback may end long before A.
-    let extracts = inputs
+/// The required event tables, each with the first and last days of its events (a
+/// service or feedback may end or start anywhere).
+fn event_spans(inputs: &ingest::Inputs) -> impl Iterator<Item = (&str, NaiveDate, NaiveDate)> {
+    inputs
         .tables
         .iter()
-        .filter(|t| contract::table(t.table).is_some_and(|c| c.required));
-    for t in extracts {
-        let Some(latest) = t.latest_event else {
-            continue;
-        };
+        .filter(|t| contract::table(t.table).is_some_and(|c| c.required))
+        .filter_map(|t| t.event_span.map(|(first, last)| (t.table, first, last)))
+}
+
+/// The first day of the two years a run reads, `[A - 730, A)`: the training year
+/// before `T0 = A - 365`, then the outcome's year, which is also the features' at `A`.
+fn first_day_read(as_of: NaiveDate) -> NaiveDate {
+    as_of - Days::new(730)
+}
+
+/// Say so when an event table does not cover the two years the run reads: ending
+/// long before `A` (regression: a scheduled run in December on an extract ending in
+/// March made a list from a third of the events, with no word), or starting long
+/// after `A - 730` (regression: a backfill of months near the extract's start trained
+/// on two months of events counted as a year, and the coefficients came out four
+/// times too large, with no word).
+fn warn_of_uncovered_time(inputs: &ingest::Inputs, as_of: NaiveDate) {
+    let from = first_day_read(as_of);
+    for (table, first, latest) in event_spans(inputs) {
         let days = (as_of - latest).num_days();
         if days >= STALE_AFTER_DAYS {
             tracing::warn!(
-                "input {}: its latest event is on {latest}, {days} days before this run's date {as_of}; if the extract was not refreshed, its features count months without events: refresh it, or run with --as-of an earlier date",
-                t.table
+                "input {table}: its latest event is on {latest}, {days} days before this run's date {as_of}; if the extract was not refreshed, its features count months without events: refresh it, or run with --as-of an earlier date"
+            );
+        }
+        let late = (first - from).num_days();
+        if late >= STALE_AFTER_DAYS {
+            tracing::warn!(
+                "input {table}: its first event is on {first}, {late} days after {from}, where the two years this run reads begin; the model is trained on features at {} counted over part of a year, which inflates its coefficients: supply a longer extract, or run with --as-of {} or later",
+                as_of - Days::new(365),
+                first + Days::new(730)
             );
         }
     }
+}
+
+/// A model cannot be trained on a table with no event in its training year
+/// `[A - 730, A - 365)`: refused, naming the table and the time it covers (regression:
+/// the fit failed on a constant feature, advising to remove it from the model).
+pub fn refuse_no_training_year(inputs: &ingest::Inputs, as_of: NaiveDate) -> Result<()> {
+    let (from, t0) = (first_day_read(as_of), as_of - Days::new(365));
+    for (table, first, latest) in event_spans(inputs) {
+        let date = if first >= t0 {
+            format!("{} or later", first + Days::new(730))
+        } else if latest < from {
+            format!("{} or earlier", latest + Days::new(1))
+        } else {
+            continue;
+        };
+        return Err(bad_input!(
+            "input {table}: its events run from {first} to {latest}, none in the model's training year [{from}, {t0}) (the year before T0, a year before this run's date {as_of}); run with --as-of {date}, supply a longer extract, or score with a saved model ([model] load)"
+        ));
+    }
+    Ok(())
 }
 
 /// Where a table's quarantined rows go, when the run writes files.
@@ -133,7 +172,11 @@ fn record_quarantine(rc: &RunContext<'_>, table: &str, counts: &validate::TableC
 /// or failed naming a model feature). The `validate` command still reports it. Only
 /// the required tables: feedback about people who have all left the list is data.
 pub fn refuse_wholly_quarantined(loaded: &Loaded) -> Result<()> {
-    for (table, c) in &loaded.counts {
+    // Patients first: with none valid, every event row is of an unknown patient
+    // (regression: the error named admissions, "unknown_pseudo_id").
+    let mut tables: Vec<_> = loaded.counts.iter().collect();
+    tables.sort_by_key(|(table, _)| table.as_str() != contract::PATIENTS.name);
+    for (table, c) in tables {
         let required = contract::table(table).is_some_and(|t| t.required);
         if !required || c.valid > 0 || c.rows_after_optouts == 0 {
             continue;
@@ -491,8 +534,13 @@ pub async fn changes(rc: &RunContext<'_>) -> Result<Changes> {
     rc.progress
         .stage("changes", async {
             let store = RunStore::of(&rc.job.output, &rc.job.storage)?;
-            let Some((previous, id)) =
-                crate::changes::previous_run(&store, &rc.job.name, rc.job.as_of).await?
+            let Some((previous, id)) = crate::changes::previous_run(
+                &store,
+                &rc.job.name,
+                rc.job.as_of,
+                rc.run_id().map(|r| r.seq),
+            )
+            .await?
             else {
                 return Ok(Changes::default());
             };

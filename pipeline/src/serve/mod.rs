@@ -21,6 +21,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::JoinType;
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::TableType;
@@ -366,7 +367,7 @@ pub async fn open_run(run: &RunHandle, secret: &Key, policy: &Policy) -> Result<
     // compared cohort's changes (sql/views/cohort_changes.sql).
     let cohorts = manifest.cohorts.keys();
     let files = cohorts.map(|c| (c.as_str(), format!("cohort_{c}.parquet")));
-    let membership = long_table(&base, run, files, &[]).await?;
+    let membership = without_small_cohorts(long_table(&base, run, files, &[]).await?, policy)?;
     base.register_table("cohort_membership", membership.into_view())?;
     let compared = manifest.changes.keys();
     let files = compared.map(|c| (c.as_str(), crate::changes::file_name(c)));
@@ -448,6 +449,19 @@ pub async fn open_run(run: &RunHandle, secret: &Key, policy: &Policy) -> Result<
         catalog,
         schema,
     })
+}
+
+/// Cohort membership without the cohorts of fewer than the policy's minimum of
+/// people, which then look as an empty cohort does (regression, disclosure review of
+/// 2026-12-07: a cohort of 3 made every query of cohort_people refused, while an
+/// empty one answered, so a cohort's first members showed).
+fn without_small_cohorts(membership: DataFrame, policy: &Policy) -> Result<DataFrame> {
+    let large = membership
+        .clone()
+        .aggregate(vec![ident("cohort")], vec![count(lit(1)).alias("__people")])?
+        .filter(ident("__people").gt_eq(lit(policy.min_people)))?
+        .select(vec![ident("cohort").alias("__large")])?;
+    Ok(membership.join(large, JoinType::LeftSemi, &["cohort"], &["__large"], None)?)
 }
 
 /// Per cohort file of the run, its rows as (pseudo_id, cohort, `columns`...), one
