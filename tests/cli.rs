@@ -539,8 +539,9 @@ fn run_killed_part_way_leaves_no_run_folder() {
 /// clear error (exit 2), not NaN output.
 #[test]
 fn model_that_cannot_be_fitted_is_a_clear_error() {
+    let with_training_year = small_dataset_with_a_training_year;
     let dir = scratch("cli_model_errors");
-    let job = small_dataset().write(&dir, "2026-04-01");
+    let job = with_training_year().write(&dir, "2026-04-01");
     let fit_job = std::fs::read_to_string(&job).unwrap();
     let fit_job = &fit_job[..fit_job.find("[model]").unwrap()];
     // Everyone was born in 1960: age's coefficient cannot be estimated.
@@ -548,13 +549,30 @@ fn model_that_cannot_be_fitted_is_a_clear_error() {
     let o = run_job(&job);
     assert_bad_input(&dir, &o, &["feature age", "one value", "T0 = 2025-04-01"]);
     // Nobody is registered at T0 = A - 365.
+    let mut ds = with_training_year();
+    for p in &mut ds.patients {
+        p.start = d("2025-05-01");
+    }
+    let job = ds.write(&dir, "2026-04-01");
+    std::fs::write(&job, fit_job).unwrap();
+    let o = run_job(&job);
+    assert_bad_input(&dir, &o, &["training set is empty"]);
+    // No event in the training year at all (regression, fault review of 2026-12-07:
+    // the fit failed on a constant feature, advising to remove it from the model).
     std::fs::write(
         &job,
         fit_job.replace("as_of = \"2026-04-01\"", "as_of = \"2000-06-01\""),
     )
     .unwrap();
     let o = run_job(&job);
-    assert_bad_input(&dir, &o, &["training set is empty"]);
+    assert_bad_input(
+        &dir,
+        &o,
+        &[
+            "input appointments: its events run from 2024-06-01 to 2025-06-01, none in the model's training year [1998-06-02, 1999-06-02)",
+            "run with --as-of 2026-06-01 or later",
+        ],
+    );
 }
 
 #[test]

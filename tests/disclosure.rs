@@ -1596,7 +1596,7 @@ fn utility_of_protected_answers_for_large_cells() {
                     let (s, m) = (f(&raw, sum), f(&raw, n));
                     // A mean of fewer than 8 people with a value other than 0 is theirs,
                     // withheld.
-                    let nz = f(&raw, nonzero.unwrap());
+                    let nz = f(&raw, nonzero.unwrap().0);
                     for &(r, x) in &pairs {
                         let (s, m) = (s[x].unwrap_or(0.0), m[x].unwrap());
                         if m >= 100.0 && s != 0.0 && nz[x].unwrap() >= 8.0 {
@@ -1888,13 +1888,15 @@ fn a_sum_of_one_to_seven_contributors_told_their_values() {
         let t = truth.iter().find(|t| t[..2] == row[..2]).unwrap();
         let k: i64 = t[2].as_ref().unwrap().parse().unwrap();
         let (s, m) = (a.withheld[3].value(i), a.withheld[4].value(i));
+        // Withheld as a count of them would be: always under 8, never from 12 (the
+        // perturbation moves a count by at most 4).
         if k < 8 {
             few += 1;
             assert!(
                 s && m && row[3].is_none() && row[4].is_none(),
                 "{row:?} ({k} contributors)"
             );
-        } else {
+        } else if k >= 12 {
             many += 1;
             assert!(!s && row[3].is_some(), "{row:?} ({k} contributors)");
         }
@@ -1930,15 +1932,31 @@ fn a_cohort_of_three_could_be_told_from_an_empty_one() {
     let rt = rt();
     let ask = "SELECT cohort, count(*) AS n FROM cohort_people GROUP BY cohort";
     let mut answers = Vec::new();
-    for members in [3, 0] {
-        let dir = scratch(&format!("disclosure_cohort_of_{members}"));
+    // 3 people; 8 of whom one has sex U and so is not in the views (code review of
+    // 2026-12-07: counted from the cohort file, it was kept, and was 7 in the view);
+    // none.
+    for (name, of_f_or_m, of_u) in [("three", 3, 0), ("seven_and_u", 7, 1), ("none", 0, 0)] {
+        let dir = scratch(&format!("disclosure_cohort_{name}"));
         random_run_of(&dir, 23, run_dir(), 20, Some(2000));
-        let ids: Vec<String> = (0..members)
-            .map(|i| format!("{:032x}", 23u128 * 1_000_000 + i as u128))
-            .collect();
+        let features = read_parquet(&dir.join("features.parquet")).remove(0);
+        let column = |c: &str| {
+            let a = features.column_by_name(c).unwrap();
+            a.as_any().downcast_ref::<StringArray>().unwrap().clone()
+        };
+        let (ids, sexes) = (column("pseudo_id"), column("sex"));
+        let of = |u: bool, n: usize| {
+            (0..ids.len())
+                .filter(|&i| (sexes.value(i) == "U") == u)
+                .take(n)
+                .map(|i| ids.value(i).to_string())
+                .collect::<Vec<_>>()
+        };
+        let mut members = of(false, of_f_or_m);
+        members.extend(of(true, of_u));
+        assert_eq!(members.len(), of_f_or_m + of_u);
         let cohort = RecordBatch::try_from_iter(vec![(
             "pseudo_id",
-            std::sync::Arc::new(StringArray::from(ids)) as ArrayRef,
+            std::sync::Arc::new(StringArray::from(members)) as ArrayRef,
         )])
         .unwrap();
         riskstrat::outputs::write_batch(&dir.join("cohort_complex_needs.parquet"), &cohort)
@@ -1946,9 +1964,8 @@ fn a_cohort_of_three_could_be_told_from_an_empty_one() {
         let c = commissioner(&rt, &dir);
         let a = rt
             .block_on(c.query(ask))
-            .unwrap_or_else(|e| panic!("{members}: {}", e.message));
+            .unwrap_or_else(|e| panic!("{name}: {}", e.message));
         answers.push(rows_of(&a.batches));
     }
-    assert_eq!(answers[0], answers[1]);
-    assert!(answers[0].is_empty(), "{answers:?}");
+    assert!(answers.iter().all(|a| a.is_empty()), "{answers:?}");
 }

@@ -834,6 +834,13 @@ fn gate_never_overwrites_a_file_it_did_not_release() {
             "a folder of pseudonymised tables",
         ),
         ("../runs/complex-needs/list", "must not sit inside"),
+        // Code review of 2026-12-07: beside the job folders, and in a folder not yet
+        // made among the pseudonymised tables.
+        ("../runs/list", "must not sit inside"),
+        (
+            "../pseudonymised/appointments/new/../newer/list",
+            "a folder of pseudonymised tables",
+        ),
     ] {
         let o = release(out);
         assert_eq!(o.status.code(), Some(2), "{out}: {}", stderr(&o));
@@ -845,6 +852,7 @@ fn gate_never_overwrites_a_file_it_did_not_release() {
         .collect();
     assert!(after == before, "a file was replaced");
     assert!(!f.dir.join("runs/complex-needs/list.csv").exists());
+    assert!(!f.dir.join("pseudonymised/appointments/newer").exists());
 }
 
 /// The audit record comes first: with a tampered audit log nothing is released.
@@ -1030,8 +1038,10 @@ fn pseudonymise_never_replaces_what_it_did_not_write_nor_takes_an_empty_extract(
     std::fs::create_dir_all(dir.join("runs/job/run1")).unwrap();
     std::fs::write(dir.join("runs/job/run1/manifest.json"), "{}").unwrap();
     let snapshot = || {
+        // Lock files (empty, beside a target) are left by a refusal under the lock.
         let mut files: Vec<(PathBuf, Vec<u8>)> = walk(&dir)
             .into_iter()
+            .filter(|p| !p.to_string_lossy().ends_with(".lock"))
             .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
             .collect();
         files.sort();
@@ -1065,6 +1075,8 @@ fn pseudonymise_never_replaces_what_it_did_not_write_nor_takes_an_empty_extract(
     };
     let vault = "gate/vault.parquet";
     refused(command(vault, Some("keys")), "overlaps --key");
+    // Code review of 2026-12-07: a `..` after a folder not yet made.
+    refused(command(vault, Some("new/../keys")), "overlaps --key");
     refused(command(vault, Some("gate")), "overlaps --quarantine");
     refused(command(vault, Some("identifiable")), "overlaps --in");
     refused(
@@ -1095,6 +1107,12 @@ fn pseudonymise_never_replaces_what_it_did_not_write_nor_takes_an_empty_extract(
     assert!(printed.contains("patients: 2"), "{printed}");
     assert!(printed.contains(" 0 withheld"), "{printed}");
     std::fs::write(&optouts, kept).unwrap();
+    // No NHS number of the patients can be read.
+    let patients = dir.join("identifiable/patients.parquet");
+    let kept = std::fs::read(&patients).unwrap();
+    overwrite_column(&patients, "nhs_number", "not a number");
+    refused(command(vault, None), "the patients extract: none of its 2");
+    std::fs::write(&patients, kept).unwrap();
     empty_table(&dir.join("identifiable/patients.parquet"));
     refused(
         command(vault, None),

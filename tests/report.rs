@@ -361,10 +361,29 @@ fn the_commissioners_report_holds_only_released_numbers() {
         .arg(&key)
         .arg("--out")
         .arg(&out)
+        .args(["--requester", "commissioner.1", "--audit"])
+        .arg(out.with_file_name("audit.jsonl"))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let html = std::fs::read_to_string(&out).unwrap();
+    // Regression (disclosure review of 2026-12-07): the report was not audited.
+    let records = riskstrat::governance::audit::read(&out.with_file_name("audit.jsonl")).unwrap();
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(
+        (r.actor.as_str(), r.action.as_str()),
+        ("commissioner.1", "query")
+    );
+    assert_eq!(r.run.as_deref(), run.file_name().unwrap().to_str());
+    for (_, sql) in riskstrat::report::commissioners::QUERIES {
+        assert!(r.query.as_deref().unwrap().contains(sql), "{sql}");
+    }
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(html.as_bytes()))
+    };
+    assert_eq!(r.file_sha256.as_deref(), Some(digest.as_str()));
     let released: Vec<f64> = html
         .split("data-value=\"")
         .skip(1)
@@ -534,9 +553,40 @@ fn report_refuses_what_it_cannot_use() {
         .arg("report")
         .arg(run)
         .args(["--for", "commissioners"])
+        .args(["--requester", "commissioner.1", "--audit", "unused.jsonl"])
         .env_remove("RISKSTRAT_CELL_KEY")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--cell-key"), "{}", stderr(&o));
+    // Not without saying who asks, and where that is audited.
+    let o = riskstrat()
+        .arg("report")
+        .arg(run)
+        .args(["--for", "commissioners", "--cell-key"])
+        .arg(cell_key().0)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--requester"), "{}", stderr(&o));
+    // No audit record, no report: an audit log that cannot be written to (a folder).
+    let out = scratch("report-unaudited").join("c.html");
+    let o = riskstrat()
+        .arg("report")
+        .arg(run)
+        .args(["--for", "commissioners", "--cell-key"])
+        .arg(cell_key().0)
+        .args(["--requester", "commissioner.1", "--audit"])
+        .arg(out.parent().unwrap())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("could not be audited"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
 }

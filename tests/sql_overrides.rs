@@ -180,9 +180,14 @@ fn write_feedback(dir: &Path) {
     riskstrat::outputs::write_batch(&dir.join("feedback.parquet"), &batch).unwrap();
 }
 
-/// The small data set's job with `sql_dir = "sql"` holding `c`'s file.
+/// The small data set's job (with a training year when `c` trains a model) with
+/// `sql_dir = "sql"` holding `c`'s file.
 fn job_with(dir: &Path, c: &Case) -> std::path::PathBuf {
-    let job = small_dataset().write(dir, "2026-04-01");
+    let ds = match c.train {
+        true => small_dataset_with_a_training_year(),
+        false => small_dataset(),
+    };
+    let job = ds.write(dir, "2026-04-01");
     write_feedback(dir);
     let mut text = std::fs::read_to_string(&job)
         .unwrap()

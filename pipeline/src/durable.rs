@@ -139,6 +139,42 @@ pub fn hidden_siblings(target: &Path, tag: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// `path` made absolute, what exists of it resolved (links, `..`) and the rest
+/// normalised by its words (`..` takes back the one before, `.` is dropped), so that a
+/// path not yet made compares as it will resolve once made (regression:
+/// `--quarantine new/../keys` passed as not holding the keys, and replaced them).
+pub fn absolute(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let path = match path.is_absolute() {
+        true => path.to_path_buf(),
+        false => std::env::current_dir().unwrap_or_default().join(path),
+    };
+    let mut existing = path.as_path();
+    let mut rest = Vec::new();
+    while existing.canonicalize().is_err() {
+        match (existing.parent(), existing.components().next_back()) {
+            (Some(parent), Some(last)) => {
+                rest.push(last);
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let mut out = existing
+        .canonicalize()
+        .unwrap_or_else(|_| existing.to_path_buf());
+    for c in rest.into_iter().rev() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Remove a file or a folder.
 pub fn remove(p: &Path) -> io::Result<()> {
     if p.is_dir() {

@@ -310,12 +310,11 @@ fn list_file(out: &Path, ext: &str) -> PathBuf {
 /// A list file inside a folder `pseudonymise` wrote (it holds its summary), however
 /// deep: refused.
 fn refuse_among_pseudonymised_tables(list: &Path) -> Result<()> {
-    let folder = list.parent().filter(|p| !p.as_os_str().is_empty());
-    let folder = folder.map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let data = folder
-        .canonicalize()
-        .unwrap_or(folder)
+    // Its folder as it will be once made (code review of 2026-12-07: a folder not yet
+    // made, given relative to one inside the data, was searched from itself only).
+    let data = durable::absolute(list)
         .ancestors()
+        .skip(1)
         .find(|a| a.join(crate::pseudonymise::SUMMARY_FILE).is_file())
         .map(Path::to_path_buf);
     match data {
@@ -374,9 +373,15 @@ impl Out {
         // Names go nowhere the analysts work: not beside the job's runs, nor among
         // pseudonymised tables (regression: `--out pseudonymised/patients` put the list
         // where the next run reads its patients).
-        let job_folder = req.run.parent().filter(|p| !p.as_os_str().is_empty());
+        // The output folder of the run's job (which holds every job's runs), when the
+        // run is one on this disk.
+        let output = req
+            .run
+            .canonicalize()
+            .ok()
+            .and_then(|r| Some(r.parent()?.parent()?.to_path_buf()));
         for p in [&csv, &parquet] {
-            refuse_inside(p, job_folder.unwrap_or(req.run), "--out")?;
+            refuse_inside(p, output.as_deref().unwrap_or(req.run), "--out")?;
             refuse_among_pseudonymised_tables(p)?;
         }
         if let Some(parent) = csv.parent().filter(|p| !p.as_os_str().is_empty()) {

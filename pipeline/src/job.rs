@@ -547,55 +547,36 @@ fn refuse_output_among_inputs(
     let Output::Folder(out) = output else {
         return Ok(());
     };
-    let out = canonical(out);
-    for (table, loc) in inputs.iter().filter(|(_, l)| !is_url(l)) {
-        let Some(folder) = input_folder(loc) else {
+    let out = crate::durable::absolute(out);
+    // A file a run writes, as an input's listing would meet it.
+    let run_file = out.join("job").join("run").join("scores.parquet");
+    for (table, loc) in inputs {
+        let loc = loc.strip_prefix("file://").unwrap_or(loc);
+        if is_url(loc) {
             continue;
+        }
+        let reads = match loc.find(['*', '?', '[']) {
+            // A glob: whether it matches such a file (`*` taken to match `/` too).
+            Some(i) => {
+                let cut = loc[..i].rfind('/').map_or(0, |j| j + 1);
+                let folder = crate::durable::absolute(Path::new(&loc[..cut]));
+                let pattern = format!("{}/{}", folder.display(), &loc[cut..]);
+                glob::Pattern::new(&pattern).is_ok_and(|p| p.matches_path(&run_file))
+            }
+            // A folder: whether the output is inside it.
+            None => {
+                Path::new(loc).is_dir() && out.starts_with(crate::durable::absolute(Path::new(loc)))
+            }
         };
-        if out.starts_with(canonical(&folder)) {
+        if reads {
             return Err(bad_input!(
-                "{}: {} is inside {}, a folder input '{table}' reads whole: the runs' files would be read as {table}; choose an output folder outside the inputs",
+                "{}: {} is inside what input '{table}' reads ({loc}): the runs' files would be read as {table}; choose an output folder outside the inputs",
                 at.ctx("[job] output"),
-                out.display(),
-                folder.display()
+                out.display()
             ));
         }
     }
     Ok(())
-}
-
-/// The folder whose Parquet files a local input reads: the folder named, or a glob's
-/// fixed part; none for a named file.
-fn input_folder(location: &str) -> Option<PathBuf> {
-    match location.find(['*', '?', '[']) {
-        Some(i) => {
-            let fixed = &location[..i];
-            Some(PathBuf::from(&fixed[..fixed.rfind('/').unwrap_or(0)]))
-        }
-        None => Path::new(location)
-            .is_dir()
-            .then(|| PathBuf::from(location)),
-    }
-}
-
-/// `path` with what exists of it resolved (links, `..`), to compare folders.
-fn canonical(path: &Path) -> PathBuf {
-    let mut existing = path;
-    let mut rest = Vec::new();
-    while !existing.exists() {
-        match (existing.parent(), existing.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name);
-                existing = parent;
-            }
-            _ => break,
-        }
-    }
-    let mut out = existing
-        .canonicalize()
-        .unwrap_or_else(|_| existing.to_path_buf());
-    out.extend(rest.into_iter().rev());
-    out
 }
 
 /// `[cohorts] include`: built-in cohort names or `.sql` files that exist, no two of
@@ -932,8 +913,14 @@ optouts = "data/optouts.parquet"
                 e.message
             );
         }
-        // Beside the inputs, or holding them, is fine.
+        // A file:// URL is a local path too.
+        let url = format!("file://{}/data/rx/*.parquet", dir.display());
+        let e = parse("data/rx/runs", &url).unwrap_err();
+        assert!(e.message.contains("read as prescriptions"), "{}", e.message);
+        // Beside the inputs, or holding them, is fine, as is a folder a glob cannot
+        // reach.
         assert!(parse("runs", "data/rx/*/*.parquet").is_ok());
+        assert!(parse("data/runs", "data/rx-*.parquet").is_ok());
         assert!(parse("data", "data/p.parquet").is_ok());
         assert!(parse("data/appointments-runs", "data/p.parquet").is_ok());
         std::fs::remove_dir_all(&dir).unwrap();

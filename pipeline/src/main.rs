@@ -267,6 +267,12 @@ struct ReportArgs {
     /// Who the report is for.
     #[arg(long = "for", value_enum, default_value = "analysts")]
     audience: Audience,
+    /// Who asks for the commissioners' report (audited).
+    #[arg(long, required_if_eq("audience", "commissioners"))]
+    requester: Option<String>,
+    /// The audit log the commissioners' report is recorded in before it is written.
+    #[arg(long, required_if_eq("audience", "commissioners"))]
+    audit: Option<PathBuf>,
     #[command(flatten)]
     cell_key: riskstrat::serve::CellKeyArg,
     #[command(flatten)]
@@ -624,16 +630,45 @@ async fn report(a: ReportArgs) -> Result<()> {
         }
         Audience::Commissioners => {
             let secret = a.cell_key.load(a.run.parent().unwrap_or(&a.run))?;
-            (
-                riskstrat::report::commissioners::render(&handle, &secret).await?,
-                format!("{id}-commissioners.html"),
-            )
+            let html = riskstrat::report::commissioners::render(&handle, &secret).await?;
+            audit_commissioners_report(&a, &id, &html)?;
+            (html, format!("{id}-commissioners.html"))
         }
     };
     let out = a.out.unwrap_or_else(|| PathBuf::from(name));
     riskstrat::durable::write_file(&out, html.as_bytes())
         .map_err(|e| Error::bad_input(format!("--out {}: {}", out.display(), e.message)))?;
     outln!("{}", out.display());
+    Ok(())
+}
+
+/// The commissioners' report is a disclosure like any answer to a query: audited, with
+/// the queries it asked, before it is written (regression: it was not audited).
+fn audit_commissioners_report(a: &ReportArgs, run_id: &str, html: &str) -> Result<()> {
+    use riskstrat::governance::audit::{self, Action, Record};
+    use sha2::{Digest, Sha256};
+    let (Some(requester), Some(log)) = (&a.requester, &a.audit) else {
+        return Err(Error::bad_input(
+            "report --for commissioners needs --requester and --audit",
+        ));
+    };
+    let queries: Vec<&str> = riskstrat::report::commissioners::QUERIES
+        .iter()
+        .map(|(_, sql)| *sql)
+        .collect();
+    let record = Record {
+        actor: requester.clone(),
+        action: Action::Query,
+        run: Some(run_id.to_string()),
+        query: Some(queries.join(";\n")),
+        // A copy found later can be matched to its record.
+        file_sha256: Some(hex::encode(Sha256::digest(html.as_bytes()))),
+        detail: Some("report --for commissioners".into()),
+        ..Default::default()
+    };
+    audit::append(log, record).map_err(|e| {
+        e.context("--audit: the report could not be audited, so it was not written")
+    })?;
     Ok(())
 }
 

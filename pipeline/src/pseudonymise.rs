@@ -224,8 +224,8 @@ pub fn default_quarantine(vault: &Path) -> PathBuf {
     vault.with_file_name(format!("{stem}-quarantine"))
 }
 
-/// Where the command would write, checked before it locks or touches anything there:
-/// what it replaces whole must be its own.
+/// Where the command would write, checked by path before it locks or makes anything
+/// there: nothing it replaces whole may be, hold or sit inside what it must keep.
 fn check_targets(req: &Request, quarantine: &Path) -> Result<()> {
     if !req.input.is_dir() {
         return Err(bad_input!(
@@ -241,7 +241,12 @@ fn check_targets(req: &Request, quarantine: &Path) -> Result<()> {
     ] {
         refuse_inside(path, req.out, flag)?;
     }
-    refuse_overlaps(req, quarantine)?;
+    refuse_overlaps(req, quarantine)
+}
+
+/// What the command replaces whole must be its own: checked under the targets' locks,
+/// once what a killed run left is put back (`Staged::recover`).
+fn check_contents(req: &Request, quarantine: &Path) -> Result<()> {
     if req.out.exists() {
         let empty = std::fs::read_dir(req.out)?.next().is_none();
         if !empty && !req.out.join(SUMMARY_FILE).exists() {
@@ -358,6 +363,7 @@ pub async fn pseudonymise(req: &Request<'_>) -> Result<Summary> {
     for target in [req.out, quarantine.as_path(), req.vault] {
         staged.recover(target)?;
     }
+    check_contents(req, &quarantine)?;
     let (key, vault_key) = prepare(req, &quarantine)?;
     let ctx = new_context(&SessionOptions::default())?;
     ctx.register_udf(pseudonymise_udf(key));

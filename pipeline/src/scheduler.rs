@@ -17,7 +17,7 @@ use crate::schedule::{Missed, Schedule, Tick};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -92,20 +92,24 @@ fn record(state: &Path, a: &Attempt) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .read(true)
-        .write(true)
+        .append(true)
         .mode(0o600)
         .open(&path)
         .map_err(crate::durable::io_at(&path, "opening"))?;
     let mut line = serde_json::to_vec(a)?;
     line.push(b'\n');
     // A last line torn by a crash part way through an append is cut off first: the
-    // record written after it would join it and be lost (regression).
+    // record written after it would join it and be lost (regression). Under an
+    // exclusive lock, as two schedulers of a job may record at once (one skipping a
+    // tick outside the job's lease): neither cuts a line the other is writing.
     let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes)
+    f.lock()
+        .and_then(|_| f.read_to_end(&mut bytes))
         .and_then(|_| {
             let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-            f.set_len(whole as u64)?;
-            f.seek(std::io::SeekFrom::Start(whole as u64))?;
+            if whole < bytes.len() {
+                f.set_len(whole as u64)?;
+            }
             f.write_all(&line)?;
             f.sync_data()
         })

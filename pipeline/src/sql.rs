@@ -135,7 +135,13 @@ pub fn run_time_error(origin: &str, e: crate::error::Error) -> crate::error::Err
         return crate::error::Error { message, ..e }.context(format!("while running {origin}"));
     }
     // A pattern that does not compile is shown whole, and may be made of data.
-    let what = if e.source.as_deref().is_some_and(in_chain::<regex::Error>) {
+    // `regexp_replace` wraps regex's error; `regexp_like`, `~`, `regexp_match`,
+    // `regexp_count` and `regexp_instr` say it in their own words (code review of
+    // 2026-12-07: a pseudo_id's first 12 digits shown through `regexp_like`).
+    let regex = ["Regular expression did not compile", "regex parse error"];
+    let what = if e.source.as_deref().is_some_and(in_chain::<regex::Error>)
+        || regex.iter().any(|r| e.message.contains(r))
+    {
         "a regular expression does not compile; its pattern is not shown, as it may hold values"
             .to_string()
     } else {
@@ -594,6 +600,22 @@ mod tests {
             "{}",
             e.message
         );
+        // The other functions' words for it.
+        for message in [
+            format!(
+                "Regular expression did not compile: Syntax(\nregex parse error:\n    ({}\n",
+                &id[..12]
+            ),
+            format!("Regular expression did not compile: ({}", &id[..12]),
+        ] {
+            let arrow = datafusion::arrow::error::ArrowError::ComputeError(message);
+            let e = run_time_error(
+                "f.sql",
+                DataFusionError::ArrowError(Box::new(arrow), None).into(),
+            );
+            assert_eq!(e.exit_code(), 2, "{}", e.message);
+            assert!(!e.message.contains(&id[..12]), "{}", e.message);
+        }
         // Other errors lose their runs of hexadecimal digits.
         let other = DataFusionError::IoError(std::io::Error::other(format!("at {id}")));
         let e = run_time_error("f.sql", other.into());

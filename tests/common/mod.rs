@@ -558,6 +558,30 @@ pub fn small_dataset() -> Dataset {
     ds
 }
 
+/// The small dataset with each of its events once more a year earlier (2024-06-01),
+/// in the training year of a model fitted at `A` = 2026-04-01 (a run that fits one is
+/// refused without events there).
+pub fn small_dataset_with_a_training_year() -> Dataset {
+    let mut ds = small_dataset();
+    let earlier = d("2024-06-01");
+    let (appointments, prescriptions) = (ds.appointments.clone(), ds.prescriptions.clone());
+    ds.appointments.extend(
+        appointments
+            .into_iter()
+            .map(|a| Appt { date: earlier, ..a }),
+    );
+    ds.prescriptions
+        .extend(prescriptions.into_iter().map(|r| Rx { date: earlier, ..r }));
+    let spells = ds.admissions.clone();
+    ds.admissions.extend(spells.into_iter().map(|s| Spell {
+        spell: format!("{}-earlier", s.spell),
+        date: earlier,
+        discharge: Some(d("2024-06-03")),
+        ..s
+    }));
+    ds
+}
+
 /// `reidentify` of the cohort `complex_needs` from `run` (a folder or a URL) for team
 /// T01, asked by its first member in `dir/teams.toml`, with the vault and key that
 /// [`pseudonymise`] wrote under `dir`, auditing to `audit` and writing to `out`; the

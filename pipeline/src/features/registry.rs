@@ -34,6 +34,20 @@ pub struct Feature {
     pub doc: &'static str,
 }
 
+impl Feature {
+    /// The event tables the feature counts events of (`charlson.sql` reads the
+    /// admissions' diagnoses; `total_cost_12m` adds prescriptions' and admissions'
+    /// costs).
+    pub fn event_tables(&self) -> Vec<&'static str> {
+        match (self.name, self.source) {
+            (_, Source::Sql("charlson")) => vec!["admissions"],
+            (_, Source::Sql(table)) => vec![table],
+            ("total_cost_12m", Source::Derived) => vec!["prescriptions", "admissions"],
+            (_, Source::Population | Source::Derived) => vec![],
+        }
+    }
+}
+
 const fn f(name: &'static str, source: Source, kind: Kind, doc: &'static str) -> Feature {
     Feature {
         name,
@@ -208,4 +222,32 @@ pub fn markdown() -> String {
         s.push_str(&format!("| {} | {} | {} |\n", f.name, ty, f.doc));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Which extracts a model's terms need in its training year (a run that trains on
+    /// a table with no event there is refused, naming it).
+    #[test]
+    fn each_feature_names_the_event_tables_it_counts() {
+        let tables = |name: &str| by_name(name).event_tables();
+        assert_eq!(tables("gp_appts_12m"), ["appointments"]);
+        assert_eq!(tables("distinct_drugs_12m"), ["prescriptions"]);
+        assert_eq!(tables("emergency_admissions_12m"), ["admissions"]);
+        assert_eq!(tables("charlson_score"), ["admissions"]);
+        assert_eq!(tables("total_cost_12m"), ["prescriptions", "admissions"]);
+        assert!(tables("age").is_empty() && tables("imd_decile").is_empty());
+        // Every feature of an event table's SQL names a table of the contract.
+        for f in FEATURES {
+            for t in f.event_tables() {
+                assert!(
+                    crate::ingest::contract::table(t).is_some(),
+                    "{}: {t}",
+                    f.name
+                );
+            }
+        }
+    }
 }

@@ -208,15 +208,15 @@ pub enum Output {
         key: usize,
     },
     /// A sum: magnitude noise, then rounded to 5 (`whole`) or 3 s.f.; withheld when
-    /// fewer than the policy's minimum of people have a value other than 0 (column
-    /// `nonzero`, a true count).
+    /// the people with a value other than 0 (count and cell key in columns
+    /// `nonzero`) are released as 0, as a count of them would be.
     Sum {
         sum: usize,
         top: usize,
         key: usize,
         n: usize,
         nkey: usize,
-        nonzero: usize,
+        nonzero: (usize, usize),
         whole: bool,
     },
     /// A mean: the released sum (as `Sum` releases it) over the protected count of its
@@ -228,7 +228,7 @@ pub enum Output {
         key: usize,
         n: usize,
         nkey: usize,
-        nonzero: Option<usize>,
+        nonzero: Option<(usize, usize)>,
         whole: bool,
     },
     /// A ratio of two protected counts (pre-aggregated views).
@@ -797,7 +797,10 @@ fn measure_output(
     let s = inputs.add(sum(m()));
     let top = inputs.add(max(abs(m())));
     let key = inputs.add(sum(when_contributes(magnitude_key())?));
-    let nonzero = inputs.add(count(when_contributes(lit(1))?));
+    let nonzero = (
+        inputs.add(count(when_contributes(lit(1))?)),
+        inputs.add(sum(when_contributes(record_key())?)),
+    );
     let n = inputs.add(count(m()));
     let nkey = inputs.add(sum(when(present(), record_key())
         .end()
@@ -1251,21 +1254,20 @@ impl TrueRows<'_> {
             .collect())
     }
 
-    /// Per row, whether fewer than the policy's minimum of people have a value other
-    /// than 0 (true counts in column `nonzero`; none known, none too few). Such a sum
-    /// is a statistic of those few people, withheld as theirs, and withheld with none
-    /// too, so that it cannot be told from 0 (regression, disclosure review of
-    /// 2026-12-07: one child's admission cost, the only one in a cell of 11, released
-    /// to within 20% from a single query).
-    fn few_contributors(&self, nonzero: Option<usize>) -> Result<Vec<bool>> {
-        let Some(c) = nonzero else {
+    /// Per row, whether the people with a value other than 0 (the count and cell key
+    /// in columns `nonzero`; none known, none too few) are released as 0, as a count
+    /// of them would be: 1 to 7 of them, none, or a few more whose perturbed count is
+    /// under 8. Such a sum is a statistic of those few people, withheld as theirs,
+    /// and withheld with none too, so that it cannot be told from 0 (regression,
+    /// disclosure review of 2026-12-07: one child's admission cost, the only one in a
+    /// cell of 11, released to within 20% from a single query). Decided on the
+    /// perturbed count, not the true one, so that a released sum does not tell
+    /// exactly that 8 of 8 known people had the measure (code review of 2026-12-07).
+    fn few_contributors(&self, nonzero: Option<(usize, usize)>) -> Result<Vec<bool>> {
+        let Some((n, key)) = nonzero else {
             return Ok(vec![false; self.rows]);
         };
-        let c = self.int(c)?;
-        let min = self.policy.min_people;
-        Ok((0..self.rows)
-            .map(|r| c.is_null(r) || c.value(r) < min)
-            .collect())
+        Ok(self.released(n, key)?.into_iter().map(|v| v == 0).collect())
     }
 
     /// The released column of output `o`, named `name`, and which of its cells were

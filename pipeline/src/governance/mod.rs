@@ -19,24 +19,14 @@ pub mod teams;
 pub mod vault;
 
 use crate::bad_input;
+use crate::durable::absolute;
 use crate::error::Result;
-use std::path::{Path, PathBuf};
-
-/// An absolute form of `path`, resolving what exists of it (a file may not yet exist).
-fn resolved(path: &Path) -> PathBuf {
-    if let Ok(p) = path.canonicalize() {
-        return p;
-    }
-    match (path.parent(), path.file_name()) {
-        (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => resolved(parent).join(name),
-        _ => std::env::current_dir().unwrap_or_default().join(path),
-    }
-}
+use std::path::Path;
 
 /// Refuse a key, vault or gate-side file placed inside a folder meant for analysts or
 /// care teams: secrets never sit next to the data they protect.
 pub fn refuse_inside(path: &Path, folder: &Path, flag: &str) -> Result<()> {
-    if resolved(path).starts_with(resolved(folder)) {
+    if absolute(path).starts_with(absolute(folder)) {
         return Err(bad_input!(
             "{flag} {}: must not sit inside {}; keep keys, the vault and gate-side files outside the data folders",
             path.display(),
@@ -50,7 +40,7 @@ pub fn refuse_inside(path: &Path, folder: &Path, flag: &str) -> Result<()> {
 /// sits inside `other`: replacing it would destroy `other` (regression: `pseudonymise
 /// --quarantine keys` deleted both keys, `--vault` an input extract).
 pub fn refuse_overlap(path: &Path, flag: &str, other: &Path, other_flag: &str) -> Result<()> {
-    let (a, b) = (resolved(path), resolved(other));
+    let (a, b) = (absolute(path), absolute(other));
     if a.starts_with(&b) || b.starts_with(&a) {
         return Err(bad_input!(
             "{flag} {}: overlaps {other_flag} {} (is it, holds it or sits inside it), and {flag} is replaced whole; name a separate path",
@@ -80,6 +70,12 @@ mod tests {
         assert!(o("keys/k.key", "keys").is_err());
         assert!(o("gate", "gate").is_err());
         assert!(o("gate", "gate2").is_ok());
+        // Regression (code review of 2026-12-07): a `..` after a folder not yet made
+        // hid that the path was the keys' folder.
+        std::fs::create_dir_all(dir.join("keys")).unwrap();
+        assert!(o("new/../keys", "keys/k.key").is_err());
+        assert!(o("new/./../keys/x", "keys").is_err());
+        assert!(o("new/../keys2", "keys").is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -89,7 +89,7 @@ async fn stages_of(rc: &RunContext<'_>, job: &Job) -> Result<(Manifest, Metrics)
     let mut loaded = stages::load(rc, checks).await?;
     let saved = stages::saved_model(rc)?;
     if saved.is_none() {
-        stages::refuse_no_training_year(&loaded.inputs, job.as_of)?;
+        stages::refuse_no_training_year(&loaded.inputs, job.as_of, &job.model.terms)?;
     }
     let features_at = stages::features(rc, &mut loaded, saved.as_ref().map(|(_, m)| m)).await;
     // A wholly quarantined table is the cause to name, before what it made fail.

@@ -130,12 +130,22 @@ fn warn_of_uncovered_time(inputs: &ingest::Inputs, as_of: NaiveDate) {
     }
 }
 
-/// A model cannot be trained on a table with no event in its training year
-/// `[A - 730, A - 365)`: refused, naming the table and the time it covers (regression:
-/// the fit failed on a constant feature, advising to remove it from the model).
-pub fn refuse_no_training_year(inputs: &ingest::Inputs, as_of: NaiveDate) -> Result<()> {
+/// A model cannot be trained on features of a table with no event in its training
+/// year `[A - 730, A - 365)`: refused, naming the table and the time it covers
+/// (regression: the fit failed on a constant feature, advising to remove it from the
+/// model). A table none of the model's `terms` counts events of may lack that year.
+pub fn refuse_no_training_year(
+    inputs: &ingest::Inputs,
+    as_of: NaiveDate,
+    terms: &[String],
+) -> Result<()> {
     let (from, t0) = (first_day_read(as_of), as_of - Days::new(365));
-    for (table, first, latest) in event_spans(inputs) {
+    let trained_on = |table: &str| {
+        crate::features::registry::FEATURES
+            .iter()
+            .any(|f| f.event_tables().contains(&table) && terms.iter().any(|t| t == f.name))
+    };
+    for (table, first, latest) in event_spans(inputs).filter(|(t, ..)| trained_on(t)) {
         let date = if first >= t0 {
             format!("{} or later", first + Days::new(730))
         } else if latest < from {

@@ -30,7 +30,7 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::functions_aggregate::expr_fn::{count, count_distinct};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext, ident, lit};
@@ -367,8 +367,7 @@ pub async fn open_run(run: &RunHandle, secret: &Key, policy: &Policy) -> Result<
     // compared cohort's changes (sql/views/cohort_changes.sql).
     let cohorts = manifest.cohorts.keys();
     let files = cohorts.map(|c| (c.as_str(), format!("cohort_{c}.parquet")));
-    let membership = without_small_cohorts(long_table(&base, run, files, &[]).await?, policy)?;
-    base.register_table("cohort_membership", membership.into_view())?;
+    let membership = long_table(&base, run, files, &[]).await?;
     let compared = manifest.changes.keys();
     let files = compared.map(|c| (c.as_str(), crate::changes::file_name(c)));
     let columns = ["change", "practice_code", "previous_tier", "current_tier"];
@@ -397,7 +396,9 @@ pub async fn open_run(run: &RunHandle, secret: &Key, policy: &Policy) -> Result<
         Err(e) => return Err(opening_failed(run, e).await),
     };
     base.deregister_table("person")?;
-    base.register_table("person", person.into_view())?;
+    base.register_table("person", person.clone().into_view())?;
+    let membership = without_small_cohorts(membership, person, policy)?;
+    base.register_table("cohort_membership", membership.into_view())?;
 
     let schema = Arc::new(MemorySchemaProvider::new());
     let mut catalog = Catalog::default();
@@ -455,10 +456,28 @@ pub async fn open_run(run: &RunHandle, secret: &Key, policy: &Policy) -> Result<
 /// people, which then look as an empty cohort does (regression, disclosure review of
 /// 2026-12-07: a cohort of 3 made every query of cohort_people refused, while an
 /// empty one answered, so a cohort's first members showed).
-fn without_small_cohorts(membership: DataFrame, policy: &Policy) -> Result<DataFrame> {
+/// Counted as `cohort_people` holds them: people of the person view (whose sex is F or
+/// M), each once (code review of 2026-12-07: a cohort file of 8 with one person of sex
+/// U was kept, and was 7 in the view).
+fn without_small_cohorts(
+    membership: DataFrame,
+    person: DataFrame,
+    policy: &Policy,
+) -> Result<DataFrame> {
+    let people = person.select(vec![ident("pseudo_id").alias("__person")])?;
+    let membership = membership.join(
+        people,
+        JoinType::LeftSemi,
+        &["pseudo_id"],
+        &["__person"],
+        None,
+    )?;
     let large = membership
         .clone()
-        .aggregate(vec![ident("cohort")], vec![count(lit(1)).alias("__people")])?
+        .aggregate(
+            vec![ident("cohort")],
+            vec![count_distinct(ident("pseudo_id")).alias("__people")],
+        )?
         .filter(ident("__people").gt_eq(lit(policy.min_people)))?
         .select(vec![ident("cohort").alias("__large")])?;
     Ok(membership.join(large, JoinType::LeftSemi, &["cohort"], &["__large"], None)?)
