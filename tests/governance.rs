@@ -1049,18 +1049,7 @@ fn pseudonymise_never_replaces_what_it_did_not_write_nor_takes_an_empty_extract(
     };
     // `--vault` and `--quarantine` as given (relative to the flow), the rest as usual.
     let command = |vault: &str, quarantine: Option<&str>| {
-        let mut c = riskstrat();
-        c.arg("pseudonymise")
-            .arg("--key")
-            .arg(dir.join("keys/pseudonym.key"))
-            .arg("--in")
-            .arg(dir.join("identifiable"))
-            .arg("--out")
-            .arg(dir.join("pseudonymised"))
-            .arg("--vault")
-            .arg(dir.join(vault))
-            .arg("--vault-key")
-            .arg(dir.join("keys/vault.key"));
+        let mut c = common::pseudonymise_to(&dir, &dir.join(vault));
         if let Some(q) = quarantine {
             c.arg("--quarantine").arg(dir.join(q));
         }

@@ -909,11 +909,7 @@ async fn pseudonymise(a: PseudonymiseArgs) -> Result<()> {
     })
     .await?;
     for (table, t) in &s.tables {
-        let q: Vec<String> = t
-            .quarantined
-            .iter()
-            .map(|(r, n)| format!("{r} {n}"))
-            .collect();
+        let q = t.reasons();
         outln!(
             "{table}: {} rows read, {} written, {} withheld (opt-outs), {} quarantined{}",
             t.rows_read,
@@ -923,7 +919,7 @@ async fn pseudonymise(a: PseudonymiseArgs) -> Result<()> {
             if q.is_empty() {
                 String::new()
             } else {
-                format!(" ({})", q.join(", "))
+                format!(" ({q})")
             }
         );
     }

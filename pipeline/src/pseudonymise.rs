@@ -66,6 +66,18 @@ pub struct TableSummary {
     pub quarantined: BTreeMap<String, u64>,
 }
 
+impl TableSummary {
+    /// The quarantine's reasons and their rows, as `reason n, ...`.
+    pub fn reasons(&self) -> String {
+        let reasons: Vec<String> = self
+            .quarantined
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        reasons.join(", ")
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
     pub tables: BTreeMap<String, TableSummary>,
@@ -433,35 +445,25 @@ fn refuse_unreadable_optouts(s: &TableSummary, location: &Path) -> Result<()> {
     if n == 0 {
         return Ok(());
     }
-    let reasons: Vec<String> = s
-        .quarantined
-        .iter()
-        .map(|(r, k)| format!("{r} {k}"))
-        .collect();
     Err(bad_input!(
         "{}: {n} opt-out rows have an NHS number that cannot be read ({}); an objection that matches no one would not be honoured, so nothing was written. Correct those rows' nhs_number in the extract (or remove rows that are not objections) and run pseudonymise again",
         location.display(),
-        reasons.join(", ")
+        s.reasons()
     ))
 }
 
 /// A required extract none of whose NHS numbers can be read is a broken extract: it
-/// would replace the vault and the analysts' table with empty ones (regression: a
-/// zero-row patients extract did, exit 0).
+/// would replace the vault and the analysts' table with empty ones, as a zero-row one
+/// did (regression, exit 0).
 fn refuse_wholly_unreadable(table: &Table, s: &TableSummary, what: &str) -> Result<()> {
     let quarantined: u64 = s.quarantined.values().sum();
     if !table.required || s.rows_read == 0 || quarantined < s.rows_read {
         return Ok(());
     }
-    let reasons: Vec<String> = s
-        .quarantined
-        .iter()
-        .map(|(r, k)| format!("{r} {k}"))
-        .collect();
     Err(bad_input!(
         "{what}: none of its {} rows has an NHS number that can be read ({}); nothing was written. Check the extract's nhs_number column",
         s.rows_read,
-        reasons.join(", ")
+        s.reasons()
     ))
 }
 

@@ -612,6 +612,11 @@ pub fn release_t01(mut c: Command, dir: &Path, run: &str, audit: &Path, out: &Pa
 /// `pseudonymise` over what `synth --identifiable` wrote to `dir`: its extracts and
 /// keys, the vault under `gate/`, the pseudonymised tables under `pseudonymised/`.
 pub fn pseudonymise(dir: &Path) -> Command {
+    pseudonymise_to(dir, &dir.join("gate/vault.parquet"))
+}
+
+/// [`pseudonymise`] writing the vault to `vault`.
+pub fn pseudonymise_to(dir: &Path, vault: &Path) -> Command {
     let mut c = riskstrat();
     c.arg("pseudonymise")
         .arg("--key")
@@ -621,7 +626,7 @@ pub fn pseudonymise(dir: &Path) -> Command {
         .arg("--out")
         .arg(dir.join("pseudonymised"))
         .arg("--vault")
-        .arg(dir.join("gate/vault.parquet"))
+        .arg(vault)
         .arg("--vault-key")
         .arg(dir.join("keys/vault.key"));
     c
