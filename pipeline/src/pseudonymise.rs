@@ -205,7 +205,7 @@ impl Staged {
             if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
                 durable::sync_dir(parent)?;
             }
-            let _ = remove(&old);
+            let _ = durable::remove(&old);
         }
         self.committed = true;
         Ok(())
@@ -216,17 +216,9 @@ impl Drop for Staged {
     fn drop(&mut self) {
         if !self.committed {
             for (tmp, _) in &self.moves {
-                let _ = remove(tmp);
+                let _ = durable::remove(tmp);
             }
         }
-    }
-}
-
-fn remove(p: &Path) -> std::io::Result<()> {
-    if p.is_dir() {
-        std::fs::remove_dir_all(p)
-    } else {
-        std::fs::remove_file(p)
     }
 }
 
